@@ -1,0 +1,1 @@
+"""batchscraper: lists of URLs in, validated structured records out."""

@@ -1,0 +1,138 @@
+"""The public error hierarchy.
+
+Every error a user can see — on the CLI, in an HTTP response, or in an item
+record's ``error`` field — is one of these classes. Each carries a stable
+``code``, whether retrying can help (``retryable``) and, for input errors,
+the HTTP status the API answers with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BatchError(Exception):
+    """Base class: a stable error ``code`` plus a human-readable message."""
+
+    code = "INTERNAL_ERROR"
+    retryable = False
+    http_status = 500
+
+    def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``error`` object stored on an item record."""
+        return {"code": self.code, "message": self.message, "retryable": self.retryable}
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+# -- input errors: nothing is stored when one of these is raised ------------
+
+
+class BatchInputError(BatchError):
+    """Malformed input (bad JSON, unreadable @file, wrong shape)."""
+
+    code = "INVALID_INPUT"
+    http_status = 400
+
+
+class InvalidURLsError(BatchInputError):
+    """One or more URLs are unusable; ``details`` lists them by index."""
+
+    code = "INVALID_URL"
+    http_status = 422
+
+
+class InvalidSchemaError(BatchInputError):
+    """The schema is not a usable JSON Schema or field list."""
+
+    code = "INVALID_SCHEMA"
+    http_status = 422
+
+
+class InvalidOptionError(BatchInputError):
+    """An option is unknown or out of its range."""
+
+    code = "INVALID_OPTION"
+    http_status = 422
+
+
+class TooLargeError(BatchInputError):
+    """The batch exceeds a size limit (URL count, body size)."""
+
+    code = "TOO_LARGE"
+    http_status = 413
+
+
+class BatchNotFoundError(BatchError):
+    """No batch with that id."""
+
+    code = "NOT_FOUND"
+    http_status = 404
+
+
+class BatchStateError(BatchError):
+    """The batch is in a state that does not allow the operation."""
+
+    code = "INVALID_STATE"
+    http_status = 409
+
+
+# -- per-item errors: stored on the item record -----------------------------
+
+
+class ItemError(BatchError):
+    """An error that ends one item (one URL)."""
+
+    code = "ITEM_ERROR"
+
+
+class FetchError(ItemError):
+    """The page could not be fetched. ``code`` says why."""
+
+    code = "CONNECTION_FAILED"
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retryable: bool | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        if retryable is not None:
+            self.retryable = retryable
+        self.status = http_status
+
+
+class ExtractionError(ItemError):
+    """Nothing matching the schema could be extracted from the page."""
+
+    code = "EXTRACTION_FAILED"
+
+
+class EmptyExtractionError(ExtractionError):
+    """Every extracted field was empty."""
+
+    code = "EMPTY_EXTRACTION"
+
+
+class ValidationFailedError(ItemError):
+    """The record does not validate against the batch schema."""
+
+    code = "VALIDATION_FAILED"
+
+
+class CancelledError(ItemError):
+    """The batch was cancelled before this item finished."""
+
+    code = "CANCELLED"

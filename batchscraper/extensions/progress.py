@@ -1,0 +1,94 @@
+"""Progress on the console while a batch runs, and one summary line at the end."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from scrapy import signals
+from scrapy.crawler import Crawler
+from scrapy.exceptions import NotConfigured
+from twisted.internet import task
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProgressConfig:
+    interval: float
+
+
+class ProgressLog:
+    """Logs ``done/total, failed, pages/min, ETA`` every ``BATCH_PROGRESS_INTERVAL`` seconds.
+
+    Figures come from the batch document's counters, so they cover every
+    process working the batch, not only this one.
+    """
+
+    def __init__(self, crawler: Crawler, config: ProgressConfig) -> None:
+        self.crawler = crawler
+        self.config = config
+        self.started = time.monotonic()
+        self.done_at_start = 0
+        self.loop: task.LoopingCall | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> ProgressLog:
+        interval = crawler.settings.getfloat("BATCH_PROGRESS_INTERVAL")
+        if interval <= 0:
+            raise NotConfigured
+        extension = cls(crawler, ProgressConfig(interval=interval))
+        crawler.signals.connect(extension.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(extension.spider_closed, signal=signals.spider_closed)
+        return extension
+
+    def spider_opened(self, spider: Any) -> None:
+        if getattr(spider, "name", None) != "batch":
+            return
+        self.started = time.monotonic()
+        self.done_at_start = _done(spider.batch["counters"])
+        self.loop = task.LoopingCall(self.log_progress, spider)
+        self.loop.start(self.config.interval, now=False)
+
+    def log_progress(self, spider: Any) -> None:
+        counters = spider.store.get_batch(spider.batch_id)["counters"]
+        logger.info("%s", progress_line(spider.batch_id, counters, self._rate(counters)))
+
+    def spider_closed(self, spider: Any, reason: str) -> None:
+        if self.loop is not None and self.loop.running:
+            self.loop.stop()
+        if getattr(spider, "name", None) != "batch":
+            return
+        batch = spider.store.get_batch(spider.batch_id)
+        c = batch["counters"]
+        logger.info(
+            "Batch %s %s (%s): %d total, %d completed, %d failed, %d cancelled, %d pending, "
+            "%d records, %.1fs",
+            spider.batch_id, batch["status"], reason, c["total"], c["completed"], c["failed"],
+            c["cancelled"], c["pending"] + c["running"], c["records_extracted"],
+            time.monotonic() - self.started,
+        )
+
+    def _rate(self, counters: dict[str, int]) -> float:
+        """Pages per minute since this process started."""
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        return (_done(counters) - self.done_at_start) * 60 / elapsed
+
+
+def _done(counters: dict[str, int]) -> int:
+    return counters["completed"] + counters["failed"] + counters["cancelled"]
+
+
+def progress_line(batch_id: str, counters: dict[str, int], pages_per_minute: float) -> str:
+    """``b_…: 120/200 done (60%), 3 failed, 840 pages/min, ETA 6s``."""
+    total = counters["total"]
+    done = _done(counters)
+    left = total - done
+    eta = f"{left * 60 / pages_per_minute:.0f}s" if pages_per_minute > 0 else "?"
+    percent = 100 * done // total if total else 100
+    return (
+        f"{batch_id}: {done}/{total} done ({percent}%), {counters['failed']} failed, "
+        f"{pages_per_minute:.0f} pages/min, ETA {eta}"
+    )

@@ -1,0 +1,63 @@
+"""Map download failures to the public per-item error codes."""
+
+from __future__ import annotations
+
+from twisted.internet import error as twisted_error
+from twisted.python.failure import Failure
+
+from scrapy import exceptions as scrapy_error
+from scrapy.spidermiddlewares.httperror import HttpError
+
+from batchscraper.exceptions import FetchError
+
+RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504, 522, 524})
+
+# exception type -> (code, retryable); checked in order
+FAILURE_CODES: tuple[tuple[tuple[type[BaseException], ...], str, bool], ...] = (
+    ((scrapy_error.CannotResolveHostError, twisted_error.DNSLookupError), "DNS_ERROR", True),
+    (
+        (scrapy_error.DownloadTimeoutError, twisted_error.TimeoutError, TimeoutError),
+        "TIMEOUT",
+        True,
+    ),
+    ((scrapy_error.DownloadCancelledError,), "CONTENT_TOO_LARGE", False),
+    (
+        (
+            scrapy_error.DownloadConnectionRefusedError,
+            scrapy_error.DownloadFailedError,
+            scrapy_error.ResponseDataLossError,
+            twisted_error.ConnectError,
+            twisted_error.ConnectionLost,
+            twisted_error.ConnectionDone,
+            ConnectionError,
+        ),
+        "CONNECTION_FAILED",
+        True,
+    ),
+)
+
+
+def fetch_error_from_failure(failure: Failure) -> FetchError:
+    """The :class:`FetchError` (code, message, retryable) for a request's errback failure."""
+    exc = failure.value
+    if isinstance(exc, FetchError):
+        return exc
+    if isinstance(exc, HttpError):
+        status = exc.response.status
+        return FetchError(
+            f"HTTP {status} from {exc.response.url}",
+            code="HTTP_ERROR",
+            retryable=status in RETRYABLE_HTTP,
+            http_status=status,
+        )
+    if isinstance(exc, scrapy_error.IgnoreRequest) and "redirect" in str(exc):
+        return FetchError(str(exc), code="TOO_MANY_REDIRECTS", retryable=False)
+    for types, code, retryable in FAILURE_CODES:
+        if isinstance(exc, types):
+            return FetchError(_message(exc), code=code, retryable=retryable)
+    return FetchError(_message(exc), code="CONNECTION_FAILED", retryable=True)
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,428 @@
+"""Parse and validate a batch's inputs: URLs, schema, prompt and options.
+
+One code path for the CLI (``-a`` strings, ``@file`` references) and the
+HTTP API (decoded JSON). Everything is checked before anything is stored;
+problems raise :mod:`batchscraper.exceptions` input errors that name the
+argument and, for URLs, each bad entry's index.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from batchscraper.exceptions import (
+    BatchInputError,
+    InvalidOptionError,
+    InvalidURLsError,
+    TooLargeError,
+)
+from batchscraper.schemas import SchemaLimits, parse_schema
+
+RENDER_MODES = ("auto", "always", "never")
+# the names users bring from other batch APIs for a URL's rendering mode
+MODE_ALIASES = {"auto": "auto", "js": "always", "html": "never", "headless": "always", "fetch": "never"}
+FORMATS = ("json", "markdown", "text", "html")
+URL_KEYS = {"url", "render_js", "mode", "wait_for", "headers", "timeout"}
+MAX_URL_LENGTH = 2048
+MAX_PROMPT_CHARS = 4000
+MAX_REPORTED_URL_ERRORS = 50
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Batch-size limits; the defaults come from ``BATCH_MAX_*`` settings."""
+
+    max_urls: int = 10_000
+    max_total_items: int = 5_000
+    schema: SchemaLimits = SchemaLimits()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(
+            max_urls=settings.getint("BATCH_MAX_URLS"),
+            max_total_items=settings.getint("BATCH_MAX_TOTAL_ITEMS"),
+            schema=SchemaLimits(
+                max_bytes=settings.getint("BATCH_MAX_SCHEMA_BYTES"),
+                max_depth=settings.getint("BATCH_MAX_SCHEMA_DEPTH"),
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class UrlSpec:
+    """One input URL and its per-URL overrides."""
+
+    url: str
+    render_js: str | None = None
+    wait_for: str | None = None
+    headers: dict[str, str] | None = None
+    timeout: float | None = None
+
+    def fetch_key(self) -> str:
+        """Identical keys are fetched once (duplicate URLs share one fetch)."""
+        return json.dumps([self.url, self.render_js, self.wait_for, self.headers, self.timeout])
+
+
+@dataclass(frozen=True)
+class DateFilter:
+    """Keep only records whose ``field`` falls in [``from``, ``to``]."""
+
+    field: str
+    start: dt.date | None = None
+    end: dt.date | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "field": self.field,
+            "from": self.start.isoformat() if self.start else None,
+            "to": self.end.isoformat() if self.end else None,
+        }
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """A batch's options, each within its documented range."""
+
+    max_items_per_url: int = 1
+    max_total_items: int = 5_000
+    concurrency: int = 8
+    parallel_jobs: int = 1
+    timeout_per_url: float = 30.0
+    render_js: str = "auto"
+    fail_fast: bool = False
+    formats: tuple[str, ...] = ("json",)
+    date_filter: DateFilter | None = None
+    retries: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["formats"] = list(self.formats)
+        out["date_filter"] = self.date_filter.to_dict() if self.date_filter else None
+        return out
+
+
+# option name -> (kind, low, high); ranges are part of the public contract
+OPTION_RANGES: dict[str, tuple[str, float, float]] = {
+    "max_items_per_url": ("int", 1, 500),
+    "max_total_items": ("int", 1, 0),  # high bound comes from Limits.max_total_items
+    "concurrency": ("int", 1, 64),
+    "parallel_jobs": ("int", 1, 10),
+    "timeout_per_url": ("float", 1, 300),
+    "retries": ("int", 0, 5),
+}
+OPTION_NAMES = {f.name for f in fields(BatchOptions)}
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """A fully validated batch, ready to be stored."""
+
+    urls: list[UrlSpec]
+    schema: dict[str, Any]
+    prompt: str | None = None
+    options: BatchOptions = field(default_factory=BatchOptions)
+
+
+def parse_batch(
+    urls: Any,
+    schema: Any,
+    prompt: Any = None,
+    options: Any = None,
+    limits: Limits = Limits(),
+    **option_args: Any,
+) -> BatchSpec:
+    """Validate every input and return a :class:`BatchSpec`.
+
+    ``urls``, ``schema`` and ``options`` may be ``@file`` references or JSON
+    text (CLI) or already-decoded values (API). ``option_args`` are options
+    given one by one (``-a concurrency=16``); they override ``options``.
+    """
+    if urls is None or urls == "":
+        raise InvalidURLsError("urls: missing; give a list, a comma-separated string or @file")
+    if schema is None or schema == "":
+        raise BatchInputError("schema: missing; give a JSON Schema, a field list or @file")
+    url_specs = parse_urls(urls, limits)
+    schema_doc = parse_schema(_read_at_file(schema, "schema"), limits.schema)
+    return BatchSpec(
+        urls=url_specs,
+        schema=schema_doc,
+        prompt=parse_prompt(prompt),
+        options=parse_options(options, limits, **option_args),
+    )
+
+
+def parse_prompt(prompt: Any) -> str | None:
+    """Return the extraction instructions, or None."""
+    if prompt is None or prompt == "":
+        return None
+    if not isinstance(prompt, str):
+        raise BatchInputError("prompt: must be a string")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise BatchInputError(f"prompt: {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+    return prompt
+
+
+# -- URLs --------------------------------------------------------------------
+
+
+def parse_urls(raw: Any, limits: Limits = Limits()) -> list[UrlSpec]:
+    """Parse URLs from a list, JSON text, a separated string, or ``@file``."""
+    entries = _url_entries(raw)
+    if not entries:
+        raise InvalidURLsError("urls: the list is empty")
+    if len(entries) > limits.max_urls:
+        raise TooLargeError(
+            f"urls: {len(entries)} URLs; the limit is {limits.max_urls} (BATCH_MAX_URLS)"
+        )
+    specs: list[UrlSpec] = []
+    problems: list[dict[str, Any]] = []
+    for index, entry in enumerate(entries):
+        try:
+            specs.append(_url_spec(entry))
+        except ValueError as exc:
+            problems.append({"index": index, "url": _shown(entry), "reason": str(exc)})
+    if problems:
+        first = problems[0]
+        raise InvalidURLsError(
+            f"urls: {len(problems)} invalid; first at index {first['index']}"
+            f" ({first['url']!r}): {first['reason']}",
+            details=problems[:MAX_REPORTED_URL_ERRORS],
+        )
+    return specs
+
+
+def _url_entries(raw: Any) -> list[Any]:
+    if isinstance(raw, list):
+        return raw
+    if not isinstance(raw, str):
+        raise InvalidURLsError("urls: must be a list or a string")
+    text = raw.strip()
+    if text.startswith("@"):
+        return _url_entries_from_file(Path(text[1:]))
+    if text.startswith("["):
+        try:
+            decoded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BatchInputError(f"urls: not valid JSON: {exc.msg} at char {exc.pos}") from None
+        if not isinstance(decoded, list):
+            raise InvalidURLsError("urls: JSON must be an array")
+        return decoded
+    separator = "\n" if "\n" in text else ","
+    return [part.strip() for part in text.split(separator) if part.strip()]
+
+
+def _url_entries_from_file(path: Path) -> list[Any]:
+    text = _read_file(path, "urls")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            decoded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BatchInputError(f"urls: {path} is not valid JSON: {exc.msg}") from None
+        if not isinstance(decoded, list):
+            raise InvalidURLsError(f"urls: {path} must hold a JSON array")
+        return decoded
+    if suffix == ".jsonl":
+        entries = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    entries.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise BatchInputError(f"urls: {path} line {number} is not valid JSON") from None
+        return entries
+    if suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        if "url" not in (reader.fieldnames or []):
+            raise BatchInputError(f"urls: {path} has no 'url' column")
+        return [row["url"].strip() for row in reader if (row.get("url") or "").strip()]
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _url_spec(entry: Any) -> UrlSpec:
+    if isinstance(entry, str):
+        return UrlSpec(url=check_url(entry))
+    if not isinstance(entry, dict):
+        raise ValueError("must be a URL string or an object with 'url'")
+    unknown = set(entry) - URL_KEYS
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}; allowed: {sorted(URL_KEYS)}")
+    render = entry.get("render_js", entry.get("mode"))
+    if render is not None:
+        render = MODE_ALIASES.get(str(render), str(render)) if "mode" in entry else str(render)
+        if render not in RENDER_MODES:
+            raise ValueError(f"render_js must be one of {list(RENDER_MODES)}")
+    headers = entry.get("headers")
+    if headers is not None and not (
+        isinstance(headers, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+    ):
+        raise ValueError("headers must be an object of strings")
+    wait_for = entry.get("wait_for")
+    if wait_for is not None and not isinstance(wait_for, str):
+        raise ValueError("wait_for must be a CSS selector string")
+    timeout = entry.get("timeout")
+    if timeout is not None:
+        timeout = _in_range("timeout", timeout, "float", 1, 300, ValueError)
+    return UrlSpec(
+        url=check_url(entry.get("url")),
+        render_js=render,
+        wait_for=wait_for,
+        headers=headers,
+        timeout=timeout,
+    )
+
+
+def check_url(url: Any) -> str:
+    """Return ``url`` if it is an absolute http(s) URL we will fetch, else raise ValueError."""
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError("empty URL")
+    url = url.strip()
+    if len(url) > MAX_URL_LENGTH:
+        raise ValueError(f"longer than {MAX_URL_LENGTH} characters")
+    if any(ch.isspace() for ch in url):
+        raise ValueError("contains whitespace")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"malformed: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("only http and https URLs are fetched")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials in URLs are not accepted")
+    if port == 0:
+        raise ValueError("port 0 is not valid")
+    return url
+
+
+def _shown(entry: Any) -> str:
+    text = entry.get("url") if isinstance(entry, dict) else entry
+    return str(text)[:200]
+
+
+# -- options -----------------------------------------------------------------
+
+
+def parse_options(raw: Any = None, limits: Limits = Limits(), **option_args: Any) -> BatchOptions:
+    """Parse options from JSON text, ``@file``, a dict, and/or single arguments."""
+    raw = _read_at_file(raw, "options") if raw not in (None, "") else {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise BatchInputError(f"options: not valid JSON: {exc.msg} at char {exc.pos}") from None
+    if not isinstance(raw, Mapping):
+        raise InvalidOptionError("options: must be a JSON object")
+    merged = {**raw, **{k: v for k, v in option_args.items() if v is not None}}
+    unknown = set(merged) - OPTION_NAMES
+    if unknown:
+        raise InvalidOptionError(
+            f"options: unknown {sorted(unknown)}; known: {sorted(OPTION_NAMES)}"
+        )
+    values: dict[str, Any] = {}
+    for name, value in merged.items():
+        values[name] = _option_value(name, value, limits)
+    return replace(BatchOptions(max_total_items=limits.max_total_items), **values)
+
+
+def _option_value(name: str, value: Any, limits: Limits) -> Any:
+    if name in OPTION_RANGES:
+        kind, low, high = OPTION_RANGES[name]
+        if name == "max_total_items":
+            high = limits.max_total_items
+        return _in_range(name, value, kind, low, high, InvalidOptionError)
+    if name == "render_js":
+        text = MODE_ALIASES.get(str(value), str(value))
+        if text not in RENDER_MODES:
+            raise InvalidOptionError(f"render_js: must be one of {list(RENDER_MODES)}")
+        return text
+    if name == "fail_fast":
+        return _boolean(name, value)
+    if name == "formats":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list) or not items:
+            raise InvalidOptionError(f"formats: must be a list of {list(FORMATS)}")
+        bad = [item for item in items if item not in FORMATS]
+        if bad:
+            raise InvalidOptionError(f"formats: unknown {bad}; allowed: {list(FORMATS)}")
+        return tuple(dict.fromkeys(items))
+    if name == "date_filter":
+        return _date_filter(value)
+    raise InvalidOptionError(f"options: unknown {name!r}")
+
+
+def _in_range(
+    name: str, value: Any, kind: str, low: float, high: float, error: type[Exception]
+) -> Any:
+    try:
+        number = float(value) if kind == "float" else int(str(value), 10)
+    except (TypeError, ValueError):
+        raise error(f"{name}: must be {'a number' if kind == 'float' else 'an integer'}") from None
+    if isinstance(value, bool) or not low <= number <= high:
+        raise error(f"{name}: must be between {low:g} and {high:g}, got {value!r}")
+    return number
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise InvalidOptionError(f"{name}: must be true or false")
+
+
+def _date_filter(value: Any) -> DateFilter | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise InvalidOptionError("date_filter: must be a JSON object") from None
+    if not isinstance(value, dict) or not isinstance(value.get("field"), str):
+        raise InvalidOptionError('date_filter: needs {"field": ..., "from": date, "to": date}')
+    unknown = set(value) - {"field", "from", "to"}
+    if unknown:
+        raise InvalidOptionError(f"date_filter: unknown keys {sorted(unknown)}")
+    bounds = {}
+    for key in ("from", "to"):
+        if value.get(key) is not None:
+            try:
+                bounds[key] = dt.date.fromisoformat(str(value[key])[:10])
+            except ValueError:
+                raise InvalidOptionError(f"date_filter.{key}: not an ISO date") from None
+    if not bounds:
+        raise InvalidOptionError("date_filter: give 'from', 'to' or both")
+    return DateFilter(field=value["field"], start=bounds.get("from"), end=bounds.get("to"))
+
+
+# -- files -------------------------------------------------------------------
+
+
+def _read_at_file(value: Any, argument: str) -> Any:
+    if isinstance(value, str) and value.strip().startswith("@"):
+        return _read_file(Path(value.strip()[1:]), argument)
+    return value
+
+
+def _read_file(path: Path, argument: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise BatchInputError(f"{argument}: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise BatchInputError(f"{argument}: {path} is not UTF-8 text") from None

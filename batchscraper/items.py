@@ -1,0 +1,37 @@
+"""The item that travels from the spider through the pipelines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class PageItem:
+    """One URL's result: the stored item record, plus the page while it is processed.
+
+    ``body`` (the decoded page) is dropped by the store pipeline; everything
+    else is the record written to MongoDB and exported to feeds.
+    """
+
+    batch_id: str
+    index: int
+    url: str
+    status: str = "completed"
+    render_mode: str = "fetch"
+    http_status: int | None = None
+    final_url: str | None = None
+    attempts: int = 1
+    duration_ms: int | None = None
+    data: Any = None
+    validation: dict[str, Any] | None = None
+    evidence: dict[str, str] | None = None
+    error: dict[str, Any] | None = None
+    content: dict[str, str] | None = None
+    filtered_out: int = 0
+    body: str | None = field(default=None, repr=False)
+
+    def fail(self, error: dict[str, Any]) -> None:
+        """Mark the item failed with an ``error`` object (code, message, retryable)."""
+        self.status = "failed"
+        self.error = error

@@ -1,0 +1,78 @@
+"""Scrapy settings for batchscraper.
+
+Every ``BATCH_*`` setting has its default here and a line in the README.
+Deployment-specific values come from the environment (MONGO_URI,
+BATCHSCRAPER_HOME, OPENAI_*, BATCH_LLM_MODEL, BATCH_API_KEYS).
+"""
+
+import os
+
+BOT_NAME = "batchscraper"
+SPIDER_MODULES = ["batchscraper.spiders"]
+NEWSPIDER_MODULE = "batchscraper.spiders"
+COMMANDS_MODULE = "batchscraper.commands"
+
+# -- safety: nothing listens unless asked ------------------------------------
+TELNETCONSOLE_ENABLED = False
+REMOTE_CONTROL_ENABLED = False
+ROBOTSTXT_OBEY = False
+
+# -- engine --------------------------------------------------------------------
+TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
+# Scrapy starts CONCURRENT_ITEMS tasks per callback output; pages yield one item.
+CONCURRENT_ITEMS = 4
+CONCURRENT_REQUESTS = 8  # replaced per batch by its `concurrency` option
+CONCURRENT_REQUESTS_PER_DOMAIN = 8
+DOWNLOAD_TIMEOUT = 30  # replaced per request by `timeout_per_url`
+DOWNLOAD_MAXSIZE = 10 * 1024 * 1024
+DOWNLOAD_WARNSIZE = 0
+REDIRECT_MAX_TIMES = 10
+COOKIES_ENABLED = False
+LOG_LEVEL = "INFO"
+USER_AGENT = "batchscraper/0.1 (+https://github.com/batchscraper/batchscraper)"
+FEED_EXPORT_ENCODING = "utf-8"
+
+AUTOTHROTTLE_ENABLED = True
+AUTOTHROTTLE_START_DELAY = 0.0
+AUTOTHROTTLE_TARGET_CONCURRENCY = 8.0
+DOWNLOAD_DELAY = 0
+
+RETRY_ENABLED = True
+RETRY_TIMES = 2  # replaced per batch by its `retries` option
+RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524, 408]
+
+DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "batchscraper.middlewares.BackoffRetryMiddleware": 550,
+}
+ITEM_PIPELINES = {
+    "pipelines.extract.ExtractPipeline": 100,
+    "pipelines.validate.ValidatePipeline": 200,
+    "pipelines.store.StorePipeline": 300,
+}
+EXTENSIONS = {
+    "batchscraper.extensions.progress.ProgressLog": 500,
+}
+# the final records as they reach feed exports (`-O results.jsonl`)
+FEED_EXPORT_FIELDS = [
+    "batch_id", "index", "url", "status", "data", "validation", "evidence", "error",
+    "render_mode", "http_status", "final_url", "attempts", "duration_ms", "content",
+]
+
+# -- batchscraper -------------------------------------------------------------
+# Limits on what one batch may ask for.
+BATCH_MAX_URLS = 10_000
+BATCH_MAX_TOTAL_ITEMS = 5_000
+BATCH_MAX_SCHEMA_BYTES = 65_536
+BATCH_MAX_SCHEMA_DEPTH = 32
+
+# How a spider works its share of a batch.
+BATCH_CLAIM_CHUNK = 64  # items leased per round trip to MongoDB
+BATCH_LEASE_SECONDS = 120.0  # a dead worker's items are reclaimed after this
+BATCH_CANCEL_CHECK_INTERVAL = 2.0  # seconds between checks of the batch's cancel flag
+BATCH_RETRY_BACKOFF_BASE = 0.5  # seconds; doubled per attempt
+BATCH_RETRY_BACKOFF_MAX = 30.0  # seconds; also caps a server's Retry-After
+BATCH_PROGRESS_INTERVAL = 5.0  # seconds between progress lines on the console
+
+# MongoDB: empty means the embedded server under BATCHSCRAPER_HOME.
+MONGO_URI = os.environ.get("MONGO_URI", "")

@@ -1,0 +1,1 @@
+"""Spiders of batchscraper: one generic spider, ``batch``."""

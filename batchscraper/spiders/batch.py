@@ -1,0 +1,284 @@
+"""The one generic spider: works the items of one stored batch.
+
+It never holds the batch's URL list: ``start()`` leases small chunks of
+pending items from MongoDB, yields their requests, and waits for room
+before leasing more. Several processes (Scrapyd jobs, on one or many nodes)
+can work the same batch; leases keep them apart, and the items of a process
+that died are taken over once its leases expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import scrapy
+from scrapy import signals
+from scrapy.crawler import Crawler
+from scrapy.http import Response, TextResponse
+from twisted.python.failure import Failure
+
+from batchscraper.exceptions import FetchError
+from batchscraper.failures import fetch_error_from_failure
+from batchscraper.inputs import BatchOptions, BatchSpec, Limits, parse_batch, parse_options
+from batchscraper.items import PageItem
+from batchscraper.store import BatchStore, store_for
+
+logger = logging.getLogger(__name__)
+
+TEXT_CONTENT_TYPES = ("text/", "application/xhtml", "application/xml", "application/json",
+                      "application/ld+json", "application/rss", "application/atom")
+ROOM_POLL_SECONDS = 0.05
+BINARY_SNIFF_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How this process leases and works items (from ``BATCH_*`` settings)."""
+
+    claim_chunk: int
+    lease_seconds: float
+    cancel_check_interval: float
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> WorkerConfig:
+        return cls(
+            claim_chunk=settings.getint("BATCH_CLAIM_CHUNK"),
+            lease_seconds=settings.getfloat("BATCH_LEASE_SECONDS"),
+            cancel_check_interval=settings.getfloat("BATCH_CANCEL_CHECK_INTERVAL"),
+        )
+
+
+class BatchSpider(scrapy.Spider):
+    """``scrapy crawl batch -a batch_id=...`` or ``-a urls=... -a schema=...``."""
+
+    name = "batch"
+
+    def __init__(
+        self,
+        batch_id: str | None = None,
+        spec: BatchSpec | None = None,
+        urls: Any = None,
+        schema: Any = None,
+        prompt: Any = None,
+        options: Any = None,
+        _job: str | None = None,
+        **option_args: Any,
+    ) -> None:
+        super().__init__()
+        self.batch_id = batch_id
+        self.spec = spec
+        self.raw_inputs = {"urls": urls, "schema": schema, "prompt": prompt, "options": options}
+        self.option_args = option_args
+        self.job_id = _job
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.inflight: set[int] = set()
+        self.stop_reason: str | None = None
+        self.options = BatchOptions()
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> BatchSpider:
+        spider: BatchSpider = super().from_crawler(crawler, *args, **kwargs)
+        spider.config = WorkerConfig.from_settings(crawler.settings)
+        spider.store = store_for(crawler.settings.get("MONGO_URI") or None)
+        spider.batch = spider._open_batch(crawler.settings)
+        stored = spider.batch["options"]
+        spider.options = parse_options(stored, Limits(max_total_items=stored["max_total_items"]))
+        spider._apply_batch_settings(crawler)
+        crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
+        return spider
+
+    # -- set-up ----------------------------------------------------------------
+
+    def _open_batch(self, settings: Any) -> dict[str, Any]:
+        """Load the batch named by ``batch_id``, or create it from the CLI inputs."""
+        if self.batch_id:
+            return self.store.get_batch(self.batch_id)
+        if self.spec is None:
+            self.spec = parse_batch(
+                limits=Limits.from_settings(settings), **self.raw_inputs, **self.option_args
+            )
+        batch = self.store.create_batch(self.spec)
+        self.batch_id = batch["_id"]
+        logger.info("Created batch %s with %d URLs", self.batch_id, len(self.spec.urls))
+        return batch
+
+    def _apply_batch_settings(self, crawler: Crawler) -> None:
+        """The batch's options become this crawl's settings (before they freeze)."""
+        options = self.options
+        settings = crawler.settings
+        settings.set("CONCURRENT_REQUESTS", options.concurrency, priority="spider")
+        settings.set(
+            "CONCURRENT_REQUESTS_PER_DOMAIN",
+            min(options.concurrency, settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN")),
+            priority="spider",
+        )
+        settings.set("AUTOTHROTTLE_TARGET_CONCURRENCY", float(options.concurrency), "spider")
+        settings.set("DOWNLOAD_TIMEOUT", options.timeout_per_url, priority="spider")
+        settings.set("RETRY_TIMES", options.retries, priority="spider")
+
+    # -- requests --------------------------------------------------------------
+
+    async def start(self) -> AsyncIterator[scrapy.Request]:
+        """Lease pending items chunk by chunk and yield their requests."""
+        assert self.batch_id is not None
+        await asyncio.to_thread(self.store.mark_running, self.batch_id, self.job_id)
+        housekeeping = asyncio.ensure_future(self._housekeeping())
+        try:
+            async for doc in self._claimed_items():
+                yield self.request_for(doc)
+        finally:
+            housekeeping.cancel()
+
+    async def _claimed_items(self) -> AsyncIterator[dict[str, Any]]:
+        assert self.batch_id is not None
+        total = self.batch["counters"]["total"]
+        chunk = self.config.claim_chunk
+        cursor = 0
+        while self.stop_reason is None:
+            if cursor < total:
+                indexes = range(cursor, min(cursor + chunk, total))
+                cursor = indexes.stop
+                docs = await asyncio.to_thread(
+                    self.store.claim, self.batch_id, self.worker_id, indexes,
+                    self.config.lease_seconds,
+                )
+            else:
+                docs = await asyncio.to_thread(
+                    self.store.reclaim_expired, self.batch_id, self.worker_id, chunk,
+                    self.config.lease_seconds,
+                )
+                if not docs:
+                    if not await asyncio.to_thread(self.store.has_claimable, self.batch_id):
+                        return
+                    cursor = 0  # items went back to pending (released or retried)
+                    continue
+            for doc in docs:
+                self.inflight.add(doc["index"])
+                yield doc
+            await self._wait_for_room()
+
+    async def _wait_for_room(self) -> None:
+        """Hold the next claim while this process has enough work in hand."""
+        limit = self.options.concurrency + self.config.claim_chunk
+        while self.stop_reason is None and len(self.inflight) >= limit:
+            await asyncio.sleep(ROOM_POLL_SECONDS)
+
+    def request_for(self, doc: dict[str, Any]) -> scrapy.Request:
+        overrides = doc.get("request") or {}
+        meta = {
+            "batch_item": {"index": doc["index"], "url": doc["url"], "attempts": doc["attempts"]},
+            "started": time.monotonic(),
+            "download_timeout": overrides.get("timeout") or self.options.timeout_per_url,
+            "max_retry_times": self.options.retries,
+        }
+        return scrapy.Request(
+            doc["url"],
+            callback=self.parse,
+            errback=self.on_error,
+            headers=overrides.get("headers"),
+            meta=meta,
+            dont_filter=True,
+        )
+
+    # -- responses -------------------------------------------------------------
+
+    def parse(self, response: Response) -> PageItem:
+        item = self._item(response.meta)
+        item.http_status = response.status
+        item.final_url = response.url
+        if not isinstance(response, TextResponse) or not _is_text(response):
+            content_type = response.headers.get(b"Content-Type", b"").decode("latin-1")
+            item.fail(FetchError(
+                f"content type {content_type or 'unknown'!r} is not a web page",
+                code="UNSUPPORTED_CONTENT_TYPE", retryable=False,
+            ).to_dict())
+            return item
+        try:
+            item.body = response.text
+        except UnicodeDecodeError as exc:
+            item.fail(FetchError(f"page cannot be decoded: {exc}",
+                                 code="UNSUPPORTED_CONTENT_TYPE", retryable=False).to_dict())
+        return item
+
+    def on_error(self, failure: Failure) -> PageItem:
+        request = failure.request  # type: ignore[attr-defined]
+        item = self._item(request.meta)
+        error = fetch_error_from_failure(failure)
+        item.http_status = error.status
+        item.fail(error.to_dict())
+        return item
+
+    def _item(self, meta: dict[str, Any]) -> PageItem:
+        source = meta["batch_item"]
+        assert self.batch_id is not None
+        return PageItem(
+            batch_id=self.batch_id,
+            index=source["index"],
+            url=source["url"],
+            attempts=source["attempts"] + meta.get("retry_times", 0),
+            duration_ms=int((time.monotonic() - meta["started"]) * 1000),
+        )
+
+    # -- housekeeping ------------------------------------------------------------
+
+    def item_done(self, index: int) -> None:
+        """Called by the store pipeline once an item's record is written."""
+        self.inflight.discard(index)
+
+    async def _housekeeping(self) -> None:
+        """Renew this worker's leases and notice a cancel request."""
+        assert self.batch_id is not None
+        renew_every = self.config.lease_seconds / 3
+        last_renew = time.monotonic()
+        while self.stop_reason is None:
+            await asyncio.sleep(self.config.cancel_check_interval)
+            if await asyncio.to_thread(self.store.cancel_requested, self.batch_id):
+                self.stop("cancelled")
+                return
+            if time.monotonic() - last_renew >= renew_every:
+                ids = [f"{self.batch_id}:{index}" for index in self.inflight]
+                await asyncio.to_thread(
+                    self.store.renew_leases, self.worker_id, ids, self.config.lease_seconds
+                )
+                last_renew = time.monotonic()
+
+    def stop(self, reason: str) -> None:
+        """Stop leasing and close the crawl (cancel, fail_fast)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            logger.info("Stopping batch %s: %s", self.batch_id, reason)
+            assert self.crawler.engine is not None
+            self._closing = asyncio.ensure_future(
+                self.crawler.engine.close_spider_async(reason=reason)
+            )
+
+    def _on_closed(self, spider: scrapy.Spider, reason: str) -> None:
+        """Give back unfinished leases, apply fail_fast, and finalize the batch."""
+        assert self.batch_id is not None
+        store: BatchStore = self.store
+        ids = [f"{self.batch_id}:{index}" for index in self.inflight]
+        released = store.release(self.batch_id, self.worker_id, ids)
+        if released:
+            logger.info("Released %d unfinished items of %s", released, self.batch_id)
+        if self.stop_reason == "fail_fast":
+            store.cancel_unfinished(self.batch_id, "fail_fast: the batch stopped at its first failure")
+            store.set_batch_error(self.batch_id, {
+                "code": "FAIL_FAST", "message": "stopped at the first failed URL", "retryable": False,
+            })
+        status = store.finalize_batch(self.batch_id)
+        self.crawler.stats.set_value("batch/status", status or "running")
+
+
+def _is_text(response: Response) -> bool:
+    """A declared text type, and no NUL bytes at the start (binary labelled as HTML)."""
+    content_type = response.headers.get(b"Content-Type", b"").decode("latin-1").lower()
+    declared = not content_type or content_type.startswith(TEXT_CONTENT_TYPES)
+    return declared and b"\x00" not in response.body[:BINARY_SNIFF_BYTES]

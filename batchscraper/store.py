@@ -1,0 +1,419 @@
+"""MongoDB persistence for batches and their items.
+
+Invariant: a batch's ``counters`` change only together with an item's status
+transition, and every transition names the old status as a precondition.
+A replayed or duplicated write therefore matches nothing and counts nothing,
+and ``counters`` always equals an aggregate over ``items``
+(:meth:`BatchStore.aggregate_counters` recomputes it, for checks).
+
+All methods are blocking pymongo calls: the Scrapy side calls them through
+``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
+from pymongo.client_session import ClientSession
+from pymongo.database import Database
+
+from batchscraper.exceptions import BatchNotFoundError, BatchStateError
+from batchscraper.inputs import BatchSpec
+from batchscraper.mongo import connect, database_name, mongo_uri
+
+logger = logging.getLogger(__name__)
+
+ITEM_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+FINAL_BATCH_STATUSES = ("completed", "partial", "failed", "cancelled")
+COUNTER_KEYS = (*ITEM_STATUSES, "records_extracted", "llm_calls", "tokens_in", "tokens_out")
+INSERT_CHUNK = 1_000
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_batch_id() -> str:
+    return f"b_{uuid.uuid4().hex}"
+
+
+def item_id(batch_id: str, index: int) -> str:
+    return f"{batch_id}:{index}"
+
+
+def counters_for_transition(old: str, new: str, count: int = 1) -> dict[str, int]:
+    """The ``$inc`` that moves ``count`` items from status ``old`` to ``new``."""
+    if old == new or count == 0:
+        return {}
+    return {f"counters.{old}": -count, f"counters.{new}": count}
+
+
+def final_status(counters: dict[str, Any]) -> str | None:
+    """The batch status once no item is pending or running, else None."""
+    if counters.get("pending", 0) or counters.get("running", 0):
+        return None
+    completed, failed = counters.get("completed", 0), counters.get("failed", 0)
+    if counters.get("cancelled", 0) and not failed and not completed:
+        return "cancelled"
+    if failed and not completed:
+        return "failed"
+    if failed or counters.get("cancelled", 0):
+        return "partial"
+    return "completed"
+
+
+class BatchStore:
+    """Batches and items in one MongoDB database."""
+
+    def __init__(self, client: MongoClient, database: str) -> None:
+        self.client = client
+        self.db: Database = client[database]
+        self.batches = self.db["batches"]
+        self.items = self.db["items"]
+        self._transactions: bool | None = None
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes the queries below rely on (idempotent)."""
+        self.items.create_index([("batch_id", ASCENDING), ("index", ASCENDING)], unique=True)
+        self.items.create_index([("batch_id", ASCENDING), ("status", ASCENDING)])
+        self.batches.create_index([("owner", ASCENDING), ("created_at", DESCENDING)])
+
+    # -- transactions ----------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[ClientSession | None]:
+        """A transaction where the server has them (replica sets); else plain writes.
+
+        Without transactions the item write still carries its status
+        precondition, so nothing counts twice; a crash between the two writes
+        can only leave a counter behind, which ``aggregate_counters`` repairs.
+        """
+        if self._transactions is None:
+            hello = self.client.admin.command("hello")
+            self._transactions = bool(hello.get("setName") or hello.get("msg") == "isdbgrid")
+        if not self._transactions:
+            yield None
+            return
+        with self.client.start_session() as session, session.start_transaction():
+            yield session
+
+    # -- batches ---------------------------------------------------------------
+
+    def create_batch(
+        self, spec: BatchSpec, *, owner: str | None = None, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Store a batch and one pending item per URL; return the batch document.
+
+        Items go in first and the batch document last, so a failure half-way
+        leaves no visible batch (and its items are removed).
+        """
+        batch_id = new_batch_id()
+        now = utcnow()
+        total = len(spec.urls)
+        batch = {
+            "_id": batch_id,
+            "status": "pending",
+            "created_at": now,
+            "started_at": None,
+            "finished_at": None,
+            "owner": owner,
+            "schema": spec.schema,
+            "prompt": spec.prompt,
+            "options": spec.options.to_dict(),
+            "counters": {key: 0 for key in COUNTER_KEYS} | {"total": total, "pending": total},
+            "cost_usd": 0.0,
+            "error": None,
+            **(extra or {}),
+        }
+        try:
+            for start in range(0, total, INSERT_CHUNK):
+                docs = self._item_docs(batch_id, spec, start, start + INSERT_CHUNK)
+                self.items.insert_many(docs, ordered=False)
+            self.batches.insert_one(batch)
+        except Exception:
+            self.items.delete_many({"batch_id": batch_id})
+            raise
+        return batch
+
+    @staticmethod
+    def _item_docs(batch_id: str, spec: BatchSpec, start: int, end: int) -> list[dict[str, Any]]:
+        first_index: dict[str, int] = {}
+        duplicates: dict[int, list[int]] = {}
+        for index, url in enumerate(spec.urls):
+            first = first_index.setdefault(url.fetch_key(), index)
+            if first != index:
+                duplicates.setdefault(first, []).append(index)
+        docs = []
+        for index in range(start, min(end, len(spec.urls))):
+            url = spec.urls[index]
+            doc: dict[str, Any] = {
+                "_id": item_id(batch_id, index),
+                "batch_id": batch_id,
+                "index": index,
+                "url": url.url,
+                "status": "pending",
+                "attempts": 0,
+            }
+            overrides = {
+                key: value
+                for key, value in (
+                    ("render_js", url.render_js),
+                    ("wait_for", url.wait_for),
+                    ("headers", url.headers),
+                    ("timeout", url.timeout),
+                )
+                if value is not None
+            }
+            if overrides:
+                doc["request"] = overrides
+            first = first_index[url.fetch_key()]
+            if first != index:
+                doc["dup_of"] = first
+            elif index in duplicates:
+                doc["duplicates"] = duplicates[index]
+            docs.append(doc)
+        return docs
+
+    def get_batch(self, batch_id: str) -> dict[str, Any]:
+        batch = self.batches.find_one({"_id": batch_id})
+        if batch is None:
+            raise BatchNotFoundError(f"no batch {batch_id!r}")
+        return batch
+
+    def mark_running(self, batch_id: str, job_id: str | None = None) -> None:
+        """pending (or a re-run of a finished batch) -> running."""
+        update: dict[str, Any] = {"status": "running", "finished_at": None}
+        if job_id:
+            update["job_id"] = job_id
+        self.batches.update_one(
+            {"_id": batch_id, "status": {"$ne": "cancelled"}},
+            [{"$set": {**update, "started_at": {"$ifNull": ["$started_at", utcnow()]}}}],
+        )
+
+    def finalize_batch(self, batch_id: str) -> str | None:
+        """Set the final status if no item is pending or running; return it (or None)."""
+        batch = self.get_batch(batch_id)
+        if batch["status"] in FINAL_BATCH_STATUSES:
+            return str(batch["status"])
+        status = final_status(batch["counters"])
+        if status is None:
+            return None
+        self.batches.update_one(
+            {"_id": batch_id, "status": {"$nin": list(FINAL_BATCH_STATUSES)}},
+            {"$set": {"status": status, "finished_at": utcnow()}},
+        )
+        return str(self.get_batch(batch_id)["status"])
+
+    def cancel_batch(self, batch_id: str, reason: str = "batch cancelled") -> dict[str, Any]:
+        """Mark the batch cancelled and its unfinished items cancelled."""
+        batch = self.get_batch(batch_id)
+        if batch["status"] in FINAL_BATCH_STATUSES and batch["status"] != "cancelled":
+            raise BatchStateError(f"batch {batch_id} already finished ({batch['status']})")
+        self.batches.update_one(
+            {"_id": batch_id, "status": {"$nin": list(FINAL_BATCH_STATUSES)}},
+            {"$set": {"cancel_requested": True}},
+        )
+        self.cancel_unfinished(batch_id, reason)
+        self.batches.update_one(
+            {"_id": batch_id, "status": {"$nin": list(FINAL_BATCH_STATUSES)}},
+            {"$set": {"status": "cancelled", "finished_at": utcnow()}},
+        )
+        return self.get_batch(batch_id)
+
+    def cancel_unfinished(self, batch_id: str, reason: str) -> int:
+        """pending|running -> cancelled for every unfinished item of the batch."""
+        error = {"code": "CANCELLED", "message": reason, "retryable": True}
+        moved = 0
+        for old in ("pending", "running"):
+            with self._transaction() as session:
+                result = self.items.update_many(
+                    {"batch_id": batch_id, "status": old},
+                    {"$set": {"status": "cancelled", "error": error, "finished_at": utcnow()},
+                     "$unset": {"lease": ""}},
+                    session=session,
+                )
+                inc = counters_for_transition(old, "cancelled", result.modified_count)
+                if inc:
+                    self.batches.update_one({"_id": batch_id}, {"$inc": inc}, session=session)
+            moved += result.modified_count
+        return moved
+
+    def cancel_requested(self, batch_id: str) -> bool:
+        batch = self.batches.find_one({"_id": batch_id}, {"status": 1, "cancel_requested": 1})
+        return bool(batch and (batch.get("cancel_requested") or batch["status"] == "cancelled"))
+
+    def set_batch_error(self, batch_id: str, error: dict[str, Any]) -> None:
+        self.batches.update_one({"_id": batch_id}, {"$set": {"error": error}})
+
+    # -- leases ----------------------------------------------------------------
+
+    def claim(
+        self, batch_id: str, worker: str, indexes: range, lease_seconds: float
+    ) -> list[dict[str, Any]]:
+        """Lease the pending items among ``indexes`` to ``worker``: pending -> running.
+
+        Items are addressed by ``_id`` (``<batch>:<index>``), a point lookup on
+        every MongoDB-wire server, rather than a sorted range scan.
+        Duplicates (``dup_of``) are never claimed: their primary's result is
+        copied to them.
+        """
+        ids = [item_id(batch_id, index) for index in indexes]
+        if not ids:
+            return []
+        token = uuid.uuid4().hex
+        now = utcnow()
+        lease = {"worker": worker, "token": token, "until": now + dt.timedelta(seconds=lease_seconds)}
+        with self._transaction() as session:
+            result = self.items.update_many(
+                {"_id": {"$in": ids}, "status": "pending", "dup_of": {"$exists": False}},
+                {"$set": {"status": "running", "lease": lease, "started_at": now},
+                 "$inc": {"attempts": 1}},
+                session=session,
+            )
+            inc = counters_for_transition("pending", "running", result.modified_count)
+            if inc:
+                self.batches.update_one({"_id": batch_id}, {"$inc": inc}, session=session)
+        if not result.modified_count:
+            return []
+        docs = self.items.find({"_id": {"$in": ids}, "lease.token": token})
+        return sorted(docs, key=lambda doc: doc["index"])
+
+    def reclaim_expired(
+        self, batch_id: str, worker: str, limit: int, lease_seconds: float
+    ) -> list[dict[str, Any]]:
+        """Take over running items whose lease expired (their worker died)."""
+        now = utcnow()
+        stale = list(
+            self.items.find(
+                {"batch_id": batch_id, "status": "running", "lease.until": {"$lt": now}},
+                {"_id": 1, "lease.token": 1},
+            ).limit(limit)
+        )
+        taken = []
+        for doc in stale:
+            token = uuid.uuid4().hex
+            lease = {"worker": worker, "token": token, "until": now + dt.timedelta(seconds=lease_seconds)}
+            claimed = self.items.find_one_and_update(
+                {"_id": doc["_id"], "status": "running", "lease.token": doc["lease"]["token"]},
+                {"$set": {"lease": lease, "started_at": now}, "$inc": {"attempts": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if claimed:
+                taken.append(claimed)
+        if taken:
+            logger.info("Reclaimed %d items with expired leases in %s", len(taken), batch_id)
+        return taken
+
+    def has_claimable(self, batch_id: str) -> bool:
+        """Whether any non-duplicate item of the batch is still pending."""
+        query = {"batch_id": batch_id, "status": "pending", "dup_of": {"$exists": False}}
+        return self.items.find_one(query, {"_id": 1}) is not None
+
+    def renew_leases(self, worker: str, ids: list[str], lease_seconds: float) -> None:
+        if ids:
+            until = utcnow() + dt.timedelta(seconds=lease_seconds)
+            self.items.update_many(
+                {"_id": {"$in": ids}, "status": "running", "lease.worker": worker},
+                {"$set": {"lease.until": until}},
+            )
+
+    def release(self, batch_id: str, worker: str, ids: list[str]) -> int:
+        """running -> pending for items this worker leased but did not finish."""
+        if not ids:
+            return 0
+        with self._transaction() as session:
+            result = self.items.update_many(
+                {"_id": {"$in": ids}, "status": "running", "lease.worker": worker},
+                {"$set": {"status": "pending"}, "$unset": {"lease": ""}},
+                session=session,
+            )
+            inc = counters_for_transition("running", "pending", result.modified_count)
+            if inc:
+                self.batches.update_one({"_id": batch_id}, {"$inc": inc}, session=session)
+        return result.modified_count
+
+    # -- results ---------------------------------------------------------------
+
+    def finish_item(self, record: dict[str, Any]) -> bool:
+        """running -> completed|failed with the item's record; copies it to duplicates.
+
+        Returns False (and changes nothing) when the item was no longer
+        running: already finished by another worker, or cancelled.
+        """
+        status = record["status"]
+        batch_id = record["batch_id"]
+        fields = {key: value for key, value in record.items() if key not in ("batch_id", "index", "url")}
+        fields["finished_at"] = utcnow()
+        copy = {key: value for key, value in fields.items() if key != "attempts"}
+        with self._transaction() as session:
+            primary = self.items.find_one_and_update(
+                {"_id": item_id(batch_id, record["index"]), "status": "running"},
+                {"$set": fields, "$unset": {"lease": ""}},
+                projection={"duplicates": 1},
+                session=session,
+            )
+            if primary is None:
+                return False
+            inc = counters_for_transition("running", status)
+            records = _record_count(record) if status == "completed" else 0
+            duplicates = primary.get("duplicates") or []
+            if duplicates:
+                result = self.items.update_many(
+                    {"_id": {"$in": [item_id(batch_id, i) for i in duplicates]}, "status": "pending"},
+                    {"$set": copy},
+                    session=session,
+                )
+                for key, value in counters_for_transition(
+                    "pending", status, result.modified_count
+                ).items():
+                    inc[key] = inc.get(key, 0) + value
+                records *= 1 + result.modified_count
+            if records:
+                inc["counters.records_extracted"] = records
+            self.batches.update_one({"_id": batch_id}, {"$inc": inc}, session=session)
+        return True
+
+    # -- reads -----------------------------------------------------------------
+
+    def iter_items(self, batch_id: str, start: int = 0, page: int = 500) -> Iterator[dict[str, Any]]:
+        """Every item of the batch in input order, read by ``_id`` ranges."""
+        total = self.get_batch(batch_id)["counters"]["total"]
+        for first in range(start, total, page):
+            ids = [item_id(batch_id, i) for i in range(first, min(first + page, total))]
+            yield from sorted(self.items.find({"_id": {"$in": ids}}), key=lambda d: d["index"])
+
+    def aggregate_counters(self, batch_id: str) -> dict[str, int]:
+        """Recompute the status counters from the items (slow: for checks and repair)."""
+        counts = {status: 0 for status in ITEM_STATUSES}
+        for row in self.items.aggregate(
+            [{"$match": {"batch_id": batch_id}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+        ):
+            counts[row["_id"]] = row["n"]
+        counts["total"] = sum(counts.values())
+        return counts
+
+
+def _record_count(record: dict[str, Any]) -> int:
+    data = record.get("data")
+    if isinstance(data, list):
+        return len(data)
+    return 1 if data else 0
+
+
+_STORES: dict[str, BatchStore] = {}
+
+
+def store_for(uri: str | None = None) -> BatchStore:
+    """The process-wide store for ``uri`` (default: MONGO_URI or the embedded server)."""
+    uri = uri or mongo_uri()
+    if uri not in _STORES:
+        store = BatchStore(connect(uri), database_name(uri))
+        store.ensure_indexes()
+        _STORES[uri] = store
+    return _STORES[uri]

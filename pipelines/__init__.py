@@ -1,0 +1,1 @@
+"""Item pipelines of batchscraper, in order: extract, validate, store."""

@@ -1,0 +1,48 @@
+"""Store pipeline: write each item's record and move the batch counters with it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from itemadapter import ItemAdapter
+from scrapy.crawler import Crawler
+from scrapy.exceptions import DropItem
+
+from batchscraper.items import PageItem
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_FIELDS = ("body",)
+
+
+class StorePipeline:
+    """Applies running -> completed|failed in MongoDB; the record then goes on to feeds."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> StorePipeline:
+        return cls(crawler)
+
+    async def process_item(self, item: PageItem) -> PageItem:
+        spider: Any = self.crawler.spider
+        stats = self.crawler.stats
+        assert stats is not None
+        item.body = None
+        record = {k: v for k, v in ItemAdapter(item).items() if k not in TRANSIENT_FIELDS}
+        try:
+            applied = await asyncio.to_thread(spider.store.finish_item, record)
+        finally:
+            spider.item_done(item.index)
+        if not applied:
+            stats.inc_value("batch/store/stale")
+            raise DropItem(f"item {item.index} was already finished or cancelled")
+        stats.inc_value(f"batch/items/{item.status}")
+        if item.error:
+            stats.inc_value(f"batch/errors/{item.error['code']}")
+            if spider.options.fail_fast:
+                spider.stop("fail_fast")
+        return item

@@ -1,0 +1,76 @@
+"""Shared fixtures: the embedded MongoDB-wire server, the local site, and a crawl runner.
+
+Everything is real: a secantusdb server on 127.0.0.1, pymongo, the example
+site over HTTP, and ``scrapy crawl batch`` run as a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchscraper.examplesite import ExampleSite
+from batchscraper.mongo import connect, database_name, ensure_embedded_server, stop_embedded_server
+from batchscraper.store import BatchStore
+
+REPO = Path(__file__).resolve().parents[1]
+CRAWL_TIMEOUT = 180
+
+
+@pytest.fixture(scope="session")
+def batch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("batchscraper-home")
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(batch_home: Path) -> Iterator[str]:
+    """The embedded server, started the same way the project starts it."""
+    port = ensure_embedded_server(batch_home)
+    yield f"mongodb://127.0.0.1:{port}/batchscraper_tests?directConnection=true"
+    stop_embedded_server(batch_home)
+
+
+@pytest.fixture(scope="session")
+def store(mongo_uri: str) -> BatchStore:
+    batch_store = BatchStore(connect(mongo_uri), database_name(mongo_uri))
+    batch_store.ensure_indexes()
+    return batch_store
+
+
+@pytest.fixture(scope="session")
+def site() -> Iterator[ExampleSite]:
+    with ExampleSite() as running:
+        yield running
+
+
+@pytest.fixture()
+def crawl(mongo_uri: str, batch_home: Path, tmp_path: Path):
+    """Run ``scrapy crawl batch`` with the given ``-a`` arguments; returns the process result."""
+
+    def run(*, settings: dict[str, Any] | None = None, timeout: float = CRAWL_TIMEOUT,
+            **args: Any) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "scrapy", "crawl", "batch"]
+        for key, value in args.items():
+            command += ["-a", f"{key}={value}"]
+        for key, value in {"BATCH_PROGRESS_INTERVAL": 1, **(settings or {})}.items():
+            command += ["-s", f"{key}={value}"]
+        env = {**os.environ, "MONGO_URI": mongo_uri, "BATCHSCRAPER_HOME": str(batch_home)}
+        return subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+        )
+
+    return run
+
+
+def batch_id_from(result: subprocess.CompletedProcess[str]) -> str:
+    """The batch id a crawl created, from its log."""
+    for line in result.stderr.splitlines():
+        if "Created batch b_" in line:
+            return line.split("Created batch ", 1)[1].split()[0]
+    raise AssertionError(f"no batch created; stderr:\n{result.stderr[-3000:]}")
