@@ -18,8 +18,8 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pymongo
@@ -31,6 +31,8 @@ DEFAULT_HOME = ".batchscraper"
 DEFAULT_DATABASE = "batchscraper"
 START_TIMEOUT = 30.0
 PING_TIMEOUT_MS = 2_000
+# servers this process started; kept so their Popen objects are not collected while running
+_STARTED: list[subprocess.Popen[bytes]] = []
 
 
 def home_dir() -> Path:
@@ -66,20 +68,20 @@ def ensure_embedded_server(home: Path) -> int:
         if state and _alive(state["pid"]) and _ping(state["port"]):
             return int(state["port"])
         port = _free_port()
-        log = (home / "mongo.log").open("ab")
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "secantus",
-                "--host", "127.0.0.1",
-                "--port", str(port),
-                "--storage-path", str(home / "db"),
-                "--log-level", "WARNING",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # outlives the process that started it
-        )
+        with (home / "mongo.log").open("ab") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "secantus",
+                    "--host", "127.0.0.1",
+                    "--port", str(port),
+                    "--storage-path", str(home / "db"),
+                    "--log-level", "WARNING",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # outlives the process that started it
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while not _ping(port):
             if process.poll() is not None or time.monotonic() > deadline:
@@ -88,6 +90,7 @@ def ensure_embedded_server(home: Path) -> int:
                     f"embedded MongoDB server did not start; see {home / 'mongo.log'}"
                 )
             time.sleep(0.1)
+        _STARTED.append(process)
         (home / "mongo.json").write_text(json.dumps({"port": port, "pid": process.pid}))
         logger.info("Started embedded MongoDB server on 127.0.0.1:%d (data in %s)", port, home)
         return port

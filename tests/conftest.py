@@ -37,10 +37,11 @@ def mongo_uri(batch_home: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def store(mongo_uri: str) -> BatchStore:
+def store(mongo_uri: str) -> Iterator[BatchStore]:
     batch_store = BatchStore(connect(mongo_uri), database_name(mongo_uri))
     batch_store.ensure_indexes()
-    return batch_store
+    yield batch_store
+    batch_store.client.close()
 
 
 @pytest.fixture(scope="session")

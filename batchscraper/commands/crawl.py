@@ -21,15 +21,15 @@ EXIT_BAD_INPUT = 2
 
 
 class Command(ScrapyCrawlCommand):
-    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
+        """Runs before Scrapy sets up logging and the reactor, so an error stays one line."""
+        super().process_options(args, opts)
         if args[:1] == ["batch"]:
             try:
                 opts.spargs = self._checked_batch_args(opts.spargs)
             except BatchError as exc:
                 sys.stderr.write(f"scrapy crawl batch: error: {exc}\n")
-                self.exitcode = EXIT_BAD_INPUT
-                return
-        super().run(args, opts)
+                sys.exit(EXIT_BAD_INPUT)
 
     def _checked_batch_args(self, spargs: dict[str, str]) -> dict[str, object]:
         """Parse the batch inputs (or check the batch id) and hand the spider the result."""

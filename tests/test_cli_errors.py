@@ -1,0 +1,62 @@
+"""Bad input on ``scrapy crawl batch``: exit code 2, one readable line, nothing stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from batchscraper.store import BatchStore
+
+SCHEMA = json.dumps({"type": "object", "properties": {"title": {"type": "string"}}})
+URL = "https://shop.example/p/1"
+
+CASES = {
+    "no urls": ({"schema": SCHEMA}, "INVALID_URL: urls: missing"),
+    "no schema": ({"urls": URL}, "INVALID_INPUT: schema: missing"),
+    "ftp url": ({"urls": f"{URL},ftp://x.example/f", "schema": SCHEMA},
+                "INVALID_URL: urls: 1 invalid; first at index 1"),
+    "bad schema json": ({"urls": URL, "schema": "{nope"}, "INVALID_SCHEMA: schema is not valid JSON"),
+    "bad schema type": ({"urls": URL, "schema": '{"type":"object","properties":{"a":{"type":"x"}}}'},
+                        "INVALID_SCHEMA: not a valid JSON Schema"),
+    "remote ref": ({"urls": URL,
+                    "schema": '{"type":"object","properties":{"a":{"$ref":"http://x.example/s"}}}'},
+                   "INVALID_SCHEMA: remote $ref"),
+    "unknown option": ({"urls": URL, "schema": SCHEMA, "colour": "blue"},
+                       "INVALID_OPTION: options: unknown ['colour']"),
+    "concurrency range": ({"urls": URL, "schema": SCHEMA, "options": '{"concurrency": 0}'},
+                          "INVALID_OPTION: concurrency: must be between 1 and 64"),
+    "missing file": ({"urls": "@/nonexistent/urls.txt", "schema": SCHEMA},
+                     "INVALID_INPUT: urls: cannot read /nonexistent/urls.txt"),
+    "unknown batch": ({"batch_id": "b_doesnotexist"}, "NOT_FOUND: no batch 'b_doesnotexist'"),
+    "batch id with urls": ({"batch_id": "b_x", "urls": URL},
+                           "INVALID_INPUT: batch_id: cannot be combined with ['urls']"),
+}
+
+
+def stored_counts(store: BatchStore) -> tuple[int, int]:
+    return store.batches.count_documents({}), store.items.count_documents({})
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_exits_2_with_one_line(case: str, crawl, store: BatchStore):
+    args, expected = CASES[case]
+    before = stored_counts(store)
+    result = crawl(**args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("scrapy crawl batch: error: ")
+    assert expected in lines[0]
+    assert stored_counts(store) == before
+
+
+def test_too_many_urls_is_413_class(crawl, store: BatchStore, tmp_path: Path):
+    urls = tmp_path / "urls.txt"
+    urls.write_text("\n".join(f"{URL}?n={n}" for n in range(5)))
+    before = stored_counts(store)
+    result = crawl(urls=f"@{urls}", schema=SCHEMA, settings={"BATCH_MAX_URLS": 4})
+    assert result.returncode == 2
+    assert "TOO_LARGE: urls: 5 URLs; the limit is 4" in result.stderr
+    assert stored_counts(store) == before

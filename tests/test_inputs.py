@@ -1,0 +1,180 @@
+"""Input parsing: every bad input gets its error code and a message naming the problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from batchscraper.exceptions import (
+    BatchInputError,
+    InvalidOptionError,
+    InvalidSchemaError,
+    InvalidURLsError,
+    TooLargeError,
+)
+from batchscraper.inputs import Limits, parse_batch, parse_options, parse_urls
+from batchscraper.schemas import SchemaLimits, parse_schema
+
+SCHEMA = {"type": "object", "properties": {"title": {"type": "string"}}}
+
+
+def test_url_forms(tmp_path: Path):
+    assert [u.url for u in parse_urls("https://a.example/1,https://a.example/2")] == [
+        "https://a.example/1", "https://a.example/2"]
+    assert len(parse_urls("https://a.example/1?x=1,2\nhttps://a.example/2")) == 2
+    objects = parse_urls(json.dumps([
+        "https://a.example/1",
+        {"url": "https://a.example/2", "render_js": "always", "wait_for": "#x",
+         "headers": {"X-A": "1"}},
+        {"url": "https://a.example/3", "mode": "js"},
+    ]))
+    assert objects[1].render_js == "always" and objects[1].headers == {"X-A": "1"}
+    assert objects[2].render_js == "always"
+    (tmp_path / "u.txt").write_text("# comment\nhttps://a.example/1\n\nhttps://a.example/2\n")
+    (tmp_path / "u.json").write_text(json.dumps(["https://a.example/1"]))
+    (tmp_path / "u.jsonl").write_text('"https://a.example/1"\n{"url": "https://a.example/2"}\n')
+    (tmp_path / "u.csv").write_text("id,url\n1,https://a.example/1\n2,https://a.example/2\n")
+    for name, count in (("u.txt", 2), ("u.json", 1), ("u.jsonl", 2), ("u.csv", 2)):
+        assert len(parse_urls(f"@{tmp_path / name}")) == count, name
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("ftp://a.example/x", "only http and https"),
+        ("https://user:pw@a.example/", "credentials"),
+        ("not a url", "whitespace"),
+        ("https:///nohost", "no host"),
+        ("https://a.example:99999/", "malformed"),
+        ("https://a.example/" + "x" * 3000, "longer than"),
+    ],
+)
+def test_invalid_urls_are_reported_by_index(raw: str, reason: str):
+    with pytest.raises(InvalidURLsError) as info:
+        parse_urls(json.dumps(["https://ok.example/", raw]))
+    assert info.value.code == "INVALID_URL"
+    assert info.value.details[0]["index"] == 1
+    assert reason in info.value.details[0]["reason"]
+
+
+def test_url_list_errors(tmp_path: Path):
+    with pytest.raises(InvalidURLsError):
+        parse_urls("[]")
+    with pytest.raises(BatchInputError, match="not valid JSON"):
+        parse_urls("[oops")
+    with pytest.raises(BatchInputError, match="cannot read"):
+        parse_urls(f"@{tmp_path / 'missing.txt'}")
+    (tmp_path / "bad.csv").write_text("link\nhttps://a.example/\n")
+    with pytest.raises(BatchInputError, match="no 'url' column"):
+        parse_urls(f"@{tmp_path / 'bad.csv'}")
+    with pytest.raises(InvalidURLsError, match="unknown keys"):
+        parse_urls([{"url": "https://a.example/", "cookies": "x"}])
+    with pytest.raises(TooLargeError) as info:
+        parse_urls(["https://a.example/"] * 3, Limits(max_urls=2))
+    assert info.value.http_status == 413
+
+
+def test_field_list_becomes_json_schema():
+    schema = parse_schema([
+        {"field": "title", "type": "string", "required": True},
+        {"field": "price", "type": "float", "example": 9.99},
+        {"field": "published", "type": "date"},
+        {"field": "tags", "type": "array", "items": "string"},
+        {"field": "offer", "type": "object", "fields": [{"field": "currency", "type": "string"}]},
+        {"field": "variants", "type": "array", "items": [{"field": "sku", "type": "string"}]},
+    ])
+    props = schema["properties"]
+    assert schema["required"] == ["title"]
+    assert props["price"] == {"type": "number", "examples": [9.99]}
+    assert props["published"] == {"type": "string", "format": "date"}
+    assert props["tags"]["items"] == {"type": "string"}
+    assert props["offer"]["properties"]["currency"] == {"type": "string"}
+    assert props["variants"]["items"]["properties"]["sku"] == {"type": "string"}
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ("{oops", "not valid JSON"),
+        ({"type": "object", "properties": {"a": {"type": "strin"}}}, "not a valid JSON Schema"),
+        ({"type": "string"}, "must describe an object"),
+        ({"type": "object", "properties": {"a": {"$ref": "https://evil.example/s.json"}}},
+         "remote $ref"),
+        ({"type": "object", "properties": {"a": {"$ref": "#"}}}, "refers to itself"),
+        ({"type": "object", "properties": {"a": {"$ref": "#/$defs/nothing"}}}, "points at nothing"),
+        ([], "field list is empty"),
+        ([{"field": "a", "type": "money"}], "unknown type"),
+        ([{"field": "a"}, {"field": "a"}], "appears twice"),
+        ([{"type": "string"}], "non-empty 'field'"),
+        (42, "must be a JSON Schema object"),
+    ],
+)
+def test_invalid_schemas(schema, message):
+    with pytest.raises(InvalidSchemaError, match=message.replace("$", r"\$")) as info:
+        parse_schema(schema)
+    assert info.value.http_status == 422
+
+
+def test_schema_size_and_depth_limits():
+    deep: dict = {"type": "string"}
+    for _ in range(20):
+        deep = {"type": "object", "properties": {"x": deep}}
+    with pytest.raises(InvalidSchemaError, match="nests deeper"):
+        parse_schema(deep)
+    wide = {"type": "object", "properties": {f"f{i}": {"type": "string"} for i in range(2000)}}
+    with pytest.raises(InvalidSchemaError, match="bytes"):
+        parse_schema(wide, SchemaLimits(max_bytes=10_000))
+
+
+def test_options_defaults_ranges_and_single_arguments(tmp_path: Path):
+    options = parse_options(None)
+    assert (options.concurrency, options.retries, options.timeout_per_url) == (8, 2, 30.0)
+    assert options.render_js == "auto" and options.formats == ("json",)
+    options = parse_options('{"concurrency": 16}', concurrency="4", fail_fast="true",
+                            formats="json,markdown")
+    assert options.concurrency == 4 and options.fail_fast is True
+    assert options.formats == ("json", "markdown")
+    (tmp_path / "o.json").write_text('{"date_filter": {"field": "d", "from": "2024-01-01"}}')
+    assert parse_options(f"@{tmp_path / 'o.json'}").date_filter.field == "d"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": 0}, "concurrency: must be between 1 and 64"),
+        ({"concurrency": 65}, "between 1 and 64"),
+        ({"concurrency": "lots"}, "must be an integer"),
+        ({"max_items_per_url": 501}, "between 1 and 500"),
+        ({"max_total_items": 5001}, "between 1 and 5000"),
+        ({"parallel_jobs": 11}, "between 1 and 10"),
+        ({"timeout_per_url": 0.5}, "between 1 and 300"),
+        ({"retries": 6}, "between 0 and 5"),
+        ({"render_js": "sometimes"}, "render_js"),
+        ({"fail_fast": "maybe"}, "true or false"),
+        ({"formats": ["pdf"]}, "formats: unknown"),
+        ({"date_filter": {"field": "d"}}, "give 'from'"),
+        ({"date_filter": {"field": "d", "from": "soon"}}, "not an ISO date"),
+        ({"colour": "blue"}, "unknown"),
+        ({"concurrency": True}, "must be an integer"),
+    ],
+)
+def test_invalid_options(options, message):
+    with pytest.raises(InvalidOptionError, match=message):
+        parse_options(options)
+
+
+def test_max_total_items_limit_follows_setting():
+    assert parse_options({"max_total_items": 9000}, Limits(max_total_items=10_000)).max_total_items == 9000
+
+
+def test_parse_batch_requires_urls_and_schema():
+    with pytest.raises(InvalidURLsError, match="urls: missing"):
+        parse_batch(None, SCHEMA)
+    with pytest.raises(BatchInputError, match="schema: missing"):
+        parse_batch("https://a.example/", None)
+    with pytest.raises(BatchInputError, match="prompt"):
+        parse_batch("https://a.example/", SCHEMA, prompt="x" * 5000)
+    spec = parse_batch("https://a.example/", json.dumps(SCHEMA), prompt="titles only")
+    assert spec.prompt == "titles only" and spec.schema == SCHEMA
