@@ -9,8 +9,19 @@ from lxml.etree import ParserError
 from markdownify import markdownify
 
 # elements that carry no readable content
-PRUNED_TAGS = ("script", "style", "noscript", "template", "svg", "iframe", "nav", "header",
-               "footer", "form", "aside")
+PRUNED_TAGS = (
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "svg",
+    "iframe",
+    "nav",
+    "header",
+    "footer",
+    "form",
+    "aside",
+)
 BLANK_LINES = re.compile(r"\n\s*\n\s*(\n\s*)+")
 
 

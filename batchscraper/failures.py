@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from twisted.internet import error as twisted_error
-from twisted.python.failure import Failure
-
 from scrapy import exceptions as scrapy_error
 from scrapy.spidermiddlewares.httperror import HttpError
+from twisted.internet import error as twisted_error
+from twisted.python.failure import Failure
 
 from batchscraper.exceptions import FetchError
 

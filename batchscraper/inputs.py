@@ -28,7 +28,13 @@ from batchscraper.schemas import SchemaLimits, parse_schema
 
 RENDER_MODES = ("auto", "always", "never")
 # the names users bring from other batch APIs for a URL's rendering mode
-MODE_ALIASES = {"auto": "auto", "js": "always", "html": "never", "headless": "always", "fetch": "never"}
+MODE_ALIASES = {
+    "auto": "auto",
+    "js": "always",
+    "html": "never",
+    "headless": "always",
+    "fetch": "never",
+}
 FORMATS = ("json", "markdown", "text", "html")
 URL_KEYS = {"url", "render_js", "mode", "wait_for", "headers", "timeout"}
 MAX_URL_LENGTH = 2048
@@ -42,7 +48,7 @@ class Limits:
 
     max_urls: int = 10_000
     max_total_items: int = 5_000
-    schema: SchemaLimits = SchemaLimits()
+    schema: SchemaLimits = field(default_factory=SchemaLimits)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-import datetime as dt
 
 from scrapy import Request
 from scrapy.crawler import Crawler

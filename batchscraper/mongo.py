@@ -71,11 +71,17 @@ def ensure_embedded_server(home: Path) -> int:
         with (home / "mongo.log").open("ab") as log:
             process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "secantus",
-                    "--host", "127.0.0.1",
-                    "--port", str(port),
-                    "--storage-path", str(home / "db"),
-                    "--log-level", "WARNING",
+                    sys.executable,
+                    "-m",
+                    "secantus",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--storage-path",
+                    str(home / "db"),
+                    "--log-level",
+                    "WARNING",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

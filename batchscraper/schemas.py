@@ -56,7 +56,9 @@ def parse_schema(raw: Any, limits: SchemaLimits = SchemaLimits()) -> dict[str, A
         try:
             raw = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise InvalidSchemaError(f"schema is not valid JSON: {exc.msg} at char {exc.pos}") from None
+            raise InvalidSchemaError(
+                f"schema is not valid JSON: {exc.msg} at char {exc.pos}"
+            ) from None
     if isinstance(raw, list):
         schema = fields_to_schema(raw)
     elif isinstance(raw, dict):

@@ -55,8 +55,20 @@ EXTENSIONS = {
 }
 # the final records as they reach feed exports (`-O results.jsonl`)
 FEED_EXPORT_FIELDS = [
-    "batch_id", "index", "url", "status", "data", "validation", "evidence", "error",
-    "render_mode", "http_status", "final_url", "attempts", "duration_ms", "content",
+    "batch_id",
+    "index",
+    "url",
+    "status",
+    "data",
+    "validation",
+    "evidence",
+    "error",
+    "render_mode",
+    "http_status",
+    "final_url",
+    "attempts",
+    "duration_ms",
+    "content",
 ]
 
 # -- batchscraper -------------------------------------------------------------

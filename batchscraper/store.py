@@ -15,9 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
 from pymongo.client_session import ClientSession
@@ -33,6 +32,7 @@ ITEM_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 FINAL_BATCH_STATUSES = ("completed", "partial", "failed", "cancelled")
 COUNTER_KEYS = (*ITEM_STATUSES, "records_extracted", "llm_calls", "tokens_in", "tokens_out")
 INSERT_CHUNK = 1_000
+T = TypeVar("T")
 
 
 def utcnow() -> dt.datetime:
@@ -86,22 +86,43 @@ class BatchStore:
 
     # -- transactions ----------------------------------------------------------
 
-    @contextmanager
-    def _transaction(self) -> Iterator[ClientSession | None]:
-        """A transaction where the server has them (replica sets); else plain writes.
+    def _atomic(self, work: Callable[[ClientSession | None], T]) -> T:
+        """Run ``work`` in a transaction where the server has them (replica sets).
 
-        Without transactions the item write still carries its status
-        precondition, so nothing counts twice; a crash between the two writes
-        can only leave a counter behind, which ``aggregate_counters`` repairs.
+        ``with_transaction`` retries write conflicts between concurrent
+        workers. Without transactions the item write still carries its
+        status precondition, so nothing counts twice; a crash between the two
+        writes can only leave a counter behind, which ``aggregate_counters``
+        shows.
         """
         if self._transactions is None:
             hello = self.client.admin.command("hello")
             self._transactions = bool(hello.get("setName") or hello.get("msg") == "isdbgrid")
         if not self._transactions:
-            yield None
-            return
-        with self.client.start_session() as session, session.start_transaction():
-            yield session
+            return work(None)
+        with self.client.start_session() as session:
+            return session.with_transaction(work)
+
+    def _transition(
+        self,
+        batch_id: str,
+        query: dict[str, Any],
+        old: str,
+        new: str,
+        update: dict[str, Any] | None = None,
+    ) -> int:
+        """Move every item matching ``query`` from ``old`` to ``new``, counters with it."""
+        update = dict(update or {})
+        update["$set"] = {**update.get("$set", {}), "status": new}
+
+        def work(session: ClientSession | None) -> int:
+            result = self.items.update_many({**query, "status": old}, update, session=session)
+            inc = counters_for_transition(old, new, result.modified_count)
+            if inc:
+                self.batches.update_one({"_id": batch_id}, {"$inc": inc}, session=session)
+            return result.modified_count
+
+        return self._atomic(work)
 
     # -- batches ---------------------------------------------------------------
 
@@ -228,21 +249,17 @@ class BatchStore:
 
     def cancel_unfinished(self, batch_id: str, reason: str) -> int:
         """pending|running -> cancelled for every unfinished item of the batch."""
-        error = {"code": "CANCELLED", "message": reason, "retryable": True}
-        moved = 0
-        for old in ("pending", "running"):
-            with self._transaction() as session:
-                result = self.items.update_many(
-                    {"batch_id": batch_id, "status": old},
-                    {"$set": {"status": "cancelled", "error": error, "finished_at": utcnow()},
-                     "$unset": {"lease": ""}},
-                    session=session,
-                )
-                inc = counters_for_transition(old, "cancelled", result.modified_count)
-                if inc:
-                    self.batches.update_one({"_id": batch_id}, {"$inc": inc}, session=session)
-            moved += result.modified_count
-        return moved
+        update = {
+            "$set": {
+                "error": {"code": "CANCELLED", "message": reason, "retryable": True},
+                "finished_at": utcnow(),
+            },
+            "$unset": {"lease": ""},
+        }
+        return sum(
+            self._transition(batch_id, {"batch_id": batch_id}, old, "cancelled", update)
+            for old in ("pending", "running")
+        )
 
     def cancel_requested(self, batch_id: str) -> bool:
         batch = self.batches.find_one({"_id": batch_id}, {"status": 1, "cancel_requested": 1})
@@ -268,18 +285,19 @@ class BatchStore:
             return []
         token = uuid.uuid4().hex
         now = utcnow()
-        lease = {"worker": worker, "token": token, "until": now + dt.timedelta(seconds=lease_seconds)}
-        with self._transaction() as session:
-            result = self.items.update_many(
-                {"_id": {"$in": ids}, "status": "pending", "dup_of": {"$exists": False}},
-                {"$set": {"status": "running", "lease": lease, "started_at": now},
-                 "$inc": {"attempts": 1}},
-                session=session,
-            )
-            inc = counters_for_transition("pending", "running", result.modified_count)
-            if inc:
-                self.batches.update_one({"_id": batch_id}, {"$inc": inc}, session=session)
-        if not result.modified_count:
+        lease = {
+            "worker": worker,
+            "token": token,
+            "until": now + dt.timedelta(seconds=lease_seconds),
+        }
+        claimed = self._transition(
+            batch_id,
+            {"_id": {"$in": ids}, "dup_of": {"$exists": False}},
+            "pending",
+            "running",
+            {"$set": {"lease": lease, "started_at": now}, "$inc": {"attempts": 1}},
+        )
+        if not claimed:
             return []
         docs = self.items.find({"_id": {"$in": ids}, "lease.token": token})
         return sorted(docs, key=lambda doc: doc["index"])
@@ -298,7 +316,11 @@ class BatchStore:
         taken = []
         for doc in stale:
             token = uuid.uuid4().hex
-            lease = {"worker": worker, "token": token, "until": now + dt.timedelta(seconds=lease_seconds)}
+            lease = {
+                "worker": worker,
+                "token": token,
+                "until": now + dt.timedelta(seconds=lease_seconds),
+            }
             claimed = self.items.find_one_and_update(
                 {"_id": doc["_id"], "status": "running", "lease.token": doc["lease"]["token"]},
                 {"$set": {"lease": lease, "started_at": now}, "$inc": {"attempts": 1}},
@@ -327,16 +349,13 @@ class BatchStore:
         """running -> pending for items this worker leased but did not finish."""
         if not ids:
             return 0
-        with self._transaction() as session:
-            result = self.items.update_many(
-                {"_id": {"$in": ids}, "status": "running", "lease.worker": worker},
-                {"$set": {"status": "pending"}, "$unset": {"lease": ""}},
-                session=session,
-            )
-            inc = counters_for_transition("running", "pending", result.modified_count)
-            if inc:
-                self.batches.update_one({"_id": batch_id}, {"$inc": inc}, session=session)
-        return result.modified_count
+        return self._transition(
+            batch_id,
+            {"_id": {"$in": ids}, "lease.worker": worker},
+            "running",
+            "pending",
+            {"$unset": {"lease": ""}},
+        )
 
     # -- results ---------------------------------------------------------------
 
@@ -348,10 +367,13 @@ class BatchStore:
         """
         status = record["status"]
         batch_id = record["batch_id"]
-        fields = {key: value for key, value in record.items() if key not in ("batch_id", "index", "url")}
+        fields = {
+            key: value for key, value in record.items() if key not in ("batch_id", "index", "url")
+        }
         fields["finished_at"] = utcnow()
         copy = {key: value for key, value in fields.items() if key != "attempts"}
-        with self._transaction() as session:
+
+        def work(session: ClientSession | None) -> bool:
             primary = self.items.find_one_and_update(
                 {"_id": item_id(batch_id, record["index"]), "status": "running"},
                 {"$set": fields, "$unset": {"lease": ""}},
@@ -361,27 +383,26 @@ class BatchStore:
             if primary is None:
                 return False
             inc = counters_for_transition("running", status)
-            records = _record_count(record) if status == "completed" else 0
-            duplicates = primary.get("duplicates") or []
-            if duplicates:
-                result = self.items.update_many(
-                    {"_id": {"$in": [item_id(batch_id, i) for i in duplicates]}, "status": "pending"},
-                    {"$set": copy},
-                    session=session,
-                )
-                for key, value in counters_for_transition(
-                    "pending", status, result.modified_count
-                ).items():
+            copies = 0
+            if primary.get("duplicates"):
+                ids = [item_id(batch_id, i) for i in primary["duplicates"]]
+                copies = self.items.update_many(
+                    {"_id": {"$in": ids}, "status": "pending"}, {"$set": copy}, session=session
+                ).modified_count
+                for key, value in counters_for_transition("pending", status, copies).items():
                     inc[key] = inc.get(key, 0) + value
-                records *= 1 + result.modified_count
-            if records:
-                inc["counters.records_extracted"] = records
+            if status == "completed" and _record_count(record):
+                inc["counters.records_extracted"] = _record_count(record) * (1 + copies)
             self.batches.update_one({"_id": batch_id}, {"$inc": inc}, session=session)
-        return True
+            return True
+
+        return self._atomic(work)
 
     # -- reads -----------------------------------------------------------------
 
-    def iter_items(self, batch_id: str, start: int = 0, page: int = 500) -> Iterator[dict[str, Any]]:
+    def iter_items(
+        self, batch_id: str, start: int = 0, page: int = 500
+    ) -> Iterator[dict[str, Any]]:
         """Every item of the batch in input order, read by ``_id`` ranges."""
         total = self.get_batch(batch_id)["counters"]["total"]
         for first in range(start, total, page):

@@ -16,7 +16,9 @@ from batchscraper.items import PageItem
 logger = logging.getLogger(__name__)
 
 
-def extract_record(html: str, url: str, schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+def extract_record(
+    html: str, url: str, schema: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
     """The record (and per-field evidence) that the page's structured data gives."""
     return map_to_schema(parse_structured_data(html, url), schema)
 
@@ -36,7 +38,9 @@ class ExtractPipeline:
             return item
         spider: Any = self.crawler.spider
         url = item.final_url or item.url
-        data, evidence = await asyncio.to_thread(extract_record, item.body, url, spider.batch["schema"])
+        data, evidence = await asyncio.to_thread(
+            extract_record, item.body, url, spider.batch["schema"]
+        )
         formats = tuple(spider.options.formats)
         if set(formats) - {"json"}:
             item.content = await asyncio.to_thread(page_content, item.body, url, formats)
@@ -44,9 +48,12 @@ class ExtractPipeline:
         assert stats is not None
         if not data:
             stats.inc_value("batch/extract/empty")
-            item.fail(ExtractionError(
-                "no structured data in the page (JSON-LD, microdata, OpenGraph) matches the schema"
-            ).to_dict())
+            item.fail(
+                ExtractionError(
+                    "no structured data in the page (JSON-LD, microdata, OpenGraph)"
+                    " matches the schema"
+                ).to_dict()
+            )
             return item
         for source in evidence.values():
             stats.inc_value(f"batch/extract/fields/{source}")

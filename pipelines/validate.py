@@ -41,7 +41,9 @@ class ValidatePipeline:
         spider: Any = self.crawler.spider
         schema = spider.batch["schema"]
         many = isinstance(item.data, list)
-        records = [coerce_to_schema(record, schema) for record in (item.data if many else [item.data])]
+        records = [
+            coerce_to_schema(record, schema) for record in (item.data if many else [item.data])
+        ]
         if all(is_empty(record) for record in records):
             item.data = records if many else records[0]
             item.fail(EmptyExtractionError("every extracted field is empty").to_dict())
@@ -53,8 +55,11 @@ class ValidatePipeline:
             records = kept
         validator = self.validator(item.batch_id, schema)
         errors = [
-            {"record": number, "path": "/".join(str(p) for p in error.absolute_path),
-             "message": error.message}
+            {
+                "record": number,
+                "path": "/".join(str(p) for p in error.absolute_path),
+                "message": error.message,
+            }
             for number, record in enumerate(records)
             for error in validator.iter_errors(record)
         ]
@@ -62,10 +67,12 @@ class ValidatePipeline:
         item.validation = {"valid": not errors, "errors": errors[:MAX_REPORTED_ERRORS]}
         if errors:
             first = errors[0]
-            item.fail(ValidationFailedError(
-                f"{len(errors)} schema error(s); first at {first['path'] or '(root)'}: "
-                f"{first['message']}"
-            ).to_dict())
+            item.fail(
+                ValidationFailedError(
+                    f"{len(errors)} schema error(s); first at {first['path'] or '(root)'}: "
+                    f"{first['message']}"
+                ).to_dict()
+            )
         return item
 
 

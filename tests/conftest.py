@@ -54,8 +54,9 @@ def site() -> Iterator[ExampleSite]:
 def crawl(mongo_uri: str, batch_home: Path, tmp_path: Path):
     """Run ``scrapy crawl batch`` with the given ``-a`` arguments; returns the process result."""
 
-    def run(*, settings: dict[str, Any] | None = None, timeout: float = CRAWL_TIMEOUT,
-            **args: Any) -> subprocess.CompletedProcess[str]:
+    def run(
+        *, settings: dict[str, Any] | None = None, timeout: float = CRAWL_TIMEOUT, **args: Any
+    ) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "scrapy", "crawl", "batch"]
         for key, value in args.items():
             command += ["-a", f"{key}={value}"]
@@ -63,7 +64,12 @@ def crawl(mongo_uri: str, batch_home: Path, tmp_path: Path):
             command += ["-s", f"{key}={value}"]
         env = {**os.environ, "MONGO_URI": mongo_uri, "BATCHSCRAPER_HOME": str(batch_home)}
         return subprocess.run(
-            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+            command,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     return run

@@ -15,23 +15,42 @@ URL = "https://shop.example/p/1"
 CASES = {
     "no urls": ({"schema": SCHEMA}, "INVALID_URL: urls: missing"),
     "no schema": ({"urls": URL}, "INVALID_INPUT: schema: missing"),
-    "ftp url": ({"urls": f"{URL},ftp://x.example/f", "schema": SCHEMA},
-                "INVALID_URL: urls: 1 invalid; first at index 1"),
-    "bad schema json": ({"urls": URL, "schema": "{nope"}, "INVALID_SCHEMA: schema is not valid JSON"),
-    "bad schema type": ({"urls": URL, "schema": '{"type":"object","properties":{"a":{"type":"x"}}}'},
-                        "INVALID_SCHEMA: not a valid JSON Schema"),
-    "remote ref": ({"urls": URL,
-                    "schema": '{"type":"object","properties":{"a":{"$ref":"http://x.example/s"}}}'},
-                   "INVALID_SCHEMA: remote $ref"),
-    "unknown option": ({"urls": URL, "schema": SCHEMA, "colour": "blue"},
-                       "INVALID_OPTION: options: unknown ['colour']"),
-    "concurrency range": ({"urls": URL, "schema": SCHEMA, "options": '{"concurrency": 0}'},
-                          "INVALID_OPTION: concurrency: must be between 1 and 64"),
-    "missing file": ({"urls": "@/nonexistent/urls.txt", "schema": SCHEMA},
-                     "INVALID_INPUT: urls: cannot read /nonexistent/urls.txt"),
+    "ftp url": (
+        {"urls": f"{URL},ftp://x.example/f", "schema": SCHEMA},
+        "INVALID_URL: urls: 1 invalid; first at index 1",
+    ),
+    "bad schema json": (
+        {"urls": URL, "schema": "{nope"},
+        "INVALID_SCHEMA: schema is not valid JSON",
+    ),
+    "bad schema type": (
+        {"urls": URL, "schema": '{"type":"object","properties":{"a":{"type":"x"}}}'},
+        "INVALID_SCHEMA: not a valid JSON Schema",
+    ),
+    "remote ref": (
+        {
+            "urls": URL,
+            "schema": '{"type":"object","properties":{"a":{"$ref":"http://x.example/s"}}}',
+        },
+        "INVALID_SCHEMA: remote $ref",
+    ),
+    "unknown option": (
+        {"urls": URL, "schema": SCHEMA, "colour": "blue"},
+        "INVALID_OPTION: options: unknown ['colour']",
+    ),
+    "concurrency range": (
+        {"urls": URL, "schema": SCHEMA, "options": '{"concurrency": 0}'},
+        "INVALID_OPTION: concurrency: must be between 1 and 64",
+    ),
+    "missing file": (
+        {"urls": "@/nonexistent/urls.txt", "schema": SCHEMA},
+        "INVALID_INPUT: urls: cannot read /nonexistent/urls.txt",
+    ),
     "unknown batch": ({"batch_id": "b_doesnotexist"}, "NOT_FOUND: no batch 'b_doesnotexist'"),
-    "batch id with urls": ({"batch_id": "b_x", "urls": URL},
-                           "INVALID_INPUT: batch_id: cannot be combined with ['urls']"),
+    "batch id with urls": (
+        {"batch_id": "b_x", "urls": URL},
+        "INVALID_INPUT: batch_id: cannot be combined with ['urls']",
+    ),
 }
 
 

@@ -68,7 +68,8 @@ def test_mixed_batch_of_200_urls(crawl, site: ExampleSite, store: BatchStore, tm
     hits_before = site.hits("/products/3")
 
     result = crawl(
-        urls=f"@{urls_file}", schema=f"@{schema_file}",
+        urls=f"@{urls_file}",
+        schema=f"@{schema_file}",
         options=json.dumps({"concurrency": 16, "timeout_per_url": 2, "retries": 0}),
         settings={"FEEDS": json.dumps({str(feed): {"format": "jsonlines"}})},
     )
@@ -119,7 +120,9 @@ def test_http_errors_keep_status_and_retry_after(crawl, site: ExampleSite, store
     assert result.returncode == 0, result.stderr[-3000:]
     not_found, flaky = store.iter_items(batch_id_from(result))
     assert not_found["error"] == {
-        "code": "HTTP_ERROR", "message": not_found["error"]["message"], "retryable": False,
+        "code": "HTTP_ERROR",
+        "message": not_found["error"]["message"],
+        "retryable": False,
     }
     assert not_found["http_status"] == 404
     assert flaky["status"] == "completed"
@@ -134,7 +137,7 @@ def test_run_stored_batch_by_id(crawl, site: ExampleSite, store: BatchStore):
     result = crawl(batch_id=batch["_id"])
     assert result.returncode == 0, result.stderr[-3000:]
     stored = assert_counters_match_items(store, batch["_id"])
-    assert stored["status"] == "completed"
+    assert stored["status"] == "completed", result.stderr[-1500:]
     assert [item["data"]["sku"] for item in store.iter_items(batch["_id"])] == [
         product_expected(n)["sku"] for n in (11, 12, 13)
     ]
@@ -142,8 +145,9 @@ def test_run_stored_batch_by_id(crawl, site: ExampleSite, store: BatchStore):
 
 def test_fail_fast_cancels_the_rest(crawl, site: ExampleSite, store: BatchStore):
     urls = [site.url("/status/404")] + [site.url(f"/slow?delay=0.3&n={n}") for n in range(40)]
-    result = crawl(urls=",".join(urls), schema=json.dumps(PRODUCT_SCHEMA),
-                   fail_fast="true", concurrency=1)
+    result = crawl(
+        urls=",".join(urls), schema=json.dumps(PRODUCT_SCHEMA), fail_fast="true", concurrency=1
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     batch = assert_counters_match_items(store, batch_id_from(result))
     assert batch["counters"]["failed"] == 1

@@ -22,14 +22,24 @@ SCHEMA = {"type": "object", "properties": {"title": {"type": "string"}}}
 
 def test_url_forms(tmp_path: Path):
     assert [u.url for u in parse_urls("https://a.example/1,https://a.example/2")] == [
-        "https://a.example/1", "https://a.example/2"]
-    assert len(parse_urls("https://a.example/1?x=1,2\nhttps://a.example/2")) == 2
-    objects = parse_urls(json.dumps([
         "https://a.example/1",
-        {"url": "https://a.example/2", "render_js": "always", "wait_for": "#x",
-         "headers": {"X-A": "1"}},
-        {"url": "https://a.example/3", "mode": "js"},
-    ]))
+        "https://a.example/2",
+    ]
+    assert len(parse_urls("https://a.example/1?x=1,2\nhttps://a.example/2")) == 2
+    objects = parse_urls(
+        json.dumps(
+            [
+                "https://a.example/1",
+                {
+                    "url": "https://a.example/2",
+                    "render_js": "always",
+                    "wait_for": "#x",
+                    "headers": {"X-A": "1"},
+                },
+                {"url": "https://a.example/3", "mode": "js"},
+            ]
+        )
+    )
     assert objects[1].render_js == "always" and objects[1].headers == {"X-A": "1"}
     assert objects[2].render_js == "always"
     (tmp_path / "u.txt").write_text("# comment\nhttps://a.example/1\n\nhttps://a.example/2\n")
@@ -77,14 +87,20 @@ def test_url_list_errors(tmp_path: Path):
 
 
 def test_field_list_becomes_json_schema():
-    schema = parse_schema([
-        {"field": "title", "type": "string", "required": True},
-        {"field": "price", "type": "float", "example": 9.99},
-        {"field": "published", "type": "date"},
-        {"field": "tags", "type": "array", "items": "string"},
-        {"field": "offer", "type": "object", "fields": [{"field": "currency", "type": "string"}]},
-        {"field": "variants", "type": "array", "items": [{"field": "sku", "type": "string"}]},
-    ])
+    schema = parse_schema(
+        [
+            {"field": "title", "type": "string", "required": True},
+            {"field": "price", "type": "float", "example": 9.99},
+            {"field": "published", "type": "date"},
+            {"field": "tags", "type": "array", "items": "string"},
+            {
+                "field": "offer",
+                "type": "object",
+                "fields": [{"field": "currency", "type": "string"}],
+            },
+            {"field": "variants", "type": "array", "items": [{"field": "sku", "type": "string"}]},
+        ]
+    )
     props = schema["properties"]
     assert schema["required"] == ["title"]
     assert props["price"] == {"type": "number", "examples": [9.99]}
@@ -100,8 +116,10 @@ def test_field_list_becomes_json_schema():
         ("{oops", "not valid JSON"),
         ({"type": "object", "properties": {"a": {"type": "strin"}}}, "not a valid JSON Schema"),
         ({"type": "string"}, "must describe an object"),
-        ({"type": "object", "properties": {"a": {"$ref": "https://evil.example/s.json"}}},
-         "remote $ref"),
+        (
+            {"type": "object", "properties": {"a": {"$ref": "https://evil.example/s.json"}}},
+            "remote $ref",
+        ),
         ({"type": "object", "properties": {"a": {"$ref": "#"}}}, "refers to itself"),
         ({"type": "object", "properties": {"a": {"$ref": "#/$defs/nothing"}}}, "points at nothing"),
         ([], "field list is empty"),
@@ -132,8 +150,9 @@ def test_options_defaults_ranges_and_single_arguments(tmp_path: Path):
     options = parse_options(None)
     assert (options.concurrency, options.retries, options.timeout_per_url) == (8, 2, 30.0)
     assert options.render_js == "auto" and options.formats == ("json",)
-    options = parse_options('{"concurrency": 16}', concurrency="4", fail_fast="true",
-                            formats="json,markdown")
+    options = parse_options(
+        '{"concurrency": 16}', concurrency="4", fail_fast="true", formats="json,markdown"
+    )
     assert options.concurrency == 4 and options.fail_fast is True
     assert options.formats == ("json", "markdown")
     (tmp_path / "o.json").write_text('{"date_filter": {"field": "d", "from": "2024-01-01"}}')
@@ -166,7 +185,10 @@ def test_invalid_options(options, message):
 
 
 def test_max_total_items_limit_follows_setting():
-    assert parse_options({"max_total_items": 9000}, Limits(max_total_items=10_000)).max_total_items == 9000
+    assert (
+        parse_options({"max_total_items": 9000}, Limits(max_total_items=10_000)).max_total_items
+        == 9000
+    )
 
 
 def test_parse_batch_requires_urls_and_schema():

@@ -42,6 +42,8 @@ class Command(ScrapyCrawlCommand):
             return dict(spargs)
         inputs = {key: spargs.get(key) for key in INPUT_ARGS}
         passthrough = {k: v for k, v in spargs.items() if k.startswith("_")}
-        option_args = {k: v for k, v in spargs.items() if k not in INPUT_ARGS and k not in passthrough}
+        option_args = {
+            k: v for k, v in spargs.items() if k not in INPUT_ARGS and k not in passthrough
+        }
         spec = parse_batch(limits=Limits.from_settings(settings), **inputs, **option_args)
         return {"spec": spec, **passthrough}

@@ -66,8 +66,15 @@ class ProgressLog:
         logger.info(
             "Batch %s %s (%s): %d total, %d completed, %d failed, %d cancelled, %d pending, "
             "%d records, %.1fs",
-            spider.batch_id, batch["status"], reason, c["total"], c["completed"], c["failed"],
-            c["cancelled"], c["pending"] + c["running"], c["records_extracted"],
+            spider.batch_id,
+            batch["status"],
+            reason,
+            c["total"],
+            c["completed"],
+            c["failed"],
+            c["cancelled"],
+            c["pending"] + c["running"],
+            c["records_extracted"],
             time.monotonic() - self.started,
         )
 

@@ -33,8 +33,15 @@ from batchscraper.store import BatchStore, store_for
 
 logger = logging.getLogger(__name__)
 
-TEXT_CONTENT_TYPES = ("text/", "application/xhtml", "application/xml", "application/json",
-                      "application/ld+json", "application/rss", "application/atom")
+TEXT_CONTENT_TYPES = (
+    "text/",
+    "application/xhtml",
+    "application/xml",
+    "application/json",
+    "application/ld+json",
+    "application/rss",
+    "application/atom",
+)
 ROOM_POLL_SECONDS = 0.05
 BINARY_SNIFF_BYTES = 1024
 
@@ -147,12 +154,18 @@ class BatchSpider(scrapy.Spider):
                 indexes = range(cursor, min(cursor + chunk, total))
                 cursor = indexes.stop
                 docs = await asyncio.to_thread(
-                    self.store.claim, self.batch_id, self.worker_id, indexes,
+                    self.store.claim,
+                    self.batch_id,
+                    self.worker_id,
+                    indexes,
                     self.config.lease_seconds,
                 )
             else:
                 docs = await asyncio.to_thread(
-                    self.store.reclaim_expired, self.batch_id, self.worker_id, chunk,
+                    self.store.reclaim_expired,
+                    self.batch_id,
+                    self.worker_id,
+                    chunk,
                     self.config.lease_seconds,
                 )
                 if not docs:
@@ -196,16 +209,24 @@ class BatchSpider(scrapy.Spider):
         item.final_url = response.url
         if not isinstance(response, TextResponse) or not _is_text(response):
             content_type = response.headers.get(b"Content-Type", b"").decode("latin-1")
-            item.fail(FetchError(
-                f"content type {content_type or 'unknown'!r} is not a web page",
-                code="UNSUPPORTED_CONTENT_TYPE", retryable=False,
-            ).to_dict())
+            item.fail(
+                FetchError(
+                    f"content type {content_type or 'unknown'!r} is not a web page",
+                    code="UNSUPPORTED_CONTENT_TYPE",
+                    retryable=False,
+                ).to_dict()
+            )
             return item
         try:
             item.body = response.text
         except UnicodeDecodeError as exc:
-            item.fail(FetchError(f"page cannot be decoded: {exc}",
-                                 code="UNSUPPORTED_CONTENT_TYPE", retryable=False).to_dict())
+            item.fail(
+                FetchError(
+                    f"page cannot be decoded: {exc}",
+                    code="UNSUPPORTED_CONTENT_TYPE",
+                    retryable=False,
+                ).to_dict()
+            )
         return item
 
     def on_error(self, failure: Failure) -> PageItem:
@@ -269,10 +290,17 @@ class BatchSpider(scrapy.Spider):
         if released:
             logger.info("Released %d unfinished items of %s", released, self.batch_id)
         if self.stop_reason == "fail_fast":
-            store.cancel_unfinished(self.batch_id, "fail_fast: the batch stopped at its first failure")
-            store.set_batch_error(self.batch_id, {
-                "code": "FAIL_FAST", "message": "stopped at the first failed URL", "retryable": False,
-            })
+            store.cancel_unfinished(
+                self.batch_id, "fail_fast: the batch stopped at its first failure"
+            )
+            store.set_batch_error(
+                self.batch_id,
+                {
+                    "code": "FAIL_FAST",
+                    "message": "stopped at the first failed URL",
+                    "retryable": False,
+                },
+            )
         status = store.finalize_batch(self.batch_id)
         self.crawler.stats.set_value("batch/status", status or "running")
 

@@ -1,0 +1,325 @@
+"""Deterministic extraction of a record from a page's structured data.
+
+:func:`parse_structured_data` parses the page once and asks extruct only for
+JSON-LD, microdata and OpenGraph (RDFa is what makes extruct slow).
+:func:`map_to_schema` picks the page's main schema.org entity and maps it onto
+the properties of a user's JSON Schema, shaping each value to the declared
+type. The schema.org knowledge it uses lives in
+:mod:`batchscraper.extraction.synonyms`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import extruct
+import lxml.html
+from extruct.jsonld import JsonLdExtractor
+from w3lib.encoding import html_to_unicode
+
+from batchscraper.extraction import synonyms as syn
+from batchscraper.extraction.shaping import Shaper, is_empty, node_types, tokens
+
+logger = logging.getLogger(__name__)
+
+Node = dict[str, Any]
+JSONLD, MICRODATA, OPENGRAPH = "jsonld", "microdata", "og"
+#: How deep nested schema objects are mapped (guards against reference cycles).
+MAX_DEPTH = 6
+#: How deep the node tree is walked when collecting entities for list fields.
+MAX_WALK_DEPTH = 8
+_JSONLD_XPATH = '//script[@type="application/ld+json"]'
+_TITLE_SEPARATORS = (" | ", " - ", " – ", " — ", " :: ", " · ")
+
+
+@dataclass(frozen=True)
+class StructuredData:
+    """Structured data a page carries, parsed once.
+
+    ``jsonld`` has ``@graph`` members flattened into the top-level list;
+    ``microdata`` is extruct's uniform output; ``opengraph`` merges every
+    OpenGraph-style ``<meta property>`` into one mapping (first non-empty wins,
+    ``og:type`` included).
+    """
+
+    jsonld: list[Node] = field(default_factory=list)
+    microdata: list[Node] = field(default_factory=list)
+    opengraph: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        """True when the page carries none of the three syntaxes."""
+        return not (self.jsonld or self.microdata or self.opengraph)
+
+
+# =========================================================================== parsing
+def parse_structured_data(html: str | bytes, base_url: str) -> StructuredData:
+    """Parse JSON-LD, microdata and OpenGraph from ``html``; never raises.
+
+    Bytes are decoded with the page's declared encoding (BOM, ``<meta charset>``,
+    UTF-8 fallback). Broken markup yields empty parts instead of errors, and one
+    broken JSON-LD script does not hide the others.
+    """
+    try:
+        text = html if isinstance(html, str) else html_to_unicode(None, html)[1]
+        if not text.strip():
+            return StructuredData()
+        parser = lxml.html.HTMLParser(encoding="utf-8")
+        tree = lxml.html.document_fromstring(text.encode("utf-8", "replace"), parser=parser)
+    except Exception:
+        logger.debug("could not parse page %s", base_url, exc_info=True)
+        return StructuredData()
+    return structured_data_from_tree(tree, base_url)
+
+
+def structured_data_from_tree(tree: lxml.html.HtmlElement, base_url: str) -> StructuredData:
+    """Same as :func:`parse_structured_data` for a tree the caller already parsed."""
+    return StructuredData(
+        jsonld=_extract_jsonld(tree, base_url),
+        microdata=_extract_syntax(tree, base_url, "microdata"),
+        opengraph=_merge_opengraph(_extract_syntax(tree, base_url, "opengraph")),
+    )
+
+
+def _extract_jsonld(tree: lxml.html.HtmlElement, base_url: str) -> list[Node]:
+    extractor = JsonLdExtractor()
+    items: list[Node] = []
+    try:
+        scripts = tree.xpath(_JSONLD_XPATH)
+    except Exception:
+        return items
+    for script in scripts:
+        try:
+            found = extractor.extract_items(script, base_url=base_url)
+        except Exception:
+            logger.debug("skipping unparsable JSON-LD script on %s", base_url, exc_info=True)
+            continue
+        for item in found:
+            items.extend(_flatten_graph(item))
+    return items
+
+
+def _flatten_graph(item: Any) -> list[Node]:
+    """Top-level nodes of one JSON-LD document, ``@graph`` members inlined."""
+    if isinstance(item, list):
+        return [node for sub in item for node in _flatten_graph(sub)]
+    if not isinstance(item, dict):
+        return []
+    graph = item.get("@graph")
+    if graph is None:
+        return [item]
+    nodes = [node for sub in (graph if isinstance(graph, list) else [graph])
+             for node in _flatten_graph(sub)]
+    rest = {key: value for key, value in item.items() if key not in ("@graph", "@context")}
+    return ([rest] if "@type" in rest else []) + nodes
+
+
+def _extract_syntax(tree: lxml.html.HtmlElement, base_url: str, syntax: str) -> list[Node]:
+    try:
+        out = extruct.extract(tree, base_url=base_url, syntaxes=[syntax], uniform=True)
+    except Exception:
+        logger.debug("extruct %s failed on %s", syntax, base_url, exc_info=True)
+        return []
+    return [item for item in out.get(syntax, []) if isinstance(item, dict)]
+
+
+def _merge_opengraph(items: list[Node]) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for item in items:
+        for key, value in item.items():
+            if key == "@context" or not isinstance(value, str) or not value.strip():
+                continue
+            merged.setdefault("og:type" if key == "@type" else key, value.strip())
+    return merged
+
+
+# =========================================================================== mapping
+def map_to_schema(sd: StructuredData, schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Map the page's structured data onto the top-level properties of ``schema``.
+
+    Returns ``(data, evidence)``: ``data`` holds only the properties that were
+    found (shaped to their declared types); ``evidence`` names the syntax each
+    came from (``"jsonld"``, ``"microdata"`` or ``"og"``).
+    """
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(properties, dict) or sd.empty:
+        return {}, {}
+    try:
+        return _Mapper(sd, schema).run()
+    except Exception:
+        logger.exception("structured-data mapping failed")
+        return {}, {}
+
+
+def guess_family(schema: dict[str, Any]) -> str | None:
+    """The record kind (``product``, ``recipe``, ...) a schema most looks like."""
+    words: list[str] = list(tokens(str(schema.get("title") or "")))
+    for name, sub in (schema.get("properties") or {}).items():
+        words.extend(tokens(name))
+        if isinstance(sub, dict):
+            for nested in (sub.get("properties") or (sub.get("items") or {}).get("properties")
+                           or {}):
+                words.extend(tokens(nested))
+    counts = {family: sum(word in keywords for word in words)
+              for family, keywords in syn.FAMILY_KEYWORDS.items()}
+    best = max(counts, key=lambda family: counts[family])
+    return best if counts[best] else None
+
+
+def node_families(node: Node) -> set[str]:
+    """Families of a node's ``@type`` values."""
+    types = node_types(node)
+    return {family for family, members in syn.TYPE_FAMILIES.items() if types & members}
+
+
+class _Mapper:
+    """One mapping run: ranks candidate entities, then fills fields in order."""
+
+    def __init__(self, sd: StructuredData, schema: dict[str, Any]) -> None:
+        self.sd = sd
+        self.schema = schema
+        self.properties: dict[str, Any] = schema["properties"]
+        self.family = guess_family(schema)
+        self.title_types = set(tokens(str(schema.get("title") or ""))) | {
+            "".join(tokens(str(schema.get("title") or "")))}
+        self.shaper = Shaper(_index_ids(sd.jsonld), MAX_DEPTH)
+
+    # ----------------------------------------------------------------- driver
+    def run(self) -> tuple[dict[str, Any], dict[str, str]]:
+        data: dict[str, Any] = {}
+        evidence: dict[str, str] = {}
+        for source, mapped in self._ranked_entities():
+            for name, value in mapped.items():
+                if name not in data:
+                    data[name], evidence[name] = value, source
+        for name, sub in self.properties.items():
+            if name in data or not isinstance(sub, dict):
+                continue
+            found = self._collection(name, sub) or self._opengraph(name, sub)
+            if found:
+                data[name], evidence[name] = found
+        return {name: data[name] for name in self.properties if name in data}, {
+            name: evidence[name] for name in self.properties if name in data}
+
+    # ----------------------------------------------------------------- entities
+    def _candidates(self) -> Iterator[tuple[str, Node]]:
+        for source, nodes in ((JSONLD, self.sd.jsonld), (MICRODATA, self.sd.microdata)):
+            for node in nodes:
+                yield source, node
+                for key in syn.MAIN_ENTITY_KEYS:
+                    for child in _as_list(self.shaper.deref(node.get(key))):
+                        if isinstance(child, dict) and "@type" in child:
+                            yield source, child
+
+    def _ranked_entities(self) -> list[tuple[str, dict[str, Any]]]:
+        """(source, mapped record) for the main entity and compatible fallbacks."""
+        scored = []
+        for order, (source, node) in enumerate(self._candidates()):
+            types, families = node_types(node), node_families(node)
+            wanted = bool(types & self.title_types) or (self.family in families)
+            if not wanted and types and types <= syn.BOILERPLATE_TYPES:
+                continue
+            mapped = self.shaper.map_object(node, self.schema, depth=0)
+            if mapped:
+                scored.append((not wanted, -len(mapped), order, source, node, mapped))
+        if any(not item[0] for item in scored):
+            scored = [item for item in scored if not item[0]]
+        scored.sort(key=lambda item: item[:3])
+        if not scored:
+            return []
+        primary = scored[0][4]
+        return [(source, mapped) for _, _, _, source, node, mapped in scored
+                if node is primary or _same_thing(primary, node)]
+
+    def _collection(self, name: str, schema: dict[str, Any]) -> tuple[Any, str] | None:
+        """A list field (``events``) filled from every node of the matching type."""
+        items = schema.get("items")
+        if not isinstance(items, dict) or "array" not in self.shaper.types(schema):
+            return None
+        words = tokens(name)
+        if not words:
+            return None
+        singular = re.sub(r"(ies|s)$", lambda m: "y" if m.group(1) == "ies" else "", words[-1])
+        for source, nodes in ((JSONLD, self.sd.jsonld), (MICRODATA, self.sd.microdata)):
+            matches = [node for node in _walk(nodes, MAX_WALK_DEPTH)
+                       if singular in node_types(node) or singular in node_families(node)]
+            value = self.shaper.shape(matches, schema, name, None, depth=0) if matches else None
+            if not is_empty(value):
+                return value, source
+        return None
+
+    def _opengraph(self, name: str, schema: dict[str, Any]) -> tuple[Any, str] | None:
+        og = self.sd.opengraph
+        for variant in self.shaper.name_variants(name):
+            for key in syn.OG_KEYS.get("_".join(variant), ()):
+                raw = og.get(key)
+                if not raw or (raw.startswith(("http://", "https://"))
+                               and not self.shaper.wants_url(name, schema)):
+                    continue
+                if key == "og:title":
+                    raw = _strip_site_suffix(raw, og.get("og:site_name"))
+                value = self.shaper.shape(raw, schema, name, key, depth=0)
+                if not is_empty(value):
+                    return value, OPENGRAPH
+        return None
+
+
+# =========================================================================== helpers
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _index_ids(nodes: list[Node]) -> dict[str, Node]:
+    """``@id`` -> the fullest node carrying it, for resolving JSON-LD references."""
+    index: dict[str, Node] = {}
+    for node in _walk(nodes, MAX_WALK_DEPTH):
+        node_id = node.get("@id")
+        if isinstance(node_id, str) and len(node) > len(index.get(node_id, {})):
+            index[node_id] = node
+    return index
+
+
+def _walk(values: Iterable[Any], depth: int) -> Iterator[Node]:
+    """Every dict reachable from ``values`` (pre-order, bounded depth)."""
+    for value in values:
+        if isinstance(value, dict):
+            yield value
+            if depth > 0:
+                yield from _walk(value.values(), depth - 1)
+        elif isinstance(value, list) and depth > 0:
+            yield from _walk(value, depth - 1)
+
+
+def _identity(node: Node) -> str:
+    for key in ("name", "headline", "sku", "url"):
+        value = node.get(key)
+        if isinstance(value, str) and value.strip():
+            return re.sub(r"\W+", " ", value).strip().casefold()
+    return ""
+
+
+def _same_thing(primary: Node, other: Node) -> bool:
+    """Whether ``other`` plausibly describes the same record as ``primary``."""
+    first, second = _identity(primary), _identity(other)
+    return not first or not second or first in second or second in first
+
+
+def _strip_site_suffix(title: str, site_name: str | None) -> str:
+    """Drop a trailing ``| Site`` from an og:title when it names the site."""
+    if not site_name:
+        return title
+    site = site_name.strip().casefold()
+    for separator in _TITLE_SEPARATORS:
+        if title.casefold().endswith(separator + site) and len(title) > len(separator + site):
+            return title[: -len(separator + site)].strip()
+        head, found, tail = title.rpartition(separator)
+        tail = tail.strip().casefold()
+        if found and head.strip() and tail and (site.startswith(tail) or tail.startswith(site)):
+            return head.strip()
+    return title
