@@ -29,6 +29,9 @@ class PageItem:
     error: dict[str, Any] | None = None
     content: dict[str, str] | None = None
     filtered_out: int = 0
+    llm_calls: int = 0
+    tokens: dict[str, int] | None = None
+    cost_usd: float = 0.0
     body: str | None = field(default=None, repr=False)
 
     def fail(self, error: dict[str, Any]) -> None:

@@ -69,6 +69,10 @@ FEED_EXPORT_FIELDS = [
     "attempts",
     "duration_ms",
     "content",
+    "filtered_out",
+    "llm_calls",
+    "tokens",
+    "cost_usd",
 ]
 
 # -- batchscraper -------------------------------------------------------------

@@ -30,7 +30,10 @@ logger = logging.getLogger(__name__)
 
 ITEM_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 FINAL_BATCH_STATUSES = ("completed", "partial", "failed", "cancelled")
-COUNTER_KEYS = (*ITEM_STATUSES, "records_extracted", "llm_calls", "tokens_in", "tokens_out")
+COUNTER_KEYS = (
+    *ITEM_STATUSES, "records_extracted", "records_filtered", "llm_calls", "tokens_in",
+    "tokens_out", "cost_usd",
+)
 INSERT_CHUNK = 1_000
 T = TypeVar("T")
 
@@ -148,7 +151,6 @@ class BatchStore:
             "prompt": spec.prompt,
             "options": spec.options.to_dict(),
             "counters": {key: 0 for key in COUNTER_KEYS} | {"total": total, "pending": total},
-            "cost_usd": 0.0,
             "error": None,
             **(extra or {}),
         }
@@ -393,6 +395,7 @@ class BatchStore:
                     inc[key] = inc.get(key, 0) + value
             if status == "completed" and _record_count(record):
                 inc["counters.records_extracted"] = _record_count(record) * (1 + copies)
+            inc.update(_usage_increments(record))
             self.batches.update_one({"_id": batch_id}, {"$inc": inc}, session=session)
             return True
 
@@ -418,6 +421,19 @@ class BatchStore:
             counts[row["_id"]] = row["n"]
         counts["total"] = sum(counts.values())
         return counts
+
+
+def _usage_increments(record: dict[str, Any]) -> dict[str, Any]:
+    """Counter increments for what processing the item cost (LLM use, filtered records)."""
+    tokens = record.get("tokens") or {}
+    usage = {
+        "counters.llm_calls": record.get("llm_calls") or 0,
+        "counters.tokens_in": tokens.get("in", 0),
+        "counters.tokens_out": tokens.get("out", 0),
+        "counters.cost_usd": record.get("cost_usd") or 0.0,
+        "counters.records_filtered": record.get("filtered_out") or 0,
+    }
+    return {key: value for key, value in usage.items() if value}
 
 
 def _record_count(record: dict[str, Any]) -> int:

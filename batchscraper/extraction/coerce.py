@@ -32,21 +32,22 @@ COERCION_ORDER = ("number", "integer", "boolean", "string", "array", "object")
 
 # --------------------------------------------------------------------------- numbers
 _CURRENCY_SYMBOLS = "$€£¥₹₽₩₪₫₴₦₱₲₵₡₭₮฿¢"
-_NUMBER_IN_TEXT = re.compile(r"[-+−]?\d[\d\s.,'’\u00a0\u202f]*")
+_MINUS = "-\u2212"
+_NUMBER_IN_TEXT = re.compile(r"[-+\u2212]?\d[\d\s.,'\u2019\u00a0\u202f]*")
 _DECORATION = re.compile(
-    rf"^[\s{_CURRENCY_SYMBOLS}]*(?:[A-Z]{{3}}|[A-Z]{{1,2}}\$|kr|zł|Kč|Ft|lei|R\$)?"
+    rf"^[\s{_CURRENCY_SYMBOLS}]*(?:[A-Z]{{3}}|[A-Z]{{1,2}}\$|Rs|kr|zł|Kč|Ft|lei)?"
     rf"[\s{_CURRENCY_SYMBOLS}.]*$"
 )
 _UNIT_WORD = re.compile(r"^\s*[^\W\d_]+\.?(?:\s+[^\W\d_]+\.?)*\s*$")
 _THOUSANDS_COMMA = re.compile(r"^[1-9]\d{0,2}(,\d{3})+$")
 _THOUSANDS_DOT = re.compile(r"^[1-9]\d{0,2}(\.\d{3}){2,}$")
-_SPACES = re.compile(r"[\s'’\u00a0\u202f]")
+_SPACES = re.compile(r"[\s'\u2019\u00a0\u202f]")
 
 
 def _parse_digits(digits: str) -> float | None:
     """Turn ``1,299.00`` / ``1.299,00`` / ``1 299`` / ``12,5`` into a float."""
-    sign = -1.0 if digits[:1] in "-−" else 1.0
-    digits = _SPACES.sub("", digits.lstrip("+-−")).rstrip(".,")
+    sign = -1.0 if digits[:1] in _MINUS else 1.0
+    digits = _SPACES.sub("", digits.lstrip("+" + _MINUS)).rstrip(".,")
     if not digits:
         return None
     if "," in digits and "." in digits:

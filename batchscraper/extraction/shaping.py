@@ -152,7 +152,8 @@ class Shaper:
         for path in dict.fromkeys(self._candidate_paths(node, name, schema)):
             segments = path.split(".")
             raw = self.get_path(node, segments)
-            if is_empty(raw):
+            if is_empty(raw) or (segments[-1] in syn.REFERENCE_KEYS and isinstance(raw, str)
+                                 and _URL.match(raw) and not self.wants_url(name, schema)):
                 continue
             value = self.shape(raw, schema, name, segments[-1], depth)
             if not is_empty(value):

@@ -28,12 +28,14 @@ logger = logging.getLogger(__name__)
 
 Node = dict[str, Any]
 JSONLD, MICRODATA, OPENGRAPH = "jsonld", "microdata", "og"
+#: JSON-LD is preferred; microdata fills what it lacks (OpenGraph comes last).
+_SOURCE_RANK = {JSONLD: 0, MICRODATA: 1}
 #: How deep nested schema objects are mapped (guards against reference cycles).
 MAX_DEPTH = 6
 #: How deep the node tree is walked when collecting entities for list fields.
 MAX_WALK_DEPTH = 8
 _JSONLD_XPATH = '//script[@type="application/ld+json"]'
-_TITLE_SEPARATORS = (" | ", " - ", " – ", " — ", " :: ", " · ")
+_TITLE_SEPARATORS = (" | ", " - ", " \u2013 ", " \u2014 ", " :: ", " \u00b7 ")
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,9 @@ def _merge_opengraph(items: list[Node]) -> dict[str, str]:
 
 
 # =========================================================================== mapping
-def map_to_schema(sd: StructuredData, schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+def map_to_schema(
+    sd: StructuredData, schema: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Map the page's structured data onto the top-level properties of ``schema``.
 
     Returns ``(data, evidence)``: ``data`` holds only the properties that were
@@ -216,7 +220,11 @@ class _Mapper:
                             yield source, child
 
     def _ranked_entities(self) -> list[tuple[str, dict[str, Any]]]:
-        """(source, mapped record) for the main entity and compatible fallbacks."""
+        """(source, mapped record) for the main entity and compatible fallbacks.
+
+        Entities of the schema's kind come first, then JSON-LD before microdata,
+        then the entity that answers most fields, then document order.
+        """
         scored = []
         for order, (source, node) in enumerate(self._candidates()):
             types, families = node_types(node), node_families(node)
@@ -225,14 +233,15 @@ class _Mapper:
                 continue
             mapped = self.shaper.map_object(node, self.schema, depth=0)
             if mapped:
-                scored.append((not wanted, -len(mapped), order, source, node, mapped))
+                rank = _SOURCE_RANK[source]
+                scored.append((not wanted, rank, -len(mapped), order, source, node, mapped))
         if any(not item[0] for item in scored):
             scored = [item for item in scored if not item[0]]
-        scored.sort(key=lambda item: item[:3])
+        scored.sort(key=lambda item: item[:4])
         if not scored:
             return []
-        primary = scored[0][4]
-        return [(source, mapped) for _, _, _, source, node, mapped in scored
+        primary = scored[0][5]
+        return [(source, mapped) for *_, source, node, mapped in scored
                 if node is primary or _same_thing(primary, node)]
 
     def _collection(self, name: str, schema: dict[str, Any]) -> tuple[Any, str] | None:

@@ -275,6 +275,11 @@ URL_KEYS: tuple[str, ...] = ("url", "contentUrl", "embedUrl", "@id")
 #: PostalAddress parts, in the order they are joined into one line.
 ADDRESS_KEYS: tuple[str, ...] = ("streetAddress", "addressLocality", "addressRegion",
                                  "postalCode", "addressCountry")
+#: Keys naming a person/organisation: a bare URL there is a reference, not a name.
+REFERENCE_KEYS: frozenset[str] = frozenset({
+    "author", "creator", "publisher", "brand", "manufacturer", "performer", "organizer",
+    "byArtist", "hiringOrganization", "seller", "sourceOrganization",
+})
 #: Field-name tokens meaning "this string is a link": lists pick their first element.
 URL_FIELD_TOKENS: frozenset[str] = frozenset({"url", "image", "images", "link", "logo",
                                               "thumbnail", "photo", "picture", "href", "src"})
