@@ -9,6 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import jsonschema
+import lxml.html
 import pytest
 
 from batchscraper.extraction.coerce import coerce_to_schema, parse_number
@@ -16,6 +17,7 @@ from batchscraper.extraction.structured import (
     StructuredData,
     map_to_schema,
     parse_structured_data,
+    structured_data_from_tree,
 )
 
 BASE_URL = "https://shop.example/item/1"
@@ -283,6 +285,47 @@ def test_description_hint_and_unrelated_entities() -> None:
     assert data == {"retailer_id": "pid-9", "name": "Trail Shoe X"}
 
 
+def test_jsonld_wins_over_microdata_and_microdata_fills_gaps() -> None:
+    body = ('<div itemscope itemtype="https://schema.org/Product">'
+            '<span itemprop="name">Trail Shoe X</span><meta itemprop="mpn" content="M-9">'
+            '<meta itemprop="sku" content="MICRO-SKU"></div>')
+    data, evidence = extract(page(jsonld(PRODUCT), body), obj(name=STR, sku=STR, mpn=STR))
+    assert data == {"name": "Trail Shoe X", "sku": "TS-42", "mpn": "M-9"}
+    assert evidence == {"name": "jsonld", "sku": "jsonld", "mpn": "microdata"}
+
+
+def test_author_url_is_not_a_name_and_text_is_cleaned() -> None:
+    article = {"@type": "BlogPosting", "headline": "\uf004 Big <b>news</b>\u200b today",
+               "author": "https://blog.example/authors/7", "url": "https://blog.example/p/1"}
+    data, _ = extract(page(jsonld(article)), obj(title=STR, author=STR, url=STR))
+    assert data == {"title": "Big news today", "url": "https://blog.example/p/1"}
+
+
+def test_structured_data_from_tree_reuses_a_parsed_page() -> None:
+    tree = lxml.html.document_fromstring(page(jsonld(PRODUCT)))
+    sd = structured_data_from_tree(tree, BASE_URL)
+    assert map_to_schema(sd, obj(sku=STR)) == ({"sku": "TS-42"}, {"sku": "jsonld"})
+
+
+def test_faq_and_job_posting() -> None:
+    faq = {"@type": "FAQPage", "mainEntity": [
+        {"@type": "Question", "name": "Q1?", "acceptedAnswer": {"text": "<p>A1</p>"}},
+        {"@type": "Question", "name": "Q2?", "acceptedAnswer": {"text": "A2"}}]}
+    qa = obj(question=STR, answer=STR)
+    data, _ = extract(page(jsonld(faq)), obj(questions={"type": "array", "items": qa}))
+    assert data == {"questions": [{"question": "Q1?", "answer": "A1"},
+                                  {"question": "Q2?", "answer": "A2"}]}
+    job = {"@type": "JobPosting", "title": "Engineer", "datePosted": "2024-01-02",
+           "hiringOrganization": {"@type": "Organization", "name": "Acme"},
+           "jobLocation": {"@type": "Place", "address": {"addressLocality": "Berlin",
+                                                         "addressCountry": "DE"}},
+           "baseSalary": {"currency": "EUR", "value": {"minValue": 50000, "maxValue": 70000}}}
+    schema = obj(title=STR, company=STR, location=STR, salary=NUM, date_posted=DATE)
+    data, _ = extract(page(jsonld(job)), schema)
+    assert data == {"title": "Engineer", "company": "Acme", "location": "Berlin, DE",
+                    "salary": 50000.0, "date_posted": "2024-01-02"}
+
+
 def test_no_structured_data_gives_nothing() -> None:
     assert map_to_schema(StructuredData(), obj(name=STR)) == ({}, {})
     sd = parse_structured_data(page(body="<p>Just text</p>"), BASE_URL)
@@ -297,6 +340,8 @@ def test_no_structured_data_gives_nothing() -> None:
     ("12", {"type": "integer"}, 12),
     ("12,50", {"type": "number"}, 12.5),
     ("EUR 1 299", {"type": "number"}, 1299.0),
+    ("Rs. 2,433", {"type": "number"}, 2433.0),
+    ("-3,5", {"type": "number"}, -3.5),
     ("4 servings", {"type": "integer"}, 4),
     (4.0, {"type": "integer"}, 4),
     ("PT1H30M", {"type": "integer"}, 90),

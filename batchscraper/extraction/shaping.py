@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
@@ -38,6 +39,9 @@ _BLANKS = re.compile(r"[ \t\r\f\v\u00a0]+")
 _PARAGRAPHS = re.compile(r"\s*\n\s*(\n\s*)*")
 _SCHEMA_ORG_ENUM = re.compile(r"^https?://schema\.org/([A-Za-z]+)/?$")
 _URL = re.compile(r"^(https?:)?//")
+#: Unicode categories dropped from text: icon-font glyphs and zero-width marks.
+_INVISIBLE = frozenset({"Co", "Cf", "Cs"})
+_JOINERS = frozenset({"\u200c", "\u200d"})  # meaningful in Persian, Indic, emoji
 
 
 @lru_cache(maxsize=4096)
@@ -59,8 +63,11 @@ def node_types(node: Node) -> set[str]:
 
 
 def clean_text(text: str) -> str:
-    """Unescape entities, drop stray tags, collapse blanks (paragraph breaks kept)."""
+    """Unescape entities; drop stray tags, icon glyphs and zero-width marks; collapse blanks."""
     text = html.unescape(text)
+    if not text.isascii():
+        text = "".join(ch for ch in text if ch in _JOINERS
+                       or unicodedata.category(ch) not in _INVISIBLE)
     if _TAG.search(text):
         text = _TAG.sub(" ", text)
     text = _BLANKS.sub(" ", text)
@@ -87,7 +94,8 @@ class Shaper:
     def deref(self, value: Any) -> Any:
         """Replace a bare JSON-LD reference ``{"@id": ...}`` with the node it names."""
         if isinstance(value, dict) and set(value) <= {"@id", "@type"}:
-            return self.ids.get(value.get("@id"), value)
+            node_id = value.get("@id")
+            return self.ids.get(node_id, value) if isinstance(node_id, str) else value
         return value
 
     def get_path(self, value: Any, path: list[str]) -> Any:
@@ -192,6 +200,7 @@ class Shaper:
         if not types:
             return self._plain(raw)
         for json_type in types:
+            value: Any
             if json_type == "object":
                 value = self._to_object(raw, schema, depth)
             elif json_type == "array":
@@ -263,7 +272,8 @@ class Shaper:
 
     def _to_array(self, raw: Any, schema: dict[str, Any], name: str, key: str | None,
                   depth: int) -> list[Any] | None:
-        items_schema = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        items = schema.get("items")
+        items_schema: dict[str, Any] = items if isinstance(items, dict) else {}
         elements = self._flatten_items(raw, key)
         if "object" not in self.types(items_schema):
             shaped = [self.shape(e, items_schema, name, key, depth) for e in elements]
@@ -275,8 +285,7 @@ class Shaper:
             if record:
                 mapped.append(record)
         required = [r for r in items_schema.get("required") or [] if isinstance(r, str)]
-        complete = [m for m in mapped if all(r in m or r in syn.POSITION_FIELDS for r in required)]
-        mapped = complete or mapped
+        mapped = [m for m in mapped if all(r in m or r in syn.POSITION_FIELDS for r in required)]
         positions = [name for name, sub in (items_schema.get("properties") or {}).items()
                      if name in syn.POSITION_FIELDS and "integer" in self.types(sub)]
         for rank, record in enumerate(mapped, start=1):
@@ -305,10 +314,11 @@ class Shaper:
                     text = self._to_text(raw[text_key], schema, name)
                     if text:
                         return text
-            parts = [self._to_text(raw[k], schema, name) for k in syn.ADDRESS_KEYS if k in raw]
-            if not any(parts) and "address" in raw:
+            parts = [p for p in (self._to_text(raw[k], schema, name)
+                                 for k in syn.ADDRESS_KEYS if k in raw) if p]
+            if not parts and "address" in raw:
                 return self._to_text(raw["address"], schema, name)
-            return ", ".join(p for p in parts if p) or None
+            return ", ".join(parts) or None
         if isinstance(raw, bool):
             return "true" if raw else "false"
         if isinstance(raw, (int, float)):

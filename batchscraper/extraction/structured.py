@@ -188,8 +188,9 @@ class _Mapper:
         self.schema = schema
         self.properties: dict[str, Any] = schema["properties"]
         self.family = guess_family(schema)
-        self.title_types = set(tokens(str(schema.get("title") or ""))) | {
-            "".join(tokens(str(schema.get("title") or "")))}
+        title = tokens(str(schema.get("title") or ""))
+        known_types = set().union(*syn.TYPE_FAMILIES.values())
+        self.title_types = {"".join(title)} | (set(title) & known_types)
         self.shaper = Shaper(_index_ids(sd.jsonld), MAX_DEPTH)
 
     # ----------------------------------------------------------------- driver
