@@ -45,6 +45,8 @@ def demo(pages: int) -> int:
             "-a", f"schema=@{workdir / 'schema.json'}",
             "-a", "options=" + json.dumps({"concurrency": 16, "timeout_per_url": 10}),
             "-O", str(results),
+            # the example site is on 127.0.0.1, which the SSRF guard refuses by default
+            "-s", "BATCH_ALLOWED_NETWORKS=127.0.0.1/32",
         ]
         print("$ " + " ".join(command[2:]), flush=True)
         env = {**os.environ, "SCRAPY_SETTINGS_MODULE": "batchscraper.settings"}

@@ -364,6 +364,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_page(302, f"<p>Moved to {target}</p>", headers={"Location": target})
         elif kind == "flaky":
             self.flaky(arg)
+        elif path == "/redirect-to":
+            target = self.query.get("url", ["/products/1"])[0]
+            self.send_page(302, "<p>Moved</p>", headers={"Location": target})
         elif path == "/slow":
             time.sleep(self.qnum("delay", 1.0, 0.0, 60.0))
             self.send_page(200, product_page(1, "small"))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from scrapy import exceptions as scrapy_error
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet import error as twisted_error
 from twisted.python.failure import Failure
 
 from batchscraper.exceptions import FetchError
+from batchscraper.ssrf import FetchBlockedError, blocked_by_resolver
 
 RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504, 522, 524})
 
@@ -41,6 +44,11 @@ def fetch_error_from_failure(failure: Failure) -> FetchError:
     exc = failure.value
     if isinstance(exc, FetchError):
         return exc
+    if isinstance(exc, FetchBlockedError):
+        return FetchError(str(exc), code="FETCH_BLOCKED", retryable=False)
+    host = urlsplit(failure.request.url).hostname if hasattr(failure, "request") else None
+    if host in blocked_by_resolver:
+        return FetchError(blocked_by_resolver[host], code="FETCH_BLOCKED", retryable=False)
     if isinstance(exc, HttpError):
         status = exc.response.status
         return FetchError(

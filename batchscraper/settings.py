@@ -19,6 +19,7 @@ ROBOTSTXT_OBEY = False
 
 # -- engine --------------------------------------------------------------------
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
+TWISTED_DNS_RESOLVER = "batchscraper.ssrf.GuardedResolver"
 # Scrapy starts CONCURRENT_ITEMS tasks per callback output; pages yield one item.
 CONCURRENT_ITEMS = 4
 CONCURRENT_REQUESTS = 8  # replaced per batch by its `concurrency` option
@@ -43,6 +44,7 @@ RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524, 408]
 
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "batchscraper.ssrf.SsrfGuardMiddleware": 50,
     "batchscraper.middlewares.BackoffRetryMiddleware": 550,
 }
 ITEM_PIPELINES = {
@@ -76,6 +78,12 @@ FEED_EXPORT_FIELDS = [
 ]
 
 # -- batchscraper -------------------------------------------------------------
+# SSRF guard: only public addresses are fetched unless a network is allowed here
+# (e.g. ["127.0.0.0/8"] for tests, ["10.0.0.0/8"] for an intranet deployment).
+BATCH_SSRF_GUARD_ENABLED = True
+BATCH_ALLOWED_NETWORKS: list[str] = []
+BATCH_ALLOWED_PORTS: list[int] = []  # empty: any port
+
 # Limits on what one batch may ask for.
 BATCH_MAX_URLS = 10_000
 BATCH_MAX_TOTAL_ITEMS = 5_000

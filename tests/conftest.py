@@ -60,7 +60,8 @@ def crawl(mongo_uri: str, batch_home: Path, tmp_path: Path):
         command = [sys.executable, "-m", "scrapy", "crawl", "batch"]
         for key, value in args.items():
             command += ["-a", f"{key}={value}"]
-        for key, value in {"BATCH_PROGRESS_INTERVAL": 1, **(settings or {})}.items():
+        defaults = {"BATCH_PROGRESS_INTERVAL": 1, "BATCH_ALLOWED_NETWORKS": "127.0.0.0/8"}
+        for key, value in {**defaults, **(settings or {})}.items():
             command += ["-s", f"{key}={value}"]
         env = {**os.environ, "MONGO_URI": mongo_uri, "BATCHSCRAPER_HOME": str(batch_home)}
         return subprocess.run(

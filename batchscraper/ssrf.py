@@ -1,0 +1,223 @@
+"""SSRF guard: never fetch the machine's own or its private network's addresses.
+
+Three layers, one policy (:class:`AddressPolicy`):
+
+- :class:`SsrfGuardMiddleware` checks every request before download — every
+  redirect hop passes through it again — refusing non-http(s) schemes,
+  credentials, ports outside ``BATCH_ALLOWED_PORTS``, ``localhost``-like
+  names, and hosts whose addresses (IP literals in any spelling, or what DNS
+  answers) are not public;
+- :class:`GuardedResolver`, installed as Scrapy's DNS resolver, checks the
+  address the connection will actually use, so a name that answers a public
+  address to the check and a private one to the connection (DNS rebinding)
+  is still refused;
+- the browser path checks each navigation with :meth:`AddressPolicy.check_url`.
+
+``BATCH_ALLOWED_NETWORKS`` lets tests and intranet deployments reach chosen
+networks (e.g. ``127.0.0.0/8``); it is empty by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from scrapy import Request
+from scrapy.crawler import Crawler
+from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.resolver import CachingThreadedResolver
+from twisted.internet.defer import Deferred
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+BLOCKED_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+BLOCKED_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+NAT64_LOCAL_PREFIX = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+class FetchBlockedError(IgnoreRequest):
+    """The URL points somewhere batchscraper must not fetch."""
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which hosts, addresses and ports may be fetched."""
+
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    allowed_ports: frozenset[int] = frozenset()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AddressPolicy:
+        try:
+            networks = tuple(
+                ipaddress.ip_network(text.strip(), strict=False)
+                for text in settings.getlist("BATCH_ALLOWED_NETWORKS")
+                if text.strip()
+            )
+        except ValueError as exc:
+            raise ValueError(f"BATCH_ALLOWED_NETWORKS: {exc}") from None
+        ports = frozenset(int(port) for port in settings.getlist("BATCH_ALLOWED_PORTS"))
+        return cls(allowed_networks=networks, allowed_ports=ports)
+
+    def address_problem(self, address: IPAddress) -> str | None:
+        """Why ``address`` must not be fetched, or None when it may."""
+        candidates = [address, *embedded_ipv4(address)]
+        if any(c in network for c in candidates for network in self.allowed_networks):
+            return None
+        for candidate in candidates:
+            if candidate.is_multicast or not candidate.is_global:
+                return f"address {candidate} is not public"
+        return None
+
+    def check_url(self, url: str) -> tuple[str, int]:
+        """Check everything but DNS; return (host, port) or raise :class:`FetchBlockedError`."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise FetchBlockedError(f"malformed URL: {exc}") from None
+        if parts.scheme not in ("http", "https"):
+            raise FetchBlockedError(f"scheme {parts.scheme!r} is not fetched")
+        if parts.username is not None or parts.password is not None:
+            raise FetchBlockedError("credentials in URLs are not accepted")
+        if self.allowed_ports and port not in self.allowed_ports:
+            raise FetchBlockedError(f"port {port} is not in BATCH_ALLOWED_PORTS")
+        host = (parts.hostname or "").rstrip(".").lower()
+        if not host:
+            raise FetchBlockedError("URL has no host")
+        literal = parse_ip_literal(host)
+        if literal is not None:
+            self.check_addresses([literal])
+        elif is_local_name(host) and not self._name_allowed(host):
+            raise FetchBlockedError(f"host {host!r} is a local name")
+        return host, port
+
+    def check_addresses(self, addresses: Iterable[IPAddress]) -> None:
+        for address in addresses:
+            problem = self.address_problem(address)
+            if problem:
+                raise FetchBlockedError(problem)
+
+    def _name_allowed(self, host: str) -> bool:
+        """A local name is allowed only when all it resolves to is in an allowed network."""
+        if not self.allowed_networks:
+            return False
+        try:
+            return all(self.address_problem(a) is None for a in resolve(host, 0))
+        except OSError:
+            return False
+
+
+def is_local_name(host: str) -> bool:
+    return host in BLOCKED_NAMES or host.endswith(BLOCKED_SUFFIXES)
+
+
+def parse_ip_literal(host: str) -> IPAddress | None:
+    """The address a host string means, in every spelling a resolver would accept.
+
+    Covers dotted quads, ``2130706433`` (decimal), ``0x7f.1`` (hex, short
+    forms), ``0177.0.0.1`` (octal) and bracketed or bare IPv6.
+    """
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    if all(part and _is_number(part) for part in host.split(".")):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def _is_number(part: str) -> bool:
+    text = part.lower()
+    if text.startswith("0x"):
+        return all(ch in "0123456789abcdef" for ch in text[2:])
+    return text.isdigit()
+
+
+def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses carried inside an IPv6 one (mapped, 6to4, Teredo, NAT64, compatible)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
+    if address.teredo:
+        found.extend(address.teredo)
+    if address in NAT64_PREFIX or address in NAT64_LOCAL_PREFIX:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    if int(address) >> 32 == 0 and int(address) > 1:  # deprecated IPv4-compatible ::a.b.c.d
+        found.append(ipaddress.IPv4Address(int(address)))
+    return found
+
+
+def resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address ``host`` resolves to (blocking)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+
+
+class SsrfGuardMiddleware:
+    """Downloader middleware: refuse requests to non-public targets with FETCH_BLOCKED."""
+
+    def __init__(self, policy: AddressPolicy) -> None:
+        self.policy = policy
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> SsrfGuardMiddleware:
+        if not crawler.settings.getbool("BATCH_SSRF_GUARD_ENABLED"):
+            raise NotConfigured
+        return cls(AddressPolicy.from_settings(crawler.settings))
+
+    async def process_request(self, request: Request) -> None:
+        host, port = self.policy.check_url(request.url)
+        if parse_ip_literal(host) is None:
+            try:
+                addresses = await asyncio.to_thread(resolve, host, port)
+            except OSError:
+                return  # the download reports DNS_ERROR
+            self.policy.check_addresses(addresses)
+
+
+ALLOW_ALL = AddressPolicy(
+    allowed_networks=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+)
+# names the resolver refused, so the failed download is reported as FETCH_BLOCKED
+blocked_by_resolver: dict[str, str] = {}
+BLOCKED_MEMORY = 10_000
+
+
+class GuardedResolver(CachingThreadedResolver):
+    """Scrapy's caching resolver, refusing names whose address is not allowed.
+
+    This is the address the connection uses, so the check cannot be raced
+    by a second DNS answer.
+    """
+
+    policy: AddressPolicy
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, reactor: Any) -> GuardedResolver:
+        resolver = super().from_crawler(crawler, reactor)
+        enabled = crawler.settings.getbool("BATCH_SSRF_GUARD_ENABLED")
+        resolver.policy = AddressPolicy.from_settings(crawler.settings) if enabled else ALLOW_ALL
+        return resolver
+
+    def getHostByName(self, name: str, timeout: Any = ()) -> Deferred[str]:
+        return super().getHostByName(name, timeout).addCallback(self._checked, name)
+
+    def _checked(self, address: str, name: str) -> str:
+        problem = self.policy.address_problem(ipaddress.ip_address(address))
+        if problem:
+            if len(blocked_by_resolver) >= BLOCKED_MEMORY:
+                blocked_by_resolver.clear()
+            blocked_by_resolver[name] = problem
+            raise FetchBlockedError(problem)
+        return address

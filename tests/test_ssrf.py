@@ -1,0 +1,126 @@
+"""SSRF guard: private, loopback and odd spellings of them are never fetched."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from scrapy.settings import Settings
+
+from batchscraper.examplesite import ExampleSite
+from batchscraper.ssrf import (
+    AddressPolicy,
+    FetchBlockedError,
+    GuardedResolver,
+    blocked_by_resolver,
+    parse_ip_literal,
+)
+from batchscraper.store import BatchStore
+from tests.conftest import batch_id_from
+
+BLOCKED = [
+    "http://127.0.0.1/",
+    "http://127.1/",
+    "http://2130706433/",
+    "http://0x7f.1/",
+    "http://0x7f000001/",
+    "http://0177.0.0.1/",
+    "http://017700000001/",
+    "http://0.0.0.0/",
+    "http://[::1]/",
+    "http://[::]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://[::ffff:7f00:1]/",
+    "http://[64:ff9b::7f00:1]/",
+    "http://[2002:7f00:1::]/",
+    "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",  # Teredo carrying 127.0.0.1
+    "http://[::127.0.0.1]/",
+    "http://10.0.0.1/",
+    "http://172.16.5.4/",
+    "http://192.168.1.1/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://100.64.0.1/",
+    "http://224.0.0.1/",
+    "http://240.0.0.1/",
+    "http://255.255.255.255/",
+    "http://[fc00::1]/",
+    "http://[fe80::1]/",
+    "http://[ff02::1]/",
+    "http://localhost/",
+    "http://LOCALHOST./",
+    "http://app.localhost/",
+    "http://printer.local/",
+    "http://metadata.google.internal/",
+    "http://user:pw@93.184.215.14/",
+    "ftp://93.184.215.14/",
+    "file:///etc/passwd",
+]
+
+
+@pytest.mark.parametrize("url", BLOCKED)
+def test_non_public_targets_are_refused(url: str):
+    with pytest.raises(FetchBlockedError):
+        AddressPolicy().check_url(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://93.184.215.14/", "https://[2606:4700::1111]/x", "http://8.8.8.8:8080/"]
+)
+def test_public_targets_pass(url: str):
+    AddressPolicy().check_url(url)
+
+
+def test_ip_spellings_parse_like_a_resolver():
+    assert str(parse_ip_literal("2130706433")) == "127.0.0.1"
+    assert str(parse_ip_literal("0x7f.1")) == "127.0.0.1"
+    assert str(parse_ip_literal("0177.0.0.1")) == "127.0.0.1"
+    assert parse_ip_literal("example.com") is None
+    assert parse_ip_literal("1.example") is None
+
+
+def test_allow_list_and_ports():
+    settings = Settings(
+        {"BATCH_ALLOWED_NETWORKS": ["127.0.0.0/8"], "BATCH_ALLOWED_PORTS": [80, 443]}
+    )
+    policy = AddressPolicy.from_settings(settings)
+    policy.check_url("http://127.0.0.1/")
+    policy.check_url("http://[::ffff:127.0.0.1]/")
+    with pytest.raises(FetchBlockedError, match="not public"):
+        policy.check_url("http://10.0.0.1/")
+    with pytest.raises(FetchBlockedError, match="BATCH_ALLOWED_PORTS"):
+        policy.check_url("http://93.184.215.14:8080/")
+
+
+def test_resolver_refuses_a_rebound_address():
+    """The resolver checks the address the connection will use (DNS rebinding)."""
+    resolver = GuardedResolver.__new__(GuardedResolver)
+    resolver.policy = AddressPolicy()
+    assert resolver._checked("93.184.215.14", "public.example") == "93.184.215.14"
+    with pytest.raises(FetchBlockedError):
+        resolver._checked("127.0.0.1", "rebind.example")
+    assert "rebind.example" in blocked_by_resolver
+
+
+def test_crawl_blocks_loopback_by_default(crawl, site: ExampleSite, store: BatchStore):
+    hits = site.hits("/products/1")
+    schema = json.dumps({"type": "object", "properties": {"name": {"type": "string"}}})
+    result = crawl(
+        urls=site.url("/products/1"), schema=schema, settings={"BATCH_ALLOWED_NETWORKS": ""}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (item,) = store.iter_items(batch_id_from(result))
+    assert item["status"] == "failed"
+    assert item["error"]["code"] == "FETCH_BLOCKED"
+    assert item["error"]["retryable"] is False
+    assert site.hits("/products/1") == hits
+
+
+def test_crawl_checks_every_redirect_hop(crawl, site: ExampleSite, store: BatchStore):
+    target = site.url("/products/2").replace("127.0.0.1", "127.0.0.2")
+    url = site.url(f"/redirect-to?url={target}")
+    schema = json.dumps({"type": "object", "properties": {"name": {"type": "string"}}})
+    result = crawl(urls=url, schema=schema, settings={"BATCH_ALLOWED_NETWORKS": "127.0.0.1/32"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    (item,) = store.iter_items(batch_id_from(result))
+    assert item["error"]["code"] == "FETCH_BLOCKED", item["error"]
+    assert site.hits("/redirect-to") == 1
