@@ -136,3 +136,48 @@ class CancelledError(ItemError):
     """The batch was cancelled before this item finished."""
 
     code = "CANCELLED"
+
+
+# -- HTTP API errors ----------------------------------------------------------
+
+
+class AuthenticationError(BatchError):
+    """No API key, or one that is not configured (HTTP 401)."""
+
+    code = "UNAUTHORIZED"
+    http_status = 401
+
+
+class ForbiddenError(BatchError):
+    """The batch belongs to another API key's owner (HTTP 403)."""
+
+    code = "FORBIDDEN"
+    http_status = 403
+
+
+class MethodNotAllowedError(BatchError):
+    """The path exists but does not answer this HTTP method (HTTP 405)."""
+
+    code = "METHOD_NOT_ALLOWED"
+    http_status = 405
+
+
+class ServiceUnavailableError(BatchError):
+    """The job runner cannot take the batch now (HTTP 503); nothing was stored."""
+
+    code = "SERVICE_UNAVAILABLE"
+    http_status = 503
+    retryable = True
+
+
+class WebhookVerificationError(BatchError):
+    """A webhook's signature or timestamp does not verify."""
+
+    code = "INVALID_SIGNATURE"
+    http_status = 400
+
+
+class PageTooLongError(ExtractionError):
+    """The page needs more than ``BATCH_LLM_MAX_CHUNKS`` LLM requests."""
+
+    code = "PAGE_TOO_LONG"

@@ -98,5 +98,27 @@ BATCH_RETRY_BACKOFF_BASE = 0.5  # seconds; doubled per attempt
 BATCH_RETRY_BACKOFF_MAX = 30.0  # seconds; also caps a server's Retry-After
 BATCH_PROGRESS_INTERVAL = 5.0  # seconds between progress lines on the console
 
+# -- HTTP API and webhooks (Scrapyd services in batchscraper/api) --------------
+# In the Scrapyd process these can also be set in scrapyd.conf's [batchscraper] section.
+# API keys: "key:owner" pairs separated by commas (several keys may share an owner).
+# Empty: the API is open and Scrapyd must bind to a loopback address.
+BATCH_API_KEYS = os.environ.get("BATCH_API_KEYS", "")
+BATCH_API_PROJECT = "batchscraper"  # Scrapyd project whose `batch` spider runs API batches
+# Scrapy settings given to every job the API schedules (-s NAME=VALUE), e.g.
+# {"BATCH_ALLOWED_NETWORKS": "10.0.0.0/8"}; in scrapyd.conf write it as JSON.
+BATCH_API_JOB_SETTINGS: dict[str, str] = {}
+BATCH_API_MAX_BODY_BYTES = 10 * 1024 * 1024  # larger POST /batches bodies get 413
+BATCH_API_PAGE_SIZE = 20  # default `limit` of batch and item pages
+BATCH_API_MAX_BATCHES_LIMIT = 50  # largest `limit` of GET /batches
+BATCH_API_MAX_ITEMS_LIMIT = 500  # largest `limit` of item pages
+BATCH_API_STREAM_CHUNK = 200  # items read per MongoDB round trip when streaming NDJSON
+BATCH_API_IDEMPOTENCY_TTL = 86_400  # seconds an Idempotency-Key is remembered
+BATCH_WEBHOOK_POLL_INTERVAL = 1.0  # seconds between scans of the webhook outbox
+BATCH_WEBHOOK_TIMEOUT = 10.0  # seconds one delivery attempt may take
+BATCH_WEBHOOK_MAX_ATTEMPTS = 12  # then the event is marked failed
+BATCH_WEBHOOK_RETRY_BASE = 5.0  # seconds before the first retry, doubled per attempt
+BATCH_WEBHOOK_RETRY_MAX = 3600.0  # longest wait between two attempts (s)
+BATCH_WEBHOOK_HISTORY = 20  # delivery attempts kept on the batch document
+
 # MongoDB: empty means the embedded server under BATCHSCRAPER_HOME.
 MONGO_URI = os.environ.get("MONGO_URI", "")

@@ -25,6 +25,7 @@ from pymongo.database import Database
 from batchscraper.exceptions import BatchNotFoundError, BatchStateError
 from batchscraper.inputs import BatchSpec
 from batchscraper.mongo import connect, database_name, mongo_uri
+from batchscraper.webhooks import OUTBOX, batch_completed_event
 
 logger = logging.getLogger(__name__)
 
@@ -227,10 +228,7 @@ class BatchStore:
         status = final_status(batch["counters"])
         if status is None:
             return None
-        self.batches.update_one(
-            {"_id": batch_id, "status": {"$nin": list(FINAL_BATCH_STATUSES)}},
-            {"$set": {"status": status, "finished_at": utcnow()}},
-        )
+        self._finish(batch_id, status)
         return str(self.get_batch(batch_id)["status"])
 
     def cancel_batch(self, batch_id: str, reason: str = "batch cancelled") -> dict[str, Any]:
@@ -243,11 +241,73 @@ class BatchStore:
             {"$set": {"cancel_requested": True}},
         )
         self.cancel_unfinished(batch_id, reason)
-        self.batches.update_one(
-            {"_id": batch_id, "status": {"$nin": list(FINAL_BATCH_STATUSES)}},
-            {"$set": {"status": "cancelled", "finished_at": utcnow()}},
-        )
+        self._finish(batch_id, "cancelled")
         return self.get_batch(batch_id)
+
+    def _finish(self, batch_id: str, status: str) -> bool:
+        """Give the batch its final ``status`` once, queueing its webhook in the same step.
+
+        The status change and the ``webhook_outbox`` insert share a transaction,
+        and the event id counts the batch's runs to a final status, so the
+        ``batch.completed`` event is written exactly once per run.
+        """
+
+        def work(session: ClientSession | None) -> bool:
+            batch = self.batches.find_one_and_update(
+                {"_id": batch_id, "status": {"$nin": list(FINAL_BATCH_STATUSES)}},
+                {"$set": {"status": status, "finished_at": utcnow()}, "$inc": {"finished_runs": 1}},
+                return_document=ReturnDocument.AFTER,
+                session=session,
+            )
+            if batch is None:
+                return False
+            event = batch_completed_event(batch)
+            if event is not None:
+                self.db[OUTBOX].insert_one(event, session=session)
+            return True
+
+        return self._atomic(work)
+
+    def retry_failed(self, batch_id: str, *, only_retryable: bool = False) -> int:
+        """failed -> pending for the items of a finished batch; returns how many moved.
+
+        The batch goes back to ``pending`` with the counters moved in the same
+        transaction. Duplicates of a URL share its error, so they move together.
+        """
+        batch = self.get_batch(batch_id)
+        if batch["status"] not in ("completed", "partial", "failed"):
+            raise BatchStateError(
+                f"batch {batch_id} is {batch['status']}; only a finished batch"
+                " (completed, partial, failed) can be retried"
+            )
+        query: dict[str, Any] = {"batch_id": batch_id, "status": "failed"}
+        if only_retryable:
+            query["error.retryable"] = True
+        reset = {
+            "$set": {"status": "pending"},
+            "$unset": {key: "" for key in ("error", "data", "validation", "evidence", "lease")},
+        }
+
+        def work(session: ClientSession | None) -> int:
+            moved = self.items.update_many(query, reset, session=session).modified_count
+            if moved:
+                self.batches.update_one(
+                    {"_id": batch_id},
+                    {
+                        "$inc": counters_for_transition("failed", "pending", moved),
+                        "$set": {"status": "pending", "finished_at": None},
+                    },
+                    session=session,
+                )
+            return moved
+
+        moved = self._atomic(work)
+        if not moved:
+            raise BatchStateError(
+                f"batch {batch_id} has no {'retryable ' if only_retryable else ''}failed items",
+                code="NOTHING_TO_RETRY",
+            )
+        return moved
 
     def cancel_unfinished(self, batch_id: str, reason: str) -> int:
         """pending|running -> cancelled for every unfinished item of the batch."""

@@ -1,0 +1,136 @@
+"""The API's shared state in one Scrapyd process, and the Scrapyd application that fronts it.
+
+``scrapyd.conf``::
+
+    [scrapyd]
+    application = batchscraper.api.app.application
+
+    [services]
+    batches      = batchscraper.api.resources.Batches
+    openapi.json = batchscraper.api.resources.OpenApi
+
+Scrapyd builds each ``[services]`` resource with its web root; they share one
+:class:`BatchApi` (settings, keys, store, jobs, webhook delivery). Scrapyd's
+basic auth wraps its whole web root; :func:`application` places the API's
+resources in front of it, because they authenticate with API keys instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import weakref
+from typing import Any
+
+from pymongo.errors import PyMongoError
+from scrapy.utils.misc import load_object
+from scrapyd.app import application as scrapyd_application
+from scrapyd.exceptions import ConfigError
+from twisted.application.internet import TCPServer, UNIXServer
+from twisted.application.service import IServiceCollection
+from twisted.web.resource import Resource
+
+from batchscraper.api.auth import ApiKeys
+from batchscraper.api.config import ApiConfig, api_settings, check_exposure
+from batchscraper.api.delivery import WebhookDelivery
+from batchscraper.api.jobs import ScrapydJobs
+from batchscraper.api.service import BatchService
+from batchscraper.store import store_for
+from batchscraper.webhooks import WebhookConfig, WebhookOutbox
+
+logger = logging.getLogger(__name__)
+
+_APIS: weakref.WeakKeyDictionary[Any, BatchApi] = weakref.WeakKeyDictionary()
+
+
+class BatchApi:
+    """Everything the API's resources share, built once per Scrapyd application."""
+
+    def __init__(self, root: Any) -> None:
+        _log_to_scrapyd()
+        scrapyd_config = root.scheduler.config
+        settings = api_settings(scrapyd_config)
+        try:
+            self.keys = ApiKeys.from_setting(settings.get("BATCH_API_KEYS"))
+        except ValueError as exc:
+            raise ConfigError(f"batchscraper: {exc}") from None
+        check_exposure(scrapyd_config, self.keys.enabled)
+        self.config = ApiConfig.from_settings(settings)
+        self.prefix_header = root.prefix_header
+        self.jobs = ScrapydJobs(root, self.config.project, self.config.job_settings)
+        self.services: dict[type, Resource] = {}
+        uri = settings.get("MONGO_URI") or None
+        try:  # Scrapyd is starting: the reactor does not run yet, blocking is fine
+            store = store_for(uri)
+            self.service = BatchService(store, self.config)
+            self.service.ensure_indexes()
+            outbox = WebhookOutbox(store.db, WebhookConfig.from_settings(settings))
+            outbox.ensure_indexes()
+        except (PyMongoError, RuntimeError) as exc:
+            where = uri or "embedded server"
+            raise ConfigError(f"batchscraper: cannot use MongoDB ({where}): {exc}") from None
+        WebhookDelivery(outbox).setServiceParent(root.app)
+        logger.info(
+            "Batch API ready: project %r, database %r, API keys %s",
+            self.config.project, store.db.name, "on" if self.keys.enabled else "off (open API)",
+        )
+
+    @classmethod
+    def of(cls, root: Any) -> BatchApi:
+        """The application's instance, created by the first API resource Scrapyd builds."""
+        if root.app not in _APIS:
+            _APIS[root.app] = cls(root)
+        return _APIS[root.app]
+
+    def register(self, resource: Resource) -> None:
+        """Note a ``[services]`` resource, so :func:`application` can mount it up front."""
+        self.services[type(resource)] = resource
+
+    def base(self, request: Any) -> str:
+        prefix = request.getHeader(self.prefix_header)
+        return prefix.decode("latin-1").rstrip("/") if prefix else ""
+
+
+class ApiFront(Resource):
+    """Routes the API's paths to its resources; everything else to Scrapyd (and its auth)."""
+
+    def __init__(self, scrapyd_root: Any, mounts: dict[bytes, Resource]) -> None:
+        super().__init__()
+        self.scrapyd_root = scrapyd_root
+        self.mounts = mounts
+
+    def getChildWithDefault(self, path: bytes, request: Any) -> Any:
+        if path in self.mounts:
+            return self.mounts[path]
+        return self.scrapyd_root.getChildWithDefault(path, request)
+
+    def render(self, request: Any) -> Any:
+        return self.scrapyd_root.render(request)
+
+
+def application(config: Any) -> Any:
+    """Scrapyd's application, with the batch API's ``[services]`` served before its basic auth."""
+    app = scrapyd_application(config)
+    api = _APIS.get(app)
+    if api is None:
+        return app
+    mounts = {}
+    for name, path in config.items("services", default=[]):
+        resource = api.services.get(load_object(path)) if path else None
+        if resource is not None:
+            mounts[name.encode()] = resource
+    for service in IServiceCollection(app):
+        if isinstance(service, TCPServer | UNIXServer):
+            site = service.args[1]
+            site.resource = ApiFront(site.resource, mounts)
+    return app
+
+
+def _log_to_scrapyd() -> None:
+    """Send this package's log records to Scrapyd's log (twistd captures stderr)."""
+    package = logging.getLogger("batchscraper")
+    if not package.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s: %(message)s"))
+        package.addHandler(handler)
+        package.setLevel(logging.INFO)

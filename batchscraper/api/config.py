@@ -1,0 +1,100 @@
+"""The API's settings in the Scrapyd process, and the check that it is not exposed unprotected."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from scrapy.settings import Settings
+from scrapyd.exceptions import ConfigError
+
+from batchscraper.inputs import Limits
+
+SETTINGS_MODULE = "batchscraper.settings"
+OVERRIDES_SECTION = "batchscraper"
+APPLICATION = "batchscraper.api.app.application"
+
+
+def api_settings(scrapyd_config: Any) -> Settings:
+    """The project's settings, overridden by scrapyd.conf's ``[batchscraper]`` section.
+
+    Read from the settings module itself (not from ``scrapy.cfg``), so the API
+    works wherever Scrapyd runs, including with projects deployed as eggs.
+    """
+    settings = Settings()
+    settings.setmodule(os.environ.get("SCRAPY_SETTINGS_MODULE", SETTINGS_MODULE), "project")
+    for name, value in scrapyd_config.items(OVERRIDES_SECTION, default=[]):
+        settings.set(name.upper(), value, "cmdline")
+    return settings
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The ``BATCH_API_*`` settings, read once when Scrapyd starts."""
+
+    project: str
+    job_settings: dict[str, str]
+    max_body_bytes: int
+    page_size: int
+    max_batches_limit: int
+    max_items_limit: int
+    stream_chunk: int
+    idempotency_ttl: int
+    limits: Limits
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiConfig:
+        return cls(
+            project=settings.get("BATCH_API_PROJECT"),
+            job_settings={k: str(v) for k, v in settings.getdict("BATCH_API_JOB_SETTINGS").items()},
+            max_body_bytes=settings.getint("BATCH_API_MAX_BODY_BYTES"),
+            page_size=settings.getint("BATCH_API_PAGE_SIZE"),
+            max_batches_limit=settings.getint("BATCH_API_MAX_BATCHES_LIMIT"),
+            max_items_limit=settings.getint("BATCH_API_MAX_ITEMS_LIMIT"),
+            stream_chunk=settings.getint("BATCH_API_STREAM_CHUNK"),
+            idempotency_ttl=settings.getint("BATCH_API_IDEMPOTENCY_TTL"),
+            limits=Limits.from_settings(settings),
+        )
+
+
+def check_exposure(scrapyd_config: Any, keys_configured: bool) -> None:
+    """Refuse to start an unprotected API on a public address, or behind the wrong auth.
+
+    Without API keys anyone who reaches the port can submit crawls, so Scrapyd
+    must listen on loopback only. With keys, Scrapyd's own endpoints (which
+    accept eggs: code) need its basic auth, and the API must be mounted in
+    front of that basic auth by this package's application.
+    """
+    bind = os.getenv("SCRAPYD_BIND_ADDRESS") or scrapyd_config.get("bind_address", "127.0.0.1")
+    port = os.getenv("SCRAPYD_HTTP_PORT") or scrapyd_config.get("http_port", "6800")
+    username = os.getenv("SCRAPYD_USERNAME") or scrapyd_config.get("username", "")
+    password = os.getenv("SCRAPYD_PASSWORD") or scrapyd_config.get("password", "")
+    if not keys_configured and bind and port and not is_loopback(bind):
+        raise ConfigError(
+            f"batchscraper: refusing to serve the batch API on {bind} without API keys. "
+            "Set BATCH_API_KEYS (key:owner,...) and Scrapyd's username/password "
+            "(SCRAPYD_USERNAME/SCRAPYD_PASSWORD), or bind to 127.0.0.1."
+        )
+    if keys_configured and not (username and password):
+        raise ConfigError(
+            "batchscraper: BATCH_API_KEYS is set but Scrapyd's basic auth is not; set "
+            "SCRAPYD_USERNAME and SCRAPYD_PASSWORD (or username/password in scrapyd.conf) "
+            "so schedule.json, addversion.json and the other Scrapyd endpoints are protected."
+        )
+    if username and password and scrapyd_config.get("application", "") != APPLICATION:
+        raise ConfigError(
+            f"batchscraper: with Scrapyd's basic auth on, set `application = {APPLICATION}` "
+            "in scrapyd.conf so the batch API answers to API keys instead of basic auth."
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is only reachable from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

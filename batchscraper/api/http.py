@@ -1,0 +1,170 @@
+"""The API's resource base: JSON in and out, errors as ``{"error": {...}}``, work off the reactor.
+
+Handlers are ``async def handle_<METHOD>(request)`` methods returning a
+:class:`JsonResponse` (or None when they finished the request themselves, as
+the NDJSON stream does). Blocking calls inside them go through
+``deferToThread``, so a slow query never stalls Scrapyd.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pymongo.errors import ConnectionFailure
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from batchscraper.api.views import json_default
+from batchscraper.exceptions import (
+    BatchError,
+    BatchInputError,
+    MethodNotAllowedError,
+    ServiceUnavailableError,
+)
+
+if TYPE_CHECKING:
+    from batchscraper.api.app import BatchApi
+
+logger = logging.getLogger(__name__)
+
+JSON_TYPE = b"application/json"
+
+
+@dataclass
+class JsonResponse:
+    """A JSON answer: body, HTTP status, extra headers."""
+
+    body: Any
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class ApiResource(Resource):
+    """Base of the batch API's resources."""
+
+    def __init__(self, api: BatchApi) -> None:
+        super().__init__()
+        self.api = api
+
+    def render(self, request: Any) -> Any:
+        method = request.method.decode("ascii", "replace").upper()
+        handler: Callable[..., Any] | None = getattr(
+            self, f"handle_{'GET' if method == 'HEAD' else method}", None
+        )
+        if handler is None:
+            allowed = ", ".join(self.allowed_methods())
+            error = MethodNotAllowedError(f"{method} is not allowed here; allowed: {allowed}")
+            send_error(request, Failure(error), {"Allow": allowed})
+            return NOT_DONE_YET
+        d = defer.ensureDeferred(handler(request))
+        d.addCallback(_send_response, request)
+        d.addErrback(send_error, request)
+        return NOT_DONE_YET
+
+    def allowed_methods(self) -> list[str]:
+        return sorted(name[len("handle_") :] for name in dir(self) if name.startswith("handle_"))
+
+    def caller(self, request: Any) -> Any:
+        """The authenticated caller (401 otherwise)."""
+        return self.api.keys.identify(request)
+
+    def base(self, request: Any) -> str:
+        """The path prefix a reverse proxy announces (Scrapyd's ``prefix_header``)."""
+        return self.api.base(request)
+
+
+def query_int(request: Any, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]; 400 otherwise."""
+    values = request.args.get(name.encode())
+    if not values:
+        return default
+    text = values[0].decode("latin-1")
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise BatchInputError(f"{name}: must be an integer from {low} to {high}, got {text!r}")
+    return int(text)
+
+
+def query_choice(request: Any, name: str, choices: tuple[str, ...]) -> str | None:
+    """A query parameter that must be one of ``choices`` (None when absent); 400 otherwise."""
+    values = request.args.get(name.encode())
+    if not values:
+        return None
+    text = values[0].decode("latin-1")
+    if text not in choices:
+        raise BatchInputError(f"{name}: must be one of {list(choices)}, got {text!r}")
+    return text
+
+
+def write_json(request: Any, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+    """Finish ``request`` with a JSON body (unless the client has gone)."""
+    if request.finished or getattr(request, "_disconnected", False):
+        return
+    payload = json.dumps(body, default=json_default, separators=(",", ":")).encode()
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", JSON_TYPE)
+    request.setHeader(b"cache-control", b"no-store")
+    for name, value in (headers or {}).items():
+        request.setHeader(name.encode(), value.encode())
+    request.setHeader(b"content-length", str(len(payload)).encode())
+    request.write(payload)
+    request.finish()
+
+
+def error_body(error: BatchError) -> dict[str, Any]:
+    """The public error shape."""
+    return {"error": {"code": error.code, "message": error.message, "details": error.details}}
+
+
+def send_error(failure: Failure, request: Any, headers: dict[str, str] | None = None) -> None:
+    """Answer with the error's status and ``{"error": {code, message, details}}``."""
+    error = failure.value
+    if isinstance(error, ConnectionFailure):
+        logger.warning("MongoDB unreachable: %s", error)
+        error = ServiceUnavailableError("the database is unreachable; try again")
+    if not isinstance(error, BatchError):
+        logger.error("Unexpected error in %s %s:\n%s", request.method.decode(),
+                     request.uri.decode("latin-1"), failure.getTraceback())
+        error = BatchError("internal error; see the Scrapyd log")
+    extra = dict(headers or {})
+    if error.http_status == 401:
+        extra["WWW-Authenticate"] = 'Bearer realm="batchscraper"'
+    write_json(request, error.http_status, error_body(error), extra)
+
+
+def _send_response(response: JsonResponse | None, request: Any) -> None:
+    if response is not None:
+        write_json(request, response.status, response.body, response.headers)
+
+
+@implementer(IPushProducer)
+class Backpressure:
+    """Lets a streaming handler wait while the client is not reading."""
+
+    def __init__(self) -> None:
+        self._resumed: defer.Deferred[None] | None = None
+        self.stopped = False
+
+    def pauseProducing(self) -> None:
+        if self._resumed is None:
+            self._resumed = defer.Deferred()
+
+    def resumeProducing(self) -> None:
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None:
+            resumed.callback(None)
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        self.resumeProducing()
+
+    async def wait(self) -> None:
+        if self._resumed is not None:
+            await self._resumed

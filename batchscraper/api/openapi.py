@@ -1,0 +1,322 @@
+"""The OpenAPI 3.1 description of the batch API, served at ``/openapi.json``.
+
+Option and per-URL field lists come from :mod:`batchscraper.inputs`, so the
+document follows the parser; the tests validate real responses against the
+schemas below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from batchscraper.inputs import OPTION_RANGES, URL_KEYS, BatchOptions
+from batchscraper.store import FINAL_BATCH_STATUSES, ITEM_STATUSES
+
+VERSION = "1.0.0"
+BATCH_STATUSES = ["pending", "running", *FINAL_BATCH_STATUSES]
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+ERRORS = {
+    400: "Malformed request: bad JSON, wrong shape, bad query parameter (INVALID_INPUT)",
+    401: "No API key, or an unknown one (UNAUTHORIZED)",
+    403: "The batch belongs to another API key's owner (FORBIDDEN)",
+    404: "No such batch (NOT_FOUND)",
+    405: "Method not allowed here (METHOD_NOT_ALLOWED)",
+    409: "Wrong state: finished batch, nothing to retry, Idempotency-Key reused with "
+    "another body (INVALID_STATE, NOTHING_TO_RETRY, IDEMPOTENCY_CONFLICT, IDEMPOTENCY_IN_PROGRESS)",
+    413: "Too many URLs or request body too large (TOO_LARGE)",
+    422: "Invalid URLs (per-index details), schema, options or webhook "
+    "(INVALID_URL, INVALID_SCHEMA, INVALID_OPTION, INVALID_WEBHOOK)",
+    503: "Scrapyd has no such project, or the database is unreachable (SERVICE_UNAVAILABLE)",
+}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict:
+    schema: dict[str, Any] = {"type": "object", "properties": properties, **extra}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def extend(base: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"allOf": [ref(base), obj(properties, required)]}
+
+
+def _option_schemas() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for option in fields(BatchOptions):
+        if option.name in OPTION_RANGES:
+            kind, low, high = OPTION_RANGES[option.name]
+            schema: dict[str, Any] = {"type": "integer" if kind == "int" else "number"}
+            schema["minimum"] = low
+            if high:
+                schema["maximum"] = high
+            if option.default is None:
+                schema["type"] = [schema["type"], "null"]
+            out[option.name] = schema
+        else:
+            out[option.name] = {}
+    return out
+
+
+def _schemas() -> dict[str, Any]:
+    counters = {"type": "object", "additionalProperties": {"type": "number"}}
+    counters["required"] = ["total", *ITEM_STATUSES]
+    url_object = obj({key: {} for key in sorted(URL_KEYS)}, ["url"])
+    url_object["properties"]["url"] = {"type": "string", "format": "uri"}
+    webhook = obj(
+        {"url": {"type": "string", "format": "uri"}, "secret": {"type": "string"}}, ["url"]
+    )
+    webhook["additionalProperties"] = False
+    schema_value = {"type": ["object", "array"], "description": "JSON Schema or field list"}
+    return {
+        "Error": obj(
+            {
+                "error": obj(
+                    {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
+                    ["code", "message", "details"],
+                )
+            },
+            ["error"],
+        ),
+        "Counters": counters,
+        "Progress": obj(
+            {"done": {"type": "integer"}, "total": {"type": "integer"},
+             "percent": {"type": "number", "minimum": 0, "maximum": 100}},
+            ["done", "total", "percent"],
+        ),
+        "Links": obj({k: {"type": "string"} for k in ("self", "items", "retry")}, ["self"]),
+        "Pagination": obj(
+            {k: {"type": "integer", "minimum": 0} for k in ("page", "limit", "total",
+                                                             "total_pages")},
+            ["page", "limit", "total", "total_pages"],
+        ),
+        "BatchSubmit": obj(
+            {
+                "urls": {"type": "array", "minItems": 1,
+                         "items": {"oneOf": [{"type": "string"}, url_object]}},
+                "schema": schema_value,
+                "fields": {"type": "array", "description": "alias of schema (a field list)"},
+                "extraction_schema": {**schema_value, "description": "alias of schema"},
+                "prompt": {"type": "string", "maxLength": 4000},
+                "extraction_prompt": {"type": "string", "description": "alias of prompt"},
+                "options": obj(_option_schemas(), additionalProperties=False),
+                "webhook": webhook,
+                "webhook_url": {"type": "string", "format": "uri",
+                                "description": "alias of webhook.url (a secret is generated)"},
+                "rerun_of": {"type": "string",
+                             "description": "a batch id: its URLs, schema, prompt and options"},
+            },
+            additionalProperties=False,
+        ),
+        "BatchSummary": obj(
+            {
+                "batch_id": {"type": "string", "pattern": "^b_[0-9a-f]{32}$"},
+                "status": {"enum": BATCH_STATUSES},
+                "total": {"type": "integer"},
+                "counters": ref("Counters"),
+                "progress": ref("Progress"),
+                "created_at": {"type": "string", "format": "date-time"},
+                "started_at": NULLABLE_TIME,
+                "finished_at": NULLABLE_TIME,
+                "links": ref("Links"),
+            },
+            ["batch_id", "status", "total", "counters", "progress", "created_at", "links"],
+        ),
+        "BatchAccepted": extend(
+            "BatchSummary",
+            {"jobs": {"type": "array", "items": {"type": "string"}},
+             "webhook": obj({"url": {"type": "string"}, "secret": {"type": "string"}})},
+            ["jobs"],
+        ),
+        "BatchDetail": extend(
+            "BatchSummary",
+            {
+                "schema": {"type": "object"},
+                "prompt": {"type": ["string", "null"]},
+                "options": {"type": "object"},
+                "error": {"type": ["object", "null"]},
+                "rerun_of": {"type": ["string", "null"]},
+                "jobs": {"type": "array", "items": obj(
+                    {"id": {"type": "string"}, "kind": {"enum": ["submit", "retry"]},
+                     "scheduled_at": {"type": "string"}, "active": {"type": "boolean"}},
+                    ["id", "kind", "active"])},
+                "webhook": {"oneOf": [{"type": "null"}, obj(
+                    {"url": {"type": "string"}, "status": {"type": ["string", "null"]},
+                     "deliveries": {"type": "array", "items": {"type": "object"}}},
+                    ["url", "deliveries"])]},
+                "items": {"type": "array", "items": ref("ItemRecord")},
+                "items_pagination": ref("Pagination"),
+            },
+            ["schema", "options", "jobs", "items", "items_pagination"],
+        ),
+        "ItemRecord": obj(
+            {
+                "batch_id": {"type": "string"},
+                "index": {"type": "integer", "minimum": 0},
+                "url": {"type": "string"},
+                "status": {"enum": list(ITEM_STATUSES)},
+                "data": {},
+                "error": {"oneOf": [{"type": "null"}, obj(
+                    {"code": {"type": "string"}, "message": {"type": "string"},
+                     "retryable": {"type": "boolean"}}, ["code", "message"])]},
+                "attempts": {"type": "integer"},
+            },
+            ["batch_id", "index", "url", "status"],
+        ),
+        "ItemsPage": obj(
+            {"batch_id": {"type": "string"},
+             "items": {"type": "array", "items": ref("ItemRecord")},
+             "pagination": ref("Pagination")},
+            ["batch_id", "items", "pagination"],
+        ),
+        "BatchList": obj(
+            {"batches": {"type": "array", "items": ref("BatchSummary")},
+             "pagination": ref("Pagination")},
+            ["batches", "pagination"],
+        ),
+        "CancelResult": extend(
+            "BatchSummary",
+            {"jobs": obj({"unqueued": {"type": "integer"}, "signalled": {"type": "integer"}},
+                         ["unqueued", "signalled"])},
+            ["jobs"],
+        ),
+        "RetryRequest": obj({"only_retryable": {"type": "boolean"}}, additionalProperties=False),
+        "RetryAccepted": extend(
+            "BatchSummary",
+            {"retried": {"type": "integer", "minimum": 1},
+             "jobs": {"type": "array", "items": {"type": "string"}}},
+            ["retried", "jobs"],
+        ),
+        "BatchCompletedEvent": obj(
+            {"type": {"const": "batch.completed"}, "timestamp": {"type": "string"},
+             "data": obj({"batch_id": {"type": "string"}, "status": {"enum": BATCH_STATUSES},
+                          "counters": ref("Counters"), "links": ref("Links")},
+                         ["batch_id", "status", "counters", "links"])},
+            ["type", "timestamp", "data"],
+        ),
+    }
+
+
+def _json(schema: str, description: str, media: str = "application/json") -> dict:
+    return {"description": description, "content": {media: {"schema": ref(schema)}}}
+
+
+def _operation(summary: str, ok: dict[int, dict], errors: list[int], **extra: Any) -> dict:
+    responses: dict[str, Any] = {str(code): answer for code, answer in ok.items()}
+    for code in errors:
+        responses[str(code)] = _json("Error", ERRORS[code])
+    return {"summary": summary, "responses": responses, **extra}
+
+
+def _param(name: str, schema: dict[str, Any], description: str, where: str = "query") -> dict:
+    return {"name": name, "in": where, "schema": schema, "description": description,
+            "required": where == "path"}
+
+
+def _paths() -> dict[str, Any]:
+    page = _param("page", {"type": "integer", "minimum": 1, "default": 1}, "1-based page")
+    limit = _param("limit", {"type": "integer", "minimum": 1}, "page size (BATCH_API_* bounds)")
+    batch_id = _param("batch_id", {"type": "string"}, "the batch id", "path")
+    item_status = _param("status", {"enum": list(ITEM_STATUSES)}, "only items with this status")
+    ndjson = {"application/x-ndjson": {"schema": ref("ItemRecord")}}
+    return {
+        "/batches": {
+            "post": _operation(
+                "Submit a batch: validated, stored, scheduled as Scrapyd job(s)",
+                {202: _json("BatchAccepted", "Accepted (also for an Idempotency-Key replay)")},
+                [400, 401, 409, 413, 422, 503],
+                parameters=[_param("Idempotency-Key", {"type": "string", "maxLength": 255},
+                                   "same key and body: the same batch", "header")],
+                requestBody={"required": True,
+                             "content": {"application/json": {"schema": ref("BatchSubmit")}}},
+            ),
+            "get": _operation(
+                "The caller's batches, newest first",
+                {200: _json("BatchList", "One page of batches")},
+                [400, 401],
+                parameters=[page, limit, _param("status", {"enum": BATCH_STATUSES},
+                                                "only batches with this status")],
+            ),
+        },
+        "/batches/{batch_id}": {
+            "parameters": [batch_id],
+            "get": _operation(
+                "Status, counters, progress and one page of items (input order)",
+                {200: _json("BatchDetail", "The batch")},
+                [400, 401, 403, 404],
+                parameters=[page, limit, item_status],
+            ),
+            "delete": _operation(
+                "Cancel: unqueue or stop its jobs, cancel unfinished items",
+                {200: _json("CancelResult", "Cancelled (again, for a cancelled batch)")},
+                [401, 403, 404, 409],
+            ),
+        },
+        "/batches/{batch_id}/items": {
+            "parameters": [batch_id],
+            "get": _operation(
+                "Every item record in input order: pages, or NDJSON with "
+                "Accept: application/x-ndjson (or format=ndjson)",
+                {200: {"description": "A page of records, or one record per line",
+                       "content": {"application/json": {"schema": ref("ItemsPage")}, **ndjson}}},
+                [400, 401, 403, 404],
+                parameters=[page, limit, item_status,
+                            _param("format", {"enum": ["json", "ndjson"]}, "ndjson: stream")],
+            ),
+        },
+        "/batches/{batch_id}/retry": {
+            "parameters": [batch_id],
+            "post": _operation(
+                "Failed items (or only retryable ones) back to pending, in new job(s)",
+                {202: _json("RetryAccepted", "Retrying")},
+                [400, 401, 403, 404, 409, 413, 503],
+                requestBody={"required": False,
+                             "content": {"application/json": {"schema": ref("RetryRequest")}}},
+            ),
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document", "security": [],
+                    "responses": {"200": {"description": "OpenAPI 3.1"}}},
+        },
+    }
+
+
+def openapi_document(keys_enabled: bool) -> dict[str, Any]:
+    """The whole document; ``security`` lists the API-key schemes when keys are configured."""
+    auth = "API keys are required." if keys_enabled else "No API keys are configured: open API."
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "batchscraper batch API",
+            "version": VERSION,
+            "description": "Submit lists of URLs with a schema; watch, cancel, retry and "
+            "export the records. Errors: {\"error\": {\"code\", \"message\", \"details\"}}. "
+            + auth,
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}, {"apiKeyHeader": []}] if keys_enabled else [],
+        "paths": _paths(),
+        "webhooks": {
+            "batch.completed": {
+                "post": {
+                    "summary": "Sent once per run of a batch to a final status, signed per "
+                    "Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature)",
+                    "requestBody": {"content": {"application/json": {
+                        "schema": ref("BatchCompletedEvent")}}},
+                    "responses": {"2XX": {"description": "Delivered; anything else is retried"}},
+                }
+            }
+        },
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }

@@ -1,0 +1,253 @@
+"""The ``/batches`` endpoints and ``/openapi.json`` (see :mod:`batchscraper.api.openapi`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
+from twisted.web.server import NOT_DONE_YET
+
+from batchscraper.api.app import BatchApi
+from batchscraper.api.http import (
+    ApiResource,
+    Backpressure,
+    JsonResponse,
+    query_choice,
+    query_int,
+    send_error,
+)
+from batchscraper.api.openapi import openapi_document
+from batchscraper.api.service import check_idempotency_key
+from batchscraper.api.submit import check_content_length, read_json_body, read_submission
+from batchscraper.api.views import (
+    batch_detail,
+    batch_summary,
+    item_record,
+    json_default,
+    pagination,
+)
+from batchscraper.exceptions import BatchInputError, BatchNotFoundError
+from batchscraper.store import FINAL_BATCH_STATUSES, ITEM_STATUSES
+
+logger = logging.getLogger(__name__)
+
+BATCH_STATUSES = ("pending", "running", *FINAL_BATCH_STATUSES)
+NDJSON = "application/x-ndjson"
+
+
+class Batches(ApiResource):
+    """``/batches``: submit (POST) and list (GET); ``/batches/{id}...`` below it."""
+
+    def __init__(self, root: Any) -> None:
+        super().__init__(BatchApi.of(root))
+        self.api.register(self)
+
+    def getChild(self, path: bytes, request: Any) -> Any:
+        if path == b"":
+            return self
+        return BatchResource(self.api, path.decode("utf-8", "replace"))
+
+    async def handle_POST(self, request: Any) -> JsonResponse:
+        caller = self.caller(request)
+        config = self.api.config
+        check_content_length(request, config.max_body_bytes)
+        body = await deferToThread(read_json_body, request.content, config.max_body_bytes)
+        submission = read_submission(body)
+        key = check_idempotency_key(request.getHeader(b"idempotency-key"))
+        self.api.jobs.check_available()
+        batch, replayed = await deferToThread(self.api.service.submit, caller, submission, key)
+        answer = batch_summary(batch, self.base(request))
+        if replayed:
+            answer["jobs"] = [job["id"] for job in batch.get("jobs", [])]
+            return JsonResponse(answer, 202, {"Idempotent-Replayed": "true"})
+        count = batch["options"]["parallel_jobs"]
+        job_ids = self.api.jobs.schedule(batch["_id"], count)
+        await deferToThread(self.api.service.record_jobs, batch["_id"], job_ids, "submit")
+        answer["jobs"] = job_ids
+        if submission.webhook is not None:
+            answer["webhook"] = {"url": submission.webhook.url}
+            if submission.webhook.generated:
+                answer["webhook"]["secret"] = submission.webhook.secret
+        location = answer["links"]["self"]
+        return JsonResponse(answer, 202, {"Location": location})
+
+    async def handle_GET(self, request: Any) -> JsonResponse:
+        caller = self.caller(request)
+        config = self.api.config
+        page = query_int(request, "page", 1, 1, 10**9)
+        limit = query_int(request, "limit", config.page_size, 1, config.max_batches_limit)
+        status = query_choice(request, "status", BATCH_STATUSES)
+        batches, total = await deferToThread(self.api.service.list, caller, page, limit, status)
+        base = self.base(request)
+        return JsonResponse(
+            {
+                "batches": [batch_summary(batch, base) for batch in batches],
+                "pagination": pagination(page, limit, total),
+            }
+        )
+
+
+class BatchResource(ApiResource):
+    """``/batches/{id}``: status with a page of items (GET), cancel (DELETE)."""
+
+    def __init__(self, api: BatchApi, batch_id: str) -> None:
+        super().__init__(api)
+        self.batch_id = batch_id
+
+    def getChild(self, path: bytes, request: Any) -> Any:
+        if path == b"":
+            return self
+        if path == b"items":
+            return Items(self.api, self.batch_id)
+        if path == b"retry":
+            return Retry(self.api, self.batch_id)
+        return NotFound(self.api)
+
+    async def handle_GET(self, request: Any) -> JsonResponse:
+        caller = self.caller(request)
+        config = self.api.config
+        page = query_int(request, "page", 1, 1, 10**9)
+        limit = query_int(request, "limit", config.page_size, 1, config.max_items_limit)
+        status = query_choice(request, "status", ITEM_STATUSES)
+
+        def read() -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+            batch = self.api.service.get(caller, self.batch_id)
+            items, total = self.api.service.items_page(batch, page, limit, status)
+            return batch, items, total
+
+        batch, items, total = await deferToThread(read)
+        job_ids = [job["id"] for job in batch.get("jobs", [])]
+        answer = batch_detail(batch, self.api.jobs.active(job_ids), self.base(request))
+        answer["items"] = [item_record(doc) for doc in items]
+        answer["items_pagination"] = pagination(page, limit, total)
+        return JsonResponse(answer)
+
+    async def handle_DELETE(self, request: Any) -> JsonResponse:
+        caller = self.caller(request)
+        batch = await deferToThread(self.api.service.cancel, caller, self.batch_id)
+        stopped = self.api.jobs.cancel([job["id"] for job in batch.get("jobs", [])])
+        answer = batch_summary(batch, self.base(request))
+        answer["jobs"] = {"unqueued": stopped.unqueued, "signalled": stopped.signalled}
+        return JsonResponse(answer)
+
+
+class Items(ApiResource):
+    """``/batches/{id}/items``: every record in input order, paged or as NDJSON."""
+
+    def __init__(self, api: BatchApi, batch_id: str) -> None:
+        super().__init__(api)
+        self.batch_id = batch_id
+
+    async def handle_GET(self, request: Any) -> JsonResponse | None:
+        caller = self.caller(request)
+        config = self.api.config
+        status = query_choice(request, "status", ITEM_STATUSES)
+        batch = await deferToThread(self.api.service.get, caller, self.batch_id)
+        accept = (request.getHeader(b"accept") or b"").decode("latin-1")
+        if NDJSON in accept or query_choice(request, "format", ("json", "ndjson")) == "ndjson":
+            await self._stream(request, batch, status)
+            return None
+        page = query_int(request, "page", 1, 1, 10**9)
+        limit = query_int(request, "limit", config.page_size, 1, config.max_items_limit)
+        items, total = await deferToThread(
+            self.api.service.items_page, batch, page, limit, status
+        )
+        return JsonResponse(
+            {
+                "batch_id": batch["_id"],
+                "items": [item_record(doc) for doc in items],
+                "pagination": pagination(page, limit, total),
+            }
+        )
+
+    async def _stream(self, request: Any, batch: dict[str, Any], status: str | None) -> None:
+        """One JSON record per line, read chunk by chunk, paced by the client."""
+        chunks = self.api.service.iter_items(batch, status)
+
+        def next_lines() -> bytes | None:
+            docs = next(chunks, None)
+            if docs is None:
+                return None
+            return b"".join(
+                json.dumps(item_record(doc), default=json_default).encode() + b"\n"
+                for doc in docs
+            )
+
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", NDJSON.encode())
+        request.setHeader(b"cache-control", b"no-store")
+        pace = Backpressure()
+        request.registerProducer(pace, True)
+        try:
+            while not pace.stopped:
+                lines = await deferToThread(next_lines)
+                if lines is None:
+                    break
+                request.write(lines)
+                await pace.wait()
+        except Exception:
+            logger.exception("NDJSON stream of %s broke off", batch["_id"])
+            request.unregisterProducer()
+            request.loseConnection()  # no final chunk: the client sees the stream is incomplete
+            return
+        request.unregisterProducer()
+        if not pace.stopped:
+            request.finish()
+
+
+class Retry(ApiResource):
+    """``/batches/{id}/retry``: failed items back to pending, in a new job."""
+
+    def __init__(self, api: BatchApi, batch_id: str) -> None:
+        super().__init__(api)
+        self.batch_id = batch_id
+
+    async def handle_POST(self, request: Any) -> JsonResponse:
+        caller = self.caller(request)
+        max_bytes = self.api.config.max_body_bytes
+        check_content_length(request, max_bytes)
+        body = await deferToThread(read_json_body, request.content, max_bytes, allow_empty=True)
+        only_retryable = _retry_options(body)
+        self.api.jobs.check_available()
+        batch, moved = await deferToThread(
+            self.api.service.retry, caller, self.batch_id, only_retryable
+        )
+        job_ids = self.api.jobs.schedule(batch["_id"], batch["options"]["parallel_jobs"])
+        await deferToThread(self.api.service.record_jobs, batch["_id"], job_ids, "retry")
+        answer = batch_summary(batch, self.base(request))
+        answer.update(retried=moved, jobs=job_ids)
+        return JsonResponse(answer, 202)
+
+
+class OpenApi(ApiResource):
+    """``/openapi.json``: the OpenAPI 3.1 description of the batch API (no key needed)."""
+
+    def __init__(self, root: Any) -> None:
+        super().__init__(BatchApi.of(root))
+        self.api.register(self)
+
+    async def handle_GET(self, request: Any) -> JsonResponse:
+        return JsonResponse(openapi_document(self.api.keys.enabled))
+
+
+class NotFound(ApiResource):
+    """Any other path below ``/batches/{id}``."""
+
+    def render(self, request: Any) -> Any:
+        send_error(Failure(BatchNotFoundError("no such endpoint")), request)
+        return NOT_DONE_YET
+
+
+def _retry_options(body: Any) -> bool:
+    """``{"only_retryable": bool}``; an empty body means retry every failed item."""
+    if body is None:
+        return False
+    if not isinstance(body, dict) or set(body) - {"only_retryable"}:
+        raise BatchInputError('retry body: {"only_retryable": true|false} or empty')
+    value = body.get("only_retryable", False)
+    if not isinstance(value, bool):
+        raise BatchInputError("only_retryable: must be true or false")
+    return value

@@ -1,0 +1,137 @@
+"""The body of ``POST /batches``: decoded, aliases resolved, webhook checked.
+
+What the seed APIs call things is accepted too: ``fields`` (a field list) and
+``extraction_schema`` for ``schema``, ``extraction_prompt`` for ``prompt``,
+``webhook_url`` for ``webhook: {"url"}``, and per-URL objects with ``mode``
+(handled by :func:`batchscraper.inputs.parse_urls`). URLs, schema, prompt
+and options themselves are validated later by
+:func:`batchscraper.inputs.parse_batch`, the parser the CLI uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import IO, Any
+
+from batchscraper.exceptions import BatchInputError, InvalidOptionError, TooLargeError
+from batchscraper.inputs import check_url
+from batchscraper.webhooks import new_secret, secret_key
+
+SCHEMA_NAMES = ("schema", "fields", "extraction_schema")
+PROMPT_NAMES = ("prompt", "extraction_prompt")
+WEBHOOK_NAMES = ("webhook", "webhook_url")
+BODY_KEYS = {*SCHEMA_NAMES, *PROMPT_NAMES, *WEBHOOK_NAMES, "urls", "options", "rerun_of"}
+WEBHOOK_KEYS = {"url", "secret"}
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """Where ``batch.completed`` goes and the secret it is signed with."""
+
+    url: str
+    secret: str
+    generated: bool  # the secret was made here: the 202 shows it, once
+
+    def stored(self) -> dict[str, Any]:
+        return {"url": self.url, "secret": self.secret, "status": None, "deliveries": []}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A ``POST /batches`` body with aliases resolved; inputs not validated yet."""
+
+    urls: Any
+    schema: Any
+    prompt: Any
+    options: Any
+    webhook: Webhook | None
+    rerun_of: str | None
+    fingerprint: str  # same body, same fingerprint: what Idempotency-Key compares
+
+
+def check_content_length(request: Any, max_bytes: int) -> None:
+    """413 from the announced length alone, before the body is read."""
+    length = request.getHeader(b"content-length")
+    if length and length.isdigit() and int(length) > max_bytes:
+        raise _too_large(max_bytes)
+
+
+def read_json_body(content: IO[bytes], max_bytes: int, *, allow_empty: bool = False) -> Any:
+    """Decode the request body; 413 past ``max_bytes``, 400 unless it is JSON.
+
+    An empty body is None when ``allow_empty``.
+    """
+    content.seek(0)
+    raw = content.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise _too_large(max_bytes)
+    if allow_empty and not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise BatchInputError("request body is not UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise BatchInputError(
+            f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+
+
+def _too_large(max_bytes: int) -> TooLargeError:
+    return TooLargeError(f"request body larger than {max_bytes} bytes (BATCH_API_MAX_BODY_BYTES)")
+
+
+def read_submission(body: Any) -> Submission:
+    """Resolve the aliases of a decoded ``POST /batches`` body (400 on a wrong shape)."""
+    if not isinstance(body, dict):
+        raise BatchInputError("request body must be a JSON object")
+    unknown = set(body) - BODY_KEYS
+    if unknown:
+        raise BatchInputError(f"unknown fields {sorted(unknown)}; known: {sorted(BODY_KEYS)}")
+    rerun_of = body.get("rerun_of")
+    if rerun_of is not None and (not isinstance(rerun_of, str) or "urls" in body):
+        raise BatchInputError("rerun_of: a batch id, given instead of urls")
+    schema = _one_of(body, SCHEMA_NAMES)
+    if "fields" in body and isinstance(schema, list):
+        schema = [{"field": entry} if isinstance(entry, str) else entry for entry in schema]
+    return Submission(
+        urls=body.get("urls"),
+        schema=schema,
+        prompt=_one_of(body, PROMPT_NAMES),
+        options=body.get("options"),
+        webhook=_webhook(_one_of(body, WEBHOOK_NAMES)),
+        rerun_of=rerun_of,
+        fingerprint=hashlib.sha256(
+            json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest(),
+    )
+
+
+def _one_of(body: dict[str, Any], names: tuple[str, ...]) -> Any:
+    given = [name for name in names if body.get(name) is not None]
+    if len(given) > 1:
+        raise BatchInputError(f"give only one of {given}: they are aliases")
+    return body[given[0]] if given else None
+
+
+def _webhook(value: Any) -> Webhook | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = {"url": value}
+    if not isinstance(value, dict) or set(value) - WEBHOOK_KEYS or "url" not in value:
+        raise BatchInputError('webhook: must be {"url": ..., "secret": "whsec_..."} or a URL')
+    try:
+        url = check_url(value["url"])
+    except ValueError as exc:
+        raise InvalidOptionError(f"webhook.url: {exc}", code="INVALID_WEBHOOK") from None
+    secret = value.get("secret")
+    if secret is None:
+        return Webhook(url=url, secret=new_secret(), generated=True)
+    try:
+        secret_key(secret)
+    except ValueError as exc:
+        raise InvalidOptionError(f"webhook.secret: {exc}", code="INVALID_WEBHOOK") from None
+    return Webhook(url=url, secret=secret, generated=False)

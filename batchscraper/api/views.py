@@ -1,0 +1,75 @@
+"""How batches and items look in API responses (MongoDB documents -> JSON bodies)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+from batchscraper.webhooks import batch_links
+
+DONE_STATUSES = ("completed", "failed", "cancelled")
+HIDDEN_ITEM_FIELDS = ("_id", "lease", "duplicates")
+
+
+def json_default(value: Any) -> Any:
+    """JSON for what MongoDB documents hold besides plain JSON: datetimes."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def progress(counters: dict[str, Any]) -> dict[str, Any]:
+    """Finished items (completed, failed or cancelled) out of the total, and the percentage."""
+    total = counters.get("total", 0)
+    done = sum(counters.get(status, 0) for status in DONE_STATUSES)
+    percent = round(100.0 * done / total, 1) if total else 100.0
+    return {"done": done, "total": total, "percent": percent}
+
+
+def pagination(page: int, limit: int, total: int) -> dict[str, int]:
+    return {"page": page, "limit": limit, "total": total, "total_pages": math.ceil(total / limit)}
+
+
+def batch_summary(batch: dict[str, Any], base: str = "") -> dict[str, Any]:
+    """A batch in lists and in the 202 answer: status, counters, progress, times, links."""
+    counters = batch["counters"]
+    return {
+        "batch_id": batch["_id"],
+        "status": batch["status"],
+        "total": counters["total"],
+        "counters": counters,
+        "progress": progress(counters),
+        "created_at": batch["created_at"],
+        "started_at": batch.get("started_at"),
+        "finished_at": batch.get("finished_at"),
+        "links": batch_links(batch["_id"], base),
+    }
+
+
+def batch_detail(batch: dict[str, Any], active_jobs: list[str], base: str = "") -> dict[str, Any]:
+    """A batch with its inputs, jobs, error and webhook deliveries (never the secret)."""
+    webhook = batch.get("webhook")
+    return {
+        **batch_summary(batch, base),
+        "schema": batch.get("schema"),
+        "prompt": batch.get("prompt"),
+        "options": batch.get("options"),
+        "error": batch.get("error"),
+        "rerun_of": batch.get("rerun_of"),
+        "jobs": [
+            {**job, "active": job["id"] in active_jobs} for job in batch.get("jobs", [])
+        ],
+        "webhook": {
+            "url": webhook["url"],
+            "status": webhook.get("status"),
+            "deliveries": webhook.get("deliveries", []),
+        }
+        if webhook
+        else None,
+    }
+
+
+def item_record(doc: dict[str, Any]) -> dict[str, Any]:
+    """One item's record as stored, without the store's bookkeeping fields."""
+    return {key: value for key, value in doc.items() if key not in HIDDEN_ITEM_FIELDS}

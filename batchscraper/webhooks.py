@@ -1,0 +1,257 @@
+"""Signed webhooks: Standard Webhooks signing, the persisted outbox, and its delivery.
+
+A ``batch.completed`` event is written to the ``webhook_outbox`` collection by
+the store, in the same step that gives the batch its final status (see
+:meth:`batchscraper.store.BatchStore.finalize_batch`), so it can be neither
+lost nor written twice. :class:`WebhookDelivery` runs inside the Scrapyd
+process (:mod:`batchscraper.api.delivery`): it sends due events, signed per https://www.standardwebhooks.com
+(``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64>``),
+and retries with exponential backoff until the receiver answers 2xx. The
+outbox lives in MongoDB, so pending deliveries survive a restart of Scrapyd.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.database import Database
+
+from batchscraper.exceptions import WebhookVerificationError
+
+logger = logging.getLogger(__name__)
+
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 24
+MIN_SECRET_BYTES = 16
+SIGNATURE_VERSION = "v1"
+BATCH_COMPLETED = "batch.completed"
+OUTBOX = "webhook_outbox"
+DEFAULT_TOLERANCE = 300  # seconds a receiver accepts between webhook-timestamp and its clock
+CLAIM_LIMIT = 20  # events taken per outbox scan
+
+
+# -- signing -------------------------------------------------------------------
+
+
+def new_secret() -> str:
+    """A fresh signing secret, ``whsec_<base64 of 24 random bytes>``."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key inside a ``whsec_`` secret; ValueError when it is not one."""
+    if not isinstance(secret, str) or not secret.startswith(SECRET_PREFIX):
+        raise ValueError(f"secret must look like {SECRET_PREFIX}<base64>")
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("secret: the part after whsec_ is not base64") from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise ValueError(f"secret must hold at least {MIN_SECRET_BYTES} bytes")
+    return key
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: ``v1,<base64 HMAC-SHA256 of "id.timestamp.body">``."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode()}"
+
+
+def signed_headers(secret: str, msg_id: str, body: bytes, timestamp: int | None = None) -> dict:
+    """The three Standard Webhooks headers for one delivery attempt."""
+    stamp = int(time.time()) if timestamp is None else timestamp
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(stamp),
+        "webhook-signature": sign(secret, msg_id, stamp, body),
+    }
+
+
+def verify(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    tolerance: int = DEFAULT_TOLERANCE,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Check a received webhook and return its decoded payload.
+
+    ``headers`` may use any capitalization. Raises
+    :class:`~batchscraper.exceptions.WebhookVerificationError` when a header
+    is missing, the timestamp is further than ``tolerance`` seconds from
+    ``now``, or no ``v1`` signature matches.
+    """
+    lowered = {key.lower(): value for key, value in headers.items()}
+    try:
+        msg_id = lowered["webhook-id"]
+        stamp = int(lowered["webhook-timestamp"])
+        offered = lowered["webhook-signature"].split()
+    except (KeyError, ValueError):
+        raise WebhookVerificationError("missing or malformed webhook-* headers") from None
+    current = time.time() if now is None else now
+    if abs(current - stamp) > tolerance:
+        raise WebhookVerificationError("webhook-timestamp is outside the tolerance")
+    try:
+        expected = sign(secret, msg_id, stamp, body)
+    except ValueError as exc:
+        raise WebhookVerificationError(str(exc)) from None
+    if not any(hmac.compare_digest(expected, candidate) for candidate in offered):
+        raise WebhookVerificationError("no signature matches")
+    try:
+        payload: dict[str, Any] = json.loads(body)
+    except ValueError:
+        raise WebhookVerificationError("body is not JSON") from None
+    return payload
+
+
+# -- events --------------------------------------------------------------------
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+def batch_links(batch_id: str, base: str = "") -> dict[str, str]:
+    """Where a batch and its records are, relative to the API root unless ``base`` is given."""
+    own = f"{base}/batches/{batch_id}"
+    return {"self": own, "items": f"{own}/items", "retry": f"{own}/retry"}
+
+
+def batch_completed_event(batch: dict[str, Any]) -> dict[str, Any] | None:
+    """The outbox document announcing that ``batch`` reached its final status.
+
+    One per run of the batch to a final status (``finished_runs`` counts them),
+    so the id is deterministic and a duplicate write fails on ``_id``.
+    None when the batch has no webhook.
+    """
+    webhook = batch.get("webhook")
+    if not webhook:
+        return None
+    msg_id = f"msg_{batch['_id']}_{batch.get('finished_runs', 1)}"
+    now = dt.datetime.now(dt.UTC)
+    payload = {
+        "type": BATCH_COMPLETED,
+        "timestamp": now.isoformat(),
+        "data": {
+            "batch_id": batch["_id"],
+            "status": batch["status"],
+            "counters": batch["counters"],
+            "created_at": _iso(batch.get("created_at")),
+            "finished_at": _iso(batch.get("finished_at")),
+            "error": batch.get("error"),
+            "links": batch_links(batch["_id"]),
+        },
+    }
+    return {
+        "_id": msg_id,
+        "type": BATCH_COMPLETED,
+        "batch_id": batch["_id"],
+        "url": webhook["url"],
+        "secret": webhook["secret"],
+        "body": json.dumps(payload, separators=(",", ":"), default=str),
+        "status": "pending",
+        "attempts": 0,
+        "created_at": now,
+        "next_attempt_at": now,
+        "lease_until": now,
+    }
+
+
+# -- outbox --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """How the outbox is worked (``BATCH_WEBHOOK_*`` settings)."""
+
+    poll_interval: float
+    timeout: float
+    max_attempts: int
+    retry_base: float
+    retry_max: float
+    history: int
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> WebhookConfig:
+        return cls(
+            poll_interval=settings.getfloat("BATCH_WEBHOOK_POLL_INTERVAL"),
+            timeout=settings.getfloat("BATCH_WEBHOOK_TIMEOUT"),
+            max_attempts=settings.getint("BATCH_WEBHOOK_MAX_ATTEMPTS"),
+            retry_base=settings.getfloat("BATCH_WEBHOOK_RETRY_BASE"),
+            retry_max=settings.getfloat("BATCH_WEBHOOK_RETRY_MAX"),
+            history=settings.getint("BATCH_WEBHOOK_HISTORY"),
+        )
+
+    def delay(self, attempts: int) -> float:
+        """Seconds to wait after the ``attempts``-th failed attempt."""
+        return float(min(self.retry_base * 2 ** (attempts - 1), self.retry_max))
+
+
+class WebhookOutbox:
+    """The ``webhook_outbox`` collection (blocking pymongo: call it from a thread)."""
+
+    def __init__(self, db: Database, config: WebhookConfig) -> None:
+        self.events = db[OUTBOX]
+        self.batches = db["batches"]
+        self.config = config
+
+    def ensure_indexes(self) -> None:
+        self.events.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
+
+    def claim_due(self, limit: int = CLAIM_LIMIT) -> list[dict[str, Any]]:
+        """Lease the pending events that are due, so one Scrapyd sends each at a time."""
+        now = dt.datetime.now(dt.UTC)
+        due = {"status": "pending", "next_attempt_at": {"$lte": now}, "lease_until": {"$lte": now}}
+        lease = now + dt.timedelta(seconds=self.config.timeout * 2)
+        claimed = []
+        for doc in self.events.find(due, {"_id": 1}).limit(limit):
+            event = self.events.find_one_and_update(
+                {"_id": doc["_id"], **due},
+                {"$set": {"lease_until": lease}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if event is not None:
+                claimed.append(event)
+        return claimed
+
+    def record_attempt(self, event: dict[str, Any], attempt: dict[str, Any]) -> str:
+        """Store one attempt on the event and on its batch; returns the event's new status."""
+        attempts = event["attempts"] + 1
+        now = dt.datetime.now(dt.UTC)
+        if attempt["ok"]:
+            status, update = "delivered", {"delivered_at": now}
+        elif attempts >= self.config.max_attempts:
+            status, update = "failed", {}
+        else:
+            status = "pending"
+            update = {"next_attempt_at": now + dt.timedelta(seconds=self.config.delay(attempts))}
+        entry = {"event_id": event["_id"], "type": event["type"], "attempt": attempts, **attempt}
+        self.events.update_one(
+            {"_id": event["_id"]},
+            {
+                "$set": {"status": status, "attempts": attempts, "lease_until": now, **update},
+                "$push": {"log": {"$each": [entry], "$slice": -self.config.history}},
+            },
+        )
+        self.batches.update_one(
+            {"_id": event["batch_id"]},
+            {
+                "$set": {"webhook.status": status, "webhook.last_event_id": event["_id"]},
+                "$push": {"webhook.deliveries": {"$each": [entry], "$slice": -self.config.history}},
+            },
+        )
+        return status
