@@ -138,6 +138,49 @@ class CancelledError(ItemError):
     code = "CANCELLED"
 
 
+# -- LLM extraction errors: stored on the item record ------------------------
+
+
+class BudgetExceededError(ItemError):
+    """The batch's ``max_llm_calls`` or ``max_cost_usd`` is spent; no more LLM calls."""
+
+    code = "BUDGET_EXCEEDED"
+
+
+class LLMError(ItemError):
+    """The LLM endpoint failed; ``code`` says how (after retries, where retrying helps)."""
+
+    code = "LLM_ERROR"
+
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool = True) -> None:
+        super().__init__(message, code=code)
+        self.retryable = retryable
+
+
+class LLMRateLimitedError(LLMError):
+    """The endpoint kept answering 429 after every retry."""
+
+    code = "LLM_RATE_LIMITED"
+
+
+class LLMTimeoutError(LLMError):
+    """The endpoint did not answer within ``BATCH_LLM_TIMEOUT`` after every retry."""
+
+    code = "LLM_TIMEOUT"
+
+
+class LLMBadOutputError(LLMError):
+    """The model's answer was not a JSON object, even after the repair re-prompt."""
+
+    code = "LLM_BAD_OUTPUT"
+
+
+class ItemLimitError(ItemError):
+    """The batch already holds ``max_total_items`` records."""
+
+    code = "ITEM_LIMIT_REACHED"
+
+
 # -- HTTP API errors ----------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ MODE_ALIASES = {
     "fetch": "never",
 }
 FORMATS = ("json", "markdown", "text", "html")
+GROUNDING_MODES = ("flag", "strict")
 URL_KEYS = {"url", "render_js", "mode", "wait_for", "headers", "timeout"}
 MAX_URL_LENGTH = 2048
 MAX_PROMPT_CHARS = 4000
@@ -107,6 +108,9 @@ class BatchOptions:
     formats: tuple[str, ...] = ("json",)
     date_filter: DateFilter | None = None
     retries: int = 2
+    max_llm_calls: int | None = None
+    max_cost_usd: float | None = None
+    grounding: str = "flag"
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -123,7 +127,11 @@ OPTION_RANGES: dict[str, tuple[str, float, float]] = {
     "parallel_jobs": ("int", 1, 10),
     "timeout_per_url": ("float", 1, 300),
     "retries": ("int", 0, 5),
+    "max_llm_calls": ("int", 0, 10_000_000),
+    "max_cost_usd": ("float", 0, 1_000_000),
 }
+# options whose default is "no limit"
+NULLABLE_OPTIONS = frozenset({"max_llm_calls", "max_cost_usd"})
 OPTION_NAMES = {f.name for f in fields(BatchOptions)}
 
 
@@ -343,6 +351,8 @@ def parse_options(raw: Any = None, limits: Limits = Limits(), **option_args: Any
 
 
 def _option_value(name: str, value: Any, limits: Limits) -> Any:
+    if name in NULLABLE_OPTIONS and value in (None, "", "none", "null"):
+        return None
     if name in OPTION_RANGES:
         kind, low, high = OPTION_RANGES[name]
         if name == "max_total_items":
@@ -365,6 +375,10 @@ def _option_value(name: str, value: Any, limits: Limits) -> Any:
         return tuple(dict.fromkeys(items))
     if name == "date_filter":
         return _date_filter(value)
+    if name == "grounding":
+        if value not in GROUNDING_MODES:
+            raise InvalidOptionError(f"grounding: must be one of {list(GROUNDING_MODES)}")
+        return value
     raise InvalidOptionError(f"options: unknown {name!r}")
 
 

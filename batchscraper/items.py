@@ -32,6 +32,7 @@ class PageItem:
     llm_calls: int = 0
     tokens: dict[str, int] | None = None
     cost_usd: float = 0.0
+    extraction: dict[str, Any] | None = None  # how the record was made (method, chunks, grounding)
     body: str | None = field(default=None, repr=False)
 
     def fail(self, error: dict[str, Any]) -> None:

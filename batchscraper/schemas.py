@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
 from batchscraper.exceptions import InvalidSchemaError
+from batchscraper.profiles import PROFILE_PREFIX, profile_names, profile_schema
 
 # field-list type names -> JSON Schema fragments
 FIELD_TYPES: dict[str, dict[str, Any]] = {
@@ -51,7 +52,19 @@ class SchemaLimits:
 
 
 def parse_schema(raw: Any, limits: SchemaLimits = SchemaLimits()) -> dict[str, Any]:
-    """Return the normalized JSON Schema for ``raw`` (a dict, a field list or JSON text)."""
+    """Return the normalized JSON Schema for ``raw``.
+
+    ``raw`` is a dict, a field list, JSON text, or ``profile:<name>`` for a
+    built-in schema (:mod:`batchscraper.profiles`).
+    """
+    if isinstance(raw, str) and raw.strip().lower().startswith(PROFILE_PREFIX):
+        name = raw.strip()[len(PROFILE_PREFIX):]
+        profile = profile_schema(name)
+        if profile is None:
+            raise InvalidSchemaError(
+                f"unknown profile {name!r}; one of {', '.join(profile_names())}"
+            )
+        raw = profile
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)

@@ -122,3 +122,34 @@ BATCH_WEBHOOK_HISTORY = 20  # delivery attempts kept on the batch document
 
 # MongoDB: empty means the embedded server under BATCHSCRAPER_HOME.
 MONGO_URI = os.environ.get("MONGO_URI", "")
+
+# -- LLM extraction (issue 4) ---------------------------------------------------
+# The endpoint: any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp).
+# With neither OPENAI_BASE_URL nor OPENAI_API_KEY set, no LLM is used.
+OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")  # empty: api.openai.com when a key is set
+OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")  # local servers need none
+BATCH_LLM_MODEL = os.environ.get("BATCH_LLM_MODEL", "gpt-4o-mini")  # model name sent to the server
+BATCH_LLM_ENABLED = True  # False: structured data only, even when an endpoint is configured
+BATCH_LLM_CLIENT = "batchscraper.llm.client.OpenAIChatClient"  # import path of the ChatClient
+BATCH_LLM_CONCURRENCY = 4  # LLM requests in flight per process (separate from fetch concurrency)
+BATCH_LLM_TIMEOUT = 60.0  # seconds for one LLM request
+BATCH_LLM_RETRIES = 3  # retries of 429, 5xx, timeouts and connection errors
+BATCH_LLM_RETRY_BACKOFF_BASE = 1.0  # seconds; doubled per attempt
+BATCH_LLM_RETRY_BACKOFF_MAX = 30.0  # seconds; also caps the server's Retry-After
+BATCH_LLM_RESPONSE_FORMAT = "auto"  # auto (json_schema, falling back), json_schema, json_object, text
+BATCH_LLM_TEMPERATURE = 0.0  # sampling temperature of extraction requests
+BATCH_LLM_MAX_OUTPUT_TOKENS = 4096  # max_tokens of one answer
+BATCH_LLM_CHUNK_TOKENS = 6000  # page tokens per request; longer pages are chunked
+BATCH_LLM_CHUNK_OVERLAP = 200  # tokens repeated between neighbouring chunks
+BATCH_LLM_MAX_CHUNKS = 40  # chunks of one page; more fails the item with PAGE_TOO_LONG
+BATCH_LLM_ENCODING = "cl100k_base"  # tokenizer used to count and chunk (bpe-openai)
+BATCH_LLM_CACHE_ENABLED = True  # llm_cache collection: identical requests are answered from it
+BATCH_LLM_CACHE_TTL_DAYS = 30  # cached answers expire after this many days (0: never)
+# USD per million tokens, [input, output], by model; unknown models cost 0 (local servers).
+BATCH_LLM_PRICES = {
+    "gpt-4o-mini": [0.15, 0.60],
+    "gpt-4o": [2.50, 10.00],
+    "gpt-4.1": [2.00, 8.00],
+    "gpt-4.1-mini": [0.40, 1.60],
+    "gpt-4.1-nano": [0.10, 0.40],
+}

@@ -1,19 +1,55 @@
-"""Extract pipeline: the page's structured data, mapped onto the batch schema."""
+"""Extract pipeline: the page's structured data first, an LLM for what it lacks.
+
+1. JSON-LD, microdata and OpenGraph are mapped onto the batch schema (list
+   pages: every entity of the schema's kind).
+2. When that record satisfies the schema (every required field filled and
+   valid) no LLM is called. Otherwise, when an LLM is configured, it is asked
+   for the missing fields only, on the page's compact markdown; structured
+   values are kept.
+3. LLM values are checked against the page text (grounding); with the
+   batch option ``grounding: "strict"`` ungrounded values are nulled.
+
+Without an LLM (no ``OPENAI_BASE_URL``/``OPENAI_API_KEY``) a page without
+matching structured data fails with EXTRACTION_FAILED, as before.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from scrapy.crawler import Crawler
 
-from batchscraper.content import page_content
-from batchscraper.exceptions import ExtractionError
+from batchscraper.content import PageContent, page_content, prepare_page, pruned_tree
+from batchscraper.exceptions import BudgetExceededError, ExtractionError, ItemError
+from batchscraper.extraction.coerce import coerce_to_schema
+from batchscraper.extraction.listing import structured_records, visible_record_count
+from batchscraper.extraction.shaping import tokens
 from batchscraper.extraction.structured import map_to_schema, parse_structured_data
+from batchscraper.extraction.validation import RecordChecker, checker_for
 from batchscraper.items import PageItem
+from batchscraper.llm.client import load_client
+from batchscraper.llm.config import LLMConfig
+from batchscraper.llm.extractor import LLMExtractor, PageTask, Usage
+from batchscraper.llm.grounding import PageIndex, grounded, strip_ungrounded
+from batchscraper.llm.ledger import LLMLedger
+from batchscraper.llm.merge import is_empty, merge_record_lists, shape_to_schema
+from batchscraper.llm.prompts import leaks_instructions
 
 logger = logging.getLogger(__name__)
+
+URL_WORDS = frozenset({"url", "link", "href", "image", "images", "logo", "thumbnail"})
+
+
+@dataclass(frozen=True)
+class StructuredResult:
+    """What the page's structured data gives (CPU work done off the reactor thread)."""
+
+    data: Any  # a record, or a list of records on list pages
+    evidence: dict[str, str]
+    visible: int = 0
 
 
 def extract_record(
@@ -23,40 +59,273 @@ def extract_record(
     return map_to_schema(parse_structured_data(html, url), schema)
 
 
-class ExtractPipeline:
-    """Fills ``data`` and ``evidence`` of each fetched page; keeps ``content`` per ``formats``."""
+def structured_step(html: str, url: str, schema: dict[str, Any], many: bool) -> StructuredResult:
+    """Structured data of one page: a record, or records plus the page's visible card count."""
+    sd = parse_structured_data(html, url)
+    if not many:
+        data, evidence = map_to_schema(sd, schema)
+        return StructuredResult(data, evidence)
+    records, evidence = structured_records(sd, schema)
+    return StructuredResult(records, evidence, visible_record_count(pruned_tree(html, url)))
 
-    def __init__(self, crawler: Crawler) -> None:
+
+def wants_links(schema: dict[str, Any]) -> bool:
+    """Whether the schema asks for URLs (then the markdown keeps its links)."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("format") in ("uri", "url", "iri", "uri-reference"):
+                return True
+            for name, sub in (node.get("properties") or {}).items():
+                if URL_WORDS & set(tokens(name)):
+                    return True
+                stack.append(sub)
+            stack.extend(v for k, v in node.items() if k in ("items", "anyOf", "oneOf"))
+    return False
+
+
+class ExtractPipeline:
+    """Fills ``data``, ``evidence``, ``extraction`` and the LLM usage of each page."""
+
+    def __init__(self, crawler: Crawler, config: LLMConfig) -> None:
         self.crawler = crawler
+        self.config = config
+        self._extractor: LLMExtractor | None = None
+        self._budget_reported = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ExtractPipeline:
-        return cls(crawler)
+        config = LLMConfig.from_settings(crawler.settings)
+        if config.configured:
+            logger.info("LLM extraction: model %s at %s", config.model,
+                        config.base_url or "the OpenAI API")
+        return cls(crawler, config)
+
+    def extractor(self, spider: Any) -> LLMExtractor | None:
+        """The LLM extractor (built on first use), or None when no LLM is configured."""
+        if not self.config.configured:
+            return None
+        if self._extractor is None:
+            ledger = LLMLedger(spider.store.db, self.config.cache_ttl_days)
+            ledger.ensure_indexes()
+            self._extractor = LLMExtractor(
+                self.config, load_client(self.config), ledger, self.crawler.stats
+            )
+        return self._extractor
 
     async def process_item(self, item: PageItem) -> PageItem:
-        if item.status == "failed" or item.body is None:
-            return item
         spider: Any = self.crawler.spider
+        stored = (item.content or {}).get("markdown") or (item.content or {}).get("text")
+        if item.status == "failed" or (item.body is None and not stored):
+            return item
+        schema = spider.batch["schema"]
+        many = spider.options.max_items_per_url > 1
         url = item.final_url or item.url
-        data, evidence = await asyncio.to_thread(
-            extract_record, item.body, url, spider.batch["schema"]
+        checker = checker_for(item.batch_id, schema)
+        if item.body is not None:
+            found = await asyncio.to_thread(structured_step, item.body, url, schema, many)
+            formats = tuple(spider.options.formats)
+            if set(formats) - {"json"}:
+                item.content = await asyncio.to_thread(page_content, item.body, url, formats)
+        else:
+            found = StructuredResult([] if many else {}, {})
+        for source in found.evidence.values():
+            self._stat(f"extract/fields/{source}")
+        if many:
+            await self._list_page(item, spider, checker, found, url)
+        else:
+            await self._single_page(item, spider, checker, found, url)
+        return item
+
+    # -- one record per page ---------------------------------------------------------
+
+    async def _single_page(
+        self, item: PageItem, spider: Any, checker: RecordChecker, found: StructuredResult,
+        url: str,
+    ) -> None:
+        data, evidence = dict(found.data), dict(found.evidence)
+        ask = checker.fields_to_ask(data)
+        extractor = self.extractor(spider)
+        if not ask or extractor is None:
+            self._structured_only(item, data, evidence)
+            return
+        self._stat("llm/pages")
+        coerced = coerce_to_schema(data, checker.schema)
+        kept = {k: v for k, v in data.items() if k not in checker.invalid_fields(coerced)}
+        kept = {k: v for k, v in kept.items() if k not in ask or not is_empty(v)}
+        page = await self._page(item, url, checker.schema)
+        task = PageTask(
+            batch_id=item.batch_id, url=url, markdown=page.markdown,
+            schema=checker.sub_schema(ask), prompt=spider.batch.get("prompt"),
+            known=kept or None, max_calls=spider.options.max_llm_calls,
+            max_cost_usd=spider.options.max_cost_usd,
         )
-        formats = tuple(spider.options.formats)
-        if set(formats) - {"json"}:
-            item.content = await asyncio.to_thread(page_content, item.body, url, formats)
+
+        def check(value: Any) -> list[str]:
+            return checker.error_lines([{**kept, **value}], ask)
+
+        usage = Usage()
+        try:
+            value = await extractor.extract(task, check, usage)
+        except ItemError as exc:
+            await self._llm_failed(item, exc, kept,
+                                   {k: evidence[k] for k in kept if k in evidence}, usage)
+            return
+        finally:
+            self._usage(item, usage)
+        filled = {k: v for k, v in value.items() if k in ask and not is_empty(v)}
+        meta = self._ground(filled, PageIndex.of(page.text), spider.options.grounding)
+        filled = shape_to_schema(filled, checker.schema)
+        item.data = {name: ({**kept, **filled})[name] for name in checker.properties
+                     if name in kept or name in filled}
+        item.evidence = {**{k: evidence[k] for k in kept if k in evidence},
+                         **dict.fromkeys(filled, "llm")}
+        item.extraction = {"method": "structured+llm" if kept else "llm",
+                           "llm_fields": sorted(ask), **self._usage_meta(usage), **meta}
+
+    def _structured_only(self, item: PageItem, data: dict[str, Any],
+                         evidence: dict[str, str]) -> None:
+        if not data:
+            self._stat("extract/empty")
+            item.fail(ExtractionError(
+                "no structured data in the page (JSON-LD, microdata, OpenGraph) matches the schema"
+            ).to_dict())
+            return
+        item.data = data
+        item.evidence = evidence
+        item.extraction = {"method": "structured"}
+
+    # -- list pages ------------------------------------------------------------------
+
+    async def _list_page(
+        self, item: PageItem, spider: Any, checker: RecordChecker, found: StructuredResult,
+        url: str,
+    ) -> None:
+        limit = spider.options.max_items_per_url
+        records = list(found.data)[:limit]
+        evidence = dict(found.evidence)
+        valid = records and not checker.error_lines(records)
+        enough = len(records) >= min(limit, found.visible or len(records))
+        extractor = self.extractor(spider)
+        if (valid and enough) or extractor is None:
+            if not records:
+                self._structured_only(item, {}, {})
+                return
+            item.data, item.evidence = records, evidence
+            item.extraction = {"method": "structured", **_list_meta(records, found, limit)}
+            return
+        self._stat("llm/pages")
+        page = await self._page(item, url, checker.schema)
+        task = PageTask(
+            batch_id=item.batch_id, url=url, markdown=page.markdown, schema=checker.schema,
+            prompt=spider.batch.get("prompt"), max_records=limit,
+            max_calls=spider.options.max_llm_calls, max_cost_usd=spider.options.max_cost_usd,
+        )
+        usage = Usage()
+        try:
+            value = await extractor.extract(task, checker.error_lines, usage)
+        except ItemError as exc:
+            await self._llm_failed(item, exc, records, evidence, usage)
+            return
+        finally:
+            self._usage(item, usage)
+        index = PageIndex.of(page.text)
+        llm_records = []
+        ungrounded = 0
+        for record in value:
+            meta = self._ground(record, index, spider.options.grounding)
+            ungrounded += len(meta.get("ungrounded", []))
+            llm_records.append(shape_to_schema(record, checker.schema))
+        merged = merge_record_lists([records, llm_records], limit)
+        item.data = merged
+        item.evidence = {**dict.fromkeys(checker.properties, "llm"), **evidence}
+        item.extraction = {"method": "structured+llm" if records else "llm",
+                           **self._usage_meta(usage), **_list_meta(merged, found, limit)}
+        if ungrounded:
+            item.extraction["ungrounded_values"] = ungrounded
+
+    # -- helpers -----------------------------------------------------------------------
+
+    async def _page(self, item: PageItem, url: str, schema: dict[str, Any]) -> PageContent:
+        if item.body is None:
+            text = (item.content or {}).get("markdown") or (item.content or {}).get("text") or ""
+            return PageContent(markdown=text, text=text)
+        return await asyncio.to_thread(prepare_page, item.body, url, wants_links(schema))
+
+    def _ground(self, values: dict[str, Any], index: PageIndex, mode: str) -> dict[str, Any]:
+        """Check (and in strict mode null) LLM values not found on the page; in place."""
+        grounding = {}
+        leaked = []
+        for name, value in list(values.items()):
+            if leaks_instructions(value):
+                leaked.append(name)
+                values[name] = None
+                continue
+            grounding[name] = grounded(value, index)
+            if not grounding[name] and mode == "strict":
+                values[name] = strip_ungrounded(value, index)
+        for name in [n for n, v in values.items() if is_empty(v)]:
+            del values[name]
+        ungrounded = sorted(name for name, ok in grounding.items() if not ok)
+        meta: dict[str, Any] = {"grounded": grounding}
+        if ungrounded:
+            meta["ungrounded"] = ungrounded
+            self._stat("llm/ungrounded", len(ungrounded))
+            if mode == "strict":
+                meta["nulled"] = ungrounded
+        if leaked:
+            meta["leaked"] = sorted(leaked)
+            self._stat("llm/leaks", len(leaked))
+        return meta
+
+    async def _llm_failed(self, item: PageItem, exc: ItemError, data: Any,
+                          evidence: dict[str, str], usage: Usage) -> None:
+        if isinstance(exc, BudgetExceededError):
+            await self._budget_error(item)
+        item.data = data or None
+        item.evidence = evidence or None
+        item.extraction = {"method": "llm", **self._usage_meta(usage)}
+        item.fail(exc.to_dict())
+
+    async def _budget_error(self, item: PageItem) -> None:
+        """The batch-level error, set once per process when the budget runs out."""
+        if self._budget_reported:
+            return
+        self._budget_reported = True
+        spider: Any = self.crawler.spider
+        await asyncio.to_thread(spider.store.set_batch_error, item.batch_id, {
+            "code": BudgetExceededError.code,
+            "message": "the LLM budget (max_llm_calls / max_cost_usd) is spent",
+            "retryable": False,
+        })
+
+    @staticmethod
+    def _usage(item: PageItem, usage: Usage) -> None:
+        """Add this pass's LLM usage to the item (an earlier pass's usage may be on it)."""
+        tokens = item.tokens or {}
+        item.llm_calls += usage.calls
+        item.tokens = {"in": tokens.get("in", 0) + usage.tokens_in,
+                       "out": tokens.get("out", 0) + usage.tokens_out}
+        item.cost_usd = round(item.cost_usd + usage.cost_usd, 8)
+
+    @staticmethod
+    def _usage_meta(usage: Usage) -> dict[str, Any]:
+        meta: dict[str, Any] = {"chunks": usage.chunks, "cache_hits": usage.cache_hits}
+        if usage.repaired:
+            meta["repaired"] = True
+        return meta
+
+    def _stat(self, key: str, value: int = 1) -> None:
         stats = self.crawler.stats
         assert stats is not None
-        if not data:
-            stats.inc_value("batch/extract/empty")
-            item.fail(
-                ExtractionError(
-                    "no structured data in the page (JSON-LD, microdata, OpenGraph)"
-                    " matches the schema"
-                ).to_dict()
-            )
-            return item
-        for source in evidence.values():
-            stats.inc_value(f"batch/extract/fields/{source}")
-        item.data = [data] if spider.options.max_items_per_url > 1 else data
-        item.evidence = evidence
-        return item
+        stats.inc_value(f"batch/{key}", value)
+
+
+def _list_meta(records: list[Any], found: StructuredResult, limit: int) -> dict[str, Any]:
+    """``records_on_page`` and whether the page visibly holds more than was extracted."""
+    meta: dict[str, Any] = {"records_on_page": found.visible}
+    if found.visible > len(records):
+        meta["more_on_page"] = True
+        meta["capped"] = len(records) >= limit
+    return meta

@@ -1,17 +1,24 @@
-"""Validate pipeline: coerce records to the batch schema and check them with jsonschema."""
+"""Validate pipeline: coerce records to the batch schema and check them with jsonschema.
+
+The LLM's one repair re-prompt happens in the extract pipeline, which sees
+the conversation; this pipeline records the final verdict. On list pages it
+also grants records against the batch's ``max_total_items``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from scrapy.crawler import Crawler
 
-from batchscraper.exceptions import EmptyExtractionError, ValidationFailedError
+from batchscraper.exceptions import EmptyExtractionError, ItemLimitError, ValidationFailedError
 from batchscraper.extraction.coerce import coerce_to_schema
+from batchscraper.extraction.validation import checker_for
 from batchscraper.inputs import DateFilter
 from batchscraper.items import PageItem
+from batchscraper.llm.ledger import LLMLedger
 
 MAX_REPORTED_ERRORS = 20
 
@@ -21,19 +28,10 @@ class ValidatePipeline:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        self._validators: dict[str, Draft202012Validator] = {}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ValidatePipeline:
         return cls(crawler)
-
-    def validator(self, batch_id: str, schema: dict[str, Any]) -> Draft202012Validator:
-        """Compiled once per batch, not per item."""
-        if batch_id not in self._validators:
-            self._validators[batch_id] = Draft202012Validator(
-                schema, format_checker=Draft202012Validator.FORMAT_CHECKER
-            )
-        return self._validators[batch_id]
 
     async def process_item(self, item: PageItem) -> PageItem:
         if item.status == "failed" or item.data is None:
@@ -53,16 +51,15 @@ class ValidatePipeline:
             kept = [record for record in records if within(record, date_filter)]
             item.filtered_out = len(records) - len(kept)
             records = kept
-        validator = self.validator(item.batch_id, schema)
+        checker = checker_for(item.batch_id, schema)
         errors = [
-            {
-                "record": number,
-                "path": "/".join(str(p) for p in error.absolute_path),
-                "message": error.message,
-            }
-            for number, record in enumerate(records)
-            for error in validator.iter_errors(record)
+            error for number, record in enumerate(records)
+            for error in checker.errors(record, number)
         ]
+        if many and records and not errors:
+            records = await self._within_quota(item, spider, records)
+            if not records:
+                return item
         item.data = records if many else (records[0] if records else None)
         item.validation = {"valid": not errors, "errors": errors[:MAX_REPORTED_ERRORS]}
         if errors:
@@ -74,6 +71,24 @@ class ValidatePipeline:
                 ).to_dict()
             )
         return item
+
+    async def _within_quota(self, item: PageItem, spider: Any, records: list[Any]) -> list[Any]:
+        """The records the batch's ``max_total_items`` still has room for."""
+        ledger = LLMLedger(spider.store.db)
+        cap = spider.options.max_total_items
+        granted = await asyncio.to_thread(
+            ledger.reserve_records, item.batch_id, len(records), cap
+        )
+        if granted < len(records):
+            assert self.crawler.stats is not None
+            self.crawler.stats.inc_value("batch/validate/over_quota", len(records) - granted)
+            item.extraction = {**(item.extraction or {}), "over_quota": len(records) - granted}
+        if granted == 0:
+            item.data = records
+            item.fail(ItemLimitError(
+                f"the batch already holds max_total_items={cap} records"
+            ).to_dict())
+        return records[:granted]
 
 
 def is_empty(value: Any) -> bool:

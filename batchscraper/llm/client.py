@@ -1,0 +1,228 @@
+"""The chat client: one request in, the answer's text and token usage out.
+
+:class:`ChatClient` is the replaceable part (``BATCH_LLM_CLIENT``);
+:class:`OpenAIChatClient` talks to any OpenAI-compatible server with the
+``openai`` package's ``AsyncOpenAI``. It owns the LLM concurrency limit
+(separate from fetch concurrency), retries 429/5xx/timeouts/connection errors
+with exponential backoff honouring ``Retry-After``, and falls back from
+``json_schema`` structured outputs to ``json_object`` and then to plain text
+for servers that reject them (remembered for the rest of the process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+
+import openai
+
+from batchscraper.exceptions import LLMError, LLMRateLimitedError, LLMTimeoutError
+from batchscraper.llm.config import PLACEHOLDER_API_KEY, LLMConfig
+from batchscraper.llm.prompts import response_format
+from batchscraper.llm.tokens import count_tokens
+
+logger = logging.getLogger(__name__)
+
+#: response modes, best first; a server that rejects one is asked with the next
+MODE_ORDER = ("json_schema", "json_object", "text")
+REJECTED_FORMAT_STATUSES = frozenset({400, 404, 415, 422, 501})
+#: words in an error message that say the request's response_format was the problem
+FORMAT_WORDS = ("response_format", "json_schema", "json_object", "schema", "format", "grammar")
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion: messages plus the schema the answer must match."""
+
+    messages: tuple[dict[str, str], ...]
+    schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """The answer's text and what it cost; ``mode`` is how the format was asked for."""
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+    mode: str
+    attempts: int = 1
+    events: tuple[str, ...] = field(default_factory=tuple)
+
+
+class ChatClient(Protocol):
+    """What the extractor needs of an LLM client."""
+
+    def schema_in_prompt(self) -> bool:
+        """Whether the answer schema must be written into the prompt (no structured outputs)."""
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        """Send ``request``; raise an :class:`LLMError` subclass when it cannot be answered."""
+
+
+def load_client(config: LLMConfig) -> ChatClient:
+    """The process-wide client for ``config`` (built once per process)."""
+    return _cached_client(config.client_path, _ConfigKey(config))
+
+
+@dataclass(frozen=True)
+class _ConfigKey:
+    config: LLMConfig
+
+    def __hash__(self) -> int:
+        return hash(repr(self.config))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ConfigKey) and repr(other.config) == repr(self.config)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_client(path: str, key: _ConfigKey) -> ChatClient:
+    module_name, _, name = path.rpartition(".")
+    factory: Callable[[LLMConfig], ChatClient] = getattr(importlib.import_module(module_name), name)
+    return factory(key.config)
+
+
+class OpenAIChatClient:
+    """Chat completions through ``openai.AsyncOpenAI``."""
+
+    def __init__(self, config: LLMConfig) -> None:
+        self.config = config
+        self._client: openai.AsyncOpenAI | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        start = "json_schema" if config.response_format == "auto" else config.response_format
+        self._mode = start
+
+    def _openai(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            self._client = openai.AsyncOpenAI(
+                api_key=self.config.api_key or PLACEHOLDER_API_KEY,
+                base_url=self.config.base_url or None,
+                timeout=self.config.timeout,
+                max_retries=0,  # retried here, with Retry-After and our own limits
+            )
+        return self._client
+
+    def schema_in_prompt(self) -> bool:
+        return self._mode != "json_schema"
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.config.concurrency)
+        async with self._semaphore:
+            return await self._complete(request)
+
+    async def _complete(self, request: ChatRequest) -> ChatResult:
+        attempt = 0
+        events: list[str] = []
+        while True:
+            mode = self._mode
+            try:
+                response = await self._send(request, mode)
+            except openai.APIStatusError as exc:
+                if self._falls_back(exc, mode):
+                    events.append(f"fallback/{self._mode}")
+                    continue
+                if exc.status_code != 429 and exc.status_code < 500:
+                    raise LLMError(
+                        f"LLM endpoint answered HTTP {exc.status_code}: {_short(exc)}",
+                        retryable=False,
+                    ) from None
+                failure: LLMError = (
+                    LLMRateLimitedError(f"HTTP 429 from the LLM endpoint: {_short(exc)}")
+                    if exc.status_code == 429
+                    else LLMError(f"HTTP {exc.status_code} from the LLM endpoint: {_short(exc)}")
+                )
+                delay = _retry_after(exc.response.headers.get("retry-after"))
+            except openai.APITimeoutError:
+                failure = LLMTimeoutError(f"no answer within {self.config.timeout:g} s")
+                delay = None
+            except openai.APIConnectionError as exc:
+                failure = LLMError(f"cannot reach the LLM endpoint: {exc}")
+                delay = None
+            else:
+                return self._result(request, response, mode, attempt + 1, events)
+            events.append(f"errors/{failure.code}")
+            attempt += 1
+            if attempt > self.config.retries:
+                raise failure
+            events.append("retries")
+            await asyncio.sleep(self._backoff(attempt, delay))
+
+    async def _send(self, request: ChatRequest, mode: str) -> Any:
+        messages = list(request.messages)
+        kwargs: dict[str, Any] = {}
+        fmt = response_format(mode, request.schema)
+        if fmt is not None:
+            kwargs["response_format"] = fmt
+        return await self._openai().chat.completions.create(
+            model=self.config.model,
+            messages=messages,  # type: ignore[arg-type]
+            temperature=self.config.temperature,
+            max_tokens=self.config.max_output_tokens,
+            **kwargs,
+        )
+
+    def _falls_back(self, exc: openai.APIStatusError, mode: str) -> bool:
+        """A server that rejects this ``response_format`` is asked with the next mode."""
+        if (self.config.response_format != "auto" or exc.status_code not in
+                REJECTED_FORMAT_STATUSES or mode == MODE_ORDER[-1]):
+            return False
+        if not any(word in str(exc.message).lower() for word in FORMAT_WORDS):
+            return False
+        if mode == self._mode:
+            self._mode = MODE_ORDER[MODE_ORDER.index(mode) + 1]
+            logger.warning(
+                "LLM endpoint rejected response_format %s (HTTP %s); using %s from now on",
+                mode, exc.status_code, self._mode,
+            )
+        return True
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.config.backoff_max)
+        return min(self.config.backoff_base * 2 ** (attempt - 1), self.config.backoff_max)
+
+    def _result(
+        self, request: ChatRequest, response: Any, mode: str, attempts: int, events: list[str]
+    ) -> ChatResult:
+        choices = getattr(response, "choices", None) or []
+        message = choices[0].message if choices else None
+        text = (getattr(message, "content", None) or "") if message is not None else ""
+        usage = getattr(response, "usage", None)
+        tokens_in = getattr(usage, "prompt_tokens", None)
+        tokens_out = getattr(usage, "completion_tokens", None)
+        if tokens_in is None:
+            tokens_in = sum(count_tokens(m["content"], self.config.encoding)
+                            for m in request.messages)
+        if tokens_out is None:
+            tokens_out = count_tokens(text, self.config.encoding)
+        return ChatResult(text=text, tokens_in=int(tokens_in), tokens_out=int(tokens_out),
+                          mode=mode, attempts=attempts, events=tuple(events))
+
+
+def _short(exc: openai.APIStatusError) -> str:
+    return str(exc.message)[:300]
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds (delta or HTTP date), or None."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        return max(float(text), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)

@@ -1,0 +1,112 @@
+"""Grounding: does a value the LLM returned actually appear on the page?
+
+Each leaf is compared with the page's visible text after normalization:
+short strings must appear as a substring, long strings must have nearly all
+their words on the page, numbers must appear in any common spelling
+(``1299.0`` matches ``1,299.00`` and ``1.299,00``), dates in any common form.
+Booleans and enum-like values cannot be checked that way and count as
+grounded. A value that repeats the system instructions is never grounded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from batchscraper.extraction.coerce import parse_date, parse_number
+from batchscraper.llm.merge import is_empty, normalize_text
+from batchscraper.llm.prompts import leaks_instructions
+
+#: strings with more words than this are matched word by word
+LONG_STRING_WORDS = 8
+#: share of a long string's words that must be on the page
+LONG_STRING_COVERAGE = 0.9
+NUMBER_TOLERANCE = 0.005
+_NUMBER = re.compile(r"\d[\d\s.,'\u00a0\u202f]*")
+_WORDS = re.compile(r"\w+")
+_DATE_FORMATS = ("%B %d, %Y", "%b %d, %Y", "%d %B %Y", "%d %b %Y", "%B %d %Y", "%d.%m.%Y",
+                 "%m/%d/%Y", "%d/%m/%Y", "%Y/%m/%d", "%d %B, %Y", "%b. %d, %Y")
+
+
+@dataclass(frozen=True)
+class PageIndex:
+    """The page's visible text, prepared for grounding lookups."""
+
+    text: str
+    flat: str  # the words of the text, joined by single spaces (no punctuation)
+    words: frozenset[str]
+    numbers: tuple[float, ...]
+
+    @classmethod
+    def of(cls, text: str) -> PageIndex:
+        normalized = normalize_text(text)
+        numbers = []
+        for match in _NUMBER.finditer(text):
+            number = parse_number(match.group(0).strip(), lenient=True)
+            if number is not None:
+                numbers.append(number)
+        words = _WORDS.findall(normalized)
+        return cls(text=normalized, flat=" ".join(words), words=frozenset(words),
+                   numbers=tuple(sorted(set(numbers))))
+
+
+def grounded(value: Any, page: PageIndex) -> bool:
+    """Whether every leaf of ``value`` can be found on the page."""
+    if leaks_instructions(value):
+        return False
+    if isinstance(value, dict):
+        return all(grounded(v, page) for v in value.values() if not is_empty(v))
+    if isinstance(value, list):
+        return all(grounded(v, page) for v in value if not is_empty(v))
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, (int, float)):
+        return _number_on_page(float(value), page)
+    return _string_on_page(str(value), page)
+
+
+def strip_ungrounded(value: Any, page: PageIndex) -> Any:
+    """``value`` with ungrounded leaves set to None (list elements removed)."""
+    if isinstance(value, dict):
+        return {k: strip_ungrounded(v, page) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strip_ungrounded(v, page) for v in value if grounded(v, page)]
+    return value if grounded(value, page) else None
+
+
+def _number_on_page(number: float, page: PageIndex) -> bool:
+    if not math.isfinite(number):
+        return False
+    tolerance = abs(number) * NUMBER_TOLERANCE
+    return any(abs(candidate - number) <= tolerance for candidate in page.numbers)
+
+
+def _string_on_page(text: str, page: PageIndex) -> bool:
+    normalized = normalize_text(text)
+    if not normalized:
+        return True
+    if normalized in page.text:
+        return True
+    words = _WORDS.findall(normalized)
+    if len(words) > LONG_STRING_WORDS:
+        found = sum(word in page.words for word in words)
+        return found / len(words) >= LONG_STRING_COVERAGE
+    date = parse_date(text) if any(ch.isdigit() for ch in text) else None
+    if date is not None:
+        return _date_on_page(date, page)
+    number = parse_number(text)
+    if number is not None and _number_on_page(number, page):
+        return True
+    return bool(words) and " ".join(words) in page.flat
+
+
+def _date_on_page(date: dt.date, page: PageIndex) -> bool:
+    spellings = {date.isoformat()}
+    for fmt in _DATE_FORMATS:
+        spelled = date.strftime(fmt)
+        spellings.add(normalize_text(spelled))
+        spellings.add(normalize_text(re.sub(r"\b0(\d)", r"\1", spelled)))
+    return any(spelling in page.text for spelling in spellings)
