@@ -1,8 +1,11 @@
-"""The ``batchscraper`` command: helpers around ``scrapy crawl batch``.
+"""The ``batchscraper`` command: helpers around ``scrapy crawl batch`` and the HTTP API.
 
 ``batchscraper demo`` runs a real batch against the bundled example site,
 so a fresh machine with no internet sees the whole flow: fetch, extract,
-validate, store in MongoDB, export.
+validate, store in MongoDB, export. ``batchscraper serve`` starts Scrapyd
+with the batch API; ``submit``, ``status``, ``list``, ``cancel``, ``retry``
+and ``export`` talk to it (``--url``/``BATCHSCRAPER_API_URL``,
+``--api-key``/``BATCHSCRAPER_API_KEY``).
 """
 
 from __future__ import annotations
@@ -13,10 +16,21 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
+from scrapy.utils.conf import closest_scrapy_cfg
+
+from batchscraper.client import BatchApiError, BatchClient
 from batchscraper.examplesite import ExampleSite
-from batchscraper.mongo import home_dir
+from batchscraper.exceptions import BatchError, BatchInputError
+from batchscraper.inputs import Limits, parse_urls
+from batchscraper.mongo import ensure_embedded_server, home_dir
 from batchscraper.store import store_for
+
+EXIT_BAD_INPUT = 2
+DEFAULT_API = "http://127.0.0.1:6800"
 
 DEMO_SCHEMA = [
     {"field": "name", "type": "string", "required": True, "example": "Product 1"},
@@ -67,14 +81,177 @@ def demo(pages: int) -> int:
     return 0
 
 
+# -- the HTTP API ------------------------------------------------------------------
+
+
+def serve(port: int | None, bind: str | None) -> int:
+    """Run Scrapyd with the project's scrapyd.conf (and the embedded MongoDB unless MONGO_URI)."""
+    from scrapyd.__main__ import main as scrapyd_main
+
+    config = closest_scrapy_cfg()
+    if not config or not (Path(config).parent / "scrapyd.conf").exists():
+        sys.stderr.write("batchscraper serve: run it in the project directory "
+                         "(where scrapy.cfg and scrapyd.conf are)\n")
+        return EXIT_BAD_INPUT
+    home = home_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    os.chdir(Path(config).parent)
+    os.environ["BATCHSCRAPER_HOME"] = str(home)  # the spiders Scrapyd starts find the same home
+    if not os.environ.get("MONGO_URI"):
+        print(f"MongoDB: embedded server on 127.0.0.1:{ensure_embedded_server(home)}"
+              f" (data in {home / 'db'})", flush=True)
+    if port:
+        os.environ["SCRAPYD_HTTP_PORT"] = str(port)
+    if bind:
+        os.environ["SCRAPYD_BIND_ADDRESS"] = bind
+    sys.argv = ["scrapyd", f"--pidfile={home / 'scrapyd.pid'}"]
+    scrapyd_main()
+    return 0
+
+
+def _json_arg(value: str | None, name: str) -> Any:
+    """A JSON argument given inline or as ``@file``."""
+    if value is None:
+        return None
+    text = value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise BatchInputError(f"{name}: cannot read {value[1:]}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BatchInputError(f"{name}: not valid JSON: {exc.msg}") from None
+
+
+def _url_entries(raw: str) -> list[Any]:
+    """URLs as ``-a urls=`` takes them, parsed by the shared parser, as JSON entries."""
+    entries: list[Any] = []
+    for spec in parse_urls(raw, Limits(max_urls=sys.maxsize)):
+        entry = {key: value for key, value in asdict(spec).items() if value is not None}
+        entry.update(entry.pop("browser", None) or {})
+        entries.append(entry if len(entry) > 1 else spec.url)
+    return entries
+
+
+def _status_line(batch: dict[str, Any]) -> str:
+    counters = batch["counters"]
+    return (f"{batch['batch_id']}  {batch['status']:<9} {batch['progress']['percent']:5.1f}%  "
+            f"completed={counters['completed']} failed={counters['failed']} "
+            f"cancelled={counters['cancelled']} pending={counters['pending']} "
+            f"running={counters['running']} total={counters['total']}")
+
+
+def api_command(args: argparse.Namespace) -> int:
+    """Run one of the HTTP API subcommands."""
+    client = BatchClient(args.url, args.api_key)
+    if args.command == "submit":
+        webhook = None
+        if args.webhook_url:
+            webhook = {"url": args.webhook_url}
+            if args.webhook_secret:
+                webhook["secret"] = args.webhook_secret
+        batch = client.submit(
+            _url_entries(args.urls) if args.urls else None,
+            _json_arg(args.schema, "schema"),
+            prompt=args.prompt,
+            options=_json_arg(args.options, "options"),
+            webhook=webhook,
+            rerun_of=args.rerun_of,
+            idempotency_key=args.idempotency_key,
+        )
+        print(json.dumps(batch, indent=2))
+        if args.wait:
+            final = client.wait(batch["batch_id"], progress=lambda b: print(_status_line(b)))
+            return 0 if final["status"] == "completed" else 1
+    elif args.command == "status":
+        if args.wait:
+            client.wait(args.batch_id, progress=lambda b: print(_status_line(b), flush=True))
+        else:
+            print(_status_line(client.get(args.batch_id, limit=1)))
+    elif args.command == "list":
+        answer = client.list(page=args.page, limit=args.limit, status=args.status)
+        for batch in answer["batches"]:
+            print(_status_line(batch))
+        pages = answer["pagination"]
+        print(f"page {pages['page']}/{pages['total_pages']}, {pages['total']} batches")
+    elif args.command in ("cancel", "retry"):
+        if args.command == "cancel":
+            answer = client.cancel(args.batch_id)
+        else:
+            answer = client.retry(args.batch_id, only_retryable=args.only_retryable)
+        print(json.dumps(answer, indent=2))
+    elif args.command == "export":
+        records = client.iter_items(args.batch_id, status=args.status)
+        lines = (json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        if args.output:
+            with Path(args.output).open("w", encoding="utf-8") as out:
+                out.writelines(lines)
+        else:
+            sys.stdout.writelines(lines)
+    return 0
+
+
+def _add_api_commands(commands: Any) -> None:
+    serve_parser = commands.add_parser("serve", help="start Scrapyd with the batch API")
+    serve_parser.add_argument("--port", type=int, help="HTTP port (default: scrapyd.conf, 6800)")
+    serve_parser.add_argument("--bind", help="address (default 127.0.0.1; others need API keys)")
+    client_options = argparse.ArgumentParser(add_help=False)
+    client_options.add_argument("--url", help=f"API root (BATCHSCRAPER_API_URL, {DEFAULT_API})")
+    client_options.add_argument("--api-key", help="API key (BATCHSCRAPER_API_KEY)")
+    submit = commands.add_parser("submit", parents=[client_options], help="submit a batch")
+    submit.add_argument("--urls", help="as -a urls=: a,b / @urls.txt|.json|.jsonl|.csv / JSON")
+    submit.add_argument("--schema", help="JSON Schema or field list, inline or @file")
+    submit.add_argument("--prompt")
+    submit.add_argument("--options", help="JSON object, inline or @file")
+    submit.add_argument("--webhook-url")
+    submit.add_argument("--webhook-secret", help="whsec_...; generated (and shown) if omitted")
+    submit.add_argument("--idempotency-key")
+    submit.add_argument("--rerun-of", metavar="BATCH_ID", help="re-run a batch's inputs")
+    submit.add_argument("--wait", action="store_true", help="poll until the batch ends")
+    for name, text in (("status", "a batch's progress"), ("cancel", "cancel a batch"),
+                       ("retry", "re-run failed items"), ("export", "records as JSONL")):
+        sub = commands.add_parser(name, parents=[client_options], help=text)
+        sub.add_argument("batch_id")
+        if name == "status":
+            sub.add_argument("--wait", action="store_true", help="poll until the batch ends")
+        if name == "retry":
+            sub.add_argument("--only-retryable", action="store_true")
+        if name == "export":
+            sub.add_argument("-o", "--output", help="file (default: stdout)")
+            sub.add_argument("--status", help="only items with this status")
+    listing = commands.add_parser("list", parents=[client_options], help="your batches")
+    listing.add_argument("--page", type=int, default=1)
+    listing.add_argument("--limit", type=int)
+    listing.add_argument("--status")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="batchscraper", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="run a real batch against the bundled site")
     demo_parser.add_argument("--pages", type=int, default=50, help="product pages (default 50)")
+    _add_api_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.pages)
+    if args.command == "serve":
+        return serve(args.port, args.bind)
+    try:
+        return api_command(args)
+    except BatchApiError as exc:
+        sys.stderr.write(f"batchscraper {args.command}: error: {exc}\n")
+        if isinstance(exc.details, list):
+            for detail in exc.details[:10]:
+                sys.stderr.write(f"  {json.dumps(detail)}\n")
+        return EXIT_BAD_INPUT if 400 <= exc.status < 500 else 1
+    except BatchError as exc:
+        sys.stderr.write(f"batchscraper {args.command}: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        sys.stderr.write(f"batchscraper {args.command}: cannot reach the API: {exc}\n")
+        return 1
     parser.error(f"unknown command {args.command}")
     return 2
 

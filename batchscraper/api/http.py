@@ -62,7 +62,7 @@ class ApiResource(Resource):
         if handler is None:
             allowed = ", ".join(self.allowed_methods())
             error = MethodNotAllowedError(f"{method} is not allowed here; allowed: {allowed}")
-            send_error(request, Failure(error), {"Allow": allowed})
+            send_error(Failure(error), request, {"Allow": allowed})
             return NOT_DONE_YET
         d = defer.ensureDeferred(handler(request))
         d.addCallback(_send_response, request)

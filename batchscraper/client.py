@@ -1,0 +1,184 @@
+"""A small Python client for the batch HTTP API (standard library only).
+
+>>> client = BatchClient("http://127.0.0.1:6800", api_key="sk_...")
+>>> schema = [{"field": "name", "type": "string"}]
+>>> batch = client.submit(["https://shop.example/p/1"], schema=schema)
+>>> final = client.wait(batch["batch_id"], progress=lambda b: print(b["progress"]["percent"]))
+>>> for record in client.iter_items(batch["batch_id"]):
+...     print(record["index"], record["status"], record["data"])
+
+Webhook receivers check what they get with :func:`verify_webhook`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from batchscraper.webhooks import DEFAULT_TOLERANCE, verify
+
+DEFAULT_URL = "http://127.0.0.1:6800"
+FINAL_STATUSES = ("completed", "partial", "failed", "cancelled")
+
+
+class BatchApiError(Exception):
+    """An error answer: HTTP ``status`` and the body's ``code``, ``message``, ``details``."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def verify_webhook(
+    secret: str, headers: Mapping[str, str], body: bytes, *, tolerance: int = DEFAULT_TOLERANCE
+) -> dict[str, Any]:
+    """Check a received webhook's Standard Webhooks signature and return its payload.
+
+    Pass the raw request body (bytes, before any JSON parsing) and its headers.
+    Raises :class:`batchscraper.exceptions.WebhookVerificationError` when it does not verify.
+    """
+    return verify(secret, headers, body, tolerance=tolerance)
+
+
+class BatchClient:
+    """Submit, watch, cancel, retry and export batches over HTTP."""
+
+    def __init__(
+        self, base_url: str | None = None, api_key: str | None = None, timeout: float = 60.0
+    ) -> None:
+        self.base_url = (base_url or os.environ.get("BATCHSCRAPER_API_URL") or DEFAULT_URL)
+        self.base_url = self.base_url.rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get("BATCHSCRAPER_API_KEY")
+        self.timeout = timeout
+
+    # -- endpoints ---------------------------------------------------------------
+
+    def submit(
+        self,
+        urls: list[Any] | None = None,
+        schema: Any = None,
+        *,
+        prompt: str | None = None,
+        options: dict[str, Any] | None = None,
+        webhook: dict[str, str] | None = None,
+        rerun_of: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /batches``; returns the 202 body (``batch_id``, ``status``, ``total``, ...)."""
+        body = {
+            key: value
+            for key, value in (
+                ("urls", urls), ("schema", schema), ("prompt", prompt), ("options", options),
+                ("webhook", webhook), ("rerun_of", rerun_of),
+            )
+            if value is not None
+        }
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._json("POST", "/batches", body, headers)
+
+    def get(
+        self, batch_id: str, *, page: int = 1, limit: int | None = None, status: str | None = None
+    ) -> dict[str, Any]:
+        """``GET /batches/{id}``: status, counters, progress and one page of items."""
+        query = _query(page=page, limit=limit, status=status)
+        return self._json("GET", f"/batches/{_quote(batch_id)}{query}")
+
+    def list(
+        self, *, page: int = 1, limit: int | None = None, status: str | None = None
+    ) -> dict[str, Any]:
+        """``GET /batches``: the caller's batches, newest first, with ``pagination``."""
+        return self._json("GET", f"/batches{_query(page=page, limit=limit, status=status)}")
+
+    def cancel(self, batch_id: str) -> dict[str, Any]:
+        """``DELETE /batches/{id}``."""
+        return self._json("DELETE", f"/batches/{_quote(batch_id)}")
+
+    def retry(self, batch_id: str, *, only_retryable: bool = False) -> dict[str, Any]:
+        """``POST /batches/{id}/retry``: failed (or only retryable) items run again."""
+        body = {"only_retryable": only_retryable}
+        return self._json("POST", f"/batches/{_quote(batch_id)}/retry", body)
+
+    def iter_items(self, batch_id: str, *, status: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every item record in input order, streamed as NDJSON."""
+        path = f"/batches/{_quote(batch_id)}/items{_query(status=status)}"
+        request = self._request("GET", path, None, {"Accept": "application/x-ndjson"})
+        with self._open(request) as response:
+            for line in response:
+                if line.strip():
+                    yield json.loads(line)
+
+    def wait(
+        self,
+        batch_id: str,
+        *,
+        interval: float = 2.0,
+        timeout: float | None = None,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the batch reaches a final status; ``progress`` sees every poll."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            batch = self.get(batch_id, limit=1)
+            if progress is not None:
+                progress(batch)
+            if batch["status"] in FINAL_STATUSES:
+                return batch
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"batch {batch_id} still {batch['status']} after {timeout}s")
+            time.sleep(interval)
+
+    # -- transport ---------------------------------------------------------------
+
+    def _json(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        request = self._request(method, path, body, headers or {})
+        with self._open(request) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
+
+    def _request(
+        self, method: str, path: str, body: Any, headers: dict[str, str]
+    ) -> urllib.request.Request:
+        data = None if body is None else json.dumps(body).encode()
+        all_headers = {"Accept": "application/json", **headers}
+        if data is not None:
+            all_headers["Content-Type"] = "application/json"
+        if self.api_key:
+            all_headers["Authorization"] = f"Bearer {self.api_key}"
+        return urllib.request.Request(
+            self.base_url + path, data=data, headers=all_headers, method=method
+        )
+
+    def _open(self, request: urllib.request.Request) -> Any:
+        try:
+            return urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            exc.close()
+            try:
+                error = json.loads(raw)["error"]
+            except (ValueError, KeyError, TypeError):
+                text = raw[:200].decode("utf-8", "replace")
+                raise BatchApiError(exc.code, "HTTP_ERROR", text) from None
+            raise BatchApiError(
+                exc.code, error["code"], error["message"], error.get("details")
+            ) from None
+
+
+def _quote(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def _query(**params: Any) -> str:
+    given = {key: value for key, value in params.items() if value is not None}
+    return "?" + urllib.parse.urlencode(given) if given else ""
