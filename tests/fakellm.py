@@ -302,15 +302,15 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
-@pytest.fixture(scope="session")
-def fake_llm_server() -> Iterator[FakeLLM]:
+@pytest.fixture(scope="session", name="fake_llm_server")
+def fake_llm_server_fixture() -> Iterator[FakeLLM]:
     fake = FakeLLM().start()
     yield fake
     fake.stop()
 
 
-@pytest.fixture()
-def fake_llm(fake_llm_server: FakeLLM) -> Iterator[FakeLLM]:
+@pytest.fixture(name="fake_llm")
+def fake_llm_fixture(fake_llm_server: FakeLLM) -> Iterator[FakeLLM]:
     """The session's fake server, reset for this test."""
     fake_llm_server.reset()
     yield fake_llm_server

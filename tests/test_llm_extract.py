@@ -15,7 +15,7 @@ import pytest
 from batchscraper.examplesite import ExampleSite, product_expected
 from batchscraper.store import BatchStore
 from tests.conftest import batch_id_from
-from tests.fakellm import FakeLLM, fake_llm, fake_llm_server  # noqa: F401  (fixtures)
+from tests.fakellm import FakeLLM, fake_llm_fixture, fake_llm_server_fixture  # noqa: F401
 
 PRODUCT_SCHEMA = {
     "type": "object",

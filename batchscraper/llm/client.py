@@ -2,8 +2,7 @@
 
 :class:`ChatClient` is the replaceable part (``BATCH_LLM_CLIENT``);
 :class:`OpenAIChatClient` talks to any OpenAI-compatible server with the
-``openai`` package's ``AsyncOpenAI``. It owns the LLM concurrency limit
-(separate from fetch concurrency), retries 429/5xx/timeouts/connection errors
+``openai`` package's ``AsyncOpenAI``. It retries 429/5xx/timeouts/connection errors
 with exponential backoff honouring ``Retry-After``, and falls back from
 ``json_schema`` structured outputs to ``json_object`` and then to plain text
 for servers that reject them (remembered for the rest of the process).
@@ -39,10 +38,21 @@ FORMAT_WORDS = ("response_format", "json_schema", "json_object", "schema", "form
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """One chat completion: messages plus the schema the answer must match."""
+    """One chat completion: messages plus the schema the answer must match.
+
+    ``prompt_messages`` are the same conversation with the schema written into
+    the prompt, sent when the server cannot take it as ``response_format``.
+    """
 
     messages: tuple[dict[str, str], ...]
     schema: dict[str, Any]
+    prompt_messages: tuple[dict[str, str], ...] | None = None
+
+    def for_mode(self, mode: str) -> tuple[dict[str, str], ...]:
+        """The messages to send when the answer format is asked for as ``mode``."""
+        if mode != "json_schema" and self.prompt_messages is not None:
+            return self.prompt_messages
+        return self.messages
 
 
 @dataclass(frozen=True)
@@ -59,9 +69,6 @@ class ChatResult:
 
 class ChatClient(Protocol):
     """What the extractor needs of an LLM client."""
-
-    def schema_in_prompt(self) -> bool:
-        """Whether the answer schema must be written into the prompt (no structured outputs)."""
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         """Send ``request``; raise an :class:`LLMError` subclass when it cannot be answered."""
@@ -96,7 +103,6 @@ class OpenAIChatClient:
     def __init__(self, config: LLMConfig) -> None:
         self.config = config
         self._client: openai.AsyncOpenAI | None = None
-        self._semaphore: asyncio.Semaphore | None = None
         start = "json_schema" if config.response_format == "auto" else config.response_format
         self._mode = start
 
@@ -110,16 +116,7 @@ class OpenAIChatClient:
             )
         return self._client
 
-    def schema_in_prompt(self) -> bool:
-        return self._mode != "json_schema"
-
     async def complete(self, request: ChatRequest) -> ChatResult:
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.config.concurrency)
-        async with self._semaphore:
-            return await self._complete(request)
-
-    async def _complete(self, request: ChatRequest) -> ChatResult:
         attempt = 0
         events: list[str] = []
         while True:
@@ -157,7 +154,7 @@ class OpenAIChatClient:
             await asyncio.sleep(self._backoff(attempt, delay))
 
     async def _send(self, request: ChatRequest, mode: str) -> Any:
-        messages = list(request.messages)
+        messages = list(request.for_mode(mode))
         kwargs: dict[str, Any] = {}
         fmt = response_format(mode, request.schema)
         if fmt is not None:
@@ -201,7 +198,7 @@ class OpenAIChatClient:
         tokens_out = getattr(usage, "completion_tokens", None)
         if tokens_in is None:
             tokens_in = sum(count_tokens(m["content"], self.config.encoding)
-                            for m in request.messages)
+                            for m in request.for_mode(mode))
         if tokens_out is None:
             tokens_out = count_tokens(text, self.config.encoding)
         return ChatResult(text=text, tokens_in=int(tokens_in), tokens_out=int(tokens_out),

@@ -4,8 +4,10 @@
 records) matching an answer schema. Long pages are chunked by tokens with
 overlap, each chunk asked separately and the answers merged. Answers come
 from the ``llm_cache`` collection when the same model, prompt, schema and
-content were asked before. Every real call is first reserved against the
-batch budget. When the merged answer fails the caller's check (coercion and
+content were asked before. At most ``BATCH_LLM_CONCURRENCY`` calls are in
+flight per process (independent of fetch concurrency); each is reserved
+against the batch budget when it gets its slot, so the cost of earlier calls
+is known by then. When the merged answer fails the caller's check (coercion and
 validation), the model is asked once more with the errors.
 """
 
@@ -78,12 +80,21 @@ class PageTask:
     max_cost_usd: float | None = None
 
 
+Messages = tuple[dict[str, str], ...]
+#: a conversation in both forms: schema in the request (False) or in the prompt (True)
+Variants = dict[bool, Messages]
+
+
+def _extend(variants: Variants, *messages: dict[str, str]) -> Variants:
+    return {in_prompt: (*sent, *messages) for in_prompt, sent in variants.items()}
+
+
 @dataclass
 class _Exchange:
     """One chunk's request and answer, kept for the repair re-prompt."""
 
     key: str
-    messages: tuple[dict[str, str], ...]
+    messages: Variants
     text: str = ""
     value: Any = None
     errors: list[str] = field(default_factory=list)
@@ -102,6 +113,7 @@ class LLMExtractor:
         self.client = client
         self.ledger = ledger
         self.stats = stats
+        self._slots: asyncio.Semaphore | None = None
 
     async def extract(self, task: PageTask, check: Check, usage: Usage) -> Any:
         """The record (dict) or records (list) the model finds; ``usage`` is updated in place.
@@ -141,10 +153,11 @@ class LLMExtractor:
         parts = PromptParts(schema=self._answer_schema(task), prompt=task.prompt, page=chunk,
                             url=task.url, known=task.known, max_records=task.max_records,
                             part=part)
-        messages = (
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": user_message(parts, self.client.schema_in_prompt())},
-        )
+        messages = {
+            in_prompt: ({"role": "system", "content": SYSTEM_PROMPT},
+                        {"role": "user", "content": user_message(parts, in_prompt)})
+            for in_prompt in (False, True)
+        }
         key = cache_key(self.config.model, task, chunk, part)
         exchange = _Exchange(key=key, messages=messages)
         exchange.text = await self._call(task, key, messages, usage)
@@ -154,8 +167,9 @@ class LLMExtractor:
             # not JSON: the repair re-prompt is spent on this chunk
             self._stat("repairs")
             usage.repaired = True
-            retry_messages = (*messages, {"role": "assistant", "content": exchange.text},
-                              {"role": "user", "content": repair_message([str(exc)], False)})
+            retry_messages = _extend(
+                messages, {"role": "assistant", "content": exchange.text},
+                {"role": "user", "content": repair_message([str(exc)], False)})
             text = await self._call(task, _derived(key, exchange.text), retry_messages, usage)
             try:
                 exchange.value = self._shape(task, parse_answer(text))
@@ -178,11 +192,12 @@ class LLMExtractor:
         else:
             schema = json.dumps(self._answer_schema(task), ensure_ascii=False, sort_keys=True)
             note = CHUNKED_PAGE_NOTE.format(n=len(exchanges), schema=schema)
-            base = ({"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": note})
+            single = ({"role": "system", "content": SYSTEM_PROMPT},
+                      {"role": "user", "content": note})
+            base = {False: single, True: single}
             previous = json.dumps(self._unshape(task, value), ensure_ascii=False)
-        messages = (*base, {"role": "assistant", "content": previous},
-                    {"role": "user", "content": repair_message(errors, True)})
+        messages = _extend(base, {"role": "assistant", "content": previous},
+                           {"role": "user", "content": repair_message(errors, True)})
         key = _derived("|".join(e.key for e in exchanges), previous + json.dumps(errors))
         text = await self._call(task, key, messages, usage)
         try:
@@ -194,7 +209,7 @@ class LLMExtractor:
     # -- calls -----------------------------------------------------------------------
 
     async def _call(
-        self, task: PageTask, key: str, messages: tuple[dict[str, str], ...], usage: Usage
+        self, task: PageTask, key: str, messages: Variants, usage: Usage
     ) -> str:
         """The answer to ``messages``: from the cache, or from one budgeted call."""
         if self.ledger is not None and self.config.cache_enabled:
@@ -204,17 +219,21 @@ class LLMExtractor:
                 self._stat("cache_hits")
                 return str(cached["text"])
             self._stat("cache_misses")
-        await self._reserve(task)
-        request = ChatRequest(messages=messages, schema=self._answer_schema(task))
-        try:
-            result = await self.client.complete(request)
-        except LLMError as exc:
-            self._stat(f"errors/{exc.code}")
-            await self._release(task)
-            raise
-        cost = self._account(result, usage)
-        if cost and self.ledger is not None and task.max_cost_usd is not None:
-            await asyncio.to_thread(self.ledger.add_cost, task.batch_id, cost)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.config.concurrency)
+        async with self._slots:
+            await self._reserve(task)
+            request = ChatRequest(messages=messages[False], schema=self._answer_schema(task),
+                                  prompt_messages=messages[True])
+            try:
+                result = await self.client.complete(request)
+            except LLMError as exc:
+                self._stat(f"errors/{exc.code}")
+                await self._release(task)
+                raise
+            cost = self._account(result, usage)
+            if cost and self.ledger is not None and task.max_cost_usd is not None:
+                await asyncio.to_thread(self.ledger.add_cost, task.batch_id, cost)
         if self.ledger is not None and self.config.cache_enabled:
             await asyncio.to_thread(self.ledger.cache_put, key, self.config.model, result.text,
                                     result.tokens_in, result.tokens_out)

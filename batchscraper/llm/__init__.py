@@ -1,0 +1,1 @@
+"""LLM extraction: an OpenAI-compatible client, prompts, chunking, cache, budget, grounding."""
