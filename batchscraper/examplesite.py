@@ -263,6 +263,17 @@ def app_shell_page(n: int) -> bytes:
     ).encode()
 
 
+def js_data_page(n: int) -> bytes:
+    """A readable page whose structured data (product ``n``'s JSON-LD) only JavaScript adds."""
+    script = (
+        "<script>setTimeout(function(){var l=document.createElement('script');"
+        "l.type='application/ld+json';l.textContent=JSON.stringify("
+        + json.dumps(_product_ld(n)).replace("</", "<\\/")
+        + ");document.head.appendChild(l);},50);</script>\n</body>"
+    )
+    return product_page(n, "plain").replace(b"</body>", script.encode(), 1)
+
+
 _PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00\x00\x00\x01\x00\x08\x06\x00\x00"
 _CAFE = (
     "<!DOCTYPE html>\n<html><head>{meta}<title>Café crème</title></head>\n<body><h1>Café crème"
@@ -307,6 +318,7 @@ _N_PAGES: dict[str, Callable[[int], bytes]] = {
     "plain": lambda n: product_page(n, "plain"),
     "microdata": lambda n: product_page(n, "microdata"),
     "app-shell": app_shell_page,
+    "js-data": js_data_page,
     "articles": article_page,
 }
 

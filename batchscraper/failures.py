@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from scrapy import exceptions as scrapy_error
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet import error as twisted_error
@@ -18,7 +20,12 @@ RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504, 522, 524})
 FAILURE_CODES: tuple[tuple[tuple[type[BaseException], ...], str, bool], ...] = (
     ((scrapy_error.CannotResolveHostError, twisted_error.DNSLookupError), "DNS_ERROR", True),
     (
-        (scrapy_error.DownloadTimeoutError, twisted_error.TimeoutError, TimeoutError),
+        (
+            scrapy_error.DownloadTimeoutError,
+            twisted_error.TimeoutError,
+            TimeoutError,
+            PlaywrightTimeoutError,
+        ),
         "TIMEOUT",
         True,
     ),
@@ -59,10 +66,32 @@ def fetch_error_from_failure(failure: Failure) -> FetchError:
         )
     if isinstance(exc, scrapy_error.IgnoreRequest) and "redirect" in str(exc):
         return FetchError(str(exc), code="TOO_MANY_REDIRECTS", retryable=False)
+    if isinstance(exc, PlaywrightError) and not isinstance(exc, PlaywrightTimeoutError):
+        return browser_error(exc)
     for types, code, retryable in FAILURE_CODES:
         if isinstance(exc, types):
             return FetchError(_message(exc), code=code, retryable=retryable)
     return FetchError(_message(exc), code="CONNECTION_FAILED", retryable=True)
+
+
+# net::ERR_* of a failed browser navigation -> our code
+BROWSER_NET_ERRORS = (
+    ("ERR_NAME_NOT_RESOLVED", "DNS_ERROR"),
+    ("ERR_CONNECTION", "CONNECTION_FAILED"),
+    ("ERR_TIMED_OUT", "TIMEOUT"),
+    ("ERR_TOO_MANY_REDIRECTS", "TOO_MANY_REDIRECTS"),
+    ("ERR_BLOCKED_BY_CLIENT", "FETCH_BLOCKED"),
+    ("ERR_FAILED", "FETCH_BLOCKED"),  # a navigation our route check aborted
+)
+
+
+def browser_error(exc: PlaywrightError) -> FetchError:
+    """A Playwright failure: a navigation error, or the browser itself failing."""
+    message = exc.message.splitlines()[0] if exc.message else type(exc).__name__
+    for marker, code in BROWSER_NET_ERRORS:
+        if marker in message:
+            return FetchError(message, code=code, retryable=code != "FETCH_BLOCKED")
+    return FetchError(message, code="RENDER_FAILED", retryable=True)
 
 
 def _message(exc: BaseException) -> str:

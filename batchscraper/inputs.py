@@ -24,6 +24,7 @@ from batchscraper.exceptions import (
     InvalidURLsError,
     TooLargeError,
 )
+from batchscraper.render import BROWSER_KEYS, check_browser_options
 from batchscraper.schemas import SchemaLimits, parse_schema
 
 RENDER_MODES = ("auto", "always", "never")
@@ -37,7 +38,7 @@ MODE_ALIASES = {
 }
 FORMATS = ("json", "markdown", "text", "html")
 GROUNDING_MODES = ("flag", "strict")
-URL_KEYS = {"url", "render_js", "mode", "wait_for", "headers", "timeout"}
+URL_KEYS = {"url", "render_js", "mode", "wait_for", "headers", "timeout", *BROWSER_KEYS}
 MAX_URL_LENGTH = 2048
 MAX_PROMPT_CHARS = 4000
 MAX_REPORTED_URL_ERRORS = 50
@@ -72,10 +73,14 @@ class UrlSpec:
     wait_for: str | None = None
     headers: dict[str, str] | None = None
     timeout: float | None = None
+    browser: dict[str, Any] | None = None  # actions, screenshot, cookies, user_agent, viewport
 
     def fetch_key(self) -> str:
         """Identical keys are fetched once (duplicate URLs share one fetch)."""
-        return json.dumps([self.url, self.render_js, self.wait_for, self.headers, self.timeout])
+        return json.dumps(
+            [self.url, self.render_js, self.wait_for, self.headers, self.timeout, self.browser],
+            sort_keys=True,
+        )
 
 
 @dataclass(frozen=True)
@@ -292,6 +297,7 @@ def _url_spec(entry: Any) -> UrlSpec:
         wait_for=wait_for,
         headers=headers,
         timeout=timeout,
+        browser=check_browser_options(entry),
     )
 
 

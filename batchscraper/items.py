@@ -10,8 +10,9 @@ from typing import Any
 class PageItem:
     """One URL's result: the stored item record, plus the page while it is processed.
 
-    ``body`` (the decoded page) is dropped by the store pipeline; everything
-    else is the record written to MongoDB and exported to feeds.
+    ``body`` (the decoded page) and ``screenshot_png`` are dropped by the store
+    pipeline; everything else is the record written to MongoDB and exported
+    to feeds.
     """
 
     batch_id: str
@@ -19,6 +20,7 @@ class PageItem:
     url: str
     status: str = "completed"
     render_mode: str = "fetch"
+    render_reason: str | None = None
     http_status: int | None = None
     final_url: str | None = None
     attempts: int = 1
@@ -33,7 +35,9 @@ class PageItem:
     tokens: dict[str, int] | None = None
     cost_usd: float = 0.0
     extraction: dict[str, Any] | None = None  # how the record was made (method, chunks, grounding)
+    screenshot: dict[str, Any] | None = None
     body: str | None = field(default=None, repr=False)
+    screenshot_png: bytes | None = field(default=None, repr=False)
 
     def fail(self, error: dict[str, Any]) -> None:
         """Mark the item failed with an ``error`` object (code, message, retryable)."""

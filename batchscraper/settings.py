@@ -41,6 +41,18 @@ DOWNLOAD_DELAY = 0
 RETRY_ENABLED = True
 RETRY_TIMES = 2  # replaced per batch by its `retries` option
 RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524, 408]
+RETRY_EXCEPTIONS = [
+    "scrapy.exceptions.CannotResolveHostError",
+    "scrapy.exceptions.DownloadConnectionRefusedError",
+    "scrapy.exceptions.DownloadFailedError",
+    "scrapy.exceptions.DownloadTimeoutError",
+    "scrapy.exceptions.ResponseDataLossError",
+    "twisted.internet.error.ConnectionDone",
+    "twisted.internet.error.ConnectError",
+    "twisted.internet.error.ConnectionLost",
+    "scrapy.core.downloader.handlers.http11.TunnelError",
+    "playwright.async_api.Error",  # navigation failures, a crashed or restarted browser
+]
 
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
@@ -97,6 +109,15 @@ BATCH_CANCEL_CHECK_INTERVAL = 2.0  # seconds between checks of the batch's cance
 BATCH_RETRY_BACKOFF_BASE = 0.5  # seconds; doubled per attempt
 BATCH_RETRY_BACKOFF_MAX = 30.0  # seconds; also caps a server's Retry-After
 BATCH_PROGRESS_INTERVAL = 5.0  # seconds between progress lines on the console
+
+# Headless Chromium (scrapy-playwright) for pages that need JavaScript.
+BATCH_BROWSER_ENABLED = True
+BATCH_CHROMIUM_PATH = ""  # empty: `chromium` on PATH, else /usr/bin/chromium
+BATCH_BROWSER_MAX_PAGES = 4  # pages open at once; more gains nothing on 2 cores
+BATCH_BROWSER_BLOCKED_RESOURCES = ["image", "media", "font"]  # resource types not loaded
+BATCH_BROWSER_SETTLE_MS = 100  # after load, wait until the DOM is quiet this long...
+BATCH_BROWSER_SETTLE_MAX_MS = 2_000  # ...but no longer than this
+BATCH_APP_SHELL_MAX_TEXT = 400  # visible characters below which a page may be an app shell
 
 # -- HTTP API and webhooks (Scrapyd services in batchscraper/api) --------------
 # In the Scrapyd process these can also be set in scrapyd.conf's [batchscraper] section.

@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+import gridfs
+from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
@@ -194,6 +196,7 @@ class BatchStore:
                 )
                 if value is not None
             }
+            overrides.update(url.browser or {})
             if overrides:
                 doc["request"] = overrides
             first = first_index[url.fetch_key()]
@@ -460,6 +463,19 @@ class BatchStore:
             return True
 
         return self._atomic(work)
+
+    def save_screenshot(self, batch_id: str, index: int, png: bytes) -> dict[str, Any]:
+        """Store a page screenshot in GridFS; returns the reference kept on the item."""
+        bucket = gridfs.GridFSBucket(self.db, bucket_name="screenshots")
+        file_id = bucket.upload_from_stream(
+            f"{item_id(batch_id, index)}.png", png,
+            metadata={"batch_id": batch_id, "index": index, "content_type": "image/png"},
+        )
+        return {"gridfs_id": str(file_id), "bucket": "screenshots", "bytes": len(png)}
+
+    def load_screenshot(self, file_id: str) -> bytes:
+        bucket = gridfs.GridFSBucket(self.db, bucket_name="screenshots")
+        return bucket.open_download_stream(ObjectId(file_id)).read()
 
     # -- reads -----------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from batchscraper.items import PageItem
 
 logger = logging.getLogger(__name__)
 
-TRANSIENT_FIELDS = ("body",)
+TRANSIENT_FIELDS = ("body", "screenshot_png")
 
 
 class StorePipeline:
@@ -31,6 +31,16 @@ class StorePipeline:
         spider: Any = self.crawler.spider
         stats = self.crawler.stats
         assert stats is not None
+        retry_in_browser = spider.escalation_for(item)
+        if retry_in_browser is not None:
+            stats.inc_value("batch/render/escalated/extraction")
+            assert self.crawler.engine is not None
+            self.crawler.engine.crawl(retry_in_browser)
+            raise DropItem(f"item {item.index}: rendering in the browser", log_level="DEBUG")
+        if item.screenshot_png:
+            item.screenshot = await asyncio.to_thread(
+                spider.store.save_screenshot, item.batch_id, item.index, item.screenshot_png
+            )
         item.body = None
         record = {k: v for k, v in ItemAdapter(item).items() if k not in TRANSIENT_FIELDS}
         try:

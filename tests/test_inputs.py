@@ -80,7 +80,7 @@ def test_url_list_errors(tmp_path: Path):
     with pytest.raises(BatchInputError, match="no 'url' column"):
         parse_urls(f"@{tmp_path / 'bad.csv'}")
     with pytest.raises(InvalidURLsError, match="unknown keys"):
-        parse_urls([{"url": "https://a.example/", "cookies": "x"}])
+        parse_urls([{"url": "https://a.example/", "proxy": "x"}])
     with pytest.raises(TooLargeError) as info:
         parse_urls(["https://a.example/"] * 3, Limits(max_urls=2))
     assert info.value.http_status == 413
@@ -177,11 +177,32 @@ def test_options_defaults_ranges_and_single_arguments(tmp_path: Path):
         ({"date_filter": {"field": "d", "from": "soon"}}, "not an ISO date"),
         ({"colour": "blue"}, "unknown"),
         ({"concurrency": True}, "must be an integer"),
+        ({"max_llm_calls": -1}, "max_llm_calls: must be between 0"),
+        ({"max_llm_calls": "many"}, "must be an integer"),
+        ({"max_cost_usd": "lots"}, "max_cost_usd: must be a number"),
+        ({"grounding": "loose"}, "grounding: must be one of"),
     ],
 )
 def test_invalid_options(options, message):
     with pytest.raises(InvalidOptionError, match=message):
         parse_options(options)
+
+
+def test_llm_options():
+    options = parse_options({"max_llm_calls": 10, "max_cost_usd": "0.5", "grounding": "strict"})
+    assert (options.max_llm_calls, options.max_cost_usd, options.grounding) == (10, 0.5, "strict")
+    defaults = parse_options(None)
+    assert (defaults.max_llm_calls, defaults.max_cost_usd, defaults.grounding) == (
+        None, None, "flag")
+    assert parse_options({"max_llm_calls": None}).max_llm_calls is None
+    assert parse_options(max_llm_calls="0").max_llm_calls == 0
+
+
+def test_profile_schemas():
+    assert parse_schema("profile:product")["title"] == "Product"
+    assert "ingredients" in parse_schema("profile:recipe")["required"]
+    with pytest.raises(InvalidSchemaError, match="unknown profile 'shoe'"):
+        parse_schema("profile:shoe")
 
 
 def test_max_total_items_limit_follows_setting():
@@ -200,3 +221,44 @@ def test_parse_batch_requires_urls_and_schema():
         parse_batch("https://a.example/", SCHEMA, prompt="x" * 5000)
     spec = parse_batch("https://a.example/", json.dumps(SCHEMA), prompt="titles only")
     assert spec.prompt == "titles only" and spec.schema == SCHEMA
+
+
+def test_browser_options_per_url():
+    (spec,) = parse_urls(
+        [
+            {
+                "url": "https://a.example/",
+                "render_js": "always",
+                "screenshot": True,
+                "actions": [{"type": "click", "selector": "#more"}, {"type": "wait", "ms": 200}],
+                "cookies": {"session": "abc"},
+                "user_agent": "UA/1",
+                "viewport": {"width": 800, "height": 600},
+            }
+        ]
+    )
+    assert spec.browser == {
+        "actions": [{"type": "click", "selector": "#more"}, {"type": "wait", "ms": 200}],
+        "screenshot": True,
+        "cookies": {"session": "abc"},
+        "user_agent": "UA/1",
+        "viewport": {"width": 800, "height": 600},
+    }
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ({"actions": [{"type": "hover"}]}, "actions[0].type must be one of"),
+        ({"actions": [{"type": "click"}]}, "actions[0] (click) needs ['selector']"),
+        ({"actions": [{"type": "wait", "ms": 999999}]}, "actions[0].ms must be between"),
+        ({"actions": "click"}, "actions must be a list"),
+        ({"screenshot": "yes"}, "screenshot must be true or false"),
+        ({"cookies": ["a"]}, "cookies must be an object"),
+        ({"viewport": {"width": 5}}, "viewport must be"),
+    ],
+)
+def test_invalid_browser_options(entry, reason):
+    with pytest.raises(InvalidURLsError) as info:
+        parse_urls([{"url": "https://a.example/", **entry}])
+    assert reason in info.value.details[0]["reason"]

@@ -29,10 +29,20 @@ from batchscraper.exceptions import FetchError
 from batchscraper.failures import fetch_error_from_failure
 from batchscraper.inputs import BatchOptions, BatchSpec, Limits, parse_batch, parse_options
 from batchscraper.items import PageItem
+from batchscraper.render import (
+    RenderConfig,
+    app_shell_reason,
+    browser_meta,
+    configure_browser_guard,
+    screenshot_from,
+)
+from batchscraper.ssrf import ALLOW_ALL, AddressPolicy
 from batchscraper.store import BatchStore, store_for
 
 logger = logging.getLogger(__name__)
 
+# extraction outcomes after an HTTP fetch that send the page to the browser in auto mode
+ESCALATE_ON = ("EXTRACTION_FAILED", "EMPTY_EXTRACTION", "VALIDATION_FAILED")
 TEXT_CONTENT_TYPES = (
     "text/",
     "application/xhtml",
@@ -86,7 +96,7 @@ class BatchSpider(scrapy.Spider):
         self.option_args = option_args
         self.job_id = _job
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.inflight: set[int] = set()
+        self.inflight: dict[int, dict[str, Any]] = {}  # leased items being worked, by index
         self.stop_reason: str | None = None
         self.options = BatchOptions()
 
@@ -98,6 +108,12 @@ class BatchSpider(scrapy.Spider):
         spider.batch = spider._open_batch(crawler.settings)
         stored = spider.batch["options"]
         spider.options = parse_options(stored, Limits(max_total_items=stored["max_total_items"]))
+        spider.render = RenderConfig.from_settings(crawler.settings)
+        spider.ssrf_policy = (
+            AddressPolicy.from_settings(crawler.settings)
+            if crawler.settings.getbool("BATCH_SSRF_GUARD_ENABLED")
+            else ALLOW_ALL
+        )
         spider._apply_batch_settings(crawler)
         crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
         return spider
@@ -130,6 +146,9 @@ class BatchSpider(scrapy.Spider):
         settings.set("AUTOTHROTTLE_TARGET_CONCURRENCY", float(options.concurrency), "spider")
         settings.set("DOWNLOAD_TIMEOUT", options.timeout_per_url, priority="spider")
         settings.set("RETRY_TIMES", options.retries, priority="spider")
+        if settings.getbool("BATCH_BROWSER_ENABLED"):
+            settings.update(self.render.scrapy_settings(), priority="spider")
+            configure_browser_guard(self.ssrf_policy, self.render.blocked_resource_types)
 
     # -- requests --------------------------------------------------------------
 
@@ -174,7 +193,7 @@ class BatchSpider(scrapy.Spider):
                     cursor = 0  # items went back to pending (released or retried)
                     continue
             for doc in docs:
-                self.inflight.add(doc["index"])
+                self.inflight[doc["index"]] = doc
                 yield doc
             await self._wait_for_room()
 
@@ -184,50 +203,85 @@ class BatchSpider(scrapy.Spider):
         while self.stop_reason is None and len(self.inflight) >= limit:
             await asyncio.sleep(ROOM_POLL_SECONDS)
 
-    def request_for(self, doc: dict[str, Any]) -> scrapy.Request:
+    def request_for(self, doc: dict[str, Any], escalation: str | None = None) -> scrapy.Request:
+        """The request for a leased item: HTTP fetch, or Chromium when it must render."""
         overrides = doc.get("request") or {}
-        meta = {
+        timeout = overrides.get("timeout") or self.options.timeout_per_url
+        meta: dict[str, Any] = {
             "batch_item": {"index": doc["index"], "url": doc["url"], "attempts": doc["attempts"]},
             "started": time.monotonic(),
-            "download_timeout": overrides.get("timeout") or self.options.timeout_per_url,
+            "download_timeout": timeout,
             "max_retry_times": self.options.retries,
         }
+        if escalation or self.render_policy(doc) == "always":
+            meta.update(browser_meta(overrides, timeout, self.render))
+            meta["render_reason"] = escalation or "render_js: always"
+        headers = dict(overrides.get("headers") or {})
+        if overrides.get("cookies"):
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in overrides["cookies"].items())
         return scrapy.Request(
             doc["url"],
             callback=self.parse,
             errback=self.on_error,
-            headers=overrides.get("headers"),
+            headers=headers or None,
             meta=meta,
             dont_filter=True,
         )
 
+    def render_policy(self, doc: dict[str, Any]) -> str:
+        """``always``, ``never`` or ``auto``: the URL's own ``render_js``, else the batch's."""
+        return str((doc.get("request") or {}).get("render_js") or self.options.render_js)
+
+    def escalation_for(self, item: PageItem) -> scrapy.Request | None:
+        """In auto mode, a browser request for a fetched page whose extraction came up short."""
+        doc = self.inflight.get(item.index)
+        if doc is None or item.render_mode != "fetch" or self.render_policy(doc) != "auto":
+            return None
+        if not item.error or item.error["code"] not in ESCALATE_ON:
+            return None
+        return self.request_for(doc, escalation=f"auto: {item.error['code']} after fetch")
+
     # -- responses -------------------------------------------------------------
 
-    def parse(self, response: Response) -> PageItem:
+    def parse(self, response: Response) -> PageItem | scrapy.Request:
         item = self._item(response.meta)
         item.http_status = response.status
         item.final_url = response.url
+        if "playwright" in response.flags:
+            item.render_mode = "headless"
+            item.screenshot_png = screenshot_from(response.meta)
+        error = self._response_problem(response)
+        if error is not None:
+            item.fail(error.to_dict())
+            return item
+        assert isinstance(response, TextResponse)
+        item.body = response.text
+        doc = self.inflight.get(item.index)
+        if item.render_mode == "fetch" and doc and self.render_policy(doc) == "auto":
+            reason = app_shell_reason(item.body, self.render.app_shell_max_text)
+            if reason:
+                self.crawler.stats.inc_value("batch/render/escalated/app_shell")
+                return self.request_for(doc, escalation=f"auto: {reason}")
+        return item
+
+    def _response_problem(self, response: Response) -> FetchError | None:
+        """Why a downloaded response cannot be used as a page, or None."""
+        if response.ip_address is not None:
+            problem = self.ssrf_policy.address_problem(response.ip_address)
+            if problem:  # the connection went somewhere the checks did not see
+                return FetchError(problem, code="FETCH_BLOCKED", retryable=False)
+        if len(response.body) > self.render.max_body_bytes:
+            return FetchError(
+                f"page is {len(response.body)} bytes; the limit is {self.render.max_body_bytes}",
+                code="CONTENT_TOO_LARGE", retryable=False,
+            )
         if not isinstance(response, TextResponse) or not _is_text(response):
             content_type = response.headers.get(b"Content-Type", b"").decode("latin-1")
-            item.fail(
-                FetchError(
-                    f"content type {content_type or 'unknown'!r} is not a web page",
-                    code="UNSUPPORTED_CONTENT_TYPE",
-                    retryable=False,
-                ).to_dict()
+            return FetchError(
+                f"content type {content_type or 'unknown'!r} is not a web page",
+                code="UNSUPPORTED_CONTENT_TYPE", retryable=False,
             )
-            return item
-        try:
-            item.body = response.text
-        except UnicodeDecodeError as exc:
-            item.fail(
-                FetchError(
-                    f"page cannot be decoded: {exc}",
-                    code="UNSUPPORTED_CONTENT_TYPE",
-                    retryable=False,
-                ).to_dict()
-            )
-        return item
+        return None
 
     def on_error(self, failure: Failure) -> PageItem:
         request = failure.request  # type: ignore[attr-defined]
@@ -246,13 +300,15 @@ class BatchSpider(scrapy.Spider):
             url=source["url"],
             attempts=source["attempts"] + meta.get("retry_times", 0),
             duration_ms=int((time.monotonic() - meta["started"]) * 1000),
+            render_mode="headless" if meta.get("playwright") else "fetch",
+            render_reason=meta.get("render_reason"),
         )
 
     # -- housekeeping ------------------------------------------------------------
 
     def item_done(self, index: int) -> None:
         """Called by the store pipeline once an item's record is written."""
-        self.inflight.discard(index)
+        self.inflight.pop(index, None)
 
     async def _housekeeping(self) -> None:
         """Renew this worker's leases and notice a cancel request."""

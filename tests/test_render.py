@@ -1,0 +1,209 @@
+"""JavaScript pages through real Chromium (scrapy-playwright + Debian's chromium)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from batchscraper.examplesite import ExampleSite, product_expected
+from batchscraper.store import BatchStore
+from tests.conftest import REPO, batch_id_from
+
+pytestmark = pytest.mark.browser
+
+SCHEMA = json.dumps(
+    {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "sku": {"type": "string"},
+            "price": {"type": "number"},
+        },
+        "required": ["name", "sku", "price"],
+    }
+)
+
+
+def assert_product(item: dict, n: int) -> None:
+    assert item["status"] == "completed", (
+        item.get("error"),
+        item["render_mode"],
+        item.get("render_reason"),
+    )
+    assert item["data"]["sku"] == product_expected(n)["sku"]
+    assert item["data"]["price"] == pytest.approx(product_expected(n)["price"])
+
+
+def test_always_renders_js_only_pages(crawl, site: ExampleSite, store: BatchStore):
+    urls = [site.url(f"/app-shell/{n}") for n in (1, 2, 3)]
+    result = crawl(urls=",".join(urls), schema=SCHEMA, render_js="always")
+    assert result.returncode == 0, result.stderr[-3000:]
+    items = list(store.iter_items(batch_id_from(result)))
+    for n, item in zip((1, 2, 3), items, strict=True):
+        assert_product(item, n)
+        assert item["render_mode"] == "headless"
+        assert item["render_reason"] == "render_js: always"
+
+
+def test_auto_renders_only_the_app_shells_of_a_mixed_batch(
+    crawl, site: ExampleSite, store: BatchStore
+):
+    numbers = list(range(20, 30))
+    urls = [site.url(f"/{'app-shell' if n % 2 else 'products'}/{n}") for n in numbers]
+    shells_before = sum(site.hits(f"/app-shell/{n}") for n in numbers)
+    result = crawl(urls=",".join(urls), schema=SCHEMA)
+    assert result.returncode == 0, result.stderr[-3000:]
+    items = list(store.iter_items(batch_id_from(result)))
+    for n, item in zip(numbers, items, strict=True):
+        assert_product(item, n)
+        assert item["render_mode"] == ("headless" if n % 2 else "fetch")
+        if n % 2:
+            assert item["render_reason"].startswith("auto: app shell")
+    # each app shell: one HTTP fetch, then one browser navigation
+    assert sum(site.hits(f"/app-shell/{n}") for n in numbers) - shells_before == 10
+
+
+def test_auto_escalates_when_required_fields_are_missing(
+    crawl, site: ExampleSite, store: BatchStore
+):
+    result = crawl(urls=site.url("/js-data/7"), schema=SCHEMA)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (item,) = store.iter_items(batch_id_from(result))
+    assert_product(item, 7)
+    assert item["render_mode"] == "headless"
+    assert item["render_reason"] == "auto: VALIDATION_FAILED after fetch"
+
+
+def test_never_does_not_render(crawl, site: ExampleSite, store: BatchStore):
+    result = crawl(urls=site.url("/app-shell/4"), schema=SCHEMA, render_js="never")
+    (item,) = store.iter_items(batch_id_from(result))
+    assert item["render_mode"] == "fetch"
+    assert item["status"] == "failed"
+
+
+def test_wait_for_actions_and_screenshot(crawl, site: ExampleSite, store: BatchStore):
+    urls = json.dumps(
+        [
+            {
+                "url": site.url("/app-shell/5"),
+                "render_js": "always",
+                "wait_for": "#root h1",
+                "actions": [{"type": "scroll"}, {"type": "wait", "ms": 10}],
+                "screenshot": True,
+                "viewport": {"width": 800, "height": 600},
+            }
+        ]
+    )
+    result = crawl(urls=urls, schema=SCHEMA)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (item,) = store.iter_items(batch_id_from(result))
+    assert_product(item, 5)
+    shot = item["screenshot"]
+    png = store.load_screenshot(shot["gridfs_id"])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(png) == shot["bytes"]
+
+
+def test_browser_timeout_is_timeout(crawl, site: ExampleSite, store: BatchStore):
+    result = crawl(
+        urls=site.url("/slow?delay=6"),
+        schema=SCHEMA,
+        render_js="always",
+        timeout_per_url=1,
+        retries=0,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (item,) = store.iter_items(batch_id_from(result))
+    assert item["error"]["code"] == "TIMEOUT", item["error"]
+    assert item["render_mode"] == "headless"
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (from /proc), so only this crawl's browser is touched."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def browser_pids(pid: int) -> set[int]:
+    found = set()
+    for child in descendants(pid):
+        try:
+            if "chrom" in Path(f"/proc/{child}/comm").read_text():
+                found.add(child)
+        except OSError:
+            continue
+    return found
+
+
+def wait_for_browsers(pid: int, exclude: set[int], seconds: float) -> set[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = browser_pids(pid) - exclude
+        if found:
+            return found
+        time.sleep(0.1)
+    return set()
+
+
+def test_killed_browser_is_restarted_and_items_retried(
+    mongo_uri: str, batch_home: Path, site: ExampleSite, store: BatchStore
+):
+    urls = [site.url(f"/slow?delay=0.4&n={n}") for n in range(24)]
+    command = [
+        sys.executable,
+        "-m",
+        "scrapy",
+        "crawl",
+        "batch",
+        "-a",
+        "urls=" + ",".join(urls),
+        "-a",
+        f"schema={SCHEMA}",
+        "-a",
+        "render_js=always",
+        "-a",
+        "retries=3",
+        "-a",
+        "concurrency=4",
+        "-s",
+        "BATCH_ALLOWED_NETWORKS=127.0.0.0/8",
+    ]
+    env = {**os.environ, "MONGO_URI": mongo_uri, "BATCHSCRAPER_HOME": str(batch_home)}
+    with subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True) as crawl:
+        killed = wait_for_browsers(crawl.pid, set(), 60)
+        assert killed, "no Chromium started"
+        time.sleep(1.0)  # pages in flight
+        for pid in killed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        restarted = wait_for_browsers(crawl.pid, killed, 60)
+        _, stderr = crawl.communicate(timeout=180)
+    assert crawl.returncode == 0, stderr[-3000:]
+    assert restarted, "the browser was not restarted"
+    result = subprocess.CompletedProcess([], 0, "", stderr)
+    items = list(store.iter_items(batch_id_from(result)))
+    assert [item["status"] for item in items] == ["completed"] * 24, [
+        item.get("error") for item in items if item["status"] != "completed"
+    ]
+    batch = store.get_batch(items[0]["batch_id"])
+    assert batch["counters"]["completed"] == 24 and batch["status"] == "completed"
