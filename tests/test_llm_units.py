@@ -163,3 +163,30 @@ def test_every_profile_is_a_valid_schema():
         schema = parse_schema(f"profile:{name}")
         assert schema["type"] == "object" and schema["required"]
         assert strict_schema(schema) is not None
+
+
+def test_reextract_items_come_from_stored_content(store):
+    from batchscraper.exceptions import BatchStateError
+    from batchscraper.inputs import parse_batch
+    from batchscraper.reextract import reextract_spec, stored_page_item
+
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    spec = parse_batch(["https://a.example/1", "https://a.example/2", "https://a.example/3"],
+                       schema, formats="json,html,markdown")
+    source = store.create_batch(spec)["_id"]
+    store.items.update_one({"_id": f"{source}:0"}, {"$set": {
+        "content": {"html": "<h1>One</h1>"}, "final_url": "https://a.example/one"}})
+    store.items.update_one({"_id": f"{source}:1"}, {"$set": {"content": {"markdown": "# Two"}}})
+    store.items.update_one({"_id": f"{source}:2"}, {"$set": {
+        "error": {"code": "HTTP_ERROR", "message": "HTTP 404", "retryable": False}}})
+    new = reextract_spec(store, source, {**schema, "title": "New"}, prompt="names")
+    assert [u.url for u in new.urls] == [u.url for u in spec.urls]
+    assert new.options.formats == ("html", "markdown") and new.prompt == "names"
+    docs = [{"index": n, "url": u.url, "attempts": 1} for n, u in enumerate(new.urls)]
+    html, markdown, failed = (stored_page_item(store, source, d, "b_new") for d in docs)
+    assert html.body == "<h1>One</h1>" and html.final_url == "https://a.example/one"
+    assert markdown.body is None and markdown.content == {"markdown": "# Two"}
+    assert failed.status == "failed" and failed.error["code"] == "HTTP_ERROR"
+    bare = store.create_batch(parse_batch(["https://a.example/1"], schema))["_id"]
+    with pytest.raises(BatchStateError, match="kept no page content"):
+        reextract_spec(store, bare, schema)

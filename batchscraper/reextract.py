@@ -1,0 +1,71 @@
+"""Re-extract a batch from stored content, without fetching again.
+
+A batch whose ``formats`` kept the page (``html``, or ``markdown``/``text``)
+can be extracted again with a new schema or prompt: :func:`reextract_spec`
+builds the new batch from the old one's URLs, and :func:`stored_page_item`
+turns each stored item into the :class:`PageItem` the pipelines expect. With
+``html`` kept, structured data is parsed again; with only markdown or text,
+extraction is LLM-only on that text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchscraper.exceptions import BatchStateError, FetchError
+from batchscraper.inputs import BatchOptions, BatchSpec, UrlSpec
+from batchscraper.items import PageItem
+from batchscraper.store import BatchStore, item_id
+
+CONTENT_FORMATS = ("html", "markdown", "text")
+
+
+def reextract_spec(
+    store: BatchStore,
+    source_batch_id: str,
+    schema: dict[str, Any],
+    prompt: str | None = None,
+    options: BatchOptions | None = None,
+) -> BatchSpec:
+    """A new batch over the source batch's URLs (same order) with a new schema/prompt."""
+    source = store.get_batch(source_batch_id)
+    kept = set(source["options"].get("formats") or ()) & set(CONTENT_FORMATS)
+    if not kept:
+        raise BatchStateError(
+            f"batch {source_batch_id} kept no page content (formats html, markdown or text)"
+        )
+    urls = [UrlSpec(url=doc["url"]) for doc in store.iter_items(source_batch_id)]
+    return BatchSpec(urls=urls, schema=schema, prompt=prompt,
+                     options=options or BatchOptions(formats=tuple(sorted(kept))))
+
+
+def stored_page_item(
+    store: BatchStore, source_batch_id: str, doc: dict[str, Any], batch_id: str
+) -> PageItem:
+    """The item to extract for ``doc`` (an item of the new batch) from the source's content.
+
+    A source item without content (it failed to fetch) gives a failed item
+    with its original error, so the new batch records why.
+    """
+    source = store.items.find_one(
+        {"_id": item_id(source_batch_id, doc["index"])},
+        {"content": 1, "final_url": 1, "http_status": 1, "render_mode": 1, "error": 1},
+    ) or {}
+    item = PageItem(
+        batch_id=batch_id, index=doc["index"], url=doc["url"],
+        attempts=doc.get("attempts", 1), final_url=source.get("final_url"),
+        http_status=source.get("http_status"), render_mode=source.get("render_mode", "fetch"),
+    )
+    content = source.get("content") or {}
+    if content.get("html"):
+        item.body = content["html"]
+    elif content.get("markdown") or content.get("text"):
+        kept = "markdown" if content.get("markdown") else "text"
+        item.content = {kept: content[kept]}
+    else:
+        error = source.get("error") or FetchError(
+            "the source batch kept no content for this URL", code="NO_STORED_CONTENT",
+            retryable=False,
+        ).to_dict()
+        item.fail(error)
+    return item
