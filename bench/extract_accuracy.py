@@ -1,0 +1,206 @@
+"""Field accuracy of the whole spider on the labeled corpus (../shared/corpus/dev).
+
+Serves every case's page from a local HTTP server on 127.0.0.1, runs
+``scrapy crawl batch`` once per distinct schema (cases sharing a schema share
+a batch), reads the records back from MongoDB and scores them with the
+corpus's ``score.py``. Modes:
+
+* ``structured``: no LLM (``BATCH_LLM_ENABLED=False``) — the baseline;
+* ``llm``: whatever endpoint ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` name
+  (skipped when neither is set);
+* ``fake``: the deterministic fake server of the tests (``--fake``), which
+  exercises the LLM path but knows nothing about real pages.
+
+Prints field accuracy per kind, LLM calls and tokens per page, the cases
+whose JSON-LD covers every labeled field (target: >= 0.9, zero LLM calls),
+and one JSON line with everything.
+
+    .venv/bin/python bench/extract_accuracy.py [--fake] [--cases product-] [-v]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+sys.path.insert(0, str(REPO))
+
+from batchscraper.mongo import ensure_embedded_server, stop_embedded_server  # noqa: E402
+from batchscraper.store import BatchStore, store_for  # noqa: E402
+
+PARALLEL_CRAWLS = 3
+CRAWL_TIMEOUT = 900
+
+
+def load_cases(pattern: str) -> dict[str, dict[str, Any]]:
+    cases = {}
+    for folder in sorted((CORPUS / "dev").iterdir()):
+        if folder.is_dir() and pattern in folder.name:
+            meta = json.loads((folder / "meta.json").read_text())
+            cases[folder.name] = {
+                "page": (folder / "page.html").read_bytes(),
+                "schema": json.loads((folder / "schema.json").read_text()),
+                "kind": meta["kind"],
+                "jsonld_covers": meta["structured_data"]["json-ld"]["covers_all_fields"],
+            }
+    return cases
+
+
+def serve(cases: dict[str, dict[str, Any]]) -> ThreadingHTTPServer:
+    """The corpus pages at http://127.0.0.1:<port>/<case_id>, bytes as saved."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            case = cases.get(self.path.strip("/"))
+            body = case["page"] if case else b"not found"
+            self.send_response(200 if case else 404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def crawl(case_ids: list[str], schema: dict[str, Any], base: str, env: dict[str, str],
+          settings: dict[str, Any], workdir: Path) -> str:
+    """One batch over ``case_ids``; returns its id."""
+    schema_file = workdir / f"schema-{case_ids[0]}.json"
+    schema_file.write_text(json.dumps(schema))
+    urls = ",".join(f"{base}/{case_id}" for case_id in case_ids)
+    command = [sys.executable, "-m", "scrapy", "crawl", "batch", "-a", f"urls={urls}",
+               "-a", f"schema=@{schema_file}", "-a", "render_js=never",
+               "-s", "BATCH_ALLOWED_NETWORKS=127.0.0.0/8", "-s", "LOG_LEVEL=INFO"]
+    for key, value in settings.items():
+        command += ["-s", f"{key}={value}"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=CRAWL_TIMEOUT)
+    for line in result.stderr.splitlines():
+        if "Created batch b_" in line:
+            return line.split("Created batch ", 1)[1].split()[0]
+    raise RuntimeError(f"crawl failed:\n{result.stderr[-3000:]}")
+
+
+def run_mode(name: str, cases: dict[str, dict[str, Any]], base: str, env: dict[str, str],
+             settings: dict[str, Any], store: BatchStore, workdir: Path) -> dict[str, Any]:
+    groups: dict[str, list[str]] = {}
+    for case_id, case in cases.items():
+        groups.setdefault(json.dumps(case["schema"], sort_keys=True), []).append(case_id)
+    with ThreadPoolExecutor(PARALLEL_CRAWLS) as pool:
+        batches = list(pool.map(
+            lambda ids: (ids, crawl(ids, cases[ids[0]]["schema"], base, env, settings, workdir)),
+            groups.values()))
+    items: dict[str, dict[str, Any]] = {}
+    for case_ids, batch_id in batches:
+        for case_id, item in zip(case_ids, store.iter_items(batch_id), strict=True):
+            items[case_id] = item
+    predictions = workdir / f"predictions-{name}.jsonl"
+    predictions.write_text("".join(
+        json.dumps({"case_id": case_id, "data": item.get("data")
+                    if isinstance(item.get("data"), dict) else {}}) + "\n"
+        for case_id, item in items.items()))
+    scored = json.loads(subprocess.run(
+        [sys.executable, str(CORPUS / "score.py"), str(CORPUS / "dev"), str(predictions),
+         "--json"], capture_output=True, text=True, check=True).stdout)
+    calls = [items[c].get("llm_calls") or 0 for c in cases]
+    tokens = [(items[c].get("tokens") or {}) for c in cases]
+    covered = [c for c in cases if cases[c]["jsonld_covers"]]
+    return {
+        "mode": name,
+        "field_accuracy": scored["overall"]["field_accuracy"],
+        "per_kind": {k: v["field_accuracy"] for k, v in scored["per_kind"].items()},
+        "cases": len(cases),
+        "llm_calls_per_page": round(mean(calls), 3),
+        "tokens_in_per_page": round(mean(t.get("in", 0) for t in tokens), 1),
+        "tokens_out_per_page": round(mean(t.get("out", 0) for t in tokens), 1),
+        "jsonld_cases": {c: {"accuracy": round(scored["per_case"][c]["accuracy"], 3),
+                             "llm_calls": items[c].get("llm_calls") or 0} for c in covered},
+        "statuses": {c: (items[c].get("error") or {}).get("code", items[c]["status"])
+                     for c in cases},
+        "per_case": {c: round(scored["per_case"][c]["accuracy"], 3) for c in cases},
+    }
+
+
+def report(result: dict[str, Any], verbose: bool) -> None:
+    print(f"\n== {result['mode']}: field_accuracy={result['field_accuracy']:.3f} over "
+          f"{result['cases']} cases; LLM calls/page {result['llm_calls_per_page']}, "
+          f"tokens/page in {result['tokens_in_per_page']} out {result['tokens_out_per_page']}")
+    for kind, accuracy in result["per_kind"].items():
+        print(f"   {kind:<10} {accuracy:.3f}")
+    covered = result["jsonld_cases"]
+    if covered:
+        low = {c: v for c, v in covered.items() if v["accuracy"] < 0.9 or v["llm_calls"]}
+        print(f"   JSON-LD-covered cases: {len(covered)}; below 0.9 or with LLM calls: "
+              f"{low or 'none'}")
+    if verbose:
+        for case_id, accuracy in result["per_case"].items():
+            print(f"   {case_id:<42} {accuracy:.3f}  {result['statuses'][case_id]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fake", action="store_true", help="also run against the fake LLM")
+    parser.add_argument("--cases", default="", help="only case ids containing this text")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    cases = load_cases(args.cases)
+    server = serve(cases)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        home = workdir / "home"
+        uri = os.environ.get("MONGO_URI") or (
+            f"mongodb://127.0.0.1:{ensure_embedded_server(home)}/bench_accuracy"
+            "?directConnection=true")
+        env = {**os.environ, "MONGO_URI": uri, "BATCHSCRAPER_HOME": str(home)}
+        store = store_for(uri)
+        modes: list[tuple[str, dict[str, str], dict[str, Any]]] = [
+            ("structured", env, {"BATCH_LLM_ENABLED": False})]
+        if os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"):
+            modes.append(("llm", env, {"BATCH_LLM_CACHE_ENABLED": False}))
+        fake = None
+        if args.fake:
+            from tests.fakellm import FakeLLM
+
+            fake = FakeLLM().start()
+            modes.append(("fake", env, fake.settings()))
+        try:
+            results = [run_mode(name, cases, base, mode_env, settings, store, workdir)
+                       for name, mode_env, settings in modes]
+        finally:
+            server.shutdown()
+            if fake is not None:
+                fake.stop()
+            if not os.environ.get("MONGO_URI"):
+                stop_embedded_server(home)
+    for result in results:
+        report(result, args.verbose)
+    baseline = results[0]["field_accuracy"]
+    line = {"bench": "extract_accuracy", "baseline_mode": "structured",
+            "results": [{k: v for k, v in r.items() if k not in ("per_case", "statuses")}
+                        for r in results],
+            "ratios_vs_structured": {r["mode"]: round(r["field_accuracy"] / baseline, 3)
+                                     if baseline else None for r in results}}
+    print(json.dumps(line))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
