@@ -57,7 +57,10 @@ SCROLL_SCRIPT = "window.scrollBy(0, document.body.scrollHeight)"
 SETTLE_SCRIPT = """([quiet, cap]) => new Promise(resolve => {
   let timer;
   const done = () => { observer.disconnect(); resolve(true); };
-  const observer = new MutationObserver(() => { clearTimeout(timer); timer = setTimeout(done, quiet); });
+  const observer = new MutationObserver(() => {
+    clearTimeout(timer);
+    timer = setTimeout(done, quiet);
+  });
   observer.observe(document, {subtree: true, childList: true, characterData: true});
   timer = setTimeout(done, quiet);
   setTimeout(done, cap);
