@@ -152,7 +152,7 @@ def test_list_is_owner_scoped_newest_first_and_paginated(
 def test_cancel_mid_run(
     scrapyd: ScrapydServer, openapi: dict, site: ExampleSite, store: BatchStore
 ) -> None:
-    urls = [site.url(f"/slow?delay=20&n={n}") for n in range(12)]
+    urls = [site.url(f"/slow?delay=6&n={n}") for n in range(12)]
     options = {"concurrency": 2, "timeout_per_url": 60, "retries": 0}
     batch_id = submit(scrapyd, {"urls": urls, "fields": FIELDS, "options": options})["batch_id"]
     wait_for(

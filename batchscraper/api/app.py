@@ -119,7 +119,8 @@ def application(config: Any) -> Any:
         resource = api.services.get(load_object(path)) if path else None
         if resource is not None:
             mounts[name.encode()] = resource
-    for service in IServiceCollection(app):
+    services: Any = IServiceCollection(app)
+    for service in services:
         if isinstance(service, TCPServer | UNIXServer):
             site = service.args[1]
             site.resource = ApiFront(site.resource, mounts)

@@ -6,12 +6,13 @@ import datetime as dt
 import logging
 import time
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer, reactor, task, threads
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
 
 from batchscraper.webhooks import WebhookOutbox, signed_headers
 
@@ -85,6 +86,6 @@ class WebhookDelivery(Service):
         raw = Headers({key.encode(): [value.encode()] for key, value in headers.items()})
         raw.setRawHeaders(b"content-type", [b"application/json"])
         raw.setRawHeaders(b"user-agent", [USER_AGENT])
-        producer = FileBodyProducer(BytesIO(body))
+        producer = cast(IBodyProducer, FileBodyProducer(BytesIO(body)))
         response = await self.agent.request(b"POST", url.encode(), raw, producer)
         return response.code, await readBody(response)

@@ -80,7 +80,9 @@ class Batches(ApiResource):
         page = query_int(request, "page", 1, 1, 10**9)
         limit = query_int(request, "limit", config.page_size, 1, config.max_batches_limit)
         status = query_choice(request, "status", BATCH_STATUSES)
-        batches, total = await deferToThread(self.api.service.list, caller, page, limit, status)
+        batches, total = await deferToThread(
+            self.api.service.list_batches, caller, page, limit, status
+        )
         base = self.base(request)
         return JsonResponse(
             {

@@ -132,7 +132,7 @@ class BatchService:
         caller.check_access(batch)
         return batch
 
-    def list(
+    def list_batches(
         self, caller: Caller, page: int, limit: int, status: str | None
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of the caller's batches, newest first, and how many there are."""
