@@ -153,7 +153,7 @@ class LLMExtractor:
         parts = PromptParts(schema=self._answer_schema(task), prompt=task.prompt, page=chunk,
                             url=task.url, known=task.known, max_records=task.max_records,
                             part=part)
-        messages = {
+        messages: Variants = {
             in_prompt: ({"role": "system", "content": SYSTEM_PROMPT},
                         {"role": "user", "content": user_message(parts, in_prompt)})
             for in_prompt in (False, True)
@@ -296,10 +296,12 @@ class LLMExtractor:
     async def _gather(self, calls: list[Any]) -> list[_Exchange]:
         """Every chunk's exchange; the first failure is raised once all have finished."""
         results = await asyncio.gather(*calls, return_exceptions=True)
+        exchanges = []
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return list(results)
+            exchanges.append(result)
+        return exchanges
 
     def _stat(self, key: str, value: float = 1) -> None:
         if self.stats is not None:
