@@ -1,0 +1,126 @@
+"""Helpers shared by the benchmarks: process-tree memory, crawl runner, result lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results.jsonl"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size of one process (shared pages split between sharers)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+class MemorySampler:
+    """Samples, every ``interval`` s, the PSS of ``root``'s Chromium tree and ``root``'s RSS."""
+
+    def __init__(self, root: int, interval: float = 0.2) -> None:
+        self.root = root
+        self.interval = interval
+        self.browser: list[int] = []
+        self.process: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            tree = descendants(self.root)
+            self.browser.append(sum(pss_bytes(p) for p in tree if "chrom" in comm(p)))
+            self.process.append(rss_bytes(self.root))
+
+
+def run_crawl(
+    args: dict[str, Any], settings: dict[str, Any], env: dict[str, str], interval: float = 0.2
+) -> tuple[subprocess.CompletedProcess[str], MemorySampler]:
+    """``scrapy crawl batch`` in a subprocess, sampling its memory while it runs."""
+    command = [sys.executable, "-m", "scrapy", "crawl", "batch"]
+    for key, value in args.items():
+        command += ["-a", f"{key}={value}"]
+    for key, value in settings.items():
+        command += ["-s", f"{key}={value}"]
+    with subprocess.Popen(
+        command, cwd=REPO, env={**os.environ, **env}, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as process, MemorySampler(process.pid, interval) as sampler:
+        stdout, stderr = process.communicate()
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    if result.returncode != 0:
+        raise SystemExit(f"crawl failed:\n{stderr[-3000:]}")
+    return result, sampler
+
+
+def batch_id_from(stderr: str) -> str:
+    for line in stderr.splitlines():
+        if "Created batch b_" in line:
+            return line.split("Created batch ", 1)[1].split()[0]
+    raise SystemExit(f"no batch created:\n{stderr[-3000:]}")
+
+
+def record(name: str, figures: dict[str, Any]) -> None:
+    """Print the figures and append them as one JSON line to bench/results.jsonl."""
+    line = {"bench": name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
+    print(json.dumps(line, indent=None))
+    with RESULTS.open("a") as handle:
+        handle.write(json.dumps(line) + "\n")
+
+
+def mb(value: float) -> float:
+    return round(value / 1024 / 1024, 1)

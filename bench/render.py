@@ -1,0 +1,114 @@
+"""JavaScript pages/s through the batch spider vs raw Playwright, and browser memory.
+
+Both sides render the same app-shell pages of the local example site with
+the same Chromium, launch flags and page concurrency, in the same run:
+
+- raw: Playwright's async API, a new page per URL, ``goto(wait_until=load)``
+  then ``content()`` — no Scrapy, no extraction, no MongoDB;
+- spider: ``scrapy crawl batch -a render_js=always`` (extraction, validation,
+  storage included), timed from the batch's ``started_at`` to ``finished_at``.
+
+Also samples the PSS of each side's Chromium tree; for the spider, the peak
+of the run's second half vs its first half shows whether it grows with pages.
+
+    python bench/render.py [--pages 200] [--concurrency 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from playwright.async_api import async_playwright
+
+from batchscraper.examplesite import ExampleSite
+from batchscraper.inputs import parse_batch
+from batchscraper.mongo import connect, database_name, ensure_embedded_server
+from batchscraper.render import CHROMIUM_ARGS, chromium_executable
+from batchscraper.store import BatchStore
+from bench._common import MemorySampler, mb, record, run_crawl
+
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "price": {"type": "number"}},
+          "required": ["name", "price"]}
+
+
+async def raw_playwright(urls: list[str], concurrency: int) -> float:
+    """Seconds to render every URL with plain Playwright (browser launch included)."""
+    started = time.perf_counter()
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium_executable(None), args=list(CHROMIUM_ARGS), headless=True
+        )
+        context = await browser.new_context()
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for url in urls:
+            queue.put_nowait(url)
+
+        async def worker() -> None:
+            while not queue.empty():
+                url = queue.get_nowait()
+                page = await context.new_page()
+                await page.goto(url, wait_until="load")
+                await page.content()
+                await page.close()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await browser.close()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args()
+    home = Path(os.environ.get("BATCHSCRAPER_HOME", ".batchscraper")).resolve()
+    port = ensure_embedded_server(home)
+    uri = f"mongodb://127.0.0.1:{port}/batchscraper_bench?directConnection=true"
+    store = BatchStore(connect(uri), database_name(uri))
+
+    with ExampleSite() as site:
+        urls = [site.url(f"/app-shell/{n}") for n in range(1, args.pages + 1)]
+        with MemorySampler(os.getpid()) as raw_memory:
+            raw_seconds = asyncio.run(raw_playwright(urls, args.concurrency))
+        spec = parse_batch(urls, SCHEMA, options={
+            "render_js": "always", "concurrency": args.concurrency, "retries": 0})
+        batch_id = store.create_batch(spec)["_id"]
+        _, spider_memory = run_crawl(
+            {"batch_id": batch_id},
+            {"BATCH_ALLOWED_NETWORKS": "127.0.0.0/8", "BATCH_BROWSER_MAX_PAGES": args.concurrency,
+             "LOG_LEVEL": "WARNING", "AUTOTHROTTLE_ENABLED": False},
+            {"MONGO_URI": uri},
+        )
+    batch = store.get_batch(batch_id)
+    spider_seconds = (batch["finished_at"] - batch["started_at"]).total_seconds()
+    samples = [s for s in spider_memory.browser if s]
+    half = len(samples) // 2
+    first_half, second_half = max(samples[:half], default=0), max(samples[half:], default=0)
+    raw_rate = args.pages / raw_seconds
+    spider_rate = args.pages / spider_seconds
+    print(f"raw Playwright: {raw_rate:.2f} pages/s   spider: {spider_rate:.2f} pages/s   "
+          f"ratio {spider_rate / raw_rate:.2f} (target >= 0.8)")
+    print(f"browser PSS peak: raw {mb(max(raw_memory.browser, default=0))} MB, "
+          f"spider {mb(max(samples, default=0))} MB; spider first half {mb(first_half)} MB, "
+          f"second half {mb(second_half)} MB (flat: ratio {second_half / max(first_half, 1):.2f})")
+    record("render", {
+        "pages": args.pages, "concurrency": args.concurrency,
+        "raw_pages_per_s": round(raw_rate, 2), "spider_pages_per_s": round(spider_rate, 2),
+        "ratio": round(spider_rate / raw_rate, 3),
+        "completed": batch["counters"]["completed"],
+        "raw_browser_pss_peak_mb": mb(max(raw_memory.browser, default=0)),
+        "spider_browser_pss_peak_mb": mb(max(samples, default=0)),
+        "spider_browser_pss_first_half_mb": mb(first_half),
+        "spider_browser_pss_second_half_mb": mb(second_half),
+    })
+
+
+if __name__ == "__main__":
+    main()
