@@ -76,7 +76,8 @@ def start_scrapyd(home: Path, mongo_uri: str) -> tuple[subprocess.Popen[bytes], 
            "BATCHSCRAPER_HOME": str(home)}
     log = (home / "scrapyd.out").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "batchscraper.cli", "serve"], cwd=REPO,
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
+                               env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -154,7 +155,7 @@ def main() -> int:
                       **bench_submit(url, store, args.submits), **bench_polls(url, store,
                                                                               args.polls)}
         finally:
-            process.send_signal(signal.SIGTERM)
+            os.killpg(process.pid, signal.SIGTERM)  # Scrapyd and any crawl it started
             process.wait(timeout=30)
             store.client.close()
             if own_mongo:

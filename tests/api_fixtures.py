@@ -10,6 +10,7 @@ processes it starts.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -127,13 +128,16 @@ class ScrapydServer:
         return self.log.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
+        """Stop Scrapyd and the crawl processes it started (its own process group)."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # crawls that outlived Scrapyd
 
 
 def write_scrapyd_home(path: Path, port: int, api_settings: dict[str, str]) -> Path:
@@ -172,7 +176,7 @@ def start_scrapyd(
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "batchscraper.cli", "serve"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     server = ScrapydServer(f"http://127.0.0.1:{port}", process, log)
     if wait:

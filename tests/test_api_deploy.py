@@ -58,7 +58,7 @@ def test_scrapyd_deploy_egg_then_api_batch(
     with (tmp_path / "scrapyd.out").open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "scrapyd", "--pidfile="], cwd=workdir, env=env,
-            stdout=out, stderr=subprocess.STDOUT,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     server = ScrapydServer(f"http://127.0.0.1:{port}", process, tmp_path / "scrapyd.out")
     try:
