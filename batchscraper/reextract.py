@@ -10,33 +10,44 @@ extraction is LLM-only on that text.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from batchscraper.exceptions import BatchStateError, FetchError
-from batchscraper.inputs import BatchOptions, BatchSpec, UrlSpec
+from batchscraper.inputs import BatchOptions, BatchSpec, Limits, parse_batch
 from batchscraper.items import PageItem
 from batchscraper.store import BatchStore, item_id
 
 CONTENT_FORMATS = ("html", "markdown", "text")
+DEFAULT_LIMITS = Limits()
 
 
 def reextract_spec(
     store: BatchStore,
     source_batch_id: str,
-    schema: dict[str, Any],
-    prompt: str | None = None,
-    options: BatchOptions | None = None,
+    schema: Any,
+    prompt: Any = None,
+    options: Any = None,
+    limits: Limits = DEFAULT_LIMITS,
+    **option_args: Any,
 ) -> BatchSpec:
-    """A new batch over the source batch's URLs (same order) with a new schema/prompt."""
+    """A new batch over the source batch's URLs (same order) with a new schema/prompt.
+
+    Inputs are parsed exactly like :func:`parse_batch`'s; unless the options
+    say otherwise, the new batch keeps the same content formats as the
+    source, so it can be re-extracted again.
+    """
     source = store.get_batch(source_batch_id)
     kept = set(source["options"].get("formats") or ()) & set(CONTENT_FORMATS)
     if not kept:
         raise BatchStateError(
             f"batch {source_batch_id} kept no page content (formats html, markdown or text)"
         )
-    urls = [UrlSpec(url=doc["url"]) for doc in store.iter_items(source_batch_id)]
-    return BatchSpec(urls=urls, schema=schema, prompt=prompt,
-                     options=options or BatchOptions(formats=tuple(sorted(kept))))
+    urls = [doc["url"] for doc in store.iter_items(source_batch_id)]
+    spec = parse_batch(urls, schema, prompt, options, limits, **option_args)
+    if spec.options.formats == BatchOptions().formats:
+        spec = replace(spec, options=replace(spec.options, formats=tuple(sorted(kept))))
+    return spec
 
 
 def stored_page_item(

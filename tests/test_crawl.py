@@ -154,3 +154,34 @@ def test_fail_fast_cancels_the_rest(crawl, site: ExampleSite, store: BatchStore)
     assert batch["counters"]["cancelled"] > 30
     assert batch["error"]["code"] == "FAIL_FAST"
     assert batch["status"] == ("partial" if batch["counters"]["completed"] else "failed")
+
+
+def test_reextract_from_stored_content_without_fetching(crawl, site: ExampleSite,
+                                                        store: BatchStore):
+    urls = [site.url(f"/products/{n}") for n in (31, 32)] + [site.url("/status/404")]
+    first = crawl(urls=",".join(urls), schema=json.dumps(PRODUCT_SCHEMA), formats="json,html")
+    source = batch_id_from(first)
+    hits = site.hits("/products/31")
+    brand_schema = {"type": "object", "properties": {"brand": {"type": "string"}},
+                    "required": ["brand"]}
+    again = crawl(reextract_from=source, schema=json.dumps(brand_schema))
+    assert again.returncode == 0, again.stderr[-3000:]
+    batch = store.get_batch(batch_id_from(again))
+    assert batch["reextract_from"] == source
+    assert batch["options"]["formats"] == ["html"]
+    items = list(store.iter_items(batch["_id"]))
+    assert [item["data"] for item in items[:2]] == [
+        {"brand": product_expected(n)["brand"]} for n in (31, 32)]
+    assert items[2]["error"]["code"] == "HTTP_ERROR"  # the source's own failure, kept
+    assert site.hits("/products/31") == hits  # nothing fetched again
+    assert_counters_match_items(store, batch["_id"])
+
+
+def test_reextract_from_a_batch_without_content_is_refused(crawl, site: ExampleSite,
+                                                          store: BatchStore):
+    first = crawl(urls=site.url("/products/33"), schema=json.dumps(PRODUCT_SCHEMA))
+    before = store.batches.count_documents({})
+    again = crawl(reextract_from=batch_id_from(first), schema=json.dumps(PRODUCT_SCHEMA))
+    assert again.returncode == 2
+    assert "INVALID_STATE" in again.stderr and "kept no page content" in again.stderr
+    assert store.batches.count_documents({}) == before

@@ -14,6 +14,7 @@ from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 
 from batchscraper.exceptions import BatchError
 from batchscraper.inputs import Limits, parse_batch
+from batchscraper.reextract import reextract_spec
 from batchscraper.store import store_for
 
 INPUT_ARGS = ("urls", "schema", "prompt", "options")
@@ -42,8 +43,17 @@ class Command(ScrapyCrawlCommand):
             return dict(spargs)
         inputs = {key: spargs.get(key) for key in INPUT_ARGS}
         passthrough = {k: v for k, v in spargs.items() if k.startswith("_")}
+        source = spargs.get("reextract_from")
         option_args = {
-            k: v for k, v in spargs.items() if k not in INPUT_ARGS and k not in passthrough
+            k: v for k, v in spargs.items()
+            if k not in INPUT_ARGS and k not in passthrough and k != "reextract_from"
         }
-        spec = parse_batch(limits=Limits.from_settings(settings), **inputs, **option_args)
-        return {"spec": spec, **passthrough}
+        limits = Limits.from_settings(settings)
+        if not source:
+            return {"spec": parse_batch(limits=limits, **inputs, **option_args), **passthrough}
+        if inputs.pop("urls"):
+            raise BatchError("reextract_from: uses the source batch's URLs; drop urls",
+                             code="INVALID_INPUT")
+        store = store_for(settings.get("MONGO_URI") or None)
+        spec = reextract_spec(store, source, limits=limits, **inputs, **option_args)
+        return {"spec": spec, "reextract_from": source, **passthrough}

@@ -29,6 +29,7 @@ from batchscraper.exceptions import FetchError
 from batchscraper.failures import fetch_error_from_failure
 from batchscraper.inputs import BatchOptions, BatchSpec, Limits, parse_batch, parse_options
 from batchscraper.items import PageItem
+from batchscraper.reextract import stored_page_item
 from batchscraper.render import (
     RenderConfig,
     app_shell_reason,
@@ -86,6 +87,7 @@ class BatchSpider(scrapy.Spider):
         schema: Any = None,
         prompt: Any = None,
         options: Any = None,
+        reextract_from: str | None = None,
         _job: str | None = None,
         **option_args: Any,
     ) -> None:
@@ -95,6 +97,7 @@ class BatchSpider(scrapy.Spider):
         self.raw_inputs = {"urls": urls, "schema": schema, "prompt": prompt, "options": options}
         self.option_args = option_args
         self.job_id = _job
+        self.reextract_from = reextract_from
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.inflight: dict[int, dict[str, Any]] = {}  # leased items being worked, by index
         self.stop_reason: str | None = None
@@ -123,12 +126,15 @@ class BatchSpider(scrapy.Spider):
     def _open_batch(self, settings: Any) -> dict[str, Any]:
         """Load the batch named by ``batch_id``, or create it from the CLI inputs."""
         if self.batch_id:
-            return self.store.get_batch(self.batch_id)
+            batch = self.store.get_batch(self.batch_id)
+            self.reextract_from = batch.get("reextract_from")
+            return batch
         if self.spec is None:
             self.spec = parse_batch(
                 limits=Limits.from_settings(settings), **self.raw_inputs, **self.option_args
             )
-        batch = self.store.create_batch(self.spec)
+        extra = {"reextract_from": self.reextract_from} if self.reextract_from else None
+        batch = self.store.create_batch(self.spec, extra=extra)
         self.batch_id = batch["_id"]
         logger.info("Created batch %s with %d URLs", self.batch_id, len(self.spec.urls))
         return batch
@@ -152,14 +158,19 @@ class BatchSpider(scrapy.Spider):
 
     # -- requests --------------------------------------------------------------
 
-    async def start(self) -> AsyncIterator[scrapy.Request]:
-        """Lease pending items chunk by chunk and yield their requests."""
+    async def start(self) -> AsyncIterator[scrapy.Request | PageItem]:
+        """Lease pending items chunk by chunk and yield their requests (or stored pages)."""
         assert self.batch_id is not None
         await asyncio.to_thread(self.store.mark_running, self.batch_id, self.job_id)
         housekeeping = asyncio.ensure_future(self._housekeeping())
         try:
             async for doc in self._claimed_items():
-                yield self.request_for(doc)
+                if self.reextract_from:  # the page comes from the source batch, not the web
+                    yield await asyncio.to_thread(
+                        stored_page_item, self.store, self.reextract_from, doc, self.batch_id
+                    )
+                else:
+                    yield self.request_for(doc)
         finally:
             housekeeping.cancel()
 
@@ -237,9 +248,14 @@ class BatchSpider(scrapy.Spider):
         doc = self.inflight.get(item.index)
         if doc is None or item.render_mode != "fetch" or self.render_policy(doc) != "auto":
             return None
-        if not item.error or item.error["code"] not in ESCALATE_ON:
+        if self.reextract_from or not item.error or item.error["code"] not in ESCALATE_ON:
             return None
-        return self.request_for(doc, escalation=f"auto: {item.error['code']} after fetch")
+        request = self.request_for(doc, escalation=f"auto: {item.error['code']} after fetch")
+        # what the fetched attempt cost (LLM use) stays on the item's record
+        request.meta["usage"] = {
+            "llm_calls": item.llm_calls, "tokens": item.tokens, "cost_usd": item.cost_usd,
+        }
+        return request
 
     # -- responses -------------------------------------------------------------
 
@@ -302,6 +318,7 @@ class BatchSpider(scrapy.Spider):
             duration_ms=int((time.monotonic() - meta["started"]) * 1000),
             render_mode="headless" if meta.get("playwright") else "fetch",
             render_reason=meta.get("render_reason"),
+            **meta.get("usage", {}),
         )
 
     # -- housekeeping ------------------------------------------------------------
