@@ -111,6 +111,8 @@ BATCH_LEASE_SECONDS = 120.0  # a dead worker's items are reclaimed after this
 BATCH_CANCEL_CHECK_INTERVAL = 2.0  # seconds between checks of the batch's cancel flag
 BATCH_RETRY_BACKOFF_BASE = 0.5  # seconds; doubled per attempt
 BATCH_RETRY_BACKOFF_MAX = 30.0  # seconds; also caps a server's Retry-After
+BATCH_STORE_FLUSH_ITEMS = 32  # item records written per transaction, at most...
+BATCH_STORE_FLUSH_SECONDS = 0.05  # ...or after this long
 BATCH_PROGRESS_INTERVAL = 5.0  # seconds between progress lines on the console
 
 # Headless Chromium (scrapy-playwright) for pages that need JavaScript.
@@ -160,7 +162,8 @@ BATCH_LLM_TIMEOUT = 60.0  # seconds for one LLM request
 BATCH_LLM_RETRIES = 3  # retries of 429, 5xx, timeouts and connection errors
 BATCH_LLM_RETRY_BACKOFF_BASE = 1.0  # seconds; doubled per attempt
 BATCH_LLM_RETRY_BACKOFF_MAX = 30.0  # seconds; also caps the server's Retry-After
-BATCH_LLM_RESPONSE_FORMAT = "auto"  # auto (json_schema, falling back), json_schema, json_object, text
+# auto (json_schema, falling back), json_schema, json_object, text
+BATCH_LLM_RESPONSE_FORMAT = "auto"
 BATCH_LLM_TEMPERATURE = 0.0  # sampling temperature of extraction requests
 BATCH_LLM_MAX_OUTPUT_TOKENS = 4096  # max_tokens of one answer
 BATCH_LLM_CHUNK_TOKENS = 6000  # page tokens per request; longer pages are chunked

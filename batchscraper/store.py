@@ -15,12 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import gridfs
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument, UpdateMany, UpdateOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
@@ -34,8 +35,13 @@ logger = logging.getLogger(__name__)
 ITEM_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 FINAL_BATCH_STATUSES = ("completed", "partial", "failed", "cancelled")
 COUNTER_KEYS = (
-    *ITEM_STATUSES, "records_extracted", "records_filtered", "llm_calls", "tokens_in",
-    "tokens_out", "cost_usd",
+    *ITEM_STATUSES,
+    "records_extracted",
+    "records_filtered",
+    "llm_calls",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
 )
 INSERT_CHUNK = 1_000
 T = TypeVar("T")
@@ -386,13 +392,12 @@ class BatchStore:
                 "token": token,
                 "until": now + dt.timedelta(seconds=lease_seconds),
             }
-            claimed = self.items.find_one_and_update(
+            moved = self.items.update_one(
                 {"_id": doc["_id"], "status": "running", "lease.token": doc["lease"]["token"]},
                 {"$set": {"lease": lease, "started_at": now}, "$inc": {"attempts": 1}},
-                return_document=ReturnDocument.AFTER,
             )
-            if claimed:
-                taken.append(claimed)
+            if moved.modified_count:
+                taken.append(self.items.find_one({"_id": doc["_id"]}))
         if taken:
             logger.info("Reclaimed %d items with expired leases in %s", len(taken), batch_id)
         return taken
@@ -424,51 +429,118 @@ class BatchStore:
 
     # -- results ---------------------------------------------------------------
 
-    def finish_item(self, record: dict[str, Any]) -> bool:
-        """running -> completed|failed with the item's record; copies it to duplicates.
+    def finish_items(self, records: list[dict[str, Any]]) -> list[bool]:
+        """running -> completed|failed for each record, in one transaction; copies to duplicates.
 
-        Returns False (and changes nothing) when the item was no longer
-        running: already finished by another worker, or cancelled.
+        Returns, per record, whether it was applied: False (and nothing
+        changed) when the item was no longer running — already finished by
+        another worker, or cancelled. The batch counters move once per batch.
+        In a transaction the item statuses are read first and the writes go
+        in one bulk request (its snapshot makes the read hold for the
+        writes); without transactions each write carries the precondition
+        and reports whether it applied.
         """
-        status = record["status"]
-        batch_id = record["batch_id"]
-        fields = {
-            key: value for key, value in record.items() if key not in ("batch_id", "index", "url")
-        }
-        fields["finished_at"] = utcnow()
-        copy = {key: value for key, value in fields.items() if key != "attempts"}
+        ids = [item_id(record["batch_id"], record["index"]) for record in records]
 
-        def work(session: ClientSession | None) -> bool:
-            primary = self.items.find_one_and_update(
-                {"_id": item_id(batch_id, record["index"]), "status": "running"},
-                {"$set": fields, "$unset": {"lease": ""}},
-                projection={"duplicates": 1},
-                session=session,
-            )
-            if primary is None:
-                return False
-            inc = counters_for_transition("running", status)
-            copies = 0
-            if primary.get("duplicates"):
-                ids = [item_id(batch_id, i) for i in primary["duplicates"]]
-                copies = self.items.update_many(
-                    {"_id": {"$in": ids}, "status": "pending"}, {"$set": copy}, session=session
-                ).modified_count
-                for key, value in counters_for_transition("pending", status, copies).items():
-                    inc[key] = inc.get(key, 0) + value
-            if status == "completed" and _record_count(record):
-                inc["counters.records_extracted"] = _record_count(record) * (1 + copies)
-            inc.update(_usage_increments(record))
-            self.batches.update_one({"_id": batch_id}, {"$inc": inc}, session=session)
-            return True
+        def work(session: ClientSession | None) -> list[bool]:
+            if session is None:
+                outcomes = [
+                    self._finish_one(r, i, session) for r, i in zip(records, ids, strict=True)
+                ]
+            else:
+                outcomes = self._finish_in_bulk(records, ids, session)
+            increments: dict[str, Counter[str]] = defaultdict(Counter)
+            for record, inc in zip(records, outcomes, strict=True):
+                if inc:
+                    increments[record["batch_id"]].update(inc)
+            for batch_id, inc in increments.items():
+                changes = {key: value for key, value in inc.items() if value}
+                if changes:
+                    self.batches.update_one({"_id": batch_id}, {"$inc": changes}, session=session)
+            return [inc is not None for inc in outcomes]
 
         return self._atomic(work)
+
+    def _finish_in_bulk(
+        self, records: list[dict[str, Any]], ids: list[str], session: ClientSession
+    ) -> list[dict[str, Any] | None]:
+        current = {
+            doc["_id"]: doc
+            for doc in self.items.find(
+                {"_id": {"$in": ids}}, {"status": 1, "duplicates": 1}, session=session
+            )
+        }
+        copy_ids = {
+            _id: [item_id(record["batch_id"], i) for i in current[_id].get("duplicates") or []]
+            for record, _id in zip(records, ids, strict=True)
+            if _id in current
+        }
+        pending = (
+            {
+                doc["_id"]
+                for doc in self.items.find(
+                    {
+                        "_id": {"$in": [i for group in copy_ids.values() for i in group]},
+                        "status": "pending",
+                    },
+                    {"_id": 1},
+                    session=session,
+                )
+            }
+            if any(copy_ids.values())
+            else set()
+        )
+        writes: list[UpdateOne | UpdateMany] = []
+        outcomes: list[dict[str, Any] | None] = []
+        for record, _id in zip(records, ids, strict=True):
+            if current.get(_id, {}).get("status") != "running":
+                outcomes.append(None)
+                continue
+            current[_id]["status"] = record["status"]  # the same item twice in one flush
+            fields, copy = _record_fields(record)
+            writes.append(
+                UpdateOne(
+                    {"_id": _id, "status": "running"}, {"$set": fields, "$unset": {"lease": ""}}
+                )
+            )
+            copies = [i for i in copy_ids[_id] if i in pending]
+            if copies:
+                writes.append(
+                    UpdateMany({"_id": {"$in": copies}, "status": "pending"}, {"$set": copy})
+                )
+                pending.difference_update(copies)
+            outcomes.append(_finish_increments(record, len(copies)))
+        if writes:
+            self.items.bulk_write(writes, ordered=True, session=session)
+        return outcomes
+
+    def _finish_one(
+        self, record: dict[str, Any], _id: str, session: ClientSession | None
+    ) -> dict[str, Any] | None:
+        """Write one item's record; return its counter increments, or None if not running."""
+        fields, copy = _record_fields(record)
+        written = self.items.find_one_and_update(
+            {"_id": _id, "status": "running"},
+            {"$set": fields, "$unset": {"lease": ""}},
+            projection={"duplicates": 1},
+            session=session,
+        )
+        if written is None:
+            return None
+        copies = 0
+        if written.get("duplicates"):
+            ids = [item_id(record["batch_id"], i) for i in written["duplicates"]]
+            copies = self.items.update_many(
+                {"_id": {"$in": ids}, "status": "pending"}, {"$set": copy}, session=session
+            ).modified_count
+        return _finish_increments(record, copies)
 
     def save_screenshot(self, batch_id: str, index: int, png: bytes) -> dict[str, Any]:
         """Store a page screenshot in GridFS; returns the reference kept on the item."""
         bucket = gridfs.GridFSBucket(self.db, bucket_name="screenshots")
         file_id = bucket.upload_from_stream(
-            f"{item_id(batch_id, index)}.png", png,
+            f"{item_id(batch_id, index)}.png",
+            png,
             metadata={"batch_id": batch_id, "index": index, "content_type": "image/png"},
         )
         return {"gridfs_id": str(file_id), "bucket": "screenshots", "bytes": len(png)}
@@ -497,6 +569,25 @@ class BatchStore:
             counts[row["_id"]] = row["n"]
         counts["total"] = sum(counts.values())
         return counts
+
+
+def _record_fields(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields written on the item, and those copied to its duplicates."""
+    fields = {k: v for k, v in record.items() if k not in ("batch_id", "index", "url")}
+    fields["finished_at"] = utcnow()
+    return fields, {k: v for k, v in fields.items() if k != "attempts"}
+
+
+def _finish_increments(record: dict[str, Any], copies: int) -> dict[str, Any]:
+    """Counter increments for one finished item and ``copies`` duplicates sharing its record."""
+    status = record["status"]
+    inc: dict[str, Any] = counters_for_transition("running", status)
+    for key, value in counters_for_transition("pending", status, copies).items():
+        inc[key] = inc.get(key, 0) + value
+    if status == "completed" and _record_count(record):
+        inc["counters.records_extracted"] = _record_count(record) * (1 + copies)
+    inc.update(_usage_increments(record))
+    return inc
 
 
 def _usage_increments(record: dict[str, Any]) -> dict[str, Any]:

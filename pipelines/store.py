@@ -44,7 +44,7 @@ class StorePipeline:
         item.body = None
         record = {k: v for k, v in ItemAdapter(item).items() if k not in TRANSIENT_FIELDS}
         try:
-            applied = await asyncio.to_thread(spider.store.finish_item, record)
+            applied = await spider.writer.finish(record)
         finally:
             spider.item_done(item.index)
         if not applied:

@@ -75,7 +75,7 @@ def _finish(store: BatchStore, batch_id: str, index: int, status: str) -> None:
     record = {"batch_id": batch_id, "index": index, "url": claimed[0]["url"], "status": status,
               "error": error if status == "failed" else None,
               "data": {"name": "x"} if status == "completed" else None}
-    assert store.finish_item(record)
+    assert store.finish_items([record]) == [True]
 
 
 def test_outbox_gets_one_event_per_run_to_a_final_status(store: BatchStore) -> None:

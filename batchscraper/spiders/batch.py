@@ -39,6 +39,7 @@ from batchscraper.render import (
 )
 from batchscraper.ssrf import ALLOW_ALL, AddressPolicy
 from batchscraper.store import BatchStore, store_for
+from batchscraper.writes import SerialWriter
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class WorkerConfig:
     claim_chunk: int
     lease_seconds: float
     cancel_check_interval: float
+    flush_items: int
+    flush_seconds: float
 
     @classmethod
     def from_settings(cls, settings: Any) -> WorkerConfig:
@@ -71,6 +74,8 @@ class WorkerConfig:
             claim_chunk=settings.getint("BATCH_CLAIM_CHUNK"),
             lease_seconds=settings.getfloat("BATCH_LEASE_SECONDS"),
             cancel_check_interval=settings.getfloat("BATCH_CANCEL_CHECK_INTERVAL"),
+            flush_items=settings.getint("BATCH_STORE_FLUSH_ITEMS"),
+            flush_seconds=settings.getfloat("BATCH_STORE_FLUSH_SECONDS"),
         )
 
 
@@ -108,6 +113,9 @@ class BatchSpider(scrapy.Spider):
         spider: BatchSpider = super().from_crawler(crawler, *args, **kwargs)
         spider.config = WorkerConfig.from_settings(crawler.settings)
         spider.store = store_for(crawler.settings.get("MONGO_URI") or None)
+        spider.writer = SerialWriter(
+            spider.store, spider.config.flush_items, spider.config.flush_seconds
+        )
         spider.batch = spider._open_batch(crawler.settings)
         stored = spider.batch["options"]
         spider.options = parse_options(stored, Limits(max_total_items=stored["max_total_items"]))
@@ -161,7 +169,7 @@ class BatchSpider(scrapy.Spider):
     async def start(self) -> AsyncIterator[scrapy.Request | PageItem]:
         """Lease pending items chunk by chunk and yield their requests (or stored pages)."""
         assert self.batch_id is not None
-        await asyncio.to_thread(self.store.mark_running, self.batch_id, self.job_id)
+        await self.writer.run(self.store.mark_running, self.batch_id, self.job_id)
         housekeeping = asyncio.ensure_future(self._housekeeping())
         try:
             async for doc in self._claimed_items():
@@ -183,7 +191,7 @@ class BatchSpider(scrapy.Spider):
             if cursor < total:
                 indexes = range(cursor, min(cursor + chunk, total))
                 cursor = indexes.stop
-                docs = await asyncio.to_thread(
+                docs = await self.writer.run(
                     self.store.claim,
                     self.batch_id,
                     self.worker_id,
@@ -191,7 +199,7 @@ class BatchSpider(scrapy.Spider):
                     self.config.lease_seconds,
                 )
             else:
-                docs = await asyncio.to_thread(
+                docs = await self.writer.run(
                     self.store.reclaim_expired,
                     self.batch_id,
                     self.worker_id,
@@ -339,7 +347,7 @@ class BatchSpider(scrapy.Spider):
                 return
             if time.monotonic() - last_renew >= renew_every:
                 ids = [f"{self.batch_id}:{index}" for index in self.inflight]
-                await asyncio.to_thread(
+                await self.writer.run(
                     self.store.renew_leases, self.worker_id, ids, self.config.lease_seconds
                 )
                 last_renew = time.monotonic()
@@ -357,6 +365,7 @@ class BatchSpider(scrapy.Spider):
     def _on_closed(self, spider: scrapy.Spider, reason: str) -> None:
         """Give back unfinished leases, apply fail_fast, and finalize the batch."""
         assert self.batch_id is not None
+        self.writer.close()  # queued writes land before the batch is finalized
         store: BatchStore = self.store
         ids = [f"{self.batch_id}:{index}" for index in self.inflight]
         released = store.release(self.batch_id, self.worker_id, ids)

@@ -1,0 +1,135 @@
+"""Pages/s of the batch spider vs a bare Scrapy spider, same pages, same concurrency, same run.
+
+(a) ``bench/bare_spider.py``: Scrapy only fetches (no parsing, no storage).
+(b) ``scrapy crawl batch``: fetch, structured-data extraction, validation, MongoDB
+    storage with counters (the deterministic path; no LLM, no browser).
+
+Pages are realistic product pages (30-70 KB) of the local example site, half
+with JSON-LD and half with OpenGraph only. Both runs are timed by Scrapy's own
+``elapsed_time_seconds``.
+
+    python bench/throughput.py [--pages 2000] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from batchscraper.examplesite import ExampleSite
+from batchscraper.inputs import parse_batch
+from batchscraper.mongo import connect, database_name, ensure_embedded_server
+from batchscraper.store import BatchStore
+from bench._common import REPO, mb, record, run_crawl
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "price": {"type": "number"},
+        "sku": {"type": "string"},
+    },
+    "required": ["name"],
+}
+ELAPSED = re.compile(r"'elapsed_time_seconds': ([0-9.]+)")
+
+
+def elapsed(stderr: str) -> float:
+    found = ELAPSED.search(stderr)
+    if not found:
+        raise SystemExit(f"no elapsed_time_seconds in the log:\n{stderr[-3000:]}")
+    return float(found.group(1))
+
+
+def bare_scrapy(urls: list[str], concurrency: int) -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+        handle.write("\n".join(urls))
+    command = [
+        sys.executable,
+        "-m",
+        "scrapy",
+        "runspider",
+        str(REPO / "bench" / "bare_spider.py"),
+        "-a",
+        f"urls_file={handle.name}",
+        "-s",
+        f"CONCURRENT_REQUESTS={concurrency}",
+        "-s",
+        f"CONCURRENT_REQUESTS_PER_DOMAIN={concurrency}",
+        "-s",
+        "LOG_LEVEL=INFO",
+    ]
+    # outside the project, so none of its settings apply
+    result = subprocess.run(
+        command,
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "SCRAPY_SETTINGS_MODULE"},
+    )
+    os.unlink(handle.name)
+    if result.returncode != 0:
+        raise SystemExit(result.stderr[-3000:])
+    return elapsed(result.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    home = Path(os.environ.get("BATCHSCRAPER_HOME", ".batchscraper")).resolve()
+    port = ensure_embedded_server(home)
+    uri = f"mongodb://127.0.0.1:{port}/batchscraper_bench?directConnection=true"
+    store = BatchStore(connect(uri), database_name(uri))
+    store.ensure_indexes()
+    with ExampleSite() as site:
+        urls = [
+            site.url(f"/{'products' if n % 2 else 'plain'}/{n}") for n in range(1, args.pages + 1)
+        ]
+        bare_seconds = bare_scrapy(urls, args.concurrency)
+        spec = parse_batch(
+            urls, SCHEMA, options={"concurrency": args.concurrency, "render_js": "never"}
+        )
+        batch_id = store.create_batch(spec)["_id"]
+        result, memory = run_crawl(
+            {"batch_id": batch_id},
+            {
+                "BATCH_ALLOWED_NETWORKS": "127.0.0.0/8",
+                "LOG_LEVEL": "INFO",
+                "CONCURRENT_REQUESTS_PER_DOMAIN": args.concurrency,
+                "BATCH_BROWSER_ENABLED": False,
+            },
+            {"MONGO_URI": uri},
+        )
+    batch = store.get_batch(batch_id)
+    spider_seconds = elapsed(result.stderr)
+    bare_rate, spider_rate = args.pages / bare_seconds, args.pages / spider_seconds
+    print(
+        f"bare Scrapy: {bare_rate:.0f} pages/s   batch spider: {spider_rate:.0f} pages/s   "
+        f"ratio {spider_rate / bare_rate:.2f} (target >= 0.8)"
+    )
+    record(
+        "throughput",
+        {
+            "pages": args.pages,
+            "concurrency": args.concurrency,
+            "bare_pages_per_s": round(bare_rate, 1),
+            "spider_pages_per_s": round(spider_rate, 1),
+            "ratio": round(spider_rate / bare_rate, 3),
+            "completed": batch["counters"]["completed"],
+            "failed": batch["counters"]["failed"],
+            "spider_peak_rss_mb": mb(max(memory.process)),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
