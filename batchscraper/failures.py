@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from urllib.parse import urlsplit
 
 from playwright.async_api import Error as PlaywrightError
@@ -30,6 +32,8 @@ FAILURE_CODES: tuple[tuple[tuple[type[BaseException], ...], str, bool], ...] = (
         True,
     ),
     ((scrapy_error.DownloadCancelledError,), "CONTENT_TOO_LARGE", False),
+    # a body that does not decode with its Content-Encoding (HttpCompressionMiddleware)
+    ((gzip.BadGzipFile, zlib.error, EOFError), "BAD_CONTENT_ENCODING", False),
     (
         (
             scrapy_error.DownloadConnectionRefusedError,
@@ -64,6 +68,9 @@ def fetch_error_from_failure(failure: Failure) -> FetchError:
             retryable=status in RETRYABLE_HTTP,
             http_status=status,
         )
+    if isinstance(exc, scrapy_error.IgnoreRequest) and "DOWNLOAD_MAXSIZE" in str(exc):
+        # a compressed body that inflates past the limit (decompression bomb)
+        return FetchError(str(exc), code="CONTENT_TOO_LARGE", retryable=False)
     if isinstance(exc, scrapy_error.IgnoreRequest) and "redirect" in str(exc):
         return FetchError(str(exc), code="TOO_MANY_REDIRECTS", retryable=False)
     if isinstance(exc, PlaywrightError) and not isinstance(exc, PlaywrightTimeoutError):

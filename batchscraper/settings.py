@@ -146,6 +146,23 @@ BATCH_WEBHOOK_RETRY_BASE = 5.0  # seconds before the first retry, doubled per at
 BATCH_WEBHOOK_RETRY_MAX = 3600.0  # longest wait between two attempts (s)
 BATCH_WEBHOOK_HISTORY = 20  # delivery attempts kept on the batch document
 
+# -- reliability (issue 7) -------------------------------------------------------
+# An item record larger than this (BSON bytes) gets its `content` cut, then its data dropped
+# (CONTENT_TOO_LARGE): MongoDB refuses documents over 16 MiB.
+BATCH_MAX_RECORD_BYTES = 15 * 1024 * 1024
+# Store writes that fail because MongoDB is unreachable (restarting, failing over) are
+# retried this many times, waiting BATCH_STORE_RETRY_BACKOFF seconds, doubled per attempt.
+BATCH_STORE_RETRIES = 5
+BATCH_STORE_RETRY_BACKOFF = 0.5
+# The reconciler in the Scrapyd process: batches submitted through the API that are pending
+# or running with no Scrapyd job and no live lease for BATCH_RECONCILE_GRACE seconds get a
+# resume job, at most BATCH_RECONCILE_MAX_RESUMES times; then their unfinished items fail
+# with WORKER_LOST. A batch whose items are all finished is given its final status.
+BATCH_RECONCILE_ENABLED = True
+BATCH_RECONCILE_INTERVAL = 30.0  # seconds between scans
+BATCH_RECONCILE_GRACE = 60.0  # seconds a batch must look abandoned before it is touched
+BATCH_RECONCILE_MAX_RESUMES = 5
+
 # MongoDB: empty means the embedded server under BATCHSCRAPER_HOME.
 MONGO_URI = os.environ.get("MONGO_URI", "")
 

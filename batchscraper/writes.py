@@ -5,37 +5,89 @@ conflict with each other; on the embedded server enough of them at once
 retried into a livelock. So every write of a spider process — claims, lease
 renewals, releases and item records — runs on a single thread, and item
 records are grouped into one transaction per flush (``BATCH_STORE_FLUSH_*``).
+
+Writes that fail because MongoDB is unreachable (restarting, failing over)
+are retried ``BATCH_STORE_RETRIES`` times with a doubling wait; every store
+write names the old state as a precondition, so a replayed write that had
+in fact been applied changes nothing. A group of records that MongoDB
+refuses for another reason is written record by record, so one bad record
+fails alone: it is stored as failed with ``STORE_FAILED`` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
+from pymongo.errors import ConnectionFailure, PyMongoError
+
 from batchscraper.store import BatchStore
 
+logger = logging.getLogger(__name__)
+
 T = TypeVar("T")
+TRANSIENT_LABELS = ("TransientTransactionError", "RetryableWriteError")
+STORE_FAILED_MESSAGE_CHARS = 300
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` means MongoDB was unreachable for a while (worth retrying)."""
+    if isinstance(exc, ConnectionFailure):
+        return True
+    return isinstance(exc, PyMongoError) and any(map(exc.has_error_label, TRANSIENT_LABELS))
+
+
+def with_retries(function: Callable[..., T], retries: int, backoff: float) -> Callable[..., T]:
+    """``function`` retried on transient MongoDB errors, waiting ``backoff`` s, doubled."""
+
+    def call(*args: Any) -> T:
+        for attempt in range(retries + 1):
+            try:
+                return function(*args)
+            except PyMongoError as exc:
+                if attempt == retries or not is_transient(exc):
+                    raise
+                delay = backoff * 2**attempt
+                logger.warning("MongoDB unreachable (%s); retry %d/%d of %s in %.1fs",
+                               type(exc).__name__, attempt + 1, retries,
+                               getattr(function, "__name__", "a write"), delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    return call
 
 
 class SerialWriter:
     """Runs store writes one at a time, off the reactor thread."""
 
-    def __init__(self, store: BatchStore, flush_items: int, flush_seconds: float) -> None:
+    def __init__(
+        self,
+        store: BatchStore,
+        flush_items: int,
+        flush_seconds: float,
+        retries: int = 0,
+        retry_backoff: float = 0.5,
+    ) -> None:
         self.store = store
         self.flush_items = flush_items
         self.flush_seconds = flush_seconds
+        self.retries = retries
+        self.retry_backoff = retry_backoff
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writes")
         self._pending: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._writing: set[asyncio.Future[None]] = set()  # keeps running flushes referenced
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
-        """``function(*args)`` on the write thread."""
+        """``function(*args)`` on the write thread, retried while MongoDB is unreachable."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(function, *args))
+        call = with_retries(function, self.retries, self.retry_backoff)
+        return await loop.run_in_executor(self._executor, partial(call, *args))
 
     async def finish(self, record: dict[str, Any]) -> bool:
         """Write an item's final record (grouped with others); whether it was applied."""
@@ -59,14 +111,41 @@ class SerialWriter:
             task.add_done_callback(self._writing.discard)
 
     async def _write(self, group: list[tuple[dict[str, Any], asyncio.Future[bool]]]) -> None:
+        records = [record for record, _ in group]
         try:
-            applied = await self.run(self.store.finish_items, [record for record, _ in group])
-        except Exception as exc:  # every waiting item sees the failure
-            for _, future in group:
+            applied = await self.run(self.store.finish_items, records)
+        except Exception as exc:
+            if len(group) > 1 and not is_transient(exc):  # find the record MongoDB refuses
+                for one in group:
+                    await self._write_alone(*one)
+                return
+            for _, future in group:  # every waiting item sees the failure
                 future.set_exception(exc)
             return
         for (_, future), ok in zip(group, applied, strict=True):
             future.set_result(ok)
+
+    async def _write_alone(self, record: dict[str, Any], future: asyncio.Future[bool]) -> None:
+        """One record; if MongoDB refuses it, a failed record with ``STORE_FAILED`` instead."""
+        try:
+            (ok,) = await self.run(self.store.finish_items, [record])
+        except Exception as exc:
+            if is_transient(exc):
+                future.set_exception(exc)
+                return
+            logger.error("MongoDB refused the record of item %s: %s", record.get("index"), exc)
+            failed = {key: record[key] for key in ("batch_id", "index", "url", "attempts")
+                      if key in record}
+            failed.update(status="failed", data=None, error={
+                "code": "STORE_FAILED", "retryable": False,
+                "message": f"{type(exc).__name__}: {exc}"[:STORE_FAILED_MESSAGE_CHARS],
+            })
+            try:
+                (ok,) = await self.run(self.store.finish_items, [failed])
+            except Exception as second:
+                future.set_exception(second)
+                return
+        future.set_result(ok)
 
     def close(self) -> None:
         """Wait for queued writes to finish (at spider close)."""

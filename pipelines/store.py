@@ -11,6 +11,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem
 
 from batchscraper.items import PageItem
+from batchscraper.storable import storable_record
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ class StorePipeline:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
+        self.max_record_bytes = crawler.settings.getint("BATCH_MAX_RECORD_BYTES")
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StorePipeline:
@@ -43,6 +45,11 @@ class StorePipeline:
             )
         item.body = None
         record = {k: v for k, v in ItemAdapter(item).items() if k not in TRANSIENT_FIELDS}
+        # safe keys, under MongoDB's document size limit (see batchscraper.storable)
+        record, too_large = storable_record(record, self.max_record_bytes)
+        if too_large is not None:
+            item.data = None
+            item.fail(too_large)
         try:
             applied = await spider.writer.finish(record)
         finally:

@@ -114,7 +114,9 @@ class BatchSpider(scrapy.Spider):
         spider.config = WorkerConfig.from_settings(crawler.settings)
         spider.store = store_for(crawler.settings.get("MONGO_URI") or None)
         spider.writer = SerialWriter(
-            spider.store, spider.config.flush_items, spider.config.flush_seconds
+            spider.store, spider.config.flush_items, spider.config.flush_seconds,
+            crawler.settings.getint("BATCH_STORE_RETRIES"),
+            crawler.settings.getfloat("BATCH_STORE_RETRY_BACKOFF"),
         )
         spider.batch = spider._open_batch(crawler.settings)
         stored = spider.batch["options"]

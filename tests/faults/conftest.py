@@ -1,0 +1,176 @@
+"""Helpers of the fault-injection suite: crawls that can be killed, Scrapyd that can be restarted.
+
+Every fault is real: processes get SIGKILL, servers are stopped and started
+again, pages send the bad bytes. The assertions are on what MongoDB holds
+afterwards: each URL stored once, counters equal to the aggregate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchscraper.inputs import parse_batch
+from batchscraper.mongo import connect, database_name
+from batchscraper.store import BatchStore
+from tests.api_fixtures import API_SETTINGS, ScrapydServer, free_port, write_scrapyd_home
+from tests.conftest import REPO
+
+CRAWL_TIMEOUT = 120
+PRODUCT_SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "sku": {"type": "string"}},
+    "required": ["name", "sku"],
+}
+DEFAULT_SETTINGS = {"BATCH_PROGRESS_INTERVAL": 0, "BATCH_ALLOWED_NETWORKS": "127.0.0.0/8"}
+
+
+def crawl_command(settings: dict[str, Any] | None = None, **args: Any) -> list[str]:
+    """``scrapy crawl batch`` with ``-a`` arguments and ``-s`` settings."""
+    command = [sys.executable, "-m", "scrapy", "crawl", "batch"]
+    for key, value in args.items():
+        command += ["-a", f"{key}={value}"]
+    for key, value in {**DEFAULT_SETTINGS, **(settings or {})}.items():
+        command += ["-s", f"{key}={value}"]
+    return command
+
+
+def crawl_env(mongo_uri: str, home: Path) -> dict[str, str]:
+    return {**os.environ, "MONGO_URI": mongo_uri, "BATCHSCRAPER_HOME": str(home)}
+
+
+def run_crawl(
+    mongo_uri: str, home: Path, *, settings: dict[str, Any] | None = None, **args: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run a crawl to its end."""
+    return subprocess.run(
+        crawl_command(settings, **args), cwd=REPO, env=crawl_env(mongo_uri, home),
+        capture_output=True, text=True, timeout=CRAWL_TIMEOUT,
+    )
+
+
+@contextlib.contextmanager
+def background_crawl(
+    mongo_uri: str, home: Path, log: Path, *, settings: dict[str, Any] | None = None,
+    **args: Any,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A crawl running in the background; SIGKILLed on the way out if still alive."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            crawl_command(settings, **args), cwd=REPO, env=crawl_env(mongo_uri, home),
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        kill_group(process)
+
+
+def kill_group(process: subprocess.Popen[Any]) -> None:
+    """SIGKILL a process and everything it started (its own session)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``condition()`` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def assert_exact(store: BatchStore, batch_id: str, total: int) -> dict[str, Any]:
+    """Every item finished once, and the batch counters equal the aggregate over its items."""
+    batch = store.get_batch(batch_id)
+    aggregate = store.aggregate_counters(batch_id)
+    assert aggregate["total"] == total
+    for status in ("pending", "running", "completed", "failed", "cancelled", "total"):
+        assert batch["counters"][status] == aggregate[status], (status, batch["counters"])
+    assert aggregate["pending"] == aggregate["running"] == 0, aggregate
+    completed = aggregate["completed"]
+    assert batch["counters"]["records_extracted"] == completed, batch["counters"]
+    return batch
+
+
+def new_batch(store: BatchStore, urls: list[str], **options: Any) -> str:
+    """A stored batch of ``urls`` (product schema), as the API or the CLI stores one."""
+    spec = parse_batch(urls, PRODUCT_SCHEMA, None, options or None)
+    return str(store.create_batch(spec, extra={"jobs": [], "source": "api"})["_id"])
+
+
+@pytest.fixture()
+def own_store(mongo_uri: str, request: pytest.FixtureRequest) -> Iterator[BatchStore]:
+    """A store in a database of the test's own (so a Scrapyd sees only this test's batches)."""
+    name = "faults_" + request.node.name.split("[")[0][-40:]
+    uri = mongo_uri.replace(f"/{database_name(mongo_uri)}?", f"/{name}?")
+    store = BatchStore(connect(uri), name)
+    store.client.drop_database(name)
+    store.ensure_indexes()
+    store.uri = uri  # type: ignore[attr-defined]
+    yield store
+    store.client.drop_database(name)
+    store.client.close()
+
+
+# Scrapyd settings of the fault tests: leases that expire quickly, a reconciler that looks often
+FAST_JOB_SETTINGS = {
+    "BATCH_ALLOWED_NETWORKS": "127.0.0.0/8",
+    "BATCH_PROGRESS_INTERVAL": "0",
+    "BATCH_CANCEL_CHECK_INTERVAL": "0.5",
+    "BATCH_LEASE_SECONDS": "3",
+    "BATCH_CLAIM_CHUNK": "4",
+}
+FAST_RECONCILE = {
+    "batch_reconcile_interval": "0.5",
+    "batch_reconcile_grace": "1",
+    "batch_api_job_settings": json.dumps(FAST_JOB_SETTINGS),
+    "batch_allowed_networks": "127.0.0.0/8",
+}
+
+
+def start_fault_scrapyd(
+    home: Path, mongo_uri: str, *, max_proc: int | None = None, **api: str
+) -> ScrapydServer:
+    """Scrapyd (open API, loopback) with the fast reconciler; ``max_proc`` caps its crawls."""
+    port = free_port()
+    write_scrapyd_home(home, port, {**API_SETTINGS, **FAST_RECONCILE, **api})
+    if max_proc:
+        conf = home / ".scrapyd.conf"
+        text = conf.read_text().replace("[scrapyd]\n", f"[scrapyd]\nmax_proc = {max_proc}\n")
+        conf.write_text(text)
+    env = {
+        **os.environ, "HOME": str(home), "MONGO_URI": mongo_uri,
+        "BATCHSCRAPER_HOME": str(home / "batchscraper"),
+        "BATCH_API_KEYS": "", "SCRAPYD_USERNAME": "", "SCRAPYD_PASSWORD": "",
+    }
+    log = home / "scrapyd.out"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "batchscraper.cli", "serve"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    server = ScrapydServer(f"http://127.0.0.1:{port}", process, log)
+    try:
+        wait_until(lambda: process.poll() is not None or server.answers(), 60, "Scrapyd")
+    except AssertionError:
+        server.stop()
+        raise
+    if process.poll() is not None:
+        raise AssertionError(f"Scrapyd did not start:\n{server.log_tail()}")
+    return server
