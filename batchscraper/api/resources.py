@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET
 
 from batchscraper.api.app import BatchApi
+from batchscraper.api.dashboard import ItemScreenshot
 from batchscraper.api.http import (
     ApiResource,
     Backpressure,
@@ -142,6 +143,11 @@ class Items(ApiResource):
     def __init__(self, api: BatchApi, batch_id: str) -> None:
         super().__init__(api)
         self.batch_id = batch_id
+
+    def getChild(self, path: bytes, request: Any) -> Any:
+        if path == b"":
+            return self
+        return ItemScreenshot(self.api, self.batch_id, path.decode("utf-8", "replace"))
 
     async def handle_GET(self, request: Any) -> JsonResponse | None:
         caller = self.caller(request)

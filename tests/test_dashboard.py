@@ -1,0 +1,440 @@
+"""The web dashboard at /ui/ in real Chromium (Playwright) against a real Scrapyd.
+
+The session's Scrapyd (API keys and basic auth on) crawls the local example
+site; the browser only talks to the batch API, with the key typed into the
+prompt. Screenshots of each page land in ``artifacts/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from threading import Thread
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from batchscraper.examplesite import ExampleSite, product_expected
+from batchscraper.extraction.shaping import clean_text
+from batchscraper.inputs import parse_batch
+from batchscraper.profiles import profile_names
+from batchscraper.render import CHROMIUM_ARGS, chromium_executable
+from batchscraper.store import BatchStore
+from tests.api_fixtures import (  # noqa: F401  (fixtures)
+    KEYS,
+    REPO,
+    ScrapydServer,
+    free_port,
+    scrapyd_fixture,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ARTIFACTS = REPO / "artifacts"
+FIELDS = [
+    {"field": "name", "type": "string", "required": True},
+    {"field": "sku", "type": "string"},
+    {"field": "price", "type": "number"},
+]
+FINAL = ("completed", "partial", "failed", "cancelled")
+BATCH_WAIT_MS = 90_000
+# the extractor replaces well-formed tags by a space; what it leaves is still markup
+XSS_NAME = '<script<x>>window.__xss = 1</script<x>><img src=x onerror="window.__xss = 2"<x>>'
+XSS_SKU = '" onerror=alert(document.domain) x="'
+XSS_BODY = ('<h1>x</h1><script>window.__xss = 3</script><img src="x" onerror="window.__xss = 4">'
+            "<p>&lt;script&gt;window.__xss = 5&lt;/script&gt;</p>")
+
+expect.set_options(timeout=15_000)
+
+
+# -- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=chromium_executable(None), args=list(CHROMIUM_ARGS), headless=True
+        )
+        yield chromium
+        chromium.close()
+
+
+class Watched:
+    """A page plus what it must never do: JS dialogs, uncaught errors."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        page.on("dialog", self._dialog)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+
+@pytest.fixture()
+def ui(browser: Browser) -> Iterator[Watched]:
+    context = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
+    watched = Watched(context.new_page())
+    yield watched
+    context.close()
+    assert watched.errors == [], "uncaught errors in the dashboard"
+    assert watched.dialogs == [], "a JavaScript dialog fired"
+
+
+@pytest.fixture(scope="module")
+def xss_site() -> Iterator[str]:
+    """A page whose structured data carries script and event-handler payloads."""
+    data = {"@context": "https://schema.org", "@type": "Product", "name": XSS_NAME,
+            "sku": XSS_SKU, "offers": {"@type": "Offer", "price": "1.00"}}
+    ld = json.dumps(data).replace("<", "\\u003c")  # keep </script> out of the page's own markup
+    page = (f'<!doctype html><html><head><title>x</title><script type="application/ld+json">'
+            f"{ld}</script></head><body>{XSS_BODY}</body></html>").encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def submit(scrapyd: ScrapydServer, body: dict[str, Any], owner: str = "alice") -> str:
+    answer = scrapyd.call("POST", "/batches", body, owner=owner)
+    assert answer.status == 202, answer.body[:2000]
+    return str(answer.json()["batch_id"])
+
+
+def wait_final(scrapyd: ScrapydServer, batch_id: str, owner: str = "alice") -> dict[str, Any]:
+    def final() -> dict[str, Any] | None:
+        batch = scrapyd.call("GET", f"/batches/{batch_id}?limit=1", owner=owner).json()
+        return batch if batch["status"] in FINAL else None
+
+    return dict(wait_for(final, timeout=90, what=f"batch {batch_id} to finish"))
+
+
+def open_ui(ui: Watched, scrapyd: ScrapydServer, route: str = "/", owner: str = "alice") -> None:
+    """Load the dashboard at ``route`` and answer the key prompt the first 401 opens."""
+    response = ui.page.goto(f"{scrapyd.url}/ui/#{route}")
+    assert response is not None and response.status == 200
+    enter_key(ui.page, KEYS[owner])
+
+
+def enter_key(page: Page, key: str) -> None:
+    expect(page.locator("#key-dialog")).to_be_visible()
+    page.fill("#key-input", key)
+    page.click("#key-dialog button[type=submit]")
+    expect(page.locator("#key-dialog")).to_be_hidden()
+
+
+def shot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"dashboard-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def badge(page: Page) -> Any:
+    return page.locator("h1 + span .badge")
+
+
+def row(page: Page, index: int) -> Any:
+    return page.locator(f"#items tbody tr[data-index='{index}']")
+
+
+# -- tests ------------------------------------------------------------------------------
+
+
+def test_static_files_headers_and_redirect(scrapyd: ScrapydServer) -> None:
+    page = scrapyd.call("GET", "/ui/", owner=None)
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert b"<script" in page.body and b"key-" not in page.body.split(b"<body>")[0]
+    module = scrapyd.call("GET", "/ui/app.js", owner=None)
+    assert module.status == 200 and module.headers["Content-Type"].startswith("text/javascript")
+    for path in ("/ui/nope.js", "/ui/../scrapyd.conf", "/ui/%2e%2e/scrapyd.conf"):
+        assert scrapyd.call("GET", path, owner=None).status == 404, path
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    with pytest.raises(urllib.error.HTTPError) as moved:
+        opener.open(scrapyd.url + "/ui", timeout=10)
+    moved.value.close()
+    assert moved.value.code == 301 and moved.value.headers["Location"] == "/ui/"
+
+
+def test_key_prompt_and_batches_list(
+    ui: Watched, scrapyd: ScrapydServer, site: ExampleSite, store: BatchStore
+) -> None:
+    spec = parse_batch(["https://example.com/a"], FIELDS)
+    for _ in range(20):  # older, cancelled: the two real batches below top page 1 of 2
+        store.cancel_batch(store.create_batch(spec, owner="bob")["_id"])
+    done = submit(scrapyd, {"urls": [site.url(f"/products/{n}") for n in (1, 2, 3)],
+                            "fields": FIELDS}, owner="bob")
+    partial = submit(scrapyd, {"urls": [site.url("/products/4"), site.url("/status/404"),
+                                        site.url("/products/5")],
+                               "fields": FIELDS, "options": {"retries": 0}}, owner="bob")
+    for batch_id in (done, partial):
+        wait_final(scrapyd, batch_id, "bob")
+
+    page = ui.page
+    page.goto(f"{scrapyd.url}/ui/")
+    expect(page.locator("#key-dialog")).to_be_visible()
+    page.fill("#key-input", "not-a-key")
+    page.click("#key-dialog button[type=submit]")
+    expect(page.locator("#key-reason")).to_contain_text("invalid API key")
+    enter_key(page, KEYS["bob"])
+
+    rows = page.locator("#batches tbody tr")
+    expect(rows.first).to_have_attribute("data-batch-id", partial)
+    expect(rows.nth(1)).to_have_attribute("data-batch-id", done)
+    expect(rows).to_have_count(20)
+    first = rows.first
+    expect(first.locator(".badge")).to_have_text("partial")
+    expect(first.locator(".bar")).to_have_attribute("data-done", "3")
+    expect(first.locator(".progress-cell")).to_contain_text("3 / 3 · 100%")
+    expect(first.locator("td").nth(3)).to_have_text("1")  # failed
+    expect(first.locator("td").nth(4)).to_have_text("2")  # records
+    expect(rows.nth(1).locator(".badge")).to_have_text("completed")
+    shot(page, "list")
+
+    page.click("a[rel=next]")
+    expect(page.locator(".pager span")).to_have_text("Page 2 of 2")
+    expect(page.locator("#batches tbody tr .badge").first).to_have_text("cancelled")
+    page.click("a[rel=prev]")
+    page.select_option("#status-filter", "partial")
+    expect(page).to_have_url(f"{scrapyd.url}/ui/#/?status=partial")
+    expect(rows.first).to_have_attribute("data-batch-id", partial)
+    expect(page.locator(f"#batches tbody tr[data-batch-id='{done}']")).to_have_count(0)
+    for text in page.locator("#batches tbody .badge").all_inner_texts():
+        assert text == "partial"
+
+    storage = page.evaluate("() => [JSON.stringify(sessionStorage), localStorage.length,"
+                            " document.cookie]")
+    assert KEYS["bob"] in storage[0] and storage[1:] == [0, ""]
+    assert KEYS["bob"] not in page.content()
+
+    page.click(f"#batches tbody tr[data-batch-id='{partial}'] a")
+    expect(page.locator("#batch-id")).to_have_text(partial)
+
+
+def test_batch_page_progress_moves_then_items_and_exports(
+    ui: Watched, scrapyd: ScrapydServer, site: ExampleSite, tmp_path: Path
+) -> None:
+    slow = [site.url(f"/slow?delay=1.5&n={n}&k={uuid.uuid4().hex[:6]}") for n in range(8)]
+    shell = {"url": site.url("/app-shell/6"), "render_js": "always", "screenshot": True}
+    urls = [*slow, site.url("/products/5"), site.url("/status/404"), shell]
+    options = {"concurrency": 2, "retries": 0}
+    batch_id = submit(scrapyd, {"urls": urls, "fields": FIELDS, "options": options})
+
+    page = ui.page
+    open_ui(ui, scrapyd, f"/batches/{batch_id}")
+    expect(page.locator("#progress-text")).to_have_attribute("data-total", "11")
+    page.evaluate("""() => {
+        window.seen = [];
+        const note = () => {
+            const done = document.querySelector('#progress-text')?.dataset.done;
+            if (done !== undefined && window.seen.at(-1) !== +done) window.seen.push(+done);
+        };
+        new MutationObserver(note).observe(document.body,
+            {subtree: true, childList: true, attributes: true});
+        note();
+    }""")
+    page.wait_for_function("() => window.seen.some((done) => done > 0 && done < 11)")
+    shot(page, "batch-running")
+    expect(badge(page)).to_have_text("partial", timeout=BATCH_WAIT_MS)
+    seen = page.evaluate("() => window.seen")
+    assert seen == sorted(seen) and seen[-1] == 11 and len(seen) >= 2, seen
+    expect(page.locator("[data-counter=completed]")).to_have_text("10")
+    expect(page.locator("[data-counter=failed]")).to_have_text("1")
+    expect(page.locator("#timing")).to_contain_text("pages / min")
+    shot(page, "batch")
+
+    expect(page.locator("#error-codes")).to_contain_text("HTTP_ERROR")
+    page.select_option("#item-code-filter", "HTTP_ERROR")
+    expect(page.locator("#items tbody tr")).to_have_count(1)
+    expect(row(page, 9)).to_contain_text("404")
+    row(page, 9).click()
+    expect(page.locator("#item-error")).to_contain_text("HTTP_ERROR")
+    page.click("#item-close")
+    page.select_option("#item-status-filter", "")
+
+    row(page, 8).click()
+    record = json.loads(page.locator("#item-record").inner_text())
+    assert record == {key: product_expected(5)[key] for key in ("name", "sku", "price")}
+    expect(page.locator("#item-evidence")).to_contain_text("jsonld")
+    expect(page.locator("#item-valid")).to_have_text("Valid against the schema.")
+    page.click("#item-close")
+
+    row(page, 10).click()
+    expect(page.locator("#item-dialog")).to_contain_text("headless")
+    screenshot = page.locator("#item-screenshot img")
+    expect(screenshot).to_be_visible()
+    page.wait_for_function("() => document.querySelector('#item-screenshot img').naturalWidth > 0")
+    assert json.loads(page.locator("#item-record").inner_text())["sku"] == "SKU-00006"
+    shot(page, "item")
+    page.click("#item-close")
+
+    with page.expect_download() as jsonl:
+        page.click("#export-jsonl")
+    lines = Path(jsonl.value.path()).read_text().splitlines()
+    assert [json.loads(line)["index"] for line in lines] == list(range(11))
+    assert jsonl.value.suggested_filename == f"{batch_id}.jsonl"
+    with page.expect_download() as csv_file:
+        page.click("#export-csv")
+    table = list(csv.DictReader(io.StringIO(Path(csv_file.value.path()).read_text())))
+    assert [r["index"] for r in table] == [str(n) for n in range(11)]
+    assert table[9]["error_code"] == "HTTP_ERROR" and table[8]["data.name"] == "Product 5"
+
+
+def test_cancel_and_retry_from_the_batch_page(
+    ui: Watched, scrapyd: ScrapydServer, site: ExampleSite, store: BatchStore
+) -> None:
+    slow = [site.url(f"/slow?delay=6&n={n}&k={uuid.uuid4().hex[:6]}") for n in range(12)]
+    running = submit(scrapyd, {"urls": slow, "fields": FIELDS,
+                               "options": {"concurrency": 2, "timeout_per_url": 60,
+                                           "retries": 0}})
+    key = uuid.uuid4().hex[:8]
+    flaky = [site.url(f"/flaky/{key}-{n}?fail=1&code=503") for n in range(3)]
+    failing = submit(scrapyd, {"urls": [*flaky, site.url("/products/1")], "fields": FIELDS,
+                               "options": {"retries": 0}})
+
+    page = ui.page
+    open_ui(ui, scrapyd, f"/batches/{running}")
+    expect(page.locator("[data-counter=running]")).not_to_have_text("0", timeout=BATCH_WAIT_MS)
+    page.click("#cancel-batch")
+    expect(page.locator("#confirm-dialog")).to_be_visible()
+    page.click("#confirm-yes")
+    expect(badge(page)).to_have_text("cancelled")
+    expect(page.locator("[data-counter=cancelled]")).to_have_text("12")
+    expect(page.locator("#cancel-batch")).to_be_disabled()
+    assert store.get_batch(running)["status"] == "cancelled"
+
+    assert wait_final(scrapyd, failing)["counters"]["failed"] == 3
+    page.goto(f"{scrapyd.url}/ui/#/batches/{failing}")
+    expect(badge(page)).to_have_text("partial")
+    expect(page.locator("#error-codes")).to_contain_text("HTTP_ERROR")
+    page.check("#only-retryable")
+    page.click("#retry-failed")
+    expect(page.locator("#notice")).to_have_text("3 failed item(s) queued again.")
+    expect(badge(page)).to_have_text("completed", timeout=BATCH_WAIT_MS)
+    expect(page.locator("[data-counter=failed]")).to_have_text("0")
+    expect(page.locator("[data-counter=completed]")).to_have_text("4")
+    expect(page.locator("#error-codes")).to_be_hidden()
+    expect(page.locator("#retry-failed")).to_be_disabled()
+    shot(page, "batch-retried")
+    assert [job["kind"] for job in store.get_batch(failing)["jobs"]] == ["submit", "retry"]
+
+
+def test_submit_form_errors_next_to_their_fields(
+    ui: Watched, scrapyd: ScrapydServer, site: ExampleSite, store: BatchStore
+) -> None:
+    page = ui.page
+    open_ui(ui, scrapyd, "/")
+    page.click("a[href='#/new']")
+    expect(page.locator("h1")).to_have_text("New batch")
+    profiles = page.locator("#schema-profile option").all_inner_texts()
+    assert profiles == profile_names()
+    expect(page.locator("#option-concurrency")).to_have_attribute("max", "64")
+    before = store.batches.count_documents({})
+
+    page.fill("#urls", f"{site.url('/products/7')}\n# a comment\nftp://x/\n")
+    page.click("#submit-batch")
+    urls_error = page.locator("fieldset:has(#urls) #error-urls")
+    expect(urls_error).to_contain_text("INVALID_URL")
+    expect(urls_error).to_contain_text("#1 ftp://x/")
+
+    page.fill("#urls", f"{site.url('/products/7')}\n{site.url('/products/8')}")
+    page.fill("#schema-json", '{"type": "object", "properties": {"name": ')
+    expect(page.locator("#schema-json-status")).to_contain_text("Invalid JSON")
+    expect(page.locator("#schema-json")).to_have_attribute("aria-invalid", "true")
+    page.click("#submit-batch")
+    schema_error = page.locator("fieldset:has(#schema-json) #error-schema")
+    expect(schema_error).to_contain_text("Invalid JSON")
+
+    page.fill("#schema-json", '{"type": "object", "properties": {"name": {"type": "strin"}}}')
+    expect(page.locator("#schema-json-status")).to_have_text("Valid JSON.")
+    page.click("#submit-batch")
+    expect(schema_error).to_contain_text("INVALID_SCHEMA")
+    expect(urls_error).to_be_hidden()
+    shot(page, "submit-errors")
+
+    page.check("#schema-mode-profile")
+    page.select_option("#schema-profile", "product")
+    page.fill("#option-concurrency", "1000")
+    page.click("#submit-batch")
+    expect(page.locator(".option:has(#option-concurrency) #error-option-concurrency")
+           ).to_contain_text("INVALID_OPTION: concurrency")
+    expect(schema_error).to_be_hidden()
+    assert store.batches.count_documents({}) == before
+
+    page.fill("#option-concurrency", "4")
+    page.click("#submit-batch")
+    expect(page.locator("#batch-id")).to_have_text(re.compile(r"b_[0-9a-f]{32}"))
+    batch_id = page.locator("#batch-id").inner_text()
+    expect(badge(page)).to_have_text("completed", timeout=BATCH_WAIT_MS)
+    batch = store.get_batch(batch_id)
+    assert batch["options"]["concurrency"] == 4
+    assert [item["data"]["name"] for item in store.iter_items(batch_id)] == [
+        "Product 7", "Product 8"
+    ]
+
+
+def test_xss_payloads_in_records_are_text(
+    ui: Watched, scrapyd: ScrapydServer, xss_site: str
+) -> None:
+    url = f"{xss_site}/p?q=<img/src=x/onerror=alert(3)>"
+    fields = [{"field": "name", "type": "string"}, {"field": "sku", "type": "string"}]
+    options = {"formats": ["json", "html", "text"]}
+    batch_id = submit(scrapyd, {"urls": [url], "fields": fields, "options": options})
+    assert wait_final(scrapyd, batch_id)["status"] == "completed"
+
+    page = ui.page
+    open_ui(ui, scrapyd, f"/batches/{batch_id}")
+    expect(row(page, 0).locator("td.url")).to_have_text(url)
+    row(page, 0).click()
+    record = json.loads(page.locator("#item-record").inner_text())
+    assert record == {"name": clean_text(XSS_NAME), "sku": XSS_SKU}
+    assert record["name"] == '<script >window.__xss = 1</script ><img src=x onerror="window.__xss = 2" >'
+    expect(page.locator("#item-dialog .url")).to_contain_text("onerror=alert(3)")
+    page.locator("#item-dialog summary", has_text="html").click()
+    page.locator("#item-dialog summary", has_text="text").click()
+    expect(page.locator("#item-dialog pre.content").first).to_contain_text(
+        '<script>window.__xss = 3</script><img src="x" onerror="window.__xss = 4">'
+    )
+    expect(page.locator("#item-dialog pre.content").nth(1)).to_contain_text(
+        "<script>window.__xss = 5</script>"
+    )
+    shot(page, "xss-item")
+    assert page.evaluate("() => window.__xss") is None
+    assert page.locator("img[src=x], #item-dialog script").count() == 0
+    assert page.evaluate("() => document.scripts.length") == 1  # the dashboard's own module
