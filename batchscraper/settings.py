@@ -197,3 +197,12 @@ BATCH_LLM_PRICES = {
     "gpt-4.1-mini": [0.40, 1.60],
     "gpt-4.1-nano": [0.10, 0.40],
 }
+
+# -- performance and scale-out (issue 8) -----------------------------------------
+# Scrapyd nodes the API schedules a batch's jobs onto, dealt round-robin: "local" (this
+# Scrapyd) and/or base URLs of other Scrapyd nodes sharing this MongoDB, with their basic
+# auth in the URL ("http://user:password@10.0.0.3:6800"). Empty: this Scrapyd only.
+# In scrapyd.conf: a JSON list or comma-separated.
+BATCH_API_NODES: list[str] = []
+BATCH_API_NODE_TIMEOUT = 10.0  # seconds for one call to another node's JSON API
+BATCH_API_NODE_POLL_INTERVAL = 5.0  # seconds between listjobs.json polls of the other nodes

@@ -163,9 +163,10 @@ class BatchStore:
             "error": None,
             **(extra or {}),
         }
+        first_of, copies = duplicate_groups(spec)  # once per batch, not per chunk
         try:
             for start in range(0, total, INSERT_CHUNK):
-                docs = self._item_docs(batch_id, spec, start, start + INSERT_CHUNK)
+                docs = self._item_docs(batch_id, spec, first_of, copies, start, INSERT_CHUNK)
                 self.items.insert_many(docs, ordered=False)
             self.batches.insert_one(batch)
         except Exception:
@@ -174,15 +175,17 @@ class BatchStore:
         return batch
 
     @staticmethod
-    def _item_docs(batch_id: str, spec: BatchSpec, start: int, end: int) -> list[dict[str, Any]]:
-        first_index: dict[str, int] = {}
-        duplicates: dict[int, list[int]] = {}
-        for index, url in enumerate(spec.urls):
-            first = first_index.setdefault(url.fetch_key(), index)
-            if first != index:
-                duplicates.setdefault(first, []).append(index)
+    def _item_docs(
+        batch_id: str,
+        spec: BatchSpec,
+        first_of: dict[int, int],
+        copies: dict[int, list[int]],
+        start: int,
+        count: int,
+    ) -> list[dict[str, Any]]:
+        """The pending item documents of ``count`` URLs from ``start``."""
         docs = []
-        for index in range(start, min(end, len(spec.urls))):
+        for index in range(start, min(start + count, len(spec.urls))):
             url = spec.urls[index]
             doc: dict[str, Any] = {
                 "_id": item_id(batch_id, index),
@@ -205,11 +208,10 @@ class BatchStore:
             overrides.update(url.browser or {})
             if overrides:
                 doc["request"] = overrides
-            first = first_index[url.fetch_key()]
-            if first != index:
-                doc["dup_of"] = first
-            elif index in duplicates:
-                doc["duplicates"] = duplicates[index]
+            if index in first_of:
+                doc["dup_of"] = first_of[index]
+            elif index in copies:
+                doc["duplicates"] = copies[index]
             docs.append(doc)
         return docs
 
@@ -378,12 +380,11 @@ class BatchStore:
     ) -> list[dict[str, Any]]:
         """Take over running items whose lease expired (their worker died)."""
         now = utcnow()
-        stale = list(
-            self.items.find(
-                {"batch_id": batch_id, "status": "running", "lease.until": {"$lt": now}},
-                {"_id": 1, "lease.token": 1},
-            ).limit(limit)
-        )
+        stale = [
+            doc
+            for doc in self._running_leases(batch_id)
+            if doc.get("lease") and doc["lease"]["until"] < now
+        ][:limit]
         taken = []
         for doc in stale:
             token = uuid.uuid4().hex
@@ -396,16 +397,42 @@ class BatchStore:
                 {"_id": doc["_id"], "status": "running", "lease.token": doc["lease"]["token"]},
                 {"$set": {"lease": lease, "started_at": now}, "$inc": {"attempts": 1}},
             )
-            if moved.modified_count:
-                taken.append(self.items.find_one({"_id": doc["_id"]}))
+            found = self.items.find_one({"_id": doc["_id"]}) if moved.modified_count else None
+            if found is not None:
+                taken.append(found)
         if taken:
             logger.info("Reclaimed %d items with expired leases in %s", len(taken), batch_id)
         return taken
 
     def has_claimable(self, batch_id: str) -> bool:
         """Whether any non-duplicate item of the batch is still pending."""
-        query = {"batch_id": batch_id, "status": "pending", "dup_of": {"$exists": False}}
-        return self.items.find_one(query, {"_id": 1}) is not None
+        # only the (batch_id, status) pair: the embedded server scans the whole
+        # collection when a query adds any other field
+        pending = self.items.find({"batch_id": batch_id, "status": "pending"}, {"dup_of": 1})
+        return any("dup_of" not in doc for doc in pending)
+
+    def lease_wait(self, batch_id: str, worker: str) -> float | None:
+        """How long a worker that found nothing to claim should wait before looking again.
+
+        0 when pending items can be claimed; while other workers hold running
+        items, the seconds until the first of their leases expires (a dead
+        worker's items are then reclaimed); None when the batch has no work left.
+        """
+        if self.has_claimable(batch_id):
+            return 0.0
+        now = utcnow()
+        expiries = [
+            doc["lease"]["until"]
+            for doc in self._running_leases(batch_id)
+            if doc.get("lease") and doc["lease"]["worker"] != worker
+        ]
+        if not expiries:
+            return None
+        return max((min(expiries) - now).total_seconds(), 0.0)
+
+    def _running_leases(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        """The running items of a batch with their leases (through the status index)."""
+        return self.items.find({"batch_id": batch_id, "status": "running"}, {"lease": 1})
 
     def renew_leases(self, worker: str, ids: list[str], lease_seconds: float) -> None:
         if ids:
@@ -569,6 +596,19 @@ class BatchStore:
             counts[row["_id"]] = row["n"]
         counts["total"] = sum(counts.values())
         return counts
+
+
+def duplicate_groups(spec: BatchSpec) -> tuple[dict[int, int], dict[int, list[int]]]:
+    """Duplicate URLs of a batch: each duplicate's first index, and each first's duplicates."""
+    first_index: dict[str, int] = {}
+    first_of: dict[int, int] = {}
+    copies: dict[int, list[int]] = {}
+    for index, url in enumerate(spec.urls):
+        first = first_index.setdefault(url.fetch_key(), index)
+        if first != index:
+            first_of[index] = first
+            copies.setdefault(first, []).append(index)
+    return first_of, copies
 
 
 def _record_fields(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

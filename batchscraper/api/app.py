@@ -34,7 +34,9 @@ from batchscraper.api.auth import ApiKeys
 from batchscraper.api.config import ApiConfig, api_settings, check_exposure
 from batchscraper.api.delivery import WebhookDelivery
 from batchscraper.api.jobs import ScrapydJobs
+from batchscraper.api.nodes import RemoteJobs, parse_nodes
 from batchscraper.api.service import BatchService
+from batchscraper.reconcile import BatchReconciler, ReconcileConfig, ReconcileService
 from batchscraper.store import store_for
 from batchscraper.webhooks import WebhookConfig, WebhookOutbox
 
@@ -57,7 +59,7 @@ class BatchApi:
         check_exposure(scrapyd_config, self.keys.enabled)
         self.config = ApiConfig.from_settings(settings)
         self.prefix_header = root.prefix_header
-        self.jobs = ScrapydJobs(root, self.config.project, self.config.job_settings)
+        self.jobs = self._jobs(root)
         self.services: dict[type, Resource] = {}
         uri = settings.get("MONGO_URI") or None
         try:  # Scrapyd is starting: the reactor does not run yet, blocking is fine
@@ -70,10 +72,30 @@ class BatchApi:
             where = uri or "embedded server"
             raise ConfigError(f"batchscraper: cannot use MongoDB ({where}): {exc}") from None
         WebhookDelivery(outbox).setServiceParent(root.app)
+        reconcile = ReconcileConfig.from_settings(settings)
+        if reconcile.enabled:  # no batch stays pending or running without a worker
+            ReconcileService(
+                BatchReconciler(store), self.jobs, self.service.record_jobs, reconcile
+            ).setServiceParent(root.app)
         logger.info(
             "Batch API ready: project %r, database %r, API keys %s",
             self.config.project, store.db.name, "on" if self.keys.enabled else "off (open API)",
         )
+
+    def _jobs(self, root: Any) -> ScrapydJobs:
+        """Jobs on this Scrapyd and on the other nodes of ``BATCH_API_NODES``."""
+        try:
+            nodes = parse_nodes(self.config.nodes)
+        except ValueError as exc:
+            raise ConfigError(f"batchscraper: {exc}") from None
+        remote = RemoteJobs(
+            [node for node in nodes if node is not None],
+            self.config.project,
+            self.config.node_timeout,
+            self.config.node_poll_interval,
+        )
+        remote.setServiceParent(root.app)
+        return ScrapydJobs(root, self.config.project, self.config.job_settings, nodes, remote)
 
     @classmethod
     def of(cls, root: Any) -> BatchApi:

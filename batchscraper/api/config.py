@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,9 @@ class ApiConfig:
     stream_chunk: int
     idempotency_ttl: int
     limits: Limits
+    nodes: list[str]
+    node_timeout: float
+    node_poll_interval: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiConfig:
@@ -56,7 +60,18 @@ class ApiConfig:
             stream_chunk=settings.getint("BATCH_API_STREAM_CHUNK"),
             idempotency_ttl=settings.getint("BATCH_API_IDEMPOTENCY_TTL"),
             limits=Limits.from_settings(settings),
+            nodes=node_list(settings.get("BATCH_API_NODES")),
+            node_timeout=settings.getfloat("BATCH_API_NODE_TIMEOUT"),
+            node_poll_interval=settings.getfloat("BATCH_API_NODE_POLL_INTERVAL"),
         )
+
+
+def node_list(value: Any) -> list[str]:
+    """``BATCH_API_NODES`` from settings.py (a list) or scrapyd.conf (JSON, or commas)."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else text.split(",")
+    return [str(entry).strip() for entry in value or [] if str(entry).strip()]
 
 
 def check_exposure(scrapyd_config: Any, keys_configured: bool) -> None:

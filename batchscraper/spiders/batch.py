@@ -55,6 +55,7 @@ TEXT_CONTENT_TYPES = (
     "application/atom",
 )
 ROOM_POLL_SECONDS = 0.05
+PEER_POLL_SECONDS = 1.0  # at the end, how often to look at items other workers still hold
 BINARY_SNIFF_BYTES = 1024
 
 
@@ -209,9 +210,15 @@ class BatchSpider(scrapy.Spider):
                     self.config.lease_seconds,
                 )
                 if not docs:
-                    if not await asyncio.to_thread(self.store.has_claimable, self.batch_id):
+                    wait = await asyncio.to_thread(
+                        self.store.lease_wait, self.batch_id, self.worker_id
+                    )
+                    if wait is None:
                         return
-                    cursor = 0  # items went back to pending (released or retried)
+                    if wait == 0:
+                        cursor = 0  # items went back to pending (released or retried)
+                    else:  # other workers' items: they finish, or their leases expire
+                        await asyncio.sleep(min(wait, PEER_POLL_SECONDS))
                     continue
             for doc in docs:
                 self.inflight[doc["index"]] = doc
