@@ -32,8 +32,10 @@ from batchscraper.store import BatchStore
 from tests.api_fixtures import (  # noqa: F401  (fixtures)
     KEYS,
     REPO,
+    Receiver,
     ScrapydServer,
     free_port,
+    receiver_fixture,
     scrapyd_fixture,
     wait_for,
 )
@@ -253,7 +255,8 @@ def test_batch_page_progress_moves_then_items_and_exports(
     slow = [site.url(f"/slow?delay=1.5&n={n}&k={uuid.uuid4().hex[:6]}") for n in range(8)]
     shell = {"url": site.url("/app-shell/6"), "render_js": "always", "screenshot": True}
     urls = [*slow, site.url("/products/5"), site.url("/status/404"), shell]
-    options = {"concurrency": 2, "retries": 0}
+    # the small /slow pages look like app shells: rendering them again would double the wait
+    options = {"concurrency": 2, "retries": 0, "render_js": "never"}
     batch_id = submit(scrapyd, {"urls": urls, "fields": FIELDS, "options": options})
 
     page = ui.page
@@ -278,6 +281,7 @@ def test_batch_page_progress_moves_then_items_and_exports(
     expect(page.locator("[data-counter=failed]")).to_have_text("1")
     expect(page.locator("#timing")).to_contain_text("pages / min")
     shot(page, "batch")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-batch-viewport.png"))
 
     expect(page.locator("#error-codes")).to_contain_text("HTTP_ERROR")
     page.select_option("#item-code-filter", "HTTP_ERROR")
@@ -303,6 +307,16 @@ def test_batch_page_progress_moves_then_items_and_exports(
     assert json.loads(page.locator("#item-record").inner_text())["sku"] == "SKU-00006"
     shot(page, "item")
     page.click("#item-close")
+
+    shot_path = f"/batches/{batch_id}/items/10/screenshot"
+    png = scrapyd.call("GET", shot_path)
+    assert png.status == 200 and png.body.startswith(b"\x89PNG\r\n\x1a\n")
+    assert png.headers["Content-Type"] == "image/png"
+    assert scrapyd.call("GET", shot_path, owner="bob").status == 403
+    assert scrapyd.call("GET", shot_path, owner=None).status == 401
+    for missing in ("8/screenshot", "99/screenshot", "10/other", "x/screenshot", "10"):
+        answer = scrapyd.call("GET", f"/batches/{batch_id}/items/{missing}")
+        assert (answer.status, answer.json()["error"]["code"]) == (404, "NOT_FOUND"), missing
 
     with page.expect_download() as jsonl:
         page.click("#export-jsonl")
@@ -398,6 +412,12 @@ def test_submit_form_errors_next_to_their_fields(
     assert store.batches.count_documents({}) == before
 
     page.fill("#option-concurrency", "4")
+    page.fill("#urls", "")
+    urls_csv = f"sku,url\n1,{site.url('/products/7')}\n2,\"{site.url('/products/8')}\"\n"
+    page.set_input_files("#urls-file", files=[
+        {"name": "urls.csv", "mimeType": "text/csv", "buffer": urls_csv.encode()}
+    ])
+    expect(page.locator("#url-count")).to_have_text("2 URL(s) from the file")
     page.click("#submit-batch")
     expect(page.locator("#batch-id")).to_have_text(re.compile(r"b_[0-9a-f]{32}"))
     batch_id = page.locator("#batch-id").inner_text()
@@ -409,22 +429,35 @@ def test_submit_form_errors_next_to_their_fields(
     ]
 
 
-def test_xss_payloads_in_records_are_text(
-    ui: Watched, scrapyd: ScrapydServer, xss_site: str
+def test_xss_payloads_in_records_are_text_and_webhook_attempts(
+    ui: Watched, scrapyd: ScrapydServer, xss_site: str, receiver: Receiver
 ) -> None:
     url = f"{xss_site}/p?q=<img/src=x/onerror=alert(3)>"
     fields = [{"field": "name", "type": "string"}, {"field": "sku", "type": "string"}]
     options = {"formats": ["json", "html", "text"]}
-    batch_id = submit(scrapyd, {"urls": [url], "fields": fields, "options": options})
+    receiver.status = 500
+    batch_id = submit(scrapyd, {"urls": [url], "fields": fields, "options": options,
+                                "webhook_url": receiver.url})
     assert wait_final(scrapyd, batch_id)["status"] == "completed"
+    wait_for(lambda: receiver.received, what="a first webhook attempt")
+    receiver.status = 204
+    wait_for(lambda: scrapyd.call("GET", f"/batches/{batch_id}").json()["webhook"]["status"]
+             == "delivered", what="the webhook to be delivered")
 
     page = ui.page
     open_ui(ui, scrapyd, f"/batches/{batch_id}")
+    deliveries = page.locator("#deliveries tbody tr")
+    expect(deliveries).to_have_count(len(receiver.received))
+    expect(deliveries.first).to_contain_text("500")
+    expect(deliveries.last).to_contain_text("delivered")
+    expect(page.locator("#webhook")).not_to_contain_text("whsec_")
     expect(row(page, 0).locator("td.url")).to_have_text(url)
     row(page, 0).click()
     record = json.loads(page.locator("#item-record").inner_text())
     assert record == {"name": clean_text(XSS_NAME), "sku": XSS_SKU}
-    assert record["name"] == '<script >window.__xss = 1</script ><img src=x onerror="window.__xss = 2" >'
+    assert record["name"] == (
+        '<script >window.__xss = 1</script ><img src=x onerror="window.__xss = 2" >'
+    )
     expect(page.locator("#item-dialog .url")).to_contain_text("onerror=alert(3)")
     page.locator("#item-dialog summary", has_text="html").click()
     page.locator("#item-dialog summary", has_text="text").click()

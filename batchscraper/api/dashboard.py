@@ -25,6 +25,7 @@ from importlib.resources import files
 from typing import Any
 
 from gridfs.errors import NoFile
+from scrapyd.exceptions import ConfigError
 from twisted.internet.threads import deferToThread
 from twisted.web.resource import Resource
 
@@ -34,12 +35,11 @@ from batchscraper.exceptions import BatchNotFoundError
 from batchscraper.store import item_id
 
 UI_PACKAGE, UI_FOLDER = "batchscraper", "ui"
+# what the dashboard is made of (screenshot.png is the README's, not served)
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
-    ".png": "image/png",
-    ".svg": "image/svg+xml",
 }
 # blob: images are screenshots the page fetched with the API key header
 CONTENT_SECURITY_POLICY = (
@@ -70,7 +70,7 @@ def load_ui_files() -> dict[str, StaticFile]:
         if entry.is_file() and suffix in CONTENT_TYPES:
             found[entry.name] = StaticFile(entry.read_bytes(), CONTENT_TYPES[suffix])
     if "index.html" not in found:
-        raise RuntimeError(f"batchscraper: the dashboard's files are missing from {folder}")
+        raise ConfigError(f"batchscraper: the dashboard's files are missing from {folder}")
     return found
 
 
@@ -102,8 +102,6 @@ class Dashboard(Resource):
         # revalidated on every load, so a new version of the package is picked up at once
         request.setHeader(b"cache-control", b"no-cache")
         return static.body
-
-    render_HEAD = render_GET
 
 
 class ItemScreenshot(ApiResource):

@@ -27,13 +27,14 @@ class ViewContext {
     this.query = query;
     this.timers = new Set();
     this.closed = false;
+    this.loaded = false;
   }
 
   every(ms, work) {
     const run = async () => {
       if (this.closed) return;
       try {
-        await work();
+        if (!keyDialog.open) await work(); // no calls while the user types a key
       } catch (error) {
         this.fail(error);
       }
@@ -85,6 +86,7 @@ async function route() {
   replace(view);
   try {
     await render(view, context);
+    context.loaded = true;
   } catch (error) {
     context.fail(error);
   }
@@ -92,9 +94,20 @@ async function route() {
 
 function askForKey(reason) {
   document.getElementById('key-reason').textContent = reason;
+  if (keyDialog.open) return;
   keyInput.value = '';
-  if (!keyDialog.open) keyDialog.showModal();
+  keyDialog.showModal();
   keyInput.focus();
+}
+
+// A view that loaded keeps its state (a half-filled form, filters) and carries on with the
+// new key; one that could not load is loaded again.
+function keyChanged() {
+  if (current && current.loaded) {
+    showNotice('', 'info');
+    return;
+  }
+  route();
 }
 
 function confirmDialog(text) {
@@ -114,7 +127,7 @@ document.getElementById('key-form').addEventListener('submit', (event) => {
   api.setKey(key);
   keyInput.value = '';
   keyDialog.close();
-  route();
+  keyChanged();
 });
 document.getElementById('key-forget').addEventListener('click', () => {
   api.forgetKey();

@@ -8,6 +8,7 @@ import { openItem } from './item.js';
 const POLL_MS = 1500;
 const IDLE_POLL_MS = 10_000; // a finished batch changes only when someone retries it
 const SCAN_EVERY_MS = 5000;
+const LIVE_SCAN_LIMIT = 1000;
 const PAGE_SIZE = 50;
 const BATCH_ID = /^b_[0-9a-f]{32}$/;
 const ITEM_FILTERS = ['', 'pending', 'running', 'completed', 'failed', 'cancelled'];
@@ -26,6 +27,7 @@ export async function renderBatch(view, ctx) {
     scannedFailed: 0,
     scannedAt: 0,
     refreshedAt: 0,
+    drawn: '',
     pace: new Pace(),
   };
   if (state.code) state.status = 'failed';
@@ -88,10 +90,13 @@ export async function renderBatch(view, ctx) {
     history.replaceState(null, '', hash); // no hashchange: the view stays, with its pace
   };
 
+  // The failed items' records, for the error-code summary and filter (the API filters by
+  // status only). Rescanned when the failed count moved, at most every SCAN_EVERY_MS, and
+  // for big batches only once they finish.
   const scanFailures = async (force) => {
     const { failed } = state.batch.counters;
     if (!force && failed === state.scannedFailed) return;
-    if (!force && Date.now() - state.scannedAt < SCAN_EVERY_MS) return;
+    if (!force && (Date.now() - state.scannedAt < SCAN_EVERY_MS || failed > LIVE_SCAN_LIMIT)) return;
     state.scannedAt = Date.now();
     const found = [];
     if (failed) for await (const record of ctx.api.records(`${path}/items`, { status: 'failed' })) found.push(record);
@@ -111,6 +116,9 @@ export async function renderBatch(view, ctx) {
     const final = FINAL_STATUSES.includes(batch.status);
     await scanFailures(forceScan || (final && batch.counters.failed !== state.scannedFailed));
     if (ctx.closed) return;
+    const signature = JSON.stringify([batch, state.scannedAt, state.status, state.code, state.page]);
+    if (signature === state.drawn) return; // nothing new: leave the table (and a click) alone
+    state.drawn = signature;
     if (state.code) {
       const matching = state.failures.filter((item) => item.error?.code === state.code);
       state.itemsTotal = matching.length;
