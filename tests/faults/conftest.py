@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from batchscraper.examplesite import product_expected
 from batchscraper.inputs import parse_batch
 from batchscraper.mongo import connect, database_name
 from batchscraper.store import BatchStore
@@ -109,9 +110,24 @@ def assert_exact(store: BatchStore, batch_id: str, total: int) -> dict[str, Any]
 
 
 def new_batch(store: BatchStore, urls: list[str], **options: Any) -> str:
-    """A stored batch of ``urls`` (product schema), as the API or the CLI stores one."""
-    spec = parse_batch(urls, PRODUCT_SCHEMA, None, options or None)
-    return str(store.create_batch(spec, extra={"jobs": [], "source": "api"})["_id"])
+    """A stored batch of ``urls`` (product schema), as the CLI stores one."""
+    spec = parse_batch(urls, PRODUCT_SCHEMA, None, {"render_js": "never", **options})
+    return str(store.create_batch(spec)["_id"])
+
+
+def slow_products(site: Any, count: int, delay: float = 0.3) -> list[str]:
+    """``count`` product pages that each take ``delay`` seconds to answer."""
+    return [site.url(f"/hostile/slow-products/{n}?delay={delay}") for n in range(1, count + 1)]
+
+
+def assert_products(store: BatchStore, batch_id: str) -> list[dict[str, Any]]:
+    """Every item of a ``slow_products`` batch holds its own product's record."""
+    items = list(store.iter_items(batch_id))
+    for item in items:
+        n = int(item["url"].split("/slow-products/")[1].split("?")[0])
+        assert item["status"] == "completed", item.get("error")
+        assert item["data"]["sku"] == product_expected(n)["sku"]
+    return items
 
 
 @pytest.fixture()

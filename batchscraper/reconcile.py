@@ -1,0 +1,168 @@
+"""The reconciler: no batch submitted through the API stays pending or running forever.
+
+A batch's jobs can vanish without finishing it: the crawl process is killed,
+Scrapyd is restarted while it runs, a machine goes away. The items such a
+job held keep their leases until ``BATCH_LEASE_SECONDS`` runs out; nothing
+else would ever pick the batch up again. So, inside the Scrapyd process (a
+Twisted service, like webhook delivery), every ``BATCH_RECONCILE_INTERVAL``
+seconds the reconciler looks at the API's batches that are ``pending`` or
+``running``. A batch is *abandoned* when none of its jobs is queued or
+running (on this node, or on the nodes of ``BATCH_API_NODES`` as last
+polled) and none of its items holds a live lease. Once a batch has looked
+abandoned for ``BATCH_RECONCILE_GRACE`` seconds:
+
+- if no item is pending or running (the worker died after its last record),
+  the batch is given its final status (and its webhook event);
+- otherwise a resume job is scheduled (recorded in the batch's ``jobs`` with
+  kind ``reconcile``), at most ``BATCH_RECONCILE_MAX_RESUMES`` times;
+- after that, its unfinished items fail with ``WORKER_LOST`` and the batch is
+  finalized, so a page that kills every worker cannot keep a batch alive.
+
+Several Scrapyd nodes may each run one: a duplicate resume job is harmless
+(leases keep workers apart).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer, task, threads
+
+from batchscraper.store import BatchStore, utcnow
+
+logger = logging.getLogger(__name__)
+
+UNFINISHED_BATCH = ("pending", "running")
+RESUME_KIND = "reconcile"
+
+
+@dataclass(frozen=True)
+class ReconcileConfig:
+    """The ``BATCH_RECONCILE_*`` settings."""
+
+    enabled: bool
+    interval: float
+    grace: float
+    max_resumes: int
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ReconcileConfig:
+        return cls(
+            enabled=settings.getbool("BATCH_RECONCILE_ENABLED"),
+            interval=settings.getfloat("BATCH_RECONCILE_INTERVAL"),
+            grace=settings.getfloat("BATCH_RECONCILE_GRACE"),
+            max_resumes=settings.getint("BATCH_RECONCILE_MAX_RESUMES"),
+        )
+
+
+class BatchReconciler:
+    """What the reconciler reads and writes in MongoDB (blocking: call it from a thread)."""
+
+    def __init__(self, store: BatchStore) -> None:
+        self.store = store
+
+    def leaseless(self) -> list[dict[str, Any]]:
+        """The API's unfinished batches none of whose items holds a live lease."""
+        now = utcnow()
+        batches = self.store.batches.find(
+            {"status": {"$in": list(UNFINISHED_BATCH)}, "source": "api"},
+            {"_id": 1, "status": 1, "jobs": 1, "counters": 1},
+        )
+        return [batch for batch in batches if not self._leased(batch["_id"], now)]
+
+    def _leased(self, batch_id: str, now: dt.datetime) -> bool:
+        live = {"batch_id": batch_id, "status": "running", "lease.until": {"$gt": now}}
+        return self.store.items.find_one(live, {"_id": 1}) is not None
+
+    def give_up(self, batch_id: str, resumes: int) -> str | None:
+        """Fail every unfinished item with ``WORKER_LOST``; finalize the batch."""
+        error = {
+            "code": "WORKER_LOST",
+            "message": f"the batch's workers died {resumes + 1} times without finishing it",
+            "retryable": True,
+        }
+        update = {"$set": {"error": error, "finished_at": utcnow()}, "$unset": {"lease": ""}}
+        for old in UNFINISHED_BATCH:
+            # the store's own transition: status precondition and counters in one step
+            self.store._transition(batch_id, {"batch_id": batch_id}, old, "failed", update)
+        return self.store.finalize_batch(batch_id)
+
+
+def resumes_of(batch: dict[str, Any]) -> int:
+    """How many resume jobs the reconciler already gave the batch."""
+    return sum(1 for job in batch.get("jobs") or [] if job.get("kind") == RESUME_KIND)
+
+
+class ReconcileService(Service):
+    """Looks for abandoned batches every ``interval`` seconds and resumes or finalizes them.
+
+    ``jobs`` is the API's :class:`~batchscraper.api.jobs.ScrapydJobs` (reactor
+    thread); ``record_jobs(batch_id, job_ids, kind)`` notes new jobs on the batch.
+    """
+
+    name = "batchscraper-reconciler"
+
+    def __init__(
+        self, reconciler: BatchReconciler, jobs: Any, record_jobs: Any, config: ReconcileConfig
+    ) -> None:
+        self.reconciler = reconciler
+        self.jobs = jobs
+        self.record_jobs = record_jobs
+        self.config = config
+        self.suspects: dict[str, float] = {}  # batch id -> when it first looked abandoned
+        self.loop = task.LoopingCall(self.tick)
+
+    def startService(self) -> None:
+        super().startService()
+        self.loop.start(self.config.interval, now=False).addErrback(
+            lambda failure: logger.error("Reconciler stopped: %s", failure.getTraceback())
+        )
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self.loop.running:
+            self.loop.stop()
+
+    def tick(self) -> defer.Deferred:
+        """One scan; errors (MongoDB away) are logged and the next scan runs as usual."""
+        d = defer.ensureDeferred(self.scan())
+        d.addErrback(lambda f: logger.warning("Reconciler scan failed: %s", f.value))
+        return d
+
+    async def scan(self) -> None:
+        batches = await threads.deferToThread(self.reconciler.leaseless)
+        now = time.monotonic()
+        abandoned = {
+            batch["_id"]: batch for batch in batches
+            if not self.jobs.active([job["id"] for job in batch.get("jobs") or []])
+        }
+        self.suspects = {bid: self.suspects.get(bid, now) for bid in abandoned}
+        for batch_id, since in list(self.suspects.items()):
+            if now - since >= self.config.grace:
+                del self.suspects[batch_id]
+                await self.reconcile(abandoned[batch_id])
+
+    async def reconcile(self, batch: dict[str, Any]) -> None:
+        """Finalize, resume or give up on one abandoned batch."""
+        batch_id = batch["_id"]
+        counters = batch["counters"]
+        resumes = resumes_of(batch)
+        if not counters.get("pending") and not counters.get("running"):
+            status = await threads.deferToThread(self.reconciler.store.finalize_batch, batch_id)
+            logger.info("Reconciler: batch %s had no unfinished item; now %s", batch_id, status)
+        elif resumes < self.config.max_resumes:
+            job_ids = self.jobs.schedule(batch_id, 1)
+            await threads.deferToThread(self.record_jobs, batch_id, job_ids, RESUME_KIND)
+            logger.warning(
+                "Reconciler: batch %s (%s) had no live job or lease; resume job %s (%d of %d)",
+                batch_id, batch["status"], job_ids[0], resumes + 1, self.config.max_resumes,
+            )
+        else:
+            status = await threads.deferToThread(self.reconciler.give_up, batch_id, resumes)
+            logger.error("Reconciler: batch %s lost its workers %d times; unfinished items "
+                         "failed with WORKER_LOST, batch %s", batch_id, resumes + 1, status)
