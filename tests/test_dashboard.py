@@ -402,6 +402,15 @@ def test_submit_form_errors_next_to_their_fields(
     expect(urls_error).to_be_hidden()
     shot(page, "submit-errors")
 
+    page.check("#schema-mode-fields")
+    expect(page.locator("#field-rows tr")).to_have_count(2)
+    page.click("text=Add field")
+    page.locator("#field-rows tr").last.locator(".field-type").select_option("integer")
+    page.click("#submit-batch")
+    expect(schema_error).to_have_text(
+        "INVALID_SCHEMA: field entry [2] needs a non-empty 'field' name"
+    )
+
     page.check("#schema-mode-profile")
     page.select_option("#schema-profile", "product")
     page.fill("#option-concurrency", "1000")
@@ -433,12 +442,14 @@ def test_xss_payloads_in_records_are_text_and_webhook_attempts(
     ui: Watched, scrapyd: ScrapydServer, xss_site: str, receiver: Receiver
 ) -> None:
     url = f"{xss_site}/p?q=<img/src=x/onerror=alert(3)>"
-    fields = [{"field": "name", "type": "string"}, {"field": "sku", "type": "string"}]
-    options = {"formats": ["json", "html", "text"]}
+    # the sku is too long: the validation error message quotes it too
+    schema = {"type": "object", "properties": {"name": {"type": "string"},
+                                               "sku": {"type": "string", "maxLength": 5}}}
+    options = {"formats": ["json", "html", "text"], "render_js": "never"}
     receiver.status = 500
-    batch_id = submit(scrapyd, {"urls": [url], "fields": fields, "options": options,
+    batch_id = submit(scrapyd, {"urls": [url], "schema": schema, "options": options,
                                 "webhook_url": receiver.url})
-    assert wait_final(scrapyd, batch_id)["status"] == "completed"
+    assert wait_final(scrapyd, batch_id)["status"] == "failed"
     wait_for(lambda: receiver.received, what="a first webhook attempt")
     receiver.status = 204
     wait_for(lambda: scrapyd.call("GET", f"/batches/{batch_id}").json()["webhook"]["status"]
@@ -459,6 +470,10 @@ def test_xss_payloads_in_records_are_text_and_webhook_attempts(
         '<script >window.__xss = 1</script ><img src=x onerror="window.__xss = 2" >'
     )
     expect(page.locator("#item-dialog .url")).to_contain_text("onerror=alert(3)")
+    expect(page.locator("#item-error")).to_contain_text("VALIDATION_FAILED")
+    expect(page.locator("#item-validation-errors li")).to_have_text(
+        f"sku: {XSS_SKU!r} is too long"
+    )
     page.locator("#item-dialog summary", has_text="html").click()
     page.locator("#item-dialog summary", has_text="text").click()
     expect(page.locator("#item-dialog pre.content").first).to_contain_text(
