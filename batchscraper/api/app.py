@@ -37,7 +37,6 @@ from batchscraper.api.jobs import ScrapydJobs
 from batchscraper.api.nodes import RemoteJobs, parse_nodes
 from batchscraper.api.service import BatchService
 from batchscraper.reconcile import BatchReconciler, ReconcileConfig, ReconcileService
-from batchscraper.reconcile import BatchReconciler, ReconcileConfig, ReconcileService
 from batchscraper.store import store_for
 from batchscraper.webhooks import WebhookConfig, WebhookOutbox
 
@@ -73,11 +72,6 @@ class BatchApi:
             where = uri or "embedded server"
             raise ConfigError(f"batchscraper: cannot use MongoDB ({where}): {exc}") from None
         WebhookDelivery(outbox).setServiceParent(root.app)
-        reconcile = ReconcileConfig.from_settings(settings)
-        if reconcile.enabled:  # no batch stays pending or running without a worker
-            ReconcileService(
-                BatchReconciler(store), self.jobs, self.service.record_jobs, reconcile
-            ).setServiceParent(root.app)
         reconcile = ReconcileConfig.from_settings(settings)
         if reconcile.enabled:  # no batch stays pending or running without a worker
             ReconcileService(
