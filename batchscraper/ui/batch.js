@@ -99,7 +99,11 @@ export async function renderBatch(view, ctx) {
     if (!force && (Date.now() - state.scannedAt < SCAN_EVERY_MS || failed > LIVE_SCAN_LIMIT)) return;
     state.scannedAt = Date.now();
     const found = [];
-    if (failed) for await (const record of ctx.api.records(`${path}/items`, { status: 'failed' })) found.push(record);
+    if (failed) {
+      for await (const record of ctx.api.records(`${path}/items`, { status: 'failed' })) {
+        found.push(record);
+      }
+    }
     state.failures = found;
     state.scannedFailed = failed;
   };
@@ -208,14 +212,16 @@ export async function renderBatch(view, ctx) {
 
   const drawItems = () => {
     const pages = Math.max(1, Math.ceil(state.itemsTotal / PAGE_SIZE));
+    const pageButton = (page, label) =>
+      h('button', { type: 'button', class: 'link', onclick: () => goPage(page) }, label);
     replace(el.itemsSummary, `${count(state.itemsTotal)} item${state.itemsTotal === 1 ? '' : 's'}`);
     replace(el.rows, state.items.length
       ? state.items.map((item) => itemRow(item, () => openItem(item, ctx, path)))
       : h('tr', {}, h('td', { colspan: 9, class: 'empty' }, 'No items match.')));
     replace(el.pager,
-      state.page > 1 ? h('button', { type: 'button', class: 'link', onclick: () => goPage(state.page - 1) }, '‹ Previous') : null,
+      state.page > 1 ? pageButton(state.page - 1, '‹ Previous') : null,
       h('span', {}, `Page ${state.page} of ${pages}`),
-      state.page < pages ? h('button', { type: 'button', class: 'link', onclick: () => goPage(state.page + 1) }, 'Next ›') : null);
+      state.page < pages ? pageButton(state.page + 1, 'Next ›') : null);
   };
 
   const goPage = (page) => {
@@ -302,7 +308,7 @@ function itemRow(item, open) {
   h('td', { class: 'num' }, item.http_status ?? '–'),
   h('td', { class: 'mono' }, error.code || ''),
   h('td', { class: 'clip', title: error.message || '' }, error.message || ''),
-  h('td', { class: 'num' }, item.duration_ms === null || item.duration_ms === undefined ? '–' : duration(item.duration_ms)),
+  h('td', { class: 'num' }, duration(item.duration_ms)),
   h('td', { class: 'num' }, tokens(item)));
 }
 

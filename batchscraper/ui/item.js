@@ -30,7 +30,7 @@ export function openItem(item, ctx, batchPath) {
       field('HTTP status', item.http_status),
       field('final URL', item.final_url),
       field('attempts', item.attempts),
-      field('duration', item.duration_ms === null ? null : duration(item.duration_ms)),
+      field('duration', duration(item.duration_ms)),
       field('started', dateTime(item.started_at)),
       field('finished', dateTime(item.finished_at)),
       field('LLM calls', count(item.llm_calls)),
@@ -54,7 +54,8 @@ export function openItem(item, ctx, batchPath) {
     showScreenshot(screenshot, ctx, `${batchPath}/items/${item.index}/screenshot`, item.index)
       .catch((failure) => replace(screenshot, h('p', { class: 'muted' }, failure.message)));
   } else {
-    replace(screenshot, h('p', { class: 'muted' }, 'None (only browser renders with "screenshot": true take one).'));
+    replace(screenshot, h('p', { class: 'muted' },
+      'None (only browser renders with "screenshot": true take one).'));
   }
 }
 

@@ -38,12 +38,16 @@ export async function renderSubmit(view, ctx) {
   let idempotencyKey = randomKey();
 
   // -- URLs
-  const urls = h('textarea', { id: 'urls', rows: 6, spellcheck: 'false', placeholder: 'https://shop.example/p/1\nhttps://shop.example/p/2' });
+  const urls = h('textarea', {
+    id: 'urls', rows: 6, spellcheck: 'false',
+    placeholder: 'https://shop.example/p/1\nhttps://shop.example/p/2',
+  });
   const urlsFile = h('input', { type: 'file', id: 'urls-file', accept: '.txt,.csv,.json,.jsonl' });
   const urlCount = h('span', { class: 'muted', id: 'url-count' });
   const countUrls = () => {
     const entries = fileEntries || textEntries(urls.value);
-    replace(urlCount, Array.isArray(entries) ? `${entries.length} URL(s)${fileEntries ? ' from the file' : ''}` : '');
+    const source = fileEntries ? ' from the file' : '';
+    replace(urlCount, Array.isArray(entries) ? `${entries.length} URL(s)${source}` : '');
   };
   urls.addEventListener('input', countUrls);
   urlsFile.addEventListener('change', async () => {
@@ -84,7 +88,9 @@ export async function renderSubmit(view, ctx) {
       h('td', {}, h('input', { class: 'field-name', value: name, 'aria-label': 'Field name' })),
       h('td', {}, h('select', { class: 'field-type', 'aria-label': 'Field type' },
         FIELD_TYPES.map((t) => h('option', { value: t, selected: t === type }, t)))),
-      h('td', {}, h('input', { type: 'checkbox', class: 'field-required', checked: required, 'aria-label': 'Required' })),
+      h('td', {}, h('input', {
+        type: 'checkbox', class: 'field-required', checked: required, 'aria-label': 'Required',
+      })),
       h('td', {}, h('input', { class: 'field-description', 'aria-label': 'Description' })),
       h('td', {}, h('button', { type: 'button', class: 'quiet', onclick: () => row.remove() }, 'Remove')));
     fieldRows.append(row);
@@ -97,7 +103,8 @@ export async function renderSubmit(view, ctx) {
     json: h('div', { class: 'pane' }, schemaJson, jsonStatus),
     fields: h('div', { class: 'pane', hidden: true },
       h('table', { class: 'compact' },
-        h('thead', {}, h('tr', {}, ['Field', 'Type', 'Required', 'Description', ''].map((t) => h('th', {}, t)))),
+        h('thead', {}, h('tr', {},
+          ['Field', 'Type', 'Required', 'Description', ''].map((t) => h('th', {}, t)))),
         fieldRows),
       h('button', { type: 'button', onclick: () => addField() }, 'Add field')),
     profile: h('div', { class: 'pane', hidden: true }, h('label', {}, 'profile:', profile),
@@ -118,7 +125,9 @@ export async function renderSubmit(view, ctx) {
   const limits = await optionLimits(ctx);
   const numberRows = NUMBER_OPTIONS.map(([name, meaning, fallback]) => {
     const limit = limits[name] || {};
-    const range = limit.maximum === undefined ? `at least ${limit.minimum ?? 0}` : `${limit.minimum}–${limit.maximum}`;
+    const range = limit.maximum === undefined
+      ? `at least ${limit.minimum ?? 0}`
+      : `${limit.minimum}–${limit.maximum}`;
     optionInputs[name] = h('input', {
       type: 'number', id: `option-${name}`, name, min: limit.minimum, max: limit.maximum,
       step: name === 'timeout_per_url' || name === 'max_cost_usd' ? 'any' : 1,
@@ -142,10 +151,13 @@ export async function renderSubmit(view, ctx) {
     h('fieldset', {}, h('legend', {}, 'URLs'),
       h('label', { for: 'urls' }, 'One per line (# starts a comment), or a JSON array'),
       urls,
-      h('div', { class: 'row' }, h('label', { for: 'urls-file' }, 'or a file (.txt, .csv with a url column, .json, .jsonl): '), urlsFile, urlCount),
+      h('div', { class: 'row' },
+        h('label', { for: 'urls-file' }, 'or a file (.txt, .csv with a url column, .json, .jsonl): '),
+        urlsFile, urlCount),
       slot('urls')),
     h('fieldset', {}, h('legend', {}, 'Schema'),
-      h('div', { class: 'row' }, modes.map((m, i) => h('label', { class: 'inline' }, modeRadios[i], ` ${modeLabels[m]}`))),
+      h('div', { class: 'row' }, modes.map((m, i) =>
+        h('label', { class: 'inline' }, modeRadios[i], ` ${modeLabels[m]}`))),
       panes.json, panes.fields, panes.profile,
       slot('schema')),
     h('fieldset', {}, h('legend', {}, 'Prompt (optional)'),
@@ -153,9 +165,11 @@ export async function renderSubmit(view, ctx) {
     h('fieldset', {}, h('legend', {}, 'Options'),
       h('p', { class: 'hint' }, 'Empty fields keep their default (shown greyed).'),
       h('div', { class: 'options' }, numberRows, choiceRows,
-        optionRow('fail_fast', optionInputs.fail_fast, 'stop at the first failed URL', slot('option-fail_fast')),
-        optionRow('formats', h('span', { id: 'option-formats' }, formatBoxes.map((box) => h('label', { class: 'inline' }, box, ` ${box.value} `))),
-          'what to keep besides the record', slot('option-formats'))),
+        optionRow('fail_fast', optionInputs.fail_fast, 'stop at the first failed URL',
+          slot('option-fail_fast')),
+        optionRow('formats', h('span', { id: 'option-formats' }, formatBoxes.map((box) =>
+          h('label', { class: 'inline' }, box, ` ${box.value} `))),
+        'what to keep besides the record', slot('option-formats'))),
       slot('options')),
     h('div', { class: 'actions' }, submit));
   replace(view, h('h1', {}, 'New batch'), form);
@@ -164,7 +178,7 @@ export async function renderSubmit(view, ctx) {
     const target = errors[name] || errors.form;
     replace(target, message, details);
     target.hidden = false;
-    const input = document.getElementById(name.startsWith('option-') ? name : name === 'schema' ? schemaInputId() : name);
+    const input = document.getElementById(name === 'schema' ? schemaInputId() : name);
     if (input) input.setAttribute('aria-invalid', 'true');
     target.scrollIntoView({ block: 'center' });
   }
@@ -187,7 +201,9 @@ export async function renderSubmit(view, ctx) {
     const options = {};
     for (const [name] of NUMBER_OPTIONS) {
       if (optionInputs[name].value.trim() !== '') options[name] = Number(optionInputs[name].value);
-      else if (optionInputs[name].validity.badInput) throw new FormError(`option-${name}`, `${name}: not a number`);
+      else if (optionInputs[name].validity.badInput) {
+        throw new FormError(`option-${name}`, `${name}: not a number`);
+      }
     }
     for (const [name, choices] of CHOICE_OPTIONS) {
       if (optionInputs[name].value !== choices[0]) options[name] = optionInputs[name].value;
@@ -267,13 +283,18 @@ function errorField(error, optionInputs) {
   const prefix = (message.match(/^([a-z_]+)[.:]/) || [])[1];
   if (error.code === 'INVALID_URL' || (error.code === 'TOO_LARGE' && prefix === 'urls')) {
     const details = Array.isArray(error.details)
-      ? h('ul', {}, error.details.map((bad) => h('li', {}, `#${bad.index} `, h('code', {}, String(bad.url ?? '')), `: ${bad.reason ?? ''}`)))
+      ? h('ul', {}, error.details.map((bad) =>
+        h('li', {}, `#${bad.index} `, h('code', {}, String(bad.url ?? '')), `: ${bad.reason ?? ''}`)))
       : null;
     return ['urls', details];
   }
   if (error.code === 'INVALID_SCHEMA') return ['schema', null];
-  if (error.code === 'INVALID_OPTION') return [prefix && optionInputs[prefix] ? `option-${prefix}` : 'options', null];
-  if (error.code === 'INVALID_INPUT' && ['urls', 'schema', 'prompt', 'options'].includes(prefix)) return [prefix, null];
+  if (error.code === 'INVALID_OPTION') {
+    return [prefix && optionInputs[prefix] ? `option-${prefix}` : 'options', null];
+  }
+  if (error.code === 'INVALID_INPUT' && ['urls', 'schema', 'prompt', 'options'].includes(prefix)) {
+    return [prefix, null];
+  }
   return ['form', null];
 }
 
