@@ -8,6 +8,9 @@ process (:mod:`batchscraper.api.delivery`): it sends due events, signed per http
 (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64>``),
 and retries with exponential backoff until the receiver answers 2xx. The
 outbox lives in MongoDB, so pending deliveries survive a restart of Scrapyd.
+Webhook URLs pass the crawl's SSRF guard: as written at submit, and with the
+address they resolve to at each delivery (a blocked target fails the event
+at once, with ``FETCH_BLOCKED``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,15 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
 
-from batchscraper.exceptions import WebhookVerificationError
+from batchscraper.exceptions import InvalidOptionError, WebhookVerificationError
+from batchscraper.ssrf import (
+    ALLOW_ALL,
+    AddressPolicy,
+    FetchBlockedError,
+    IPAddress,
+    parse_ip_literal,
+    resolve,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +127,37 @@ def verify(
     except ValueError:
         raise WebhookVerificationError("body is not JSON") from None
     return payload
+
+
+# -- targets: the SSRF guard of the crawl applies to webhook URLs too ------------
+
+
+def webhook_policy(settings: Any) -> AddressPolicy:
+    """The policy webhook targets must pass: the crawl's (``BATCH_ALLOWED_NETWORKS``/``_PORTS``)."""
+    if not settings.getbool("BATCH_SSRF_GUARD_ENABLED"):
+        return ALLOW_ALL
+    return AddressPolicy.from_settings(settings)
+
+
+def check_webhook_target(url: str, policy: AddressPolicy) -> None:
+    """At submit, without DNS: 422 ``INVALID_WEBHOOK`` for a URL the guard refuses as written."""
+    try:
+        policy.check_url(url)
+    except FetchBlockedError as exc:
+        raise InvalidOptionError(f"webhook.url: {exc}", code="INVALID_WEBHOOK") from None
+
+
+def webhook_address(url: str, policy: AddressPolicy) -> IPAddress:
+    """At delivery (blocking DNS): the checked address to connect to; FetchBlockedError if none.
+
+    The connection goes to this very address, so a second DNS answer cannot
+    send it elsewhere (DNS rebinding). OSError when the name does not resolve.
+    """
+    host, port = policy.check_url(url)
+    literal = parse_ip_literal(host)
+    addresses = [literal] if literal is not None else resolve(host, port)
+    policy.check_addresses(addresses)
+    return addresses[0]
 
 
 # -- events --------------------------------------------------------------------
@@ -234,7 +276,7 @@ class WebhookOutbox:
         now = dt.datetime.now(dt.UTC)
         if attempt["ok"]:
             status, update = "delivered", {"delivered_at": now}
-        elif attempts >= self.config.max_attempts:
+        elif attempts >= self.config.max_attempts or attempt.get("retryable") is False:
             status, update = "failed", {}
         else:
             status = "pending"

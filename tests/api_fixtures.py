@@ -50,6 +50,7 @@ API_SETTINGS = {
     "batch_webhook_retry_base": "0.5",
     "batch_webhook_retry_max": "2",
     "batch_webhook_timeout": "3",
+    "batch_allowed_networks": "127.0.0.0/8",  # webhook receivers on 127.0.0.1 (SSRF guard)
 }
 
 

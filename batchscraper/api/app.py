@@ -71,7 +71,7 @@ class BatchApi:
         except (PyMongoError, RuntimeError) as exc:
             where = uri or "embedded server"
             raise ConfigError(f"batchscraper: cannot use MongoDB ({where}): {exc}") from None
-        WebhookDelivery(outbox).setServiceParent(root.app)
+        WebhookDelivery(outbox, self.config.webhook_policy).setServiceParent(root.app)
         reconcile = ReconcileConfig.from_settings(settings)
         if reconcile.enabled:  # no batch stays pending or running without a worker
             ReconcileService(

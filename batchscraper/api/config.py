@@ -5,13 +5,15 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from scrapy.settings import Settings
 from scrapyd.exceptions import ConfigError
 
 from batchscraper.inputs import Limits
+from batchscraper.ssrf import AddressPolicy
+from batchscraper.webhooks import webhook_policy
 
 SETTINGS_MODULE = "batchscraper.settings"
 OVERRIDES_SECTION = "batchscraper"
@@ -47,6 +49,8 @@ class ApiConfig:
     nodes: list[str]
     node_timeout: float
     node_poll_interval: float
+    # webhook targets pass the crawl's SSRF guard (BATCH_ALLOWED_NETWORKS / _PORTS)
+    webhook_policy: AddressPolicy = field(default_factory=AddressPolicy)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiConfig:
@@ -63,6 +67,7 @@ class ApiConfig:
             nodes=node_list(settings.get("BATCH_API_NODES")),
             node_timeout=settings.getfloat("BATCH_API_NODE_TIMEOUT"),
             node_poll_interval=settings.getfloat("BATCH_API_NODE_POLL_INTERVAL"),
+            webhook_policy=webhook_policy(settings),
         )
 
 

@@ -1,4 +1,9 @@
-"""Delivery of the webhook outbox from inside the Scrapyd process (a Twisted service)."""
+"""Delivery of the webhook outbox from inside the Scrapyd process (a Twisted service).
+
+Each attempt resolves the target and checks it with the SSRF guard first,
+then connects to exactly the address it checked (DNS rebinding); a refused
+target fails the event at once with ``FETCH_BLOCKED``, without retries.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,14 @@ from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer, reactor, task, threads
-from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
+from zope.interface import implementer
 
-from batchscraper.webhooks import WebhookOutbox, signed_headers
+from batchscraper.ssrf import ALLOW_ALL, AddressPolicy, FetchBlockedError, IPAddress
+from batchscraper.webhooks import WebhookOutbox, signed_headers, webhook_address
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +35,11 @@ class WebhookDelivery(Service):
 
     name = "batchscraper-webhooks"
 
-    def __init__(self, outbox: WebhookOutbox) -> None:
+    def __init__(self, outbox: WebhookOutbox, policy: AddressPolicy = ALLOW_ALL) -> None:
         self.outbox = outbox
         self.config = outbox.config
-        self.agent = Agent(reactor)
+        self.policy = policy
+        self.tls = BrowserLikePolicyForHTTPS()
         self.loop = task.LoopingCall(self.tick)
 
     def startService(self) -> None:
@@ -62,12 +71,15 @@ class WebhookDelivery(Service):
         started = time.monotonic()
         attempt: dict[str, Any] = {"at": dt.datetime.now(dt.UTC), "status_code": None}
         try:
-            exchange = defer.ensureDeferred(self._exchange(event["url"], headers, body))
+            address = await threads.deferToThread(webhook_address, event["url"], self.policy)
+            exchange = defer.ensureDeferred(self._exchange(event["url"], address, headers, body))
             code, text = await exchange.addTimeout(self.config.timeout, reactor)
             attempt["status_code"] = code
             attempt["ok"] = 200 <= code < 300
             if not attempt["ok"]:
                 attempt["error"] = text[:ERROR_TEXT_CHARS].decode("utf-8", "replace")
+        except FetchBlockedError as exc:  # never sent, and never retried
+            attempt.update(ok=False, retryable=False, error=f"FETCH_BLOCKED: {exc}")
         except Exception as exc:  # any transport failure is one failed attempt
             attempt["ok"] = False
             attempt["error"] = f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_CHARS]
@@ -82,10 +94,35 @@ class WebhookDelivery(Service):
             )
         return status
 
-    async def _exchange(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    async def _exchange(
+        self, url: str, address: IPAddress, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
         raw = Headers({key.encode(): [value.encode()] for key, value in headers.items()})
         raw.setRawHeaders(b"content-type", [b"application/json"])
         raw.setRawHeaders(b"user-agent", [USER_AGENT])
         producer = cast(IBodyProducer, FileBodyProducer(BytesIO(body)))
-        response = await self.agent.request(b"POST", url.encode(), raw, producer)
+        agent = Agent.usingEndpointFactory(
+            reactor, PinnedEndpoints(address, self.tls, self.config.timeout)
+        )
+        response = await agent.request(b"POST", url.encode(), raw, producer)
         return response.code, await readBody(response)
+
+
+@implementer(IAgentEndpointFactory)
+class PinnedEndpoints:
+    """Connections to one checked address, whatever the URL's host resolves to now.
+
+    The Host header and, for https, the certificate check still use the URL's host.
+    """
+
+    def __init__(self, address: IPAddress, tls: BrowserLikePolicyForHTTPS, timeout: float) -> None:
+        self.address = address
+        self.tls = tls
+        self.timeout = timeout
+
+    def endpointForURI(self, uri: Any) -> Any:
+        tcp = TCP6ClientEndpoint if self.address.version == 6 else TCP4ClientEndpoint
+        endpoint = tcp(reactor, str(self.address), uri.port, timeout=self.timeout)
+        if uri.scheme == b"https":
+            return wrapClientTLS(self.tls.creatorForNetloc(uri.host, uri.port), endpoint)
+        return endpoint

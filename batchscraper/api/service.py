@@ -20,6 +20,7 @@ from batchscraper.api.submit import Submission
 from batchscraper.exceptions import BatchInputError, BatchNotFoundError, BatchStateError
 from batchscraper.inputs import BatchSpec, parse_batch
 from batchscraper.store import BatchStore, utcnow
+from batchscraper.webhooks import check_webhook_target
 
 BATCH_ID = re.compile(r"b_[0-9a-f]{32}")
 MAX_IDEMPOTENCY_KEY = 255
@@ -52,6 +53,8 @@ class BatchService:
             if replayed is not None:
                 return replayed, True
         spec = self._spec(caller, submission)  # everything is validated before any write
+        if submission.webhook is not None:
+            check_webhook_target(submission.webhook.url, self.config.webhook_policy)
         if key is not None:
             try:
                 self.idempotency.insert_one(
