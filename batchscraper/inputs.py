@@ -116,6 +116,7 @@ class BatchOptions:
     max_llm_calls: int | None = None
     max_cost_usd: float | None = None
     grounding: str = "flag"
+    robots_txt: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -369,7 +370,7 @@ def _option_value(name: str, value: Any, limits: Limits) -> Any:
         if text not in RENDER_MODES:
             raise InvalidOptionError(f"render_js: must be one of {list(RENDER_MODES)}")
         return text
-    if name == "fail_fast":
+    if name in ("fail_fast", "robots_txt"):
         return _boolean(name, value)
     if name == "formats":
         items = value.split(",") if isinstance(value, str) else value

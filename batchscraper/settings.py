@@ -206,3 +206,33 @@ BATCH_LLM_PRICES = {
 BATCH_API_NODES: list[str] = []
 BATCH_API_NODE_TIMEOUT = 10.0  # seconds for one call to another node's JSON API
 BATCH_API_NODE_POLL_INTERVAL = 5.0  # seconds between listjobs.json polls of the other nodes
+
+# Politeness. Per domain: CONCURRENT_REQUESTS_PER_DOMAIN (capped by the batch's `concurrency`),
+# DOWNLOAD_DELAY, and DOWNLOAD_SLOTS for chosen hosts ({"host": {"concurrency": 2, "delay": 1}});
+# AutoThrottle (above) adapts each domain's delay to its latency. robots.txt: the batch option
+# `robots_txt`, or ROBOTSTXT_OBEY for every batch; disallowed URLs fail with ROBOTS_DISALLOWED.
+DOWNLOADER_MIDDLEWARES.update(
+    {
+        "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+        "batchscraper.robots.RobotsTxtPolicy": 100,
+        # between retry (550) and the downloader: sees every attempt's raw status
+        "batchscraper.breaker.CircuitBreakerMiddleware": 580,
+    }
+)
+EXTENSIONS.update({"batchscraper.extensions.domains.DomainHealthWriter": 510})
+# Circuit breaker: over a domain's last BATCH_BREAKER_WINDOW answers (once it has at least
+# BATCH_BREAKER_MIN_REQUESTS), an error share of BATCH_BREAKER_ERROR_RATE or more is a strike:
+# the domain's delay goes up (BATCH_BREAKER_DELAY, doubled per strike, at most _MAX_DELAY); at
+# BATCH_BREAKER_STRIKES strikes its remaining items fail with DOMAIN_CIRCUIT_OPEN (retryable).
+BATCH_BREAKER_ENABLED = True
+BATCH_BREAKER_HTTP_CODES = [408, 429, 500, 502, 503, 504, 522, 524]  # plus download errors
+BATCH_BREAKER_WINDOW = 20
+BATCH_BREAKER_MIN_REQUESTS = 10
+BATCH_BREAKER_ERROR_RATE = 0.5
+BATCH_BREAKER_DELAY = 1.0  # seconds, the delay at the first strike
+BATCH_BREAKER_MAX_DELAY = 30.0
+BATCH_BREAKER_STRIKES = 3
+BATCH_BREAKER_MAX_DOMAINS = 10_000  # domains remembered per process (least recently seen go)
+# Per-domain health (requests, errors, delay, breaker) on the batch document's `domains`.
+BATCH_DOMAIN_HEALTH_INTERVAL = 5.0  # seconds between writes (0: off)
+BATCH_DOMAIN_HEALTH_TOP = 20  # domains kept, the busiest first

@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import gridfs
@@ -44,6 +44,7 @@ COUNTER_KEYS = (
     "cost_usd",
 )
 INSERT_CHUNK = 1_000
+BREAKER_SEVERITY = {"closed": 0, "slowed": 1, "open": 2}
 T = TypeVar("T")
 
 
@@ -576,6 +577,28 @@ class BatchStore:
         bucket = gridfs.GridFSBucket(self.db, bucket_name="screenshots")
         return bucket.open_download_stream(ObjectId(file_id)).read()
 
+    def save_domain_health(
+        self, batch_id: str, worker: str, entries: list[dict[str, Any]], top: int
+    ) -> None:
+        """Store one worker's per-domain health; ``domains``: every worker's merged, top ``top``.
+
+        Each worker keeps its own entries under ``domain_workers`` (at most
+        ``top`` each), so that workers of the same batch add up instead of
+        overwriting each other.
+        """
+        key = worker.replace(".", "_").replace("$", "_")
+        batch = self.batches.find_one({"_id": batch_id}, {"domain_workers": 1}) or {}
+        workers = {**(batch.get("domain_workers") or {}), key: entries}
+        self.batches.update_one(
+            {"_id": batch_id},
+            {
+                "$set": {
+                    f"domain_workers.{key}": entries,
+                    "domains": merge_domain_health(workers.values(), top),
+                }
+            },
+        )
+
     # -- reads -----------------------------------------------------------------
 
     def iter_items(
@@ -609,6 +632,33 @@ def duplicate_groups(spec: BatchSpec) -> tuple[dict[int, int], dict[int, list[in
             first_of[index] = first
             copies.setdefault(first, []).append(index)
     return first_of, copies
+
+
+def merge_domain_health(
+    workers: Iterable[list[dict[str, Any]]], top: int
+) -> list[dict[str, Any]]:
+    """Per-domain health summed over workers: the ``top`` domains with the most requests.
+
+    Delays and breaker states are per process: the largest delay and the
+    most severe state (open > slowed > closed) are shown.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for entries in workers:
+        for entry in entries:
+            seen = merged.setdefault(
+                entry["domain"],
+                {"domain": entry["domain"], "requests": 0, "errors": 0, "delay": 0.0,
+                 "breaker": "closed"},
+            )
+            seen["requests"] += entry["requests"]
+            seen["errors"] += entry["errors"]
+            seen["delay"] = max(seen["delay"], entry["delay"])
+            if BREAKER_SEVERITY[entry["breaker"]] > BREAKER_SEVERITY[seen["breaker"]]:
+                seen["breaker"] = entry["breaker"]
+    ranked = sorted(merged.values(), key=lambda entry: entry["requests"], reverse=True)[:top]
+    for entry in ranked:
+        entry["error_rate"] = round(entry["errors"] / max(entry["requests"], 1), 3)
+    return ranked
 
 
 def _record_fields(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -163,6 +163,8 @@ class BatchSpider(scrapy.Spider):
         settings.set("AUTOTHROTTLE_TARGET_CONCURRENCY", float(options.concurrency), "spider")
         settings.set("DOWNLOAD_TIMEOUT", options.timeout_per_url, priority="spider")
         settings.set("RETRY_TIMES", options.retries, priority="spider")
+        if options.robots_txt:
+            settings.set("ROBOTSTXT_OBEY", True, priority="spider")
         if settings.getbool("BATCH_BROWSER_ENABLED"):
             settings.update(self.render.scrapy_settings(), priority="spider")
             configure_browser_guard(self.ssrf_policy, self.render.blocked_resource_types)
