@@ -128,7 +128,7 @@ def _json_arg(value: str | None, name: str) -> Any:
 def _url_entries(raw: str) -> list[Any]:
     """URLs as ``-a urls=`` takes them, parsed by the shared parser, as JSON entries."""
     entries: list[Any] = []
-    for spec in parse_urls(raw, Limits(max_urls=sys.maxsize)):
+    for spec in parse_urls(raw, Limits(max_urls=sys.maxsize, read_files=True)):
         entry = {key: value for key, value in asdict(spec).items() if value is not None}
         entry.update(entry.pop("browser", None) or {})
         entries.append(entry if len(entry) > 1 else spec.url)

@@ -51,10 +51,14 @@ class Limits:
     max_urls: int = 10_000
     max_total_items: int = 5_000
     schema: SchemaLimits = field(default_factory=SchemaLimits)
+    # ``@file`` arguments are read from this machine's disk: the command line's
+    # privilege only; over HTTP an ``@`` reference is an error, never a file read
+    read_files: bool = False
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Limits:
+    def from_settings(cls, settings: Any, *, read_files: bool = False) -> Limits:
         return cls(
+            read_files=read_files,
             max_urls=settings.getint("BATCH_MAX_URLS"),
             max_total_items=settings.getint("BATCH_MAX_TOTAL_ITEMS"),
             schema=SchemaLimits(
@@ -170,7 +174,7 @@ def parse_batch(
     if schema is None or schema == "":
         raise BatchInputError("schema: missing; give a JSON Schema, a field list or @file")
     url_specs = parse_urls(urls, limits)
-    schema_doc = parse_schema(_read_at_file(schema, "schema"), limits.schema)
+    schema_doc = parse_schema(_read_at_file(schema, "schema", limits), limits.schema)
     return BatchSpec(
         urls=url_specs,
         schema=schema_doc,
@@ -195,7 +199,7 @@ def parse_prompt(prompt: Any) -> str | None:
 
 def parse_urls(raw: Any, limits: Limits = Limits()) -> list[UrlSpec]:
     """Parse URLs from a list, JSON text, a separated string, or ``@file``."""
-    entries = _url_entries(raw)
+    entries = _url_entries(raw, limits)
     if not entries:
         raise InvalidURLsError("urls: the list is empty")
     if len(entries) > limits.max_urls:
@@ -219,14 +223,14 @@ def parse_urls(raw: Any, limits: Limits = Limits()) -> list[UrlSpec]:
     return specs
 
 
-def _url_entries(raw: Any) -> list[Any]:
+def _url_entries(raw: Any, limits: Limits) -> list[Any]:
     if isinstance(raw, list):
         return raw
     if not isinstance(raw, str):
         raise InvalidURLsError("urls: must be a list or a string")
     text = raw.strip()
     if text.startswith("@"):
-        return _url_entries_from_file(Path(text[1:]))
+        return _url_entries_from_file(_file_path(text, "urls", limits))
     if text.startswith("["):
         try:
             decoded = json.loads(text)
@@ -337,7 +341,7 @@ def _shown(entry: Any) -> str:
 
 def parse_options(raw: Any = None, limits: Limits = Limits(), **option_args: Any) -> BatchOptions:
     """Parse options from JSON text, ``@file``, a dict, and/or single arguments."""
-    raw = _read_at_file(raw, "options") if raw not in (None, "") else {}
+    raw = _read_at_file(raw, "options", limits) if raw not in (None, "") else {}
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
@@ -440,10 +444,18 @@ def _date_filter(value: Any) -> DateFilter | None:
 # -- files -------------------------------------------------------------------
 
 
-def _read_at_file(value: Any, argument: str) -> Any:
+def _read_at_file(value: Any, argument: str, limits: Limits) -> Any:
     if isinstance(value, str) and value.strip().startswith("@"):
-        return _read_file(Path(value.strip()[1:]), argument)
+        return _read_file(_file_path(value.strip(), argument, limits), argument)
     return value
+
+
+def _file_path(reference: str, argument: str, limits: Limits) -> Path:
+    if not limits.read_files:
+        raise BatchInputError(
+            f"{argument}: @file references are read on the command line only; send the content"
+        )
+    return Path(reference[1:])
 
 
 def _read_file(path: Path, argument: str) -> str:

@@ -16,6 +16,10 @@ from typing import Any
 
 import lxml.html
 from lxml.etree import ParserError
+from scrapy import Request
+from scrapy.exceptions import DownloadTimeoutError
+from scrapy.http import Response
+from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
 from scrapy_playwright.page import PageMethod
 
 from batchscraper.ssrf import ALLOW_ALL, AddressPolicy, FetchBlockedError, parse_ip_literal, resolve
@@ -93,7 +97,7 @@ class RenderConfig:
 
     def scrapy_settings(self) -> dict[str, Any]:
         """The scrapy-playwright settings for a crawl that may render pages."""
-        handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
+        handler = "batchscraper.render.BoundedPlaywrightHandler"
         return {
             "DOWNLOAD_HANDLERS": {"http": handler, "https": handler},
             "PLAYWRIGHT_BROWSER_TYPE": "chromium",
@@ -225,6 +229,32 @@ def screenshot_from(meta: dict[str, Any]) -> bytes | None:
         if method.method == "screenshot" and isinstance(method.result, bytes):
             return method.result
     return None
+
+
+# A browser download (navigation, page methods, settle, page close) gets this long in all
+# before it is abandoned: twice the page timeout, plus a margin for the browser itself.
+DEADLINE_FACTOR = 2
+DEADLINE_MARGIN_SECONDS = 5.0
+
+
+class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
+    """scrapy-playwright's handler with a hard deadline on each browser download.
+
+    Playwright bounds navigation and page methods, but not everything: closing
+    a page after its browser was killed can wait forever, and one such request
+    would keep the batch from ever finishing. Past the deadline the download
+    fails with a (retryable) timeout.
+    """
+
+    async def _download_request(self, request: Request, spider: Any = None) -> Response:
+        timeout = float(request.meta.get("download_timeout", DEADLINE_MARGIN_SECONDS))
+        deadline = timeout * DEADLINE_FACTOR + DEADLINE_MARGIN_SECONDS
+        try:
+            return await asyncio.wait_for(super()._download_request(request, spider), deadline)
+        except TimeoutError:
+            raise DownloadTimeoutError(
+                f"the browser did not finish {request.url} within {deadline:.0f}s"
+            ) from None
 
 
 # Policy for the browser's own requests (subresources, client-side navigations).

@@ -67,7 +67,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("-s", "--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra Scrapy setting for the spider run")
     args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.set)
     home = Path(os.environ.get("BATCHSCRAPER_HOME", ".batchscraper")).resolve()
     port = ensure_embedded_server(home)
     uri = f"mongodb://127.0.0.1:{port}/batchscraper_bench?directConnection=true"
@@ -83,7 +86,7 @@ def main() -> None:
         _, spider_memory = run_crawl(
             {"batch_id": batch_id},
             {"BATCH_ALLOWED_NETWORKS": "127.0.0.0/8", "BATCH_BROWSER_MAX_PAGES": args.concurrency,
-             "LOG_LEVEL": "WARNING", "AUTOTHROTTLE_ENABLED": False},
+             "LOG_LEVEL": "WARNING", **extra},
             {"MONGO_URI": uri},
         )
     batch = store.get_batch(batch_id)
@@ -99,7 +102,7 @@ def main() -> None:
           f"spider {mb(max(samples, default=0))} MB; spider first half {mb(first_half)} MB, "
           f"second half {mb(second_half)} MB (flat: ratio {second_half / max(first_half, 1):.2f})")
     record("render", {
-        "pages": args.pages, "concurrency": args.concurrency,
+        "pages": args.pages, "concurrency": args.concurrency, "settings": extra,
         "raw_pages_per_s": round(raw_rate, 2), "spider_pages_per_s": round(spider_rate, 2),
         "ratio": round(spider_rate / raw_rate, 3),
         "completed": batch["counters"]["completed"],

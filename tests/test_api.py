@@ -251,6 +251,10 @@ def test_refused_requests_store_nothing(
         (scrapyd.call("POST", "/batches", raw=b" " * 1_000_001), 413, "TOO_LARGE"),
         (scrapyd.call("POST", "/batches", {"rerun_of": "b_" + "0" * 32}), 404, "NOT_FOUND"),
         (scrapyd.call("PUT", "/batches", good), 405, "METHOD_NOT_ALLOWED"),
+        # "@path" is the command line's way to read a file: over HTTP it reads nothing
+        (scrapyd.call("POST", "/batches", {**good, "urls": "@/etc/passwd"}), 400, "INVALID_INPUT"),
+        (scrapyd.call("POST", "/batches", {"urls": good["urls"], "schema": "@/etc/hostname"}),
+         400, "INVALID_INPUT"),
     ]
     for answer, status, code in cases:
         error = assert_error(openapi, answer, status, code)
@@ -258,6 +262,7 @@ def test_refused_requests_store_nothing(
             assert [(d["index"], d["url"]) for d in error["details"]] == [
                 (1, "ftp://x/"), (2, "http://")
             ]
+    assert b"root:" not in cases[-2][0].body
     assert cases[0][0].headers["WWW-Authenticate"].startswith("Bearer")
     assert stored_counts(store) == before
 

@@ -18,6 +18,21 @@ from batchscraper.inputs import Limits, parse_batch, parse_options, parse_urls
 from batchscraper.schemas import SchemaLimits, parse_schema
 
 SCHEMA = {"type": "object", "properties": {"title": {"type": "string"}}}
+FILES = Limits(read_files=True)  # as the command line parses
+
+
+def test_at_files_are_not_read_unless_allowed(tmp_path: Path):
+    """Over HTTP, "@/etc/passwd" must be an error, never a file read."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("https://a.example/from-a-file\n")
+    for call in (
+        lambda: parse_urls(f"@{secret}"),
+        lambda: parse_batch("https://a.example/", f"@{secret}"),
+        lambda: parse_options(f"@{secret}"),
+    ):
+        with pytest.raises(BatchInputError, match="command line only") as info:
+            call()
+        assert "from-a-file" not in str(info.value) and info.value.details is None
 
 
 def test_url_forms(tmp_path: Path):
@@ -47,7 +62,7 @@ def test_url_forms(tmp_path: Path):
     (tmp_path / "u.jsonl").write_text('"https://a.example/1"\n{"url": "https://a.example/2"}\n')
     (tmp_path / "u.csv").write_text("id,url\n1,https://a.example/1\n2,https://a.example/2\n")
     for name, count in (("u.txt", 2), ("u.json", 1), ("u.jsonl", 2), ("u.csv", 2)):
-        assert len(parse_urls(f"@{tmp_path / name}")) == count, name
+        assert len(parse_urls(f"@{tmp_path / name}", FILES)) == count, name
 
 
 @pytest.mark.parametrize(
@@ -75,10 +90,10 @@ def test_url_list_errors(tmp_path: Path):
     with pytest.raises(BatchInputError, match="not valid JSON"):
         parse_urls("[oops")
     with pytest.raises(BatchInputError, match="cannot read"):
-        parse_urls(f"@{tmp_path / 'missing.txt'}")
+        parse_urls(f"@{tmp_path / 'missing.txt'}", FILES)
     (tmp_path / "bad.csv").write_text("link\nhttps://a.example/\n")
     with pytest.raises(BatchInputError, match="no 'url' column"):
-        parse_urls(f"@{tmp_path / 'bad.csv'}")
+        parse_urls(f"@{tmp_path / 'bad.csv'}", FILES)
     with pytest.raises(InvalidURLsError, match="unknown keys"):
         parse_urls([{"url": "https://a.example/", "proxy": "x"}])
     with pytest.raises(TooLargeError) as info:
@@ -156,7 +171,7 @@ def test_options_defaults_ranges_and_single_arguments(tmp_path: Path):
     assert options.concurrency == 4 and options.fail_fast is True
     assert options.formats == ("json", "markdown")
     (tmp_path / "o.json").write_text('{"date_filter": {"field": "d", "from": "2024-01-01"}}')
-    assert parse_options(f"@{tmp_path / 'o.json'}").date_filter.field == "d"
+    assert parse_options(f"@{tmp_path / 'o.json'}", FILES).date_filter.field == "d"
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,25 @@ def test_browser_timeout_is_timeout(crawl, site: ExampleSite, store: BatchStore)
     assert item["render_mode"] == "headless"
 
 
+def test_a_browser_download_has_a_hard_deadline(crawl, site: ExampleSite, store: BatchStore):
+    """Waits that no Playwright timeout bounds still end, as a retryable TIMEOUT."""
+    urls = json.dumps(
+        [
+            {
+                "url": site.url("/app-shell/6"),
+                "render_js": "always",
+                "actions": [{"type": "wait", "ms": 25000}],
+            }
+        ]
+    )
+    result = crawl(urls=urls, schema=SCHEMA, timeout_per_url=1, retries=0)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (item,) = store.iter_items(batch_id_from(result))
+    assert item["error"]["code"] == "TIMEOUT", item["error"]
+    assert "did not finish" in item["error"]["message"]
+    assert item["duration_ms"] < 20000
+
+
 def descendants(pid: int) -> list[int]:
     """All processes below ``pid`` (from /proc), so only this crawl's browser is touched."""
     children: dict[int, list[int]] = {}

@@ -48,7 +48,7 @@ class Command(ScrapyCrawlCommand):
             k: v for k, v in spargs.items()
             if k not in INPUT_ARGS and k not in passthrough and k != "reextract_from"
         }
-        limits = Limits.from_settings(settings)
+        limits = Limits.from_settings(settings, read_files=True)
         if not source:
             return {"spec": parse_batch(limits=limits, **inputs, **option_args), **passthrough}
         if inputs.pop("urls"):
