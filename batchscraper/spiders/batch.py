@@ -142,7 +142,9 @@ class BatchSpider(scrapy.Spider):
             return batch
         if self.spec is None:
             self.spec = parse_batch(
-                limits=Limits.from_settings(settings, read_files=True), **self.raw_inputs, **self.option_args
+                limits=Limits.from_settings(settings, read_files=True),
+                **self.raw_inputs,
+                **self.option_args,
             )
         extra = {"reextract_from": self.reextract_from} if self.reextract_from else None
         batch = self.store.create_batch(self.spec, extra=extra)
