@@ -15,6 +15,7 @@ import pytest
 
 from batchscraper.examplesite import ExampleSite, product_expected
 from batchscraper.store import BatchStore
+from bench._common import comm, descendants
 from tests.conftest import REPO, batch_id_from
 
 pytestmark = pytest.mark.browser
@@ -145,33 +146,8 @@ def test_a_browser_download_has_a_hard_deadline(crawl, site: ExampleSite, store:
     assert item["duration_ms"] < 20000
 
 
-def descendants(pid: int) -> list[int]:
-    """All processes below ``pid`` (from /proc), so only this crawl's browser is touched."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def browser_pids(pid: int) -> set[int]:
-    found = set()
-    for child in descendants(pid):
-        try:
-            if "chrom" in Path(f"/proc/{child}/comm").read_text():
-                found.add(child)
-        except OSError:
-            continue
-    return found
+    return {child for child in descendants(pid) if "chrom" in comm(child)}
 
 
 def wait_for_browsers(pid: int, exclude: set[int], seconds: float) -> set[int]:
