@@ -71,6 +71,13 @@ class TooLargeError(BatchInputError):
     http_status = 413
 
 
+class UnsupportedMediaTypeError(BatchInputError):
+    """A request body that says it is not JSON (HTTP 415)."""
+
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    http_status = 415
+
+
 class BatchNotFoundError(BatchError):
     """No batch with that id."""
 

@@ -87,7 +87,7 @@ def query_int(request: Any, name: str, default: int, low: int, high: int) -> int
     if not values:
         return default
     text = values[0].decode("latin-1")
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise BatchInputError(f"{name}: must be an integer from {low} to {high}, got {text!r}")
     return int(text)
 

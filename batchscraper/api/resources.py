@@ -22,7 +22,7 @@ from batchscraper.api.http import (
 )
 from batchscraper.api.openapi import openapi_document
 from batchscraper.api.service import check_idempotency_key
-from batchscraper.api.submit import check_content_length, read_json_body, read_submission
+from batchscraper.api.submit import check_body_headers, read_json_body, read_submission
 from batchscraper.api.views import (
     batch_detail,
     batch_summary,
@@ -54,7 +54,7 @@ class Batches(ApiResource):
     async def handle_POST(self, request: Any) -> JsonResponse:
         caller = self.caller(request)
         config = self.api.config
-        check_content_length(request, config.max_body_bytes)
+        check_body_headers(request, config.max_body_bytes)
         body = await deferToThread(read_json_body, request.content, config.max_body_bytes)
         submission = read_submission(body)
         key = check_idempotency_key(request.getHeader(b"idempotency-key"))
@@ -216,7 +216,7 @@ class Retry(ApiResource):
     async def handle_POST(self, request: Any) -> JsonResponse:
         caller = self.caller(request)
         max_bytes = self.api.config.max_body_bytes
-        check_content_length(request, max_bytes)
+        check_body_headers(request, max_bytes)
         body = await deferToThread(read_json_body, request.content, max_bytes, allow_empty=True)
         only_retryable = _retry_options(body)
         self.api.jobs.check_available()

@@ -15,7 +15,12 @@ import json
 from dataclasses import dataclass
 from typing import IO, Any
 
-from batchscraper.exceptions import BatchInputError, InvalidOptionError, TooLargeError
+from batchscraper.exceptions import (
+    BatchInputError,
+    InvalidOptionError,
+    TooLargeError,
+    UnsupportedMediaTypeError,
+)
 from batchscraper.inputs import check_url
 from batchscraper.webhooks import new_secret, secret_key
 
@@ -51,17 +56,37 @@ class Submission:
     fingerprint: str  # same body, same fingerprint: what Idempotency-Key compares
 
 
-def check_content_length(request: Any, max_bytes: int) -> None:
-    """413 from the announced length alone, before the body is read."""
+def check_body_headers(request: Any, max_bytes: int) -> None:
+    """Before the body is read: 413 from its announced length, 415 unless it is JSON.
+
+    A body without Content-Type is taken as JSON; one that declares another
+    type (a form, text) or a charset other than UTF-8 is refused.
+    """
     length = request.getHeader(b"content-length")
     if length and length.isdigit() and int(length) > max_bytes:
         raise _too_large(max_bytes)
+    if length in (None, b"0") and not request.getHeader(b"transfer-encoding"):
+        return  # no body
+    declared = request.getHeader(b"content-type")
+    if declared is None:
+        return
+    media_type, _, params = declared.decode("latin-1").partition(";")
+    media_type = media_type.strip().lower()
+    charset = params.strip().lower().removeprefix("charset=").strip('"')
+    if (media_type != "application/json" and not media_type.endswith("+json")) or (
+        "charset=" in params.lower() and charset not in ("utf-8", "utf8")
+    ):
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {declared.decode('latin-1')[:100]!r}: send application/json (UTF-8)"
+        )
 
 
 def read_json_body(content: IO[bytes], max_bytes: int, *, allow_empty: bool = False) -> Any:
-    """Decode the request body; 413 past ``max_bytes``, 400 unless it is JSON.
+    """Decode the request body; 413 past ``max_bytes``, 400 unless it is UTF-8 JSON.
 
-    An empty body is None when ``allow_empty``.
+    An empty body is None when ``allow_empty``. Nesting deeper than Python's
+    recursion limit, integers longer than Python converts, and lone surrogates
+    (which MongoDB cannot store) are 400 too.
     """
     content.seek(0)
     raw = content.read(max_bytes + 1)
@@ -70,13 +95,19 @@ def read_json_body(content: IO[bytes], max_bytes: int, *, allow_empty: bool = Fa
     if allow_empty and not raw.strip():
         return None
     try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise BatchInputError("request body is not UTF-8 JSON") from None
+        body = json.loads(raw.decode("utf-8-sig"))
+        json.dumps(body, ensure_ascii=False).encode("utf-8")  # lone surrogates fail here
+    except UnicodeError:
+        raise BatchInputError("request body is not UTF-8 JSON (or holds lone surrogates)") from None
     except json.JSONDecodeError as exc:
         raise BatchInputError(
             f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise BatchInputError("request body nests too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise BatchInputError(f"request body is not usable JSON: {exc}"[:300]) from None
+    return body
 
 
 def _too_large(max_bytes: int) -> TooLargeError:

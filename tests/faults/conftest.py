@@ -24,7 +24,15 @@ from batchscraper.examplesite import product_expected
 from batchscraper.inputs import parse_batch
 from batchscraper.mongo import connect, database_name
 from batchscraper.store import BatchStore
-from tests.api_fixtures import API_SETTINGS, ScrapydServer, free_port, write_scrapyd_home
+from tests.api_fixtures import (
+    API_SETTINGS,
+    KEYS,
+    SCRAPYD_PASSWORD,
+    SCRAPYD_USER,
+    ScrapydServer,
+    free_port,
+    write_scrapyd_home,
+)
 from tests.conftest import REPO
 
 CRAWL_TIMEOUT = 120
@@ -161,9 +169,19 @@ FAST_RECONCILE = {
 
 
 def start_fault_scrapyd(
-    home: Path, mongo_uri: str, *, max_proc: int | None = None, **api: str
+    home: Path,
+    mongo_uri: str,
+    *,
+    max_proc: int | None = None,
+    keys: bool = False,
+    env: dict[str, str] | None = None,
+    **api: str,
 ) -> ScrapydServer:
-    """Scrapyd (open API, loopback) with the fast reconciler; ``max_proc`` caps its crawls."""
+    """Scrapyd on loopback with the fast reconciler; ``max_proc`` caps its crawls.
+
+    The API is open unless ``keys`` (then the API keys and basic auth of
+    tests.api_fixtures are on); ``api`` overrides ``[batchscraper]`` settings.
+    """
     port = free_port()
     write_scrapyd_home(home, port, {**API_SETTINGS, **FAST_RECONCILE, **api})
     if max_proc:
@@ -173,7 +191,10 @@ def start_fault_scrapyd(
     env = {
         **os.environ, "HOME": str(home), "MONGO_URI": mongo_uri,
         "BATCHSCRAPER_HOME": str(home / "batchscraper"),
-        "BATCH_API_KEYS": "", "SCRAPYD_USERNAME": "", "SCRAPYD_PASSWORD": "",
+        "BATCH_API_KEYS": ",".join(f"{k}:{o}" for o, k in KEYS.items()) if keys else "",
+        "SCRAPYD_USERNAME": SCRAPYD_USER if keys else "",
+        "SCRAPYD_PASSWORD": SCRAPYD_PASSWORD if keys else "",
+        **(env or {}),
     }
     log = home / "scrapyd.out"
     with log.open("ab") as out:
