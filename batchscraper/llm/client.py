@@ -127,15 +127,16 @@ class OpenAIChatClient:
                 if self._falls_back(exc, mode):
                     events.append(f"fallback/{self._mode}")
                     continue
+                detail = _short(exc, self.config.api_key)
                 if exc.status_code != 429 and exc.status_code < 500:
                     raise LLMError(
-                        f"LLM endpoint answered HTTP {exc.status_code}: {_short(exc)}",
+                        f"LLM endpoint answered HTTP {exc.status_code}: {detail}",
                         retryable=False,
                     ) from None
                 failure: LLMError = (
-                    LLMRateLimitedError(f"HTTP 429 from the LLM endpoint: {_short(exc)}")
+                    LLMRateLimitedError(f"HTTP 429 from the LLM endpoint: {detail}")
                     if exc.status_code == 429
-                    else LLMError(f"HTTP {exc.status_code} from the LLM endpoint: {_short(exc)}")
+                    else LLMError(f"HTTP {exc.status_code} from the LLM endpoint: {detail}")
                 )
                 delay = _retry_after(exc.response.headers.get("retry-after"))
             except openai.APITimeoutError:
@@ -205,8 +206,12 @@ class OpenAIChatClient:
                           mode=mode, attempts=attempts, events=tuple(events))
 
 
-def _short(exc: openai.APIStatusError) -> str:
-    return str(exc.message)[:300]
+def _short(exc: openai.APIStatusError, api_key: str) -> str:
+    """The endpoint's error message, shortened, without the API key (some servers echo it)."""
+    text = str(exc.message)
+    if api_key:
+        text = text.replace(api_key, "[redacted]")
+    return text[:300]
 
 
 def _retry_after(value: str | None) -> float | None:
