@@ -1,0 +1,88 @@
+"""Deployment defaults: Scrapyd listens on loopback only; a crawl listens on nothing.
+
+(Refusing to start exposed without API keys, or with keys but without basic
+auth, is tested in tests/test_api.py::test_unsafe_configurations_refuse_to_start.)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from scrapy.settings import Settings
+
+from batchscraper.examplesite import ExampleSite
+from batchscraper.store import BatchStore
+from tests.faults.conftest import (
+    background_crawl,
+    new_batch,
+    slow_products,
+    start_fault_scrapyd,
+    wait_until,
+)
+
+LISTEN = "0A"
+
+
+def listening_sockets() -> dict[int, tuple[str, int]]:
+    """Listening TCP sockets of this network namespace: inode -> (hex address, port)."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if fields[3] == LISTEN:
+                    address, port = fields[1].split(":")
+                    found[int(fields[9])] = (address, int(port, 16))
+    return found
+
+
+def sockets_of(pid: int) -> set[int]:
+    """Inodes of the sockets process ``pid`` holds open."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def test_project_settings_turn_telnet_and_remote_control_off() -> None:
+    settings = Settings()
+    settings.setmodule("batchscraper.settings")
+    assert settings.getbool("TELNETCONSOLE_ENABLED") is False
+    assert settings.getbool("REMOTE_CONTROL_ENABLED") is False
+
+
+@pytest.mark.slow
+def test_scrapyd_listens_on_loopback_only(own_store: BatchStore, tmp_path: Path) -> None:
+    server = start_fault_scrapyd(tmp_path / "scrapyd", own_store.uri)  # type: ignore[attr-defined]
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        listening = listening_sockets()
+        mine = [listening[inode] for inode in sockets_of(server.process.pid) if inode in listening]
+    finally:
+        server.stop()
+    assert mine, "Scrapyd holds no listening socket"
+    assert all(found_port == port for _, found_port in mine), mine  # nothing else listens
+    assert {address for address, _ in mine} == {"0100007F"}, mine  # 127.0.0.1 only
+
+
+@pytest.mark.slow
+def test_a_running_crawl_listens_on_nothing(
+    store: BatchStore, mongo_uri: str, batch_home: Path, site: ExampleSite, tmp_path: Path
+) -> None:
+    """No telnet console, no remote-control server: a crawl opens no listening socket."""
+    batch_id = new_batch(store, slow_products(site, 6, delay=1.0), concurrency=2)
+    with background_crawl(mongo_uri, batch_home, tmp_path / "crawl.log",
+                          batch_id=batch_id) as crawl:
+        wait_until(lambda: store.get_batch(batch_id)["counters"]["completed"] >= 1, 60,
+                   "the crawl to be under way")
+        listening = listening_sockets()
+        assert not sockets_of(crawl.pid) & set(listening)
+        assert crawl.poll() is None
