@@ -103,7 +103,9 @@ def storable_record(
         f"the record is {size} bytes after truncating its content; the limit is {max_bytes}",
         code="CONTENT_TOO_LARGE", retryable=False,
     ).to_dict()
-    kept = {key: stored[key] for key in ("batch_id", "index", "url", "attempts") if key in stored}
+    kept: dict[str, Any] = {
+        key: stored[key] for key in ("batch_id", "index", "url", "attempts") if key in stored
+    }
     for key in ("render_mode", "http_status", "final_url", "duration_ms", "content_truncated"):
         if key in stored:
             kept[key] = stored[key]

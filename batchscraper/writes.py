@@ -134,8 +134,8 @@ class SerialWriter:
                 future.set_exception(exc)
                 return
             logger.error("MongoDB refused the record of item %s: %s", record.get("index"), exc)
-            failed = {key: record[key] for key in ("batch_id", "index", "url", "attempts")
-                      if key in record}
+            kept = ("batch_id", "index", "url", "attempts")
+            failed: dict[str, Any] = {key: record[key] for key in kept if key in record}
             failed.update(status="failed", data=None, error={
                 "code": "STORE_FAILED", "retryable": False,
                 "message": f"{type(exc).__name__}: {exc}"[:STORE_FAILED_MESSAGE_CHARS],

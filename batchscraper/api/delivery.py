@@ -122,7 +122,7 @@ class PinnedEndpoints:
 
     def endpointForURI(self, uri: Any) -> Any:
         tcp = TCP6ClientEndpoint if self.address.version == 6 else TCP4ClientEndpoint
-        endpoint = tcp(reactor, str(self.address), uri.port, timeout=self.timeout)
+        endpoint: Any = tcp(reactor, str(self.address), uri.port, timeout=self.timeout)
         if uri.scheme == b"https":
             return wrapClientTLS(self.tls.creatorForNetloc(uri.host, uri.port), endpoint)
         return endpoint
