@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from batchscraper.examplesite import ExampleSite
+from batchscraper.inputs import parse_batch
 from batchscraper.mongo import connect
 from batchscraper.store import BatchStore, utcnow
 from tests.api_fixtures import ScrapydServer, free_port
@@ -201,3 +202,36 @@ def test_mongodb_restarted_mid_batch_loses_nothing(
         store.client.close()
         mongo.kill()
         mongo.wait(timeout=30)
+
+
+def test_reconciler_finalizes_or_gives_up_on_abandoned_batches(
+    own_store: BatchStore, tmp_path: Path
+) -> None:
+    """A batch whose worker died after its last record gets its final status; one that
+    used up its resumes has its unfinished items failed with WORKER_LOST."""
+    urls = [f"https://example.com/{n}" for n in range(3)]
+    extra = {"source": "api", "jobs": [{"id": "lost-1", "kind": "reconcile"}]}
+    spec = parse_batch(urls, PRODUCT_SCHEMA)
+    exhausted = own_store.create_batch(spec, extra=extra)["_id"]
+    own_store.mark_running(exhausted)
+    own_store.claim(exhausted, "dead-worker", range(1), 0)  # a lease that already expired
+    finished = own_store.create_batch(spec, extra={"source": "api", "jobs": []})["_id"]
+    own_store.mark_running(finished)
+    own_store.claim(finished, "dead-worker", range(3), 60)
+    own_store.finish_items([{"batch_id": finished, "index": n, "url": url, "status": "completed",
+                             "data": {"name": "x", "sku": "y"}} for n, url in enumerate(urls)])
+    assert own_store.get_batch(finished)["status"] == "running"
+
+    server = start_fault_scrapyd(tmp_path / "scrapyd", own_store.uri,  # type: ignore[attr-defined]
+                                 batch_reconcile_max_resumes="1")
+    try:
+        for batch_id in (exhausted, finished):
+            wait_until(lambda b=batch_id: own_store.get_batch(b)["status"] != "running", 30,
+                       f"the reconciler; log:\n{server.log_tail()}")
+    finally:
+        server.stop()
+    assert own_store.get_batch(finished)["status"] == "completed"
+    batch = assert_exact(own_store, exhausted, len(urls))
+    assert batch["status"] == "failed"
+    assert {item["error"]["code"] for item in own_store.iter_items(exhausted)} == {"WORKER_LOST"}
+    assert _job_kinds(own_store, exhausted) == ["reconcile"]  # no further resume
