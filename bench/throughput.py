@@ -9,6 +9,11 @@ with JSON-LD and half with OpenGraph only. Both runs are timed by Scrapy's own
 ``elapsed_time_seconds``.
 
     python bench/throughput.py [--pages 2000] [--concurrency 16]
+        [--variant NAME=VALUE[,NAME=VALUE...]]...
+
+Each ``--variant`` runs the batch spider once more with those Scrapy settings
+(e.g. ``BATCH_BREAKER_ENABLED=False``), to measure a component's cost in the
+same run.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -80,10 +86,35 @@ def bare_scrapy(urls: list[str], concurrency: int) -> float:
     return elapsed(result.stderr)
 
 
+def spider_run(
+    store: BatchStore, urls: list[str], concurrency: int, uri: str, extra: dict[str, str]
+) -> tuple[float, dict[str, Any], float]:
+    """The batch spider on a fresh batch of ``urls``: seconds, counters, peak RSS (MB)."""
+    spec = parse_batch(urls, SCHEMA, options={"concurrency": concurrency, "render_js": "never"})
+    batch_id = store.create_batch(spec)["_id"]
+    result, memory = run_crawl(
+        {"batch_id": batch_id},
+        {
+            "BATCH_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "LOG_LEVEL": "INFO",
+            "CONCURRENT_REQUESTS_PER_DOMAIN": concurrency,
+            "BATCH_BROWSER_ENABLED": False,
+            **extra,
+        },
+        {"MONGO_URI": uri},
+    )
+    return elapsed(result.stderr), store.get_batch(batch_id)["counters"], mb(max(memory.process))
+
+
+def variant(text: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in text.split(","))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--variant", type=variant, action="append", default=[])
     args = parser.parse_args()
     home = Path(os.environ.get("BATCHSCRAPER_HOME", ".batchscraper")).resolve()
     port = ensure_embedded_server(home)
@@ -95,27 +126,23 @@ def main() -> None:
             site.url(f"/{'products' if n % 2 else 'plain'}/{n}") for n in range(1, args.pages + 1)
         ]
         bare_seconds = bare_scrapy(urls, args.concurrency)
-        spec = parse_batch(
-            urls, SCHEMA, options={"concurrency": args.concurrency, "render_js": "never"}
-        )
-        batch_id = store.create_batch(spec)["_id"]
-        result, memory = run_crawl(
-            {"batch_id": batch_id},
-            {
-                "BATCH_ALLOWED_NETWORKS": "127.0.0.0/8",
-                "LOG_LEVEL": "INFO",
-                "CONCURRENT_REQUESTS_PER_DOMAIN": args.concurrency,
-                "BATCH_BROWSER_ENABLED": False,
-            },
-            {"MONGO_URI": uri},
-        )
-    batch = store.get_batch(batch_id)
-    spider_seconds = elapsed(result.stderr)
+        spider_seconds, counters, peak = spider_run(store, urls, args.concurrency, uri, {})
+        variants = [
+            (extra, spider_run(store, urls, args.concurrency, uri, extra))
+            for extra in args.variant
+        ]
     bare_rate, spider_rate = args.pages / bare_seconds, args.pages / spider_seconds
     print(
         f"bare Scrapy: {bare_rate:.0f} pages/s   batch spider: {spider_rate:.0f} pages/s   "
         f"ratio {spider_rate / bare_rate:.2f} (target >= 0.8)"
     )
+    variant_figures = []
+    for extra, (seconds, _, _) in variants:
+        rate = args.pages / seconds
+        print(f"  with {extra}: {rate:.0f} pages/s   ratio {rate / bare_rate:.2f}")
+        variant_figures.append(
+            {"settings": extra, "pages_per_s": round(rate, 1), "ratio": round(rate / bare_rate, 3)}
+        )
     record(
         "throughput",
         {
@@ -124,9 +151,10 @@ def main() -> None:
             "bare_pages_per_s": round(bare_rate, 1),
             "spider_pages_per_s": round(spider_rate, 1),
             "ratio": round(spider_rate / bare_rate, 3),
-            "completed": batch["counters"]["completed"],
-            "failed": batch["counters"]["failed"],
-            "spider_peak_rss_mb": mb(max(memory.process)),
+            "completed": counters["completed"],
+            "failed": counters["failed"],
+            "spider_peak_rss_mb": peak,
+            **({"variants": variant_figures} if variant_figures else {}),
         },
     )
 
