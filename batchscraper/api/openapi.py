@@ -25,6 +25,7 @@ ERRORS = {
     409: "Wrong state: finished batch, nothing to retry, Idempotency-Key reused with "
     "another body (INVALID_STATE, NOTHING_TO_RETRY, IDEMPOTENCY_CONFLICT, IDEMPOTENCY_IN_PROGRESS)",
     413: "Too many URLs or request body too large (TOO_LARGE)",
+    415: "The body declares a type other than application/json (UTF-8) (UNSUPPORTED_MEDIA_TYPE)",
     422: "Invalid URLs (per-index details), schema, options or webhook "
     "(INVALID_URL, INVALID_SCHEMA, INVALID_OPTION, INVALID_WEBHOOK)",
     503: "Scrapyd has no such project, or the database is unreachable (SERVICE_UNAVAILABLE)",
@@ -229,7 +230,7 @@ def _paths() -> dict[str, Any]:
             "post": _operation(
                 "Submit a batch: validated, stored, scheduled as Scrapyd job(s)",
                 {202: _json("BatchAccepted", "Accepted (also for an Idempotency-Key replay)")},
-                [400, 401, 409, 413, 422, 503],
+                [400, 401, 409, 413, 415, 422, 503],
                 parameters=[_param("Idempotency-Key", {"type": "string", "maxLength": 255},
                                    "same key and body: the same batch", "header")],
                 requestBody={"required": True,
@@ -274,7 +275,7 @@ def _paths() -> dict[str, Any]:
             "post": _operation(
                 "Failed items (or only retryable ones) back to pending, in new job(s)",
                 {202: _json("RetryAccepted", "Retrying")},
-                [400, 401, 403, 404, 409, 413, 503],
+                [400, 401, 403, 404, 409, 413, 415, 503],
                 requestBody={"required": False,
                              "content": {"application/json": {"schema": ref("RetryRequest")}}},
             ),
