@@ -115,7 +115,7 @@ class SerialWriter:
         try:
             applied = await self.run(self.store.finish_items, records)
         except Exception as exc:
-            if len(group) > 1 and not is_transient(exc):  # find the record MongoDB refuses
+            if not is_transient(exc):  # find the record MongoDB refuses
                 for one in group:
                     await self._write_alone(*one)
                 return

@@ -46,7 +46,8 @@ def test_other_errors_are_not_retried() -> None:
     assert refused.calls == 1
 
 
-def test_a_record_mongodb_refuses_fails_alone(store: BatchStore) -> None:
+@pytest.mark.parametrize("flush_items", [3, 1], ids=["grouped", "alone"])
+def test_a_record_mongodb_refuses_fails_alone(store: BatchStore, flush_items: int) -> None:
     urls = [f"https://example.com/{n}" for n in range(3)]
     batch_id = store.create_batch(parse_batch(urls, PRODUCT_SCHEMA))["_id"]
     assert len(store.claim(batch_id, "writer-test", range(3), 60)) == 3
@@ -58,7 +59,7 @@ def test_a_record_mongodb_refuses_fails_alone(store: BatchStore) -> None:
     records[1]["data"]["name"] = "x" * (17 * 1024 * 1024)  # over MongoDB's 16 MiB
 
     async def write_all() -> list[bool]:
-        writer = SerialWriter(store, flush_items=3, flush_seconds=10, retries=2)
+        writer = SerialWriter(store, flush_items=flush_items, flush_seconds=10, retries=2)
         try:
             return list(await asyncio.gather(*(writer.finish(r) for r in records)))
         finally:
