@@ -161,9 +161,13 @@ def _start_mongo(port: int, data: Path, log: Path) -> subprocess.Popen[bytes]:
     client = connect(f"mongodb://127.0.0.1:{port}/?directConnection=true")
     try:
         wait_until(lambda: _pings(client) or process.poll() is not None, 30, "MongoDB")
+        assert process.poll() is None, log.read_text()[-2000:]
+    except BaseException:
+        process.kill()
+        process.wait(timeout=30)
+        raise
     finally:
         client.close()
-    assert process.poll() is None, log.read_text()[-2000:]
     return process
 
 
