@@ -101,7 +101,7 @@ def test_reconciler_resumes_a_batch_whose_crawl_was_killed(
 ) -> None:
     server = start_fault_scrapyd(tmp_path / "scrapyd", own_store.uri)  # type: ignore[attr-defined]
     try:
-        urls = slow_products(site, 30)
+        urls = slow_products(site, 40)
         batch_id = _submit(server, urls, concurrency=4)
         wait_until(lambda: _counter(own_store, batch_id, "completed") >= 5, 60, "some records")
         (running,) = _jobs(server)["running"]
@@ -125,7 +125,7 @@ def test_scrapyd_restarted_with_queued_and_running_jobs(
     uri = own_store.uri  # type: ignore[attr-defined]
     first = start_fault_scrapyd(home, uri, max_proc=1)
     try:
-        running_urls, queued_urls = slow_products(site, 30), slow_products(site, 8, delay=0.05)
+        running_urls, queued_urls = slow_products(site, 40), slow_products(site, 8, delay=0.05)
         running = _submit(first, running_urls, concurrency=4)
         wait_until(lambda: _counter(own_store, running, "completed") >= 5, 60, "A's records")
         queued = _submit(first, queued_urls)
