@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from batchscraper.api.config import node_list
+from batchscraper.api.nodes import ScrapydNode, parse_nodes
 from batchscraper.examplesite import ExampleSite
 from batchscraper.store import BatchStore
 from tests.api_fixtures import (
@@ -151,3 +153,15 @@ def test_node_dies_mid_batch_the_other_finishes(
     # B's orphaned items were leased a second time and finished by A
     retaken = store.items.count_documents({"batch_id": batch_id, "attempts": {"$gte": 2}})
     assert retaken >= orphaned
+
+
+def test_node_list_forms() -> None:
+    assert node_list('["local", "http://a:6800"]') == ["local", "http://a:6800"]
+    assert node_list("local, http://a:6800") == ["local", "http://a:6800"]
+    assert node_list([]) == [] and node_list("") == []
+    assert parse_nodes([]) == [None]  # this Scrapyd only
+    local, remote = parse_nodes(["LOCAL", "http://admin:s3cret@10.0.0.3:6800/"])
+    assert local is None
+    assert remote == ScrapydNode("http://10.0.0.3:6800", b"Basic YWRtaW46czNjcmV0")
+    with pytest.raises(ValueError, match="BATCH_API_NODES"):
+        parse_nodes(["ftp://10.0.0.3"])
