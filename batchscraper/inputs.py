@@ -315,6 +315,8 @@ def check_url(url: Any) -> str:
         raise ValueError(f"longer than {MAX_URL_LENGTH} characters")
     if any(ch.isspace() for ch in url):
         raise ValueError("contains whitespace")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise ValueError("contains control characters")
     try:
         parts = urlsplit(url)
         port = parts.port

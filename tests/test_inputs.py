@@ -71,6 +71,7 @@ def test_url_forms(tmp_path: Path):
         ("ftp://a.example/x", "only http and https"),
         ("https://user:pw@a.example/", "credentials"),
         ("not a url", "whitespace"),
+        ("https://a.example/\x00x", "control characters"),
         ("https:///nohost", "no host"),
         ("https://a.example:99999/", "malformed"),
         ("https://a.example/" + "x" * 3000, "longer than"),
