@@ -114,6 +114,9 @@ def stop_embedded_server(home: Path) -> bool:
             time.sleep(0.05)
         if _alive(state["pid"]):
             os.kill(state["pid"], signal.SIGKILL)
+        for process in [p for p in _STARTED if p.pid == state["pid"]]:
+            process.poll()  # records the exit, so the Popen is not "still running" at exit
+            _STARTED.remove(process)
         (home / "mongo.json").unlink(missing_ok=True)
         return True
 

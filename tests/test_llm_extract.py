@@ -136,14 +136,19 @@ def test_list_page_records_capped_and_flagged(crawl, site: ExampleSite, store: B
     # structured data (ItemList JSON-LD) holds every card: no LLM call
     assert fake_llm.calls == 0
     assert small["status"] == "completed"
-    assert [r["name"] for r in small["data"]] == [f"Product {n}" for n in range(241, 247)]
+    kept = len(small["data"])
+    assert [r["name"] for r in small["data"]] == [f"Product {n}" for n in range(241, 241 + kept)]
     assert small["extraction"]["records_on_page"] == 6
     assert "more_on_page" not in small["extraction"]
-    # 12 cards, 8 per URL: capped and flagged; then the batch's 10-record quota cuts it to 4
+    # 12 cards, 8 per URL: capped and flagged
     assert large["extraction"]["records_on_page"] == 12
     assert large["extraction"]["more_on_page"] is True
     assert large["extraction"]["capped"] is True
-    assert len(large["data"]) == 4 and large["extraction"]["over_quota"] == 4
+    # the batch's 10-record quota cuts whichever page comes second (pages run concurrently)
+    assert kept + len(large["data"]) == 10
+    over = small["extraction"].get("over_quota", 0) + large["extraction"].get("over_quota", 0)
+    assert over == 4
+    assert (kept, len(large["data"])) in ((6, 4), (2, 8))
     assert batch["counters"]["records_extracted"] == 10
 
 
