@@ -142,6 +142,11 @@ def _schemas() -> dict[str, Any]:
                 "options": {"type": "object"},
                 "error": {"type": ["object", "null"]},
                 "rerun_of": {"type": ["string", "null"]},
+                "domains": {"type": "array", "items": obj(
+                    {"domain": {"type": "string"}, "requests": {"type": "integer"},
+                     "errors": {"type": "integer"}, "error_rate": {"type": "number"},
+                     "delay": {"type": "number"}, "breaker": {"type": "string"}},
+                    ["domain"])},
                 "jobs": {"type": "array", "items": obj(
                     {"id": {"type": "string"}, "kind": {"enum": ["submit", "retry"]},
                      "scheduled_at": {"type": "string"}, "active": {"type": "boolean"}},
