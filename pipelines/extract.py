@@ -52,13 +52,6 @@ class StructuredResult:
     visible: int = 0
 
 
-def extract_record(
-    html: str, url: str, schema: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """The record (and per-field evidence) that the page's structured data gives."""
-    return map_to_schema(parse_structured_data(html, url), schema)
-
-
 def structured_step(html: str, url: str, schema: dict[str, Any], many: bool) -> StructuredResult:
     """Structured data of one page: a record, or records plus the page's visible card count."""
     sd = parse_structured_data(html, url)

@@ -19,6 +19,7 @@ from batchscraper.extraction.validation import checker_for
 from batchscraper.inputs import DateFilter
 from batchscraper.items import PageItem
 from batchscraper.llm.ledger import LLMLedger
+from batchscraper.llm.merge import is_empty
 
 MAX_REPORTED_ERRORS = 20
 
@@ -89,15 +90,6 @@ class ValidatePipeline:
                 f"the batch already holds max_total_items={cap} records"
             ).to_dict())
         return records[:granted]
-
-
-def is_empty(value: Any) -> bool:
-    """True for None, "", [] and {} — and objects whose every field is empty."""
-    if isinstance(value, dict):
-        return all(is_empty(v) for v in value.values())
-    if isinstance(value, list):
-        return all(is_empty(v) for v in value)
-    return value is None or value == ""
 
 
 def within(record: Any, date_filter: DateFilter) -> bool:
