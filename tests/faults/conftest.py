@@ -8,6 +8,7 @@ afterwards: each URL stored once, counters equal to the aggregate.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -141,14 +142,16 @@ def assert_products(store: BatchStore, batch_id: str) -> list[dict[str, Any]]:
 @pytest.fixture()
 def own_store(mongo_uri: str, request: pytest.FixtureRequest) -> Iterator[BatchStore]:
     """A store in a database of the test's own (so a Scrapyd sees only this test's batches)."""
-    name = "faults_" + request.node.name.split("[")[0][-40:]
+    # one database per test item (parameters included), so none needs dropping
+    digest = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]
+    name = f"faults_{request.node.name.split('[')[0][-30:]}_{digest}"
     uri = mongo_uri.replace(f"/{database_name(mongo_uri)}?", f"/{name}?")
     store = BatchStore(connect(uri), name)
-    store.client.drop_database(name)
     store.ensure_indexes()
     store.uri = uri  # type: ignore[attr-defined]
     yield store
-    store.client.drop_database(name)
+    # no drop_database: the session's server is thrown away, and dropping a database whose
+    # killed crawl left a transaction open can wait on the embedded server for minutes
     store.client.close()
 
 
