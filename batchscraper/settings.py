@@ -122,6 +122,7 @@ BATCH_BROWSER_MAX_PAGES = 4  # pages open at once; more gains nothing on 2 cores
 BATCH_BROWSER_BLOCKED_RESOURCES = ["image", "media", "font"]  # resource types not loaded
 BATCH_BROWSER_SETTLE_MS = 50  # after load, wait until the DOM is quiet this long...
 BATCH_BROWSER_SETTLE_MAX_MS = 2_000  # ...but no longer than this
+BATCH_BROWSER_RESTART_PAGES = 500  # the browser is relaunched after this many pages (0: never)
 BATCH_APP_SHELL_MAX_TEXT = 400  # visible characters below which a page may be an app shell
 
 # -- HTTP API and webhooks (Scrapyd services in batchscraper/api) --------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,35 @@ def test_auto_escalates_when_required_fields_are_missing(
     assert_product(item, 7)
     assert item["render_mode"] == "headless"
     assert item["render_reason"] == "auto: VALIDATION_FAILED after fetch"
+
+
+def scrapy_stat(stderr: str, name: str) -> int:
+    """A counter from the stats Scrapy dumps when the crawl ends (0 when absent)."""
+    match = re.search(rf"'{re.escape(name)}': (\d+)", stderr)
+    return int(match.group(1)) if match else 0
+
+
+def test_tabs_are_reused_and_the_browser_restarts_every_n_pages(
+    crawl, site: ExampleSite, store: BatchStore
+):
+    numbers = list(range(40, 52))
+    urls = [site.url(f"/app-shell/{n}") for n in numbers]
+    result = crawl(
+        urls=",".join(urls),
+        schema=SCHEMA,
+        render_js="always",
+        concurrency=2,
+        settings={"BATCH_BROWSER_RESTART_PAGES": 4, "BATCH_BROWSER_MAX_PAGES": 2},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    items = list(store.iter_items(batch_id_from(result)))
+    for n, item in zip(numbers, items, strict=True):
+        assert_product(item, n)
+    restarts = scrapy_stat(result.stderr, "batch/render/browser_restarts")
+    assert restarts >= 2, result.stderr[-3000:]
+    assert scrapy_stat(result.stderr, "playwright/browser_count") >= restarts
+    # 4 pages per browser, at most 2 tabs each: fewer tabs than pages
+    assert scrapy_stat(result.stderr, "playwright/page_count") < len(numbers)
 
 
 def test_never_does_not_render(crawl, site: ExampleSite, store: BatchStore):
