@@ -92,9 +92,15 @@ class BatchStore:
         self._transactions: bool | None = None
 
     def ensure_indexes(self) -> None:
-        """Create the indexes the queries below rely on (idempotent)."""
-        self.items.create_index([("batch_id", ASCENDING), ("index", ASCENDING)], unique=True)
+        """Create the indexes the queries below rely on (idempotent).
+
+        Items are read by ``_id`` (``<batch>:<index>``, so input order is a list of
+        ids), never by an index on ``index``: each secondary index costs the
+        embedded server about 0.07 ms per stored item.
+        """
         self.items.create_index([("batch_id", ASCENDING), ("status", ASCENDING)])
+        if "batch_id_1_index_1" in self.items.index_information():
+            self.items.drop_index("batch_id_1_index_1")  # made by earlier versions
         self.batches.create_index([("owner", ASCENDING), ("created_at", DESCENDING)])
 
     # -- transactions ----------------------------------------------------------
@@ -607,8 +613,22 @@ class BatchStore:
         """Every item of the batch in input order, read by ``_id`` ranges."""
         total = self.get_batch(batch_id)["counters"]["total"]
         for first in range(start, total, page):
-            ids = [item_id(batch_id, i) for i in range(first, min(first + page, total))]
-            yield from sorted(self.items.find({"_id": {"$in": ids}}), key=lambda d: d["index"])
+            yield from self.items_in_range(batch_id, first, min(first + page, total))
+
+    def items_in_range(
+        self, batch_id: str, start: int, stop: int, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The items ``start`` to ``stop - 1`` (with ``status``, if given), in input order."""
+        return self.items_by_index(batch_id, range(start, stop), status)
+
+    def items_by_index(
+        self, batch_id: str, indexes: Iterable[int], status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The items at these input positions (with ``status``, if given), in input order."""
+        query: dict[str, Any] = {"_id": {"$in": [item_id(batch_id, i) for i in indexes]}}
+        if status is not None:
+            query["status"] = status
+        return sorted(self.items.find(query), key=lambda doc: doc["index"])
 
     def aggregate_counters(self, batch_id: str) -> dict[str, int]:
         """Recompute the status counters from the items (slow: for checks and repair)."""

@@ -98,11 +98,9 @@ def read_figures(store: BatchStore, batch_id: str, repeat: int) -> dict[str, flo
     deep = total - PAGE * 2
     ids = [item_id(batch_id, index) for index in range(deep, deep + PAGE)]
     by_ids = {"_id": {"$in": ids}}
-    by_range = {"batch_id": batch_id, "index": {"$gte": deep, "$lt": deep + PAGE}}
     return {
         "batch_document_ms": median_ms(lambda: store.get_batch(batch_id), repeat * 10),
         "page_by_id_list_ms": median_ms(lambda: list(store.items.find(by_ids)), repeat * 10),
-        "page_by_index_range_ms": median_ms(lambda: list(store.items.find(by_range)), repeat * 10),
         "lease_wait_ms": median_ms(lambda: store.lease_wait(batch_id, "bench"), repeat * 3),
         "reclaim_expired_ms": median_ms(
             lambda: store.reclaim_expired(batch_id, "bench", 64, 60.0), repeat * 3

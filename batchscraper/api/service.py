@@ -158,28 +158,19 @@ class BatchService:
         counters = batch["counters"]
         first = (page - 1) * limit
         if status is None:
-            return self._index_range(batch["_id"], first, first + limit), counters["total"]
+            stop = min(first + limit, counters["total"])
+            return self.store.items_in_range(batch["_id"], first, stop), counters["total"]
         indexes = self._indexes_with_status(batch["_id"], status)[first : first + limit]
-        docs = self.store.items.find(
-            {"batch_id": batch["_id"], "index": {"$in": indexes}, "status": status}
-        )
-        return sorted(docs, key=_by_index), counters.get(status, 0)
+        return self.store.items_by_index(batch["_id"], indexes, status), counters.get(status, 0)
 
     def iter_items(self, batch: dict[str, Any], status: str | None) -> Iterator[list[dict]]:
         """Every item of the batch in input order, in chunks (for the NDJSON stream)."""
         chunk = self.config.stream_chunk
-        for first in range(0, batch["counters"]["total"], chunk):
-            docs = self._index_range(batch["_id"], first, first + chunk, status)
+        total = batch["counters"]["total"]
+        for first in range(0, total, chunk):
+            docs = self.store.items_in_range(batch["_id"], first, min(first + chunk, total), status)
             if docs:
                 yield docs
-
-    def _index_range(
-        self, batch_id: str, start: int, stop: int, status: str | None = None
-    ) -> list[dict[str, Any]]:
-        query: dict[str, Any] = {"batch_id": batch_id, "index": {"$gte": start, "$lt": stop}}
-        if status is not None:
-            query["status"] = status
-        return sorted(self.store.items.find(query), key=_by_index)
 
     def _indexes_with_status(self, batch_id: str, status: str) -> list[int]:
         docs = self.store.items.find({"batch_id": batch_id, "status": status}, {"index": 1})
@@ -214,6 +205,3 @@ def check_idempotency_key(value: bytes | None) -> str | None:
 def _key_id(caller: Caller, key: str) -> str:
     return f"{caller.owner or ''}\x00{key}"
 
-
-def _by_index(doc: dict[str, Any]) -> int:
-    return int(doc["index"])
