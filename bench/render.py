@@ -118,7 +118,8 @@ def main() -> None:
           f"second half {mb(second_half)} MB (flat: ratio {second_half / max(first_half, 1):.2f})")
     record("render", {
         "pages": args.pages, "concurrency": args.concurrency, "settings": extra,
-        "raw_new_tab_pages_per_s": round(raw_new_rate, 2), "raw_pages_per_s": round(raw_rate, 2), "spider_pages_per_s": round(spider_rate, 2),
+        "raw_new_tab_pages_per_s": round(raw_new_rate, 2), "raw_pages_per_s": round(raw_rate, 2),
+        "spider_pages_per_s": round(spider_rate, 2),
         "ratio": round(spider_rate / raw_rate, 3),
         "completed": batch["counters"]["completed"],
         "raw_browser_pss_peak_mb": mb(max(raw_memory.browser, default=0)),
