@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -110,7 +111,9 @@ class RenderConfig:
                 "headless": True,
                 "args": list(CHROMIUM_ARGS),
             },
-            "PLAYWRIGHT_MAX_CONTEXTS": 1,
+            # the shared context, plus one per set of per-URL options (user_agent,
+            # viewport) in use, each closed when its last page is done
+            "PLAYWRIGHT_MAX_CONTEXTS": self.max_pages + 1,
             "PLAYWRIGHT_MAX_PAGES_PER_CONTEXT": self.max_pages,
             "PLAYWRIGHT_ABORT_REQUEST": "batchscraper.render.abort_request",
         }
@@ -254,7 +257,8 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
       its context and the next URL navigates in it (scrapy-playwright's
       ``playwright_page``). A tab whose download failed is closed, never reused; a tab
       has its garbage collected every ``TAB_GC_EVERY`` pages and is retired after
-      ``TAB_MAX_PAGES``.
+      ``TAB_MAX_PAGES``. URLs with their own ``user_agent`` or ``viewport`` get a
+      context for those options, closed when its last page is done.
     - Playwright bounds navigation and page methods, but not everything: closing a page
       after its browser was killed can wait forever, and one such request would keep the
       batch from finishing. Past the deadline the download fails with a (retryable) timeout.
@@ -268,27 +272,29 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         self.restart_after = crawler.settings.getint("BATCH_BROWSER_RESTART_PAGES")
         self.idle_pages: dict[str, list[tuple[Page, int]]] = {}  # context -> (tab, pages done)
         self.pages_since_launch = 0
-        self.running = 0
+        self.running: Counter[str] = Counter()  # context -> downloads in it
         self.admitting = asyncio.Event()
         self.admitting.set()
 
     async def _download_request(self, request: Request, spider: Any = None) -> Response:
         while not self.admitting.is_set():
             await self.admitting.wait()
-        self.running += 1
+        context = request.meta.setdefault("playwright_context", DEFAULT_CONTEXT_NAME)
+        self.running[context] += 1
         self.pages_since_launch += 1
         if self.restart_after and self.pages_since_launch >= self.restart_after:
             self.admitting.clear()
         try:
-            return await self._download_in_tab(request, spider)
+            return await self._download_in_tab(request, spider, context)
         finally:
-            self.running -= 1
-            if not self.admitting.is_set() and not self.running:
+            self.running[context] -= 1
+            if context != DEFAULT_CONTEXT_NAME and not self.running[context]:
+                await self._close_context(context)
+            if not self.admitting.is_set() and not self.running.total():
                 await self._restart_browser()
                 self.admitting.set()
 
-    async def _download_in_tab(self, request: Request, spider: Any) -> Response:
-        context = request.meta.setdefault("playwright_context", DEFAULT_CONTEXT_NAME)
+    async def _download_in_tab(self, request: Request, spider: Any, context: str) -> Response:
         idle = self.idle_pages.get(context, [])
         done = 0
         while idle:
@@ -326,6 +332,14 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
                 await session.send("HeapProfiler.collectGarbage")
                 await session.detach()
         self.idle_pages.setdefault(context, []).append((page, done))
+
+    async def _close_context(self, name: str) -> None:
+        """Close a context of per-URL options (and its tabs) once no page runs in it."""
+        self.idle_pages.pop(name, None)
+        wrapper = self.context_wrappers.get(name)
+        if wrapper is not None:
+            with suppress(Exception):
+                await asyncio.wait_for(wrapper.context.close(), DEADLINE_MARGIN_SECONDS)
 
     async def _restart_browser(self) -> None:
         self.idle_pages.clear()

@@ -143,6 +143,25 @@ def test_wait_for_actions_and_screenshot(crawl, site: ExampleSite, store: BatchS
     assert len(png) == shot["bytes"]
 
 
+def test_urls_with_their_own_browser_options_share_the_browser(
+    crawl, site: ExampleSite, store: BatchStore
+):
+    """Each set of per-URL context options gets a context, closed after its last page."""
+    entries = [
+        {"url": site.url("/app-shell/61")},
+        {"url": site.url("/app-shell/62"), "viewport": {"width": 800, "height": 600}},
+        {"url": site.url("/app-shell/63"), "user_agent": "batch-test-agent"},
+        {"url": site.url("/app-shell/64"), "viewport": {"width": 800, "height": 600}},
+        {"url": site.url("/app-shell/65")},
+    ]
+    urls = json.dumps([{**entry, "render_js": "always"} for entry in entries])
+    result = crawl(urls=urls, schema=SCHEMA, timeout_per_url=5, retries=0)
+    assert result.returncode == 0, result.stderr[-3000:]
+    items = list(store.iter_items(batch_id_from(result)))
+    for n, item in zip(range(61, 66), items, strict=True):
+        assert_product(item, n)
+
+
 def test_browser_timeout_is_timeout(crawl, site: ExampleSite, store: BatchStore):
     result = crawl(
         urls=site.url("/slow?delay=6"),
