@@ -53,6 +53,7 @@ BATCH_WAIT_MS = 90_000
 # the extractor replaces well-formed tags by a space; what it leaves is still markup
 XSS_NAME = '<script<x>>window.__xss = 1</script<x>><img src=x onerror="window.__xss = 2"<x>>'
 XSS_SKU = '" onerror=alert(document.domain) x="'
+XSS_DOMAIN = '<img src=x onerror="window.__xss = 6"><b>bold</b>'
 XSS_BODY = ('<h1>x</h1><script>window.__xss = 3</script><img src="x" onerror="window.__xss = 4">'
             "<p>&lt;script&gt;window.__xss = 5&lt;/script&gt;</p>")
 
@@ -95,6 +96,13 @@ def ui(browser: Browser) -> Iterator[Watched]:
     context.close()
     assert watched.errors == [], "uncaught errors in the dashboard"
     assert watched.dialogs == [], "a JavaScript dialog fired"
+
+
+@pytest.fixture(scope="module")
+def other_site() -> Iterator[ExampleSite]:
+    """A second example site on 127.0.0.2: its own domain (download slot) for the breaker."""
+    with ExampleSite(host="127.0.0.2") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -367,6 +375,73 @@ def test_cancel_and_retry_from_the_batch_page(
     expect(page.locator("#retry-failed")).to_be_disabled()
     shot(page, "batch-retried")
     assert [job["kind"] for job in store.get_batch(failing)["jobs"]] == ["submit", "retry"]
+
+
+def test_domains_panel_worst_first_with_failed_items(
+    ui: Watched, scrapyd: ScrapydServer, site: ExampleSite, other_site: ExampleSite
+) -> None:
+    key = uuid.uuid4().hex[:6]
+    failing = [other_site.url(f"/status/503?n={n}&k={key}") for n in range(2)]
+    healthy = [site.url(f"/products/{n}?k={key}") for n in (1, 2, 3)]
+    urls = [healthy[0], *failing, *healthy[1:], site.url(f"/status/404?k={key}")]
+    batch_id = submit(scrapyd, {"urls": urls, "fields": FIELDS,
+                                "options": {"retries": 0, "render_js": "never"}})
+
+    page = ui.page
+    open_ui(ui, scrapyd, f"/batches/{batch_id}")  # while it runs: the panel follows the polls
+    rows = page.locator("#domains-table tbody tr")
+    expect(rows).to_have_count(2, timeout=BATCH_WAIT_MS)
+    expect(badge(page)).to_have_text("partial", timeout=BATCH_WAIT_MS)
+    # 503s are the breaker's errors (too few for a strike); a 404 fails its item, no error
+    expect(rows.first.locator("td")).to_have_text(
+        ["127.0.0.2", "closed", "2", "2", "100%", re.compile(r"\d"), "2 HTTP_ERROR 2"],
+        timeout=BATCH_WAIT_MS,
+    )
+    expect(rows.nth(1).locator("td")).to_have_text(
+        ["127.0.0.1", "closed", "4", "0", "0%", re.compile(r"\d"), "1 HTTP_ERROR 1"],
+        timeout=BATCH_WAIT_MS,
+    )
+    expect(rows.first).to_have_attribute("data-breaker", "closed")
+    expect(page.locator("#domains h2")).to_have_text("Domains")
+    shot(page, "batch-domains")
+    api = scrapyd.call("GET", f"/batches/{batch_id}?limit=1").json()["domains"]
+    assert {(d["domain"], d["requests"], d["errors"]) for d in api} == {
+        ("127.0.0.2", 2, 2), ("127.0.0.1", 4, 0)
+    }
+
+
+def test_domain_names_are_text_and_open_breakers_come_first(
+    ui: Watched, scrapyd: ScrapydServer, store: BatchStore
+) -> None:
+    batch_id = store.create_batch(parse_batch(["https://example.com/a"], FIELDS),
+                                  owner="alice")["_id"]
+    store.cancel_batch(batch_id)
+
+    def entry(domain: str, requests: int, errors: int, delay: float, breaker: str) -> dict:
+        return {"domain": domain, "requests": requests, "errors": errors, "delay": delay,
+                "breaker": breaker}
+
+    store.save_domain_health(batch_id, "host:1:a", [
+        entry("busy.example", 40, 12, 0.0, "closed"),
+        entry("slow.example", 20, 10, 1.0, "slowed"),
+        entry(XSS_DOMAIN, 8, 8, 4.0, "open"),
+    ], top=20)
+
+    page = ui.page
+    open_ui(ui, scrapyd, f"/batches/{batch_id}")
+    rows = page.locator("#domains-table tbody tr")
+    expect(rows).to_have_count(3)
+    expect(rows.locator("td:first-child")).to_have_text(
+        [XSS_DOMAIN, "slow.example", "busy.example"]
+    )
+    expect(rows.first.locator("td")).to_have_text(
+        [XSS_DOMAIN, "open", "8", "8", "100%", "4.0 s", "0"]
+    )
+    expect(rows.nth(1).locator("td").nth(4)).to_have_text("50%")
+    expect(rows.nth(2).locator("td").nth(4)).to_have_text("30%")
+    expect(rows.first).to_have_attribute("data-domain", XSS_DOMAIN)
+    assert page.locator("#domains img, #domains b").count() == 0
+    assert page.evaluate("() => window.__xss") is None
 
 
 def test_submit_form_errors_next_to_their_fields(

@@ -1,6 +1,7 @@
-// One batch: live counters and progress, timing, webhook, items with filters, actions.
+// One batch: live counters and progress, timing, domains, webhook, items with filters, actions.
 
 import { badge, field, h, progressBar, replace } from './dom.js';
+import { drawDomains } from './domains.js';
 import { exportRecords } from './export.js';
 import { FINAL_STATUSES, Pace, count, dateTime, duration, json, tokens, usd } from './format.js';
 import { openItem } from './item.js';
@@ -40,6 +41,7 @@ export async function renderBatch(view, ctx) {
     counters: h('dl', { class: 'grid', id: 'counters' }),
     timing: h('dl', { class: 'grid', id: 'timing' }),
     codes: h('section', { id: 'error-codes', hidden: true }),
+    domains: h('section', { id: 'domains', hidden: true }),
     webhook: h('section', { id: 'webhook', hidden: true }),
     jobs: h('section', { id: 'jobs' }),
     inputs: h('section', { id: 'inputs' }),
@@ -67,6 +69,7 @@ export async function renderBatch(view, ctx) {
     el.error,
     h('section', { class: 'panel' }, el.bar, el.progressText, el.counters, el.timing),
     el.codes,
+    el.domains,
     h('section', { class: 'items' },
       h('div', { class: 'toolbar' },
         h('h2', {}, 'Items'),
@@ -170,6 +173,7 @@ export async function renderBatch(view, ctx) {
     el.cancel.disabled = final;
     el.retry.disabled = !final || !counters.failed;
     drawCodes();
+    drawDomains(el.domains, batch.domains || [], state.failures);
     drawItems();
     drawWebhook(el.webhook, batch.webhook);
     drawJobs(el.jobs, batch.jobs || []);

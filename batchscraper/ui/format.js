@@ -32,6 +32,11 @@ export function count(value) {
   return typeof value === 'number' ? value.toLocaleString() : '–';
 }
 
+// A share in 0..1 as a percentage, to one decimal at most.
+export function percent(ratio) {
+  return typeof ratio === 'number' ? `${Math.round(1000 * ratio) / 10}%` : '–';
+}
+
 export function usd(value) {
   if (typeof value !== 'number') return '–';
   if (value === 0) return '$0';
