@@ -141,10 +141,14 @@ class ScrapydServer:
             os.killpg(self.process.pid, signal.SIGKILL)  # crawls that outlived Scrapyd
 
 
-def write_scrapyd_home(path: Path, port: int, api_settings: dict[str, str]) -> Path:
+def write_scrapyd_home(
+    path: Path, port: int, api_settings: dict[str, str], max_proc: int | None = None
+) -> Path:
     """A HOME whose ~/.scrapyd.conf gives Scrapyd its own port, folders and API settings."""
     path.mkdir(parents=True, exist_ok=True)
     lines = ["[scrapyd]", f"http_port = {port}", "poll_interval = 0.5"]
+    if max_proc:
+        lines.append(f"max_proc = {max_proc}")
     lines += [f"{name}_dir = {path / name}" for name in ("logs", "dbs", "eggs")]
     lines += ["", "[batchscraper]", *(f"{k} = {v}" for k, v in api_settings.items())]
     (path / ".scrapyd.conf").write_text("\n".join(lines) + "\n")
@@ -158,11 +162,16 @@ def start_scrapyd(
     keys: bool = True,
     extra_env: dict[str, str] | None = None,
     api_settings: dict[str, str] | None = None,
+    max_proc: int | None = None,
     wait: bool = True,
 ) -> ScrapydServer:
-    """``batchscraper serve`` from the repository, on a free port; waits until it answers."""
+    """``batchscraper serve`` from the repository, on a free port; waits until it answers.
+
+    ``max_proc`` caps Scrapyd's crawl processes. Started again on the same ``home``
+    (a restart), it appends to the same log.
+    """
     port = free_port()
-    write_scrapyd_home(home, port, {**API_SETTINGS, **(api_settings or {})})
+    write_scrapyd_home(home, port, {**API_SETTINGS, **(api_settings or {})}, max_proc)
     env = {
         **os.environ,
         "HOME": str(home),
@@ -174,7 +183,7 @@ def start_scrapyd(
         **(extra_env or {}),
     }
     log = home / "scrapyd.out"
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "batchscraper.cli", "serve"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,

@@ -25,15 +25,7 @@ from batchscraper.examplesite import product_expected
 from batchscraper.inputs import parse_batch
 from batchscraper.mongo import connect, database_name
 from batchscraper.store import BatchStore
-from tests.api_fixtures import (
-    API_SETTINGS,
-    KEYS,
-    SCRAPYD_PASSWORD,
-    SCRAPYD_USER,
-    ScrapydServer,
-    free_port,
-    write_scrapyd_home,
-)
+from tests.api_fixtures import ScrapydServer, start_scrapyd
 from tests.conftest import REPO
 
 CRAWL_TIMEOUT = 120
@@ -185,32 +177,7 @@ def start_fault_scrapyd(
     The API is open unless ``keys`` (then the API keys and basic auth of
     tests.api_fixtures are on); ``api`` overrides ``[batchscraper]`` settings.
     """
-    port = free_port()
-    write_scrapyd_home(home, port, {**API_SETTINGS, **FAST_RECONCILE, **api})
-    if max_proc:
-        conf = home / ".scrapyd.conf"
-        text = conf.read_text().replace("[scrapyd]\n", f"[scrapyd]\nmax_proc = {max_proc}\n")
-        conf.write_text(text)
-    env = {
-        **os.environ, "HOME": str(home), "MONGO_URI": mongo_uri,
-        "BATCHSCRAPER_HOME": str(home / "batchscraper"),
-        "BATCH_API_KEYS": ",".join(f"{k}:{o}" for o, k in KEYS.items()) if keys else "",
-        "SCRAPYD_USERNAME": SCRAPYD_USER if keys else "",
-        "SCRAPYD_PASSWORD": SCRAPYD_PASSWORD if keys else "",
-        **(env or {}),
-    }
-    log = home / "scrapyd.out"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "batchscraper.cli", "serve"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    server = ScrapydServer(f"http://127.0.0.1:{port}", process, log)
-    try:
-        wait_until(lambda: process.poll() is not None or server.answers(), 60, "Scrapyd")
-    except AssertionError:
-        server.stop()
-        raise
-    if process.poll() is not None:
-        raise AssertionError(f"Scrapyd did not start:\n{server.log_tail()}")
-    return server
+    return start_scrapyd(
+        home, mongo_uri, keys=keys, extra_env=env, api_settings={**FAST_RECONCILE, **api},
+        max_proc=max_proc,
+    )
