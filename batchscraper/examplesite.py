@@ -363,6 +363,16 @@ ENCODING_PAGES: dict[str, tuple[bytes, str, str]] = {
         "text/html; charset=x-no-such-charset",
         "Café crème",
     ),
+    "utf-16-bom": (  # no charset anywhere: the byte order mark tells (and NULs are text)
+        _OG_PAGE.format(meta="", title="Ελληνικό προϊόν", text="Τιμή: δέκα.").encode("utf-16"),
+        "text/html",
+        "Ελληνικό προϊόν",
+    ),
+    "utf-16be-declared": (  # no byte order mark: the header's charset tells
+        _OG_PAGE.format(meta="", title="Café crème", text="Voilà.").encode("utf-16-be"),
+        "text/html; charset=utf-16be",
+        "Café crème",
+    ),
 }
 _XML_BOMB = (
     b'<?xml version="1.0"?>\n<!DOCTYPE html [\n<!ENTITY a "aaaaaaaaaa">\n'

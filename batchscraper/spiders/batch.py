@@ -400,8 +400,14 @@ class BatchSpider(scrapy.Spider):
         self.crawler.stats.set_value("batch/status", status or "running")
 
 
-def _is_text(response: Response) -> bool:
-    """A declared text type, and no NUL bytes at the start (binary labelled as HTML)."""
+def _is_text(response: TextResponse) -> bool:
+    """A declared text type, and no NUL bytes at the start (binary labelled as HTML).
+
+    UTF-16 and UTF-32 text is full of NUL bytes: its encoding (from a byte order mark or
+    the declared charset) vouches for it instead.
+    """
     content_type = response.headers.get(b"Content-Type", b"").decode("latin-1").lower()
     declared = not content_type or content_type.startswith(TEXT_CONTENT_TYPES)
+    if response.encoding.lower().replace("-", "").startswith(("utf16", "utf32")):
+        return declared
     return declared and b"\x00" not in response.body[:BINARY_SNIFF_BYTES]
