@@ -6,7 +6,7 @@ what MongoDB refuses or misreads:
 - field names starting with ``$`` or containing ``.`` (MongoDB rejects
   ``$``-prefixed names inside update values) or NUL: such names are
   percent-escaped (``%`` -> ``%25``, ``$`` -> ``%24``, ``.`` -> ``%2E``, NUL ->
-  ``%00``; :func:`unescape_key` reverses it) and the record gets
+  ``%00``; :func:`readable_record` reverses it) and the stored record gets
   ``keys_escaped: true``;
 - integers beyond 64 bits (BSON has none): stored as decimal strings;
 - more than 16 MB in one document: the ``content`` formats are cut, largest
@@ -15,7 +15,8 @@ what MongoDB refuses or misreads:
   still does not fit, its data is dropped and the item fails with
   ``CONTENT_TOO_LARGE``.
 
-Only the stored record changes: feeds (``-O``) get the item as extracted.
+Only the stored record changes: feeds (``-O``) get the item as extracted, and
+the API serves it with its keys restored.
 """
 
 from __future__ import annotations
@@ -75,6 +76,26 @@ def safe_value(value: Any) -> tuple[Any, bool]:
     if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
         return str(value), True
     return value, False
+
+
+def restored_value(value: Any) -> Any:
+    """``value`` with every nested key as it was before :func:`safe_value` escaped it."""
+    if isinstance(value, dict):
+        return {unescape_key(key): restored_value(sub) for key, sub in value.items()}
+    if isinstance(value, list):
+        return [restored_value(sub) for sub in value]
+    return value
+
+
+def readable_record(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored record with its field names as extracted (what the API and exports serve)."""
+    if not stored.get("keys_escaped"):
+        return stored
+    return {
+        name: value if name in PLAIN_FIELDS else restored_value(value)
+        for name, value in stored.items()
+        if name != "keys_escaped"
+    }
 
 
 def storable_record(

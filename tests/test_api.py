@@ -117,6 +117,26 @@ def test_submit_poll_completed_records(
     assert batch_id not in json.dumps(scrapyd.listjobs()["running"])
 
 
+def test_records_are_served_with_the_keys_they_were_extracted_with(
+    scrapyd: ScrapydServer, openapi: dict, site: ExampleSite, store: BatchStore
+) -> None:
+    """``$name`` is stored as ``%24name`` (MongoDB refuses ``$`` keys) and served as ``$name``."""
+    schema = {"type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string"}, "$name": {"type": "string"}}}
+    body = {"urls": [site.url("/hostile/dollar-keys")], "schema": schema,
+            "options": {"retries": 0}}
+    batch_id = submit(scrapyd, body)["batch_id"]
+    assert wait_final(scrapyd, batch_id)["status"] == "completed"
+    (stored,) = store.iter_items(batch_id)
+    assert stored["keys_escaped"] is True and "%24name" in stored["data"]
+    (record,) = scrapyd.client().iter_items(batch_id)
+    assert_matches(openapi, "ItemRecord", record)
+    assert record["data"] == {"name": "Dollar product", "$name": "Dollar product"}
+    assert record["evidence"]["$name"] == "jsonld"
+    detail = scrapyd.call("GET", f"/batches/{batch_id}").json()
+    assert detail["items"][0]["data"] == record["data"]
+
+
 def test_list_is_owner_scoped_newest_first_and_paginated(
     scrapyd: ScrapydServer, openapi: dict, store: BatchStore
 ) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 import math
 from typing import Any
 
+from batchscraper.storable import readable_record
 from batchscraper.webhooks import batch_links
 
 DONE_STATUSES = ("completed", "failed", "cancelled")
@@ -72,5 +73,6 @@ def batch_detail(batch: dict[str, Any], active_jobs: list[str], base: str = "") 
 
 
 def item_record(doc: dict[str, Any]) -> dict[str, Any]:
-    """One item's record as stored, without the store's bookkeeping fields."""
-    return {key: value for key, value in doc.items() if key not in HIDDEN_ITEM_FIELDS}
+    """One item's record with its keys as extracted, without the store's bookkeeping fields."""
+    record = readable_record(doc)
+    return {key: value for key, value in record.items() if key not in HIDDEN_ITEM_FIELDS}
