@@ -1,0 +1,128 @@
+"""Leases: which worker runs which item, and until when."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from batchscraper.store.base import StoreBase, item_id, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+class ItemLeases(StoreBase):
+    """Claiming pending items for a worker, renewing, releasing and reclaiming them."""
+
+    def claim(
+        self, batch_id: str, worker: str, indexes: range, lease_seconds: float
+    ) -> list[dict[str, Any]]:
+        """Lease the pending items among ``indexes`` to ``worker``: pending -> running.
+
+        Items are addressed by ``_id`` (``<batch>:<index>``), a point lookup on
+        every MongoDB-wire server, rather than a sorted range scan.
+        Duplicates (``dup_of``) are never claimed: their primary's result is
+        copied to them.
+        """
+        ids = [item_id(batch_id, index) for index in indexes]
+        if not ids:
+            return []
+        token = uuid.uuid4().hex
+        now = utcnow()
+        lease = {
+            "worker": worker,
+            "token": token,
+            "until": now + dt.timedelta(seconds=lease_seconds),
+        }
+        claimed = self._transition(
+            batch_id,
+            {"_id": {"$in": ids}, "dup_of": {"$exists": False}},
+            "pending",
+            "running",
+            {"$set": {"lease": lease, "started_at": now}, "$inc": {"attempts": 1}},
+        )
+        if not claimed:
+            return []
+        docs = self.items.find({"_id": {"$in": ids}, "lease.token": token})
+        return sorted(docs, key=lambda doc: doc["index"])
+
+    def reclaim_expired(
+        self, batch_id: str, worker: str, limit: int, lease_seconds: float
+    ) -> list[dict[str, Any]]:
+        """Take over running items whose lease expired (their worker died)."""
+        now = utcnow()
+        stale = [
+            doc
+            for doc in self._running_leases(batch_id)
+            if doc.get("lease") and doc["lease"]["until"] < now
+        ][:limit]
+        taken = []
+        for doc in stale:
+            token = uuid.uuid4().hex
+            lease = {
+                "worker": worker,
+                "token": token,
+                "until": now + dt.timedelta(seconds=lease_seconds),
+            }
+            moved = self.items.update_one(
+                {"_id": doc["_id"], "status": "running", "lease.token": doc["lease"]["token"]},
+                {"$set": {"lease": lease, "started_at": now}, "$inc": {"attempts": 1}},
+            )
+            found = self.items.find_one({"_id": doc["_id"]}) if moved.modified_count else None
+            if found is not None:
+                taken.append(found)
+        if taken:
+            logger.info("Reclaimed %d items with expired leases in %s", len(taken), batch_id)
+        return taken
+
+    def has_claimable(self, batch_id: str) -> bool:
+        """Whether any non-duplicate item of the batch is still pending."""
+        # only the (batch_id, status) pair: the embedded server scans the whole
+        # collection when a query adds any other field
+        pending = self.items.find({"batch_id": batch_id, "status": "pending"}, {"dup_of": 1})
+        return any("dup_of" not in doc for doc in pending)
+
+    def lease_wait(self, batch_id: str, worker: str) -> float | None:
+        """How long a worker that found nothing to claim should wait before looking again.
+
+        0 when pending items can be claimed; while other workers hold running
+        items, the seconds until the first of their leases expires (a dead
+        worker's items are then reclaimed); None when the batch has no work left.
+        """
+        if self.has_claimable(batch_id):
+            return 0.0
+        now = utcnow()
+        expiries = [
+            doc["lease"]["until"]
+            for doc in self._running_leases(batch_id)
+            if doc.get("lease") and doc["lease"]["worker"] != worker
+        ]
+        if not expiries:
+            return None
+        return max((min(expiries) - now).total_seconds(), 0.0)
+
+    def _running_leases(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        """The running items of a batch with their leases (through the status index)."""
+        return self.items.find({"batch_id": batch_id, "status": "running"}, {"lease": 1})
+
+    def renew_leases(self, worker: str, ids: list[str], lease_seconds: float) -> None:
+        if ids:
+            until = utcnow() + dt.timedelta(seconds=lease_seconds)
+            self.items.update_many(
+                {"_id": {"$in": ids}, "status": "running", "lease.worker": worker},
+                {"$set": {"lease.until": until}},
+            )
+
+    def release(self, batch_id: str, worker: str, ids: list[str]) -> int:
+        """running -> pending for items this worker leased but did not finish."""
+        if not ids:
+            return 0
+        return self._transition(
+            batch_id,
+            {"_id": {"$in": ids}, "lease.worker": worker},
+            "running",
+            "pending",
+            {"$unset": {"lease": ""}},
+        )
