@@ -103,6 +103,14 @@ def test_submit_poll_completed_records(
     failed = scrapyd.call("GET", f"/batches/{batch_id}?status=failed").json()
     assert [(i["index"], i["error"]["code"]) for i in failed["items"]] == [(6, "HTTP_ERROR")]
     assert failed["items_pagination"]["total"] == 1
+    by_code = scrapyd.call("GET", f"/batches/{batch_id}?error_code=HTTP_ERROR").json()
+    assert [item["index"] for item in by_code["items"]] == [6]
+    none = scrapyd.call("GET", f"/batches/{batch_id}/items?error_code=TIMEOUT").json()
+    assert (none["items"], none["pagination"]["total"]) == ([], 0)
+    stream = scrapyd.call("GET", f"/batches/{batch_id}/items?error_code=HTTP_ERROR&format=ndjson")
+    assert [json.loads(line)["index"] for line in stream.body.splitlines()] == [6]
+    bad_code = scrapyd.call("GET", f"/batches/{batch_id}?error_code=http%20error")
+    assert "error_code" in assert_error(openapi, bad_code, 400, "INVALID_INPUT")["message"]
 
     page = scrapyd.call("GET", f"/batches/{batch_id}/items?page=2&limit=3").json()
     assert_matches(openapi, "ItemsPage", page)

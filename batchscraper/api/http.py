@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 JSON_TYPE = b"application/json"
+ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
 
 @dataclass
@@ -90,6 +92,17 @@ def query_int(request: Any, name: str, default: int, low: int, high: int) -> int
     if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise BatchInputError(f"{name}: must be an integer from {low} to {high}, got {text!r}")
     return int(text)
+
+
+def query_error_code(request: Any) -> str | None:
+    """The ``error_code`` filter (an error code such as ``HTTP_ERROR``); 400 when malformed."""
+    values = request.args.get(b"error_code")
+    if not values:
+        return None
+    text = values[0].decode("latin-1")
+    if not ERROR_CODE.fullmatch(text):
+        raise BatchInputError(f"error_code: an error code such as HTTP_ERROR, got {text!r}")
+    return text
 
 
 def query_choice(request: Any, name: str, choices: tuple[str, ...]) -> str | None:

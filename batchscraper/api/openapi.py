@@ -229,6 +229,8 @@ def _paths() -> dict[str, Any]:
     limit = _param("limit", {"type": "integer", "minimum": 1}, "page size (BATCH_API_* bounds)")
     batch_id = _param("batch_id", {"type": "string"}, "the batch id", "path")
     item_status = _param("status", {"enum": list(ITEM_STATUSES)}, "only items with this status")
+    error_code = _param("error_code", {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,63}$"},
+                        "only items that ended with this error code, e.g. HTTP_ERROR")
     ndjson = {"application/x-ndjson": {"schema": ref("ItemRecord")}}
     return {
         "/batches": {
@@ -255,7 +257,7 @@ def _paths() -> dict[str, Any]:
                 "Status, counters, progress and one page of items (input order)",
                 {200: _json("BatchDetail", "The batch")},
                 [400, 401, 403, 404],
-                parameters=[page, limit, item_status],
+                parameters=[page, limit, item_status, error_code],
             ),
             "delete": _operation(
                 "Cancel: unqueue or stop its jobs, cancel unfinished items",
@@ -271,7 +273,7 @@ def _paths() -> dict[str, Any]:
                 {200: {"description": "A page of records, or one record per line",
                        "content": {"application/json": {"schema": ref("ItemsPage")}, **ndjson}}},
                 [400, 401, 403, 404],
-                parameters=[page, limit, item_status,
+                parameters=[page, limit, item_status, error_code,
                             _param("format", {"enum": ["json", "ndjson"]}, "ndjson: stream")],
             ),
         },

@@ -17,6 +17,7 @@ from batchscraper.api.http import (
     Backpressure,
     JsonResponse,
     query_choice,
+    query_error_code,
     query_int,
     send_error,
 )
@@ -115,10 +116,11 @@ class BatchResource(ApiResource):
         page = query_int(request, "page", 1, 1, 10**9)
         limit = query_int(request, "limit", config.page_size, 1, config.max_items_limit)
         status = query_choice(request, "status", ITEM_STATUSES)
+        error_code = query_error_code(request)
 
         def read() -> tuple[dict[str, Any], list[dict[str, Any]], int]:
             batch = self.api.service.get(caller, self.batch_id)
-            items, total = self.api.service.items_page(batch, page, limit, status)
+            items, total = self.api.service.items_page(batch, page, limit, status, error_code)
             return batch, items, total
 
         batch, items, total = await deferToThread(read)
@@ -153,15 +155,16 @@ class Items(ApiResource):
         caller = self.caller(request)
         config = self.api.config
         status = query_choice(request, "status", ITEM_STATUSES)
+        error_code = query_error_code(request)
         batch = await deferToThread(self.api.service.get, caller, self.batch_id)
         accept = (request.getHeader(b"accept") or b"").decode("latin-1")
         if NDJSON in accept or query_choice(request, "format", ("json", "ndjson")) == "ndjson":
-            await self._stream(request, batch, status)
+            await self._stream(request, batch, status, error_code)
             return None
         page = query_int(request, "page", 1, 1, 10**9)
         limit = query_int(request, "limit", config.page_size, 1, config.max_items_limit)
         items, total = await deferToThread(
-            self.api.service.items_page, batch, page, limit, status
+            self.api.service.items_page, batch, page, limit, status, error_code
         )
         return JsonResponse(
             {
@@ -171,9 +174,11 @@ class Items(ApiResource):
             }
         )
 
-    async def _stream(self, request: Any, batch: dict[str, Any], status: str | None) -> None:
+    async def _stream(
+        self, request: Any, batch: dict[str, Any], status: str | None, error_code: str | None
+    ) -> None:
         """One JSON record per line, read chunk by chunk, paced by the client."""
-        chunks = self.api.service.iter_items(batch, status)
+        chunks = self.api.service.iter_items(batch, status, error_code)
 
         def next_lines() -> bytes | None:
             docs = next(chunks, None)

@@ -152,29 +152,47 @@ class BatchService:
         return list(cursor), total
 
     def items_page(
-        self, batch: dict[str, Any], page: int, limit: int, status: str | None
+        self,
+        batch: dict[str, Any],
+        page: int,
+        limit: int,
+        status: str | None,
+        error_code: str | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of the batch's items in input order, and how many match."""
-        counters = batch["counters"]
         first = (page - 1) * limit
-        if status is None:
-            stop = min(first + limit, counters["total"])
-            return self.store.items_in_range(batch["_id"], first, stop), counters["total"]
-        indexes = self._indexes_with_status(batch["_id"], status)[first : first + limit]
-        return self.store.items_by_index(batch["_id"], indexes, status), counters.get(status, 0)
+        if status is None and error_code is None:
+            total = batch["counters"]["total"]
+            return self.store.items_in_range(batch["_id"], first, min(first + limit, total)), total
+        indexes = self._matching_indexes(batch["_id"], status, error_code)
+        page_indexes = indexes[first : first + limit]
+        return self.store.items_by_index(batch["_id"], page_indexes, status), len(indexes)
 
-    def iter_items(self, batch: dict[str, Any], status: str | None) -> Iterator[list[dict]]:
-        """Every item of the batch in input order, in chunks (for the NDJSON stream)."""
+    def iter_items(
+        self, batch: dict[str, Any], status: str | None, error_code: str | None = None
+    ) -> Iterator[list[dict]]:
+        """Every (matching) item of the batch in input order, in chunks (for the NDJSON stream)."""
         chunk = self.config.stream_chunk
-        total = batch["counters"]["total"]
-        for first in range(0, total, chunk):
-            docs = self.store.items_in_range(batch["_id"], first, min(first + chunk, total), status)
+        if status is None and error_code is None:
+            total = batch["counters"]["total"]
+            chunks = (range(first, min(first + chunk, total)) for first in range(0, total, chunk))
+        else:
+            indexes = self._matching_indexes(batch["_id"], status, error_code)
+            chunks = (indexes[first : first + chunk] for first in range(0, len(indexes), chunk))
+        for indexes in chunks:
+            docs = self.store.items_by_index(batch["_id"], indexes, status)
             if docs:
                 yield docs
 
-    def _indexes_with_status(self, batch_id: str, status: str) -> list[int]:
-        docs = self.store.items.find({"batch_id": batch_id, "status": status}, {"index": 1})
-        return sorted(doc["index"] for doc in docs)
+    def _matching_indexes(
+        self, batch_id: str, status: str | None, error_code: str | None
+    ) -> list[int]:
+        query: dict[str, Any] = {"batch_id": batch_id}
+        if status is not None:
+            query["status"] = status
+        if error_code is not None:
+            query["error.code"] = error_code
+        return sorted(doc["index"] for doc in self.store.items.find(query, {"index": 1}))
 
     # -- changes ---------------------------------------------------------------
 

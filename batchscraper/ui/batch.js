@@ -93,8 +93,8 @@ export async function renderBatch(view, ctx) {
     history.replaceState(null, '', hash); // no hashchange: the view stays, with its pace
   };
 
-  // The failed items' records, for the error-code summary and filter (the API filters by
-  // status only). Rescanned when the failed count moved, at most every SCAN_EVERY_MS, and
+  // The failed items' records, for the error-code summary (the table of codes; the items
+  // table itself is filtered by the API's error_code). Rescanned when the failed count moved, at most every SCAN_EVERY_MS, and
   // for big batches only once they finish.
   const scanFailures = async (force) => {
     const { failed } = state.batch.counters;
@@ -112,9 +112,9 @@ export async function renderBatch(view, ctx) {
   };
 
   const refresh = async ({ forceScan = false } = {}) => {
-    const query = state.code
-      ? { limit: 1 }
-      : { page: state.page, limit: PAGE_SIZE, status: state.status };
+    const query = {
+      page: state.page, limit: PAGE_SIZE, status: state.status, error_code: state.code,
+    };
     const batch = await ctx.api.json('GET', path, { query });
     if (ctx.closed) return;
     state.batch = batch;
@@ -126,14 +126,8 @@ export async function renderBatch(view, ctx) {
     const signature = JSON.stringify([batch, state.scannedAt, state.status, state.code, state.page]);
     if (signature === state.drawn) return; // nothing new: leave the table (and a click) alone
     state.drawn = signature;
-    if (state.code) {
-      const matching = state.failures.filter((item) => item.error?.code === state.code);
-      state.itemsTotal = matching.length;
-      state.items = matching.slice((state.page - 1) * PAGE_SIZE, state.page * PAGE_SIZE);
-    } else {
-      state.items = batch.items;
-      state.itemsTotal = batch.items_pagination.total;
-    }
+    state.items = batch.items;
+    state.itemsTotal = batch.items_pagination.total;
     draw();
   };
 
