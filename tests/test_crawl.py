@@ -10,7 +10,7 @@ import pytest
 from batchscraper.examplesite import ExampleSite, product_expected
 from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
-from tests.conftest import batch_id_from
+from tests.conftest import assert_counters_match_items, batch_id_from
 
 PRODUCT_SCHEMA = {
     "type": "object",
@@ -47,14 +47,6 @@ def mixed_urls(site: ExampleSite) -> list[tuple[str, str, str | None]]:
             path, status, code = f"/products/{n}", "completed", None
         plan.append((site.url(path), status, code))
     return plan
-
-
-def assert_counters_match_items(store: BatchStore, batch_id: str) -> dict:
-    batch = store.get_batch(batch_id)
-    aggregate = store.aggregate_counters(batch_id)
-    for status in ("pending", "running", "completed", "failed", "cancelled", "total"):
-        assert batch["counters"][status] == aggregate[status], (status, batch["counters"])
-    return batch
 
 
 @pytest.mark.slow

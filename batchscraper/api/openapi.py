@@ -142,6 +142,8 @@ def _schemas() -> dict[str, Any]:
                 "options": {"type": "object"},
                 "error": {"type": ["object", "null"]},
                 "rerun_of": {"type": ["string", "null"]},
+                "failures": {"type": "object", "additionalProperties": {"type": "integer"},
+                             "description": "failed items per error code"},
                 "domains": {"type": "array", "items": obj(
                     {"domain": {"type": "string"}, "requests": {"type": "integer"},
                      "errors": {"type": "integer"}, "error_rate": {"type": "number"},

@@ -8,6 +8,7 @@ invariant), plus the status names and small helpers the other parts share.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -44,6 +45,12 @@ def counters_for_transition(old: str, new: str, count: int = 1) -> dict[str, int
     if old == new or count == 0:
         return {}
     return {f"counters.{old}": -count, f"counters.{new}": count}
+
+
+def failure_code(error: dict[str, Any] | None) -> str:
+    """The key under the batch's ``failures`` that counts failed items with this error."""
+    code = str((error or {}).get("code") or "UNKNOWN")
+    return re.sub(r"[^A-Za-z0-9_]", "_", code)
 
 
 def final_status(counters: dict[str, Any]) -> str | None:
@@ -114,6 +121,8 @@ class StoreBase:
         def work(session: ClientSession | None) -> int:
             result = self.items.update_many({**query, "status": old}, update, session=session)
             inc = counters_for_transition(old, new, result.modified_count)
+            if inc and new == "failed":
+                inc["failures." + failure_code(update["$set"].get("error"))] = result.modified_count
             if inc:
                 self.batches.update_one({"_id": batch_id}, {"$inc": inc}, session=session)
             return result.modified_count

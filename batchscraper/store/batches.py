@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -15,6 +16,7 @@ from batchscraper.store.base import (
     FINAL_BATCH_STATUSES,
     StoreBase,
     counters_for_transition,
+    failure_code,
     final_status,
     item_id,
     utcnow,
@@ -53,6 +55,7 @@ class BatchLifecycle(StoreBase):
             "prompt": spec.prompt,
             "options": spec.options.to_dict(),
             "counters": {key: 0 for key in COUNTER_KEYS} | {"total": total, "pending": total},
+            "failures": {},  # failed items per error code
             "error": None,
             **(extra or {}),
         }
@@ -187,12 +190,18 @@ class BatchLifecycle(StoreBase):
         }
 
         def work(session: ClientSession | None) -> int:
+            errors = Counter(
+                "failures." + failure_code(doc.get("error"))
+                for doc in self.items.find(query, {"error.code": 1}, session=session)
+            )
             moved = self.items.update_many(query, reset, session=session).modified_count
             if moved:
+                inc = counters_for_transition("failed", "pending", moved)
+                inc.update({key: -count for key, count in errors.items()})
                 self.batches.update_one(
                     {"_id": batch_id},
                     {
-                        "$inc": counters_for_transition("failed", "pending", moved),
+                        "$inc": inc,
                         "$set": {"status": "pending", "finished_at": None},
                     },
                     session=session,

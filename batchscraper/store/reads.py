@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from batchscraper.store.base import ITEM_STATUSES, StoreBase, item_id
+from batchscraper.store.base import ITEM_STATUSES, StoreBase, failure_code, item_id
 
 
 class ItemReads(StoreBase):
@@ -43,3 +43,11 @@ class ItemReads(StoreBase):
             counts[row["_id"]] = row["n"]
         counts["total"] = sum(counts.values())
         return counts
+
+    def aggregate_failures(self, batch_id: str) -> dict[str, int]:
+        """Recompute the failed items per error code (``failures`` on the batch) from the items."""
+        rows = self.items.aggregate([
+            {"$match": {"batch_id": batch_id, "status": "failed"}},
+            {"$group": {"_id": "$error.code", "n": {"$sum": 1}}},
+        ])
+        return {failure_code({"code": row["_id"]}): row["n"] for row in rows}

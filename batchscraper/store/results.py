@@ -15,7 +15,13 @@ from bson import ObjectId
 from pymongo import UpdateMany, UpdateOne
 from pymongo.client_session import ClientSession
 
-from batchscraper.store.base import StoreBase, counters_for_transition, item_id, utcnow
+from batchscraper.store.base import (
+    StoreBase,
+    counters_for_transition,
+    failure_code,
+    item_id,
+    utcnow,
+)
 
 BREAKER_SEVERITY = {"closed": 0, "slowed": 1, "open": 2}
 
@@ -208,6 +214,8 @@ def _finish_increments(record: dict[str, Any], copies: int) -> dict[str, Any]:
         inc[key] = inc.get(key, 0) + value
     if status == "completed" and _record_count(record):
         inc["counters.records_extracted"] = _record_count(record) * (1 + copies)
+    if status == "failed":
+        inc["failures." + failure_code(record.get("error"))] = 1 + copies
     inc.update(_usage_increments(record))
     return inc
 
