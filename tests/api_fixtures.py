@@ -257,10 +257,15 @@ def assert_error(spec: dict[str, Any], answer: Answer, status: int, code: str) -
 
 @dataclass
 class Receiver:
-    """A local webhook endpoint that records what it gets and answers ``status``."""
+    """A local webhook endpoint that records what it gets and answers ``status``.
+
+    ``length_header=False`` answers like the plainest hand-written receiver: a body and
+    no Content-Length, ended by closing the connection.
+    """
 
     port: int
     status: int = 204
+    length_header: bool = True
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
@@ -276,8 +281,13 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.received.append((dict(self.headers), body))
                 self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                if receiver.length_header:
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                else:
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                    self.close_connection = True
 
             def log_message(self, *args: Any) -> None:
                 pass

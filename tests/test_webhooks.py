@@ -143,6 +143,22 @@ def test_batch_completed_delivered_once_and_verifies(
 
 
 @pytest.mark.slow
+def test_an_answer_ended_by_closing_the_connection_is_delivered_once(
+    scrapyd: ScrapydServer, site: ExampleSite
+) -> None:
+    receiver = Receiver(free_port(), status=200, length_header=False).start()
+    try:
+        body = {"urls": [site.url("/products/3")], "fields": FIELDS,
+                "webhook": {"url": receiver.url, "secret": new_secret()}}
+        batch_id = scrapyd.call("POST", "/batches", body).json()["batch_id"]
+        batch = wait_for(lambda: _delivered(scrapyd, batch_id, "alice"), what="the webhook")
+    finally:
+        receiver.stop()
+    assert len(receiver.received) == 1
+    assert [(d["ok"], d["status_code"]) for d in batch["webhook"]["deliveries"]] == [(True, 200)]
+
+
+@pytest.mark.slow
 def test_receiver_down_then_up_across_a_scrapyd_restart(
     mongo_uri: str, tmp_path: Path
 ) -> None:

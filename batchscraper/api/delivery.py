@@ -16,7 +16,13 @@ from typing import Any, cast
 from twisted.application.service import Service
 from twisted.internet import defer, reactor, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, FileBodyProducer, readBody
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    FileBodyProducer,
+    PartialDownloadError,
+    readBody,
+)
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
@@ -105,7 +111,11 @@ class WebhookDelivery(Service):
             reactor, PinnedEndpoints(address, self.tls, self.config.timeout)
         )
         response = await agent.request(b"POST", url.encode(), raw, producer)
-        return response.code, await readBody(response)
+        try:
+            return response.code, await readBody(response)
+        except PartialDownloadError as exc:
+            # no Content-Length: the receiver ended its answer by closing the connection
+            return response.code, exc.response or b""
 
 
 @implementer(IAgentEndpointFactory)
