@@ -143,6 +143,11 @@ def _status_line(batch: dict[str, Any]) -> str:
             f"running={counters['running']} total={counters['total']}")
 
 
+def wait_exit_code(final: dict[str, Any]) -> int:
+    """``--wait``: 0 when every item completed, 1 when the batch ended otherwise."""
+    return 0 if final["status"] == "completed" else 1
+
+
 def api_command(args: argparse.Namespace) -> int:
     """Run one of the HTTP API subcommands."""
     client = BatchClient(args.url, args.api_key)
@@ -164,10 +169,13 @@ def api_command(args: argparse.Namespace) -> int:
         print(json.dumps(batch, indent=2))
         if args.wait:
             final = client.wait(batch["batch_id"], progress=lambda b: print(_status_line(b)))
-            return 0 if final["status"] == "completed" else 1
+            return wait_exit_code(final)
     elif args.command == "status":
         if args.wait:
-            client.wait(args.batch_id, progress=lambda b: print(_status_line(b), flush=True))
+            final = client.wait(
+                args.batch_id, progress=lambda b: print(_status_line(b), flush=True)
+            )
+            return wait_exit_code(final)
         else:
             print(_status_line(client.get(args.batch_id, limit=1)))
     elif args.command == "list":
@@ -175,7 +183,10 @@ def api_command(args: argparse.Namespace) -> int:
         for batch in answer["batches"]:
             print(_status_line(batch))
         pages = answer["pagination"]
-        print(f"page {pages['page']}/{pages['total_pages']}, {pages['total']} batches")
+        if pages["total"]:
+            print(f"page {pages['page']}/{pages['total_pages']}, {pages['total']} batches")
+        else:
+            print("no batches")
     elif args.command in ("cancel", "retry"):
         if args.command == "cancel":
             answer = client.cancel(args.batch_id)

@@ -39,11 +39,15 @@ class BatchApiError(Exception):
 
 
 def verify_webhook(
-    secret: str, headers: Mapping[str, str], body: bytes, *, tolerance: int = DEFAULT_TOLERANCE
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes | str,
+    *,
+    tolerance: int = DEFAULT_TOLERANCE,
 ) -> dict[str, Any]:
     """Check a received webhook's Standard Webhooks signature and return its payload.
 
-    Pass the raw request body (bytes, before any JSON parsing) and its headers.
+    Pass the raw request body (bytes, or its text, before any JSON parsing) and its headers.
     Raises :class:`batchscraper.exceptions.WebhookVerificationError` when it does not verify.
     """
     return verify(secret, headers, body, tolerance=tolerance)

@@ -94,18 +94,21 @@ def signed_headers(secret: str, msg_id: str, body: bytes, timestamp: int | None 
 def verify(
     secret: str,
     headers: Mapping[str, str],
-    body: bytes,
+    body: bytes | str,
     *,
     tolerance: int = DEFAULT_TOLERANCE,
     now: float | None = None,
 ) -> dict[str, Any]:
     """Check a received webhook and return its decoded payload.
 
+    ``body`` is the raw request body (a ``str`` is taken as its UTF-8 text);
     ``headers`` may use any capitalization. Raises
     :class:`~batchscraper.exceptions.WebhookVerificationError` when a header
     is missing, the timestamp is further than ``tolerance`` seconds from
     ``now``, or no ``v1`` signature matches.
     """
+    if isinstance(body, str):
+        body = body.encode("utf-8")
     lowered = {key.lower(): value for key, value in headers.items()}
     try:
         msg_id = lowered["webhook-id"]

@@ -303,7 +303,9 @@ def test_owner_scoping_and_state_errors(
         assert_error(openapi, answer, 403, "FORBIDDEN")
     assert_error(openapi, scrapyd.call("POST", "/batches", {"rerun_of": alices}, owner="bob"),
                  403, "FORBIDDEN")
-    for path in ("/batches/b_" + "f" * 32, "/batches/nope", f"/batches/{alices}/nope"):
+    for path in ("/batches/b_" + "f" * 32, "/batches/nope", f"/batches/{alices}/nope",
+                 f"/batches/{alices}/nope/deeper", f"/batches/{alices}/retry/x",
+                 f"/batches/{alices}/items/0/extra"):
         assert_error(openapi, scrapyd.call("GET", path), 404, "NOT_FOUND")
     assert_error(openapi, scrapyd.call("DELETE", f"/batches/{finished}"), 409, "INVALID_STATE")
     assert_error(openapi, scrapyd.call("POST", f"/batches/{alices}/retry", {}), 409,
@@ -363,6 +365,16 @@ def test_rerun_of_from_the_cli(
     assert subprocess.run(export, cwd=REPO, timeout=60).returncode == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in records] == [0, 1]
+
+    # --wait exits 0 only for a batch whose every item completed
+    partial = submit(scrapyd, {"urls": [site.url("/status/404"), site.url("/products/13")],
+                               "fields": FIELDS, "options": {"retries": 0}})["batch_id"]
+    status = [sys.executable, "-m", "batchscraper.cli", "status", "--wait",
+              "--url", scrapyd.url, "--api-key", KEYS["alice"]]
+    waited = subprocess.run([*status, partial], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert waited.returncode == 1 and "partial" in waited.stdout, waited.stdout
+    assert subprocess.run([*status, rerun], cwd=REPO, timeout=60).returncode == 0
     assert records[1]["data"]["name"] == "Product 12"
     bad = subprocess.run(
         [sys.executable, "-m", "batchscraper.cli", "status", "b_" + "0" * 32, "--url",

@@ -43,6 +43,9 @@ def test_known_answer_vector() -> None:
         "Webhook-Signature": f"v1,bm90IHRoaXMgb25l {KAT_SIGNATURE}",
     }
     assert verify(KAT_SECRET, headers, KAT_BODY, now=KAT_TIMESTAMP + 10) == {"test": 2432232314}
+    # the body as text, as some web frameworks hand it over
+    text = KAT_BODY.decode()
+    assert verify(KAT_SECRET, headers, text, now=KAT_TIMESTAMP + 10) == {"test": 2432232314}
 
 
 @pytest.mark.parametrize(

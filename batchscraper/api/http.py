@@ -27,6 +27,7 @@ from batchscraper.api.views import json_default
 from batchscraper.exceptions import (
     BatchError,
     BatchInputError,
+    BatchNotFoundError,
     MethodNotAllowedError,
     ServiceUnavailableError,
 )
@@ -74,6 +75,10 @@ class ApiResource(Resource):
     def allowed_methods(self) -> list[str]:
         return sorted(name[len("handle_") :] for name in dir(self) if name.startswith("handle_"))
 
+    def getChild(self, path: bytes, request: Any) -> Any:
+        """Nothing lies below this path (a trailing slash aside): a JSON 404."""
+        return self if path == b"" else NotFound(self.api)
+
     def caller(self, request: Any) -> Any:
         """The authenticated caller (401 otherwise)."""
         return self.api.keys.identify(request)
@@ -81,6 +86,17 @@ class ApiResource(Resource):
     def base(self, request: Any) -> str:
         """The path prefix a reverse proxy announces (Scrapyd's ``prefix_header``)."""
         return self.api.base(request)
+
+
+class NotFound(ApiResource):
+    """Any path of the API that names no endpoint."""
+
+    def render(self, request: Any) -> Any:
+        send_error(Failure(BatchNotFoundError("no such endpoint")), request)
+        return NOT_DONE_YET
+
+    def getChild(self, path: bytes, request: Any) -> Any:
+        return self
 
 
 def query_int(request: Any, name: str, default: int, low: int, high: int) -> int:

@@ -7,8 +7,6 @@ import logging
 from typing import Any
 
 from twisted.internet.threads import deferToThread
-from twisted.python.failure import Failure
-from twisted.web.server import NOT_DONE_YET
 
 from batchscraper.api.app import BatchApi
 from batchscraper.api.dashboard import ItemScreenshot
@@ -16,10 +14,10 @@ from batchscraper.api.http import (
     ApiResource,
     Backpressure,
     JsonResponse,
+    NotFound,
     query_choice,
     query_error_code,
     query_int,
-    send_error,
 )
 from batchscraper.api.openapi import openapi_document
 from batchscraper.api.service import check_idempotency_key
@@ -31,7 +29,7 @@ from batchscraper.api.views import (
     json_default,
     pagination,
 )
-from batchscraper.exceptions import BatchInputError, BatchNotFoundError
+from batchscraper.exceptions import BatchInputError
 from batchscraper.store import FINAL_BATCH_STATUSES, ITEM_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -244,14 +242,6 @@ class OpenApi(ApiResource):
 
     async def handle_GET(self, request: Any) -> JsonResponse:
         return JsonResponse(openapi_document(self.api.keys.enabled))
-
-
-class NotFound(ApiResource):
-    """Any other path below ``/batches/{id}``."""
-
-    def render(self, request: Any) -> Any:
-        send_error(Failure(BatchNotFoundError("no such endpoint")), request)
-        return NOT_DONE_YET
 
 
 def _retry_options(body: Any) -> bool:
