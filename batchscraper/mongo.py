@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HOME = ".batchscraper"
 DEFAULT_DATABASE = "batchscraper"
-START_TIMEOUT = 30.0
+START_TIMEOUT = 120.0  # a large database recovering after a crash can take a while
 PING_TIMEOUT_MS = 2_000
 # servers this process started; kept so their Popen objects are not collected while running
 _STARTED: list[subprocess.Popen[bytes]] = []
