@@ -92,12 +92,16 @@ class Batches(ApiResource):
         )
 
 
-class BatchResource(ApiResource):
-    """``/batches/{id}``: status with a page of items (GET), cancel (DELETE)."""
+class BatchPart(ApiResource):
+    """A resource of one batch: ``/batches/{id}`` and below."""
 
     def __init__(self, api: BatchApi, batch_id: str) -> None:
         super().__init__(api)
         self.batch_id = batch_id
+
+
+class BatchResource(BatchPart):
+    """``/batches/{id}``: status with a page of items (GET), cancel (DELETE)."""
 
     def getChild(self, path: bytes, request: Any) -> Any:
         if path == b"":
@@ -137,12 +141,8 @@ class BatchResource(ApiResource):
         return JsonResponse(answer)
 
 
-class Items(ApiResource):
+class Items(BatchPart):
     """``/batches/{id}/items``: every record in input order, paged or as NDJSON."""
-
-    def __init__(self, api: BatchApi, batch_id: str) -> None:
-        super().__init__(api)
-        self.batch_id = batch_id
 
     def getChild(self, path: bytes, request: Any) -> Any:
         if path == b"":
@@ -209,12 +209,8 @@ class Items(ApiResource):
             request.finish()
 
 
-class Retry(ApiResource):
+class Retry(BatchPart):
     """``/batches/{id}/retry``: failed items back to pending, in a new job."""
-
-    def __init__(self, api: BatchApi, batch_id: str) -> None:
-        super().__init__(api)
-        self.batch_id = batch_id
 
     async def handle_POST(self, request: Any) -> JsonResponse:
         caller = self.caller(request)
