@@ -39,6 +39,7 @@ from tests.api_fixtures import (  # noqa: F401  (fixtures)
     scrapyd_fixture,
     wait_for,
 )
+from tests.conftest import assert_counters_match_items
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -176,6 +177,45 @@ def badge(page: Page) -> Any:
 
 def row(page: Page, index: int) -> Any:
     return page.locator(f"#items tbody tr[data-index='{index}']")
+
+
+def failures_of(scrapyd: ScrapydServer, batch_id: str) -> dict[str, int]:
+    """The API's failed items per error code, most first (the order of the dashboard's table)."""
+    failures = scrapyd.call("GET", f"/batches/{batch_id}?limit=1").json()["failures"]
+    return dict(sorted(failures.items(), key=lambda entry: (-entry[1], entry[0])))
+
+
+def example_of(scrapyd: ScrapydServer, batch_id: str, code: str) -> str:
+    """The message of the batch's first failed item with ``code``."""
+    answer = scrapyd.call("GET", f"/batches/{batch_id}/items?status=failed&error_code={code}"
+                                 "&limit=1").json()
+    return str(answer["items"][0]["error"]["message"])
+
+
+def expect_codes_table(page: Page, scrapyd: ScrapydServer, batch_id: str,
+                       failures: dict[str, int]) -> None:
+    """The "Why items failed" table and the error-code filter show ``failures`` (the API's)."""
+    assert failures == failures_of(scrapyd, batch_id)
+    rows = page.locator("#error-codes tbody tr")
+    expect(rows.locator("td:first-child")).to_have_text(list(failures))
+    expect(rows.locator("td:nth-child(2)")).to_have_text([str(n) for n in failures.values()])
+    expect(rows.locator("td:nth-child(3)")).to_have_text(
+        [example_of(scrapyd, batch_id, code) for code in failures]
+    )
+    expect(page.locator("#item-code-filter option")).to_have_text(["any", *sorted(failures)])
+
+
+def fail_items(store: BatchStore, batch_id: str, indexes: range, code: str) -> None:
+    """Lease the items and write them back failed with ``code`` (as a worker would)."""
+    claimed = store.claim(batch_id, "test-worker", indexes, 600)
+    assert len(claimed) == len(indexes)
+    for first in range(0, len(claimed), 200):
+        records = [{"batch_id": batch_id, "index": doc["index"], "url": doc["url"],
+                    "status": "failed", "data": None,
+                    "error": {"code": code, "message": f"{code} at {doc['url']}",
+                              "retryable": False}}
+                   for doc in claimed[first:first + 200]]
+        assert store.finish_items(records) == [True] * len(records)
 
 
 # -- tests ------------------------------------------------------------------------------
@@ -408,6 +448,81 @@ def test_domains_panel_worst_first_with_failed_items(
     assert {(d["domain"], d["requests"], d["errors"]) for d in api} == {
         ("127.0.0.2", 2, 2), ("127.0.0.1", 4, 0)
     }
+
+
+def test_why_items_failed_counts_are_the_api_failures(
+    ui: Watched, scrapyd: ScrapydServer, site: ExampleSite, store: BatchStore
+) -> None:
+    key = uuid.uuid4().hex[:6]
+    missing = [site.url(f"/status/404?n={n}&k={key}") for n in range(3)]
+    slow = [site.url(f"/slow?delay=5&n={n}&k={key}") for n in range(2)]  # past the 1 s timeout
+    urls = [site.url(f"/products/1?k={key}"), *slow, *missing, site.url(f"/products/2?k={key}")]
+    batch_id = submit(scrapyd, {"urls": urls, "fields": FIELDS, "options": {
+        "retries": 0, "render_js": "never", "timeout_per_url": 1, "concurrency": 8}})
+
+    page = ui.page
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    open_ui(ui, scrapyd, f"/batches/{batch_id}")
+    expect(badge(page)).to_have_text("partial", timeout=BATCH_WAIT_MS)
+    failures = {"HTTP_ERROR": 3, "TIMEOUT": 2}
+    expect_codes_table(page, scrapyd, batch_id, failures)
+    assert failures == assert_counters_match_items(store, batch_id)["failures"]
+    expect(page.locator("#error-codes tbody tr").first.locator("td").nth(2)).to_contain_text("404")
+    # the Domains panel still counts its failed items per host, by code
+    expect(page.locator("#domains-table tbody tr").first.locator("td").last).to_have_text(
+        "5 HTTP_ERROR 3 · TIMEOUT 2"
+    )
+    shot(page, "batch-error-codes")
+
+    page.click("#error-codes button[data-code=TIMEOUT]")
+    expect(page.locator("#item-code-filter")).to_have_value("TIMEOUT")
+    expect(page.locator("#items tbody tr")).to_have_count(2)
+    expect(page.locator("#items tbody td.mono")).to_have_text(["TIMEOUT", "TIMEOUT"])
+    # each example is one item asked for by its code, not a read of every failed item
+    examples = [url for url in requests if "/items?" in url and "limit=1" in url]
+    assert {re.search(r"error_code=(\w+)", url)[1] for url in examples} == set(failures)
+
+
+def test_why_items_failed_follows_a_big_running_batch(
+    ui: Watched, scrapyd: ScrapydServer, store: BatchStore
+) -> None:
+    # more failed items than the dashboard would ever read one by one while a batch runs
+    urls = [f"https://example.com/p/{n}" for n in range(1200)]
+    batch_id = store.create_batch(parse_batch(urls, FIELDS), owner="alice")["_id"]
+    store.mark_running(batch_id)
+    fail_items(store, batch_id, range(0, 700), "HTTP_ERROR")
+    fail_items(store, batch_id, range(700, 1050), "TIMEOUT")
+
+    page = ui.page
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    open_ui(ui, scrapyd, f"/batches/{batch_id}")
+    expect(badge(page)).to_have_text("running")
+    expect_codes_table(page, scrapyd, batch_id, {"HTTP_ERROR": 700, "TIMEOUT": 350})
+    expect(page.locator("#error-codes tbody tr").first.locator("td").nth(2)).to_have_text(
+        "HTTP_ERROR at https://example.com/p/0"
+    )
+
+    # live: the next polls bring the new counts, a new code and its example
+    fail_items(store, batch_id, range(1050, 1080), "TIMEOUT")
+    fail_items(store, batch_id, range(1080, 1090), "CONNECTION_FAILED")
+    expect(page.locator("[data-counter=failed]")).to_have_text("1,090")
+    failures = {"HTTP_ERROR": 700, "TIMEOUT": 380, "CONNECTION_FAILED": 10}
+    expect_codes_table(page, scrapyd, batch_id, failures)
+    assert failures == assert_counters_match_items(store, batch_id)["failures"]
+
+    page.select_option("#item-code-filter", "CONNECTION_FAILED")
+    expect(page.locator("#items-summary")).to_have_text("10 items")
+    expect(row(page, 1080)).to_contain_text("CONNECTION_FAILED")
+    mine = [url for url in requests if batch_id in url]
+    assert not [url for url in mine if "format=ndjson" in url], "read every failed item"
+    examples = [url for url in mine if "/items?" in url and "limit=1" in url]
+    # one example per code, again only for a count that changed
+    assert sum("error_code=HTTP_ERROR" in url for url in examples) == 1, examples
+    assert sum("error_code=CONNECTION_FAILED" in url for url in examples) == 1, examples
+    assert sum("error_code=TIMEOUT" in url for url in examples) in (1, 2), examples
+    store.cancel_batch(batch_id)
 
 
 def test_domain_names_are_text_and_open_breakers_come_first(

@@ -10,6 +10,8 @@ const POLL_MS = 1500;
 const IDLE_POLL_MS = 10_000; // a finished batch changes only when someone retries it
 const SCAN_EVERY_MS = 5000;
 const LIVE_SCAN_LIMIT = 1000;
+const EXAMPLE_EVERY_MS = 5000;
+const ERROR_CODE = /^[A-Z][A-Z0-9_]{0,63}$/; // what the API's error_code filter takes
 const PAGE_SIZE = 50;
 const BATCH_ID = /^b_[0-9a-f]{32}$/;
 const ITEM_FILTERS = ['', 'pending', 'running', 'completed', 'failed', 'cancelled'];
@@ -24,9 +26,13 @@ export async function renderBatch(view, ctx) {
     batch: null,
     items: [],
     itemsTotal: 0,
-    failures: [],
+    examples: new Map(), // error code -> { count, at, message }: an example per code
+    fetching: new Set(), // the codes whose example is being fetched
+    failedItems: null, // the failed items' records, for the Domains panel; null: not yet read
     scannedFailed: 0,
     scannedAt: 0,
+    scan: null, // the scan under way
+    rescan: false,
     refreshedAt: 0,
     drawn: '',
     pace: new Pace(),
@@ -93,22 +99,74 @@ export async function renderBatch(view, ctx) {
     history.replaceState(null, '', hash); // no hashchange: the view stays, with its pace
   };
 
-  // The failed items' records, for the error-code summary (the table of codes; the items
-  // table itself is filtered by the API's error_code). Rescanned when the failed count moved, at most every SCAN_EVERY_MS, and
-  // for big batches only once they finish.
-  const scanFailures = async (force) => {
-    const { failed } = state.batch.counters;
-    if (!force && failed === state.scannedFailed) return;
-    if (!force && (Date.now() - state.scannedAt < SCAN_EVERY_MS || failed > LIVE_SCAN_LIMIT)) return;
+  // The failed items per error code come with the batch (`failures`, exact, on every poll).
+  // Each code's example message is its first failed item, one item fetched when the code's
+  // count changed (then at most every EXAMPLE_EVERY_MS, at once when it fell or is new).
+  const fetchExamples = () => {
+    const failures = state.batch.failures || {};
+    for (const code of state.examples.keys()) {
+      if (!failures[code]) state.examples.delete(code);
+    }
+    const now = Date.now();
+    for (const [code, n] of Object.entries(failures)) {
+      const known = state.examples.get(code);
+      if (!ERROR_CODE.test(code) || state.fetching.has(code)) continue;
+      if (known && (known.count === n || (n > known.count && now - known.at < EXAMPLE_EVERY_MS))) {
+        continue;
+      }
+      state.fetching.add(code);
+      ctx.api.json('GET', `${path}/items`, { query: { status: 'failed', error_code: code, limit: 1 } })
+        .then((answer) => {
+          if (ctx.closed) return;
+          const message = answer.items[0]?.error?.message || '';
+          state.examples.set(code, { count: n, at: Date.now(), message });
+          drawCodes();
+        })
+        .catch((error) => ctx.fail(error)) // not cached: the next poll asks again
+        .finally(() => state.fetching.delete(code));
+    }
+  };
+
+  // The failed items' records, for the Domains panel's failed items per host (the API counts
+  // them per code, not per host). Read in the background when the failed count moved, at most
+  // every SCAN_EVERY_MS, and for big batches only once they finish (or when forced).
+  const scanFailures = (force) => {
+    const batch = state.batch;
+    const { failed } = batch.counters;
+    if (!batch.domains?.length) return; // no panel to fill
+    if (state.scan) {
+      state.rescan ||= force;
+      return;
+    }
+    const final = FINAL_STATUSES.includes(batch.status);
+    const first = state.failedItems === null;
+    if (!force && !first && failed === state.scannedFailed) return;
+    if (!force && !first && !final
+        && (Date.now() - state.scannedAt < SCAN_EVERY_MS || failed > LIVE_SCAN_LIMIT)) return;
+    if (!failed) {
+      state.failedItems = [];
+      state.scannedFailed = 0;
+      return;
+    }
     state.scannedAt = Date.now();
-    const found = [];
-    if (failed) {
+    state.scan = (async () => {
+      const found = [];
       for await (const record of ctx.api.records(`${path}/items`, { status: 'failed' })) {
+        if (ctx.closed) return;
         found.push(record);
       }
-    }
-    state.failures = found;
-    state.scannedFailed = failed;
+      state.failedItems = found;
+      state.scannedFailed = failed;
+      drawDomainsPanel();
+    })()
+      .catch((error) => ctx.fail(error))
+      .finally(() => {
+        state.scan = null;
+        if (state.rescan && !ctx.closed) {
+          state.rescan = false;
+          scanFailures(true);
+        }
+      });
   };
 
   const refresh = async ({ forceScan = false } = {}) => {
@@ -120,10 +178,9 @@ export async function renderBatch(view, ctx) {
     state.batch = batch;
     state.refreshedAt = Date.now();
     state.pace.add(batch.progress.done);
-    const final = FINAL_STATUSES.includes(batch.status);
-    await scanFailures(forceScan || (final && batch.counters.failed !== state.scannedFailed));
-    if (ctx.closed) return;
-    const signature = JSON.stringify([batch, state.scannedAt, state.status, state.code, state.page]);
+    fetchExamples();
+    scanFailures(forceScan);
+    const signature = JSON.stringify([batch, state.status, state.code, state.page]);
     if (signature === state.drawn) return; // nothing new: leave the table (and a click) alone
     state.drawn = signature;
     state.items = batch.items;
@@ -166,46 +223,50 @@ export async function renderBatch(view, ctx) {
       field('ETA', final ? '–' : duration(state.pace.eta(batch), true)));
     el.cancel.disabled = final;
     el.retry.disabled = !final || !counters.failed;
+    drawCodeFilter();
     drawCodes();
-    drawDomains(el.domains, batch.domains || [], state.failures);
+    drawDomainsPanel();
     drawItems();
     drawWebhook(el.webhook, batch.webhook);
     drawJobs(el.jobs, batch.jobs || []);
     if (!el.inputs.childElementCount) drawInputs(el.inputs, batch);
   };
 
-  const codeCounts = () => {
-    const counts = new Map();
-    for (const item of state.failures) {
-      const code = item.error?.code || 'UNKNOWN';
-      counts.set(code, (counts.get(code) || 0) + 1);
-    }
-    return [...counts].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
-  };
+  // The failed items per error code, most first.
+  const codeCounts = () => Object.entries(state.batch.failures || {})
+    .filter(([, n]) => n > 0)
+    .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
 
-  const drawCodes = () => {
-    const counts = codeCounts();
-    const known = new Set(counts.map(([code]) => code));
+  const drawCodeFilter = () => {
+    const known = new Set(codeCounts().map(([code]) => code));
     if (state.code) known.add(state.code);
     replace(el.codeFilter,
       h('option', { value: '' }, 'any'),
       [...known].sort().map((code) => h('option', { value: code }, code)));
     el.codeFilter.value = state.code;
+  };
+
+  const drawCodes = () => {
+    const counts = codeCounts();
     el.codes.hidden = !counts.length;
     replace(el.codes,
       h('h2', {}, 'Why items failed'),
       h('table', { class: 'compact' },
         h('thead', {}, h('tr', {}, h('th', {}, 'Error code'), h('th', {}, 'Items'), h('th', {}, 'Example'))),
         h('tbody', {}, counts.map(([code, n]) => {
-          const example = state.failures.find((item) => (item.error?.code || 'UNKNOWN') === code);
-          return h('tr', {},
+          const message = state.examples.get(code)?.message || '';
+          return h('tr', { dataset: { code } },
             h('td', {}, h('button', {
               type: 'button', class: 'link', dataset: { code },
               onclick: () => setFilters('failed', code),
             }, code)),
             h('td', { class: 'num' }, count(n)),
-            h('td', { class: 'clip' }, example?.error?.message || ''));
+            h('td', { class: 'clip', title: message }, message));
         }))));
+  };
+
+  const drawDomainsPanel = () => {
+    drawDomains(el.domains, state.batch.domains || [], state.failedItems, state.batch.counters.failed);
   };
 
   const drawItems = () => {

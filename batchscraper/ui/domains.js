@@ -9,14 +9,15 @@ const BREAKER_STATES = ['closed', 'slowed', 'open'];
 const TOP_CODES = 3;
 const COLUMNS = ['Domain', 'Breaker', 'Requests', 'Errors', 'Error rate', 'Delay', 'Failed items'];
 
-// `domains`: the batch's `domains` from the API; `failures`: the failed items scanned so far.
-export function drawDomains(section, domains, failures) {
+// `domains`: the batch's `domains` from the API; `failures`: the failed items' records as last
+// read (null: not read yet); `failedNow`: how many items the batch counts as failed now.
+export function drawDomains(section, domains, failures, failedNow) {
   section.hidden = !domains.length;
   if (!domains.length) return;
-  const failed = failuresByHost(failures);
+  const failed = failuresByHost(failures || []);
   const rows = domains.map((entry) => {
     const codes = failed.get(entry.domain) || new Map();
-    return { ...entry, rate: errorRate(entry), codes, failed: sum(codes.values()) };
+    return { ...entry, rate: errorRate(entry), codes, failed: failures ? sum(codes.values()) : null };
   });
   rows.sort(worstFirst);
   replace(section,
@@ -24,7 +25,8 @@ export function drawDomains(section, domains, failures) {
     h('p', { class: 'hint' },
       'The busiest domains. Requests and errors count every attempt, retries included; errors '
       + 'are what the circuit breaker counts (by default 408, 429, 5xx and download failures). '
-      + 'Failed items: this batch’s items that failed on the domain, by error code.'),
+      + 'Failed items: this batch’s items that failed on the domain, by error code'
+      + `${readNote(failures, failedNow)}.`),
     h('table', { class: 'compact', id: 'domains-table' },
       h('thead', {}, h('tr', {}, COLUMNS.map((name) => h('th', { scope: 'col' }, name)))),
       h('tbody', {}, rows.map(domainRow))));
@@ -42,7 +44,14 @@ function domainRow(row) {
     h('td', {}, failedCell(row.failed, row.codes)));
 }
 
+function readNote(failures, failedNow) {
+  if (!failures) return ' (being counted)';
+  if (failures.length === failedNow) return '';
+  return ` (as of ${count(failures.length)} of the ${count(failedNow)} failed items)`;
+}
+
 function failedCell(total, codes) {
+  if (total === null) return h('span', { class: 'failed-count' }, '–');
   const top = [...codes].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, TOP_CODES);
   return [
     h('span', { class: 'failed-count' }, count(total)),
@@ -55,7 +64,7 @@ function failedCell(total, codes) {
 function worstFirst(a, b) {
   return severity(b.breaker) - severity(a.breaker)
     || (b.rate ?? 0) - (a.rate ?? 0)
-    || b.failed - a.failed
+    || (b.failed ?? 0) - (a.failed ?? 0)
     || (b.requests || 0) - (a.requests || 0)
     || String(a.domain).localeCompare(String(b.domain));
 }
