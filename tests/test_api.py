@@ -138,6 +138,19 @@ def test_records_are_served_with_the_keys_they_were_extracted_with(
     assert detail["items"][0]["data"] == record["data"]
 
 
+def test_filtered_streams_hold_every_matching_item(
+    scrapyd: ScrapydServer, store: BatchStore
+) -> None:
+    """More matching items than one read of the stream (BATCH_API_STREAM_CHUNK = 200)."""
+    urls = [f"https://example.com/p/{n}" for n in range(450)]
+    batch_id = store.create_batch(parse_batch(urls, FIELDS), owner="alice")["_id"]
+    store.cancel_batch(batch_id, "test")
+    for query in ("status=cancelled", "error_code=CANCELLED"):
+        stream = scrapyd.call("GET", f"/batches/{batch_id}/items?{query}&format=ndjson")
+        indexes = [json.loads(line)["index"] for line in stream.body.splitlines()]
+        assert indexes == list(range(450)), (query, len(indexes))
+
+
 def test_list_is_owner_scoped_newest_first_and_paginated(
     scrapyd: ScrapydServer, openapi: dict, store: BatchStore
 ) -> None:

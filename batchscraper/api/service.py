@@ -179,8 +179,8 @@ class BatchService:
         else:
             indexes = self._matching_indexes(batch["_id"], status, error_code)
             chunks = (indexes[first : first + chunk] for first in range(0, len(indexes), chunk))
-        for indexes in chunks:
-            docs = self.store.items_by_index(batch["_id"], indexes, status)
+        for chunk_indexes in chunks:
+            docs = self.store.items_by_index(batch["_id"], chunk_indexes, status)
             if docs:
                 yield docs
 
