@@ -8,7 +8,7 @@ counters, never from an aggregation over items.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -173,14 +173,13 @@ class BatchService:
     ) -> Iterator[list[dict]]:
         """Every (matching) item of the batch in input order, in chunks (for the NDJSON stream)."""
         chunk = self.config.stream_chunk
+        indexes: Sequence[int]
         if status is None and error_code is None:
-            total = batch["counters"]["total"]
-            chunks = (range(first, min(first + chunk, total)) for first in range(0, total, chunk))
+            indexes = range(batch["counters"]["total"])
         else:
             indexes = self._matching_indexes(batch["_id"], status, error_code)
-            chunks = (indexes[first : first + chunk] for first in range(0, len(indexes), chunk))
-        for chunk_indexes in chunks:
-            docs = self.store.items_by_index(batch["_id"], chunk_indexes, status)
+        for first in range(0, len(indexes), chunk):
+            docs = self.store.items_by_index(batch["_id"], indexes[first : first + chunk], status)
             if docs:
                 yield docs
 
