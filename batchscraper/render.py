@@ -15,6 +15,7 @@ from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urldefrag
 
 import lxml.html
 from lxml.etree import ParserError
@@ -270,11 +271,15 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
     def __init__(self, crawler: Any) -> None:
         super().__init__(crawler)
         self.restart_after = crawler.settings.getint("BATCH_BROWSER_RESTART_PAGES")
+        # downloads that hold a tab; the rest wait here, not on a context's page limit
+        # (which idle tabs in the pool also count)
+        self.tabs = asyncio.Semaphore(crawler.settings.getint("BATCH_BROWSER_MAX_PAGES"))
         self.idle_pages: dict[str, list[tuple[Page, int]]] = {}  # context -> (tab, pages done)
         self.pages_since_launch = 0
         self.running: Counter[str] = Counter()  # context -> downloads in it
         self.admitting = asyncio.Event()
         self.admitting.set()
+        self.restarting = False
 
     async def _download_request(self, request: Request, spider: Any = None) -> Response:
         while not self.admitting.is_set():
@@ -285,20 +290,29 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         if self.restart_after and self.pages_since_launch >= self.restart_after:
             self.admitting.clear()
         try:
-            return await self._download_in_tab(request, spider, context)
+            async with self.tabs:
+                return await self._download_in_tab(request, spider, context)
         finally:
             self.running[context] -= 1
             if context != DEFAULT_CONTEXT_NAME and not self.running[context]:
                 await self._close_context(context)
-            if not self.admitting.is_set() and not self.running.total():
-                await self._restart_browser()
-                self.admitting.set()
+            if not (self.admitting.is_set() or self.running.total() or self.restarting):
+                self.restarting = True
+                try:
+                    await self._restart_browser()
+                finally:
+                    self.restarting = False
+                    self.admitting.set()
 
     async def _download_in_tab(self, request: Request, spider: Any, context: str) -> Response:
         idle = self.idle_pages.get(context, [])
         done = 0
         while idle:
             page, done = idle.pop()
+            # a URL that differs from the tab's page only in its #fragment would not be
+            # loaded (a same-document navigation): leave the page first
+            if same_document(page.url, request.url) and not await leave_page(page):
+                await close_quietly(page)
             if not page.is_closed():
                 request.meta["playwright_page"] = page
                 break
@@ -323,39 +337,64 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         """Put a tab that rendered ``done`` pages back in its context's pool, or retire it."""
         if page is None or page.is_closed():
             return
-        if done >= TAB_MAX_PAGES or context not in self.context_wrappers:
+        last_in_its_context = context != DEFAULT_CONTEXT_NAME and self.running[context] == 1
+        if (
+            done >= TAB_MAX_PAGES
+            or last_in_its_context
+            or context not in self.context_wrappers
+            or (done % TAB_GC_EVERY == 0 and not await collect_garbage(page))
+        ):
             await close_quietly(page)
             return
-        if done % TAB_GC_EVERY == 0:
-            with suppress(Exception):
-                session = await page.context.new_cdp_session(page)
-                await session.send("HeapProfiler.collectGarbage")
-                await session.detach()
         self.idle_pages.setdefault(context, []).append((page, done))
 
     async def _close_context(self, name: str) -> None:
         """Close a context of per-URL options (and its tabs) once no page runs in it."""
         self.idle_pages.pop(name, None)
-        wrapper = self.context_wrappers.get(name)
+        wrapper = self.context_wrappers.pop(name, None)  # a new request opens a new one
         if wrapper is not None:
             with suppress(Exception):
                 await asyncio.wait_for(wrapper.context.close(), DEADLINE_MARGIN_SECONDS)
 
     async def _restart_browser(self) -> None:
+        """Close the browser (no page runs); the next page launches a fresh one."""
         self.idle_pages.clear()
         self.pages_since_launch = 0
-        browser = getattr(self, "browser", None)
+        browser = self.__dict__.pop("browser", None)
         if browser is None:
             return
+        # forget it here rather than in scrapy-playwright's "disconnected" callback, which
+        # could run late (a hung browser) and drop the browser that replaced this one
+        browser.remove_listener("disconnected", self._browser_disconnected_callback)
+        self.context_wrappers.clear()
         with suppress(Exception):
             await asyncio.wait_for(browser.close(), DEADLINE_MARGIN_SECONDS)
-        # the "disconnected" callback of scrapy-playwright drops the browser and its
-        # contexts; do it here if it has not run
-        if getattr(self, "browser", None) is browser:
-            await self._browser_disconnected_callback()
-            if getattr(self, "browser", None) is browser:
-                del self.browser
         self.stats.inc_value("batch/render/browser_restarts")
+
+
+def same_document(current: str, target: str) -> bool:
+    """Whether going from ``current`` to ``target`` changes only the #fragment."""
+    return urldefrag(current).url == urldefrag(target).url
+
+
+async def leave_page(page: Page) -> bool:
+    """Send a tab to ``about:blank``; False if it is stuck."""
+    try:
+        await asyncio.wait_for(page.goto("about:blank"), DEADLINE_MARGIN_SECONDS)
+    except Exception:
+        return False
+    return True
+
+
+async def collect_garbage(page: Page) -> bool:
+    """A full garbage collection in the tab's renderer; False if the tab is stuck."""
+    try:
+        session = await page.context.new_cdp_session(page)
+        await asyncio.wait_for(session.send("HeapProfiler.collectGarbage"), DEADLINE_MARGIN_SECONDS)
+        await session.detach()
+    except Exception:
+        return False
+    return True
 
 
 async def close_quietly(page: Page | None) -> None:

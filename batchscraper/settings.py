@@ -118,7 +118,7 @@ BATCH_PROGRESS_INTERVAL = 5.0  # seconds between progress lines on the console
 # Headless Chromium (scrapy-playwright) for pages that need JavaScript.
 BATCH_BROWSER_ENABLED = True
 BATCH_CHROMIUM_PATH = ""  # empty: `chromium` on PATH, else /usr/bin/chromium
-BATCH_BROWSER_MAX_PAGES = 4  # pages open at once; more gains nothing on 2 cores
+BATCH_BROWSER_MAX_PAGES = 4  # pages rendering at once (tabs); more gains nothing on 2 cores
 BATCH_BROWSER_BLOCKED_RESOURCES = ["image", "media", "font"]  # resource types not loaded
 BATCH_BROWSER_SETTLE_MS = 50  # after load, wait until the DOM is quiet this long...
 BATCH_BROWSER_SETTLE_MAX_MS = 2_000  # ...but no longer than this

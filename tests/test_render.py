@@ -143,6 +143,46 @@ def test_wait_for_actions_and_screenshot(crawl, site: ExampleSite, store: BatchS
     assert len(png) == shot["bytes"]
 
 
+def test_more_downloads_than_tabs_wait_for_a_tab(crawl, site: ExampleSite, store: BatchStore):
+    """Concurrency 8, 2 tabs: idle tabs in the pool must not starve the waiting downloads."""
+    numbers = list(range(70, 82))
+    result = crawl(
+        urls=",".join(site.url(f"/app-shell/{n}") for n in numbers),
+        schema=SCHEMA,
+        render_js="always",
+        concurrency=8,
+        retries=0,
+        timeout_per_url=5,
+        settings={"BATCH_BROWSER_MAX_PAGES": 2},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    items = list(store.iter_items(batch_id_from(result)))
+    for n, item in zip(numbers, items, strict=True):
+        assert_product(item, n)
+    assert scrapy_stat(result.stderr, "playwright/page_count") <= 2 + 1  # a retired tab at most
+
+
+def test_urls_differing_only_in_their_fragment_are_each_loaded(
+    crawl, site: ExampleSite, store: BatchStore
+):
+    """A reused tab leaves its page, so ``#b`` after ``#a`` is a real navigation."""
+    urls = [site.url(f"/app-shell/83#{part}") for part in "abc"]
+    before = site.hits("/app-shell/83")
+    result = crawl(
+        urls=",".join(urls),
+        schema=SCHEMA,
+        render_js="always",
+        concurrency=1,
+        settings={"BATCH_BROWSER_MAX_PAGES": 1},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for item in store.iter_items(batch_id_from(result)):
+        assert_product(item, 83)
+        assert item["http_status"] == 200
+    assert site.hits("/app-shell/83") - before == 3
+    assert "returned None" not in result.stderr
+
+
 def test_urls_with_their_own_browser_options_share_the_browser(
     crawl, site: ExampleSite, store: BatchStore
 ):

@@ -14,7 +14,6 @@ from batchscraper.api.http import (
     ApiResource,
     Backpressure,
     JsonResponse,
-    NotFound,
     query_choice,
     query_error_code,
     query_int,
@@ -104,13 +103,11 @@ class BatchResource(BatchPart):
     """``/batches/{id}``: status with a page of items (GET), cancel (DELETE)."""
 
     def getChild(self, path: bytes, request: Any) -> Any:
-        if path == b"":
-            return self
         if path == b"items":
             return Items(self.api, self.batch_id)
         if path == b"retry":
             return Retry(self.api, self.batch_id)
-        return NotFound(self.api)
+        return super().getChild(path, request)
 
     async def handle_GET(self, request: Any) -> JsonResponse:
         caller = self.caller(request)
@@ -145,9 +142,9 @@ class Items(BatchPart):
     """``/batches/{id}/items``: every record in input order, paged or as NDJSON."""
 
     def getChild(self, path: bytes, request: Any) -> Any:
-        if path == b"":
-            return self
-        return ItemScreenshot(self.api, self.batch_id, path.decode("utf-8", "replace"))
+        if path:
+            return ItemScreenshot(self.api, self.batch_id, path.decode("utf-8", "replace"))
+        return self
 
     async def handle_GET(self, request: Any) -> JsonResponse | None:
         caller = self.caller(request)

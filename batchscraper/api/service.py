@@ -186,12 +186,17 @@ class BatchService:
     def _matching_indexes(
         self, batch_id: str, status: str | None, error_code: str | None
     ) -> list[int]:
+        # the code is checked here: a query on a field beyond the (batch_id, status) index
+        # makes the embedded server scan the whole collection
         query: dict[str, Any] = {"batch_id": batch_id}
         if status is not None:
             query["status"] = status
-        if error_code is not None:
-            query["error.code"] = error_code
-        return sorted(doc["index"] for doc in self.store.items.find(query, {"index": 1}))
+        docs = self.store.items.find(query, {"index": 1, "error.code": 1})
+        return sorted(
+            doc["index"]
+            for doc in docs
+            if error_code is None or (doc.get("error") or {}).get("code") == error_code
+        )
 
     # -- changes ---------------------------------------------------------------
 

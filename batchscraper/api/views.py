@@ -58,7 +58,8 @@ def batch_detail(batch: dict[str, Any], active_jobs: list[str], base: str = "") 
         "options": batch.get("options"),
         "error": batch.get("error"),
         "rerun_of": batch.get("rerun_of"),
-        "failures": {code: n for code, n in (batch.get("failures") or {}).items() if n},
+        # (> 0: a batch finished before failures were counted goes negative when retried)
+        "failures": {code: n for code, n in (batch.get("failures") or {}).items() if n > 0},
         "domains": batch.get("domains", []),
         "jobs": [
             {**job, "active": job["id"] in active_jobs} for job in batch.get("jobs", [])

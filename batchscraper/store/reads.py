@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -50,4 +51,7 @@ class ItemReads(StoreBase):
             {"$match": {"batch_id": batch_id, "status": "failed"}},
             {"$group": {"_id": "$error.code", "n": {"$sum": 1}}},
         ])
-        return {failure_code({"code": row["_id"]}): row["n"] for row in rows}
+        counts: Counter[str] = Counter()
+        for row in rows:
+            counts[failure_code({"code": row["_id"]})] += row["n"]
+        return dict(counts)

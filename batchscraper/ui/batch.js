@@ -21,7 +21,8 @@ export async function renderBatch(view, ctx) {
   const path = `batches/${batchId}`;
   const state = {
     status: ITEM_FILTERS.includes(ctx.query.get('status')) ? ctx.query.get('status') : '',
-    code: ctx.query.get('code') || '',
+    // a code the API would refuse (400 on every poll) is dropped
+    code: /^[A-Z][A-Z0-9_]{0,63}$/.test(ctx.query.get('code') || '') ? ctx.query.get('code') : '',
     page: Math.max(1, Number.parseInt(ctx.query.get('page'), 10) || 1),
     batch: null,
     items: [],
