@@ -1,7 +1,7 @@
 """MongoDB connection: the one in ``MONGO_URI``, or an embedded server.
 
 With ``MONGO_URI`` unset, the first process that needs a database starts a
-local MongoDB-wire server (secantusdb) with its data under
+local MongoDB-wire server (secantusdb, see :mod:`batchscraper.embedded_server`) with its data under
 ``BATCHSCRAPER_HOME``; every later process (another spider, Scrapyd, the
 tests) finds it through a port file and reuses it. A file lock makes the
 start-or-reuse decision safe between concurrent processes.
@@ -73,7 +73,7 @@ def ensure_embedded_server(home: Path) -> int:
                 [
                     sys.executable,
                     "-m",
-                    "secantus",
+                    "batchscraper.embedded_server",
                     "--host",
                     "127.0.0.1",
                     "--port",
