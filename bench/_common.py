@@ -11,8 +11,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from batchscraper.mongo import connect, database_name, ensure_embedded_server, home_dir
+from batchscraper.store import BatchStore
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results.jsonl"
+
+
+def bench_store() -> tuple[BatchStore, str]:
+    """The ``batchscraper_bench`` database on the (started or reused) embedded server."""
+    port = ensure_embedded_server(home_dir())
+    uri = f"mongodb://127.0.0.1:{port}/batchscraper_bench?directConnection=true"
+    store = BatchStore(connect(uri), database_name(uri))
+    store.ensure_indexes()
+    return store, uri
 
 
 def descendants(pid: int) -> list[int]:

@@ -16,7 +16,6 @@ every 0.2 s.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,9 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchscraper.examplesite import ExampleSite
 from batchscraper.inputs import Limits, parse_batch
-from batchscraper.mongo import connect, database_name, ensure_embedded_server
 from batchscraper.store import BatchStore
-from bench._common import mb, record, run_crawl
+from bench._common import bench_store, mb, record, run_crawl
 from bench.throughput import SCHEMA, elapsed
 
 TARGET = 1.2
@@ -77,11 +75,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
-    home = Path(os.environ.get("BATCHSCRAPER_HOME", ".batchscraper")).resolve()
-    port = ensure_embedded_server(home)
-    uri = f"mongodb://127.0.0.1:{port}/batchscraper_bench?directConnection=true"
-    store = BatchStore(connect(uri), database_name(uri))
-    store.ensure_indexes()
+    store, uri = bench_store()
     runs = []
     with ExampleSite() as site:
         for size in sizes:

@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchscraper.examplesite import ExampleSite
 from batchscraper.inputs import parse_batch
-from batchscraper.mongo import connect, database_name, ensure_embedded_server
+from batchscraper.mongo import home_dir
 from batchscraper.store import BatchStore
-from bench._common import REPO, record
+from bench._common import REPO, bench_store, record
 from bench.throughput import SCHEMA
 
 DISTINCT_PAGES = 200  # the example site caches this many generated pages
@@ -114,12 +114,8 @@ def main() -> None:
     parser.add_argument("--formats", default="json,markdown")
     args = parser.parse_args()
     options = {"concurrency": args.concurrency, "formats": args.formats.split(",")}
-    home = Path(os.environ.get("BATCHSCRAPER_HOME", ".batchscraper")).resolve()
-    port = ensure_embedded_server(home)
-    server_pid = json.loads((home / "mongo.json").read_text())["pid"]
-    uri = f"mongodb://127.0.0.1:{port}/batchscraper_bench?directConnection=true"
-    store = BatchStore(connect(uri), database_name(uri))
-    store.ensure_indexes()
+    store, uri = bench_store()
+    server_pid = json.loads((home_dir() / "mongo.json").read_text())["pid"]
     runs = []
     with ExampleSite() as site:
         urls = [

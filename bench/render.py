@@ -32,10 +32,8 @@ from playwright.async_api import async_playwright
 
 from batchscraper.examplesite import ExampleSite
 from batchscraper.inputs import parse_batch
-from batchscraper.mongo import connect, database_name, ensure_embedded_server
 from batchscraper.render import CHROMIUM_ARGS, chromium_executable
-from batchscraper.store import BatchStore
-from bench._common import MemorySampler, mb, record, run_crawl
+from bench._common import MemorySampler, bench_store, mb, record, run_crawl
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "price": {"type": "number"}},
           "required": ["name", "price"]}
@@ -82,10 +80,7 @@ def main() -> None:
                         help="extra Scrapy setting for the spider run")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.set)
-    home = Path(os.environ.get("BATCHSCRAPER_HOME", ".batchscraper")).resolve()
-    port = ensure_embedded_server(home)
-    uri = f"mongodb://127.0.0.1:{port}/batchscraper_bench?directConnection=true"
-    store = BatchStore(connect(uri), database_name(uri))
+    store, uri = bench_store()
 
     with ExampleSite() as site:
         urls = [site.url(f"/app-shell/{n}") for n in range(1, args.pages + 1)]

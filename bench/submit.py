@@ -17,7 +17,6 @@ range, and the status-index queries the workers make at the end of a batch.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -30,9 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pymongo import ASCENDING
 
 from batchscraper.inputs import BatchSpec, Limits, parse_batch
-from batchscraper.mongo import connect, database_name, ensure_embedded_server
 from batchscraper.store import INSERT_CHUNK, BatchStore, duplicate_groups, item_id
-from bench._common import record
+from bench._common import bench_store, record
 from bench.throughput import SCHEMA
 
 INDEX_SETS: dict[str, list[list[tuple[str, int]]]] = {
@@ -113,11 +111,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="5000,10000")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    home = Path(os.environ.get("BATCHSCRAPER_HOME", ".batchscraper")).resolve()
-    port = ensure_embedded_server(home)
-    uri = f"mongodb://127.0.0.1:{port}/batchscraper_bench?directConnection=true"
-    store = BatchStore(connect(uri), database_name(uri))
-    store.ensure_indexes()
+    store, _ = bench_store()
     submits, batch_id = [], ""
     for size in (int(size) for size in args.sizes.split(",")):
         figures, batch_id = submit_figures(store, size, args.repeat)

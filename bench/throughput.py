@@ -31,9 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchscraper.examplesite import ExampleSite
 from batchscraper.inputs import parse_batch
-from batchscraper.mongo import connect, database_name, ensure_embedded_server
 from batchscraper.store import BatchStore
-from bench._common import REPO, mb, record, run_crawl
+from bench._common import REPO, bench_store, mb, record, run_crawl
 
 SCHEMA = {
     "type": "object",
@@ -116,11 +115,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--variant", type=variant, action="append", default=[])
     args = parser.parse_args()
-    home = Path(os.environ.get("BATCHSCRAPER_HOME", ".batchscraper")).resolve()
-    port = ensure_embedded_server(home)
-    uri = f"mongodb://127.0.0.1:{port}/batchscraper_bench?directConnection=true"
-    store = BatchStore(connect(uri), database_name(uri))
-    store.ensure_indexes()
+    store, uri = bench_store()
     with ExampleSite() as site:
         urls = [
             site.url(f"/{'products' if n % 2 else 'plain'}/{n}") for n in range(1, args.pages + 1)
