@@ -207,7 +207,7 @@ def wait_for(condition: Any, timeout: float = 60, interval: float = 0.25, what: 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
 
 

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from batchscraper.examplesite import product_expected
 from batchscraper.inputs import parse_batch
 from batchscraper.mongo import connect, database_name
 from batchscraper.store import BatchStore
-from tests.api_fixtures import ScrapydServer, start_scrapyd
+from tests.api_fixtures import ScrapydServer, start_scrapyd, wait_for
 from tests.conftest import REPO, assert_counters_match_items
 
 CRAWL_TIMEOUT = 120
@@ -86,15 +85,8 @@ def kill_group(process: subprocess.Popen[Any]) -> None:
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition()`` until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+    """Poll ``condition()`` every 0.1 s until it returns something truthy; that value."""
+    return wait_for(condition, timeout, interval=0.1, what=what)
 
 
 def assert_exact(store: BatchStore, batch_id: str, total: int) -> dict[str, Any]:
