@@ -160,28 +160,29 @@ class BatchService:
         error_code: str | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of the batch's items in input order, and how many match."""
+        indexes = self._indexes(batch, status, error_code)
         first = (page - 1) * limit
-        if status is None and error_code is None:
-            total = batch["counters"]["total"]
-            return self.store.items_in_range(batch["_id"], first, min(first + limit, total)), total
-        indexes = self._matching_indexes(batch["_id"], status, error_code)
-        page_indexes = indexes[first : first + limit]
-        return self.store.items_by_index(batch["_id"], page_indexes, status), len(indexes)
+        page_items = self.store.items_by_index(batch["_id"], indexes[first : first + limit], status)
+        return page_items, len(indexes)
 
     def iter_items(
         self, batch: dict[str, Any], status: str | None, error_code: str | None = None
     ) -> Iterator[list[dict]]:
         """Every (matching) item of the batch in input order, in chunks (for the NDJSON stream)."""
         chunk = self.config.stream_chunk
-        indexes: Sequence[int]
-        if status is None and error_code is None:
-            indexes = range(batch["counters"]["total"])
-        else:
-            indexes = self._matching_indexes(batch["_id"], status, error_code)
+        indexes = self._indexes(batch, status, error_code)
         for first in range(0, len(indexes), chunk):
             docs = self.store.items_by_index(batch["_id"], indexes[first : first + chunk], status)
             if docs:
                 yield docs
+
+    def _indexes(
+        self, batch: dict[str, Any], status: str | None, error_code: str | None
+    ) -> Sequence[int]:
+        """The input positions of the items that match, in order (unfiltered: all of them)."""
+        if status is None and error_code is None:
+            return range(batch["counters"]["total"])
+        return self._matching_indexes(batch["_id"], status, error_code)
 
     def _matching_indexes(
         self, batch_id: str, status: str | None, error_code: str | None
