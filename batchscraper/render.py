@@ -12,7 +12,7 @@ import asyncio
 import re
 import shutil
 from collections import Counter
-from contextlib import suppress
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urldefrag
@@ -311,7 +311,9 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
             page, done = idle.pop()
             # a URL that differs from the tab's page only in its #fragment would not be
             # loaded (a same-document navigation): leave the page first
-            if same_document(page.url, request.url) and not await leave_page(page):
+            if same_document(page.url, request.url) and not await responds(
+                page.goto("about:blank")
+            ):
                 await close_quietly(page)
             if not page.is_closed():
                 request.meta["playwright_page"] = page
@@ -342,7 +344,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
             done >= TAB_MAX_PAGES
             or last_in_its_context
             or context not in self.context_wrappers
-            or (done % TAB_GC_EVERY == 0 and not await collect_garbage(page))
+            or (done % TAB_GC_EVERY == 0 and not await responds(collect_garbage(page)))
         ):
             await close_quietly(page)
             return
@@ -353,8 +355,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         self.idle_pages.pop(name, None)
         wrapper = self.context_wrappers.pop(name, None)  # a new request opens a new one
         if wrapper is not None:
-            with suppress(Exception):
-                await asyncio.wait_for(wrapper.context.close(), DEADLINE_MARGIN_SECONDS)
+            await responds(wrapper.context.close())
 
     async def _restart_browser(self) -> None:
         """Close the browser (no page runs); the next page launches a fresh one."""
@@ -367,8 +368,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         # could run late (a hung browser) and drop the browser that replaced this one
         browser.remove_listener("disconnected", self._browser_disconnected_callback)
         self.context_wrappers.clear()
-        with suppress(Exception):
-            await asyncio.wait_for(browser.close(), DEADLINE_MARGIN_SECONDS)
+        await responds(browser.close())
         self.stats.inc_value("batch/render/browser_restarts")
 
 
@@ -377,31 +377,29 @@ def same_document(current: str, target: str) -> bool:
     return urldefrag(current).url == urldefrag(target).url
 
 
-async def leave_page(page: Page) -> bool:
-    """Send a tab to ``about:blank``; False if it is stuck."""
+async def responds(work: Awaitable[Any]) -> bool:
+    """Await browser ``work`` for at most ``DEADLINE_MARGIN_SECONDS``; False if it failed or hung.
+
+    A killed or stuck browser can leave a close, navigation or CDP call waiting forever.
+    """
     try:
-        await asyncio.wait_for(page.goto("about:blank"), DEADLINE_MARGIN_SECONDS)
+        await asyncio.wait_for(work, DEADLINE_MARGIN_SECONDS)
     except Exception:
         return False
     return True
 
 
-async def collect_garbage(page: Page) -> bool:
-    """A full garbage collection in the tab's renderer; False if the tab is stuck."""
-    try:
-        session = await page.context.new_cdp_session(page)
-        await asyncio.wait_for(session.send("HeapProfiler.collectGarbage"), DEADLINE_MARGIN_SECONDS)
-        await session.detach()
-    except Exception:
-        return False
-    return True
+async def collect_garbage(page: Page) -> None:
+    """A full garbage collection in the tab's renderer."""
+    session = await page.context.new_cdp_session(page)
+    await session.send("HeapProfiler.collectGarbage")
+    await session.detach()
 
 
 async def close_quietly(page: Page | None) -> None:
     """Close a tab that must not be reused; a dead browser cannot keep this waiting."""
     if page is not None and not page.is_closed():
-        with suppress(Exception):
-            await asyncio.wait_for(page.close(), DEADLINE_MARGIN_SECONDS)
+        await responds(page.close())
 
 
 # Policy for the browser's own requests (subresources, client-side navigations).
