@@ -339,10 +339,8 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         """Put a tab that rendered ``done`` pages back in its context's pool, or retire it."""
         if page is None or page.is_closed():
             return
-        last_in_its_context = context != DEFAULT_CONTEXT_NAME and self.running[context] == 1
         if (
             done >= TAB_MAX_PAGES
-            or last_in_its_context
             or context not in self.context_wrappers
             or (done % TAB_GC_EVERY == 0 and not await responds(collect_garbage(page)))
         ):
