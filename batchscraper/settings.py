@@ -146,6 +146,7 @@ BATCH_WEBHOOK_MAX_ATTEMPTS = 12  # then the event is marked failed
 BATCH_WEBHOOK_RETRY_BASE = 5.0  # seconds before the first retry, doubled per attempt
 BATCH_WEBHOOK_RETRY_MAX = 3600.0  # longest wait between two attempts (s)
 BATCH_WEBHOOK_HISTORY = 20  # delivery attempts kept on the batch document
+BATCH_WEBHOOK_MAX_ANSWER_BYTES = 64 * 1024  # a receiver's answer is read this far, then dropped
 
 # -- reliability (issue 7) -------------------------------------------------------
 # An item record larger than this (BSON bytes) gets its `content` cut, then its data dropped

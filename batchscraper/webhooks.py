@@ -229,6 +229,7 @@ class WebhookConfig:
     retry_base: float
     retry_max: float
     history: int
+    max_answer_bytes: int
 
     @classmethod
     def from_settings(cls, settings: Any) -> WebhookConfig:
@@ -239,6 +240,7 @@ class WebhookConfig:
             retry_base=settings.getfloat("BATCH_WEBHOOK_RETRY_BASE"),
             retry_max=settings.getfloat("BATCH_WEBHOOK_RETRY_MAX"),
             history=settings.getint("BATCH_WEBHOOK_HISTORY"),
+            max_answer_bytes=settings.getint("BATCH_WEBHOOK_MAX_ANSWER_BYTES"),
         )
 
     def delay(self, attempts: int) -> float:

@@ -3,6 +3,9 @@
 Each attempt resolves the target and checks it with the SSRF guard first,
 then connects to exactly the address it checked (DNS rebinding); a refused
 target fails the event at once with ``FETCH_BLOCKED``, without retries.
+The receiver's answer is read up to ``BATCH_WEBHOOK_MAX_ANSWER_BYTES`` and
+within ``BATCH_WEBHOOK_TIMEOUT``, then the connection is dropped: an endless
+or trickling answer can neither grow Scrapyd's memory nor hold an attempt.
 """
 
 from __future__ import annotations
@@ -11,18 +14,14 @@ import datetime as dt
 import logging
 import time
 from io import BytesIO
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer, reactor, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.web.client import (
-    Agent,
-    BrowserLikePolicyForHTTPS,
-    FileBodyProducer,
-    PartialDownloadError,
-    readBody,
-)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, FileBodyProducer
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
@@ -79,11 +78,8 @@ class WebhookDelivery(Service):
         try:
             address = await threads.deferToThread(webhook_address, event["url"], self.policy)
             exchange = defer.ensureDeferred(self._exchange(event["url"], address, headers, body))
-            code, text = await exchange.addTimeout(self.config.timeout, reactor)
-            attempt["status_code"] = code
-            attempt["ok"] = 200 <= code < 300
-            if not attempt["ok"]:
-                attempt["error"] = text[:ERROR_TEXT_CHARS].decode("utf-8", "replace")
+            answer = await exchange.addTimeout(self.config.timeout, reactor)
+            attempt.update(answer.attempt_fields())
         except FetchBlockedError as exc:  # never sent, and never retried
             attempt.update(ok=False, retryable=False, error=f"FETCH_BLOCKED: {exc}")
         except Exception as exc:  # any transport failure is one failed attempt
@@ -102,7 +98,7 @@ class WebhookDelivery(Service):
 
     async def _exchange(
         self, url: str, address: IPAddress, headers: dict[str, str], body: bytes
-    ) -> tuple[int, bytes]:
+    ) -> WebhookAnswer:
         raw = Headers({key.encode(): [value.encode()] for key, value in headers.items()})
         raw.setRawHeaders(b"content-type", [b"application/json"])
         raw.setRawHeaders(b"user-agent", [USER_AGENT])
@@ -110,12 +106,72 @@ class WebhookDelivery(Service):
         agent = Agent.usingEndpointFactory(
             reactor, PinnedEndpoints(address, self.tls, self.config.timeout)
         )
-        response = await agent.request(b"POST", url.encode(), raw, producer)
-        try:
-            return response.code, await readBody(response)
-        except PartialDownloadError as exc:
-            # no Content-Length: the receiver ended its answer by closing the connection
-            return response.code, exc.response or b""
+        # Any: mypy reads IResponse's zope methods as taking no self
+        response: Any = await agent.request(b"POST", url.encode(), raw, producer)
+        reader = CappedBody(self.config.max_answer_bytes)
+        response.deliverBody(reader)
+        body = await reader.finished
+        return WebhookAnswer(response.code, body, reader.cut)
+
+
+class WebhookAnswer(NamedTuple):
+    """A receiver's answer: its status, the first bytes of its body, and whether it was cut."""
+
+    code: int
+    body: bytes
+    cut: bool
+
+    def attempt_fields(self) -> dict[str, Any]:
+        """What the attempt record keeps: a 2xx status is a delivery, whatever the body."""
+        fields: dict[str, Any] = {"status_code": self.code, "ok": 200 <= self.code < 300}
+        if not fields["ok"]:
+            fields["error"] = self.body[:ERROR_TEXT_CHARS].decode("utf-8", "replace")
+        if self.cut:
+            fields["truncated"] = True
+        return fields
+
+
+class CappedBody(Protocol):
+    """Keeps the first ``limit`` bytes of an answer's body, then drops the connection.
+
+    ``readBody`` keeps a body however long it is, and its cancel cannot reach
+    the connection under the Agent's transport proxy. ``finished`` fires with
+    the bytes kept, however the body ends: the status line has arrived, and it
+    is what counts. Cancelling it (the attempt's timeout, during a trickling
+    body) drops the connection and keeps what arrived.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.cut = False
+        self.finished: defer.Deferred[bytes] = defer.Deferred(lambda _: self._cut_off())
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished.called:
+            return  # bytes that were already read when the connection was dropped
+        self.chunks.append(data[: self.limit - self.size])
+        self.size += len(data)
+        if self.size > self.limit:
+            self._cut_off()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # ResponseDone, PotentialDataLoss (no Content-Length: ended by closing) or data loss
+        self._finish()
+
+    def _cut_off(self) -> None:
+        self.cut = True
+        self._finish()
+        # abortConnection, as Scrapy's download handler does: the Agent's transport
+        # proxy only offers loseConnection, which over TLS waits for the receiver
+        producer = getattr(self.transport, "_producer", None)
+        if producer is not None:
+            producer.abortConnection()
+
+    def _finish(self) -> None:
+        if not self.finished.called:
+            self.finished.callback(b"".join(self.chunks))
 
 
 @implementer(IAgentEndpointFactory)
