@@ -139,6 +139,15 @@ class ValidationFailedError(ItemError):
     code = "VALIDATION_FAILED"
 
 
+class ValidationTimeoutError(ValidationFailedError):
+    """Validating the record took longer than ``BATCH_VALIDATION_TIMEOUT``.
+
+    Not retryable: the same schema and page take as long again.
+    """
+
+    code = "VALIDATION_TIMEOUT"
+
+
 class CancelledError(ItemError):
     """The batch was cancelled before this item finished."""
 

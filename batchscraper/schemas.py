@@ -2,20 +2,28 @@
 
 Accepted: a JSON Schema (Draft 2020-12) describing an object, or a simple
 field list ``[{"field": "price", "type": "number", "example": 9.99}]``.
-Remote ``$ref``, recursion and absurd depth or size are refused before
-anything is stored.
+Remote ``$ref``, recursion, absurd depth or size, and patterns RE2 cannot run
+are refused before anything is stored, every problem listed. ``$ref`` is
+resolved the way jsonschema resolves it at run time (the ``referencing``
+library, against the nearest ``$id``), so a schema accepted here validates.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, best_match
+import re2
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError, best_match
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 from batchscraper.exceptions import InvalidSchemaError
+from batchscraper.extraction.validation import DATA_KEYWORDS, compile_pattern, pattern_problem
 from batchscraper.profiles import PROFILE_PREFIX, profile_names, profile_schema
 
 # field-list type names -> JSON Schema fragments
@@ -40,6 +48,10 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     "list": {"type": "array"},
 }
 FIELD_KEYS = {"field", "name", "type", "example", "description", "required", "items", "fields"}
+DIALECTS = ("https://json-schema.org/draft/2020-12/schema",
+            "https://json-schema.org/draft/2020-12/schema#")
+MAX_REPORTED_PROBLEMS = 20
+REF_KEYWORDS = ("$ref", "$dynamicRef")
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,10 @@ def parse_schema(raw: Any, limits: SchemaLimits = SchemaLimits()) -> dict[str, A
             raise InvalidSchemaError(
                 f"schema is not valid JSON: {exc.msg} at char {exc.pos}"
             ) from None
+        except RecursionError:
+            raise InvalidSchemaError(
+                f"schema nests deeper than {limits.max_depth} levels"
+            ) from None
     if isinstance(raw, list):
         schema = fields_to_schema(raw)
     elif isinstance(raw, dict):
@@ -79,15 +95,10 @@ def parse_schema(raw: Any, limits: SchemaLimits = SchemaLimits()) -> dict[str, A
     else:
         raise InvalidSchemaError("schema must be a JSON Schema object or a list of fields")
     _check_size(schema, limits)
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        error = best_match([exc]) or exc
-        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        raise InvalidSchemaError(f"not a valid JSON Schema at {where}: {error.message}") from None
+    _check_nesting(schema, limits)
+    _refuse(_metaschema_problems(schema) or _SchemaWalk(schema, limits).problems())
     if schema.get("type", "object") != "object" and "properties" not in schema:
         raise InvalidSchemaError('schema must describe an object: {"type": "object", ...}')
-    _check_refs_and_depth(schema, schema, limits, depth=0, seen_refs=())
     return schema
 
 
@@ -154,46 +165,163 @@ def _check_size(schema: dict[str, Any], limits: SchemaLimits) -> None:
         raise InvalidSchemaError(f"schema is {size} bytes; the limit is {limits.max_bytes}")
 
 
-def _check_refs_and_depth(
-    node: Any, root: dict[str, Any], limits: SchemaLimits, depth: int, seen_refs: tuple[str, ...]
-) -> None:
-    """Walk the schema, following local refs, so recursion shows up as depth."""
-    if depth > limits.max_depth:
-        raise InvalidSchemaError(
-            f"schema nests deeper than {limits.max_depth} levels (or refers to itself)"
-        )
-    if isinstance(node, list):
-        for child in node:
-            _check_refs_and_depth(child, root, limits, depth + 1, seen_refs)
-        return
-    if not isinstance(node, dict):
-        return
-    if len(node.get("properties", {}) or {}) > limits.max_properties:
-        raise InvalidSchemaError(f"schema has more than {limits.max_properties} properties")
-    ref = node.get("$ref")
-    if isinstance(ref, str):
-        if not ref.startswith("#"):
-            raise InvalidSchemaError(f"remote $ref is not allowed: {ref!r}")
-        if ref in seen_refs:
-            raise InvalidSchemaError(f"schema refers to itself through {ref!r}")
-        _check_refs_and_depth(
-            _resolve_pointer(root, ref), root, limits, depth + 1, (*seen_refs, ref)
-        )
-    for key, child in node.items():
-        if key not in ("$ref", "examples", "example", "enum", "const", "default"):
-            _check_refs_and_depth(child, root, limits, depth + 1, seen_refs)
+def _check_nesting(schema: dict[str, Any], limits: SchemaLimits) -> None:
+    """Refuse absurd nesting before anything recursive (the metaschema check) sees it."""
+    stack: list[tuple[Any, int]] = [(schema, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limits.max_depth:
+            raise InvalidSchemaError(f"schema nests deeper than {limits.max_depth} levels")
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for key, child in node.items()
+                         if key not in DATA_KEYWORDS)
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
 
 
-def _resolve_pointer(root: dict[str, Any], ref: str) -> Any:
-    node: Any = root
-    for part in ref.lstrip("#").split("/"):
-        if not part:
-            continue
-        part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            raise InvalidSchemaError(f"$ref {ref!r} points at nothing in the schema")
-    return node
+def _refuse(problems: list[dict[str, str]]) -> None:
+    """Raise one INVALID_SCHEMA naming the first problem and listing them all."""
+    if not problems:
+        return
+    first = problems[0]
+    where = f"at {first['path'] or '(root)'}"
+    summary = f" {where}" if len(problems) == 1 else f": {len(problems)} problems; first {where}"
+    raise InvalidSchemaError(
+        f"not a valid JSON Schema{summary}: {first['message']}",
+        details=problems[:MAX_REPORTED_PROBLEMS],
+    )
+
+
+# -- the Draft 2020-12 metaschema, with patterns checked by RE2 ----------------------
+
+_SCHEMA_FORMATS = FormatChecker()
+_SCHEMA_FORMATS.checkers = {**Draft202012Validator.FORMAT_CHECKER.checkers,
+                            "regex": (compile_pattern, re2.error)}
+_METASCHEMA = Draft202012Validator(Draft202012Validator.META_SCHEMA,
+                                   format_checker=_SCHEMA_FORMATS)
+
+
+def _metaschema_problems(schema: dict[str, Any]) -> list[dict[str, str]]:
+    """Every place where ``schema`` breaks the metaschema (a ``pattern`` RE2 refuses too)."""
+    problems = []
+    for error in _METASCHEMA.iter_errors(schema):
+        best = best_match([error]) or error
+        problems.append({"path": _where(best.absolute_path), "message": _readable(best)})
+    return problems
+
+
+def _readable(error: ValidationError) -> str:
+    if error.validator == "format" and error.validator_value == "regex":
+        return f"pattern {error.instance!r} is not supported: {pattern_problem(error.instance)}"
+    return error.message
+
+
+def _where(path: Any) -> str:
+    return "/".join(str(part) for part in path)
+
+
+# -- refs, depth and dialects, the way jsonschema will see them ----------------------
+
+
+class _SchemaWalk:
+    """One walk over a metaschema-valid schema, following every ``$ref`` as jsonschema would.
+
+    Depth is counted in JSON nesting levels with refs expanded (a ref is one
+    more level), so recursion shows up as depth or as a ref met again on its
+    own chain. Each ref target is walked once; later visits reuse its height.
+    Problems are reported where they are in the document.
+    """
+
+    def __init__(self, root: dict[str, Any], limits: SchemaLimits) -> None:
+        self.root = root
+        self.limits = limits
+        self._locations = dict(_locations(root))
+        self._problems: dict[tuple[str, str], None] = {}  # ordered, without repeats
+        self._heights: dict[int, int] = {}  # id(ref target) -> levels below it
+        self._keywords: set[str] = set()
+
+    def problems(self) -> list[dict[str, str]]:
+        """What is wrong with the schema (empty when nothing is)."""
+        resolver = Registry().resolver_with_root(DRAFT202012.create_resource(self.root))
+        if self._height(self.root, resolver, depth=0, chain=(), entered=True) > \
+                self.limits.max_depth:
+            self._add(self.root, None, f"schema nests deeper than {self.limits.max_depth}"
+                                       " levels (or refers to itself)")
+        if {"unevaluatedProperties", "patternProperties"} <= self._keywords:
+            self._add(self.root, None,
+                      "unevaluatedProperties cannot be combined with patternProperties")
+        return [{"path": path, "message": message} for path, message in self._problems]
+
+    def _add(self, node: Any, key: str | None, message: str) -> None:
+        path = self._locations.get(id(node), ())
+        self._problems[_where((*path, key) if key else path), message] = None
+
+    def _height(self, node: Any, resolver: Any, depth: int, chain: tuple[int, ...],
+                entered: bool = False) -> int:
+        """Levels below ``node`` with refs expanded (cut off past the depth limit)."""
+        if depth > self.limits.max_depth or not isinstance(node, (dict, list)):
+            return 0
+        if isinstance(node, list):
+            return 1 + max((self._height(child, resolver, depth + 1, chain) for child in node),
+                           default=0)
+        if isinstance(node.get("$id"), str) and not entered:
+            resolver = resolver.in_subresource(DRAFT202012.create_resource(node))
+        self._check_node(node)
+        heights = [self._ref_height(node, key, resolver, depth, chain)
+                   for key in REF_KEYWORDS if isinstance(node.get(key), str)]
+        heights += [self._height(child, resolver, depth + 1, chain)
+                    for key, child in node.items()
+                    if key not in DATA_KEYWORDS and key not in REF_KEYWORDS]
+        return 1 + max(heights, default=0)
+
+    def _ref_height(self, node: dict[str, Any], key: str, resolver: Any, depth: int,
+                    chain: tuple[int, ...]) -> int:
+        ref = node[key]
+        try:
+            resolved = resolver.lookup(ref)
+        except Unresolvable as exc:
+            self._add(node, key, _unresolvable(ref, exc))
+            return 0
+        target = id(resolved.contents)
+        if target in chain or resolved.contents is node:
+            self._add(node, key, f"schema refers to itself through {ref!r}")
+            return 0
+        if target not in self._heights:
+            self._heights[target] = self._height(
+                resolved.contents, resolved.resolver, depth + 1, (*chain, target), entered=True
+            )
+        return 1 + self._heights[target]
+
+    def _check_node(self, node: dict[str, Any]) -> None:
+        self._keywords.update(key for key in ("unevaluatedProperties", "patternProperties")
+                              if key in node)
+        properties = node.get("properties")
+        if isinstance(properties, dict) and len(properties) > self.limits.max_properties:
+            self._add(node, None, f"schema has more than {self.limits.max_properties} properties")
+        dialect = node.get("$schema")
+        if isinstance(dialect, str) and dialect not in DIALECTS:
+            self._add(node, "$schema",
+                      f"schemas are Draft 2020-12 ({DIALECTS[0]}); this names {dialect!r}")
+
+
+def _locations(root: Any) -> Iterator[tuple[int, tuple[Any, ...]]]:
+    """(id, path) of every object and array of the schema outside data keywords."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        yield id(node), path
+        if isinstance(node, dict):
+            stack.extend((child, (*path, key)) for key, child in node.items()
+                         if key not in DATA_KEYWORDS and isinstance(child, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((child, (*path, n)) for n, child in enumerate(node)
+                         if isinstance(child, (dict, list)))
+
+
+def _unresolvable(ref: str, exc: Unresolvable) -> str:
+    """Why ``ref`` does not resolve: outside the schema (remote) or pointing at nothing."""
+    if type(exc) is Unresolvable:
+        return f"remote $ref is not allowed: {ref!r} (only the schema's own parts are used)"
+    return (f"$ref {ref!r} points at nothing in the schema (refs resolve against"
+            " the nearest enclosing $id)")
+

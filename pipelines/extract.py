@@ -11,6 +11,10 @@
 
 Without an LLM (no ``OPENAI_BASE_URL``/``OPENAI_API_KEY``) a page without
 matching structured data fails with EXTRACTION_FAILED, as before.
+
+Parsing, mapping and schema checks of the page's records run off the reactor
+thread; a check past ``BATCH_VALIDATION_TIMEOUT`` fails the item with
+VALIDATION_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -23,12 +27,16 @@ from typing import Any
 from scrapy.crawler import Crawler
 
 from batchscraper.content import PageContent, page_content, prepare_page, pruned_tree
-from batchscraper.exceptions import BudgetExceededError, ExtractionError, ItemError
-from batchscraper.extraction.coerce import coerce_to_schema
+from batchscraper.exceptions import (
+    BudgetExceededError,
+    ExtractionError,
+    ItemError,
+    ValidationFailedError,
+)
 from batchscraper.extraction.listing import structured_records, visible_record_count
 from batchscraper.extraction.shaping import tokens
 from batchscraper.extraction.structured import map_to_schema, parse_structured_data
-from batchscraper.extraction.validation import RecordChecker, checker_for
+from batchscraper.extraction.validation import RecordChecker, ValidationSettings, checker_for
 from batchscraper.items import PageItem
 from batchscraper.llm.client import load_client
 from batchscraper.llm.config import LLMConfig
@@ -81,9 +89,12 @@ def wants_links(schema: dict[str, Any]) -> bool:
 class ExtractPipeline:
     """Fills ``data``, ``evidence``, ``extraction`` and the LLM usage of each page."""
 
-    def __init__(self, crawler: Crawler, config: LLMConfig) -> None:
+    def __init__(
+        self, crawler: Crawler, config: LLMConfig, validation: ValidationSettings
+    ) -> None:
         self.crawler = crawler
         self.config = config
+        self.validation = validation
         self._extractor: LLMExtractor | None = None
         self._budget_reported = False
 
@@ -93,7 +104,7 @@ class ExtractPipeline:
         if config.configured:
             logger.info("LLM extraction: model %s at %s", config.model,
                         config.base_url or "the OpenAI API")
-        return cls(crawler, config)
+        return cls(crawler, config, ValidationSettings.from_settings(crawler.settings))
 
     def extractor(self, spider: Any) -> LLMExtractor | None:
         """The LLM extractor (built on first use), or None when no LLM is configured."""
@@ -115,7 +126,7 @@ class ExtractPipeline:
         schema = spider.batch["schema"]
         many = spider.options.max_items_per_url > 1
         url = item.final_url or item.url
-        checker = checker_for(item.batch_id, schema)
+        checker = checker_for(item.batch_id, schema, self.validation.timeout)
         if item.body is not None:
             found = await asyncio.to_thread(structured_step, item.body, url, schema, many)
             formats = tuple(spider.options.formats)
@@ -125,10 +136,14 @@ class ExtractPipeline:
             found = StructuredResult([] if many else {}, {})
         for source in found.evidence.values():
             self._stat(f"extract/fields/{source}")
-        if many:
-            await self._list_page(item, spider, checker, found, url)
-        else:
-            await self._single_page(item, spider, checker, found, url)
+        try:
+            if many:
+                await self._list_page(item, spider, checker, found, url)
+            else:
+                await self._single_page(item, spider, checker, found, url)
+        except ValidationFailedError as exc:  # VALIDATION_TIMEOUT, or a schema that broke
+            item.data, item.evidence = found.data or None, found.evidence or None
+            item.fail(exc.to_dict())
         return item
 
     # -- one record per page ---------------------------------------------------------
@@ -138,15 +153,13 @@ class ExtractPipeline:
         url: str,
     ) -> None:
         data, evidence = dict(found.data), dict(found.evidence)
-        ask = checker.fields_to_ask(data)
+        ask = await asyncio.to_thread(checker.fields_to_ask, data)
         extractor = self.extractor(spider)
         if not ask or extractor is None:
             self._structured_only(item, data, evidence)
             return
         self._stat("llm/pages")
-        coerced = coerce_to_schema(data, checker.schema)
-        kept = {k: v for k, v in data.items() if k not in checker.invalid_fields(coerced)}
-        kept = {k: v for k, v in kept.items() if k not in ask or not is_empty(v)}
+        kept = await asyncio.to_thread(checker.valid_values, data, ask)
         page = await self._page(item, url, checker.schema)
         task = PageTask(
             batch_id=item.batch_id, url=url, markdown=page.markdown,
@@ -198,7 +211,7 @@ class ExtractPipeline:
         limit = spider.options.max_items_per_url
         records = list(found.data)[:limit]
         evidence = dict(found.evidence)
-        valid = records and not checker.error_lines(records)
+        valid = records and not await asyncio.to_thread(checker.error_lines, records)
         enough = len(records) >= min(limit, found.visible or len(records))
         extractor = self.extractor(spider)
         if (valid and enough) or extractor is None:

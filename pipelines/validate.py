@@ -3,19 +3,24 @@
 The LLM's one repair re-prompt happens in the extract pipeline, which sees
 the conversation; this pipeline records the final verdict. On list pages it
 also grants records against the batch's ``max_total_items``.
+
+Coercion and validation run off the reactor thread within
+``BATCH_VALIDATION_TIMEOUT``: a record that takes longer fails alone with
+VALIDATION_TIMEOUT while leases, timeouts and signals keep being served.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any
 
 from scrapy.crawler import Crawler
 
 from batchscraper.exceptions import EmptyExtractionError, ItemLimitError, ValidationFailedError
 from batchscraper.extraction.coerce import coerce_to_schema
-from batchscraper.extraction.validation import checker_for
+from batchscraper.extraction.validation import RecordChecker, ValidationSettings, checker_for
 from batchscraper.inputs import DateFilter
 from batchscraper.items import PageItem
 from batchscraper.llm.ledger import LLMLedger
@@ -24,39 +29,61 @@ from batchscraper.llm.merge import is_empty
 MAX_REPORTED_ERRORS = 20
 
 
+@dataclass
+class Verdict:
+    """The coerced records of one item (after the date filter) and their schema errors."""
+
+    records: list[Any]
+    filtered_out: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    empty: bool = False
+
+
+def verdict(checker: RecordChecker, data: Any, date_filter: DateFilter | None) -> Verdict:
+    """Coerce and check one item's records (CPU work: called off the reactor thread)."""
+    with checker.bounded():
+        records = [coerce_to_schema(record, checker.schema)
+                   for record in (data if isinstance(data, list) else [data])]
+        if all(is_empty(record) for record in records):
+            return Verdict(records, empty=True)
+        kept = records if date_filter is None else [
+            record for record in records if within(record, date_filter)]
+        errors = [error for number, record in enumerate(kept)
+                  for error in checker.errors(record, number)]
+        return Verdict(kept, len(records) - len(kept), errors)
+
+
 class ValidatePipeline:
     """Coerces and validates ``data``; an invalid record keeps its data and fails."""
 
-    def __init__(self, crawler: Crawler) -> None:
+    def __init__(self, crawler: Crawler, settings: ValidationSettings) -> None:
         self.crawler = crawler
+        self.settings = settings
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ValidatePipeline:
-        return cls(crawler)
+        return cls(crawler, ValidationSettings.from_settings(crawler.settings))
 
     async def process_item(self, item: PageItem) -> PageItem:
         if item.status == "failed" or item.data is None:
             return item
         spider: Any = self.crawler.spider
-        schema = spider.batch["schema"]
         many = isinstance(item.data, list)
-        records = [
-            coerce_to_schema(record, schema) for record in (item.data if many else [item.data])
-        ]
-        if all(is_empty(record) for record in records):
-            item.data = records if many else records[0]
+        checker = checker_for(item.batch_id, spider.batch["schema"], self.settings.timeout)
+        try:
+            found = await asyncio.to_thread(
+                verdict, checker, item.data, spider.options.date_filter
+            )
+        except ValidationFailedError as exc:  # VALIDATION_TIMEOUT, or a schema that broke
+            item.fail(exc.to_dict())
+            return item
+        if found.empty:
+            item.data = found.records if many else found.records[0]
             item.fail(EmptyExtractionError("every extracted field is empty").to_dict())
             return item
-        date_filter = spider.options.date_filter
-        if date_filter is not None:
-            kept = [record for record in records if within(record, date_filter)]
-            item.filtered_out = len(records) - len(kept)
-            records = kept
-        checker = checker_for(item.batch_id, schema)
-        errors = [
-            error for number, record in enumerate(records)
-            for error in checker.errors(record, number)
-        ]
+        if spider.options.date_filter is not None:
+            item.filtered_out = found.filtered_out
+        records, errors = found.records, found.errors
         if many and records and not errors:
             records = await self._within_quota(item, spider, records)
             if not records:

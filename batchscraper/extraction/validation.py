@@ -1,31 +1,255 @@
-"""Schema checks shared by the extract and validate pipelines, compiled once per batch."""
+"""Schema checks shared by the extract and validate pipelines, compiled once per batch.
+
+Records come from pages anyone can write, schemas from any user, so the
+validator is jsonschema's Draft 2020-12 one with the keywords that can take
+super-linear time replaced: ``pattern``, ``patternProperties`` and
+``additionalProperties`` match with RE2 (linear time, no backtracking) and
+``uniqueItems`` compares canonical forms in a set instead of every pair.
+Every keyword also checks a per-call deadline, so a costly schema and record
+end in ``VALIDATION_TIMEOUT`` instead of holding a thread for good.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
+import re2
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError
+from referencing import Registry
+from scrapy.settings import BaseSettings
 
+from batchscraper.exceptions import BatchError, ValidationFailedError, ValidationTimeoutError
 from batchscraper.extraction.coerce import coerce_to_schema
 from batchscraper.llm.merge import is_empty
 
 MAX_CACHED_CHECKERS = 32
+MAX_CACHED_PATTERNS = 1024
+MAX_MESSAGE_CHARS = 300
+#: Keywords whose values are data, not subschemas.
+DATA_KEYWORDS = frozenset({"enum", "const", "examples", "example", "default"})
+#: ECMA-262 ``\uXXXX`` (not itself escaped), which RE2 spells ``\x{XXXX}``.
+_ECMA_UNICODE_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u([0-9A-Fa-f]{4})")
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is reported to the user, not to stderr
+
+Keyword = Callable[[Any, Any, Any, dict[str, Any]], Iterator[ValidationError]]
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """How long validating one record may take (``BATCH_VALIDATION_TIMEOUT``, seconds)."""
+
+    timeout: float
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> ValidationSettings:
+        return cls(timeout=settings.getfloat("BATCH_VALIDATION_TIMEOUT"))
+
+
+# -- patterns ------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=MAX_CACHED_PATTERNS)
+def compile_pattern(pattern: str) -> Any:
+    """``pattern`` compiled by RE2; raises ``re2.error`` for what RE2 cannot run.
+
+    RE2 refuses backreferences and lookaround, the constructs that need
+    backtracking; everything it accepts matches in time linear in the input.
+    """
+    return re2.compile(_ECMA_UNICODE_ESCAPE.sub(r"\1\\x{\2}", pattern), options=_RE2_OPTIONS)
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why RE2 cannot compile ``pattern``, or None when it can."""
+    try:
+        compile_pattern(pattern)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        return f"{reason}; patterns use RE2 syntax (no backreferences or lookaround)"
+    return None
+
+
+# -- keywords --------------------------------------------------------------------------
+
+_DEADLINE: ContextVar[float] = ContextVar("validation_deadline", default=math.inf)
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Validation in this block ends by ``seconds`` from now (or an enclosing block's end)."""
+    if seconds is None:
+        yield
+        return
+    token = _DEADLINE.set(min(_DEADLINE.get(), time.monotonic() + seconds))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _bounded(keyword: Keyword) -> Keyword:
+    """``keyword`` that first checks the deadline: jsonschema calls one per subschema visit."""
+
+    def check(validator: Any, value: Any, instance: Any, schema: dict[str, Any]) -> Any:
+        if time.monotonic() > _DEADLINE.get():
+            raise ValidationTimeoutError("validation did not finish within its time limit")
+        return keyword(validator, value, instance, schema)
+
+    return check
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Any:
+    if validator.is_type(instance, "string") and not compile_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(
+    validator: Any, patterns: dict[str, Any], instance: Any, schema: dict[str, Any]
+) -> Any:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        regex = compile_pattern(pattern)
+        for name, value in instance.items():
+            if regex.search(name):
+                yield from validator.descend(value, subschema, path=name, schema_path=pattern)
+
+
+def _additional_names(instance: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """Names matched by neither ``properties`` nor a ``patternProperties`` pattern."""
+    named = schema.get("properties", {})
+    patterns = [compile_pattern(p) for p in schema.get("patternProperties", {})]
+    return [name for name in instance if name not in named
+            and not any(regex.search(name) for regex in patterns)]
+
+
+def _additional_properties(
+    validator: Any, additional: Any, instance: Any, schema: dict[str, Any]
+) -> Any:
+    if not validator.is_type(instance, "object"):
+        return
+    extras = _additional_names(instance, schema)
+    if validator.is_type(additional, "object"):
+        for name in extras:
+            yield from validator.descend(instance[name], additional, path=name)
+    elif not additional and extras:
+        listed = ", ".join(repr(name) for name in sorted(extras))
+        yield ValidationError(f"Additional properties are not allowed ({listed} unexpected)")
+
+
+def canonical(value: Any) -> Any:
+    """A hashable form equal for values JSON Schema calls equal.
+
+    ``1`` and ``1.0`` are equal (Python hashes them alike), ``true`` and ``1``
+    are not, objects compare by key and value whatever the order, arrays by
+    position.
+    """
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    if isinstance(value, (int, float)):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("string", value)
+    if isinstance(value, dict):
+        return ("object", frozenset((key, canonical(item)) for key, item in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("array", tuple(canonical(item) for item in value))
+    return ("other", repr(value))
+
+
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: dict[str, Any]) -> Any:
+    if not unique or not validator.is_type(instance, "array"):
+        return
+    first_at: dict[Any, int] = {}
+    for index, item in enumerate(instance):
+        earlier = first_at.setdefault(canonical(item), index)
+        if earlier != index:
+            yield ValidationError(f"items {earlier} and {index} are equal; uniqueItems is set")
+            return
+
+
+_REPLACED: dict[str, Keyword] = {
+    "pattern": _pattern,
+    "patternProperties": _pattern_properties,
+    "additionalProperties": _additional_properties,
+    "uniqueItems": _unique_items,
+}
+SafeValidator: Any = validators.extend(
+    Draft202012Validator,
+    validators={name: _bounded(_REPLACED.get(name, keyword))
+                for name, keyword in Draft202012Validator.VALIDATORS.items()},
+)
+
+
+def without_dialects(node: Any) -> Any:
+    """``node`` without ``$schema`` keywords.
+
+    jsonschema switches to the stock validator class of the draft a
+    subschema's ``$schema`` names, which would bring back Python's regex
+    engine, quadratic ``uniqueItems`` and no deadline. Submitted schemas may
+    only name Draft 2020-12 (:mod:`batchscraper.schemas`), so this changes
+    nothing else.
+    """
+    if isinstance(node, list):
+        return [without_dialects(child) for child in node]
+    if not isinstance(node, dict):
+        return node
+    return {key: child if key in DATA_KEYWORDS else without_dialects(child)
+            for key, child in node.items()
+            if not (key == "$schema" and isinstance(child, str))}
+
+
+# -- the checker -------------------------------------------------------------------------
 
 
 class RecordChecker:
-    """A batch schema's compiled validator, and what the extract pipeline asks of it."""
+    """A batch schema's compiled validator, and what the extract pipeline asks of it.
 
-    def __init__(self, schema: dict[str, Any]) -> None:
+    Each check runs within ``timeout`` seconds (None: no limit) and raises
+    :class:`ValidationTimeoutError` past it; any other failure of the
+    validator itself becomes :class:`ValidationFailedError`, so an item
+    always ends with a code.
+    """
+
+    def __init__(self, schema: dict[str, Any], timeout: float | None = None) -> None:
         self.schema = schema
-        self.validator = Draft202012Validator(
-            schema, format_checker=Draft202012Validator.FORMAT_CHECKER
+        self.timeout = timeout
+        self.validator = SafeValidator(
+            without_dialects(schema), format_checker=Draft202012Validator.FORMAT_CHECKER,
+            registry=Registry(),  # nothing is ever retrieved: only the schema's own resources
         )
         self.properties: dict[str, Any] = dict(schema.get("properties") or {})
         self.required: list[str] = [
             name for name in schema.get("required") or [] if name in self.properties
         ]
+
+    @contextlib.contextmanager
+    def bounded(self) -> Iterator[None]:
+        """Checks in this block share one time limit and fail with an item error code."""
+        with time_limit(self.timeout):
+            try:
+                yield
+            except BatchError:
+                raise
+            except Exception as exc:
+                raise ValidationFailedError(
+                    f"the schema could not be applied to the record: "
+                    f"{type(exc).__name__}: {exc}"[:MAX_MESSAGE_CHARS]
+                ) from exc
+
+    def _iter_errors(self, record: Any) -> list[ValidationError]:
+        with self.bounded():
+            return list(self.validator.iter_errors(record))
 
     def errors(self, record: Any, number: int = 0) -> list[dict[str, Any]]:
         """jsonschema errors of one (coerced) record: ``{record, path, message}``."""
@@ -35,13 +259,13 @@ class RecordChecker:
                 "path": "/".join(str(p) for p in error.absolute_path),
                 "message": error.message,
             }
-            for error in self.validator.iter_errors(record)
+            for error in self._iter_errors(record)
         ]
 
     def invalid_fields(self, record: dict[str, Any]) -> set[str]:
         """Top-level fields that are missing although required, or whose value is invalid."""
         bad = {name for name in self.required if is_empty(record.get(name))}
-        for error in self.validator.iter_errors(record):
+        for error in self._iter_errors(record):
             if error.absolute_path:
                 bad.add(str(error.absolute_path[0]))
         return bad & set(self.properties)
@@ -61,6 +285,12 @@ class RecordChecker:
             return set()
         return invalid | unfilled
 
+    def valid_values(self, record: dict[str, Any], ask: set[str]) -> dict[str, Any]:
+        """The fields of ``record`` worth keeping next to an LLM's answer for ``ask``."""
+        invalid = self.invalid_fields(coerce_to_schema(record, self.schema))
+        return {name: value for name, value in record.items() if name not in invalid
+                and (name not in ask or not is_empty(value))}
+
     def sub_schema(self, fields: set[str]) -> dict[str, Any]:
         """The schema restricted to ``fields`` (what the LLM is asked for)."""
         sub: dict[str, Any] = {
@@ -79,21 +309,24 @@ class RecordChecker:
         """Readable errors of coerced records, limited to ``fields`` (for a repair prompt)."""
         lines = []
         many = len(records) > 1
-        for number, record in enumerate(records):
-            for error in self.validator.iter_errors(coerce_to_schema(record, self.schema)):
-                path = [str(p) for p in error.absolute_path]
-                if fields is not None and path and path[0] not in fields:
-                    continue
-                where = "/".join(path) or "(record)"
-                lines.append(f"{f'records[{number}].' if many else ''}{where}: {error.message}")
+        with self.bounded():
+            for number, record in enumerate(records):
+                for error in self._iter_errors(coerce_to_schema(record, self.schema)):
+                    path = [str(p) for p in error.absolute_path]
+                    if fields is not None and path and path[0] not in fields:
+                        continue
+                    where = "/".join(path) or "(record)"
+                    lines.append(f"{f'records[{number}].' if many else ''}{where}: {error.message}")
         return lines
 
 
 @functools.lru_cache(maxsize=MAX_CACHED_CHECKERS)
-def _checker(batch_id: str, schema_json: str) -> RecordChecker:
-    return RecordChecker(json.loads(schema_json))
+def _checker(batch_id: str, schema_json: str, timeout: float | None) -> RecordChecker:
+    return RecordChecker(json.loads(schema_json), timeout)
 
 
-def checker_for(batch_id: str, schema: dict[str, Any]) -> RecordChecker:
+def checker_for(
+    batch_id: str, schema: dict[str, Any], timeout: float | None = None
+) -> RecordChecker:
     """The compiled checker of a batch's schema (once per batch and process)."""
-    return _checker(batch_id, json.dumps(schema, sort_keys=True))
+    return _checker(batch_id, json.dumps(schema, sort_keys=True), timeout)
