@@ -141,6 +141,9 @@ BATCH_API_MAX_BATCHES_LIMIT = 50  # largest `limit` of GET /batches
 BATCH_API_MAX_ITEMS_LIMIT = 500  # largest `limit` of item pages
 BATCH_API_STREAM_CHUNK = 200  # items read per MongoDB round trip when streaming NDJSON
 BATCH_API_IDEMPOTENCY_TTL = 86_400  # seconds an Idempotency-Key is remembered
+# On SIGTERM (or Ctrl-C) Scrapyd stops its crawls gracefully (their unfinished items go back
+# to pending) and waits this long for them before it kills them and exits.
+BATCH_API_SHUTDOWN_GRACE_SECONDS = 30.0
 BATCH_WEBHOOK_POLL_INTERVAL = 1.0  # seconds between scans of the webhook outbox
 BATCH_WEBHOOK_TIMEOUT = 10.0  # seconds one delivery attempt may take
 BATCH_WEBHOOK_MAX_ATTEMPTS = 12  # then the event is marked failed

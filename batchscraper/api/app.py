@@ -12,12 +12,16 @@
 Scrapyd builds each ``[services]`` resource with its web root; they share one
 :class:`BatchApi` (settings, keys, store, jobs, webhook delivery). Scrapyd's
 basic auth wraps its whole web root; :func:`application` places the API's
-resources in front of it, because they authenticate with API keys instead.
+resources in front of it, because they authenticate with API keys instead,
+and gives the site a request class that checks keys, basic auth and size
+before a request's body is read (:class:`~batchscraper.api.http.GatedRequest`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import sys
 import weakref
 from typing import Any
@@ -30,10 +34,11 @@ from twisted.application.internet import TCPServer, UNIXServer
 from twisted.application.service import IServiceCollection
 from twisted.web.resource import Resource
 
-from batchscraper.api.auth import ApiKeys
+from batchscraper.api.auth import ApiKeys, ScrapydAuth
 from batchscraper.api.config import ApiConfig, api_settings, check_exposure
 from batchscraper.api.delivery import WebhookDelivery
-from batchscraper.api.jobs import ScrapydJobs
+from batchscraper.api.http import BodyGate, GatedRequest
+from batchscraper.api.jobs import CrawlShutdown, ScrapydJobs
 from batchscraper.api.nodes import RemoteJobs, parse_nodes
 from batchscraper.api.service import BatchService
 from batchscraper.reconcile import BatchReconciler, ReconcileConfig, ReconcileService
@@ -43,6 +48,8 @@ from batchscraper.webhooks import WebhookConfig, WebhookOutbox
 logger = logging.getLogger(__name__)
 
 _APIS: weakref.WeakKeyDictionary[Any, BatchApi] = weakref.WeakKeyDictionary()
+# a path prefix as a reverse proxy announces it: segments of URL path characters
+PATH_PREFIX = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*")
 
 
 class BatchApi:
@@ -58,7 +65,7 @@ class BatchApi:
             raise ConfigError(f"batchscraper: {exc}") from None
         check_exposure(scrapyd_config, self.keys.enabled)
         self.config = ApiConfig.from_settings(settings)
-        self.prefix_header = root.prefix_header
+        self.prefix_header = root.prefix_header.encode("latin-1")  # a str in scrapyd.conf
         self.jobs = self._jobs(root)
         self.services: dict[type, Resource] = {}
         uri = settings.get("MONGO_URI") or None
@@ -72,6 +79,7 @@ class BatchApi:
             where = uri or "embedded server"
             raise ConfigError(f"batchscraper: cannot use MongoDB ({where}): {exc}") from None
         WebhookDelivery(outbox, self.config.webhook_policy).setServiceParent(root.app)
+        CrawlShutdown(root, self.config.shutdown_grace).setServiceParent(root.app)
         reconcile = ReconcileConfig.from_settings(settings)
         if reconcile.enabled:  # no batch stays pending or running without a worker
             ReconcileService(
@@ -109,8 +117,13 @@ class BatchApi:
         self.services[type(resource)] = resource
 
     def base(self, request: Any) -> str:
-        prefix = request.getHeader(self.prefix_header)
-        return prefix.decode("latin-1").rstrip("/") if prefix else ""
+        """The path prefix a reverse proxy announces, for links and ``Location`` headers.
+
+        Only a plain path is taken: ``//host`` or a URL there would send
+        clients elsewhere.
+        """
+        prefix = (request.getHeader(self.prefix_header) or b"").decode("latin-1").rstrip("/")
+        return prefix if PATH_PREFIX.fullmatch(prefix) else ""
 
 
 class ApiFront(Resource):
@@ -141,11 +154,19 @@ def application(config: Any) -> Any:
         resource = api.services.get(load_object(path)) if path else None
         if resource is not None:
             mounts[name.encode()] = resource
+    gate = BodyGate(
+        keys=api.keys,
+        scrapyd_auth=ScrapydAuth.from_config(config),
+        max_body_bytes=api.config.max_body_bytes,
+        api_paths=frozenset(mounts),
+        keyed_paths=frozenset(k for k, r in mounts.items() if getattr(r, "key_required", False)),
+    )
     services: Any = IServiceCollection(app)
     for service in services:
         if isinstance(service, TCPServer | UNIXServer):
             site = service.args[1]
             site.resource = ApiFront(site.resource, mounts)
+            site.requestFactory = functools.partial(GatedRequest, gate=gate)
     return app
 
 

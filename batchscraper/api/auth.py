@@ -10,7 +10,10 @@ sees every batch.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +21,7 @@ from batchscraper.exceptions import AuthenticationError, ForbiddenError
 
 KEY_HEADER = b"x-api-key"
 BEARER = "bearer "
+BASIC = b"basic "
 
 
 @dataclass(frozen=True)
@@ -82,3 +86,39 @@ def _offered_key(request: Any) -> str | None:
             return text[len(BEARER) :].strip() or None
     key = request.getHeader(KEY_HEADER)
     return key.decode("latin-1").strip() or None if key else None
+
+
+@dataclass(frozen=True)
+class ScrapydAuth:
+    """Scrapyd's basic auth (``SCRAPYD_USERNAME``/``SCRAPYD_PASSWORD`` or scrapyd.conf).
+
+    Read the way :func:`scrapyd.basicauth.wrap_resource` reads it, so the
+    front door (see :class:`batchscraper.api.http.GatedRequest`) asks for the
+    same credentials as Scrapyd's own guard behind it.
+    """
+
+    username: str
+    password: str
+
+    @classmethod
+    def from_config(cls, scrapyd_config: Any) -> ScrapydAuth:
+        return cls(
+            username=os.getenv("SCRAPYD_USERNAME") or scrapyd_config.get("username", ""),
+            password=os.getenv("SCRAPYD_PASSWORD") or scrapyd_config.get("password", ""),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.username and self.password)
+
+    def accepts(self, request: Any) -> bool:
+        """Whether ``Authorization: Basic`` holds the configured credentials (constant time)."""
+        header = request.getHeader(b"authorization") or b""
+        if not header.lower().startswith(BASIC):
+            return False
+        try:
+            offered = base64.b64decode(header[len(BASIC) :].strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        expected = f"{self.username}:{self.password}".encode()
+        return hmac.compare_digest(offered, expected)

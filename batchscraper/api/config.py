@@ -11,6 +11,7 @@ from typing import Any
 from scrapy.settings import Settings
 from scrapyd.exceptions import ConfigError
 
+from batchscraper.api.auth import ScrapydAuth
 from batchscraper.inputs import Limits
 from batchscraper.ssrf import AddressPolicy
 from batchscraper.webhooks import webhook_policy
@@ -49,6 +50,7 @@ class ApiConfig:
     nodes: list[str]
     node_timeout: float
     node_poll_interval: float
+    shutdown_grace: float  # seconds Scrapyd's shutdown waits for its crawls, then kills them
     # webhook targets pass the crawl's SSRF guard (BATCH_ALLOWED_NETWORKS / _PORTS)
     webhook_policy: AddressPolicy = field(default_factory=AddressPolicy)
 
@@ -67,6 +69,7 @@ class ApiConfig:
             nodes=node_list(settings.get("BATCH_API_NODES")),
             node_timeout=settings.getfloat("BATCH_API_NODE_TIMEOUT"),
             node_poll_interval=settings.getfloat("BATCH_API_NODE_POLL_INTERVAL"),
+            shutdown_grace=settings.getfloat("BATCH_API_SHUTDOWN_GRACE_SECONDS"),
             webhook_policy=webhook_policy(settings),
         )
 
@@ -89,21 +92,20 @@ def check_exposure(scrapyd_config: Any, keys_configured: bool) -> None:
     """
     bind = os.getenv("SCRAPYD_BIND_ADDRESS") or scrapyd_config.get("bind_address", "127.0.0.1")
     port = os.getenv("SCRAPYD_HTTP_PORT") or scrapyd_config.get("http_port", "6800")
-    username = os.getenv("SCRAPYD_USERNAME") or scrapyd_config.get("username", "")
-    password = os.getenv("SCRAPYD_PASSWORD") or scrapyd_config.get("password", "")
+    basic_auth = ScrapydAuth.from_config(scrapyd_config).enabled
     if not keys_configured and bind and port and not is_loopback(bind):
         raise ConfigError(
             f"batchscraper: refusing to serve the batch API on {bind} without API keys. "
             "Set BATCH_API_KEYS (key:owner,...) and Scrapyd's username/password "
             "(SCRAPYD_USERNAME/SCRAPYD_PASSWORD), or bind to 127.0.0.1."
         )
-    if keys_configured and not (username and password):
+    if keys_configured and not basic_auth:
         raise ConfigError(
             "batchscraper: BATCH_API_KEYS is set but Scrapyd's basic auth is not; set "
             "SCRAPYD_USERNAME and SCRAPYD_PASSWORD (or username/password in scrapyd.conf) "
             "so schedule.json, addversion.json and the other Scrapyd endpoints are protected."
         )
-    if username and password and scrapyd_config.get("application", "") != APPLICATION:
+    if basic_auth and scrapyd_config.get("application", "") != APPLICATION:
         raise ConfigError(
             f"batchscraper: with Scrapyd's basic auth on, set `application = {APPLICATION}` "
             "in scrapyd.conf so the batch API answers to API keys instead of basic auth."

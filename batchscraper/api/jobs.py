@@ -1,4 +1,4 @@
-"""Scrapyd jobs of batches: schedule them, and stop or unqueue them on cancel.
+"""Scrapyd jobs of batches: schedule them, stop or unqueue them on cancel, stop them on shutdown.
 
 Runs on the reactor thread. Jobs on this Scrapyd go through its own
 scheduler, poller and launcher objects, as Scrapyd's ``schedule.json`` and
@@ -9,12 +9,15 @@ round-robin over the nodes that answer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet import defer
+from twisted.application.service import Service
+from twisted.internet import defer, error, reactor
 from twisted.python.failure import Failure
 
 from batchscraper.api.nodes import RemoteJobs, ScrapydNode
@@ -24,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 SPIDER = "batch"  # the generic spider; it gets only `batch_id` (and Scrapyd's `_job`)
 STOP_SIGNAL = "INT"  # Scrapy's graceful shutdown, as cancel.json sends
+SHUTDOWN_SIGNAL = "TERM"  # the same for Scrapy; what Scrapyd itself was sent, usually
 
 
 @dataclass(frozen=True)
@@ -66,22 +70,25 @@ class ScrapydJobs:
         )
 
     def schedule(self, batch_id: str, count: int = 1) -> list[str]:
-        """Queue ``count`` jobs working ``batch_id``, spread over the nodes; their ids.
+        """Queue ``count`` new jobs working ``batch_id``, spread over the nodes; their ids."""
+        job_ids = new_job_ids(count)
+        self.schedule_ids(batch_id, job_ids)
+        return job_ids
+
+    def schedule_ids(self, batch_id: str, job_ids: list[str]) -> None:
+        """Queue the jobs ``job_ids`` (already noted on the batch) working ``batch_id``.
 
         Jobs on this node start now if a slot is free; a remote node that
         refuses a job (or does not answer) passes it on to the next node.
+        Raises when this node's queue cannot take a job.
         """
         self.check_available()
-        job_ids = []
-        for node in self._targets(count):
-            job_id = uuid.uuid1().hex
+        for node, job_id in zip(self._targets(len(job_ids)), job_ids, strict=True):
             if node is None:
                 self._schedule_here(batch_id, job_id)
             else:
                 defer.ensureDeferred(self._schedule_on(node, batch_id, job_id))
-            job_ids.append(job_id)
-        logger.info("Scheduled %d job(s) for batch %s: %s", count, batch_id, job_ids)
-        return job_ids
+        logger.info("Scheduled %d job(s) for batch %s: %s", len(job_ids), batch_id, job_ids)
 
     def _targets(self, count: int) -> list[ScrapydNode | None]:
         answering = self.remote.answering if self.remote is not None else {}
@@ -152,5 +159,74 @@ class ScrapydJobs:
         return sorted(wanted & (queued | running | remote))
 
 
+def new_job_ids(count: int) -> list[str]:
+    """Ids for ``count`` new Scrapyd jobs (Scrapyd's own kind: uuid1, hex)."""
+    return [uuid.uuid1().hex for _ in range(count)]
+
+
 def _log_cancel_failure(failure: Failure, node: ScrapydNode) -> None:
     logger.warning("Cancelling a job on %s failed: %s", node.url, failure.value)
+
+
+class CrawlShutdown(Service):
+    """When Scrapyd shuts down, its crawls stop first: gracefully, or killed after ``grace``.
+
+    Scrapyd alone exits on SIGTERM and leaves its crawl processes fetching.
+    Here they get SIGTERM (Scrapy closes the spider with reason ``shutdown``:
+    unfinished items go back to pending, so the reconciler resumes the batch
+    on the next start); Scrapyd's shutdown waits for them, and sends SIGKILL
+    to those still running after ``grace`` seconds. A SIGINT (Ctrl-C) has
+    reached them already — a terminal sends it to the whole process group —
+    and a second signal would make Scrapy abandon its graceful close, so
+    then they are only waited for.
+    """
+
+    name = "batchscraper-crawl-shutdown"
+
+    def __init__(self, root: Any, grace: float) -> None:
+        self.root = root
+        self.grace = grace
+
+    def stopService(self) -> defer.Deferred[Any]:
+        super().stopService()
+        processes = list(self.root.launcher.processes.values())
+        if not processes:
+            return defer.succeed(None)
+        interrupted = getattr(reactor, "_exitSignal", None) == signal.SIGINT
+        logger.info("Shutdown: stopping %d crawl(s), at most %ss", len(processes), self.grace)
+        for process in processes if not interrupted else []:
+            _signal(process, SHUTDOWN_SIGNAL)
+        clock: Any = reactor
+        kill = clock.callLater(self.grace, _kill_remaining, processes)
+
+        def all_ended(result: Any) -> None:
+            if kill.active():
+                kill.cancel()
+
+        ended: defer.Deferred[Any] = defer.DeferredList([_ended(p) for p in processes])
+        return ended.addBoth(all_ended)
+
+
+def _ended(process: Any) -> defer.Deferred[None]:
+    """Fires when the crawl process has ended (after Scrapyd's own bookkeeping)."""
+    ended: defer.Deferred[None] = defer.Deferred()
+
+    def fire(result: Any) -> Any:
+        ended.callback(None)
+        return result
+
+    process.deferred.addBoth(fire)
+    return ended
+
+
+def _kill_remaining(processes: list[Any]) -> None:
+    for process in processes:
+        if process.end_time is None:
+            logger.warning("Shutdown: crawl %s (pid %s) did not stop in time; killed",
+                           process.job, process.pid)
+            _signal(process, "KILL")
+
+
+def _signal(process: Any, name: str) -> None:
+    with contextlib.suppress(error.ProcessExitedAlready):
+        process.transport.signalProcess(name)

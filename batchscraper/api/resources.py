@@ -18,6 +18,7 @@ from batchscraper.api.http import (
     query_error_code,
     query_int,
 )
+from batchscraper.api.jobs import new_job_ids
 from batchscraper.api.openapi import openapi_document
 from batchscraper.api.service import check_idempotency_key
 from batchscraper.api.submit import check_body_headers, read_json_body, read_submission
@@ -28,7 +29,7 @@ from batchscraper.api.views import (
     json_default,
     pagination,
 )
-from batchscraper.exceptions import BatchInputError
+from batchscraper.exceptions import BatchInputError, ServiceUnavailableError
 from batchscraper.store import FINAL_BATCH_STATUSES, ITEM_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -58,14 +59,13 @@ class Batches(ApiResource):
         key = check_idempotency_key(request.getHeader(b"idempotency-key"))
         self.api.jobs.check_available()
         batch, replayed = await deferToThread(self.api.service.submit, caller, submission, key)
+        job_ids = [job["id"] for job in batch.get("jobs", [])]
+        if not replayed:  # a replayed batch's jobs were queued by the first request (or not: 503)
+            queue_jobs(self.api, batch["_id"], job_ids)
         answer = batch_summary(batch, self.base(request))
-        if replayed:
-            answer["jobs"] = [job["id"] for job in batch.get("jobs", [])]
-            return JsonResponse(answer, 202, {"Idempotent-Replayed": "true"})
-        count = batch["options"]["parallel_jobs"]
-        job_ids = self.api.jobs.schedule(batch["_id"], count)
-        await deferToThread(self.api.service.record_jobs, batch["_id"], job_ids, "submit")
         answer["jobs"] = job_ids
+        if replayed:
+            return JsonResponse(answer, 202, {"Idempotent-Replayed": "true"})
         if submission.webhook is not None:
             answer["webhook"] = {"url": submission.webhook.url}
             if submission.webhook.generated:
@@ -219,8 +219,9 @@ class Retry(BatchPart):
         batch, moved = await deferToThread(
             self.api.service.retry, caller, self.batch_id, only_retryable
         )
-        job_ids = self.api.jobs.schedule(batch["_id"], batch["options"]["parallel_jobs"])
+        job_ids = new_job_ids(batch["options"]["parallel_jobs"])
         await deferToThread(self.api.service.record_jobs, batch["_id"], job_ids, "retry")
+        queue_jobs(self.api, batch["_id"], job_ids)
         answer = batch_summary(batch, self.base(request))
         answer.update(retried=moved, jobs=job_ids)
         return JsonResponse(answer, 202)
@@ -229,12 +230,36 @@ class Retry(BatchPart):
 class OpenApi(ApiResource):
     """``/openapi.json``: the OpenAPI 3.1 description of the batch API (no key needed)."""
 
+    key_required = False
+
     def __init__(self, root: Any) -> None:
         super().__init__(BatchApi.of(root))
         self.api.register(self)
 
     async def handle_GET(self, request: Any) -> JsonResponse:
         return JsonResponse(openapi_document(self.api.keys.enabled))
+
+
+def queue_jobs(api: BatchApi, batch_id: str, job_ids: list[str]) -> None:
+    """Queue jobs already noted on the batch; 503 ``JOB_NOT_SCHEDULED`` if Scrapyd refuses them.
+
+    The batch is stored either way, with those jobs noted: none of them runs,
+    so the reconciler resumes the batch. The caller learns it is stored (its
+    id is in the details; the same Idempotency-Key answers with it) and
+    should not submit it again.
+    """
+    try:
+        api.jobs.schedule_ids(batch_id, job_ids)
+    except Exception as exc:
+        logger.error("Batch %s is stored but its jobs %s were not queued: %r", batch_id,
+                     job_ids, exc)
+        raise ServiceUnavailableError(
+            f"batch {batch_id} is stored, but Scrapyd could not queue its job now; the "
+            "reconciler starts it (BATCH_RECONCILE_*). Do not submit it again: the same "
+            "Idempotency-Key answers with this batch",
+            code="JOB_NOT_SCHEDULED",
+            details={"batch_id": batch_id},
+        ) from None
 
 
 def _retry_options(body: Any) -> bool:

@@ -16,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from batchscraper.api.auth import Caller
 from batchscraper.api.config import ApiConfig
+from batchscraper.api.jobs import new_job_ids
 from batchscraper.api.submit import Submission
 from batchscraper.exceptions import BatchInputError, BatchNotFoundError, BatchStateError
 from batchscraper.inputs import BatchSpec, parse_batch
@@ -47,7 +48,12 @@ class BatchService:
     def submit(
         self, caller: Caller, submission: Submission, key: str | None
     ) -> tuple[dict[str, Any], bool]:
-        """Store a new batch (or find the one this Idempotency-Key made); (batch, replayed)."""
+        """Store a new batch (or find the one this Idempotency-Key made); (batch, replayed).
+
+        The batch is stored with the ids of its jobs, to be queued next: a batch
+        whose jobs never got queued (Scrapyd refused, or died first) has none of
+        them running, which is what the reconciler looks for.
+        """
         if key is not None:
             replayed = self._replay(caller, key, submission.fingerprint)
             if replayed is not None:
@@ -69,7 +75,8 @@ class BatchService:
                 replayed = self._replay(caller, key, submission.fingerprint)
                 assert replayed is not None
                 return replayed, True
-        extra: dict[str, Any] = {"jobs": [], "idempotency_key": key, "source": "api"}
+        jobs = job_records(new_job_ids(spec.options.parallel_jobs), "submit")
+        extra: dict[str, Any] = {"jobs": jobs, "idempotency_key": key, "source": "api"}
         if submission.webhook is not None:
             extra["webhook"] = submission.webhook.stored()
         if submission.rerun_of is not None:
@@ -121,8 +128,7 @@ class BatchService:
             yield {"url": item["url"], **overrides} if overrides else item["url"]
 
     def record_jobs(self, batch_id: str, job_ids: list[str], kind: str) -> None:
-        now = utcnow()
-        jobs = [{"id": job_id, "kind": kind, "scheduled_at": now} for job_id in job_ids]
+        jobs = job_records(job_ids, kind)
         self.store.batches.update_one({"_id": batch_id}, {"$push": {"jobs": {"$each": jobs}}})
 
     # -- reads -----------------------------------------------------------------
@@ -223,6 +229,12 @@ def check_idempotency_key(value: bytes | None) -> str | None:
             f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
         )
     return key
+
+
+def job_records(job_ids: list[str], kind: str) -> list[dict[str, Any]]:
+    """How a batch notes its jobs (``kind``: submit, retry or reconcile)."""
+    now = utcnow()
+    return [{"id": job_id, "kind": kind, "scheduled_at": now} for job_id in job_ids]
 
 
 def _key_id(caller: Caller, key: str) -> str:

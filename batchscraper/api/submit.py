@@ -64,7 +64,7 @@ def check_body_headers(request: Any, max_bytes: int) -> None:
     """
     length = request.getHeader(b"content-length")
     if length and length.isdigit() and int(length) > max_bytes:
-        raise _too_large(max_bytes)
+        raise too_large(max_bytes)
     if length in (None, b"0") and not request.getHeader(b"transfer-encoding"):
         return  # no body
     declared = request.getHeader(b"content-type")
@@ -91,7 +91,7 @@ def read_json_body(content: IO[bytes], max_bytes: int, *, allow_empty: bool = Fa
     content.seek(0)
     raw = content.read(max_bytes + 1)
     if len(raw) > max_bytes:
-        raise _too_large(max_bytes)
+        raise too_large(max_bytes)
     if allow_empty and not raw.strip():
         return None
     try:
@@ -110,7 +110,8 @@ def read_json_body(content: IO[bytes], max_bytes: int, *, allow_empty: bool = Fa
     return body
 
 
-def _too_large(max_bytes: int) -> TooLargeError:
+def too_large(max_bytes: int) -> TooLargeError:
+    """413: the body is over the limit (said by its length, or found while reading it)."""
     return TooLargeError(f"request body larger than {max_bytes} bytes (BATCH_API_MAX_BODY_BYTES)")
 
 
