@@ -87,8 +87,9 @@ BROWSER_NET_ERRORS = (
     ("ERR_CONNECTION", "CONNECTION_FAILED"),
     ("ERR_TIMED_OUT", "TIMEOUT"),
     ("ERR_TOO_MANY_REDIRECTS", "TOO_MANY_REDIRECTS"),
+    # the egress guard could not connect (a refusal is attributed before this mapping)
+    ("ERR_TUNNEL_CONNECTION_FAILED", "CONNECTION_FAILED"),
     ("ERR_BLOCKED_BY_CLIENT", "FETCH_BLOCKED"),
-    ("ERR_FAILED", "FETCH_BLOCKED"),  # a navigation our route check aborted
 )
 
 

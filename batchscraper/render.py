@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urldefrag
+from urllib.parse import urldefrag, urlsplit
 
 import lxml.html
 from lxml.etree import ParserError
@@ -23,10 +23,13 @@ from playwright.async_api import Page
 from scrapy import Request
 from scrapy.exceptions import DownloadTimeoutError
 from scrapy.http import Response
+from scrapy.utils.misc import load_object
 from scrapy_playwright.handler import DEFAULT_CONTEXT_NAME, ScrapyPlaywrightDownloadHandler
 from scrapy_playwright.page import PageMethod
 
-from batchscraper.ssrf import ALLOW_ALL, AddressPolicy, FetchBlockedError, parse_ip_literal, resolve
+from batchscraper.egress import EgressGuard, PageWatch
+from batchscraper.exceptions import FetchError
+from batchscraper.ssrf import ALLOW_ALL, AddressPolicy, FetchBlockedError
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 # without these Chromium tries to reach Google's services at start-up
@@ -270,6 +273,10 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
 
     def __init__(self, crawler: Any) -> None:
         super().__init__(crawler)
+        self.egress = start_egress_guard(crawler.settings)
+        self.config.launch_options["args"] = [
+            *self.config.launch_options.get("args", ()), *egress_args(self.egress)
+        ]
         self.restart_after = crawler.settings.getint("BATCH_BROWSER_RESTART_PAGES")
         # downloads that hold a tab; the rest wait here, not on a context's page limit
         # (which idle tabs in the pool also count)
@@ -320,20 +327,53 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
                 break
             done = 0
         request.meta["playwright_include_page"] = True
+        watch = PageWatch(on_popup=lambda popup: asyncio.ensure_future(close_quietly(popup)))
+        request.meta["playwright_page_event_handlers"] = watch.handlers()
+        mark = self.egress.mark()
         timeout = float(request.meta.get("download_timeout", DEADLINE_MARGIN_SECONDS))
         deadline = timeout * DEADLINE_FACTOR + DEADLINE_MARGIN_SECONDS
         try:
             response = await asyncio.wait_for(super()._download_request(request, spider), deadline)
         except BaseException as exc:
-            await close_quietly(request.meta.pop("playwright_page", None))
+            page = request.meta.pop("playwright_page", None)
+            watch.detach(page)
+            await close_quietly(page)
+            if isinstance(exc, Exception):
+                self._check_refusals(watch, mark, request.url, failed=True)
             if isinstance(exc, TimeoutError):
                 raise DownloadTimeoutError(
                     f"the browser did not finish {request.url} within {deadline:.0f}s"
                 ) from None
             raise
         page = request.meta.pop("playwright_page", None)
+        watch.detach(page)
+        try:
+            self._check_refusals(watch, mark, request.url, failed=False)
+        except FetchBlockedError:
+            await close_quietly(page)
+            raise
         await self._release_tab(context, page, done + 1)
         return response
+
+    def _check_refusals(self, watch: PageWatch, mark: int, url: str, failed: bool) -> None:
+        """Fail the download if the egress guard refused a connection this page asked for.
+
+        Nothing was sent for a refused request, but the page is not what the site
+        serves: FETCH_BLOCKED, naming the refused URL. A name the guard could not
+        resolve failed the navigation itself: DNS_ERROR.
+        """
+        refusals = self.egress.refusals_since(mark)
+        if not refusals:
+            return
+        blocked = watch.refused(refusals, "blocked")
+        if blocked:
+            self.stats.inc_value("batch/egress/refused", len(blocked))
+            refused_url, refusal = blocked[0]
+            raise FetchBlockedError(f"the browser asked for {refused_url}: {refusal.reason}")
+        host = (urlsplit(url).hostname or "").lower()
+        unresolved = [r for _, r in watch.refused(refusals, "unresolved") if r.host == host]
+        if failed and unresolved:
+            raise FetchError(unresolved[0].reason, code="DNS_ERROR", retryable=True)
 
     async def _release_tab(self, context: str, page: Page | None, done: int) -> None:
         """Put a tab that rendered ``done`` pages back in its context's pool, or retire it."""
@@ -354,6 +394,12 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         wrapper = self.context_wrappers.pop(name, None)  # a new request opens a new one
         if wrapper is not None:
             await responds(wrapper.context.close())
+
+    async def _close(self) -> None:
+        try:
+            await super()._close()
+        finally:
+            await asyncio.to_thread(self.egress.stop)
 
     async def _restart_browser(self) -> None:
         """Close the browser (no page runs); the next page launches a fresh one."""
@@ -400,31 +446,44 @@ async def close_quietly(page: Page | None) -> None:
         await responds(page.close())
 
 
-# Policy for the browser's own requests (subresources, client-side navigations).
-# scrapy-playwright loads PLAYWRIGHT_ABORT_REQUEST by import path, so the
-# spider sets this once per process from its settings.
-browser_policy: AddressPolicy = ALLOW_ALL
+# Resource types the browser does not load (images, fonts...): a cost saving, not a guard
+# (the egress guard is). scrapy-playwright loads PLAYWRIGHT_ABORT_REQUEST by import
+# path, so the spider sets this once per process from its settings.
 blocked_resource_types: frozenset[str] = frozenset()
 
 
-def configure_browser_guard(policy: AddressPolicy, resource_types: frozenset[str]) -> None:
-    global browser_policy, blocked_resource_types
-    browser_policy = policy
+def configure_blocked_resources(resource_types: frozenset[str]) -> None:
+    global blocked_resource_types
     blocked_resource_types = resource_types
 
 
 async def abort_request(request: Any) -> bool:
-    """scrapy-playwright hook: abort blocked resource types and non-public targets."""
-    if request.resource_type in blocked_resource_types:
-        return True
-    if not request.url.startswith(("http://", "https://")):
-        return not request.url.startswith(("data:", "blob:", "about:"))
-    try:
-        host, port = browser_policy.check_url(request.url)
-        if parse_ip_literal(host) is None and browser_policy is not ALLOW_ALL:
-            browser_policy.check_addresses(await asyncio.to_thread(resolve, host, port))
-    except FetchBlockedError:
-        return True
-    except OSError:
-        return False
-    return False
+    """scrapy-playwright hook: abort requests for the blocked resource types."""
+    return request.resource_type in blocked_resource_types
+
+
+def start_egress_guard(settings: Any) -> EgressGuard:
+    """The crawl's egress guard, started, with the crawl's address policy."""
+    policy = (
+        AddressPolicy.from_settings(settings)
+        if settings.getbool("BATCH_SSRF_GUARD_ENABLED")
+        else ALLOW_ALL
+    )
+    guard = EgressGuard(
+        policy,
+        resolve=load_object(settings.get("BATCH_EGRESS_RESOLVER")),
+        connect_timeout=settings.getfloat("BATCH_EGRESS_CONNECT_TIMEOUT"),
+    )
+    guard.start()
+    return guard
+
+
+def egress_args(guard: EgressGuard) -> list[str]:
+    """Chromium flags that send every connection through ``guard`` and nowhere else."""
+    return [
+        f"--proxy-server={guard.url}",
+        "--proxy-bypass-list=<-loopback>",  # loopback goes through the guard too
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",  # resolves nothing itself
+        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+        "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    ]

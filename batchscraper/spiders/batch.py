@@ -34,7 +34,7 @@ from batchscraper.render import (
     RenderConfig,
     app_shell_reason,
     browser_meta,
-    configure_browser_guard,
+    configure_blocked_resources,
     screenshot_from,
 )
 from batchscraper.ssrf import ALLOW_ALL, AddressPolicy
@@ -169,7 +169,7 @@ class BatchSpider(scrapy.Spider):
             settings.set("ROBOTSTXT_OBEY", True, priority="spider")
         if settings.getbool("BATCH_BROWSER_ENABLED"):
             settings.update(self.render.scrapy_settings(), priority="spider")
-            configure_browser_guard(self.ssrf_policy, self.render.blocked_resource_types)
+            configure_blocked_resources(self.render.blocked_resource_types)
 
     # -- requests --------------------------------------------------------------
 
@@ -303,7 +303,9 @@ class BatchSpider(scrapy.Spider):
 
     def _response_problem(self, response: Response) -> FetchError | None:
         """Why a downloaded response cannot be used as a page, or None."""
-        if response.ip_address is not None:
+        # a browser's connections are checked and pinned by the egress guard, and its
+        # response's address is the guard's own
+        if response.ip_address is not None and "playwright" not in response.flags:
             problem = self.ssrf_policy.address_problem(response.ip_address)
             if problem:  # the connection went somewhere the checks did not see
                 return FetchError(problem, code="FETCH_BLOCKED", retryable=False)

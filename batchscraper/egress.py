@@ -1,0 +1,361 @@
+"""The browser's egress guard: a forward proxy that every Chromium connection goes through.
+
+A check on URLs inside the browser (``page.route``) is not a guard: it does not
+see redirect hops, popups, workers or WebSockets, and Chromium resolves names
+itself, so a name can answer a public address to the check and a private one
+to the connection (DNS rebinding). As egress proxies such as Stripe's
+Smokescreen do, this proxy is where the check happens instead: Chromium is
+started with ``--proxy-server`` pointing here (loopback not bypassed, its own
+resolver disabled, WebRTC kept off UDP), so every HTTP request, HTTPS
+``CONNECT`` and WebSocket reaches :class:`EgressGuard`, which
+
+- checks the target with the crawl's :class:`~batchscraper.ssrf.AddressPolicy`
+  (scheme, port, local names, every address the name resolves to),
+- connects to exactly the address it checked (the name is resolved once), and
+- refuses anything else with 403 before a byte is sent upstream.
+
+Refusals are kept in a short log that the download handler reads to fail the
+item with ``FETCH_BLOCKED`` and the refused URL.
+
+The proxy runs its own asyncio loop in a thread of the crawl process: it keeps
+serving the browser even while the reactor thread is busy, and costs no
+process start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from batchscraper.ssrf import AddressPolicy, FetchBlockedError, IPAddress, parse_ip_literal
+
+logger = logging.getLogger(__name__)
+
+Resolver = Callable[[str, int], list[IPAddress]]
+
+MAX_HEAD_BYTES = 64 * 1024  # a request or response head longer than this is refused
+PIPE_CHUNK = 64 * 1024
+REFUSAL_MEMORY = 1_000  # the log keeps the latest refusals only
+HOP_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization"})
+BLOCKED_HEADER = "X-Batchscraper-Blocked"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A connection the guard did not make: ``kind`` is ``blocked`` or ``unresolved``."""
+
+    number: int
+    kind: str
+    host: str
+    port: int
+    url: str
+    reason: str
+
+
+class Refused(Exception):
+    """A request the guard answers itself, with nothing sent upstream."""
+
+    def __init__(self, kind: str, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.status = status
+        self.reason = reason
+
+
+class EgressGuard:
+    """A loopback forward proxy that connects only to addresses the policy allows."""
+
+    def __init__(self, policy: AddressPolicy, resolve: Resolver, connect_timeout: float) -> None:
+        self.policy = policy
+        self.resolve = resolve
+        self.connect_timeout = connect_timeout
+        self.port = 0
+        self.connections = 0
+        self._refusals: deque[Refusal] = deque(maxlen=REFUSAL_MEMORY)
+        self._numbered = 0
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- life cycle (called from the crawl's thread) ------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Listen on a free loopback port, serving from a thread of its own."""
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="egress-guard", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if not self.port:
+            raise RuntimeError("the egress guard could not listen on 127.0.0.1")
+
+    def stop(self) -> None:
+        """Close the listener and every open connection, then end the thread."""
+        if self._thread is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._thread = None
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._accept, "127.0.0.1", 0, limit=MAX_HEAD_BYTES)
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+        finally:
+            ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- the refusal log (read from the crawl's thread) -----------------------------
+
+    def mark(self) -> int:
+        """A position in the refusal log: :meth:`refusals_since` returns what came after."""
+        with self._lock:
+            return self._numbered
+
+    def refusals_since(self, mark: int) -> list[Refusal]:
+        with self._lock:
+            return [refusal for refusal in self._refusals if refusal.number > mark]
+
+    def _log(self, kind: str, host: str, port: int, url: str, reason: str) -> None:
+        with self._lock:
+            self._numbered += 1
+            self._refusals.append(Refusal(self._numbered, kind, host, port, url, reason))
+
+    # -- serving (the guard's thread) -------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            pass  # the browser went away, or sent what is not HTTP
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_line, _, header_block = head.partition(b"\r\n")
+        method, target, version = request_line.decode("latin-1").split(" ", 2)
+        tunnel = method.upper() == "CONNECT"
+        try:
+            host, port, url = _target(target, tunnel)
+            upstream = await self._connect(host, port, url)
+        except Refused as refused:
+            writer.write(_refusal_answer(refused))
+            await writer.drain()
+            return
+        self.connections += 1
+        up_reader, up_writer = upstream
+        try:
+            if tunnel:
+                writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            else:
+                up_writer.write(_origin_request(method, url, version, header_block))
+                await _forward_response_head(up_reader, writer)
+            await _relay(reader, writer, up_reader, up_writer)
+        finally:
+            up_writer.close()
+
+    async def _connect(
+        self, host: str, port: int, url: str
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Check ``host:port`` and connect to an address just checked (never re-resolved)."""
+        try:
+            checked_host, _ = self.policy.check_url(_check_url(host, port))
+            literal = parse_ip_literal(checked_host)
+            if literal is not None:
+                addresses = [literal]
+            else:
+                try:
+                    addresses = await self._loop.run_in_executor(None, self.resolve, host, port)
+                except OSError as exc:
+                    self._log("unresolved", host, port, url, f"cannot resolve {host}: {exc}")
+                    raise Refused("unresolved", 502, f"cannot resolve {host}") from None
+            self.policy.check_addresses(addresses)
+        except FetchBlockedError as exc:
+            reason = str(exc)
+            self._log("blocked", host, port, url, reason)
+            logger.info("Egress guard refused %s: %s", url, reason)
+            raise Refused("blocked", 403, reason) from None
+        last_error: OSError | None = None
+        for address in dict.fromkeys(addresses):
+            try:
+                return await asyncio.wait_for(
+                    asyncio.open_connection(str(address), port, limit=MAX_HEAD_BYTES),
+                    self.connect_timeout,
+                )
+            except (OSError, TimeoutError) as exc:
+                last_error = OSError(str(exc) or type(exc).__name__)
+        raise Refused("unreachable", 502, f"cannot connect to {host}:{port}: {last_error}")
+
+
+def _target(target: str, tunnel: bool) -> tuple[str, int, str]:
+    """(host, port, URL) of a proxy request's target: ``host:port`` or an absolute URL."""
+    if tunnel:
+        parts = urlsplit(f"//{target}")
+        if parts.hostname is None or parts.port is None:
+            raise Refused("blocked", 400, f"bad CONNECT target {target!r}")
+        return parts.hostname.rstrip(".").lower(), parts.port, target
+    parts = urlsplit(target)
+    if parts.scheme != "http" or not parts.hostname:
+        raise Refused("blocked", 400, f"not a proxy request for an http URL: {target[:200]!r}")
+    return parts.hostname.rstrip(".").lower(), parts.port or 80, target
+
+
+def _check_url(host: str, port: int) -> str:
+    """A URL for the policy's checks of a target (scheme plays no part for a tunnel)."""
+    with contextlib.suppress(ValueError):
+        if isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address):
+            host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+def _origin_request(method: str, url: str, version: str, header_block: bytes) -> bytes:
+    """The request as the origin server must see it: path only, one request per connection."""
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    lines = [f"{method} {path} {version}".encode("latin-1")]
+    for line in header_block.split(b"\r\n"):
+        name = line.partition(b":")[0].strip().lower()
+        if line and name not in HOP_HEADERS:
+            lines.append(line)
+    lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+async def _forward_response_head(
+    up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Pass the origin's response head on, telling the browser not to reuse the connection.
+
+    The next request on a reused connection could be for another host, and it
+    would be relayed to this origin unchecked.
+    """
+    head = await up_reader.readuntil(b"\r\n\r\n")
+    lines = [
+        line
+        for line in head[:-4].split(b"\r\n")
+        if line.partition(b":")[0].strip().lower() not in HOP_HEADERS
+    ]
+    writer.write(b"\r\n".join([*lines, b"Connection: close"]) + b"\r\n\r\n")
+
+
+async def _relay(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    up_reader: asyncio.StreamReader,
+    up_writer: asyncio.StreamWriter,
+) -> None:
+    """Copy both ways until either side closes."""
+    directions = [
+        asyncio.ensure_future(_copy(reader, up_writer)),
+        asyncio.ensure_future(_copy(up_reader, writer)),
+    ]
+    try:
+        await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for direction in directions:
+            direction.cancel()
+        await asyncio.gather(*directions, return_exceptions=True)
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        while data := await reader.read(PIPE_CHUNK):
+            writer.write(data)
+            await writer.drain()
+
+
+def _refusal_answer(refused: Refused) -> bytes:
+    body = f"batchscraper egress guard: {refused.reason}\n".encode()
+    reason = refused.reason.replace("\r", " ").replace("\n", " ")
+    return (
+        f"HTTP/1.1 {refused.status} Refused\r\n"
+        f"{BLOCKED_HEADER}: {reason}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode("latin-1", "replace") + body
+
+
+DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+
+
+class PageWatch:
+    """The hosts one browser download asked for, so the guard's refusals can be attributed.
+
+    Its handlers go on the download's page (scrapy-playwright's
+    ``playwright_page_event_handlers``): every request of every frame, redirect
+    hops and worker requests included, WebSockets, workers and popups.
+    """
+
+    def __init__(self, on_popup: Callable[[Any], object]) -> None:
+        self.targets: dict[tuple[str, int], str] = {}  # (host, port) -> first URL asking for it
+        self.on_popup = on_popup
+
+    def handlers(self) -> dict[str, Callable[[Any], None]]:
+        return {
+            "request": self.saw_request,
+            "websocket": self.saw_request,
+            "worker": self.saw_request,
+            "popup": self.saw_popup,
+        }
+
+    def detach(self, page: Any) -> None:
+        """Take the handlers off a page that will be reused for another download."""
+        if page is not None:
+            for event, handler in self.handlers().items():
+                with contextlib.suppress(Exception):
+                    page.remove_listener(event, handler)
+
+    def saw_request(self, request: Any) -> None:
+        """A request, WebSocket or worker (anything with a ``url``)."""
+        parts = urlsplit(request.url)
+        if parts.scheme in DEFAULT_PORTS and parts.hostname:
+            with contextlib.suppress(ValueError):
+                port = parts.port or DEFAULT_PORTS[parts.scheme]
+                self.targets.setdefault((parts.hostname.rstrip(".").lower(), port), request.url)
+
+    def saw_popup(self, popup: Any) -> None:
+        self.saw_request(popup)
+        popup.on("request", self.saw_request)
+        self.on_popup(popup)
+
+    def refused(self, refusals: list[Refusal], kind: str) -> list[tuple[str, Refusal]]:
+        """(URL this page asked for, refusal) for each refusal of ``kind`` aimed at this page."""
+        return [
+            (self.targets[(refusal.host, refusal.port)], refusal)
+            for refusal in refusals
+            if refusal.kind == kind and (refusal.host, refusal.port) in self.targets
+        ]
