@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import re2
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry
@@ -23,7 +22,8 @@ from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
 from batchscraper.exceptions import InvalidSchemaError
-from batchscraper.extraction.validation import DATA_KEYWORDS, compile_pattern, pattern_problem
+from batchscraper.extraction.patterns import PatternError, compile_pattern, pattern_problem
+from batchscraper.extraction.validation import DATA_KEYWORDS
 from batchscraper.profiles import PROFILE_PREFIX, profile_names, profile_schema
 
 # field-list type names -> JSON Schema fragments
@@ -196,7 +196,7 @@ def _refuse(problems: list[dict[str, str]]) -> None:
 
 _SCHEMA_FORMATS = FormatChecker()
 _SCHEMA_FORMATS.checkers = {**Draft202012Validator.FORMAT_CHECKER.checkers,
-                            "regex": (compile_pattern, re2.error)}
+                            "regex": (compile_pattern, PatternError)}
 _METASCHEMA = Draft202012Validator(Draft202012Validator.META_SCHEMA,
                                    format_checker=_SCHEMA_FORMATS)
 

@@ -123,12 +123,18 @@ class ExtractPipeline:
         stored = (item.content or {}).get("markdown") or (item.content or {}).get("text")
         if item.status == "failed" or (item.body is None and not stored):
             return item
-        schema = spider.batch["schema"]
+        try:
+            await self._extract(item, spider)
+        except ValidationFailedError as exc:  # VALIDATION_TIMEOUT, or a schema that broke
+            item.fail(exc.to_dict())
+        return item
+
+    async def _extract(self, item: PageItem, spider: Any) -> None:
+        checker = checker_for(item.batch_id, spider.batch["schema"], self.validation.timeout)
         many = spider.options.max_items_per_url > 1
         url = item.final_url or item.url
-        checker = checker_for(item.batch_id, schema, self.validation.timeout)
         if item.body is not None:
-            found = await asyncio.to_thread(structured_step, item.body, url, schema, many)
+            found = await asyncio.to_thread(structured_step, item.body, url, checker.schema, many)
             formats = tuple(spider.options.formats)
             if set(formats) - {"json"}:
                 item.content = await asyncio.to_thread(page_content, item.body, url, formats)
@@ -136,15 +142,12 @@ class ExtractPipeline:
             found = StructuredResult([] if many else {}, {})
         for source in found.evidence.values():
             self._stat(f"extract/fields/{source}")
-        try:
-            if many:
-                await self._list_page(item, spider, checker, found, url)
-            else:
-                await self._single_page(item, spider, checker, found, url)
-        except ValidationFailedError as exc:  # VALIDATION_TIMEOUT, or a schema that broke
-            item.data, item.evidence = found.data or None, found.evidence or None
-            item.fail(exc.to_dict())
-        return item
+        # what was found stays on the item if a schema check below fails
+        item.data, item.evidence = found.data or None, found.evidence or None
+        if many:
+            await self._list_page(item, spider, checker, found, url)
+        else:
+            await self._single_page(item, spider, checker, found, url)
 
     # -- one record per page ---------------------------------------------------------
 

@@ -69,8 +69,8 @@ class ValidatePipeline:
             return item
         spider: Any = self.crawler.spider
         many = isinstance(item.data, list)
-        checker = checker_for(item.batch_id, spider.batch["schema"], self.settings.timeout)
         try:
+            checker = checker_for(item.batch_id, spider.batch["schema"], self.settings.timeout)
             found = await asyncio.to_thread(
                 verdict, checker, item.data, spider.options.date_filter
             )

@@ -21,6 +21,7 @@ import re
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from batchscraper.extraction.patterns import PatternError, compile_pattern
 from batchscraper.extraction.synonyms import DURATION_UNIT_SECONDS, UNIT_TOKENS
 
 logger = logging.getLogger(__name__)
@@ -363,13 +364,14 @@ def repair_pattern(value: str, schema: dict[str, Any]) -> str:
     if not isinstance(pattern, str):
         return value
     try:
-        if re.search(pattern, value):
-            return value
-        for candidate in (value.strip(), value.strip().upper()):
-            if re.search(pattern, candidate):
-                return candidate
-    except re.error:
-        pass
+        regex = compile_pattern(pattern)
+    except PatternError:
+        return value
+    if regex.search(value):
+        return value
+    for candidate in (value.strip(), value.strip().upper()):
+        if regex.search(candidate):
+            return candidate
     return value
 
 

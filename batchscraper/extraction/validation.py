@@ -15,14 +15,13 @@ import contextlib
 import functools
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-import re2
+from bson.dbref import DBRef
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 from referencing import Registry
@@ -30,17 +29,13 @@ from scrapy.settings import BaseSettings
 
 from batchscraper.exceptions import BatchError, ValidationFailedError, ValidationTimeoutError
 from batchscraper.extraction.coerce import coerce_to_schema
+from batchscraper.extraction.patterns import compile_pattern
 from batchscraper.llm.merge import is_empty
 
 MAX_CACHED_CHECKERS = 32
-MAX_CACHED_PATTERNS = 1024
 MAX_MESSAGE_CHARS = 300
 #: Keywords whose values are data, not subschemas.
 DATA_KEYWORDS = frozenset({"enum", "const", "examples", "example", "default"})
-#: ECMA-262 ``\uXXXX`` (not itself escaped), which RE2 spells ``\x{XXXX}``.
-_ECMA_UNICODE_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u([0-9A-Fa-f]{4})")
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False  # a refused pattern is reported to the user, not to stderr
 
 Keyword = Callable[[Any, Any, Any, dict[str, Any]], Iterator[ValidationError]]
 
@@ -56,53 +51,36 @@ class ValidationSettings:
         return cls(timeout=settings.getfloat("BATCH_VALIDATION_TIMEOUT"))
 
 
-# -- patterns ------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=MAX_CACHED_PATTERNS)
-def compile_pattern(pattern: str) -> Any:
-    """``pattern`` compiled by RE2; raises ``re2.error`` for what RE2 cannot run.
-
-    RE2 refuses backreferences and lookaround, the constructs that need
-    backtracking; everything it accepts matches in time linear in the input.
-    """
-    return re2.compile(_ECMA_UNICODE_ESCAPE.sub(r"\1\\x{\2}", pattern), options=_RE2_OPTIONS)
-
-
-def pattern_problem(pattern: str) -> str | None:
-    """Why RE2 cannot compile ``pattern``, or None when it can."""
-    try:
-        compile_pattern(pattern)
-    except re2.error as exc:
-        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
-        return f"{reason}; patterns use RE2 syntax (no backreferences or lookaround)"
-    return None
-
-
 # -- keywords --------------------------------------------------------------------------
 
-_DEADLINE: ContextVar[float] = ContextVar("validation_deadline", default=math.inf)
+#: (monotonic deadline, the seconds it was set for) of the validation running in this context
+_LIMIT: ContextVar[tuple[float, float]] = ContextVar("validation_limit",
+                                                     default=(math.inf, math.inf))
 
 
 @contextlib.contextmanager
 def time_limit(seconds: float | None) -> Iterator[None]:
     """Validation in this block ends by ``seconds`` from now (or an enclosing block's end)."""
-    if seconds is None:
+    deadline = math.inf if seconds is None else time.monotonic() + seconds
+    if deadline >= _LIMIT.get()[0]:
         yield
         return
-    token = _DEADLINE.set(min(_DEADLINE.get(), time.monotonic() + seconds))
+    token = _LIMIT.set((deadline, seconds or 0.0))
     try:
         yield
     finally:
-        _DEADLINE.reset(token)
+        _LIMIT.reset(token)
 
 
 def _bounded(keyword: Keyword) -> Keyword:
     """``keyword`` that first checks the deadline: jsonschema calls one per subschema visit."""
 
     def check(validator: Any, value: Any, instance: Any, schema: dict[str, Any]) -> Any:
-        if time.monotonic() > _DEADLINE.get():
-            raise ValidationTimeoutError("validation did not finish within its time limit")
+        deadline, seconds = _LIMIT.get()
+        if time.monotonic() > deadline:
+            raise ValidationTimeoutError(
+                f"validating the record took longer than {seconds:g} s (BATCH_VALIDATION_TIMEOUT)"
+            )
         return keyword(validator, value, instance, schema)
 
     return check
@@ -328,5 +306,22 @@ def _checker(batch_id: str, schema_json: str, timeout: float | None) -> RecordCh
 def checker_for(
     batch_id: str, schema: dict[str, Any], timeout: float | None = None
 ) -> RecordChecker:
-    """The compiled checker of a batch's schema (once per batch and process)."""
-    return _checker(batch_id, json.dumps(schema, sort_keys=True), timeout)
+    """The compiled checker of a batch's schema (once per batch and process).
+
+    A schema that cannot be compiled at all (stored before the submit checks
+    refused it) raises :class:`ValidationFailedError` for each item.
+    """
+    try:
+        return _checker(batch_id, json.dumps(schema, sort_keys=True, default=_as_object),
+                        timeout)
+    except Exception as exc:
+        raise ValidationFailedError(
+            f"the batch schema cannot be used: {type(exc).__name__}: {exc}"[:MAX_MESSAGE_CHARS]
+        ) from exc
+
+
+def _as_object(value: Any) -> dict[str, Any]:
+    """A schema object with both ``$ref`` and ``$id``, which pymongo reads back as a DBRef."""
+    if isinstance(value, DBRef):
+        return dict(value.as_doc())
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
