@@ -8,8 +8,12 @@ the same Chromium, launch flags and page concurrency, in the same run:
   ``content()`` — no Scrapy, no extraction, no MongoDB. Twice: a new tab per URL,
   and each worker navigating one reused tab (the spider's way; the ratio is
   against this one);
+- raw through the egress guard: the reused-tab run again, with Chromium sending
+  every connection through :class:`~batchscraper.egress.EgressGuard` as the spider
+  does — the guard's own cost (runs alternate, best of two each);
 - spider: ``scrapy crawl batch -a render_js=always`` (extraction, validation,
-  storage included), timed from the batch's ``started_at`` to ``finished_at``.
+  storage included, egress guard included), timed from the batch's ``started_at``
+  to ``finished_at``.
 
 Also samples the PSS of each side's Chromium tree; for the spider, the peak
 of the run's second half vs its first half shows whether it grows with pages.
@@ -29,27 +33,35 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from playwright.async_api import async_playwright
+from scrapy.settings import Settings
 
+from batchscraper.browser import egress_args
+from batchscraper.egress import EgressGuard
 from batchscraper.examplesite import ExampleSite
 from batchscraper.inputs import parse_batch
 from batchscraper.render import CHROMIUM_ARGS, chromium_executable
+from batchscraper.ssrf import AddressPolicy, resolve
 from bench._common import MemorySampler, bench_store, mb, record, run_crawl
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "price": {"type": "number"}},
           "required": ["name", "price"]}
 
 
-async def raw_playwright(urls: list[str], concurrency: int, reuse: bool) -> float:
+async def raw_playwright(
+    urls: list[str], concurrency: int, reuse: bool, guard: EgressGuard | None = None
+) -> float:
     """Seconds to render every URL with plain Playwright (browser launch included).
 
     Like a hand-written script for these pages: go to the URL, wait for the content
     the page's script adds (``#root h1``), read the HTML. ``reuse``: each worker keeps
-    one tab and navigates it from URL to URL, else a new tab per URL.
+    one tab and navigates it from URL to URL, else a new tab per URL. ``guard``: every
+    connection goes through this egress guard, with the spider's flags.
     """
+    args = [*CHROMIUM_ARGS, *(egress_args(guard) if guard else ())]
     started = time.perf_counter()
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=chromium_executable(None), args=list(CHROMIUM_ARGS), headless=True
+            executable_path=chromium_executable(None), args=args, headless=True
         )
         context = await browser.new_context()
         queue: asyncio.Queue[str] = asyncio.Queue()
@@ -84,9 +96,21 @@ def main() -> None:
 
     with ExampleSite() as site:
         urls = [site.url(f"/app-shell/{n}") for n in range(1, args.pages + 1)]
+        guard = EgressGuard(
+            AddressPolicy.from_settings(Settings({"BATCH_ALLOWED_NETWORKS": ["127.0.0.0/8"]})),
+            resolve, connect_timeout=10,
+        )
+        guard.start()
         with MemorySampler(os.getpid()) as raw_memory:
             raw_new_seconds = asyncio.run(raw_playwright(urls, args.concurrency, reuse=False))
-            raw_seconds = asyncio.run(raw_playwright(urls, args.concurrency, reuse=True))
+            plain, guarded = [], []
+            for _ in range(2):
+                plain.append(asyncio.run(raw_playwright(urls, args.concurrency, reuse=True)))
+                guarded.append(
+                    asyncio.run(raw_playwright(urls, args.concurrency, reuse=True, guard=guard))
+                )
+            raw_seconds, guarded_seconds = min(plain), min(guarded)
+        guard.stop()
         spec = parse_batch(urls, SCHEMA, options={
             "render_js": "always", "concurrency": args.concurrency, "retries": 0})
         batch_id = store.create_batch(spec)["_id"]
@@ -103,17 +127,23 @@ def main() -> None:
     first_half, second_half = max(samples[:half], default=0), max(samples[half:], default=0)
     raw_new_rate = args.pages / raw_new_seconds
     raw_rate = args.pages / raw_seconds
+    guarded_rate = args.pages / guarded_seconds
     spider_rate = args.pages / spider_seconds
     print(f"raw Playwright: {raw_new_rate:.2f} pages/s with a new tab per URL, "
           f"{raw_rate:.2f} with reused tabs   spider: {spider_rate:.2f} pages/s   "
           f"ratio {spider_rate / raw_rate:.2f} vs reused tabs (target >= 0.8), "
           f"{spider_rate / raw_new_rate:.2f} vs new tabs")
+    print(f"egress guard: raw reused tabs {raw_rate:.2f} pages/s without it, "
+          f"{guarded_rate:.2f} through it (ratio {guarded_rate / raw_rate:.2f}, target >= 0.9; "
+          f"{guard.connections} connections)")
     print(f"browser PSS peak: raw {mb(max(raw_memory.browser, default=0))} MB, "
           f"spider {mb(max(samples, default=0))} MB; spider first half {mb(first_half)} MB, "
           f"second half {mb(second_half)} MB (flat: ratio {second_half / max(first_half, 1):.2f})")
     record("render", {
         "pages": args.pages, "concurrency": args.concurrency, "settings": extra,
         "raw_new_tab_pages_per_s": round(raw_new_rate, 2), "raw_pages_per_s": round(raw_rate, 2),
+        "raw_guarded_pages_per_s": round(guarded_rate, 2),
+        "guard_ratio": round(guarded_rate / raw_rate, 3),
         "spider_pages_per_s": round(spider_rate, 2),
         "ratio": round(spider_rate / raw_rate, 3),
         "completed": batch["counters"]["completed"],

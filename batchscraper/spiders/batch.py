@@ -25,6 +25,7 @@ from scrapy.crawler import Crawler
 from scrapy.http import Response, TextResponse
 from twisted.python.failure import Failure
 
+from batchscraper.browser import configure_blocked_resources
 from batchscraper.exceptions import FetchError
 from batchscraper.failures import fetch_error_from_failure
 from batchscraper.inputs import BatchOptions, BatchSpec, Limits, parse_batch, parse_options
@@ -34,7 +35,6 @@ from batchscraper.render import (
     RenderConfig,
     app_shell_reason,
     browser_meta,
-    configure_blocked_resources,
     screenshot_from,
 )
 from batchscraper.ssrf import ALLOW_ALL, AddressPolicy

@@ -1,0 +1,270 @@
+"""The download handler that drives Chromium: reused tabs, hard deadlines, restarts, egress guard.
+
+:mod:`batchscraper.render` decides when a page needs the browser and what the
+request asks of it; this module is the scrapy-playwright handler that does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable
+from typing import Any
+from urllib.parse import urldefrag, urlsplit
+
+from playwright.async_api import Page
+from scrapy import Request
+from scrapy.exceptions import DownloadTimeoutError
+from scrapy.http import Response
+from scrapy.utils.misc import load_object
+from scrapy_playwright.handler import DEFAULT_CONTEXT_NAME, ScrapyPlaywrightDownloadHandler
+
+from batchscraper.egress import EgressGuard, PageWatch
+from batchscraper.exceptions import FetchError
+from batchscraper.ssrf import ALLOW_ALL, AddressPolicy, FetchBlockedError
+
+# A browser download (navigation, page methods, settle, page close) gets this long in all
+# before it is abandoned: twice the page timeout, plus a margin for the browser itself.
+DEADLINE_FACTOR = 2
+DEADLINE_MARGIN_SECONDS = 5.0
+# A reused tab's renderer collects its garbage lazily (170 MB after 125 pages, 33 MB after
+# a collection that takes ~5 ms): collect every this many pages. A tab is retired (closed,
+# replaced by a new one) after TAB_MAX_PAGES, which also frees the driver's objects for it.
+TAB_GC_EVERY = 20
+TAB_MAX_PAGES = 200
+
+
+class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
+    """scrapy-playwright's handler with tabs reused, a deadline per download and browser restarts.
+
+    - Tabs are reused: a new tab costs Chromium a renderer process (about 115 ms of CPU
+      here, twice the navigation itself), so a finished tab goes back to an idle pool of
+      its context and the next URL navigates in it (scrapy-playwright's
+      ``playwright_page``). A tab whose download failed is closed, never reused; a tab
+      has its garbage collected every ``TAB_GC_EVERY`` pages and is retired after
+      ``TAB_MAX_PAGES``. URLs with their own ``user_agent`` or ``viewport`` get a
+      context for those options, closed when its last page is done.
+    - Playwright bounds navigation and page methods, but not everything: closing a page
+      after its browser was killed can wait forever, and one such request would keep the
+      batch from finishing. Past the deadline the download fails with a (retryable) timeout.
+    - After ``BATCH_BROWSER_RESTART_PAGES`` pages no new download starts; when the last
+      running one ends the browser is closed, and the next page launches a fresh one (a
+      crashed browser is relaunched by scrapy-playwright itself).
+    """
+
+    def __init__(self, crawler: Any) -> None:
+        super().__init__(crawler)
+        self.egress = start_egress_guard(crawler.settings)
+        self.config.launch_options["args"] = [
+            *self.config.launch_options.get("args", ()), *egress_args(self.egress)
+        ]
+        self.restart_after = crawler.settings.getint("BATCH_BROWSER_RESTART_PAGES")
+        # downloads that hold a tab; the rest wait here, not on a context's page limit
+        # (which idle tabs in the pool also count)
+        self.tabs = asyncio.Semaphore(crawler.settings.getint("BATCH_BROWSER_MAX_PAGES"))
+        self.idle_pages: dict[str, list[tuple[Page, int]]] = {}  # context -> (tab, pages done)
+        self.pages_since_launch = 0
+        self.running: Counter[str] = Counter()  # context -> downloads in it
+        self.admitting = asyncio.Event()
+        self.admitting.set()
+        self.restarting = False
+
+    async def _download_request(self, request: Request, spider: Any = None) -> Response:
+        while not self.admitting.is_set():
+            await self.admitting.wait()
+        context = request.meta.setdefault("playwright_context", DEFAULT_CONTEXT_NAME)
+        self.running[context] += 1
+        self.pages_since_launch += 1
+        if self.restart_after and self.pages_since_launch >= self.restart_after:
+            self.admitting.clear()
+        try:
+            async with self.tabs:
+                return await self._download_in_tab(request, spider, context)
+        finally:
+            self.running[context] -= 1
+            if context != DEFAULT_CONTEXT_NAME and not self.running[context]:
+                await self._close_context(context)
+            if not (self.admitting.is_set() or self.running.total() or self.restarting):
+                self.restarting = True
+                try:
+                    await self._restart_browser()
+                finally:
+                    self.restarting = False
+                    self.admitting.set()
+
+    async def _download_in_tab(self, request: Request, spider: Any, context: str) -> Response:
+        idle = self.idle_pages.get(context, [])
+        done = 0
+        while idle:
+            page, done = idle.pop()
+            # a URL that differs from the tab's page only in its #fragment would not be
+            # loaded (a same-document navigation): leave the page first
+            if same_document(page.url, request.url) and not await responds(
+                page.goto("about:blank")
+            ):
+                await close_quietly(page)
+            if not page.is_closed():
+                request.meta["playwright_page"] = page
+                break
+            done = 0
+        request.meta["playwright_include_page"] = True
+        watch = PageWatch(on_popup=lambda popup: asyncio.ensure_future(close_quietly(popup)))
+        request.meta["playwright_page_event_handlers"] = watch.handlers()
+        mark = self.egress.mark()
+        timeout = float(request.meta.get("download_timeout", DEADLINE_MARGIN_SECONDS))
+        deadline = timeout * DEADLINE_FACTOR + DEADLINE_MARGIN_SECONDS
+        try:
+            response = await asyncio.wait_for(super()._download_request(request, spider), deadline)
+        except BaseException as exc:
+            page = request.meta.pop("playwright_page", None)
+            watch.detach(page)
+            await close_quietly(page)
+            if isinstance(exc, Exception):
+                self._check_refusals(watch, mark, request.url, failed=True)
+            if isinstance(exc, TimeoutError):
+                raise DownloadTimeoutError(
+                    f"the browser did not finish {request.url} within {deadline:.0f}s"
+                ) from None
+            raise
+        page = request.meta.pop("playwright_page", None)
+        watch.detach(page)
+        try:
+            self._check_refusals(watch, mark, request.url, failed=False)
+        except FetchBlockedError:
+            await close_quietly(page)
+            raise
+        await self._release_tab(context, page, done + 1)
+        return response
+
+    def _check_refusals(self, watch: PageWatch, mark: int, url: str, failed: bool) -> None:
+        """Fail the download if the egress guard refused a connection this page asked for.
+
+        Nothing was sent for a refused request, but the page is not what the site
+        serves: FETCH_BLOCKED, naming the refused URL. A name the guard could not
+        resolve failed the navigation itself: DNS_ERROR.
+        """
+        refusals = self.egress.refusals_since(mark)
+        if not refusals:
+            return
+        blocked = watch.refused(refusals, "blocked")
+        if blocked:
+            self.stats.inc_value("batch/egress/refused", len(blocked))
+            refused_url, refusal = blocked[0]
+            raise FetchBlockedError(f"the browser asked for {refused_url}: {refusal.reason}")
+        host = (urlsplit(url).hostname or "").lower()
+        unresolved = [r for _, r in watch.refused(refusals, "unresolved") if r.host == host]
+        if failed and unresolved:
+            raise FetchError(unresolved[0].reason, code="DNS_ERROR", retryable=True)
+
+    async def _release_tab(self, context: str, page: Page | None, done: int) -> None:
+        """Put a tab that rendered ``done`` pages back in its context's pool, or retire it."""
+        if page is None or page.is_closed():
+            return
+        if (
+            done >= TAB_MAX_PAGES
+            or context not in self.context_wrappers
+            or (done % TAB_GC_EVERY == 0 and not await responds(collect_garbage(page)))
+        ):
+            await close_quietly(page)
+            return
+        self.idle_pages.setdefault(context, []).append((page, done))
+
+    async def _close_context(self, name: str) -> None:
+        """Close a context of per-URL options (and its tabs) once no page runs in it."""
+        self.idle_pages.pop(name, None)
+        wrapper = self.context_wrappers.pop(name, None)  # a new request opens a new one
+        if wrapper is not None:
+            await responds(wrapper.context.close())
+
+    async def _close(self) -> None:
+        try:
+            await super()._close()
+        finally:
+            await asyncio.to_thread(self.egress.stop)
+
+    async def _restart_browser(self) -> None:
+        """Close the browser (no page runs); the next page launches a fresh one."""
+        self.idle_pages.clear()
+        self.pages_since_launch = 0
+        browser = self.__dict__.pop("browser", None)
+        if browser is None:
+            return
+        # forget it here rather than in scrapy-playwright's "disconnected" callback, which
+        # could run late (a hung browser) and drop the browser that replaced this one
+        browser.remove_listener("disconnected", self._browser_disconnected_callback)
+        self.context_wrappers.clear()
+        await responds(browser.close())
+        self.stats.inc_value("batch/render/browser_restarts")
+
+
+def same_document(current: str, target: str) -> bool:
+    """Whether going from ``current`` to ``target`` changes only the #fragment."""
+    return urldefrag(current).url == urldefrag(target).url
+
+
+async def responds(work: Awaitable[Any]) -> bool:
+    """Await browser ``work`` for at most ``DEADLINE_MARGIN_SECONDS``; False if it failed or hung.
+
+    A killed or stuck browser can leave a close, navigation or CDP call waiting forever.
+    """
+    try:
+        await asyncio.wait_for(work, DEADLINE_MARGIN_SECONDS)
+    except Exception:
+        return False
+    return True
+
+
+async def collect_garbage(page: Page) -> None:
+    """A full garbage collection in the tab's renderer."""
+    session = await page.context.new_cdp_session(page)
+    await session.send("HeapProfiler.collectGarbage")
+    await session.detach()
+
+
+async def close_quietly(page: Page | None) -> None:
+    """Close a tab that must not be reused; a dead browser cannot keep this waiting."""
+    if page is not None and not page.is_closed():
+        await responds(page.close())
+
+
+# Resource types the browser does not load (images, fonts...): a cost saving, not a guard
+# (the egress guard is). scrapy-playwright loads PLAYWRIGHT_ABORT_REQUEST by import
+# path, so the spider sets this once per process from its settings.
+blocked_resource_types: frozenset[str] = frozenset()
+
+
+def configure_blocked_resources(resource_types: frozenset[str]) -> None:
+    global blocked_resource_types
+    blocked_resource_types = resource_types
+
+
+async def abort_request(request: Any) -> bool:
+    """scrapy-playwright hook: abort requests for the blocked resource types."""
+    return request.resource_type in blocked_resource_types
+
+
+def start_egress_guard(settings: Any) -> EgressGuard:
+    """The crawl's egress guard, started, with the crawl's address policy."""
+    policy = (
+        AddressPolicy.from_settings(settings)
+        if settings.getbool("BATCH_SSRF_GUARD_ENABLED")
+        else ALLOW_ALL
+    )
+    guard = EgressGuard(
+        policy,
+        resolve=load_object(settings.get("BATCH_EGRESS_RESOLVER")),
+        connect_timeout=settings.getfloat("BATCH_EGRESS_CONNECT_TIMEOUT"),
+    )
+    guard.start()
+    return guard
+
+
+def egress_args(guard: EgressGuard) -> list[str]:
+    """Chromium flags that send every connection through ``guard`` and nowhere else."""
+    return [
+        f"--proxy-server={guard.url}",
+        "--proxy-bypass-list=<-loopback>",  # loopback goes through the guard too
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",  # resolves nothing itself
+        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+        "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    ]
