@@ -85,7 +85,11 @@ def demo(pages: int) -> int:
 
 
 def serve(port: int | None, bind: str | None) -> int:
-    """Run Scrapyd with the project's scrapyd.conf (and the embedded MongoDB unless MONGO_URI)."""
+    """Run Scrapyd with the project's scrapyd.conf (and the embedded MongoDB unless MONGO_URI).
+
+    Scrapyd runs in this process: Ctrl-C or SIGTERM stops it and, first, its
+    crawls (:class:`batchscraper.api.jobs.CrawlShutdown`).
+    """
     from scrapyd.__main__ import main as scrapyd_main
 
     config = closest_scrapy_cfg()

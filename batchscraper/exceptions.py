@@ -240,3 +240,9 @@ class PageTooLongError(ExtractionError):
     """The page needs more than ``BATCH_LLM_MAX_CHUNKS`` LLM requests."""
 
     code = "PAGE_TOO_LONG"
+
+
+class JobNotScheduledError(ServiceUnavailableError):
+    """The batch is stored but Scrapyd could not queue its job (HTTP 503); the reconciler will."""
+
+    code = "JOB_NOT_SCHEDULED"

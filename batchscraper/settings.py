@@ -136,6 +136,10 @@ BATCH_API_PROJECT = "batchscraper"  # Scrapyd project whose `batch` spider runs 
 # {"BATCH_ALLOWED_NETWORKS": "10.0.0.0/8"}; in scrapyd.conf write it as JSON.
 BATCH_API_JOB_SETTINGS: dict[str, str] = {}
 BATCH_API_MAX_BODY_BYTES = 10 * 1024 * 1024  # larger POST /batches bodies get 413
+# A request body refused from its headers (no key, no basic auth, over the limit) is never
+# stored; what the client still sends is read and dropped for at most this long, so it can
+# read the answer, then the connection is closed.
+BATCH_API_LINGER_SECONDS = 2.0
 BATCH_API_PAGE_SIZE = 20  # default `limit` of batch and item pages
 BATCH_API_MAX_BATCHES_LIMIT = 50  # largest `limit` of GET /batches
 BATCH_API_MAX_ITEMS_LIMIT = 500  # largest `limit` of item pages

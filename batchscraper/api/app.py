@@ -158,6 +158,7 @@ def application(config: Any) -> Any:
         keys=api.keys,
         scrapyd_auth=ScrapydAuth.from_config(config),
         max_body_bytes=api.config.max_body_bytes,
+        linger_seconds=api.config.linger_seconds,
         api_paths=frozenset(mounts),
         keyed_paths=frozenset(k for k, r in mounts.items() if getattr(r, "key_required", False)),
     )

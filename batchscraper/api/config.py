@@ -41,6 +41,7 @@ class ApiConfig:
     project: str
     job_settings: dict[str, str]
     max_body_bytes: int
+    linger_seconds: float  # after refusing a body: how long the rest is read and dropped
     page_size: int
     max_batches_limit: int
     max_items_limit: int
@@ -60,6 +61,7 @@ class ApiConfig:
             project=settings.get("BATCH_API_PROJECT"),
             job_settings={k: str(v) for k, v in settings.getdict("BATCH_API_JOB_SETTINGS").items()},
             max_body_bytes=settings.getint("BATCH_API_MAX_BODY_BYTES"),
+            linger_seconds=settings.getfloat("BATCH_API_LINGER_SECONDS"),
             page_size=settings.getint("BATCH_API_PAGE_SIZE"),
             max_batches_limit=settings.getint("BATCH_API_MAX_BATCHES_LIMIT"),
             max_items_limit=settings.getint("BATCH_API_MAX_ITEMS_LIMIT"),

@@ -251,6 +251,7 @@ class BodyGate:
     keys: ApiKeys
     scrapyd_auth: ScrapydAuth
     max_body_bytes: int
+    linger_seconds: float  # how long what follows a refusal is read (and dropped)
     api_paths: frozenset[bytes]  # first path segments the API serves (`batches`, ...)
     keyed_paths: frozenset[bytes]  # those of them that need an API key
 
@@ -281,10 +282,13 @@ class GatedRequest(Request):
     """A request whose body a :class:`BodyGate` admits before any of it is stored.
 
     A refused request is answered as soon as its headers are in (no ``100
-    Continue``), its body is dropped unread and the connection closed; a body
-    without a length is refused the same way once it passes the limit. The
-    request line is still the channel's own state then (the request object
-    gets it only once the whole body is in).
+    Continue``); a body without a length is refused the same way once it
+    passes the limit. What the client still sends is dropped unstored, and
+    the connection is closed when the body is complete or after
+    ``linger_seconds`` (``BATCH_API_LINGER_SECONDS``), whichever comes first:
+    closing at once would make most clients, busy sending, miss the answer.
+    The request line is still the channel's own state then (the request
+    object gets it only once the whole body is in).
     """
 
     def __init__(self, channel: Any, *args: Any, gate: BodyGate, **kwargs: Any) -> None:
@@ -293,6 +297,7 @@ class GatedRequest(Request):
         self.refused = False
         self.body_limit: int | None = None
         self.body_read = 0
+        self.linger: Any = None  # the delayed close of a refused request's connection
 
     def gotLength(self, length: int | None) -> None:
         channel: Any = self.channel
@@ -318,8 +323,16 @@ class GatedRequest(Request):
         super().handleContentChunk(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if not self.refused:  # else answered already, and the connection is closing
+        if not self.refused:
             super().requestReceived(command, path, version)
+        elif self.linger is not None and self.linger.active():  # answered; the body is over
+            self.linger.cancel()
+            self.channel.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.linger is not None and self.linger.active():
+            self.linger.cancel()
+        super().connectionLost(reason)
 
     def _refuse(self, refusal: Refusal) -> None:
         self.refused = True
@@ -332,7 +345,7 @@ class GatedRequest(Request):
         self.setHeader("Content-Length", str(len(refusal.body)))
         self.setHeader("Connection", "close")
         self.write(refusal.body)
-        channel.loseConnection()
+        self.linger = channel.callLater(self.gate.linger_seconds, channel.loseConnection)
         logger.info("Refused the body of %s %s: HTTP %d", self.method.decode("latin-1"),
                     self.uri.decode("latin-1")[:200], refusal.status)
 

@@ -29,7 +29,7 @@ from batchscraper.api.views import (
     json_default,
     pagination,
 )
-from batchscraper.exceptions import BatchInputError, ServiceUnavailableError
+from batchscraper.exceptions import BatchInputError, JobNotScheduledError
 from batchscraper.store import FINAL_BATCH_STATUSES, ITEM_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -253,11 +253,10 @@ def queue_jobs(api: BatchApi, batch_id: str, job_ids: list[str]) -> None:
     except Exception as exc:
         logger.error("Batch %s is stored but its jobs %s were not queued: %r", batch_id,
                      job_ids, exc)
-        raise ServiceUnavailableError(
+        raise JobNotScheduledError(
             f"batch {batch_id} is stored, but Scrapyd could not queue its job now; the "
             "reconciler starts it (BATCH_RECONCILE_*). Do not submit it again: the same "
             "Idempotency-Key answers with this batch",
-            code="JOB_NOT_SCHEDULED",
             details={"batch_id": batch_id},
         ) from None
 
