@@ -96,7 +96,8 @@ def parse_schema(raw: Any, limits: SchemaLimits = SchemaLimits()) -> dict[str, A
         raise InvalidSchemaError("schema must be a JSON Schema object or a list of fields")
     _check_size(schema, limits)
     _check_nesting(schema, limits)
-    _refuse(_metaschema_problems(schema) or _SchemaWalk(schema, limits).problems())
+    _refuse(_metaschema_problems(schema), lead="not a valid JSON Schema: ")
+    _refuse(_SchemaWalk(schema, limits).problems())
     if schema.get("type", "object") != "object" and "properties" not in schema:
         raise InvalidSchemaError('schema must describe an object: {"type": "object", ...}')
     return schema
@@ -179,15 +180,14 @@ def _check_nesting(schema: dict[str, Any], limits: SchemaLimits) -> None:
             stack.extend((child, depth + 1) for child in node)
 
 
-def _refuse(problems: list[dict[str, str]]) -> None:
-    """Raise one INVALID_SCHEMA naming the first problem and listing them all."""
+def _refuse(problems: list[dict[str, str]], lead: str = "") -> None:
+    """Raise one INVALID_SCHEMA naming the first problem; ``details`` lists them all."""
     if not problems:
         return
     first = problems[0]
-    where = f"at {first['path'] or '(root)'}"
-    summary = f" {where}" if len(problems) == 1 else f": {len(problems)} problems; first {where}"
+    count = f"; {len(problems)} problems in all" if len(problems) > 1 else ""
     raise InvalidSchemaError(
-        f"not a valid JSON Schema{summary}: {first['message']}",
+        f"{lead}{first['message']} (at {first['path'] or '(root)'}{count})",
         details=problems[:MAX_REPORTED_PROBLEMS],
     )
 
@@ -321,7 +321,7 @@ def _locations(root: Any) -> Iterator[tuple[int, tuple[Any, ...]]]:
 def _unresolvable(ref: str, exc: Unresolvable) -> str:
     """Why ``ref`` does not resolve: outside the schema (remote) or pointing at nothing."""
     if type(exc) is Unresolvable:
-        return f"remote $ref is not allowed: {ref!r} (only the schema's own parts are used)"
-    return (f"$ref {ref!r} points at nothing in the schema (refs resolve against"
-            " the nearest enclosing $id)")
+        return f"remote $ref is not allowed: {ref!r}; only the schema's own parts are used"
+    return (f"$ref {ref!r} points at nothing in the schema; refs resolve against"
+            " the nearest enclosing $id")
 
