@@ -181,6 +181,9 @@ def test_a_schema_of_the_wrong_shape_lists_every_problem_instead_of_crashing():
     ({"type": "object", "properties": {"a": {"$ref": "#/$defs/a"}},
       "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"items": {"$ref": "#/$defs/a"}}}},
      "$defs/b/items/$ref", "refers to itself"),  # where the loop closes
+    # jsonschema matches patternProperties with Python's re when it looks for unevaluated ones
+    ({"type": "object", "patternProperties": {"^a": {}}, "unevaluatedProperties": False},
+     "", "unevaluatedProperties cannot be combined with patternProperties"),
 ])
 def test_refs_and_dialects_jsonschema_would_not_run_are_refused(schema, path, message):
     with pytest.raises(InvalidSchemaError) as info:
