@@ -29,6 +29,7 @@ import contextlib
 import ipaddress
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ class EgressGuard:
         self.connect_timeout = connect_timeout
         self.port = 0
         self.connections = 0
+        self.cpu_seconds = 0.0  # the guard thread's CPU time, known once stopped
         self._refusals: deque[Refusal] = deque(maxlen=REFUSAL_MEMORY)
         self._numbered = 0
         self._lock = threading.Lock()
@@ -132,6 +134,7 @@ class EgressGuard:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.cpu_seconds = time.thread_time()
 
     # -- the refusal log (read from the crawl's thread) -----------------------------
 

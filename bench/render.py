@@ -128,6 +128,7 @@ def main() -> None:
     raw_new_rate = args.pages / raw_new_seconds
     raw_rate = args.pages / raw_seconds
     guarded_rate = args.pages / guarded_seconds
+    guard_pages = args.pages * len(guarded)
     spider_rate = args.pages / spider_seconds
     print(f"raw Playwright: {raw_new_rate:.2f} pages/s with a new tab per URL, "
           f"{raw_rate:.2f} with reused tabs   spider: {spider_rate:.2f} pages/s   "
@@ -135,7 +136,8 @@ def main() -> None:
           f"{spider_rate / raw_new_rate:.2f} vs new tabs")
     print(f"egress guard: raw reused tabs {raw_rate:.2f} pages/s without it, "
           f"{guarded_rate:.2f} through it (ratio {guarded_rate / raw_rate:.2f}, target >= 0.9; "
-          f"{guard.connections} connections)")
+          f"{guard.connections} connections; the guard's thread: "
+          f"{guard.cpu_seconds * 1000 / guard_pages:.2f} CPU s per 1,000 pages)")
     print(f"browser PSS peak: raw {mb(max(raw_memory.browser, default=0))} MB, "
           f"spider {mb(max(samples, default=0))} MB; spider first half {mb(first_half)} MB, "
           f"second half {mb(second_half)} MB (flat: ratio {second_half / max(first_half, 1):.2f})")
@@ -144,6 +146,7 @@ def main() -> None:
         "raw_new_tab_pages_per_s": round(raw_new_rate, 2), "raw_pages_per_s": round(raw_rate, 2),
         "raw_guarded_pages_per_s": round(guarded_rate, 2),
         "guard_ratio": round(guarded_rate / raw_rate, 3),
+        "guard_cpu_s_per_1000_pages": round(guard.cpu_seconds * 1000 / guard_pages, 2),
         "spider_pages_per_s": round(spider_rate, 2),
         "ratio": round(spider_rate / raw_rate, 3),
         "completed": batch["counters"]["completed"],
