@@ -98,6 +98,11 @@ FEED_EXPORT_FIELDS = [
 BATCH_SSRF_GUARD_ENABLED = True
 BATCH_ALLOWED_NETWORKS: list[str] = []
 BATCH_ALLOWED_PORTS: list[int] = []  # empty: any port
+# the browser's egress guard (a loopback proxy every Chromium connection goes through):
+# how it resolves names (import path of a function (host, port) -> addresses), and how
+# long it waits for a connection to the address it checked
+BATCH_EGRESS_RESOLVER = "batchscraper.ssrf.resolve"
+BATCH_EGRESS_CONNECT_TIMEOUT = 10.0
 
 # Limits on what one batch may ask for.
 BATCH_MAX_URLS = 10_000
