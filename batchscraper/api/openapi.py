@@ -28,7 +28,8 @@ ERRORS = {
     415: "The body declares a type other than application/json (UTF-8) (UNSUPPORTED_MEDIA_TYPE)",
     422: "Invalid URLs (per-index details), schema, options or webhook "
     "(INVALID_URL, INVALID_SCHEMA, INVALID_OPTION, INVALID_WEBHOOK)",
-    503: "Scrapyd has no such project, or the database is unreachable (SERVICE_UNAVAILABLE)",
+    503: "Scrapyd has no such project, or the database is unreachable (SERVICE_UNAVAILABLE); "
+    "the batch is stored but its job could not be queued (JOB_NOT_SCHEDULED, details.batch_id)",
 }
 
 
