@@ -54,10 +54,8 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
 
     def __init__(self, crawler: Any) -> None:
         super().__init__(crawler)
-        self.egress = start_egress_guard(crawler.settings)
-        self.config.launch_options["args"] = [
-            *self.config.launch_options.get("args", ()), *egress_args(self.egress)
-        ]
+        # started with the first browser: a crawl that renders nothing listens on nothing
+        self.egress = egress_guard(crawler.settings)
         self.restart_after = crawler.settings.getint("BATCH_BROWSER_RESTART_PAGES")
         # downloads that hold a tab; the rest wait here, not on a context's page limit
         # (which idle tabs in the pool also count)
@@ -68,6 +66,13 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         self.admitting = asyncio.Event()
         self.admitting.set()
         self.restarting = False
+
+    async def _maybe_launch_browser(self) -> None:
+        if not self.egress.running:
+            self.egress.start()
+            args = self.config.launch_options.get("args", ())
+            self.config.launch_options["args"] = [*args, *egress_args(self.egress)]
+        await super()._maybe_launch_browser()
 
     async def _download_request(self, request: Request, spider: Any = None) -> Response:
         while not self.admitting.is_set():
@@ -243,20 +248,18 @@ async def abort_request(request: Any) -> bool:
     return request.resource_type in blocked_resource_types
 
 
-def start_egress_guard(settings: Any) -> EgressGuard:
-    """The crawl's egress guard, started, with the crawl's address policy."""
+def egress_guard(settings: Any) -> EgressGuard:
+    """The crawl's egress guard (not started), with the crawl's address policy."""
     policy = (
         AddressPolicy.from_settings(settings)
         if settings.getbool("BATCH_SSRF_GUARD_ENABLED")
         else ALLOW_ALL
     )
-    guard = EgressGuard(
+    return EgressGuard(
         policy,
         resolve=load_object(settings.get("BATCH_EGRESS_RESOLVER")),
         connect_timeout=settings.getfloat("BATCH_EGRESS_CONNECT_TIMEOUT"),
     )
-    guard.start()
-    return guard
 
 
 def egress_args(guard: EgressGuard) -> list[str]:

@@ -84,7 +84,7 @@ class EgressGuard:
         self._refusals: deque[Refusal] = deque(maxlen=REFUSAL_MEMORY)
         self._numbered = 0
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -95,8 +95,13 @@ class EgressGuard:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
     def start(self) -> None:
         """Listen on a free loopback port, serving from a thread of its own."""
+        self._loop = asyncio.new_event_loop()
         ready = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(ready,), name="egress-guard", daemon=True
@@ -108,7 +113,7 @@ class EgressGuard:
 
     def stop(self) -> None:
         """Close the listener and every open connection, then end the thread."""
-        if self._thread is None:
+        if self._thread is None or self._loop is None:
             return
         with contextlib.suppress(RuntimeError):  # the loop is already closed
             asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result()
@@ -117,6 +122,7 @@ class EgressGuard:
         self._thread = None
 
     def _run(self, ready: threading.Event) -> None:
+        assert self._loop is not None
         asyncio.set_event_loop(self._loop)
         try:
             self._server = self._loop.run_until_complete(
@@ -201,7 +207,8 @@ class EgressGuard:
                 addresses = [literal]
             else:
                 try:
-                    addresses = await self._loop.run_in_executor(None, self.resolve, host, port)
+                    loop = asyncio.get_running_loop()
+                    addresses = await loop.run_in_executor(None, self.resolve, host, port)
                 except OSError as exc:
                     self._log("unresolved", host, port, url, f"cannot resolve {host}: {exc}")
                     raise Refused("unresolved", 502, f"cannot resolve {host}") from None

@@ -1,4 +1,5 @@
-"""Deployment defaults: Scrapyd listens on loopback only; a crawl listens on nothing.
+"""Deployment defaults: Scrapyd listens on loopback only; a crawl listens on nothing
+(one that renders pages: only on its egress guard's loopback port).
 
 (Refusing to start exposed without API keys, or with keys but without basic
 auth, is tested in tests/test_api.py::test_unsafe_configurations_refuse_to_start.)
@@ -86,3 +87,22 @@ def test_a_running_crawl_listens_on_nothing(
         listening = listening_sockets()
         assert not sockets_of(crawl.pid) & set(listening)
         assert crawl.poll() is None
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_a_rendering_crawl_listens_only_on_its_egress_guard(
+    store: BatchStore, mongo_uri: str, batch_home: Path, site: ExampleSite, tmp_path: Path
+) -> None:
+    """Chromium's proxy is the one listening socket: on 127.0.0.1, nowhere else."""
+    batch_id = new_batch(store, slow_products(site, 6, delay=1.0), concurrency=2,
+                         render_js="always")
+    with background_crawl(mongo_uri, batch_home, tmp_path / "crawl.log",
+                          batch_id=batch_id) as crawl:
+        wait_until(lambda: store.get_batch(batch_id)["counters"]["completed"] >= 1, 60,
+                   "the crawl to be under way")
+        listening = listening_sockets()
+        mine = [listening[inode] for inode in sockets_of(crawl.pid) if inode in listening]
+        assert crawl.poll() is None
+    assert len(mine) == 1, mine
+    assert mine[0][0] == "0100007F", mine  # 127.0.0.1 only
