@@ -37,7 +37,8 @@ from batchscraper.store import BatchStore, utcnow
 
 logger = logging.getLogger(__name__)
 
-UNFINISHED_BATCH = ("pending", "running")
+UNFINISHED_BATCH = ("pending", "running")  # batch statuses
+
 RESUME_KIND = "reconcile"
 
 
@@ -81,15 +82,7 @@ class BatchReconciler:
 
     def give_up(self, batch_id: str, resumes: int) -> str | None:
         """Fail every unfinished item with ``WORKER_LOST``; finalize the batch."""
-        error = {
-            "code": "WORKER_LOST",
-            "message": f"the batch's workers died {resumes + 1} times without finishing it",
-            "retryable": True,
-        }
-        update = {"$set": {"error": error, "finished_at": utcnow()}, "$unset": {"lease": ""}}
-        for old in UNFINISHED_BATCH:
-            # the store's own transition: status precondition and counters in one step
-            self.store._transition(batch_id, {"batch_id": batch_id}, old, "failed", update)
+        self.store.give_up(batch_id, resumes)
         return self.store.finalize_batch(batch_id)
 
 

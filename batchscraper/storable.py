@@ -26,6 +26,7 @@ from typing import Any
 import bson
 
 from batchscraper.exceptions import FetchError
+from batchscraper.store.transitions import failed_record
 
 ESCAPES = {"%": "%25", "$": "%24", ".": "%2E", "\x00": "%00"}
 UNESCAPES = {escaped: raw for raw, escaped in ESCAPES.items()}
@@ -124,14 +125,7 @@ def storable_record(
         f"the record is {size} bytes after truncating its content; the limit is {max_bytes}",
         code="CONTENT_TOO_LARGE", retryable=False,
     ).to_dict()
-    kept: dict[str, Any] = {
-        key: stored[key] for key in ("batch_id", "index", "url", "attempts") if key in stored
-    }
-    for key in ("render_mode", "http_status", "final_url", "duration_ms", "content_truncated"):
-        if key in stored:
-            kept[key] = stored[key]
-    kept.update(status="failed", error=error, data=None, content=None)
-    return kept, error
+    return failed_record(stored, error), error
 
 
 def _truncate_content(record: dict[str, Any], size: int, max_bytes: int) -> int:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from batchscraper.store import BatchStore
+from batchscraper.store import BatchStore, failed_record
 
 logger = logging.getLogger(__name__)
 
@@ -134,9 +134,7 @@ class SerialWriter:
                 future.set_exception(exc)
                 return
             logger.error("MongoDB refused the record of item %s: %s", record.get("index"), exc)
-            kept = ("batch_id", "index", "url", "attempts")
-            failed: dict[str, Any] = {key: record[key] for key in kept if key in record}
-            failed.update(status="failed", data=None, error={
+            failed = failed_record(record, {
                 "code": "STORE_FAILED", "retryable": False,
                 "message": f"{type(exc).__name__}: {exc}"[:STORE_FAILED_MESSAGE_CHARS],
             })

@@ -4,13 +4,17 @@ Invariant: a batch's ``counters`` change only together with an item's status
 transition, and every transition names the old status as a precondition.
 A replayed or duplicated write therefore matches nothing and counts nothing,
 and ``counters`` always equals an aggregate over ``items``
-(:meth:`BatchStore.aggregate_counters` recomputes it, for checks).
+(:meth:`BatchStore.aggregate_counters` recomputes it, for checks). One file
+keeps it: :mod:`~batchscraper.store.transitions`, the item statuses, the table
+of allowed moves and the only code that changes an item's status or a batch's
+counters.
 
 All methods are blocking pymongo calls: the Scrapy side calls them through
 ``asyncio.to_thread``.
 
 :class:`BatchStore` is composed of one part per concern over a shared base:
 :mod:`~batchscraper.store.base` (client, indexes, transactions, helpers),
+:mod:`~batchscraper.store.transitions` (item statuses and their moves),
 :mod:`~batchscraper.store.batches` (lifecycle), :mod:`~batchscraper.store.leases`,
 :mod:`~batchscraper.store.results` (records, screenshots, domain health) and
 :mod:`~batchscraper.store.reads`.
@@ -22,8 +26,6 @@ from batchscraper.mongo import connect, database_name, mongo_uri
 from batchscraper.store.base import (
     COUNTER_KEYS,
     FINAL_BATCH_STATUSES,
-    ITEM_STATUSES,
-    counters_for_transition,
     final_status,
     item_id,
     utcnow,
@@ -37,6 +39,12 @@ from batchscraper.store.batches import (
 from batchscraper.store.leases import ItemLeases
 from batchscraper.store.reads import ItemReads
 from batchscraper.store.results import BREAKER_SEVERITY, ItemResults, merge_domain_health
+from batchscraper.store.transitions import (
+    ITEM_STATUSES,
+    ItemStatus,
+    counters_for_transition,
+    failed_record,
+)
 
 __all__ = [
     "BREAKER_SEVERITY",
@@ -45,8 +53,10 @@ __all__ = [
     "INSERT_CHUNK",
     "ITEM_STATUSES",
     "BatchStore",
+    "ItemStatus",
     "counters_for_transition",
     "duplicate_groups",
+    "failed_record",
     "final_status",
     "item_id",
     "merge_domain_health",

@@ -1,14 +1,13 @@
 """The part of the store every other part builds on.
 
-The client and collections, indexes, transactions and the status transition
-that moves items and counters together (see :mod:`batchscraper.store` for the
-invariant), plus the status names and small helpers the other parts share.
+The client and collections, indexes, transactions, plus the batch status
+names and small helpers the other parts share. Item statuses and every
+change of them are in :mod:`batchscraper.store.transitions`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,10 +17,13 @@ from pymongo.database import Database
 
 from batchscraper.exceptions import BatchNotFoundError
 
-ITEM_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 FINAL_BATCH_STATUSES = ("completed", "partial", "failed", "cancelled")
 COUNTER_KEYS = (
-    *ITEM_STATUSES,
+    "pending",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
     "records_extracted",
     "records_filtered",
     "llm_calls",
@@ -38,19 +40,6 @@ def utcnow() -> dt.datetime:
 
 def item_id(batch_id: str, index: int) -> str:
     return f"{batch_id}:{index}"
-
-
-def counters_for_transition(old: str, new: str, count: int = 1) -> dict[str, int]:
-    """The ``$inc`` that moves ``count`` items from status ``old`` to ``new``."""
-    if old == new or count == 0:
-        return {}
-    return {f"counters.{old}": -count, f"counters.{new}": count}
-
-
-def failure_code(error: dict[str, Any] | None) -> str:
-    """The key under the batch's ``failures`` that counts failed items with this error."""
-    code = str((error or {}).get("code") or "UNKNOWN")
-    return re.sub(r"[^A-Za-z0-9_]", "_", code)
 
 
 def final_status(counters: dict[str, Any]) -> str | None:
@@ -105,29 +94,6 @@ class StoreBase:
             return work(None)
         with self.client.start_session() as session:
             return session.with_transaction(work)
-
-    def _transition(
-        self,
-        batch_id: str,
-        query: dict[str, Any],
-        old: str,
-        new: str,
-        update: dict[str, Any] | None = None,
-    ) -> int:
-        """Move every item matching ``query`` from ``old`` to ``new``, counters with it."""
-        update = dict(update or {})
-        update["$set"] = {**update.get("$set", {}), "status": new}
-
-        def work(session: ClientSession | None) -> int:
-            result = self.items.update_many({**query, "status": old}, update, session=session)
-            inc = counters_for_transition(old, new, result.modified_count)
-            if inc and new == "failed":
-                inc["failures." + failure_code(update["$set"].get("error"))] = result.modified_count
-            if inc:
-                self.batches.update_one({"_id": batch_id}, {"$inc": inc}, session=session)
-            return result.modified_count
-
-        return self._atomic(work)
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:
         batch = self.batches.find_one({"_id": batch_id})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -14,13 +13,11 @@ from batchscraper.inputs import BatchSpec
 from batchscraper.store.base import (
     COUNTER_KEYS,
     FINAL_BATCH_STATUSES,
-    StoreBase,
-    counters_for_transition,
-    failure_code,
     final_status,
     item_id,
     utcnow,
 )
+from batchscraper.store.transitions import ItemTransitions
 from batchscraper.webhooks import OUTBOX, batch_completed_event
 
 INSERT_CHUNK = 1_000
@@ -30,7 +27,7 @@ def new_batch_id() -> str:
     return f"b_{uuid.uuid4().hex}"
 
 
-class BatchLifecycle(StoreBase):
+class BatchLifecycle(ItemTransitions):
     """Batch documents from creation to a final status, with their items' moves."""
 
     def create_batch(
@@ -168,67 +165,6 @@ class BatchLifecycle(StoreBase):
             return True
 
         return self._atomic(work)
-
-    def retry_failed(self, batch_id: str, *, only_retryable: bool = False) -> int:
-        """failed -> pending for the items of a finished batch; returns how many moved.
-
-        The batch goes back to ``pending`` with the counters moved in the same
-        transaction. Duplicates of a URL share its error, so they move together.
-        """
-        batch = self.get_batch(batch_id)
-        if batch["status"] not in ("completed", "partial", "failed"):
-            raise BatchStateError(
-                f"batch {batch_id} is {batch['status']}; only a finished batch"
-                " (completed, partial, failed) can be retried"
-            )
-        query: dict[str, Any] = {"batch_id": batch_id, "status": "failed"}
-        if only_retryable:
-            query["error.retryable"] = True
-        reset = {
-            "$set": {"status": "pending"},
-            "$unset": {key: "" for key in ("error", "data", "validation", "evidence", "lease")},
-        }
-
-        def work(session: ClientSession | None) -> int:
-            errors = Counter(
-                "failures." + failure_code(doc.get("error"))
-                for doc in self.items.find(query, {"error.code": 1}, session=session)
-            )
-            moved = self.items.update_many(query, reset, session=session).modified_count
-            if moved:
-                inc = counters_for_transition("failed", "pending", moved)
-                inc.update({key: -count for key, count in errors.items()})
-                self.batches.update_one(
-                    {"_id": batch_id},
-                    {
-                        "$inc": inc,
-                        "$set": {"status": "pending", "finished_at": None},
-                    },
-                    session=session,
-                )
-            return moved
-
-        moved = self._atomic(work)
-        if not moved:
-            raise BatchStateError(
-                f"batch {batch_id} has no {'retryable ' if only_retryable else ''}failed items",
-                code="NOTHING_TO_RETRY",
-            )
-        return moved
-
-    def cancel_unfinished(self, batch_id: str, reason: str) -> int:
-        """pending|running -> cancelled for every unfinished item of the batch."""
-        update = {
-            "$set": {
-                "error": {"code": "CANCELLED", "message": reason, "retryable": True},
-                "finished_at": utcnow(),
-            },
-            "$unset": {"lease": ""},
-        }
-        return sum(
-            self._transition(batch_id, {"batch_id": batch_id}, old, "cancelled", update)
-            for old in ("pending", "running")
-        )
 
     def cancel_requested(self, batch_id: str) -> bool:
         batch = self.batches.find_one({"_id": batch_id}, {"status": 1, "cancel_requested": 1})

@@ -8,45 +8,16 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from batchscraper.store.base import StoreBase, item_id, utcnow
+from batchscraper.store.base import StoreBase, utcnow
 
 logger = logging.getLogger(__name__)
 
 
 class ItemLeases(StoreBase):
-    """Claiming pending items for a worker, renewing, releasing and reclaiming them."""
+    """Renewing and reclaiming leases, and how long a worker should wait for work.
 
-    def claim(
-        self, batch_id: str, worker: str, indexes: range, lease_seconds: float
-    ) -> list[dict[str, Any]]:
-        """Lease the pending items among ``indexes`` to ``worker``: pending -> running.
-
-        Items are addressed by ``_id`` (``<batch>:<index>``), a point lookup on
-        every MongoDB-wire server, rather than a sorted range scan.
-        Duplicates (``dup_of``) are never claimed: their primary's result is
-        copied to them.
-        """
-        ids = [item_id(batch_id, index) for index in indexes]
-        if not ids:
-            return []
-        token = uuid.uuid4().hex
-        now = utcnow()
-        lease = {
-            "worker": worker,
-            "token": token,
-            "until": now + dt.timedelta(seconds=lease_seconds),
-        }
-        claimed = self._transition(
-            batch_id,
-            {"_id": {"$in": ids}, "dup_of": {"$exists": False}},
-            "pending",
-            "running",
-            {"$set": {"lease": lease, "started_at": now}, "$inc": {"attempts": 1}},
-        )
-        if not claimed:
-            return []
-        docs = self.items.find({"_id": {"$in": ids}, "lease.token": token})
-        return sorted(docs, key=lambda doc: doc["index"])
+    Claiming and releasing items change their status: :mod:`~batchscraper.store.transitions`.
+    """
 
     def reclaim_expired(
         self, batch_id: str, worker: str, limit: int, lease_seconds: float
@@ -114,15 +85,3 @@ class ItemLeases(StoreBase):
                 {"_id": {"$in": ids}, "status": "running", "lease.worker": worker},
                 {"$set": {"lease.until": until}},
             )
-
-    def release(self, batch_id: str, worker: str, ids: list[str]) -> int:
-        """running -> pending for items this worker leased but did not finish."""
-        if not ids:
-            return 0
-        return self._transition(
-            batch_id,
-            {"_id": {"$in": ids}, "lease.worker": worker},
-            "running",
-            "pending",
-            {"$unset": {"lease": ""}},
-        )

@@ -6,7 +6,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from batchscraper.store.base import ITEM_STATUSES, StoreBase, failure_code, item_id
+from batchscraper.store.base import StoreBase, item_id
+from batchscraper.store.transitions import ITEM_STATUSES, failure_code
 
 
 class ItemReads(StoreBase):
@@ -37,7 +38,7 @@ class ItemReads(StoreBase):
 
     def aggregate_counters(self, batch_id: str) -> dict[str, int]:
         """Recompute the status counters from the items (slow: for checks and repair)."""
-        counts = {status: 0 for status in ITEM_STATUSES}
+        counts: dict[str, int] = {str(status): 0 for status in ITEM_STATUSES}
         for row in self.items.aggregate(
             [{"$match": {"batch_id": batch_id}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
         ):

@@ -1,0 +1,394 @@
+"""An item's status, and the only code that changes it.
+
+The statuses (:class:`ItemStatus`), the table of allowed moves
+(:data:`TRANSITIONS`: which operation makes each), and the store operations
+that make them — claim, release, finish (completed or failed, with copies to
+duplicate URLs), cancel, retry, give up (``WORKER_LOST``). Each one moves the
+item's status and the batch's ``counters`` (and ``failures.<CODE>``) in one
+transaction, with the old status as the item write's precondition: a replayed
+or duplicated write matches nothing and counts nothing, so ``counters`` always
+equals an aggregate over the items. Nothing outside this module writes an
+item's ``status`` or a batch's ``counters``.
+
+A record that cannot be stored as it is becomes :func:`failed_record` (the
+writer's ``STORE_FAILED``, an oversized record's ``CONTENT_TOO_LARGE``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections import Counter, defaultdict
+from enum import StrEnum
+from typing import Any
+
+from pymongo import UpdateMany, UpdateOne
+from pymongo.client_session import ClientSession
+
+from batchscraper.exceptions import BatchStateError
+from batchscraper.store.base import StoreBase, item_id, utcnow
+
+
+class ItemStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ITEM_STATUSES = tuple(ItemStatus)
+UNFINISHED = (ItemStatus.PENDING, ItemStatus.RUNNING)
+# (old, new) -> the operation that makes the move; no other move exists
+TRANSITIONS: dict[tuple[ItemStatus, ItemStatus], str] = {
+    (ItemStatus.PENDING, ItemStatus.RUNNING): "claim",
+    (ItemStatus.RUNNING, ItemStatus.PENDING): "release",
+    (ItemStatus.RUNNING, ItemStatus.COMPLETED): "finish",
+    (ItemStatus.RUNNING, ItemStatus.FAILED): "finish, give_up",
+    (ItemStatus.PENDING, ItemStatus.COMPLETED): "finish (a duplicate URL's copy)",
+    (ItemStatus.PENDING, ItemStatus.FAILED): "finish (a duplicate URL's copy), give_up",
+    (ItemStatus.PENDING, ItemStatus.CANCELLED): "cancel_unfinished",
+    (ItemStatus.RUNNING, ItemStatus.CANCELLED): "cancel_unfinished",
+    (ItemStatus.FAILED, ItemStatus.PENDING): "retry_failed",
+}
+# the fields a failed record keeps from the record it replaces
+FAILED_RECORD_KEEPS = (
+    "batch_id", "index", "url", "attempts",
+    "render_mode", "http_status", "final_url", "duration_ms", "content_truncated",
+)
+
+
+class TransitionError(ValueError):
+    """A status move that :data:`TRANSITIONS` does not allow (a bug, never user input)."""
+
+
+def check_transition(old: str, new: str) -> None:
+    if (old, new) not in TRANSITIONS:
+        raise TransitionError(f"an item cannot go from {old!r} to {new!r}")
+
+
+def counters_for_transition(old: ItemStatus, new: ItemStatus, count: int = 1) -> dict[str, int]:
+    """The ``$inc`` that moves ``count`` items from status ``old`` to ``new``."""
+    check_transition(old, new)
+    if count == 0:
+        return {}
+    return {f"counters.{old}": -count, f"counters.{new}": count}
+
+
+def failure_code(error: dict[str, Any] | None) -> str:
+    """The key under the batch's ``failures`` that counts failed items with this error."""
+    code = str((error or {}).get("code") or "UNKNOWN")
+    return re.sub(r"[^A-Za-z0-9_]", "_", code)
+
+
+
+def failed_record(record: dict[str, Any], error: dict[str, Any]) -> dict[str, Any]:
+    """The failed record that replaces ``record`` when it cannot be stored as it is."""
+    kept = {key: record[key] for key in FAILED_RECORD_KEEPS if key in record}
+    kept.update(status=ItemStatus.FAILED.value, error=error, data=None, content=None)
+    return kept
+
+
+class ItemTransitions(StoreBase):
+    """The store's status moves (see the module docstring)."""
+
+    def _move(
+        self,
+        batch_id: str,
+        query: dict[str, Any],
+        old: ItemStatus,
+        new: ItemStatus,
+        update: dict[str, Any] | None = None,
+    ) -> int:
+        """Move every item matching ``query`` from ``old`` to ``new``, counters with it.
+
+        The item write names ``old`` as its precondition, and the batch's
+        ``counters`` (and ``failures.<CODE>`` for a failure) move by what it
+        modified, in the same transaction.
+        """
+        check_transition(old, new)
+        update = dict(update or {})
+        update["$set"] = {**update.get("$set", {}), "status": new.value}
+
+        def work(session: ClientSession | None) -> int:
+            result = self.items.update_many(
+                {**query, "status": old.value}, update, session=session
+            )
+            inc = counters_for_transition(old, new, result.modified_count)
+            if inc and new == ItemStatus.FAILED:
+                inc["failures." + failure_code(update["$set"].get("error"))] = result.modified_count
+            if inc:
+                self.batches.update_one({"_id": batch_id}, {"$inc": inc}, session=session)
+            return result.modified_count
+
+        return self._atomic(work)
+
+    def claim(
+        self, batch_id: str, worker: str, indexes: range, lease_seconds: float
+    ) -> list[dict[str, Any]]:
+        """Lease the pending items among ``indexes`` to ``worker``: pending -> running.
+
+        Items are addressed by ``_id`` (``<batch>:<index>``), a point lookup on
+        every MongoDB-wire server, rather than a sorted range scan.
+        Duplicates (``dup_of``) are never claimed: their primary's result is
+        copied to them.
+        """
+        ids = [item_id(batch_id, index) for index in indexes]
+        if not ids:
+            return []
+        token = uuid.uuid4().hex
+        now = utcnow()
+        lease = {
+            "worker": worker,
+            "token": token,
+            "until": now + dt.timedelta(seconds=lease_seconds),
+        }
+        claimed = self._move(
+            batch_id,
+            {"_id": {"$in": ids}, "dup_of": {"$exists": False}},
+            ItemStatus.PENDING,
+            ItemStatus.RUNNING,
+            {"$set": {"lease": lease, "started_at": now}, "$inc": {"attempts": 1}},
+        )
+        if not claimed:
+            return []
+        docs = self.items.find({"_id": {"$in": ids}, "lease.token": token})
+        return sorted(docs, key=lambda doc: doc["index"])
+
+    def release(self, batch_id: str, worker: str, ids: list[str]) -> int:
+        """running -> pending for items this worker leased but did not finish."""
+        if not ids:
+            return 0
+        return self._move(
+            batch_id,
+            {"_id": {"$in": ids}, "lease.worker": worker},
+            ItemStatus.RUNNING,
+            ItemStatus.PENDING,
+            {"$unset": {"lease": ""}},
+        )
+    def finish_items(self, records: list[dict[str, Any]]) -> list[bool]:
+        """running -> completed|failed for each record, in one transaction; copies to duplicates.
+
+        Returns, per record, whether it was applied: False (and nothing
+        changed) when the item was no longer running — already finished by
+        another worker, or cancelled. The batch counters move once per batch.
+        In a transaction the item statuses are read first and the writes go
+        in one bulk request (its snapshot makes the read hold for the
+        writes); without transactions each write carries the precondition
+        and reports whether it applied.
+        """
+        for record in records:
+            check_transition(ItemStatus.RUNNING, record["status"])
+        ids = [item_id(record["batch_id"], record["index"]) for record in records]
+
+        def work(session: ClientSession | None) -> list[bool]:
+            if session is None:
+                outcomes = [
+                    self._finish_one(r, i, session) for r, i in zip(records, ids, strict=True)
+                ]
+            else:
+                outcomes = self._finish_in_bulk(records, ids, session)
+            increments: dict[str, Counter[str]] = defaultdict(Counter)
+            for record, inc in zip(records, outcomes, strict=True):
+                if inc:
+                    increments[record["batch_id"]].update(inc)
+            for batch_id, inc in increments.items():
+                changes = {key: value for key, value in inc.items() if value}
+                if changes:
+                    self.batches.update_one({"_id": batch_id}, {"$inc": changes}, session=session)
+            return [inc is not None for inc in outcomes]
+
+        return self._atomic(work)
+
+    def _finish_in_bulk(
+        self, records: list[dict[str, Any]], ids: list[str], session: ClientSession
+    ) -> list[dict[str, Any] | None]:
+        current = {
+            doc["_id"]: doc
+            for doc in self.items.find(
+                {"_id": {"$in": ids}}, {"status": 1, "duplicates": 1}, session=session
+            )
+        }
+        copy_ids = {
+            _id: [item_id(record["batch_id"], i) for i in current[_id].get("duplicates") or []]
+            for record, _id in zip(records, ids, strict=True)
+            if _id in current
+        }
+        pending = (
+            {
+                doc["_id"]
+                for doc in self.items.find(
+                    {
+                        "_id": {"$in": [i for group in copy_ids.values() for i in group]},
+                        "status": "pending",
+                    },
+                    {"_id": 1},
+                    session=session,
+                )
+            }
+            if any(copy_ids.values())
+            else set()
+        )
+        writes: list[UpdateOne | UpdateMany] = []
+        outcomes: list[dict[str, Any] | None] = []
+        for record, _id in zip(records, ids, strict=True):
+            if current.get(_id, {}).get("status") != ItemStatus.RUNNING:
+                outcomes.append(None)
+                continue
+            current[_id]["status"] = record["status"]  # the same item twice in one flush
+            fields, copy = _record_fields(record)
+            writes.append(
+                UpdateOne(
+                    {"_id": _id, "status": "running"}, {"$set": fields, "$unset": {"lease": ""}}
+                )
+            )
+            copies = [i for i in copy_ids[_id] if i in pending]
+            if copies:
+                writes.append(
+                    UpdateMany({"_id": {"$in": copies}, "status": "pending"}, {"$set": copy})
+                )
+                pending.difference_update(copies)
+            outcomes.append(_finish_increments(record, len(copies)))
+        if writes:
+            self.items.bulk_write(writes, ordered=True, session=session)
+        return outcomes
+
+    def _finish_one(
+        self, record: dict[str, Any], _id: str, session: ClientSession | None
+    ) -> dict[str, Any] | None:
+        """Write one item's record; return its counter increments, or None if not running."""
+        fields, copy = _record_fields(record)
+        written = self.items.find_one_and_update(
+            {"_id": _id, "status": "running"},
+            {"$set": fields, "$unset": {"lease": ""}},
+            projection={"duplicates": 1},
+            session=session,
+        )
+        if written is None:
+            return None
+        copies = 0
+        if written.get("duplicates"):
+            ids = [item_id(record["batch_id"], i) for i in written["duplicates"]]
+            copies = self.items.update_many(
+                {"_id": {"$in": ids}, "status": "pending"}, {"$set": copy}, session=session
+            ).modified_count
+        return _finish_increments(record, copies)
+
+    def retry_failed(self, batch_id: str, *, only_retryable: bool = False) -> int:
+        """failed -> pending for the items of a finished batch; returns how many moved.
+
+        The batch goes back to ``pending`` with the counters moved in the same
+        transaction. Duplicates of a URL share its error, so they move together.
+        """
+        batch = self.get_batch(batch_id)
+        if batch["status"] not in ("completed", "partial", "failed"):
+            raise BatchStateError(
+                f"batch {batch_id} is {batch['status']}; only a finished batch"
+                " (completed, partial, failed) can be retried"
+            )
+        query: dict[str, Any] = {"batch_id": batch_id, "status": "failed"}
+        if only_retryable:
+            query["error.retryable"] = True
+        reset = {
+            "$set": {"status": "pending"},
+            "$unset": {key: "" for key in ("error", "data", "validation", "evidence", "lease")},
+        }
+
+        def work(session: ClientSession | None) -> int:
+            errors = Counter(
+                "failures." + failure_code(doc.get("error"))
+                for doc in self.items.find(query, {"error.code": 1}, session=session)
+            )
+            moved = self.items.update_many(query, reset, session=session).modified_count
+            if moved:
+                inc = counters_for_transition(ItemStatus.FAILED, ItemStatus.PENDING, moved)
+                inc.update({key: -count for key, count in errors.items()})
+                self.batches.update_one(
+                    {"_id": batch_id},
+                    {
+                        "$inc": inc,
+                        "$set": {"status": "pending", "finished_at": None},
+                    },
+                    session=session,
+                )
+            return moved
+
+        moved = self._atomic(work)
+        if not moved:
+            raise BatchStateError(
+                f"batch {batch_id} has no {'retryable ' if only_retryable else ''}failed items",
+                code="NOTHING_TO_RETRY",
+            )
+        return moved
+
+    def cancel_unfinished(self, batch_id: str, reason: str) -> int:
+        """pending|running -> cancelled for every unfinished item of the batch."""
+        update = {
+            "$set": {
+                "error": {"code": "CANCELLED", "message": reason, "retryable": True},
+                "finished_at": utcnow(),
+            },
+            "$unset": {"lease": ""},
+        }
+        return sum(
+            self._move(batch_id, {"batch_id": batch_id}, old, ItemStatus.CANCELLED, update)
+            for old in UNFINISHED
+        )
+
+    def give_up(self, batch_id: str, resumes: int) -> int:
+        """pending|running -> failed with ``WORKER_LOST`` for every unfinished item.
+
+        The reconciler's last resort for a batch whose workers died ``resumes + 1`` times.
+        """
+        error = {
+            "code": "WORKER_LOST",
+            "message": f"the batch's workers died {resumes + 1} times without finishing it",
+            "retryable": True,
+        }
+        update = {"$set": {"error": error, "finished_at": utcnow()}, "$unset": {"lease": ""}}
+        return sum(
+            self._move(batch_id, {"batch_id": batch_id}, old, ItemStatus.FAILED, update)
+            for old in UNFINISHED
+        )
+
+
+def _record_fields(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields written on the item, and those copied to its duplicates."""
+    fields = {k: v for k, v in record.items() if k not in ("batch_id", "index", "url")}
+    fields["finished_at"] = utcnow()
+    return fields, {k: v for k, v in fields.items() if k != "attempts"}
+
+
+def _finish_increments(record: dict[str, Any], copies: int) -> dict[str, Any]:
+    """Counter increments for one finished item and ``copies`` duplicates sharing its record."""
+    status = ItemStatus(record["status"])
+    inc: dict[str, Any] = counters_for_transition(ItemStatus.RUNNING, status)
+    for key, value in counters_for_transition(ItemStatus.PENDING, status, copies).items():
+        inc[key] = inc.get(key, 0) + value
+    if status == ItemStatus.COMPLETED and _record_count(record):
+        inc["counters.records_extracted"] = _record_count(record) * (1 + copies)
+    if status == ItemStatus.FAILED:
+        inc["failures." + failure_code(record.get("error"))] = 1 + copies
+    inc.update(_usage_increments(record))
+    return inc
+
+
+def _usage_increments(record: dict[str, Any]) -> dict[str, Any]:
+    """Counter increments for what processing the item cost (LLM use, filtered records)."""
+    tokens = record.get("tokens") or {}
+    usage = {
+        "counters.llm_calls": record.get("llm_calls") or 0,
+        "counters.tokens_in": tokens.get("in", 0),
+        "counters.tokens_out": tokens.get("out", 0),
+        "counters.cost_usd": record.get("cost_usd") or 0.0,
+        "counters.records_filtered": record.get("filtered_out") or 0,
+    }
+    return {key: value for key, value in usage.items() if value}
+
+
+def _record_count(record: dict[str, Any]) -> int:
+    data = record.get("data")
+    if isinstance(data, list):
+        return len(data)
+    return 1 if data else 0

@@ -1,0 +1,108 @@
+"""The item state machine as a component: its table, and each store operation that moves items.
+
+In-process against the embedded MongoDB-wire server: after every operation the
+batch's counters (and failures per code) equal a recount over its items.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from batchscraper.inputs import parse_batch
+from batchscraper.store import BatchStore, ItemStatus, counters_for_transition, item_id
+from batchscraper.store.transitions import TRANSITIONS, TransitionError, check_transition
+from tests.conftest import assert_counters_match_items
+
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}}
+
+
+def new_batch(store: BatchStore, n: int) -> str:
+    spec = parse_batch([f"https://shop.example/p/{i}" for i in range(n)], SCHEMA)
+    return str(store.create_batch(spec)["_id"])
+
+
+def record(batch_id: str, index: int, status: str, code: str | None = None) -> dict:
+    error = {"code": code, "message": "test", "retryable": True} if code else None
+    return {
+        "batch_id": batch_id, "index": index, "url": f"https://shop.example/p/{index}",
+        "status": status, "data": {"name": "x"} if status == "completed" else None,
+        "error": error, "attempts": 1,
+    }
+
+
+def counts(store: BatchStore, batch_id: str) -> dict[str, int]:
+    batch = assert_counters_match_items(store, batch_id)
+    return {status: batch["counters"][status] for status in ItemStatus if batch["counters"][status]}
+
+
+@pytest.mark.parametrize("old,new", list(itertools.product(ItemStatus, ItemStatus)))
+def test_the_table_allows_exactly_its_moves(old: ItemStatus, new: ItemStatus):
+    if (old, new) in TRANSITIONS:
+        check_transition(old, new)
+        assert counters_for_transition(old, new, 2) == {
+            f"counters.{old.value}": -2, f"counters.{new.value}": 2
+        }
+    else:
+        with pytest.raises(TransitionError):
+            check_transition(old, new)
+
+
+def test_claim_release_finish_cancel_move_items_and_counters_together(store: BatchStore):
+    batch_id = new_batch(store, 5)
+    assert counts(store, batch_id) == {"pending": 5}
+
+    claimed = store.claim(batch_id, "w1", range(0, 4), 60)
+    assert [doc["index"] for doc in claimed] == [0, 1, 2, 3]
+    assert store.claim(batch_id, "w2", range(0, 4), 60) == []  # already running
+    assert counts(store, batch_id) == {"pending": 1, "running": 4}
+
+    assert store.release(batch_id, "w2", [item_id(batch_id, 3)]) == 0  # not its lease
+    assert store.release(batch_id, "w1", [item_id(batch_id, 3)]) == 1
+    assert counts(store, batch_id) == {"pending": 2, "running": 3}
+
+    done = [record(batch_id, 0, "completed"), record(batch_id, 1, "failed", "HTTP_ERROR")]
+    assert store.finish_items(done) == [True, True]
+    assert store.finish_items(done) == [False, False]  # a replay counts nothing
+    assert counts(store, batch_id) == {"pending": 2, "running": 1, "completed": 1, "failed": 1}
+    assert store.get_batch(batch_id)["failures"] == {"HTTP_ERROR": 1}
+
+    assert store.cancel_unfinished(batch_id, "stop") == 3
+    assert counts(store, batch_id) == {"completed": 1, "failed": 1, "cancelled": 3}
+    assert store.finish_items([record(batch_id, 2, "completed")]) == [False]  # was cancelled
+    assert counts(store, batch_id) == {"completed": 1, "failed": 1, "cancelled": 3}
+
+
+def test_a_record_with_a_status_no_move_allows_changes_nothing(store: BatchStore):
+    batch_id = new_batch(store, 1)
+    store.claim(batch_id, "w1", range(1), 60)
+    with pytest.raises(TransitionError):
+        store.finish_items([record(batch_id, 0, "pending")])
+    assert counts(store, batch_id) == {"running": 1}
+    assert store.items.find_one({"_id": item_id(batch_id, 0)})["status"] == "running"
+
+
+def test_retry_moves_failed_items_and_their_failure_counts_back(store: BatchStore):
+    batch_id = new_batch(store, 3)
+    store.claim(batch_id, "w1", range(3), 60)
+    store.finish_items([
+        record(batch_id, 0, "completed"),
+        record(batch_id, 1, "failed", "TIMEOUT"),
+        record(batch_id, 2, "failed", "TIMEOUT"),
+    ])
+    assert store.finalize_batch(batch_id) == "partial"
+    assert store.retry_failed(batch_id) == 2
+    assert counts(store, batch_id) == {"pending": 2, "completed": 1}
+    batch = store.get_batch(batch_id)
+    assert batch["status"] == "pending" and batch["failures"] == {"TIMEOUT": 0}
+
+
+def test_give_up_fails_every_unfinished_item_as_worker_lost(store: BatchStore):
+    batch_id = new_batch(store, 4)
+    store.claim(batch_id, "dead", range(2), 60)
+    assert store.give_up(batch_id, resumes=3) == 4
+    assert counts(store, batch_id) == {"failed": 4}
+    assert store.get_batch(batch_id)["failures"] == {"WORKER_LOST": 4}
+    item = store.items.find_one({"_id": item_id(batch_id, 0)})
+    assert item["error"]["code"] == "WORKER_LOST" and "lease" not in item
