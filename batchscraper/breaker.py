@@ -28,7 +28,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Response
 
-from batchscraper.exceptions import FetchError
+from batchscraper.exceptions import DomainCircuitOpenError, FetchError
 
 logger = logging.getLogger(__name__)
 
@@ -148,10 +148,8 @@ class CircuitBreakerMiddleware:
         domain = self._slot_key(request)
         if self.health.get(domain).state == OPEN:
             self._inc("refused")
-            raise FetchError(
-                f"{domain} answered mostly errors; its circuit breaker is open",
-                code="DOMAIN_CIRCUIT_OPEN",
-                retryable=True,
+            raise DomainCircuitOpenError(
+                f"{domain} answered mostly errors; its circuit breaker is open"
             )
 
     def process_response(self, request: Request, response: Response) -> Response:

@@ -20,7 +20,7 @@ from scrapy.utils.misc import load_object
 from scrapy_playwright.handler import DEFAULT_CONTEXT_NAME, ScrapyPlaywrightDownloadHandler
 
 from batchscraper.egress import EgressGuard, PageWatch
-from batchscraper.exceptions import FetchError
+from batchscraper.exceptions import DNSError
 from batchscraper.ssrf import ALLOW_ALL, AddressPolicy, FetchBlockedError
 
 # A browser download (navigation, page methods, settle, page close) gets this long in all
@@ -159,7 +159,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         host = (urlsplit(url).hostname or "").lower()
         unresolved = [r for _, r in watch.refused(refusals, "unresolved") if r.host == host]
         if failed and unresolved:
-            raise FetchError(unresolved[0].reason, code="DNS_ERROR", retryable=True)
+            raise DNSError(unresolved[0].reason)
 
     async def _release_tab(self, context: str, page: Page | None, done: int) -> None:
         """Put a tab that rendered ``done`` pages back in its context's pool, or retire it."""

@@ -214,7 +214,7 @@ class EgressGuard:
                     raise Refused("unresolved", 502, f"cannot resolve {host}") from None
             self.policy.check_addresses(addresses)
         except FetchBlockedError as exc:
-            reason = str(exc)
+            reason = exc.message
             self._log("blocked", host, port, url, reason)
             logger.info("Egress guard refused %s: %s", url, reason)
             raise Refused("blocked", 403, reason) from None

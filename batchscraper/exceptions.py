@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from scrapy.exceptions import IgnoreRequest
+
 
 class BatchError(Exception):
     """Base class: a stable error ``code`` plus a human-readable message."""
@@ -64,6 +66,10 @@ class InvalidOptionError(BatchInputError):
     http_status = 422
 
 
+class InvalidWebhookError(InvalidOptionError):
+    code = "INVALID_WEBHOOK"
+
+
 class TooLargeError(BatchInputError):
     """The batch exceeds a size limit (URL count, body size)."""
 
@@ -90,6 +96,22 @@ class BatchStateError(BatchError):
 
     code = "INVALID_STATE"
     http_status = 409
+
+
+class NothingToRetryError(BatchStateError):
+    code = "NOTHING_TO_RETRY"
+
+
+class IdempotencyConflictError(BatchStateError):
+    """The Idempotency-Key was already used with a different request body."""
+
+    code = "IDEMPOTENCY_CONFLICT"
+
+
+class IdempotencyInProgressError(BatchStateError):
+    """A request with this Idempotency-Key is still being processed."""
+
+    code = "IDEMPOTENCY_IN_PROGRESS"
 
 
 # -- per-item errors: stored on the item record -----------------------------
@@ -119,6 +141,99 @@ class FetchError(ItemError):
         if retryable is not None:
             self.retryable = retryable
         self.status = http_status
+
+
+class FetchBlockedError(FetchError, IgnoreRequest):
+    """The URL, a redirect hop or a request of the rendered page points somewhere
+    batchscraper must not connect to (the address policy). An ``IgnoreRequest``,
+    so Scrapy drops the request where the check refuses it."""
+
+    code = "FETCH_BLOCKED"
+    retryable = False
+
+
+class ConnectionFailedError(FetchError):
+    code = "CONNECTION_FAILED"
+    retryable = True
+
+
+class DNSError(FetchError):
+    code = "DNS_ERROR"
+    retryable = True
+
+
+class FetchTimeoutError(FetchError):
+    code = "TIMEOUT"
+    retryable = True
+
+
+class ContentTooLargeError(FetchError):
+    """The page (or the record made from it) is over its size limit."""
+
+    code = "CONTENT_TOO_LARGE"
+    retryable = False
+
+
+class BadContentEncodingError(FetchError):
+    """The body does not decode with its Content-Encoding."""
+
+    code = "BAD_CONTENT_ENCODING"
+    retryable = False
+
+
+class HttpStatusError(FetchError):
+    """An HTTP error status; retryable for the statuses a retry can help."""
+
+    code = "HTTP_ERROR"
+
+
+class TooManyRedirectsError(FetchError):
+    code = "TOO_MANY_REDIRECTS"
+    retryable = False
+
+
+class UnsupportedContentTypeError(FetchError):
+    code = "UNSUPPORTED_CONTENT_TYPE"
+    retryable = False
+
+
+class RenderFailedError(FetchError):
+    """The browser itself failed (not the page's network)."""
+
+    code = "RENDER_FAILED"
+    retryable = True
+
+
+class RobotsDisallowedError(FetchError):
+    code = "ROBOTS_DISALLOWED"
+    retryable = False
+
+
+class DomainCircuitOpenError(FetchError):
+    """The domain answered mostly errors; its circuit breaker refuses requests for now."""
+
+    code = "DOMAIN_CIRCUIT_OPEN"
+    retryable = True
+
+
+class NoStoredContentError(FetchError):
+    """Re-extraction: the source batch kept no content for this URL."""
+
+    code = "NO_STORED_CONTENT"
+    retryable = False
+
+
+class StoreFailedError(ItemError):
+    """MongoDB refused the item's record."""
+
+    code = "STORE_FAILED"
+
+
+class WorkerLostError(ItemError):
+    """The batch's workers died too often without finishing the item."""
+
+    code = "WORKER_LOST"
+    retryable = True
 
 
 class ExtractionError(ItemError):
@@ -152,6 +267,13 @@ class CancelledError(ItemError):
     """The batch was cancelled before this item finished."""
 
     code = "CANCELLED"
+    retryable = True
+
+
+class FailFastError(BatchError):
+    """The batch (``fail_fast``) stopped at its first failed URL."""
+
+    code = "FAIL_FAST"
 
 
 # -- LLM extraction errors: stored on the item record ------------------------

@@ -13,14 +13,25 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet import error as twisted_error
 from twisted.python.failure import Failure
 
-from batchscraper.exceptions import FetchError
-from batchscraper.ssrf import FetchBlockedError, blocked_by_resolver
+from batchscraper.exceptions import (
+    BadContentEncodingError,
+    ConnectionFailedError,
+    ContentTooLargeError,
+    DNSError,
+    FetchBlockedError,
+    FetchError,
+    FetchTimeoutError,
+    HttpStatusError,
+    RenderFailedError,
+    TooManyRedirectsError,
+)
+from batchscraper.ssrf import blocked_by_resolver
 
 RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504, 522, 524})
 
-# exception type -> (code, retryable); checked in order
-FAILURE_CODES: tuple[tuple[tuple[type[BaseException], ...], str, bool], ...] = (
-    ((scrapy_error.CannotResolveHostError, twisted_error.DNSLookupError), "DNS_ERROR", True),
+# exception types -> the error they are; checked in order
+FAILURE_CODES: tuple[tuple[tuple[type[BaseException], ...], type[FetchError]], ...] = (
+    ((scrapy_error.CannotResolveHostError, twisted_error.DNSLookupError), DNSError),
     (
         (
             scrapy_error.DownloadTimeoutError,
@@ -28,12 +39,11 @@ FAILURE_CODES: tuple[tuple[tuple[type[BaseException], ...], str, bool], ...] = (
             TimeoutError,
             PlaywrightTimeoutError,
         ),
-        "TIMEOUT",
-        True,
+        FetchTimeoutError,
     ),
-    ((scrapy_error.DownloadCancelledError,), "CONTENT_TOO_LARGE", False),
+    ((scrapy_error.DownloadCancelledError,), ContentTooLargeError),
     # a body that does not decode with its Content-Encoding (HttpCompressionMiddleware)
-    ((gzip.BadGzipFile, zlib.error, EOFError), "BAD_CONTENT_ENCODING", False),
+    ((gzip.BadGzipFile, zlib.error, EOFError), BadContentEncodingError),
     (
         (
             scrapy_error.DownloadConnectionRefusedError,
@@ -44,8 +54,7 @@ FAILURE_CODES: tuple[tuple[tuple[type[BaseException], ...], str, bool], ...] = (
             twisted_error.ConnectionDone,
             ConnectionError,
         ),
-        "CONNECTION_FAILED",
-        True,
+        ConnectionFailedError,
     ),
 )
 
@@ -55,51 +64,48 @@ def fetch_error_from_failure(failure: Failure) -> FetchError:
     exc = failure.value
     if isinstance(exc, FetchError):
         return exc
-    if isinstance(exc, FetchBlockedError):
-        return FetchError(str(exc), code="FETCH_BLOCKED", retryable=False)
     host = urlsplit(failure.request.url).hostname if hasattr(failure, "request") else None
     if host in blocked_by_resolver:
-        return FetchError(blocked_by_resolver[host], code="FETCH_BLOCKED", retryable=False)
+        return FetchBlockedError(blocked_by_resolver[host])
     if isinstance(exc, HttpError):
         status = exc.response.status
-        return FetchError(
+        return HttpStatusError(
             f"HTTP {status} from {exc.response.url}",
-            code="HTTP_ERROR",
             retryable=status in RETRYABLE_HTTP,
             http_status=status,
         )
     if isinstance(exc, scrapy_error.IgnoreRequest) and "DOWNLOAD_MAXSIZE" in str(exc):
         # a compressed body that inflates past the limit (decompression bomb)
-        return FetchError(str(exc), code="CONTENT_TOO_LARGE", retryable=False)
+        return ContentTooLargeError(str(exc))
     if isinstance(exc, scrapy_error.IgnoreRequest) and "redirect" in str(exc):
-        return FetchError(str(exc), code="TOO_MANY_REDIRECTS", retryable=False)
+        return TooManyRedirectsError(str(exc))
     if isinstance(exc, PlaywrightError) and not isinstance(exc, PlaywrightTimeoutError):
         return browser_error(exc)
-    for types, code, retryable in FAILURE_CODES:
+    for types, error in FAILURE_CODES:
         if isinstance(exc, types):
-            return FetchError(_message(exc), code=code, retryable=retryable)
-    return FetchError(_message(exc), code="CONNECTION_FAILED", retryable=True)
+            return error(_message(exc))
+    return ConnectionFailedError(_message(exc))
 
 
-# net::ERR_* of a failed browser navigation -> our code
-BROWSER_NET_ERRORS = (
-    ("ERR_NAME_NOT_RESOLVED", "DNS_ERROR"),
-    ("ERR_CONNECTION", "CONNECTION_FAILED"),
-    ("ERR_TIMED_OUT", "TIMEOUT"),
-    ("ERR_TOO_MANY_REDIRECTS", "TOO_MANY_REDIRECTS"),
+# net::ERR_* of a failed browser navigation -> the error it is
+BROWSER_NET_ERRORS: tuple[tuple[str, type[FetchError]], ...] = (
+    ("ERR_NAME_NOT_RESOLVED", DNSError),
+    ("ERR_CONNECTION", ConnectionFailedError),
+    ("ERR_TIMED_OUT", FetchTimeoutError),
+    ("ERR_TOO_MANY_REDIRECTS", TooManyRedirectsError),
     # the egress guard could not connect (a refusal is attributed before this mapping)
-    ("ERR_TUNNEL_CONNECTION_FAILED", "CONNECTION_FAILED"),
-    ("ERR_BLOCKED_BY_CLIENT", "FETCH_BLOCKED"),
+    ("ERR_TUNNEL_CONNECTION_FAILED", ConnectionFailedError),
+    ("ERR_BLOCKED_BY_CLIENT", FetchBlockedError),
 )
 
 
 def browser_error(exc: PlaywrightError) -> FetchError:
     """A Playwright failure: a navigation error, or the browser itself failing."""
     message = exc.message.splitlines()[0] if exc.message else type(exc).__name__
-    for marker, code in BROWSER_NET_ERRORS:
+    for marker, error in BROWSER_NET_ERRORS:
         if marker in message:
-            return FetchError(message, code=code, retryable=code != "FETCH_BLOCKED")
-    return FetchError(message, code="RENDER_FAILED", retryable=True)
+            return error(message)
+    return RenderFailedError(message)
 
 
 def _message(exc: BaseException) -> str:

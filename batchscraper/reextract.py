@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from batchscraper.exceptions import BatchStateError, FetchError
+from batchscraper.exceptions import BatchStateError, NoStoredContentError
 from batchscraper.inputs import BatchOptions, BatchSpec, Limits, parse_batch
 from batchscraper.items import PageItem
 from batchscraper.store import BatchStore, item_id
@@ -74,9 +74,8 @@ def stored_page_item(
         kept = "markdown" if content.get("markdown") else "text"
         item.content = {kept: content[kept]}
     else:
-        error = source.get("error") or FetchError(
-            "the source batch kept no content for this URL", code="NO_STORED_CONTENT",
-            retryable=False,
+        error = source.get("error") or NoStoredContentError(
+            "the source batch kept no content for this URL"
         ).to_dict()
         item.fail(error)
     return item

@@ -13,7 +13,7 @@ from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
 from scrapy.http import Request
 from scrapy.robotstxt import RobotParser
 
-from batchscraper.exceptions import FetchError
+from batchscraper.exceptions import RobotsDisallowedError
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +30,4 @@ class RobotsTxtPolicy(RobotsTxtMiddleware):
         if not rp.allowed(request.url, useragent):
             self._stats.inc_value("robotstxt/forbidden")
             agent = useragent.decode("latin-1") if isinstance(useragent, bytes) else useragent
-            raise FetchError(
-                f"the site's robots.txt disallows this URL for {agent!r}",
-                code="ROBOTS_DISALLOWED",
-                retryable=False,
-            )
+            raise RobotsDisallowedError(f"the site's robots.txt disallows this URL for {agent!r}")

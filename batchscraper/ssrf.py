@@ -29,9 +29,11 @@ from urllib.parse import urlsplit
 
 from scrapy import Request
 from scrapy.crawler import Crawler
-from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.exceptions import NotConfigured
 from scrapy.resolver import CachingThreadedResolver
 from twisted.internet.defer import Deferred
+
+from batchscraper.exceptions import FetchBlockedError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -39,10 +41,6 @@ BLOCKED_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loo
 BLOCKED_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
 NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 NAT64_LOCAL_PREFIX = ipaddress.ip_network("64:ff9b:1::/48")
-
-
-class FetchBlockedError(IgnoreRequest):
-    """The URL points somewhere batchscraper must not fetch."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 import bson
 
-from batchscraper.exceptions import FetchError
+from batchscraper.exceptions import ContentTooLargeError
 from batchscraper.store.transitions import failed_record
 
 ESCAPES = {"%": "%25", "$": "%24", ".": "%2E", "\x00": "%00"}
@@ -121,9 +121,8 @@ def storable_record(
     size = _truncate_content(stored, size, max_bytes)
     if size <= max_bytes:
         return stored, None
-    error = FetchError(
-        f"the record is {size} bytes after truncating its content; the limit is {max_bytes}",
-        code="CONTENT_TOO_LARGE", retryable=False,
+    error = ContentTooLargeError(
+        f"the record is {size} bytes after truncating its content; the limit is {max_bytes}"
     ).to_dict()
     return failed_record(stored, error), error
 

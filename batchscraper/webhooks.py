@@ -31,7 +31,7 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
 
-from batchscraper.exceptions import InvalidOptionError, WebhookVerificationError
+from batchscraper.exceptions import InvalidWebhookError, WebhookVerificationError
 from batchscraper.ssrf import (
     ALLOW_ALL,
     AddressPolicy,
@@ -147,7 +147,7 @@ def check_webhook_target(url: str, policy: AddressPolicy) -> None:
     try:
         policy.check_url(url)
     except FetchBlockedError as exc:
-        raise InvalidOptionError(f"webhook.url: {exc}", code="INVALID_WEBHOOK") from None
+        raise InvalidWebhookError(f"webhook.url: {exc.message}") from None
 
 
 def webhook_address(url: str, policy: AddressPolicy) -> IPAddress:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from pymongo.errors import ConnectionFailure, PyMongoError
 
+from batchscraper.exceptions import StoreFailedError
 from batchscraper.store import BatchStore, failed_record
 
 logger = logging.getLogger(__name__)
@@ -134,10 +135,8 @@ class SerialWriter:
                 future.set_exception(exc)
                 return
             logger.error("MongoDB refused the record of item %s: %s", record.get("index"), exc)
-            failed = failed_record(record, {
-                "code": "STORE_FAILED", "retryable": False,
-                "message": f"{type(exc).__name__}: {exc}"[:STORE_FAILED_MESSAGE_CHARS],
-            })
+            message = f"{type(exc).__name__}: {exc}"[:STORE_FAILED_MESSAGE_CHARS]
+            failed = failed_record(record, StoreFailedError(message).to_dict())
             try:
                 (ok,) = await self.run(self.store.finish_items, [failed])
             except Exception as second:

@@ -81,7 +81,7 @@ class WebhookDelivery(Service):
             answer = await exchange.addTimeout(self.config.timeout, reactor)
             attempt.update(answer.attempt_fields())
         except FetchBlockedError as exc:  # never sent, and never retried
-            attempt.update(ok=False, retryable=False, error=f"FETCH_BLOCKED: {exc}")
+            attempt.update(ok=False, retryable=False, error=str(exc))
         except Exception as exc:  # any transport failure is one failed attempt
             attempt["ok"] = False
             attempt["error"] = f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_CHARS]

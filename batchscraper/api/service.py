@@ -18,7 +18,12 @@ from batchscraper.api.auth import Caller
 from batchscraper.api.config import ApiConfig
 from batchscraper.api.jobs import new_job_ids
 from batchscraper.api.submit import Submission
-from batchscraper.exceptions import BatchInputError, BatchNotFoundError, BatchStateError
+from batchscraper.exceptions import (
+    BatchInputError,
+    BatchNotFoundError,
+    IdempotencyConflictError,
+    IdempotencyInProgressError,
+)
 from batchscraper.inputs import BatchSpec, parse_batch
 from batchscraper.store import BatchStore, utcnow
 from batchscraper.webhooks import check_webhook_target
@@ -98,14 +103,12 @@ class BatchService:
         if doc is None:
             return None
         if doc["fingerprint"] != fingerprint:
-            raise BatchStateError(
-                "Idempotency-Key was already used with a different request body",
-                code="IDEMPOTENCY_CONFLICT",
+            raise IdempotencyConflictError(
+                "Idempotency-Key was already used with a different request body"
             )
         if doc["batch_id"] is None:
-            raise BatchStateError(
-                "a request with this Idempotency-Key is still being processed",
-                code="IDEMPOTENCY_IN_PROGRESS",
+            raise IdempotencyInProgressError(
+                "a request with this Idempotency-Key is still being processed"
             )
         return self.store.get_batch(doc["batch_id"])
 

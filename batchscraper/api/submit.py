@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from batchscraper.exceptions import (
     BatchInputError,
-    InvalidOptionError,
+    InvalidWebhookError,
     TooLargeError,
     UnsupportedMediaTypeError,
 )
@@ -158,12 +158,12 @@ def _webhook(value: Any) -> Webhook | None:
     try:
         url = check_url(value["url"])
     except ValueError as exc:
-        raise InvalidOptionError(f"webhook.url: {exc}", code="INVALID_WEBHOOK") from None
+        raise InvalidWebhookError(f"webhook.url: {exc}") from None
     secret = value.get("secret")
     if secret is None:
         return Webhook(url=url, secret=new_secret(), generated=True)
     try:
         secret_key(secret)
     except ValueError as exc:
-        raise InvalidOptionError(f"webhook.secret: {exc}", code="INVALID_WEBHOOK") from None
+        raise InvalidWebhookError(f"webhook.secret: {exc}") from None
     return Webhook(url=url, secret=secret, generated=False)

@@ -26,7 +26,13 @@ from scrapy.http import Response, TextResponse
 from twisted.python.failure import Failure
 
 from batchscraper.browser import configure_blocked_resources
-from batchscraper.exceptions import FetchError
+from batchscraper.exceptions import (
+    ContentTooLargeError,
+    FailFastError,
+    FetchBlockedError,
+    FetchError,
+    UnsupportedContentTypeError,
+)
 from batchscraper.failures import fetch_error_from_failure
 from batchscraper.inputs import BatchOptions, BatchSpec, Limits, parse_batch, parse_options
 from batchscraper.items import PageItem
@@ -308,17 +314,15 @@ class BatchSpider(scrapy.Spider):
         if response.ip_address is not None and "playwright" not in response.flags:
             problem = self.ssrf_policy.address_problem(response.ip_address)
             if problem:  # the connection went somewhere the checks did not see
-                return FetchError(problem, code="FETCH_BLOCKED", retryable=False)
+                return FetchBlockedError(problem)
         if len(response.body) > self.render.max_body_bytes:
-            return FetchError(
-                f"page is {len(response.body)} bytes; the limit is {self.render.max_body_bytes}",
-                code="CONTENT_TOO_LARGE", retryable=False,
+            return ContentTooLargeError(
+                f"page is {len(response.body)} bytes; the limit is {self.render.max_body_bytes}"
             )
         if not isinstance(response, TextResponse) or not _is_text(response):
             content_type = response.headers.get(b"Content-Type", b"").decode("latin-1")
-            return FetchError(
-                f"content type {content_type or 'unknown'!r} is not a web page",
-                code="UNSUPPORTED_CONTENT_TYPE", retryable=False,
+            return UnsupportedContentTypeError(
+                f"content type {content_type or 'unknown'!r} is not a web page"
             )
         return None
 
@@ -391,12 +395,7 @@ class BatchSpider(scrapy.Spider):
                 self.batch_id, "fail_fast: the batch stopped at its first failure"
             )
             store.set_batch_error(
-                self.batch_id,
-                {
-                    "code": "FAIL_FAST",
-                    "message": "stopped at the first failed URL",
-                    "retryable": False,
-                },
+                self.batch_id, FailFastError("stopped at the first failed URL").to_dict()
             )
         status = store.finalize_batch(self.batch_id)
         self.crawler.stats.set_value("batch/status", status or "running")

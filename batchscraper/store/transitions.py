@@ -26,7 +26,12 @@ from typing import Any
 from pymongo import UpdateMany, UpdateOne
 from pymongo.client_session import ClientSession
 
-from batchscraper.exceptions import BatchStateError
+from batchscraper.exceptions import (
+    BatchStateError,
+    CancelledError,
+    NothingToRetryError,
+    WorkerLostError,
+)
 from batchscraper.store.base import StoreBase, item_id, utcnow
 
 
@@ -316,9 +321,8 @@ class ItemTransitions(StoreBase):
 
         moved = self._atomic(work)
         if not moved:
-            raise BatchStateError(
-                f"batch {batch_id} has no {'retryable ' if only_retryable else ''}failed items",
-                code="NOTHING_TO_RETRY",
+            raise NothingToRetryError(
+                f"batch {batch_id} has no {'retryable ' if only_retryable else ''}failed items"
             )
         return moved
 
@@ -326,7 +330,7 @@ class ItemTransitions(StoreBase):
         """pending|running -> cancelled for every unfinished item of the batch."""
         update = {
             "$set": {
-                "error": {"code": "CANCELLED", "message": reason, "retryable": True},
+                "error": CancelledError(reason).to_dict(),
                 "finished_at": utcnow(),
             },
             "$unset": {"lease": ""},
@@ -341,11 +345,9 @@ class ItemTransitions(StoreBase):
 
         The reconciler's last resort for a batch whose workers died ``resumes + 1`` times.
         """
-        error = {
-            "code": "WORKER_LOST",
-            "message": f"the batch's workers died {resumes + 1} times without finishing it",
-            "retryable": True,
-        }
+        error = WorkerLostError(
+            f"the batch's workers died {resumes + 1} times without finishing it"
+        ).to_dict()
         update = {"$set": {"error": error, "finished_at": utcnow()}, "$unset": {"lease": ""}}
         return sum(
             self._move(batch_id, {"batch_id": batch_id}, old, ItemStatus.FAILED, update)
