@@ -62,6 +62,7 @@ FAILURE_CODES: tuple[tuple[tuple[type[BaseException], ...], type[FetchError]], .
 def fetch_error_from_failure(failure: Failure) -> FetchError:
     """The :class:`FetchError` (code, message, retryable) for a request's errback failure."""
     exc = failure.value
+    assert exc is not None
     if isinstance(exc, FetchError):
         return exc
     host = urlsplit(failure.request.url).hostname if hasattr(failure, "request") else None

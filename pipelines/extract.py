@@ -45,6 +45,7 @@ from batchscraper.llm.grounding import PageIndex, grounded, strip_ungrounded
 from batchscraper.llm.ledger import LLMLedger
 from batchscraper.llm.merge import is_empty, merge_record_lists, shape_to_schema
 from batchscraper.llm.prompts import leaks_instructions
+from batchscraper.run import BatchRun, batch_run
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +91,10 @@ class ExtractPipeline:
     """Fills ``data``, ``evidence``, ``extraction`` and the LLM usage of each page."""
 
     def __init__(
-        self, crawler: Crawler, config: LLMConfig, validation: ValidationSettings
+        self, crawler: Crawler, run: BatchRun, config: LLMConfig, validation: ValidationSettings
     ) -> None:
         self.crawler = crawler
+        self.run = run
         self.config = config
         self.validation = validation
         self._extractor: LLMExtractor | None = None
@@ -104,14 +106,15 @@ class ExtractPipeline:
         if config.configured:
             logger.info("LLM extraction: model %s at %s", config.model,
                         config.base_url or "the OpenAI API")
-        return cls(crawler, config, ValidationSettings.from_settings(crawler.settings))
+        validation = ValidationSettings.from_settings(crawler.settings)
+        return cls(crawler, batch_run(crawler), config, validation)
 
-    def extractor(self, spider: Any) -> LLMExtractor | None:
+    def extractor(self) -> LLMExtractor | None:
         """The LLM extractor (built on first use), or None when no LLM is configured."""
         if not self.config.configured:
             return None
         if self._extractor is None:
-            ledger = LLMLedger(spider.store.db, self.config.cache_ttl_days)
+            ledger = LLMLedger(self.run.store.db, self.config.cache_ttl_days)
             ledger.ensure_indexes()
             self._extractor = LLMExtractor(
                 self.config, load_client(self.config), ledger, self.crawler.stats
@@ -119,23 +122,23 @@ class ExtractPipeline:
         return self._extractor
 
     async def process_item(self, item: PageItem) -> PageItem:
-        spider: Any = self.crawler.spider
         stored = (item.content or {}).get("markdown") or (item.content or {}).get("text")
         if item.status == "failed" or (item.body is None and not stored):
             return item
         try:
-            await self._extract(item, spider)
+            await self._extract(item)
         except ValidationFailedError as exc:  # VALIDATION_TIMEOUT, or a schema that broke
             item.fail(exc.to_dict())
         return item
 
-    async def _extract(self, item: PageItem, spider: Any) -> None:
-        checker = checker_for(item.batch_id, spider.batch["schema"], self.validation.timeout)
-        many = spider.options.max_items_per_url > 1
+    async def _extract(self, item: PageItem) -> None:
+        options = self.run.options
+        checker = checker_for(item.batch_id, self.run.schema, self.validation.timeout)
+        many = options.max_items_per_url > 1
         url = item.final_url or item.url
         if item.body is not None:
             found = await asyncio.to_thread(structured_step, item.body, url, checker.schema, many)
-            formats = tuple(spider.options.formats)
+            formats = tuple(options.formats)
             if set(formats) - {"json"}:
                 item.content = await asyncio.to_thread(page_content, item.body, url, formats)
         else:
@@ -145,19 +148,19 @@ class ExtractPipeline:
         # what was found stays on the item if a schema check below fails
         item.data, item.evidence = found.data or None, found.evidence or None
         if many:
-            await self._list_page(item, spider, checker, found, url)
+            await self._list_page(item, checker, found, url)
         else:
-            await self._single_page(item, spider, checker, found, url)
+            await self._single_page(item, checker, found, url)
 
     # -- one record per page ---------------------------------------------------------
 
     async def _single_page(
-        self, item: PageItem, spider: Any, checker: RecordChecker, found: StructuredResult,
+        self, item: PageItem, checker: RecordChecker, found: StructuredResult,
         url: str,
     ) -> None:
         data, evidence = dict(found.data), dict(found.evidence)
         ask = await asyncio.to_thread(checker.fields_to_ask, data)
-        extractor = self.extractor(spider)
+        extractor = self.extractor()
         if not ask or extractor is None:
             self._structured_only(item, data, evidence)
             return
@@ -166,9 +169,9 @@ class ExtractPipeline:
         page = await self._page(item, url, checker.schema)
         task = PageTask(
             batch_id=item.batch_id, url=url, markdown=page.markdown,
-            schema=checker.sub_schema(ask), prompt=spider.batch.get("prompt"),
-            known=kept or None, max_calls=spider.options.max_llm_calls,
-            max_cost_usd=spider.options.max_cost_usd,
+            schema=checker.sub_schema(ask), prompt=self.run.prompt,
+            known=kept or None, max_calls=self.run.options.max_llm_calls,
+            max_cost_usd=self.run.options.max_cost_usd,
         )
 
         def check(value: Any) -> list[str]:
@@ -184,7 +187,7 @@ class ExtractPipeline:
         finally:
             self._usage(item, usage)
         filled = {k: v for k, v in value.items() if k in ask and not is_empty(v)}
-        meta = self._ground(filled, PageIndex.of(page.text), spider.options.grounding)
+        meta = self._ground(filled, PageIndex.of(page.text), self.run.options.grounding)
         filled = shape_to_schema(filled, checker.schema)
         item.data = {name: ({**kept, **filled})[name] for name in checker.properties
                      if name in kept or name in filled}
@@ -208,15 +211,15 @@ class ExtractPipeline:
     # -- list pages ------------------------------------------------------------------
 
     async def _list_page(
-        self, item: PageItem, spider: Any, checker: RecordChecker, found: StructuredResult,
+        self, item: PageItem, checker: RecordChecker, found: StructuredResult,
         url: str,
     ) -> None:
-        limit = spider.options.max_items_per_url
+        limit = self.run.options.max_items_per_url
         records = list(found.data)[:limit]
         evidence = dict(found.evidence)
         valid = records and not await asyncio.to_thread(checker.error_lines, records)
         enough = len(records) >= min(limit, found.visible or len(records))
-        extractor = self.extractor(spider)
+        extractor = self.extractor()
         if (valid and enough) or extractor is None:
             if not records:
                 self._structured_only(item, {}, {})
@@ -228,8 +231,8 @@ class ExtractPipeline:
         page = await self._page(item, url, checker.schema)
         task = PageTask(
             batch_id=item.batch_id, url=url, markdown=page.markdown, schema=checker.schema,
-            prompt=spider.batch.get("prompt"), max_records=limit,
-            max_calls=spider.options.max_llm_calls, max_cost_usd=spider.options.max_cost_usd,
+            prompt=self.run.prompt, max_records=limit,
+            max_calls=self.run.options.max_llm_calls, max_cost_usd=self.run.options.max_cost_usd,
         )
         usage = Usage()
         try:
@@ -243,7 +246,7 @@ class ExtractPipeline:
         llm_records = []
         ungrounded = 0
         for record in value:
-            meta = self._ground(record, index, spider.options.grounding)
+            meta = self._ground(record, index, self.run.options.grounding)
             ungrounded += len(meta.get("ungrounded", []))
             llm_records.append(shape_to_schema(record, checker.schema))
         merged = merge_record_lists([records, llm_records], limit)
@@ -302,8 +305,7 @@ class ExtractPipeline:
         if self._budget_reported:
             return
         self._budget_reported = True
-        spider: Any = self.crawler.spider
-        await asyncio.to_thread(spider.store.set_batch_error, item.batch_id, {
+        await asyncio.to_thread(self.run.store.set_batch_error, item.batch_id, {
             "code": BudgetExceededError.code,
             "message": "the LLM budget (max_llm_calls / max_cost_usd) is spent",
             "retryable": False,

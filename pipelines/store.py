@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from itemadapter import ItemAdapter
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem
 
 from batchscraper.items import PageItem
+from batchscraper.run import BatchRun, batch_run
 from batchscraper.storable import storable_record
 
 logger = logging.getLogger(__name__)
@@ -21,19 +21,20 @@ TRANSIENT_FIELDS = ("body", "screenshot_png")
 class StorePipeline:
     """Applies running -> completed|failed in MongoDB; the record then goes on to feeds."""
 
-    def __init__(self, crawler: Crawler) -> None:
+    def __init__(self, crawler: Crawler, run: BatchRun, max_record_bytes: int) -> None:
         self.crawler = crawler
-        self.max_record_bytes = crawler.settings.getint("BATCH_MAX_RECORD_BYTES")
+        self.run = run
+        self.max_record_bytes = max_record_bytes
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StorePipeline:
-        return cls(crawler)
+        return cls(crawler, batch_run(crawler), crawler.settings.getint("BATCH_MAX_RECORD_BYTES"))
 
     async def process_item(self, item: PageItem) -> PageItem:
-        spider: Any = self.crawler.spider
+        run = self.run
         stats = self.crawler.stats
         assert stats is not None
-        retry_in_browser = spider.escalation_for(item)
+        retry_in_browser = run.escalation_for(item)
         if retry_in_browser is not None:
             stats.inc_value("batch/render/escalated/extraction")
             assert self.crawler.engine is not None
@@ -41,7 +42,7 @@ class StorePipeline:
             raise DropItem(f"item {item.index}: rendering in the browser", log_level="DEBUG")
         if item.screenshot_png:
             item.screenshot = await asyncio.to_thread(
-                spider.store.save_screenshot, item.batch_id, item.index, item.screenshot_png
+                run.store.save_screenshot, item.batch_id, item.index, item.screenshot_png
             )
         item.body = None
         record = {k: v for k, v in ItemAdapter(item).items() if k not in TRANSIENT_FIELDS}
@@ -51,15 +52,15 @@ class StorePipeline:
             item.data = None
             item.fail(too_large)
         try:
-            applied = await spider.writer.finish(record)
+            applied = await run.writer.finish(record)
         finally:
-            spider.item_done(item.index)
+            run.item_done(item.index)
         if not applied:
             stats.inc_value("batch/store/stale")
             raise DropItem(f"item {item.index} was already finished or cancelled")
         stats.inc_value(f"batch/items/{item.status}")
         if item.error:
             stats.inc_value(f"batch/errors/{item.error['code']}")
-            if spider.options.fail_fast:
-                spider.stop("fail_fast")
+            if run.options.fail_fast:
+                run.stop("fail_fast")
         return item

@@ -25,6 +25,7 @@ from batchscraper.inputs import DateFilter
 from batchscraper.items import PageItem
 from batchscraper.llm.ledger import LLMLedger
 from batchscraper.llm.merge import is_empty
+from batchscraper.run import BatchRun, batch_run
 
 MAX_REPORTED_ERRORS = 20
 
@@ -56,23 +57,24 @@ def verdict(checker: RecordChecker, data: Any, date_filter: DateFilter | None) -
 class ValidatePipeline:
     """Coerces and validates ``data``; an invalid record keeps its data and fails."""
 
-    def __init__(self, crawler: Crawler, settings: ValidationSettings) -> None:
+    def __init__(self, crawler: Crawler, run: BatchRun, settings: ValidationSettings) -> None:
         self.crawler = crawler
+        self.run = run
         self.settings = settings
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ValidatePipeline:
-        return cls(crawler, ValidationSettings.from_settings(crawler.settings))
+        return cls(crawler, batch_run(crawler), ValidationSettings.from_settings(crawler.settings))
 
     async def process_item(self, item: PageItem) -> PageItem:
         if item.status == "failed" or item.data is None:
             return item
-        spider: Any = self.crawler.spider
+        options = self.run.options
         many = isinstance(item.data, list)
         try:
-            checker = checker_for(item.batch_id, spider.batch["schema"], self.settings.timeout)
+            checker = checker_for(item.batch_id, self.run.schema, self.settings.timeout)
             found = await asyncio.to_thread(
-                verdict, checker, item.data, spider.options.date_filter
+                verdict, checker, item.data, options.date_filter
             )
         except ValidationFailedError as exc:  # VALIDATION_TIMEOUT, or a schema that broke
             item.fail(exc.to_dict())
@@ -81,11 +83,11 @@ class ValidatePipeline:
             item.data = found.records if many else found.records[0]
             item.fail(EmptyExtractionError("every extracted field is empty").to_dict())
             return item
-        if spider.options.date_filter is not None:
+        if options.date_filter is not None:
             item.filtered_out = found.filtered_out
         records, errors = found.records, found.errors
         if many and records and not errors:
-            records = await self._within_quota(item, spider, records)
+            records = await self._within_quota(item, records)
             if not records:
                 return item
         item.data = records if many else (records[0] if records else None)
@@ -100,10 +102,10 @@ class ValidatePipeline:
             )
         return item
 
-    async def _within_quota(self, item: PageItem, spider: Any, records: list[Any]) -> list[Any]:
+    async def _within_quota(self, item: PageItem, records: list[Any]) -> list[Any]:
         """The records the batch's ``max_total_items`` still has room for."""
-        ledger = LLMLedger(spider.store.db)
-        cap = spider.options.max_total_items
+        ledger = LLMLedger(self.run.store.db)
+        cap = self.run.options.max_total_items
         granted = await asyncio.to_thread(
             ledger.reserve_records, item.batch_id, len(records), cap
         )

@@ -12,7 +12,7 @@ import sys
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 
-from batchscraper.exceptions import BatchError
+from batchscraper.exceptions import BatchError, BatchInputError
 from batchscraper.inputs import Limits, parse_batch
 from batchscraper.reextract import reextract_spec
 from batchscraper.store import store_for
@@ -35,10 +35,11 @@ class Command(ScrapyCrawlCommand):
     def _checked_batch_args(self, spargs: dict[str, str]) -> dict[str, object]:
         """Parse the batch inputs (or check the batch id) and hand the spider the result."""
         settings = self.settings
+        assert settings is not None
         if spargs.get("batch_id"):
             stray = sorted(set(spargs) & set(INPUT_ARGS))
             if stray:
-                raise BatchError(f"batch_id: cannot be combined with {stray}", code="INVALID_INPUT")
+                raise BatchInputError(f"batch_id: cannot be combined with {stray}")
             store_for(settings.get("MONGO_URI") or None).get_batch(spargs["batch_id"])
             return dict(spargs)
         inputs = {key: spargs.get(key) for key in INPUT_ARGS}
@@ -52,8 +53,7 @@ class Command(ScrapyCrawlCommand):
         if not source:
             return {"spec": parse_batch(limits=limits, **inputs, **option_args), **passthrough}
         if inputs.pop("urls"):
-            raise BatchError("reextract_from: uses the source batch's URLs; drop urls",
-                             code="INVALID_INPUT")
+            raise BatchInputError("reextract_from: uses the source batch's URLs; drop urls")
         store = store_for(settings.get("MONGO_URI") or None)
         spec = reextract_spec(store, source, limits=limits, **inputs, **option_args)
         return {"spec": spec, "reextract_from": source, **passthrough}

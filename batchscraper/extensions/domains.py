@@ -20,6 +20,7 @@ from scrapy.utils.defer import deferred_from_coro
 from twisted.internet import defer, task
 
 from batchscraper.breaker import domain_health
+from batchscraper.run import BatchRun, batch_run
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ class DomainHealthConfig:
 class DomainHealthWriter:
     """Writes the busiest domains' health on the batch document, periodically (not per request)."""
 
-    def __init__(self, crawler: Crawler, config: DomainHealthConfig) -> None:
+    def __init__(self, crawler: Crawler, run: BatchRun, config: DomainHealthConfig) -> None:
         self.crawler = crawler
+        self.run = run
         self.config = config
         self.loop: task.LoopingCall | None = None
 
@@ -45,41 +47,38 @@ class DomainHealthWriter:
         if interval <= 0 or not settings.getbool("BATCH_BREAKER_ENABLED"):
             raise NotConfigured  # the breaker middleware is what counts
         top = settings.getint("BATCH_DOMAIN_HEALTH_TOP")
-        extension = cls(crawler, DomainHealthConfig(interval=interval, top=top))
+        config = DomainHealthConfig(interval=interval, top=top)
+        extension = cls(crawler, batch_run(crawler), config)
         crawler.signals.connect(extension.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(extension.spider_closed, signal=signals.spider_closed)
         return extension
 
-    def spider_opened(self, spider: Any) -> None:
-        if getattr(spider, "name", None) != "batch":
-            return
-        self.loop = task.LoopingCall(self.tick, spider)
+    def spider_opened(self) -> None:
+        self.loop = task.LoopingCall(self.tick)
         self.loop.start(self.config.interval, now=False).addErrback(
             lambda failure: logger.error("Domain health writes stopped: %s", failure.value)
         )
 
-    def tick(self, spider: Any) -> defer.Deferred[Any]:
-        """One write, on the spider's store-write thread; a failure is only logged."""
+    def tick(self) -> defer.Deferred[Any]:
+        """One write, on the crawl's store-write thread; a failure is only logged."""
         entries = self._entries()
         if not entries:
             return defer.succeed(None)
         d = deferred_from_coro(
-            spider.writer.run(
-                spider.store.save_domain_health,
-                spider.batch_id, spider.worker_id, entries, self.config.top,
+            self.run.writer.run(
+                self.run.store.save_domain_health,
+                self.run.batch_id, self.run.worker_id, entries, self.config.top,
             )
         )
         return d.addErrback(lambda f: logger.warning("Domain health not written: %s", f.value))
 
-    def spider_closed(self, spider: Any, reason: str) -> None:
+    def spider_closed(self) -> None:
         if self.loop is not None and self.loop.running:
             self.loop.stop()
-        if getattr(spider, "name", None) != "batch":
-            return
         entries = self._entries()
         if entries:
-            spider.store.save_domain_health(
-                spider.batch_id, spider.worker_id, entries, self.config.top
+            self.run.store.save_domain_health(
+                self.run.batch_id, self.run.worker_id, entries, self.config.top
             )
 
     def _entries(self) -> list[dict[str, Any]]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from twisted.internet import task
+
+from batchscraper.run import BatchRun, batch_run
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,9 @@ class ProgressLog:
     process working the batch, not only this one.
     """
 
-    def __init__(self, crawler: Crawler, config: ProgressConfig) -> None:
+    def __init__(self, crawler: Crawler, run: BatchRun, config: ProgressConfig) -> None:
         self.crawler = crawler
+        self.run = run
         self.config = config
         self.started = time.monotonic()
         self.done_at_start = 0
@@ -39,34 +41,30 @@ class ProgressLog:
         interval = crawler.settings.getfloat("BATCH_PROGRESS_INTERVAL")
         if interval <= 0:
             raise NotConfigured
-        extension = cls(crawler, ProgressConfig(interval=interval))
+        extension = cls(crawler, batch_run(crawler), ProgressConfig(interval=interval))
         crawler.signals.connect(extension.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(extension.spider_closed, signal=signals.spider_closed)
         return extension
 
-    def spider_opened(self, spider: Any) -> None:
-        if getattr(spider, "name", None) != "batch":
-            return
+    def spider_opened(self) -> None:
         self.started = time.monotonic()
-        self.done_at_start = _done(spider.batch["counters"])
-        self.loop = task.LoopingCall(self.log_progress, spider)
+        self.done_at_start = _done(self.run.batch["counters"])
+        self.loop = task.LoopingCall(self.log_progress)
         self.loop.start(self.config.interval, now=False)
 
-    def log_progress(self, spider: Any) -> None:
-        counters = spider.store.get_batch(spider.batch_id)["counters"]
-        logger.info("%s", progress_line(spider.batch_id, counters, self._rate(counters)))
+    def log_progress(self) -> None:
+        counters = self.run.store.get_batch(self.run.batch_id)["counters"]
+        logger.info("%s", progress_line(self.run.batch_id, counters, self._rate(counters)))
 
-    def spider_closed(self, spider: Any, reason: str) -> None:
+    def spider_closed(self, reason: str) -> None:
         if self.loop is not None and self.loop.running:
             self.loop.stop()
-        if getattr(spider, "name", None) != "batch":
-            return
-        batch = spider.store.get_batch(spider.batch_id)
+        batch = self.run.store.get_batch(self.run.batch_id)
         c = batch["counters"]
         logger.info(
             "Batch %s %s (%s): %d total, %d completed, %d failed, %d cancelled, %d pending, "
             "%d records, %.1fs",
-            spider.batch_id,
+            self.run.batch_id,
             batch["status"],
             reason,
             c["total"],

@@ -43,6 +43,7 @@ from batchscraper.render import (
     browser_meta,
     screenshot_from,
 )
+from batchscraper.run import BatchRun
 from batchscraper.ssrf import ALLOW_ALL, AddressPolicy
 from batchscraper.store import BatchStore, store_for
 from batchscraper.writes import SerialWriter
@@ -90,6 +91,14 @@ class BatchSpider(scrapy.Spider):
     """``scrapy crawl batch -a batch_id=...`` or ``-a urls=... -a schema=...``."""
 
     name = "batch"
+    # set by from_crawler, once the batch is open
+    config: WorkerConfig
+    store: BatchStore
+    writer: SerialWriter
+    batch: dict[str, Any]
+    run: BatchRun
+    render: RenderConfig
+    ssrf_policy: AddressPolicy
 
     def __init__(
         self,
@@ -128,6 +137,12 @@ class BatchSpider(scrapy.Spider):
         spider.batch = spider._open_batch(crawler.settings)
         stored = spider.batch["options"]
         spider.options = parse_options(stored, Limits(max_total_items=stored["max_total_items"]))
+        assert spider.batch_id is not None
+        spider.run = BatchRun(
+            batch_id=spider.batch_id, batch=spider.batch, options=spider.options,
+            store=spider.store, writer=spider.writer, worker_id=spider.worker_id,
+            inflight=spider.inflight, escalation_for=spider.escalation_for, stop=spider.stop,
+        )
         spider.render = RenderConfig.from_settings(crawler.settings)
         spider.ssrf_policy = (
             AddressPolicy.from_settings(crawler.settings)
@@ -320,7 +335,7 @@ class BatchSpider(scrapy.Spider):
                 f"page is {len(response.body)} bytes; the limit is {self.render.max_body_bytes}"
             )
         if not isinstance(response, TextResponse) or not _is_text(response):
-            content_type = response.headers.get(b"Content-Type", b"").decode("latin-1")
+            content_type = (response.headers.get(b"Content-Type") or b"").decode("latin-1")
             return UnsupportedContentTypeError(
                 f"content type {content_type or 'unknown'!r} is not a web page"
             )
@@ -349,10 +364,6 @@ class BatchSpider(scrapy.Spider):
         )
 
     # -- housekeeping ------------------------------------------------------------
-
-    def item_done(self, index: int) -> None:
-        """Called by the store pipeline once an item's record is written."""
-        self.inflight.pop(index, None)
 
     async def _housekeeping(self) -> None:
         """Renew this worker's leases and notice a cancel request."""
@@ -407,7 +418,7 @@ def _is_text(response: TextResponse) -> bool:
     UTF-16 and UTF-32 text is full of NUL bytes: its encoding (from a byte order mark or
     the declared charset) vouches for it instead.
     """
-    content_type = response.headers.get(b"Content-Type", b"").decode("latin-1").lower()
+    content_type = (response.headers.get(b"Content-Type") or b"").decode("latin-1").lower()
     declared = not content_type or content_type.startswith(TEXT_CONTENT_TYPES)
     if response.encoding.lower().replace("-", "").startswith(("utf16", "utf32")):
         return declared
