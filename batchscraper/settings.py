@@ -62,6 +62,7 @@ DOWNLOADER_MIDDLEWARES = {
 ITEM_PIPELINES = {
     "pipelines.extract.ExtractPipeline": 100,
     "pipelines.validate.ValidatePipeline": 200,
+    "pipelines.escalate.EscalatePipeline": 250,
     "pipelines.store.StorePipeline": 300,
 }
 EXTENSIONS = {

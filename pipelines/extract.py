@@ -97,7 +97,13 @@ class ExtractPipeline:
         self.run = run
         self.config = config
         self.validation = validation
-        self._extractor: LLMExtractor | None = None
+        # built once per process, before the crawl runs (its ledger's indexes are blocking
+        # MongoDB calls); None when no LLM is configured
+        self.extractor: LLMExtractor | None = None
+        if config.configured:
+            ledger = LLMLedger(run.store.db, config.cache_ttl_days)
+            ledger.ensure_indexes()
+            self.extractor = LLMExtractor(config, load_client(config), ledger, crawler.stats)
         self._budget_reported = False
 
     @classmethod
@@ -108,18 +114,6 @@ class ExtractPipeline:
                         config.base_url or "the OpenAI API")
         validation = ValidationSettings.from_settings(crawler.settings)
         return cls(crawler, batch_run(crawler), config, validation)
-
-    def extractor(self) -> LLMExtractor | None:
-        """The LLM extractor (built on first use), or None when no LLM is configured."""
-        if not self.config.configured:
-            return None
-        if self._extractor is None:
-            ledger = LLMLedger(self.run.store.db, self.config.cache_ttl_days)
-            ledger.ensure_indexes()
-            self._extractor = LLMExtractor(
-                self.config, load_client(self.config), ledger, self.crawler.stats
-            )
-        return self._extractor
 
     async def process_item(self, item: PageItem) -> PageItem:
         stored = (item.content or {}).get("markdown") or (item.content or {}).get("text")
@@ -160,7 +154,7 @@ class ExtractPipeline:
     ) -> None:
         data, evidence = dict(found.data), dict(found.evidence)
         ask = await asyncio.to_thread(checker.fields_to_ask, data)
-        extractor = self.extractor()
+        extractor = self.extractor
         if not ask or extractor is None:
             self._structured_only(item, data, evidence)
             return
@@ -219,7 +213,7 @@ class ExtractPipeline:
         evidence = dict(found.evidence)
         valid = records and not await asyncio.to_thread(checker.error_lines, records)
         enough = len(records) >= min(limit, found.visible or len(records))
-        extractor = self.extractor()
+        extractor = self.extractor
         if (valid and enough) or extractor is None:
             if not records:
                 self._structured_only(item, {}, {})

@@ -34,12 +34,6 @@ class StorePipeline:
         run = self.run
         stats = self.crawler.stats
         assert stats is not None
-        retry_in_browser = run.escalation_for(item)
-        if retry_in_browser is not None:
-            stats.inc_value("batch/render/escalated/extraction")
-            assert self.crawler.engine is not None
-            self.crawler.engine.crawl(retry_in_browser)
-            raise DropItem(f"item {item.index}: rendering in the browser", log_level="DEBUG")
         if item.screenshot_png:
             item.screenshot = await asyncio.to_thread(
                 run.store.save_screenshot, item.batch_id, item.index, item.screenshot_png
