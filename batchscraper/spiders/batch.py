@@ -16,7 +16,6 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import scrapy
@@ -36,6 +35,7 @@ from batchscraper.exceptions import (
 from batchscraper.failures import fetch_error_from_failure
 from batchscraper.inputs import BatchOptions, BatchSpec, Limits, parse_batch, parse_options
 from batchscraper.items import PageItem
+from batchscraper.leasing import Leaser, WorkerConfig
 from batchscraper.reextract import stored_page_item
 from batchscraper.render import (
     RenderConfig,
@@ -61,30 +61,7 @@ TEXT_CONTENT_TYPES = (
     "application/rss",
     "application/atom",
 )
-ROOM_POLL_SECONDS = 0.05
-PEER_POLL_SECONDS = 1.0  # at the end, how often to look at items other workers still hold
 BINARY_SNIFF_BYTES = 1024
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """How this process leases and works items (from ``BATCH_*`` settings)."""
-
-    claim_chunk: int
-    lease_seconds: float
-    cancel_check_interval: float
-    flush_items: int
-    flush_seconds: float
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> WorkerConfig:
-        return cls(
-            claim_chunk=settings.getint("BATCH_CLAIM_CHUNK"),
-            lease_seconds=settings.getfloat("BATCH_LEASE_SECONDS"),
-            cancel_check_interval=settings.getfloat("BATCH_CANCEL_CHECK_INTERVAL"),
-            flush_items=settings.getint("BATCH_STORE_FLUSH_ITEMS"),
-            flush_seconds=settings.getfloat("BATCH_STORE_FLUSH_SECONDS"),
-        )
 
 
 class BatchSpider(scrapy.Spider):
@@ -97,6 +74,7 @@ class BatchSpider(scrapy.Spider):
     writer: SerialWriter
     batch: dict[str, Any]
     run: BatchRun
+    leaser: Leaser
     render: RenderConfig
     ssrf_policy: AddressPolicy
 
@@ -142,6 +120,9 @@ class BatchSpider(scrapy.Spider):
             batch_id=spider.batch_id, batch=spider.batch, options=spider.options,
             store=spider.store, writer=spider.writer, worker_id=spider.worker_id,
             inflight=spider.inflight, escalation_for=spider.escalation_for, stop=spider.stop,
+        )
+        spider.leaser = Leaser(
+            spider.run, spider.config, stopped=lambda: spider.stop_reason is not None
         )
         spider.render = RenderConfig.from_settings(crawler.settings)
         spider.ssrf_policy = (
@@ -198,9 +179,9 @@ class BatchSpider(scrapy.Spider):
         """Lease pending items chunk by chunk and yield their requests (or stored pages)."""
         assert self.batch_id is not None
         await self.writer.run(self.store.mark_running, self.batch_id, self.job_id)
-        housekeeping = asyncio.ensure_future(self._housekeeping())
+        housekeeping = asyncio.ensure_future(self.leaser.housekeeping(self.stop))
         try:
-            async for doc in self._claimed_items():
+            async for doc in self.leaser.items():
                 if self.reextract_from:  # the page comes from the source batch, not the web
                     yield await asyncio.to_thread(
                         stored_page_item, self.store, self.reextract_from, doc, self.batch_id
@@ -209,52 +190,6 @@ class BatchSpider(scrapy.Spider):
                     yield self.request_for(doc)
         finally:
             housekeeping.cancel()
-
-    async def _claimed_items(self) -> AsyncIterator[dict[str, Any]]:
-        assert self.batch_id is not None
-        total = self.batch["counters"]["total"]
-        chunk = self.config.claim_chunk
-        cursor = 0
-        while self.stop_reason is None:
-            if cursor < total:
-                indexes = range(cursor, min(cursor + chunk, total))
-                cursor = indexes.stop
-                docs = await self.writer.run(
-                    self.store.claim,
-                    self.batch_id,
-                    self.worker_id,
-                    indexes,
-                    self.config.lease_seconds,
-                )
-            else:
-                docs = await self.writer.run(
-                    self.store.reclaim_expired,
-                    self.batch_id,
-                    self.worker_id,
-                    chunk,
-                    self.config.lease_seconds,
-                )
-                if not docs:
-                    wait = await asyncio.to_thread(
-                        self.store.lease_wait, self.batch_id, self.worker_id
-                    )
-                    if wait is None:
-                        return
-                    if wait == 0:
-                        cursor = 0  # items went back to pending (released or retried)
-                    else:  # other workers' items: they finish, or their leases expire
-                        await asyncio.sleep(min(wait, PEER_POLL_SECONDS))
-                    continue
-            for doc in docs:
-                self.inflight[doc["index"]] = doc
-                yield doc
-            await self._wait_for_room()
-
-    async def _wait_for_room(self) -> None:
-        """Hold the next claim while this process has enough work in hand."""
-        limit = self.options.concurrency + self.config.claim_chunk
-        while self.stop_reason is None and len(self.inflight) >= limit:
-            await asyncio.sleep(ROOM_POLL_SECONDS)
 
     def request_for(self, doc: dict[str, Any], escalation: str | None = None) -> scrapy.Request:
         """The request for a leased item: HTTP fetch, or Chromium when it must render."""
@@ -365,23 +300,6 @@ class BatchSpider(scrapy.Spider):
 
     # -- housekeeping ------------------------------------------------------------
 
-    async def _housekeeping(self) -> None:
-        """Renew this worker's leases and notice a cancel request."""
-        assert self.batch_id is not None
-        renew_every = self.config.lease_seconds / 3
-        last_renew = time.monotonic()
-        while self.stop_reason is None:
-            await asyncio.sleep(self.config.cancel_check_interval)
-            if await asyncio.to_thread(self.store.cancel_requested, self.batch_id):
-                self.stop("cancelled")
-                return
-            if time.monotonic() - last_renew >= renew_every:
-                ids = [f"{self.batch_id}:{index}" for index in self.inflight]
-                await self.writer.run(
-                    self.store.renew_leases, self.worker_id, ids, self.config.lease_seconds
-                )
-                last_renew = time.monotonic()
-
     def stop(self, reason: str) -> None:
         """Stop leasing and close the crawl (cancel, fail_fast)."""
         if self.stop_reason is None:
@@ -397,8 +315,7 @@ class BatchSpider(scrapy.Spider):
         assert self.batch_id is not None
         self.writer.close()  # queued writes land before the batch is finalized
         store: BatchStore = self.store
-        ids = [f"{self.batch_id}:{index}" for index in self.inflight]
-        released = store.release(self.batch_id, self.worker_id, ids)
+        released = self.leaser.release_unfinished()
         if released:
             logger.info("Released %d unfinished items of %s", released, self.batch_id)
         if self.stop_reason == "fail_fast":
