@@ -23,7 +23,7 @@ from referencing.jsonschema import DRAFT202012
 
 from batchscraper.exceptions import InvalidSchemaError
 from batchscraper.extraction.patterns import PatternError, compile_pattern, pattern_problem
-from batchscraper.extraction.validation import DATA_KEYWORDS
+from batchscraper.extraction.validation import subschema_parts
 from batchscraper.profiles import PROFILE_PREFIX, profile_names, profile_schema
 
 # field-list type names -> JSON Schema fragments
@@ -67,8 +67,16 @@ def parse_schema(raw: Any, limits: SchemaLimits = SchemaLimits()) -> dict[str, A
     """Return the normalized JSON Schema for ``raw``.
 
     ``raw`` is a dict, a field list, JSON text, or ``profile:<name>`` for a
-    built-in schema (:mod:`batchscraper.profiles`).
+    built-in schema (:mod:`batchscraper.profiles`). Nesting too deep for any
+    recursive step (decoding, the size and metaschema checks) is refused too.
     """
+    try:
+        return _parse(raw, limits)
+    except RecursionError:
+        raise InvalidSchemaError(f"schema nests deeper than {limits.max_depth} levels") from None
+
+
+def _parse(raw: Any, limits: SchemaLimits) -> dict[str, Any]:
     if isinstance(raw, str) and raw.strip().lower().startswith(PROFILE_PREFIX):
         name = raw.strip()[len(PROFILE_PREFIX):]
         profile = profile_schema(name)
@@ -83,10 +91,6 @@ def parse_schema(raw: Any, limits: SchemaLimits = SchemaLimits()) -> dict[str, A
         except json.JSONDecodeError as exc:
             raise InvalidSchemaError(
                 f"schema is not valid JSON: {exc.msg} at char {exc.pos}"
-            ) from None
-        except RecursionError:
-            raise InvalidSchemaError(
-                f"schema nests deeper than {limits.max_depth} levels"
             ) from None
     if isinstance(raw, list):
         schema = fields_to_schema(raw)
@@ -168,16 +172,13 @@ def _check_size(schema: dict[str, Any], limits: SchemaLimits) -> None:
 
 def _check_nesting(schema: dict[str, Any], limits: SchemaLimits) -> None:
     """Refuse absurd nesting before anything recursive (the metaschema check) sees it."""
-    stack: list[tuple[Any, int]] = [(schema, 0)]
+    stack: list[tuple[Any, bool, int]] = [(schema, True, 0)]
     while stack:
-        node, depth = stack.pop()
+        node, is_schema, depth = stack.pop()
         if depth > limits.max_depth:
             raise InvalidSchemaError(f"schema nests deeper than {limits.max_depth} levels")
-        if isinstance(node, dict):
-            stack.extend((child, depth + 1) for key, child in node.items()
-                         if key not in DATA_KEYWORDS)
-        elif isinstance(node, list):
-            stack.extend((child, depth + 1) for child in node)
+        stack.extend((child, child_is_schema, depth + 1)
+                     for _, child, child_is_schema in subschema_parts(node, is_schema))
 
 
 def _refuse(problems: list[dict[str, str]], lead: str = "") -> None:
@@ -257,21 +258,24 @@ class _SchemaWalk:
         self._problems[_where((*path, key) if key else path), message] = None
 
     def _height(self, node: Any, resolver: Any, depth: int, chain: tuple[int, ...],
-                entered: bool = False) -> int:
-        """Levels below ``node`` with refs expanded (cut off past the depth limit)."""
+                entered: bool = False, is_schema: bool = True) -> int:
+        """Levels below ``node`` with refs expanded (cut off past the depth limit).
+
+        ``is_schema`` is False for a map from names to subschemas (the value of
+        ``properties``, ``$defs``, ...), whose keys are names, not keywords.
+        """
         if depth > self.limits.max_depth or not isinstance(node, (dict, list)):
             return 0
-        if isinstance(node, list):
-            return 1 + max((self._height(child, resolver, depth + 1, chain) for child in node),
-                           default=0)
-        if isinstance(node.get("$id"), str) and not entered:
-            resolver = resolver.in_subresource(DRAFT202012.create_resource(node))
-        self._check_node(node)
-        heights = [self._ref_height(node, key, resolver, depth, chain)
-                   for key in REF_KEYWORDS if isinstance(node.get(key), str)]
-        heights += [self._height(child, resolver, depth + 1, chain)
-                    for key, child in node.items()
-                    if key not in DATA_KEYWORDS and key not in REF_KEYWORDS]
+        heights = []
+        if isinstance(node, dict) and is_schema:
+            if isinstance(node.get("$id"), str) and not entered:
+                resolver = resolver.in_subresource(DRAFT202012.create_resource(node))
+            self._check_node(node)
+            heights = [self._ref_height(node, key, resolver, depth, chain)
+                       for key in REF_KEYWORDS if isinstance(node.get(key), str)]
+        heights += [self._height(child, resolver, depth + 1, chain, is_schema=child_is_schema)
+                    for key, child, child_is_schema in subschema_parts(node, is_schema)
+                    if not (is_schema and key in REF_KEYWORDS)]
         return 1 + max(heights, default=0)
 
     def _ref_height(self, node: dict[str, Any], key: str, resolver: Any, depth: int,
@@ -306,16 +310,13 @@ class _SchemaWalk:
 
 def _locations(root: Any) -> Iterator[tuple[int, tuple[Any, ...]]]:
     """(id, path) of every object and array of the schema outside data keywords."""
-    stack: list[tuple[Any, tuple[Any, ...]]] = [(root, ())]
+    stack: list[tuple[Any, bool, tuple[Any, ...]]] = [(root, True, ())]
     while stack:
-        node, path = stack.pop()
+        node, is_schema, path = stack.pop()
         yield id(node), path
-        if isinstance(node, dict):
-            stack.extend((child, (*path, key)) for key, child in node.items()
-                         if key not in DATA_KEYWORDS and isinstance(child, (dict, list)))
-        elif isinstance(node, list):
-            stack.extend((child, (*path, n)) for n, child in enumerate(node)
-                         if isinstance(child, (dict, list)))
+        stack.extend((child, child_is_schema, (*path, key))
+                     for key, child, child_is_schema in subschema_parts(node, is_schema)
+                     if isinstance(child, (dict, list)))
 
 
 def _unresolvable(ref: str, exc: Unresolvable) -> str:

@@ -52,6 +52,11 @@ ID_SCOPED_REF = {
     "properties": {"name": {"$id": "https://ids.example/name", "$ref": "#/$defs/n"}},
 }
 PROPERTIES_NOT_AN_OBJECT = {"type": "objekt", "properties": 3}
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+DRAFT_7 = "http://json-schema.org/draft-07/schema#"
+NESTED_ALL_THE_WAY = "^(a+)+$"
+#: a string with 2^30 ways to fail ``^(a+)+$`` for a backtracking engine
+NOT_NESTED_ALL_THE_WAY = "a" * 30 + "!"
 NOT_RE2 = {
     "type": "object",
     "properties": {"code": {"type": "string", "pattern": r"^(a+)\1$"}},
@@ -184,6 +189,12 @@ def test_a_schema_of_the_wrong_shape_lists_every_problem_instead_of_crashing():
     # jsonschema matches patternProperties with Python's re when it looks for unevaluated ones
     ({"type": "object", "patternProperties": {"^a": {}}, "unevaluatedProperties": False},
      "", "unevaluatedProperties cannot be combined with patternProperties"),
+    # a property may be called like a data keyword: its value is still a schema
+    ({"type": "object", "properties": {"enum": {"$schema": DRAFT_7}}},
+     "properties/enum/$schema", "schemas are Draft 2020-12"),
+    ({"unevaluatedProperties": False,
+      "dependentSchemas": {"enum": {"patternProperties": {BACKTRACKING: {}}}}},
+     "", "unevaluatedProperties cannot be combined with patternProperties"),
 ])
 def test_refs_and_dialects_jsonschema_would_not_run_are_refused(schema, path, message):
     with pytest.raises(InvalidSchemaError) as info:
@@ -197,6 +208,27 @@ def test_a_validator_that_breaks_at_run_time_fails_the_record_with_a_code():
     with pytest.raises(ValidationFailedError, match="PointerToNowhere") as info:
         RecordChecker(ID_SCOPED_REF).errors({"name": "Kettle"})
     assert info.value.code == "VALIDATION_FAILED"
+
+
+def nested_under(name: str, levels: int) -> dict[str, Any]:
+    """``levels`` objects, each the only property, called ``name``, of the one above."""
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {name: schema}}
+    return schema
+
+
+def test_a_schema_nested_under_properties_named_like_data_is_refused_for_depth():
+    with pytest.raises(InvalidSchemaError, match="nests deeper than 32 levels"):
+        parse_schema(nested_under("default", 300))
+
+
+def test_data_nested_beyond_the_interpreter_stack_is_refused_not_crashed():
+    data: Any = "deep"
+    for _ in range(5_000):
+        data = [data]
+    with pytest.raises(InvalidSchemaError, match="nests deeper than 32 levels"):
+        parse_schema({"type": "object", "default": data})
 
 
 # -- finding 5: patterns, uniqueItems, the deadline ------------------------------------
@@ -219,6 +251,28 @@ def test_a_backtracking_pattern_fails_the_value_at_once():
     assert [e["path"] for e in checker.errors({"slug": NOT_MATCHING})] == ["slug"]
     assert checker.errors({"slug": "good kettle", "tags": {"hot water": 1}}) == []
     assert [e["path"] for e in checker.errors({"tags": {NOT_MATCHING: 1}})] == ["tags"]
+
+
+@pytest.mark.timeout(20)  # Python's re would take minutes
+@pytest.mark.parametrize("schema", [
+    # submitted: a property called "enum" names the dialect it already is
+    {"type": "object", "properties": {"enum": {
+        "$schema": DRAFT_2020_12, "type": "string", "pattern": NESTED_ALL_THE_WAY}}},
+    # submitted: a $ref into what the walks take for data
+    {"type": "object", "properties": {"enum": {"$ref": "#/x-parts/default"}},
+     "x-parts": {"default": {"$schema": DRAFT_2020_12, "pattern": NESTED_ALL_THE_WAY}}},
+])
+def test_a_subschema_naming_a_dialect_keeps_re2_and_the_deadline(schema: dict[str, Any]):
+    checker = RecordChecker(parse_schema(schema), timeout=0.01)
+    assert [e["path"] for e in checker.errors({"enum": NOT_NESTED_ALL_THE_WAY})] == ["enum"]
+
+
+@pytest.mark.parametrize("dialect", [DRAFT_2020_12, DRAFT_7])
+def test_the_validator_never_evolves_into_a_stock_one(dialect: str):
+    """A stored schema may name any dialect anywhere: the checks stay RE2 and bounded."""
+    validator = RecordChecker({"type": "object"}).validator
+    evolved = validator.evolve(schema={"$schema": dialect, "pattern": NESTED_ALL_THE_WAY})
+    assert type(evolved) is type(validator)
 
 
 @pytest.mark.parametrize(("items", "unique"), [

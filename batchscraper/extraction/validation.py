@@ -21,6 +21,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import attrs
 from bson.dbref import DBRef
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
@@ -34,8 +35,12 @@ from batchscraper.llm.merge import is_empty
 
 MAX_CACHED_CHECKERS = 32
 MAX_MESSAGE_CHARS = 300
-#: Keywords whose values are data, not subschemas.
+#: Keywords whose values are data, not subschemas (in a schema object only).
 DATA_KEYWORDS = frozenset({"enum", "const", "examples", "example", "default"})
+#: Keywords whose values map names or patterns to subschemas: every key there is a
+#: name (a property may be called ``enum``), every value a schema.
+SCHEMA_MAP_KEYWORDS = frozenset({"properties", "patternProperties", "dependentSchemas",
+                                 "$defs", "definitions", "dependencies"})
 
 Keyword = Callable[[Any, Any, Any, dict[str, Any]], Iterator[ValidationError]]
 
@@ -169,22 +174,53 @@ SafeValidator: Any = validators.extend(
 )
 
 
-def without_dialects(node: Any) -> Any:
-    """``node`` without ``$schema`` keywords.
+def _evolve_in_class(validator: Any, **changes: Any) -> Any:
+    """``validator`` with ``changes``, of its own class whatever the new schema's ``$schema``.
 
-    jsonschema switches to the stock validator class of the draft a
-    subschema's ``$schema`` names, which would bring back Python's regex
-    engine, quadratic ``uniqueItems`` and no deadline. Submitted schemas may
-    only name Draft 2020-12 (:mod:`batchscraper.schemas`), so this changes
-    nothing else.
+    jsonschema's ``evolve`` (called for every subschema it descends into,
+    ``$ref`` targets included) switches to the stock class of the draft a
+    ``$schema`` names: Python's regex engine, quadratic ``uniqueItems`` and
+    no deadline for the rest of that subtree.
+    """
+    return attrs.evolve(validator, **changes)
+
+
+SafeValidator.evolve = _evolve_in_class
+
+
+def subschema_parts(node: Any, is_schema: bool = True) -> Iterator[tuple[Any, Any, bool]]:
+    """``(key, child, child_is_schema)`` for each child of ``node`` that may hold subschemas.
+
+    In a schema object the values of :data:`DATA_KEYWORDS` are data and left
+    out, and the value of a :data:`SCHEMA_MAP_KEYWORDS` keyword is a map
+    (``is_schema`` False) whose every value is a schema, whatever its name:
+    ``properties/enum`` is a subschema.
     """
     if isinstance(node, list):
-        return [without_dialects(child) for child in node]
+        yield from ((index, child, True) for index, child in enumerate(node))
+    elif isinstance(node, dict) and not is_schema:
+        yield from ((key, child, True) for key, child in node.items())
+    elif isinstance(node, dict):
+        yield from ((key, child, key not in SCHEMA_MAP_KEYWORDS)
+                    for key, child in node.items() if key not in DATA_KEYWORDS)
+
+
+def without_dialects(node: Any, is_schema: bool = True) -> Any:
+    """``node`` without the ``$schema`` keyword of any of its schema objects.
+
+    The validator never changes class on a ``$schema`` (:func:`_evolve_in_class`);
+    without them the ``referencing`` library also resolves every ``$ref`` and
+    ``$id`` as Draft 2020-12, the way :mod:`batchscraper.schemas` checked them.
+    Submitted schemas may only name Draft 2020-12, so this changes nothing else.
+    """
+    cleaned = {key: without_dialects(child, child_is_schema)
+               for key, child, child_is_schema in subschema_parts(node, is_schema)}
+    if isinstance(node, list):
+        return [cleaned[index] for index in range(len(node))]
     if not isinstance(node, dict):
         return node
-    return {key: child if key in DATA_KEYWORDS else without_dialects(child)
-            for key, child in node.items()
-            if not (key == "$schema" and isinstance(child, str))}
+    return {key: cleaned.get(key, child) for key, child in node.items()
+            if not (is_schema and key == "$schema" and isinstance(child, str))}
 
 
 # -- the checker -------------------------------------------------------------------------
