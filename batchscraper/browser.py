@@ -7,10 +7,11 @@ request asks of it; this module is the scrapy-playwright handler that does it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urldefrag, urlsplit
+from urllib.parse import urlsplit
 
 from playwright.async_api import Page
 from scrapy import Request
@@ -19,9 +20,9 @@ from scrapy.http import Response
 from scrapy.utils.misc import load_object
 from scrapy_playwright.handler import DEFAULT_CONTEXT_NAME, ScrapyPlaywrightDownloadHandler
 
-from batchscraper.egress import EgressGuard, PageWatch
+from batchscraper.egress import EgressGuard, Refusal
 from batchscraper.exceptions import DNSError
-from batchscraper.ssrf import ALLOW_ALL, AddressPolicy, FetchBlockedError
+from batchscraper.ssrf import ALLOW_ALL, AddressPolicy, FetchBlockedError, normalised_host
 
 # A browser download (navigation, page methods, settle, page close) gets this long in all
 # before it is abandoned: twice the page timeout, plus a margin for the browser itself.
@@ -32,6 +33,58 @@ DEADLINE_MARGIN_SECONDS = 5.0
 # replaced by a new one) after TAB_MAX_PAGES, which also frees the driver's objects for it.
 TAB_GC_EVERY = 20
 TAB_MAX_PAGES = 200
+
+
+DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+
+
+class PageWatch:
+    """The hosts one browser download asked for, so the guard's refusals can be attributed.
+
+    Its handlers go on the download's page (scrapy-playwright's
+    ``playwright_page_event_handlers``): every request of every frame, redirect
+    hops and worker requests included, WebSockets, workers and popups.
+    """
+
+    def __init__(self, on_popup: Callable[[Any], object]) -> None:
+        self.targets: dict[tuple[str, int], str] = {}  # (host, port) -> first URL asking for it
+        self.on_popup = on_popup
+
+    def handlers(self) -> dict[str, Callable[[Any], None]]:
+        return {
+            "request": self.saw_request,
+            "websocket": self.saw_request,
+            "worker": self.saw_request,
+            "popup": self.saw_popup,
+        }
+
+    def detach(self, page: Any) -> None:
+        """Take the handlers off a page that will be reused for another download."""
+        if page is not None:
+            for event, handler in self.handlers().items():
+                with contextlib.suppress(Exception):
+                    page.remove_listener(event, handler)
+
+    def saw_request(self, request: Any) -> None:
+        """A request, WebSocket or worker (anything with a ``url``)."""
+        parts = urlsplit(request.url)
+        if parts.scheme in DEFAULT_PORTS and parts.hostname:
+            with contextlib.suppress(ValueError):
+                port = parts.port or DEFAULT_PORTS[parts.scheme]
+                self.targets.setdefault((normalised_host(parts.hostname), port), request.url)
+
+    def saw_popup(self, popup: Any) -> None:
+        self.saw_request(popup)
+        popup.on("request", self.saw_request)
+        self.on_popup(popup)
+
+    def refused(self, refusals: list[Refusal], kind: str) -> list[tuple[str, Refusal]]:
+        """(URL this page asked for, refusal) for each refusal of ``kind`` aimed at this page."""
+        return [
+            (self.targets[(refusal.host, refusal.port)], refusal)
+            for refusal in refusals
+            if refusal.kind == kind and (refusal.host, refusal.port) in self.targets
+        ]
 
 
 class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
@@ -56,6 +109,8 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         super().__init__(crawler)
         # started with the first browser: a crawl that renders nothing listens on nothing
         self.egress = egress_guard(crawler.settings)
+        self.launch_args = list(self.config.launch_options.get("args", ()))
+        self.closing: set[asyncio.Future[None]] = set()  # popups being closed
         self.restart_after = crawler.settings.getint("BATCH_BROWSER_RESTART_PAGES")
         # downloads that hold a tab; the rest wait here, not on a context's page limit
         # (which idle tabs in the pool also count)
@@ -68,11 +123,16 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         self.restarting = False
 
     async def _maybe_launch_browser(self) -> None:
+        """Launch the browser (if none runs) only with its egress guard listening."""
         if not self.egress.running:
-            self.egress.start()
-            args = self.config.launch_options.get("args", ())
-            self.config.launch_options["args"] = [*args, *egress_args(self.egress)]
+            self.egress.start()  # OSError: the download fails, no browser runs unguarded
+            self.config.launch_options["args"] = [*self.launch_args, *egress_args(self.egress)]
         await super()._maybe_launch_browser()
+
+    def _close_popup(self, popup: Page) -> None:
+        task = asyncio.ensure_future(close_quietly(popup))
+        self.closing.add(task)
+        task.add_done_callback(self.closing.discard)
 
     async def _download_request(self, request: Request, spider: Any = None) -> Response:
         while not self.admitting.is_set():
@@ -102,18 +162,12 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         done = 0
         while idle:
             page, done = idle.pop()
-            # a URL that differs from the tab's page only in its #fragment would not be
-            # loaded (a same-document navigation): leave the page first
-            if same_document(page.url, request.url) and not await responds(
-                page.goto("about:blank")
-            ):
-                await close_quietly(page)
             if not page.is_closed():
                 request.meta["playwright_page"] = page
                 break
             done = 0
         request.meta["playwright_include_page"] = True
-        watch = PageWatch(on_popup=lambda popup: asyncio.ensure_future(close_quietly(popup)))
+        watch = PageWatch(on_popup=self._close_popup)
         request.meta["playwright_page_event_handlers"] = watch.handlers()
         mark = self.egress.mark()
         timeout = float(request.meta.get("download_timeout", DEADLINE_MARGIN_SECONDS))
@@ -165,9 +219,13 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         """Put a tab that rendered ``done`` pages back in its context's pool, or retire it."""
         if page is None or page.is_closed():
             return
+        # an idle tab leaves its page: the page's scripts stop (no requests, no CPU, no
+        # refusals blamed on the tab's next page), and a next URL that differs only in its
+        # #fragment is loaded rather than scrolled to
         if (
             done >= TAB_MAX_PAGES
             or context not in self.context_wrappers
+            or not await responds(page.goto("about:blank"))
             or (done % TAB_GC_EVERY == 0 and not await responds(collect_garbage(page)))
         ):
             await close_quietly(page)
@@ -200,11 +258,6 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         self.context_wrappers.clear()
         await responds(browser.close())
         self.stats.inc_value("batch/render/browser_restarts")
-
-
-def same_document(current: str, target: str) -> bool:
-    """Whether going from ``current`` to ``target`` changes only the #fragment."""
-    return urldefrag(current).url == urldefrag(target).url
 
 
 async def responds(work: Awaitable[Any]) -> bool:

@@ -14,8 +14,9 @@ resolver disabled, WebRTC kept off UDP), so every HTTP request, HTTPS
 - connects to exactly the address it checked (the name is resolved once), and
 - refuses anything else with 403 before a byte is sent upstream.
 
-Refusals are kept in a short log that the download handler reads to fail the
-item with ``FETCH_BLOCKED`` and the refused URL.
+Refusals are kept in a short log that the download handler
+(:mod:`batchscraper.browser`) reads to fail the item with ``FETCH_BLOCKED``
+and the refused URL.
 
 The proxy runs its own asyncio loop in a thread of the crawl process: it keeps
 serving the browser even while the reactor thread is busy, and costs no
@@ -26,17 +27,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-from batchscraper.ssrf import AddressPolicy, FetchBlockedError, IPAddress, parse_ip_literal
+from batchscraper.ssrf import (
+    AddressPolicy,
+    FetchBlockedError,
+    IPAddress,
+    normalised_host,
+    parse_ip_literal,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +51,8 @@ Resolver = Callable[[str, int], list[IPAddress]]
 MAX_HEAD_BYTES = 64 * 1024  # a request or response head longer than this is refused
 PIPE_CHUNK = 64 * 1024
 REFUSAL_MEMORY = 1_000  # the log keeps the latest refusals only
+RESOLVER_THREADS = 8  # names resolved at once; a slow DNS server holds one each
+STOP_SECONDS = 10.0
 HOP_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization"})
 BLOCKED_HEADER = "X-Batchscraper-Blocked"
 
@@ -80,11 +88,12 @@ class EgressGuard:
         self.connect_timeout = connect_timeout
         self.port = 0
         self.connections = 0
-        self.cpu_seconds = 0.0  # the guard thread's CPU time, known once stopped
+        self.cpu_seconds = 0.0  # the guard thread's CPU time (not its resolvers'), once stopped
         self._refusals: deque[Refusal] = deque(maxlen=REFUSAL_MEMORY)
         self._numbered = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._resolvers = ThreadPoolExecutor(1)
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -97,31 +106,44 @@ class EgressGuard:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None
+        """Listening: the browser may be pointed at :attr:`url`."""
+        return bool(self.port) and self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        """Listen on a free loopback port, serving from a thread of its own."""
+        """Listen on a free loopback port, serving from a thread of its own.
+
+        Raises ``OSError`` when it cannot listen; the guard is then not running,
+        and no browser may be started without it.
+        """
         self._loop = asyncio.new_event_loop()
+        self._resolvers = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="egress-dns")
         ready = threading.Event()
+        errors: list[OSError] = []
         self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="egress-guard", daemon=True
+            target=self._run, args=(ready, errors), name="egress-guard", daemon=True
         )
         self._thread.start()
         ready.wait()
-        if not self.port:
-            raise RuntimeError("the egress guard could not listen on 127.0.0.1")
+        if errors:
+            self._thread.join()
+            self._thread = None
+            self._resolvers.shutdown(wait=False)
+            raise errors[0]
 
     def stop(self) -> None:
         """Close the listener and every open connection, then end the thread."""
-        if self._thread is None or self._loop is None:
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
             return
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result()
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
+        if thread.is_alive():
+            with contextlib.suppress(RuntimeError, TimeoutError):  # the loop already ended
+                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(STOP_SECONDS)
+                loop.call_soon_threadsafe(loop.stop)
+            thread.join(STOP_SECONDS)
+        self._resolvers.shutdown(wait=False, cancel_futures=True)
         self._thread = None
 
-    def _run(self, ready: threading.Event) -> None:
+    def _run(self, ready: threading.Event, errors: list[OSError]) -> None:
         assert self._loop is not None
         asyncio.set_event_loop(self._loop)
         try:
@@ -129,6 +151,10 @@ class EgressGuard:
                 asyncio.start_server(self._accept, "127.0.0.1", 0, limit=MAX_HEAD_BYTES)
             )
             self.port = self._server.sockets[0].getsockname()[1]
+        except OSError as exc:
+            errors.append(exc)
+            self._loop.close()
+            return
         finally:
             ready.set()
         self._loop.run_forever()
@@ -191,7 +217,12 @@ class EgressGuard:
                 writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
             else:
                 up_writer.write(_origin_request(method, url, version, header_block))
-                await _forward_response_head(up_reader, writer)
+                try:
+                    await _forward_response_head(up_reader, writer)
+                except Refused as refused:
+                    writer.write(_refusal_answer(refused))
+                    await writer.drain()
+                    return
             await _relay(reader, writer, up_reader, up_writer)
         finally:
             up_writer.close()
@@ -199,35 +230,44 @@ class EgressGuard:
     async def _connect(
         self, host: str, port: int, url: str
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Check ``host:port`` and connect to an address just checked (never re-resolved)."""
+        """Check ``host:port`` and connect to an address just checked (never re-resolved).
+
+        One deadline, ``connect_timeout``, bounds resolving and connecting together.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
         try:
-            checked_host, _ = self.policy.check_url(_check_url(host, port))
-            literal = parse_ip_literal(checked_host)
-            if literal is not None:
-                addresses = [literal]
-            else:
-                try:
-                    loop = asyncio.get_running_loop()
-                    addresses = await loop.run_in_executor(None, self.resolve, host, port)
-                except OSError as exc:
-                    self._log("unresolved", host, port, url, f"cannot resolve {host}: {exc}")
-                    raise Refused("unresolved", 502, f"cannot resolve {host}") from None
-            self.policy.check_addresses(addresses)
+            addresses = await asyncio.wait_for(
+                loop.run_in_executor(self._resolvers, self._checked_addresses, host, port),
+                self.connect_timeout,
+            )
         except FetchBlockedError as exc:
-            reason = exc.message
-            self._log("blocked", host, port, url, reason)
-            logger.info("Egress guard refused %s: %s", url, reason)
-            raise Refused("blocked", 403, reason) from None
-        last_error: OSError | None = None
+            self._log("blocked", host, port, url, exc.message)
+            logger.info("Egress guard refused %s: %s", url, exc.message)
+            raise Refused("blocked", 403, exc.message) from None
+        except (OSError, TimeoutError) as exc:
+            reason = f"cannot resolve {host}: {exc or 'no answer in time'}"
+            self._log("unresolved", host, port, url, reason)
+            raise Refused("unresolved", 502, reason) from None
+        last_error: BaseException | None = None
         for address in dict.fromkeys(addresses):
             try:
                 return await asyncio.wait_for(
                     asyncio.open_connection(str(address), port, limit=MAX_HEAD_BYTES),
-                    self.connect_timeout,
+                    max(deadline - loop.time(), 0.0),
                 )
             except (OSError, TimeoutError) as exc:
-                last_error = OSError(str(exc) or type(exc).__name__)
-        raise Refused("unreachable", 502, f"cannot connect to {host}:{port}: {last_error}")
+                last_error = exc
+        reason = f"cannot connect to {host}:{port}: {last_error or 'no time left'}"
+        raise Refused("unreachable", 502, reason)
+
+    def _checked_addresses(self, host: str, port: int) -> list[IPAddress]:
+        """The addresses to connect to, all allowed (blocking: a resolver thread)."""
+        checked = self.policy.check_target(host, port)
+        literal = parse_ip_literal(checked)
+        addresses = [literal] if literal is not None else self.resolve(checked, port)
+        self.policy.check_addresses(addresses)
+        return addresses
 
 
 def _target(target: str, tunnel: bool) -> tuple[str, int, str]:
@@ -236,19 +276,11 @@ def _target(target: str, tunnel: bool) -> tuple[str, int, str]:
         parts = urlsplit(f"//{target}")
         if parts.hostname is None or parts.port is None:
             raise Refused("blocked", 400, f"bad CONNECT target {target!r}")
-        return parts.hostname.rstrip(".").lower(), parts.port, target
+        return normalised_host(parts.hostname), parts.port, target
     parts = urlsplit(target)
     if parts.scheme != "http" or not parts.hostname:
         raise Refused("blocked", 400, f"not a proxy request for an http URL: {target[:200]!r}")
-    return parts.hostname.rstrip(".").lower(), parts.port or 80, target
-
-
-def _check_url(host: str, port: int) -> str:
-    """A URL for the policy's checks of a target (scheme plays no part for a tunnel)."""
-    with contextlib.suppress(ValueError):
-        if isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address):
-            host = f"[{host}]"
-    return f"http://{host}:{port}/"
+    return normalised_host(parts.hostname), parts.port or 80, target
 
 
 def _origin_request(method: str, url: str, version: str, header_block: bytes) -> bytes:
@@ -270,15 +302,29 @@ async def _forward_response_head(
     """Pass the origin's response head on, telling the browser not to reuse the connection.
 
     The next request on a reused connection could be for another host, and it
-    would be relayed to this origin unchecked.
+    would be relayed to this origin unchecked: ``Connection: close`` goes right
+    after the final status line, informational (1xx) heads are passed on first,
+    and a head that could hide another ``Connection`` header (a bare LF, a
+    folded line) is refused.
     """
-    head = await up_reader.readuntil(b"\r\n\r\n")
-    lines = [
-        line
-        for line in head[:-4].split(b"\r\n")
-        if line.partition(b":")[0].strip().lower() not in HOP_HEADERS
-    ]
-    writer.write(b"\r\n".join([*lines, b"Connection: close"]) + b"\r\n\r\n")
+    while True:
+        head = await up_reader.readuntil(b"\r\n\r\n")
+        status_line, *headers = head[:-4].split(b"\r\n")
+        if b"\n" in head[:-4].replace(b"\r\n", b"") or any(
+            line[:1] in (b" ", b"\t") for line in headers
+        ):
+            raise Refused("unreachable", 502, "the origin sent a malformed response head")
+        if not _informational(status_line):
+            break
+        writer.write(head)
+    kept = [line for line in headers if line.partition(b":")[0].strip().lower() not in HOP_HEADERS]
+    writer.write(b"\r\n".join([status_line, b"Connection: close", *kept]) + b"\r\n\r\n")
+
+
+def _informational(status_line: bytes) -> bool:
+    """A 1xx status line other than 101 (which would switch protocols: final here)."""
+    parts = status_line.split(b" ", 2)
+    return len(parts) > 1 and parts[1][:1] == b"1" and parts[1] != b"101"
 
 
 async def _relay(
@@ -317,55 +363,3 @@ def _refusal_answer(refused: Refused) -> bytes:
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode("latin-1", "replace") + body
-
-
-DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
-
-
-class PageWatch:
-    """The hosts one browser download asked for, so the guard's refusals can be attributed.
-
-    Its handlers go on the download's page (scrapy-playwright's
-    ``playwright_page_event_handlers``): every request of every frame, redirect
-    hops and worker requests included, WebSockets, workers and popups.
-    """
-
-    def __init__(self, on_popup: Callable[[Any], object]) -> None:
-        self.targets: dict[tuple[str, int], str] = {}  # (host, port) -> first URL asking for it
-        self.on_popup = on_popup
-
-    def handlers(self) -> dict[str, Callable[[Any], None]]:
-        return {
-            "request": self.saw_request,
-            "websocket": self.saw_request,
-            "worker": self.saw_request,
-            "popup": self.saw_popup,
-        }
-
-    def detach(self, page: Any) -> None:
-        """Take the handlers off a page that will be reused for another download."""
-        if page is not None:
-            for event, handler in self.handlers().items():
-                with contextlib.suppress(Exception):
-                    page.remove_listener(event, handler)
-
-    def saw_request(self, request: Any) -> None:
-        """A request, WebSocket or worker (anything with a ``url``)."""
-        parts = urlsplit(request.url)
-        if parts.scheme in DEFAULT_PORTS and parts.hostname:
-            with contextlib.suppress(ValueError):
-                port = parts.port or DEFAULT_PORTS[parts.scheme]
-                self.targets.setdefault((parts.hostname.rstrip(".").lower(), port), request.url)
-
-    def saw_popup(self, popup: Any) -> None:
-        self.saw_request(popup)
-        popup.on("request", self.saw_request)
-        self.on_popup(popup)
-
-    def refused(self, refusals: list[Refusal], kind: str) -> list[tuple[str, Refusal]]:
-        """(URL this page asked for, refusal) for each refusal of ``kind`` aimed at this page."""
-        return [
-            (self.targets[(refusal.host, refusal.port)], refusal)
-            for refusal in refusals
-            if refusal.kind == kind and (refusal.host, refusal.port) in self.targets
-        ]

