@@ -39,6 +39,7 @@ from tests.api_fixtures import (  # noqa: F401  (fixtures)
     SCRAPYD_USER,
     ScrapydServer,
     assert_error,
+    assert_matches,
     openapi_fixture,
     scrapyd_fixture,
     start_scrapyd,
@@ -105,11 +106,12 @@ def temp_bytes(pid: int) -> int:
 
 
 def stream(
-    server: ScrapydServer, path: str, headers: dict[str, str], *, chunked: bool = False
+    server: ScrapydServer, path: str, headers: dict[str, str], *, chunked: bool = False,
+    length: int = HUGE,
 ) -> Upload:
     """POST ``path`` and keep writing body blocks for STREAM_SECONDS (or until refused)."""
     port = int(server.url.rsplit(":", 1)[1])
-    framing = {"Transfer-Encoding": "chunked"} if chunked else {"Content-Length": str(HUGE)}
+    framing = {"Transfer-Encoding": "chunked"} if chunked else {"Content-Length": str(length)}
     lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}",
              "Content-Type: application/json", *(f"{k}: {v}" for k, v in {**framing,
                                                                           **headers}.items())]
@@ -201,6 +203,22 @@ def test_a_body_without_a_length_is_cut_off_at_the_limit(scrapyd: ScrapydServer)
     assert upload.closed
     assert upload.sent > MAX_BODY  # it was read up to the limit...
     assert upload.temp_growth < MAX_BODY + MB  # ...and no further
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+@pytest.mark.parametrize("path", ["/ui/", "/openapi.json"])
+def test_what_needs_no_key_takes_no_body(
+    scrapyd: ScrapydServer, openapi: dict, path: str, chunked: bool
+) -> None:
+    """Without this, a keyless body up to the limit was spooled to disk before the 405."""
+    upload = stream(scrapyd, path, {}, chunked=chunked, length=MAX_BODY)
+    assert_refused_at_once(upload, 413)
+    assert upload.temp_growth < MAX_BODY // 10, f"temporary files grew by {upload.temp_growth}"
+    assert_matches(openapi, "Error", upload.json())
+    assert upload.json()["error"] == {
+        "code": "TOO_LARGE", "message": f"/{path.strip('/')} takes no request body",
+        "details": None,
+    }
 
 
 def test_scrapyd_endpoints_refuse_a_huge_body_without_basic_auth(

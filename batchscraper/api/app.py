@@ -14,7 +14,7 @@ Scrapyd builds each ``[services]`` resource with its web root; they share one
 basic auth wraps its whole web root; :func:`application` places the API's
 resources in front of it, because they authenticate with API keys instead,
 and gives the site a request class that checks keys, basic auth and size
-before a request's body is read (:class:`~batchscraper.api.http.GatedRequest`).
+before a request's body is read (:class:`~batchscraper.api.gate.GatedRequest`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from twisted.web.resource import Resource
 from batchscraper.api.auth import ApiKeys, ScrapydAuth
 from batchscraper.api.config import ApiConfig, api_settings, check_exposure
 from batchscraper.api.delivery import WebhookDelivery
-from batchscraper.api.http import BodyGate, GatedRequest
+from batchscraper.api.gate import BodyGate, GatedRequest
 from batchscraper.api.jobs import CrawlShutdown, ScrapydJobs
 from batchscraper.api.nodes import RemoteJobs, parse_nodes
 from batchscraper.api.service import BatchService

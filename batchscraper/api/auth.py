@@ -93,7 +93,7 @@ class ScrapydAuth:
     """Scrapyd's basic auth (``SCRAPYD_USERNAME``/``SCRAPYD_PASSWORD`` or scrapyd.conf).
 
     Read the way :func:`scrapyd.basicauth.wrap_resource` reads it, so the
-    front door (see :class:`batchscraper.api.http.GatedRequest`) asks for the
+    front door (see :class:`batchscraper.api.gate.GatedRequest`) asks for the
     same credentials as Scrapyd's own guard behind it.
     """
 
