@@ -111,6 +111,12 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         self.egress = egress_guard(crawler.settings)
         self.launch_args = list(self.config.launch_options.get("args", ()))
         self.closing: set[asyncio.Future[None]] = set()  # popups being closed
+        # resource types not loaded (images, fonts...): a saving, not a guard (the egress
+        # guard is); scrapy-playwright asks this before each request of a page
+        self.blocked_resource_types = frozenset(
+            crawler.settings.getlist("BATCH_BROWSER_BLOCKED_RESOURCES")
+        )
+        self.abort_request = self._is_blocked_resource
         self.restart_after = crawler.settings.getint("BATCH_BROWSER_RESTART_PAGES")
         # downloads that hold a tab; the rest wait here, not on a context's page limit
         # (which idle tabs in the pool also count)
@@ -128,6 +134,9 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
             self.egress.start()  # OSError: the download fails, no browser runs unguarded
             self.config.launch_options["args"] = [*self.launch_args, *egress_args(self.egress)]
         await super()._maybe_launch_browser()
+
+    def _is_blocked_resource(self, request: Any) -> bool:
+        return request.resource_type in self.blocked_resource_types
 
     def _close_popup(self, popup: Page) -> None:
         task = asyncio.ensure_future(close_quietly(popup))
@@ -283,22 +292,6 @@ async def close_quietly(page: Page | None) -> None:
     """Close a tab that must not be reused; a dead browser cannot keep this waiting."""
     if page is not None and not page.is_closed():
         await responds(page.close())
-
-
-# Resource types the browser does not load (images, fonts...): a cost saving, not a guard
-# (the egress guard is). scrapy-playwright loads PLAYWRIGHT_ABORT_REQUEST by import
-# path, so the spider sets this once per process from its settings.
-blocked_resource_types: frozenset[str] = frozenset()
-
-
-def configure_blocked_resources(resource_types: frozenset[str]) -> None:
-    global blocked_resource_types
-    blocked_resource_types = resource_types
-
-
-async def abort_request(request: Any) -> bool:
-    """scrapy-playwright hook: abort requests for the blocked resource types."""
-    return request.resource_type in blocked_resource_types
 
 
 def egress_guard(settings: Any) -> EgressGuard:

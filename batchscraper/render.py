@@ -73,7 +73,6 @@ class RenderConfig:
 
     chromium_path: str
     max_pages: int
-    blocked_resource_types: frozenset[str]
     app_shell_max_text: int
     max_body_bytes: int
     settle_ms: int
@@ -84,7 +83,6 @@ class RenderConfig:
         return cls(
             chromium_path=chromium_executable(settings.get("BATCH_CHROMIUM_PATH")),
             max_pages=settings.getint("BATCH_BROWSER_MAX_PAGES"),
-            blocked_resource_types=frozenset(settings.getlist("BATCH_BROWSER_BLOCKED_RESOURCES")),
             app_shell_max_text=settings.getint("BATCH_APP_SHELL_MAX_TEXT"),
             max_body_bytes=settings.getint("DOWNLOAD_MAXSIZE"),
             settle_ms=settings.getint("BATCH_BROWSER_SETTLE_MS"),
@@ -106,7 +104,6 @@ class RenderConfig:
             # viewport) in use, each closed when its last page is done
             "PLAYWRIGHT_MAX_CONTEXTS": self.max_pages + 1,
             "PLAYWRIGHT_MAX_PAGES_PER_CONTEXT": self.max_pages,
-            "PLAYWRIGHT_ABORT_REQUEST": "batchscraper.browser.abort_request",
         }
 
 

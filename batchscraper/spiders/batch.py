@@ -24,7 +24,6 @@ from scrapy.crawler import Crawler
 from scrapy.http import Response, TextResponse
 from twisted.python.failure import Failure
 
-from batchscraper.browser import configure_blocked_resources
 from batchscraper.exceptions import (
     ContentTooLargeError,
     FailFastError,
@@ -171,7 +170,6 @@ class BatchSpider(scrapy.Spider):
             settings.set("ROBOTSTXT_OBEY", True, priority="spider")
         if settings.getbool("BATCH_BROWSER_ENABLED"):
             settings.update(self.render.scrapy_settings(), priority="spider")
-            configure_blocked_resources(self.render.blocked_resource_types)
 
     # -- requests --------------------------------------------------------------
 
