@@ -20,9 +20,14 @@ from scrapy.http import Response
 from scrapy.utils.misc import load_object
 from scrapy_playwright.handler import DEFAULT_CONTEXT_NAME, ScrapyPlaywrightDownloadHandler
 
+from batchscraper.downloadermiddlewares.ssrf import (
+    ALLOW_ALL,
+    AddressPolicy,
+    FetchBlockedError,
+    normalised_host,
+)
 from batchscraper.egress import EgressGuard, Refusal
 from batchscraper.exceptions import DNSError
-from batchscraper.ssrf import ALLOW_ALL, AddressPolicy, FetchBlockedError, normalised_host
 
 # A browser download (navigation, page methods, settle, page close) gets this long in all
 # before it is abandoned: twice the page timeout, plus a margin for the browser itself.

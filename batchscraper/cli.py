@@ -23,7 +23,7 @@ from typing import Any
 from scrapy.utils.conf import closest_scrapy_cfg
 
 from batchscraper.client import BatchApiError, BatchClient
-from batchscraper.examplesite import ExampleSite
+from batchscraper.demo.site import ExampleSite
 from batchscraper.exceptions import BatchError, BatchInputError
 from batchscraper.inputs import Limits, parse_urls
 from batchscraper.mongo import ensure_embedded_server, home_dir

@@ -9,7 +9,7 @@ started with ``--proxy-server`` pointing here (loopback not bypassed, its own
 resolver disabled, WebRTC kept off UDP), so every HTTP request, HTTPS
 ``CONNECT`` and WebSocket reaches :class:`EgressGuard`, which
 
-- checks the target with the crawl's :class:`~batchscraper.ssrf.AddressPolicy`
+- checks the target with the crawl's :class:`~batchscraper.downloadermiddlewares.ssrf.AddressPolicy`
   (scheme, port, local names, every address the name resolves to),
 - connects to exactly the address it checked (the name is resolved once), and
 - refuses anything else with 403 before a byte is sent upstream.
@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from batchscraper.ssrf import (
+from batchscraper.downloadermiddlewares.ssrf import (
     AddressPolicy,
     FetchBlockedError,
     IPAddress,

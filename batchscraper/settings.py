@@ -19,7 +19,7 @@ ROBOTSTXT_OBEY = False
 
 # -- engine --------------------------------------------------------------------
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
-TWISTED_DNS_RESOLVER = "batchscraper.ssrf.GuardedResolver"
+TWISTED_DNS_RESOLVER = "batchscraper.downloadermiddlewares.ssrf.GuardedResolver"
 # Scrapy starts CONCURRENT_ITEMS tasks per callback output; pages yield one item.
 CONCURRENT_ITEMS = 4
 CONCURRENT_REQUESTS = 8  # replaced per batch by its `concurrency` option
@@ -56,8 +56,8 @@ RETRY_EXCEPTIONS = [
 
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
-    "batchscraper.ssrf.SsrfGuardMiddleware": 50,
-    "batchscraper.middlewares.BackoffRetryMiddleware": 550,
+    "batchscraper.downloadermiddlewares.ssrf.SsrfGuardMiddleware": 50,
+    "batchscraper.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
 }
 ITEM_PIPELINES = {
     "pipelines.extract.ExtractPipeline": 100,
@@ -102,7 +102,7 @@ BATCH_ALLOWED_PORTS: list[int] = []  # empty: any port
 # the browser's egress guard (a loopback proxy every Chromium connection goes through):
 # how it resolves names (import path of a function (host, port) -> addresses), and how
 # long it waits for a connection to the address it checked
-BATCH_EGRESS_RESOLVER = "batchscraper.ssrf.resolve"
+BATCH_EGRESS_RESOLVER = "batchscraper.downloadermiddlewares.ssrf.resolve"
 BATCH_EGRESS_CONNECT_TIMEOUT = 10.0
 
 # Limits on what one batch may ask for.
@@ -230,9 +230,9 @@ BATCH_API_NODE_POLL_INTERVAL = 5.0  # seconds between listjobs.json polls of the
 DOWNLOADER_MIDDLEWARES.update(
     {
         "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
-        "batchscraper.robots.RobotsTxtPolicy": 100,
+        "batchscraper.downloadermiddlewares.robots.RobotsTxtPolicy": 100,
         # between retry (550) and the downloader: sees every attempt's raw status
-        "batchscraper.breaker.CircuitBreakerMiddleware": 580,
+        "batchscraper.downloadermiddlewares.breaker.CircuitBreakerMiddleware": 580,
     }
 )
 EXTENSIONS.update({"batchscraper.extensions.domains.DomainHealthWriter": 510})

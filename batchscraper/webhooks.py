@@ -31,8 +31,7 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
 
-from batchscraper.exceptions import InvalidWebhookError, WebhookVerificationError
-from batchscraper.ssrf import (
+from batchscraper.downloadermiddlewares.ssrf import (
     ALLOW_ALL,
     AddressPolicy,
     FetchBlockedError,
@@ -40,6 +39,7 @@ from batchscraper.ssrf import (
     parse_ip_literal,
     resolve,
 )
+from batchscraper.exceptions import InvalidWebhookError, WebhookVerificationError
 
 logger = logging.getLogger(__name__)
 

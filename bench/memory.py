@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchscraper.examplesite import ExampleSite
+from batchscraper.demo.site import ExampleSite
 from batchscraper.inputs import Limits, parse_batch
 from batchscraper.store import BatchStore
 from bench._common import bench_store, mb, record, run_crawl

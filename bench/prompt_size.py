@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from w3lib.encoding import html_to_unicode  # noqa: E402
 
-from batchscraper.content import prepare_page  # noqa: E402
+from batchscraper.extraction.content import prepare_page  # noqa: E402
 from batchscraper.llm.prompts import SYSTEM_PROMPT, PromptParts, user_message  # noqa: E402
 from batchscraper.llm.tokens import chunk_text, count_tokens  # noqa: E402
 from pipelines.extract import wants_links  # noqa: E402

@@ -36,11 +36,11 @@ from playwright.async_api import async_playwright
 from scrapy.settings import Settings
 
 from batchscraper.browser import egress_args
+from batchscraper.demo.site import ExampleSite
+from batchscraper.downloadermiddlewares.ssrf import AddressPolicy, resolve
 from batchscraper.egress import EgressGuard
-from batchscraper.examplesite import ExampleSite
 from batchscraper.inputs import parse_batch
 from batchscraper.render import CHROMIUM_ARGS, chromium_executable
-from batchscraper.ssrf import AddressPolicy, resolve
 from bench._common import MemorySampler, bench_store, mb, record, run_crawl
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "price": {"type": "number"}},

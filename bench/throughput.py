@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchscraper.examplesite import ExampleSite
+from batchscraper.demo.site import ExampleSite
 from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
 from bench._common import REPO, bench_store, mb, record, run_crawl

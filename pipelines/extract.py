@@ -26,13 +26,13 @@ from typing import Any
 
 from scrapy.crawler import Crawler
 
-from batchscraper.content import PageContent, page_content, prepare_page, pruned_tree
 from batchscraper.exceptions import (
     BudgetExceededError,
     ExtractionError,
     ItemError,
     ValidationFailedError,
 )
+from batchscraper.extraction.content import PageContent, page_content, prepare_page, pruned_tree
 from batchscraper.extraction.listing import structured_records, visible_record_count
 from batchscraper.extraction.shaping import tokens
 from batchscraper.extraction.structured import map_to_schema, parse_structured_data

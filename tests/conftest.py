@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from batchscraper.examplesite import ExampleSite
+from batchscraper.demo.site import ExampleSite
 from batchscraper.mongo import connect, database_name, ensure_embedded_server, stop_embedded_server
 from batchscraper.store import BatchStore
 

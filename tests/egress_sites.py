@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from batchscraper.ssrf import IPAddress, resolve
+from batchscraper.downloadermiddlewares.ssrf import IPAddress, resolve
 
 SECRET = "canary-secret-7f3a91"
 PUBLIC_ADDRESS = "127.0.0.2"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from batchscraper.examplesite import ExampleSite, product_expected
+from batchscraper.demo.site import ExampleSite, product_expected
 from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
 from tests.api_fixtures import (  # noqa: F401  (fixtures)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batchscraper.examplesite import ExampleSite, product_expected
+from batchscraper.demo.site import ExampleSite, product_expected
 from batchscraper.store import BatchStore
 from tests.api_fixtures import (
     REPO,

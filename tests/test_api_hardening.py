@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from batchscraper.examplesite import ExampleSite
+from batchscraper.demo.site import ExampleSite
 from batchscraper.mongo import connect, database_name
 from batchscraper.store import BatchStore
 from tests.api_fixtures import (  # noqa: F401  (fixtures)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from batchscraper.examplesite import ExampleSite, product_page
+from batchscraper.demo.site import ExampleSite, product_page
 from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
 from tests.conftest import batch_id_from

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from batchscraper.examplesite import ExampleSite, product_expected
+from batchscraper.demo.site import ExampleSite, product_expected
 from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
 from tests.conftest import assert_counters_match_items, batch_id_from

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from batchscraper.examplesite import ExampleSite, product_expected
+from batchscraper.demo.site import ExampleSite, product_expected
 from batchscraper.extraction.shaping import clean_text
 from batchscraper.inputs import parse_batch
-from batchscraper.profiles import profile_names
+from batchscraper.inputs.profiles import profile_names
 from batchscraper.render import CHROMIUM_ARGS, chromium_executable
 from batchscraper.store import BatchStore
 from tests.api_fixtures import (  # noqa: F401  (fixtures)

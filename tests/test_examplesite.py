@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from batchscraper.examplesite import (
+from batchscraper.demo.site import (
     ExampleSite,
     article_expected,
     product_expected,
@@ -326,7 +326,7 @@ def test_page_generation_is_fast() -> None:
 
 
 def test_main_serves_quietly() -> None:
-    command = [sys.executable, "-m", "batchscraper.examplesite", "--port", "0"]
+    command = [sys.executable, "-m", "batchscraper.demo.site", "--port", "0"]
     with subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as proc:

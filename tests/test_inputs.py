@@ -15,7 +15,7 @@ from batchscraper.exceptions import (
     TooLargeError,
 )
 from batchscraper.inputs import Limits, parse_batch, parse_options, parse_urls
-from batchscraper.schemas import SchemaLimits, parse_schema
+from batchscraper.inputs.schemas import SchemaLimits, parse_schema
 
 SCHEMA = {"type": "object", "properties": {"title": {"type": "string"}}}
 FILES = Limits(read_files=True)  # as the command line parses

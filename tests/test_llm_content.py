@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from batchscraper.examplesite import ExampleSite, product_expected
+from batchscraper.demo.site import ExampleSite, product_expected
 from batchscraper.llm.prompts import SYSTEM_PROMPT
 from batchscraper.store import BatchStore
 from tests.conftest import batch_id_from

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from batchscraper.examplesite import ExampleSite, product_expected
+from batchscraper.demo.site import ExampleSite, product_expected
 from batchscraper.store import BatchStore
 from tests.conftest import batch_id_from
 from tests.fakellm import FakeLLM, fake_llm_fixture, fake_llm_server_fixture  # noqa: F401

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchscraper.examplesite import ExampleSite, product_expected
+from batchscraper.demo.site import ExampleSite, product_expected
 from batchscraper.store import BatchStore
 from tests.fakellm import (  # noqa: F401  (fixtures)
     NONCONFORMING,

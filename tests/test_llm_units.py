@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from batchscraper.content import prepare_page, pruned_tree
-from batchscraper.examplesite import list_page, product_page
+from batchscraper.demo.site import list_page, product_page
+from batchscraper.extraction.content import prepare_page, pruned_tree
 from batchscraper.extraction.listing import visible_record_count
 from batchscraper.extraction.validation import RecordChecker
+from batchscraper.inputs.profiles import profile_names
+from batchscraper.inputs.schemas import parse_schema
 from batchscraper.llm.client import ChatRequest, OpenAIChatClient, _retry_after
 from batchscraper.llm.config import LLMConfig
 from batchscraper.llm.grounding import PageIndex, grounded, strip_ungrounded
@@ -23,8 +25,6 @@ from batchscraper.llm.prompts import (
     user_message,
 )
 from batchscraper.llm.tokens import chunk_text, count_tokens
-from batchscraper.profiles import profile_names
-from batchscraper.schemas import parse_schema
 
 
 def test_chunks_cover_the_text_with_overlap():

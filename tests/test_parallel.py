@@ -20,7 +20,7 @@ import pytest
 
 from batchscraper.api.config import node_list
 from batchscraper.api.nodes import ScrapydNode, parse_nodes
-from batchscraper.examplesite import ExampleSite
+from batchscraper.demo.site import ExampleSite
 from batchscraper.store import BatchStore
 from tests.api_fixtures import (
     JOB_SETTINGS,

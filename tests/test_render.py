@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from batchscraper.examplesite import ExampleSite, product_expected
+from batchscraper.demo.site import ExampleSite, product_expected
 from batchscraper.store import BatchStore
 from bench._common import comm, descendants
 from tests.conftest import REPO, batch_id_from

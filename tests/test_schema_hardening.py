@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from batchscraper.examplesite import ExampleSite, product_expected
+from batchscraper.demo.site import ExampleSite, product_expected
 from batchscraper.exceptions import (
     InvalidSchemaError,
     ValidationFailedError,
@@ -30,7 +30,7 @@ from batchscraper.exceptions import (
 )
 from batchscraper.extraction.validation import RecordChecker
 from batchscraper.inputs import parse_batch
-from batchscraper.schemas import parse_schema
+from batchscraper.inputs.schemas import parse_schema
 from batchscraper.store import BatchStore
 from tests.api_fixtures import (  # noqa: F401  (fixtures)
     ScrapydServer,

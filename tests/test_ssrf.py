@@ -7,8 +7,8 @@ import json
 import pytest
 from scrapy.settings import Settings
 
-from batchscraper.examplesite import ExampleSite
-from batchscraper.ssrf import (
+from batchscraper.demo.site import ExampleSite
+from batchscraper.downloadermiddlewares.ssrf import (
     AddressPolicy,
     FetchBlockedError,
     GuardedResolver,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from batchscraper.client import verify_webhook
-from batchscraper.examplesite import ExampleSite
+from batchscraper.demo.site import ExampleSite
 from batchscraper.exceptions import WebhookVerificationError
 from batchscraper.inputs import parse_batch
 from batchscraper.mongo import connect, database_name

@@ -40,8 +40,8 @@ from batchscraper.api.delivery import WebhookDelivery
 from batchscraper.api.gate import BodyGate, GatedRequest
 from batchscraper.api.jobs import CrawlShutdown, ScrapydJobs
 from batchscraper.api.nodes import RemoteJobs, parse_nodes
+from batchscraper.api.reconcile import BatchReconciler, ReconcileConfig, ReconcileService
 from batchscraper.api.service import BatchService
-from batchscraper.reconcile import BatchReconciler, ReconcileConfig, ReconcileService
 from batchscraper.store import store_for
 from batchscraper.webhooks import WebhookConfig, WebhookOutbox
 

@@ -12,8 +12,8 @@ from scrapy.settings import Settings
 from scrapyd.exceptions import ConfigError
 
 from batchscraper.api.auth import ScrapydAuth
+from batchscraper.downloadermiddlewares.ssrf import AddressPolicy
 from batchscraper.inputs import Limits
-from batchscraper.ssrf import AddressPolicy
 from batchscraper.webhooks import webhook_policy
 
 SETTINGS_MODULE = "batchscraper.settings"

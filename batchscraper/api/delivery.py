@@ -26,7 +26,12 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
-from batchscraper.ssrf import ALLOW_ALL, AddressPolicy, FetchBlockedError, IPAddress
+from batchscraper.downloadermiddlewares.ssrf import (
+    ALLOW_ALL,
+    AddressPolicy,
+    FetchBlockedError,
+    IPAddress,
+)
 from batchscraper.webhooks import WebhookOutbox, signed_headers, webhook_address
 
 logger = logging.getLogger(__name__)

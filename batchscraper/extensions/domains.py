@@ -4,7 +4,7 @@ Every ``BATCH_DOMAIN_HEALTH_INTERVAL`` seconds (and once at the end) this
 process's figures for its ``BATCH_DOMAIN_HEALTH_TOP`` busiest domains are
 written on the batch (``domains``, merged with the other workers of the same
 batch by :meth:`batchscraper.store.BatchStore.save_domain_health`). The
-figures come from :mod:`batchscraper.breaker`, which counts every attempt.
+figures come from :mod:`batchscraper.downloadermiddlewares.breaker`, which counts every attempt.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.defer import deferred_from_coro
 from twisted.internet import defer, task
 
-from batchscraper.breaker import domain_health
+from batchscraper.downloadermiddlewares.breaker import domain_health
 from batchscraper.run import BatchRun, batch_run
 
 logger = logging.getLogger(__name__)

@@ -210,7 +210,7 @@ def without_dialects(node: Any, is_schema: bool = True) -> Any:
 
     The validator never changes class on a ``$schema`` (:func:`_evolve_in_class`);
     without them the ``referencing`` library also resolves every ``$ref`` and
-    ``$id`` as Draft 2020-12, the way :mod:`batchscraper.schemas` checked them.
+    ``$id`` as Draft 2020-12, the way :mod:`batchscraper.inputs.schemas` checked them.
     Submitted schemas may only name Draft 2020-12, so this changes nothing else.
     """
     cleaned = {key: without_dialects(child, child_is_schema)

@@ -24,6 +24,8 @@ from scrapy.crawler import Crawler
 from scrapy.http import Response, TextResponse
 from twisted.python.failure import Failure
 
+from batchscraper.downloadermiddlewares.failures import fetch_error_from_failure
+from batchscraper.downloadermiddlewares.ssrf import ALLOW_ALL, AddressPolicy
 from batchscraper.exceptions import (
     ContentTooLargeError,
     FailFastError,
@@ -31,7 +33,6 @@ from batchscraper.exceptions import (
     FetchError,
     UnsupportedContentTypeError,
 )
-from batchscraper.failures import fetch_error_from_failure
 from batchscraper.inputs import BatchOptions, BatchSpec, Limits, parse_batch, parse_options
 from batchscraper.items import PageItem
 from batchscraper.leasing import Leaser, WorkerConfig
@@ -43,7 +44,6 @@ from batchscraper.render import (
     screenshot_from,
 )
 from batchscraper.run import BatchRun
-from batchscraper.ssrf import ALLOW_ALL, AddressPolicy
 from batchscraper.store import BatchStore, store_for
 from batchscraper.writes import SerialWriter
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from batchscraper.examplesite import product_expected
+from batchscraper.demo.site import product_expected
 from batchscraper.inputs import parse_batch
 from batchscraper.mongo import connect, database_name
 from batchscraper.store import BatchStore

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from batchscraper.examplesite import ExampleSite
+from batchscraper.demo.site import ExampleSite
 from batchscraper.inputs import parse_batch
 from batchscraper.mongo import connect
 from batchscraper.store import BatchStore, utcnow

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from batchscraper.examplesite import ENCODING_PAGES, ExampleSite, product_expected
+from batchscraper.demo.site import ENCODING_PAGES, ExampleSite, product_expected
 from batchscraper.inputs import parse_batch
 from batchscraper.storable import readable_record, storable_record, unescape_key
 from batchscraper.store import BatchStore

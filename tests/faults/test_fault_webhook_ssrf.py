@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from batchscraper.ssrf import AddressPolicy, FetchBlockedError
+from batchscraper.downloadermiddlewares.ssrf import AddressPolicy, FetchBlockedError
 from batchscraper.store import BatchStore
 from batchscraper.webhooks import OUTBOX, webhook_address
 from tests.api_fixtures import Receiver, free_port

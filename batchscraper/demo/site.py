@@ -2,7 +2,7 @@
 
 Pages are deterministic functions of the URL, so tests can compare scraped records with
 :func:`product_expected` / :func:`article_expected`.  Serve by hand with
-``python -m batchscraper.examplesite --port 8000``.
+``python -m batchscraper.demo.site --port 8000``.
 """
 
 from __future__ import annotations

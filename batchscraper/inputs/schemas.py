@@ -24,7 +24,7 @@ from referencing.jsonschema import DRAFT202012
 from batchscraper.exceptions import InvalidSchemaError
 from batchscraper.extraction.patterns import PatternError, compile_pattern, pattern_problem
 from batchscraper.extraction.validation import subschema_parts
-from batchscraper.profiles import PROFILE_PREFIX, profile_names, profile_schema
+from batchscraper.inputs.profiles import PROFILE_PREFIX, profile_names, profile_schema
 
 # field-list type names -> JSON Schema fragments
 FIELD_TYPES: dict[str, dict[str, Any]] = {
@@ -67,7 +67,7 @@ def parse_schema(raw: Any, limits: SchemaLimits = SchemaLimits()) -> dict[str, A
     """Return the normalized JSON Schema for ``raw``.
 
     ``raw`` is a dict, a field list, JSON text, or ``profile:<name>`` for a
-    built-in schema (:mod:`batchscraper.profiles`). Nesting too deep for any
+    built-in schema (:mod:`batchscraper.inputs.profiles`). Nesting too deep for any
     recursive step (decoding, the size and metaschema checks) is refused too.
     """
     try:

@@ -13,6 +13,7 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet import error as twisted_error
 from twisted.python.failure import Failure
 
+from batchscraper.downloadermiddlewares.ssrf import blocked_by_resolver
 from batchscraper.exceptions import (
     BadContentEncodingError,
     ConnectionFailedError,
@@ -25,7 +26,6 @@ from batchscraper.exceptions import (
     RenderFailedError,
     TooManyRedirectsError,
 )
-from batchscraper.ssrf import blocked_by_resolver
 
 RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504, 522, 524})
 

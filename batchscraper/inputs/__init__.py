@@ -24,8 +24,8 @@ from batchscraper.exceptions import (
     InvalidURLsError,
     TooLargeError,
 )
+from batchscraper.inputs.schemas import SchemaLimits, parse_schema
 from batchscraper.render import BROWSER_KEYS, check_browser_options
-from batchscraper.schemas import SchemaLimits, parse_schema
 
 RENDER_MODES = ("auto", "always", "never")
 # the names users bring from other batch APIs for a URL's rendering mode

@@ -1,0 +1,1 @@
+"""The bundled example site that `batchscraper demo` and the tests crawl."""
