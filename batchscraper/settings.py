@@ -17,7 +17,7 @@ TELNETCONSOLE_ENABLED = False
 REMOTE_CONTROL_ENABLED = False
 ROBOTSTXT_OBEY = False
 
-# -- engine --------------------------------------------------------------------
+# -- engine --------------------------------------------------------------------------
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 TWISTED_DNS_RESOLVER = "batchscraper.downloadermiddlewares.ssrf.GuardedResolver"
 # Scrapy starts CONCURRENT_ITEMS tasks per callback output; pages yield one item.
@@ -93,7 +93,7 @@ FEED_EXPORT_FIELDS = [
     "cost_usd",
 ]
 
-# -- batchscraper -------------------------------------------------------------
+# -- batchscraper --------------------------------------------------------------------
 # SSRF guard: only public addresses are fetched unless a network is allowed here
 # (e.g. ["127.0.0.0/8"] for tests, ["10.0.0.0/8"] for an intranet deployment).
 BATCH_SSRF_GUARD_ENABLED = True
@@ -162,7 +162,7 @@ BATCH_WEBHOOK_RETRY_MAX = 3600.0  # longest wait between two attempts (s)
 BATCH_WEBHOOK_HISTORY = 20  # delivery attempts kept on the batch document
 BATCH_WEBHOOK_MAX_ANSWER_BYTES = 64 * 1024  # a receiver's answer is read this far, then dropped
 
-# -- reliability (issue 7) -------------------------------------------------------
+# -- reliability ---------------------------------------------------------------------
 # An item record larger than this (BSON bytes) gets its `content` cut, then its data dropped
 # (CONTENT_TOO_LARGE): MongoDB refuses documents over 16 MiB.
 BATCH_MAX_RECORD_BYTES = 15 * 1024 * 1024
@@ -182,7 +182,7 @@ BATCH_RECONCILE_MAX_RESUMES = 5
 # MongoDB: empty means the embedded server under BATCHSCRAPER_HOME.
 MONGO_URI = os.environ.get("MONGO_URI", "")
 
-# -- LLM extraction (issue 4) ---------------------------------------------------
+# -- LLM extraction ------------------------------------------------------------------
 # The endpoint: any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp).
 # With neither OPENAI_BASE_URL nor OPENAI_API_KEY set, no LLM is used.
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")  # empty: api.openai.com when a key is set
@@ -214,7 +214,7 @@ BATCH_LLM_PRICES = {
     "gpt-4.1-nano": [0.10, 0.40],
 }
 
-# -- performance and scale-out (issue 8) -----------------------------------------
+# -- performance and scale-out -------------------------------------------------------
 # Scrapyd nodes the API schedules a batch's jobs onto, dealt round-robin: "local" (this
 # Scrapyd) and/or base URLs of other Scrapyd nodes sharing this MongoDB, with their basic
 # auth in the URL ("http://user:password@10.0.0.3:6800"). Empty: this Scrapyd only.

@@ -10,7 +10,7 @@
    batch option ``grounding: "strict"`` ungrounded values are nulled.
 
 Without an LLM (no ``OPENAI_BASE_URL``/``OPENAI_API_KEY``) a page without
-matching structured data fails with EXTRACTION_FAILED, as before.
+matching structured data fails with EXTRACTION_FAILED.
 
 Parsing, mapping and schema checks of the page's records run off the reactor
 thread; a check past ``BATCH_VALIDATION_TIMEOUT`` fails the item with

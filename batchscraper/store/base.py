@@ -74,8 +74,6 @@ class StoreBase:
         embedded server about 0.07 ms per stored item.
         """
         self.items.create_index([("batch_id", ASCENDING), ("status", ASCENDING)])
-        if "batch_id_1_index_1" in self.items.index_information():
-            self.items.drop_index("batch_id_1_index_1")  # made by earlier versions
         self.batches.create_index([("owner", ASCENDING), ("created_at", DESCENDING)])
 
     def _atomic(self, work: Callable[[ClientSession | None], T]) -> T:
