@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pymongo import ASCENDING
-
 from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
 
@@ -23,11 +21,3 @@ def test_items_are_read_by_id_lists_in_input_order(store: BatchStore) -> None:
     assert [doc["index"] for doc in store.iter_items(batch_id, start=20, page=3)] == list(
         range(20, 25)
     )
-
-
-def test_ensure_indexes_drops_the_index_earlier_versions_made(store: BatchStore) -> None:
-    store.items.create_index([("batch_id", ASCENDING), ("index", ASCENDING)], unique=True)
-    store.ensure_indexes()
-    names = set(store.items.index_information())
-    assert "batch_id_1_index_1" not in names
-    assert "batch_id_1_status_1" in names
