@@ -54,6 +54,7 @@ def items(store: BatchStore, batch_id: str) -> list[dict[str, Any]]:
     return list(store.iter_items(batch_id))
 
 
+@pytest.mark.slow
 def test_failing_domain_is_slowed_then_its_items_fail_fast(
     crawl: Any, store: BatchStore, site: ExampleSite, failing_site: ExampleSite
 ) -> None:
@@ -149,6 +150,7 @@ def robots_site_fixture() -> Iterator[RobotsSite]:
     server.server_close()
 
 
+@pytest.mark.slow
 def test_robots_txt_is_obeyed_only_when_the_batch_asks(
     crawl: Any, store: BatchStore, robots_site: RobotsSite
 ) -> None:

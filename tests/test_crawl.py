@@ -106,6 +106,7 @@ def test_mixed_batch_of_200_urls(crawl, site: ExampleSite, store: BatchStore, tm
     assert store.get_batch(batch_id)["counters"] == batch["counters"]
 
 
+@pytest.mark.slow
 def test_http_errors_keep_status_and_retry_after(crawl, site: ExampleSite, store: BatchStore):
     urls = [site.url("/status/404"), site.url("/flaky/ra1?fail=2&code=503&retry_after=1")]
     result = crawl(urls=",".join(urls), schema=json.dumps(PRODUCT_SCHEMA), retries=2)
@@ -123,6 +124,7 @@ def test_http_errors_keep_status_and_retry_after(crawl, site: ExampleSite, store
     assert flaky["duration_ms"] >= 2000  # two Retry-After: 1 waits
 
 
+@pytest.mark.slow
 def test_run_stored_batch_by_id(crawl, site: ExampleSite, store: BatchStore):
     spec = parse_batch([site.url(f"/products/{n}") for n in (11, 12, 13)], PRODUCT_SCHEMA)
     batch = store.create_batch(spec)
@@ -135,6 +137,7 @@ def test_run_stored_batch_by_id(crawl, site: ExampleSite, store: BatchStore):
     ]
 
 
+@pytest.mark.slow
 def test_fail_fast_cancels_the_rest(crawl, site: ExampleSite, store: BatchStore):
     urls = [site.url("/status/404")] + [site.url(f"/slow?delay=0.3&n={n}") for n in range(40)]
     result = crawl(
@@ -148,6 +151,7 @@ def test_fail_fast_cancels_the_rest(crawl, site: ExampleSite, store: BatchStore)
     assert batch["status"] == ("partial" if batch["counters"]["completed"] else "failed")
 
 
+@pytest.mark.slow
 def test_reextract_from_stored_content_without_fetching(crawl, site: ExampleSite,
                                                         store: BatchStore):
     urls = [site.url(f"/products/{n}") for n in (31, 32)] + [site.url("/status/404")]
@@ -169,6 +173,7 @@ def test_reextract_from_stored_content_without_fetching(crawl, site: ExampleSite
     assert_counters_match_items(store, batch["_id"])
 
 
+@pytest.mark.slow
 def test_reextract_from_a_batch_without_content_is_refused(crawl, site: ExampleSite,
                                                           store: BatchStore):
     first = crawl(urls=site.url("/products/33"), schema=json.dumps(PRODUCT_SCHEMA))

@@ -38,6 +38,7 @@ def server_uri(tmp_path: Path) -> Iterator[str]:
         server.terminate()
 
 
+@pytest.mark.slow
 def test_a_write_after_an_abandoned_transaction_goes_through(server_uri: str) -> None:
     with MongoClient(server_uri, timeoutMS=20_000) as client:
         client.t.docs.replace_one({"_id": 1}, {"_id": 1, "n": 0}, upsert=True)

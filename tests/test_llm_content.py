@@ -53,6 +53,7 @@ def injection_page() -> str:
             f"<p>SKU: INJ-9</p><p>Only $19.99</p><p>In stock</p>{INJECTION}</body></html>")
 
 
+@pytest.mark.slow
 def test_long_page_is_chunked_and_injection_ignored(crawl, store: BatchStore,
                                                     fake_llm: FakeLLM):
     fake_llm.pages["long"] = long_page()
@@ -102,6 +103,7 @@ def test_long_page_is_chunked_and_injection_ignored(crawl, store: BatchStore,
         assert item["extraction"]["grounded"]["price"] is True
 
 
+@pytest.mark.slow
 def test_ungrounded_values_are_flagged(crawl, site: ExampleSite, store: BatchStore,
                                        fake_llm: FakeLLM):
     batch_id, result = run(crawl, fake_llm, [site.url("/plain/25")], SCHEMA,
@@ -115,6 +117,7 @@ def test_ungrounded_values_are_flagged(crawl, site: ExampleSite, store: BatchSto
     assert "'batch/llm/ungrounded': 1" in result.stderr
 
 
+@pytest.mark.slow
 def test_profile_schema_without_llm(crawl, site: ExampleSite, store: BatchStore):
     result = crawl(urls=site.url("/products/26"), schema="profile:product", render_js="never")
     assert result.returncode == 0, result.stderr[-3000:]

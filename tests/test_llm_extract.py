@@ -62,6 +62,7 @@ def check_counters(store: BatchStore, batch_id: str) -> dict:
     return batch
 
 
+@pytest.mark.slow
 def test_structured_data_first_llm_fills_the_rest(crawl, site: ExampleSite, store: BatchStore,
                                                   fake_llm: FakeLLM):
     urls = [site.url("/products/21"), site.url("/plain/22"), site.url("/plain/23")]
@@ -105,6 +106,7 @@ def test_structured_data_first_llm_fills_the_rest(crawl, site: ExampleSite, stor
     assert request["model"] == "fake-model"
 
 
+@pytest.mark.slow
 def test_cache_makes_a_rerun_free(crawl, site: ExampleSite, store: BatchStore,
                                   fake_llm: FakeLLM):
     prompt = f"Extract the product. Run {uuid.uuid4().hex}"  # fresh cache keys for this test
@@ -126,6 +128,7 @@ def test_cache_makes_a_rerun_free(crawl, site: ExampleSite, store: BatchStore,
     assert cached >= 2
 
 
+@pytest.mark.slow
 def test_list_page_records_capped_and_flagged(crawl, site: ExampleSite, store: BatchStore,
                                               fake_llm: FakeLLM):
     urls = [site.url("/list/41?count=6"), site.url("/list/42?count=12")]
@@ -152,6 +155,7 @@ def test_list_page_records_capped_and_flagged(crawl, site: ExampleSite, store: B
     assert batch["counters"]["records_extracted"] == 10
 
 
+@pytest.mark.slow
 def test_list_page_by_llm(crawl, site: ExampleSite, store: BatchStore, fake_llm: FakeLLM):
     schema = {**LIST_SCHEMA, "properties": {**LIST_SCHEMA["properties"],
                                             "label": {"type": "string"}},

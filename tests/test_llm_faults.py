@@ -40,6 +40,7 @@ def assert_product(item: dict, n: int) -> None:
     assert item["data"]["sku"] == product_expected(n)["sku"]
 
 
+@pytest.mark.slow
 def test_429_retry_after_is_honoured_then_succeeds(crawl, site, store, fake_llm: FakeLLM):
     fake_llm.fail_next("429", times=2, retry_after="1")
     item = one_item(crawl, site, store, fake_llm, 51)
@@ -47,6 +48,7 @@ def test_429_retry_after_is_honoured_then_succeeds(crawl, site, store, fake_llm:
     assert fake_llm.calls == 3 and item["llm_calls"] == 1
 
 
+@pytest.mark.slow
 def test_429_until_retries_run_out(crawl, site, store, fake_llm: FakeLLM):
     fake_llm.fail_next("429", times=10, retry_after="0")
     item = one_item(crawl, site, store, fake_llm, 52, BATCH_LLM_RETRIES=2)
@@ -56,6 +58,7 @@ def test_429_until_retries_run_out(crawl, site, store, fake_llm: FakeLLM):
     assert item["data"] == {"name": "Plain 52"}  # the structured part is kept
 
 
+@pytest.mark.slow
 def test_500_until_retries_run_out(crawl, site, store, fake_llm: FakeLLM):
     fake_llm.fail_next("500", times=10)
     item = one_item(crawl, site, store, fake_llm, 53, BATCH_LLM_RETRIES=1)
@@ -64,6 +67,7 @@ def test_500_until_retries_run_out(crawl, site, store, fake_llm: FakeLLM):
     assert fake_llm.calls == 2
 
 
+@pytest.mark.slow
 def test_hanging_endpoint_times_out(crawl, site, store, fake_llm: FakeLLM):
     fake_llm.fail_next("hang", times=10)
     item = one_item(crawl, site, store, fake_llm, 54, BATCH_LLM_RETRIES=1, BATCH_LLM_TIMEOUT=1)
@@ -72,6 +76,7 @@ def test_hanging_endpoint_times_out(crawl, site, store, fake_llm: FakeLLM):
     assert fake_llm.calls == 2 and item["llm_calls"] == 0
 
 
+@pytest.mark.slow
 def test_invalid_json_is_repaired_once(crawl, site, store, fake_llm: FakeLLM):
     fake_llm.fail_next("invalid_json")
     item = one_item(crawl, site, store, fake_llm, 55)
@@ -81,6 +86,7 @@ def test_invalid_json_is_repaired_once(crawl, site, store, fake_llm: FakeLLM):
     assert repair[-2]["role"] == "assistant" and "could not be parsed" in repair[-1]["content"]
 
 
+@pytest.mark.slow
 def test_invalid_json_twice_is_bad_output(crawl, site, store, fake_llm: FakeLLM):
     fake_llm.fail_next("invalid_json", times=2)
     item = one_item(crawl, site, store, fake_llm, 56)
@@ -88,6 +94,7 @@ def test_invalid_json_twice_is_bad_output(crawl, site, store, fake_llm: FakeLLM)
     assert item["llm_calls"] == 2
 
 
+@pytest.mark.slow
 def test_nonconforming_json_gets_one_repair_prompt(crawl, site, store, fake_llm: FakeLLM):
     fake_llm.fail_next("nonconforming")
     item = one_item(crawl, site, store, fake_llm, 57)
@@ -99,6 +106,7 @@ def test_nonconforming_json_gets_one_repair_prompt(crawl, site, store, fake_llm:
     assert site.hits("/plain/57") == 1  # no second fetch
 
 
+@pytest.mark.slow
 def test_nonconforming_twice_fails_validation_with_data_kept(crawl, site, store,
                                                              fake_llm: FakeLLM):
     fake_llm.fail_next("nonconforming", times=2)
@@ -110,6 +118,7 @@ def test_nonconforming_twice_fails_validation_with_data_kept(crawl, site, store,
     assert {e["path"] for e in item["validation"]["errors"]} >= {"price", "sku"}
 
 
+@pytest.mark.slow
 def test_server_without_json_schema_support_falls_back(crawl, site, store, fake_llm: FakeLLM):
     fake_llm.reject_json_schema = True
     urls = [site.url("/plain/61"), site.url("/plain/64")]
@@ -124,6 +133,7 @@ def test_server_without_json_schema_support_falls_back(crawl, site, store, fake_
     assert "'batch/llm/fallback/json_object': 1" in result.stderr
 
 
+@pytest.mark.slow
 def test_call_budget_stops_llm_extraction(crawl, site, store, fake_llm: FakeLLM):
     urls = [site.url("/products/62")] + [site.url(f"/plain/{n}") for n in (65, 68, 71, 72)]
     batch_id, result = run(crawl, fake_llm, urls, PRODUCT_SCHEMA, ONE_CHUNK, max_llm_calls=2)
@@ -138,6 +148,7 @@ def test_call_budget_stops_llm_extraction(crawl, site, store, fake_llm: FakeLLM)
     assert "'batch/llm/budget_exceeded': 2" in result.stderr
 
 
+@pytest.mark.slow
 def test_cost_budget_stops_llm_extraction(crawl, site, store, fake_llm: FakeLLM):
     urls = [site.url(f"/plain/{n}") for n in (75, 78, 79)]
     # one call costs about $0.004 with the fake model's $1/$2 per million tokens

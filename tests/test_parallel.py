@@ -103,6 +103,7 @@ def assert_exact(store: BatchStore, batch: dict[str, Any], total: int) -> None:
     assert {k: counters[k] for k in recount} == recount
 
 
+@pytest.mark.slow
 def test_two_nodes_share_one_batch(
     nodes: tuple[ScrapydServer, ScrapydServer], store: BatchStore, site: ExampleSite
 ) -> None:
@@ -118,6 +119,7 @@ def test_two_nodes_share_one_batch(
     assert second not in job_ids(node_a, "pending", "running", "finished")
 
 
+@pytest.mark.slow
 def test_node_dies_mid_batch_the_other_finishes(
     nodes: tuple[ScrapydServer, ScrapydServer], store: BatchStore, site: ExampleSite
 ) -> None:

@@ -101,6 +101,7 @@ def test_resolver_refuses_a_rebound_address():
     assert "rebind.example" in blocked_by_resolver
 
 
+@pytest.mark.slow
 def test_crawl_blocks_loopback_by_default(crawl, site: ExampleSite, store: BatchStore):
     hits = site.hits("/products/1")
     schema = json.dumps({"type": "object", "properties": {"name": {"type": "string"}}})
@@ -115,6 +116,7 @@ def test_crawl_blocks_loopback_by_default(crawl, site: ExampleSite, store: Batch
     assert site.hits("/products/1") == hits
 
 
+@pytest.mark.slow
 def test_crawl_checks_every_redirect_hop(crawl, site: ExampleSite, store: BatchStore):
     target = site.url("/products/2").replace("127.0.0.1", "127.0.0.2")
     url = site.url(f"/redirect-to?url={target}")

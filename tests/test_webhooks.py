@@ -81,6 +81,7 @@ def _finish(store: BatchStore, batch_id: str, index: int, status: str) -> None:
     assert store.finish_items([record]) == [True]
 
 
+@pytest.mark.slow
 def test_outbox_gets_one_event_per_run_to_a_final_status(store: BatchStore) -> None:
     spec = parse_batch(["https://example.com/1", "https://example.com/2"], FIELDS)
     webhook = {"url": "https://hooks.example/x", "secret": new_secret()}
