@@ -268,6 +268,8 @@ def test_retry_delay_backs_off_and_is_capped() -> None:
     _, middleware = retry_middleware(BATCH_RETRY_BACKOFF_BASE=0.5, BATCH_RETRY_BACKOFF_MAX=30)
     first, late = Request(PUBLIC), Request(PUBLIC, meta={"retry_times": 20})
     assert middleware.delay(first, None) == 0.5
+    doubled = [middleware.delay(Request(PUBLIC, meta={"retry_times": n}), None) for n in range(4)]
+    assert doubled == [0.5, 1.0, 2.0, 4.0]  # doubled per retry already made
     assert middleware.delay(late, None) == 30.0
     assert middleware.delay(first, unavailable(first, "7")) == 7.0
     assert middleware.delay(first, unavailable(first, "3600")) == 30.0

@@ -62,8 +62,8 @@ class BackoffRetryMiddleware(RetryMiddleware):
         retry_after = retry_after_seconds(response) if response is not None else None
         if retry_after is not None:
             return min(retry_after, self.backoff.cap)
-        attempt = request.meta.get("retry_times", 0)
-        return min(self.backoff.base * 2 ** max(attempt - 1, 0), self.backoff.cap)
+        attempt = request.meta.get("retry_times", 0)  # retries already made of this request
+        return min(self.backoff.base * 2**attempt, self.backoff.cap)
 
 
 def retry_after_seconds(response: Response) -> float | None:
