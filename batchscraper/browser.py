@@ -20,12 +20,7 @@ from scrapy.http import Response
 from scrapy.utils.misc import load_object
 from scrapy_playwright.handler import DEFAULT_CONTEXT_NAME, ScrapyPlaywrightDownloadHandler
 
-from batchscraper.downloadermiddlewares.ssrf import (
-    ALLOW_ALL,
-    AddressPolicy,
-    FetchBlockedError,
-    normalised_host,
-)
+from batchscraper.downloadermiddlewares.ssrf import FetchBlockedError, guard_policy, normalised_host
 from batchscraper.egress import EgressGuard, Refusal
 from batchscraper.exceptions import DNSError
 
@@ -301,13 +296,8 @@ async def close_quietly(page: Page | None) -> None:
 
 def egress_guard(settings: Any) -> EgressGuard:
     """The crawl's egress guard (not started), with the crawl's address policy."""
-    policy = (
-        AddressPolicy.from_settings(settings)
-        if settings.getbool("BATCH_SSRF_GUARD_ENABLED")
-        else ALLOW_ALL
-    )
     return EgressGuard(
-        policy,
+        guard_policy(settings),
         resolve=load_object(settings.get("BATCH_EGRESS_RESOLVER")),
         connect_timeout=settings.getfloat("BATCH_EGRESS_CONNECT_TIMEOUT"),
     )

@@ -31,7 +31,6 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -40,13 +39,11 @@ from batchscraper.downloadermiddlewares.ssrf import (
     AddressPolicy,
     FetchBlockedError,
     IPAddress,
+    Resolver,
     normalised_host,
-    parse_ip_literal,
 )
 
 logger = logging.getLogger(__name__)
-
-Resolver = Callable[[str, int], list[IPAddress]]
 
 MAX_HEAD_BYTES = 64 * 1024  # a request or response head longer than this is refused
 PIPE_CHUNK = 64 * 1024
@@ -72,9 +69,8 @@ class Refusal:
 class Refused(Exception):
     """A request the guard answers itself, with nothing sent upstream."""
 
-    def __init__(self, kind: str, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
-        self.kind = kind
         self.status = status
         self.reason = reason
 
@@ -93,7 +89,7 @@ class EgressGuard:
         self._numbered = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._resolvers = ThreadPoolExecutor(1)
+        self._resolvers: ThreadPoolExecutor | None = None  # made by start()
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -140,7 +136,8 @@ class EgressGuard:
                 asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(STOP_SECONDS)
                 loop.call_soon_threadsafe(loop.stop)
             thread.join(STOP_SECONDS)
-        self._resolvers.shutdown(wait=False, cancel_futures=True)
+        if self._resolvers is not None:
+            self._resolvers.shutdown(wait=False, cancel_futures=True)
         self._thread = None
 
     def _run(self, ready: threading.Event, errors: list[OSError]) -> None:
@@ -244,11 +241,11 @@ class EgressGuard:
         except FetchBlockedError as exc:
             self._log("blocked", host, port, url, exc.message)
             logger.info("Egress guard refused %s: %s", url, exc.message)
-            raise Refused("blocked", 403, exc.message) from None
+            raise Refused(403, exc.message) from None
         except (OSError, TimeoutError) as exc:
             reason = f"cannot resolve {host}: {exc or 'no answer in time'}"
             self._log("unresolved", host, port, url, reason)
-            raise Refused("unresolved", 502, reason) from None
+            raise Refused(502, reason) from None
         last_error: BaseException | None = None
         for address in dict.fromkeys(addresses):
             try:
@@ -259,15 +256,12 @@ class EgressGuard:
             except (OSError, TimeoutError) as exc:
                 last_error = exc
         reason = f"cannot connect to {host}:{port}: {last_error or 'no time left'}"
-        raise Refused("unreachable", 502, reason)
+        raise Refused(502, reason)
 
     def _checked_addresses(self, host: str, port: int) -> list[IPAddress]:
         """The addresses to connect to, all allowed (blocking: a resolver thread)."""
         checked = self.policy.check_target(host, port)
-        literal = parse_ip_literal(checked)
-        addresses = [literal] if literal is not None else self.resolve(checked, port)
-        self.policy.check_addresses(addresses)
-        return addresses
+        return self.policy.addresses_to_connect(checked, port, self.resolve)
 
 
 def _target(target: str, tunnel: bool) -> tuple[str, int, str]:
@@ -275,11 +269,11 @@ def _target(target: str, tunnel: bool) -> tuple[str, int, str]:
     if tunnel:
         parts = urlsplit(f"//{target}")
         if parts.hostname is None or parts.port is None:
-            raise Refused("blocked", 400, f"bad CONNECT target {target!r}")
+            raise Refused(400, f"bad CONNECT target {target!r}")
         return normalised_host(parts.hostname), parts.port, target
     parts = urlsplit(target)
     if parts.scheme != "http" or not parts.hostname:
-        raise Refused("blocked", 400, f"not a proxy request for an http URL: {target[:200]!r}")
+        raise Refused(400, f"not a proxy request for an http URL: {target[:200]!r}")
     return normalised_host(parts.hostname), parts.port or 80, target
 
 
@@ -313,7 +307,7 @@ async def _forward_response_head(
         if b"\n" in head[:-4].replace(b"\r\n", b"") or any(
             line[:1] in (b" ", b"\t") for line in headers
         ):
-            raise Refused("unreachable", 502, "the origin sent a malformed response head")
+            raise Refused(502, "the origin sent a malformed response head")
         if not _informational(status_line):
             break
         writer.write(head)

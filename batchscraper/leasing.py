@@ -92,15 +92,15 @@ class Leaser:
         while not self.stopped() and len(self.run.inflight) >= limit:
             await asyncio.sleep(ROOM_POLL_SECONDS)
 
-    async def housekeeping(self, stop: Callable[[str], None]) -> None:
-        """Renew this worker's leases, and ``stop("cancelled")`` when the batch is cancelled."""
+    async def housekeeping(self) -> None:
+        """Renew this worker's leases, and stop the crawl when the batch is cancelled."""
         run = self.run
         renew_every = self.config.lease_seconds / 3
         last_renew = time.monotonic()
         while not self.stopped():
             await asyncio.sleep(self.config.cancel_check_interval)
             if await asyncio.to_thread(run.store.cancel_requested, run.batch_id):
-                stop("cancelled")
+                run.stop("cancelled")
                 return
             if time.monotonic() - last_renew >= renew_every:
                 await run.writer.run(

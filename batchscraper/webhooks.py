@@ -32,12 +32,9 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
 
 from batchscraper.downloadermiddlewares.ssrf import (
-    ALLOW_ALL,
     AddressPolicy,
     FetchBlockedError,
     IPAddress,
-    parse_ip_literal,
-    resolve,
 )
 from batchscraper.exceptions import InvalidWebhookError, WebhookVerificationError
 
@@ -135,13 +132,6 @@ def verify(
 # -- targets: the SSRF guard of the crawl applies to webhook URLs too ------------
 
 
-def webhook_policy(settings: Any) -> AddressPolicy:
-    """The policy webhook targets must pass: the crawl's (``BATCH_ALLOWED_NETWORKS``/``_PORTS``)."""
-    if not settings.getbool("BATCH_SSRF_GUARD_ENABLED"):
-        return ALLOW_ALL
-    return AddressPolicy.from_settings(settings)
-
-
 def check_webhook_target(url: str, policy: AddressPolicy) -> None:
     """At submit, without DNS: 422 ``INVALID_WEBHOOK`` for a URL the guard refuses as written."""
     try:
@@ -157,10 +147,7 @@ def webhook_address(url: str, policy: AddressPolicy) -> IPAddress:
     send it elsewhere (DNS rebinding). OSError when the name does not resolve.
     """
     host, port = policy.check_url(url)
-    literal = parse_ip_literal(host)
-    addresses = [literal] if literal is not None else resolve(host, port)
-    policy.check_addresses(addresses)
-    return addresses[0]
+    return policy.addresses_to_connect(host, port)[0]
 
 
 # -- events --------------------------------------------------------------------

@@ -12,9 +12,8 @@ from scrapy.settings import Settings
 from scrapyd.exceptions import ConfigError
 
 from batchscraper.api.auth import ScrapydAuth
-from batchscraper.downloadermiddlewares.ssrf import AddressPolicy
+from batchscraper.downloadermiddlewares.ssrf import AddressPolicy, guard_policy
 from batchscraper.inputs import Limits
-from batchscraper.webhooks import webhook_policy
 
 SETTINGS_MODULE = "batchscraper.settings"
 OVERRIDES_SECTION = "batchscraper"
@@ -72,7 +71,7 @@ class ApiConfig:
             node_timeout=settings.getfloat("BATCH_API_NODE_TIMEOUT"),
             node_poll_interval=settings.getfloat("BATCH_API_NODE_POLL_INTERVAL"),
             shutdown_grace=settings.getfloat("BATCH_API_SHUTDOWN_GRACE_SECONDS"),
-            webhook_policy=webhook_policy(settings),
+            webhook_policy=guard_policy(settings),
         )
 
 

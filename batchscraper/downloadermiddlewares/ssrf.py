@@ -22,9 +22,10 @@ networks (e.g. ``127.0.0.0/8``); it is empty by default.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +39,7 @@ from twisted.internet.defer import Deferred
 from batchscraper.exceptions import FetchBlockedError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], list[IPAddress]]
 
 BLOCKED_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 BLOCKED_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
@@ -101,6 +103,20 @@ class AddressPolicy:
         elif is_local_name(host) and not self._name_allowed(host):
             raise FetchBlockedError(f"host {host!r} is a local name")
         return host
+
+    def addresses_to_connect(
+        self, host: str, port: int, resolver: Resolver | None = None
+    ) -> list[IPAddress]:
+        """The addresses of a checked ``host`` (blocking DNS), every one allowed.
+
+        The connection must go to one of these, never to a second DNS answer
+        (rebinding). ``FetchBlockedError`` when one is not allowed; ``OSError``
+        when the name does not resolve.
+        """
+        literal = parse_ip_literal(host)
+        addresses = [literal] if literal is not None else (resolver or resolve)(host, port)
+        self.check_addresses(addresses)
+        return addresses
 
     def check_addresses(self, addresses: Iterable[IPAddress]) -> None:
         for address in addresses:
@@ -187,17 +203,22 @@ class SsrfGuardMiddleware:
 
     async def process_request(self, request: Request) -> None:
         host, port = self.policy.check_url(request.url)
-        if parse_ip_literal(host) is None:
-            try:
-                addresses = await asyncio.to_thread(resolve, host, port)
-            except OSError:
-                return  # the download reports DNS_ERROR
-            self.policy.check_addresses(addresses)
+        with contextlib.suppress(OSError):  # a name that does not resolve: DNS_ERROR later
+            await asyncio.to_thread(self.policy.addresses_to_connect, host, port)
 
 
 ALLOW_ALL = AddressPolicy(
     allowed_networks=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 )
+
+
+def guard_policy(settings: Any) -> AddressPolicy:
+    """The policy of a crawl or of the API (webhooks): ``BATCH_ALLOWED_NETWORKS`` and
+    ``BATCH_ALLOWED_PORTS``, or every address when ``BATCH_SSRF_GUARD_ENABLED`` is off."""
+    if not settings.getbool("BATCH_SSRF_GUARD_ENABLED"):
+        return ALLOW_ALL
+    return AddressPolicy.from_settings(settings)
+
 # names the resolver refused, so the failed download is reported as FETCH_BLOCKED
 blocked_by_resolver: dict[str, str] = {}
 BLOCKED_MEMORY = 10_000
@@ -215,8 +236,7 @@ class GuardedResolver(CachingThreadedResolver):
     @classmethod
     def from_crawler(cls, crawler: Crawler, reactor: Any) -> GuardedResolver:
         resolver = super().from_crawler(crawler, reactor)
-        enabled = crawler.settings.getbool("BATCH_SSRF_GUARD_ENABLED")
-        resolver.policy = AddressPolicy.from_settings(crawler.settings) if enabled else ALLOW_ALL
+        resolver.policy = guard_policy(crawler.settings)
         return resolver
 
     def getHostByName(self, name: str, timeout: Any = ()) -> Deferred[str]:

@@ -25,7 +25,7 @@ from scrapy.http import Response, TextResponse
 from twisted.python.failure import Failure
 
 from batchscraper.downloadermiddlewares.failures import fetch_error_from_failure
-from batchscraper.downloadermiddlewares.ssrf import ALLOW_ALL, AddressPolicy
+from batchscraper.downloadermiddlewares.ssrf import AddressPolicy, guard_policy
 from batchscraper.exceptions import (
     ContentTooLargeError,
     FailFastError,
@@ -124,11 +124,7 @@ class BatchSpider(scrapy.Spider):
             spider.run, spider.config, stopped=lambda: spider.stop_reason is not None
         )
         spider.render = RenderConfig.from_settings(crawler.settings)
-        spider.ssrf_policy = (
-            AddressPolicy.from_settings(crawler.settings)
-            if crawler.settings.getbool("BATCH_SSRF_GUARD_ENABLED")
-            else ALLOW_ALL
-        )
+        spider.ssrf_policy = guard_policy(crawler.settings)
         spider._apply_batch_settings(crawler)
         crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
         return spider
@@ -177,7 +173,7 @@ class BatchSpider(scrapy.Spider):
         """Lease pending items chunk by chunk and yield their requests (or stored pages)."""
         assert self.batch_id is not None
         await self.writer.run(self.store.mark_running, self.batch_id, self.job_id)
-        housekeeping = asyncio.ensure_future(self.leaser.housekeeping(self.stop))
+        housekeeping = asyncio.ensure_future(self.leaser.housekeeping())
         try:
             async for doc in self.leaser.items():
                 if self.reextract_from:  # the page comes from the source batch, not the web

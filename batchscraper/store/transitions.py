@@ -29,6 +29,7 @@ from pymongo.client_session import ClientSession
 from batchscraper.exceptions import (
     BatchStateError,
     CancelledError,
+    ItemError,
     NothingToRetryError,
     WorkerLostError,
 )
@@ -85,7 +86,6 @@ def failure_code(error: dict[str, Any] | None) -> str:
     """The key under the batch's ``failures`` that counts failed items with this error."""
     code = str((error or {}).get("code") or "UNKNOWN")
     return re.sub(r"[^A-Za-z0-9_]", "_", code)
-
 
 
 def failed_record(record: dict[str, Any], error: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +172,7 @@ class ItemTransitions(StoreBase):
             ItemStatus.PENDING,
             {"$unset": {"lease": ""}},
         )
+
     def finish_items(self, records: list[dict[str, Any]]) -> list[bool]:
         """running -> completed|failed for each record, in one transaction; copies to duplicates.
 
@@ -328,17 +329,7 @@ class ItemTransitions(StoreBase):
 
     def cancel_unfinished(self, batch_id: str, reason: str) -> int:
         """pending|running -> cancelled for every unfinished item of the batch."""
-        update = {
-            "$set": {
-                "error": CancelledError(reason).to_dict(),
-                "finished_at": utcnow(),
-            },
-            "$unset": {"lease": ""},
-        }
-        return sum(
-            self._move(batch_id, {"batch_id": batch_id}, old, ItemStatus.CANCELLED, update)
-            for old in UNFINISHED
-        )
+        return self._end_unfinished(batch_id, ItemStatus.CANCELLED, CancelledError(reason))
 
     def give_up(self, batch_id: str, resumes: int) -> int:
         """pending|running -> failed with ``WORKER_LOST`` for every unfinished item.
@@ -347,11 +338,17 @@ class ItemTransitions(StoreBase):
         """
         error = WorkerLostError(
             f"the batch's workers died {resumes + 1} times without finishing it"
-        ).to_dict()
-        update = {"$set": {"error": error, "finished_at": utcnow()}, "$unset": {"lease": ""}}
+        )
+        return self._end_unfinished(batch_id, ItemStatus.FAILED, error)
+
+    def _end_unfinished(self, batch_id: str, new: ItemStatus, error: ItemError) -> int:
+        """Every unfinished item of the batch to ``new``, with ``error``, its lease dropped."""
+        update = {
+            "$set": {"error": error.to_dict(), "finished_at": utcnow()},
+            "$unset": {"lease": ""},
+        }
         return sum(
-            self._move(batch_id, {"batch_id": batch_id}, old, ItemStatus.FAILED, update)
-            for old in UNFINISHED
+            self._move(batch_id, {"batch_id": batch_id}, old, new, update) for old in UNFINISHED
         )
 
 
