@@ -286,13 +286,25 @@ class BudgetExceededError(ItemError):
 
 
 class LLMError(ItemError):
-    """The LLM endpoint failed; ``code`` says how (after retries, where retrying helps)."""
+    """The LLM endpoint failed; ``code`` says how (after retries, where retrying helps).
+
+    Raised by the chat client for one attempt, with what the retry decision
+    needs: ``retry_after`` (seconds the endpoint asked for), ``spent`` (the
+    server may have done the work: the attempt counts as a call) and
+    ``saturated`` (a sign the endpoint has more requests than it can serve).
+    """
 
     code = "LLM_ERROR"
 
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool = True) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, retryable: bool = True,
+        retry_after: float | None = None, spent: bool = True, saturated: bool = False,
+    ) -> None:
         super().__init__(message, code=code)
         self.retryable = retryable
+        self.retry_after = retry_after
+        self.spent = spent
+        self.saturated = saturated
 
 
 class LLMRateLimitedError(LLMError):
@@ -300,11 +312,23 @@ class LLMRateLimitedError(LLMError):
 
     code = "LLM_RATE_LIMITED"
 
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **{"saturated": True, **kwargs})
+
 
 class LLMTimeoutError(LLMError):
     """The endpoint did not answer within ``BATCH_LLM_TIMEOUT`` after every retry."""
 
     code = "LLM_TIMEOUT"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **{"saturated": True, **kwargs})
+
+
+class LLMOutputTruncatedError(LLMError):
+    """The answer hit its token cap (``finish_reason: length``), also with a larger cap."""
+
+    code = "LLM_OUTPUT_TRUNCATED"
 
 
 class LLMBadOutputError(LLMError):

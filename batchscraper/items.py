@@ -32,6 +32,7 @@ class PageItem:
     content: dict[str, str] | None = None
     filtered_out: int = 0
     llm_calls: int = 0
+    llm_ms: int = 0  # time spent waiting for LLM answers (part of duration_ms)
     tokens: dict[str, int] | None = None
     cost_usd: float = 0.0
     extraction: dict[str, Any] | None = None  # how the record was made (method, chunks, grounding)

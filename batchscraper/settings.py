@@ -89,6 +89,7 @@ FEED_EXPORT_FIELDS = [
     "extraction",
     "filtered_out",
     "llm_calls",
+    "llm_ms",
     "tokens",
     "cost_usd",
 ]
@@ -190,15 +191,17 @@ OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")  # local servers need none
 BATCH_LLM_MODEL = os.environ.get("BATCH_LLM_MODEL", "gpt-4o-mini")  # model name sent to the server
 BATCH_LLM_ENABLED = True  # False: structured data only, even when an endpoint is configured
 BATCH_LLM_CLIENT = "batchscraper.llm.client.OpenAIChatClient"  # import path of the ChatClient
-BATCH_LLM_CONCURRENCY = 4  # LLM requests in flight per process (separate from fetch concurrency)
-BATCH_LLM_TIMEOUT = 60.0  # seconds for one LLM request
+BATCH_LLM_CONCURRENCY = 4  # LLM requests in flight per process at the start; adapted (AIMD)
+BATCH_LLM_MAX_CONCURRENCY = 16  # the most the adaptive limit grows to
+BATCH_LLM_TIMEOUT = 60.0  # seconds for one answer (x n+1 when n requests are ahead; x2 per timeout)
+BATCH_LLM_ITEM_DEADLINE = 600.0  # seconds for all LLM attempts of one item together
 BATCH_LLM_RETRIES = 3  # retries of 429, 5xx, timeouts and connection errors
 BATCH_LLM_RETRY_BACKOFF_BASE = 1.0  # seconds; doubled per attempt
 BATCH_LLM_RETRY_BACKOFF_MAX = 30.0  # seconds; also caps the server's Retry-After
 # auto (json_schema, falling back), json_schema, json_object, text
 BATCH_LLM_RESPONSE_FORMAT = "auto"
 BATCH_LLM_TEMPERATURE = 0.0  # sampling temperature of extraction requests
-BATCH_LLM_MAX_OUTPUT_TOKENS = 4096  # max_tokens of one answer
+BATCH_LLM_MAX_OUTPUT_TOKENS = 4096  # the most max_tokens of one answer (the schema sets less)
 BATCH_LLM_CHUNK_TOKENS = 6000  # page tokens per request; longer pages are chunked
 BATCH_LLM_CHUNK_OVERLAP = 200  # tokens repeated between neighbouring chunks
 BATCH_LLM_MAX_CHUNKS = 40  # chunks of one page; more fails the item with PAGE_TOO_LONG

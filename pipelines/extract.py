@@ -6,11 +6,19 @@
    valid) no LLM is called. Otherwise, when an LLM is configured, it is asked
    for the missing fields only, on the page's compact markdown; structured
    values are kept.
-3. LLM values are checked against the page text (grounding); with the
-   batch option ``grounding: "strict"`` ungrounded values are nulled.
+3. LLM values are checked against the page text (grounding). The batch
+   option ``grounding``: ``auto`` (default) nulls values that can only be
+   copied from a page (numbers, dates, URLs, identifiers such as phone, ISBN,
+   SKU) when they are not on it, and flags free text; ``strict`` nulls every
+   ungrounded value; ``flag`` only flags.
+4. When the LLM fails, the structured record survives: it completes when it
+   satisfies the schema on its own (the error noted in ``extraction``), and
+   otherwise the item fails with the LLM's code and keeps what was found.
 
 Without an LLM (no ``OPENAI_BASE_URL``/``OPENAI_API_KEY``) a page without
-matching structured data fails with EXTRACTION_FAILED.
+matching structured data fails with EXTRACTION_FAILED. ``duration_ms`` of an
+item includes its extraction time; ``llm_ms`` is the part spent waiting for
+LLM answers.
 
 Parsing, mapping and schema checks of the page's records run off the reactor
 thread; a check past ``BATCH_VALIDATION_TIMEOUT`` fails the item with
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +50,7 @@ from batchscraper.items import PageItem
 from batchscraper.llm.client import load_client
 from batchscraper.llm.config import LLMConfig
 from batchscraper.llm.extractor import LLMExtractor, PageTask, Usage
-from batchscraper.llm.grounding import PageIndex, grounded, strip_ungrounded
+from batchscraper.llm.grounding import PageIndex, grounded, strip_invented, strip_ungrounded
 from batchscraper.llm.ledger import LLMLedger
 from batchscraper.llm.merge import is_empty, merge_record_lists, shape_to_schema
 from batchscraper.llm.prompts import leaks_instructions
@@ -119,10 +128,12 @@ class ExtractPipeline:
         stored = (item.content or {}).get("markdown") or (item.content or {}).get("text")
         if item.status == "failed" or (item.body is None and not stored):
             return item
+        started = time.monotonic()
         try:
             await self._extract(item)
         except ValidationFailedError as exc:  # VALIDATION_TIMEOUT, or a schema that broke
             item.fail(exc.to_dict())
+        item.duration_ms = (item.duration_ms or 0) + int((time.monotonic() - started) * 1000)
         return item
 
     async def _extract(self, item: PageItem) -> None:
@@ -161,12 +172,7 @@ class ExtractPipeline:
         self._stat("llm/pages")
         kept = await asyncio.to_thread(checker.valid_values, data, ask)
         page = await self._page(item, url, checker.schema)
-        task = PageTask(
-            batch_id=item.batch_id, url=url, markdown=page.markdown,
-            schema=checker.sub_schema(ask), prompt=self.run.prompt,
-            known=kept or None, max_calls=self.run.options.max_llm_calls,
-            max_cost_usd=self.run.options.max_cost_usd,
-        )
+        task = self._task(item, url, page, checker.sub_schema(ask), known=kept or None)
 
         def check(value: Any) -> list[str]:
             return checker.error_lines([{**kept, **value}], ask)
@@ -175,18 +181,20 @@ class ExtractPipeline:
         try:
             value = await extractor.extract(task, check, usage)
         except ItemError as exc:
-            await self._llm_failed(item, exc, kept,
-                                   {k: evidence[k] for k in kept if k in evidence}, usage)
+            await self._llm_failed(item, exc, checker, data, evidence, usage)
             return
         finally:
             self._usage(item, usage)
-        filled = {k: v for k, v in value.items() if k in ask and not is_empty(v)}
-        meta = self._ground(filled, PageIndex.of(page.text), self.run.options.grounding)
+        answered = {k: v for k, v in value.items() if k in ask}
+        meta = self._ground(answered, PageIndex.of(page.text), checker.schema)
+        # empty answers are dropped, except a null for a required field that allows it
+        filled = {k: v for k, v in answered.items()
+                  if not is_empty(v) or (v is None and k in checker.required)}
         filled = shape_to_schema(filled, checker.schema)
         item.data = {name: ({**kept, **filled})[name] for name in checker.properties
                      if name in kept or name in filled}
         item.evidence = {**{k: evidence[k] for k in kept if k in evidence},
-                         **dict.fromkeys(filled, "llm")}
+                         **{k: "llm" for k, v in filled.items() if v is not None}}
         item.extraction = {"method": "structured+llm" if kept else "llm",
                            "llm_fields": sorted(ask), **self._usage_meta(usage), **meta}
 
@@ -223,16 +231,12 @@ class ExtractPipeline:
             return
         self._stat("llm/pages")
         page = await self._page(item, url, checker.schema)
-        task = PageTask(
-            batch_id=item.batch_id, url=url, markdown=page.markdown, schema=checker.schema,
-            prompt=self.run.prompt, max_records=limit,
-            max_calls=self.run.options.max_llm_calls, max_cost_usd=self.run.options.max_cost_usd,
-        )
+        task = self._task(item, url, page, checker.schema, max_records=limit)
         usage = Usage()
         try:
             value = await extractor.extract(task, checker.error_lines, usage)
         except ItemError as exc:
-            await self._llm_failed(item, exc, records, evidence, usage)
+            await self._llm_failed(item, exc, checker, records, evidence, usage)
             return
         finally:
             self._usage(item, usage)
@@ -240,9 +244,10 @@ class ExtractPipeline:
         llm_records = []
         ungrounded = 0
         for record in value:
-            meta = self._ground(record, index, self.run.options.grounding)
+            meta = self._ground(record, index, checker.schema)
             ungrounded += len(meta.get("ungrounded", []))
-            llm_records.append(shape_to_schema(record, checker.schema))
+            llm_records.append(shape_to_schema(
+                {k: v for k, v in record.items() if not is_empty(v)}, checker.schema))
         merged = merge_record_lists([records, llm_records], limit)
         item.data = merged
         item.evidence = {**dict.fromkeys(checker.properties, "llm"), **evidence}
@@ -259,39 +264,66 @@ class ExtractPipeline:
             return PageContent(markdown=text, text=text)
         return await asyncio.to_thread(prepare_page, item.body, url, wants_links(schema))
 
-    def _ground(self, values: dict[str, Any], index: PageIndex, mode: str) -> dict[str, Any]:
-        """Check (and in strict mode null) LLM values not found on the page; in place."""
+    def _task(self, item: PageItem, url: str, page: PageContent, schema: dict[str, Any],
+              **extra: Any) -> PageTask:
+        options = self.run.options
+        return PageTask(
+            batch_id=item.batch_id, url=url, markdown=page.markdown, schema=schema,
+            prompt=self.run.prompt, max_calls=options.max_llm_calls,
+            max_cost_usd=options.max_cost_usd,
+            deadline=time.monotonic() + self.config.item_deadline, **extra,
+        )
+
+    def _ground(self, values: dict[str, Any], index: PageIndex,
+                schema: dict[str, Any]) -> dict[str, Any]:
+        """Check LLM values against the page, in place; null them as the mode says."""
+        mode = self.run.options.grounding
+        properties = schema.get("properties") or {}
         grounding = {}
         leaked = []
+        nulled = []
         for name, value in list(values.items()):
             if leaks_instructions(value):
                 leaked.append(name)
                 values[name] = None
                 continue
+            if is_empty(value):
+                continue
             grounding[name] = grounded(value, index)
-            if not grounding[name] and mode == "strict":
+            if grounding[name]:
+                continue
+            if mode == "strict":
                 values[name] = strip_ungrounded(value, index)
-        for name in [n for n, v in values.items() if is_empty(v)]:
-            del values[name]
+            elif mode == "auto":
+                values[name] = strip_invented(name, value, properties.get(name, {}), index)
+            if values[name] != value:
+                nulled.append(name)
         ungrounded = sorted(name for name, ok in grounding.items() if not ok)
         meta: dict[str, Any] = {"grounded": grounding}
         if ungrounded:
             meta["ungrounded"] = ungrounded
             self._stat("llm/ungrounded", len(ungrounded))
-            if mode == "strict":
-                meta["nulled"] = ungrounded
+        if nulled:
+            meta["nulled"] = sorted(nulled)
+            self._stat("llm/nulled", len(nulled))
         if leaked:
             meta["leaked"] = sorted(leaked)
             self._stat("llm/leaks", len(leaked))
         return meta
 
-    async def _llm_failed(self, item: PageItem, exc: ItemError, data: Any,
-                          evidence: dict[str, str], usage: Usage) -> None:
+    async def _llm_failed(self, item: PageItem, exc: ItemError, checker: RecordChecker,
+                          data: Any, evidence: dict[str, str], usage: Usage) -> None:
+        """The structured record survives: complete when it is valid alone, else fail."""
         if isinstance(exc, BudgetExceededError):
             await self._budget_error(item)
         item.data = data or None
         item.evidence = evidence or None
-        item.extraction = {"method": "llm", **self._usage_meta(usage)}
+        item.extraction = {"method": "structured" if data else "llm",
+                           "llm_error": exc.to_dict(), **self._usage_meta(usage)}
+        records = data if isinstance(data, list) else [data]
+        if data and not await asyncio.to_thread(checker.error_lines, records):
+            self._stat("llm/failed_structured_kept")
+            return
         item.fail(exc.to_dict())
 
     async def _budget_error(self, item: PageItem) -> None:
@@ -310,6 +342,7 @@ class ExtractPipeline:
         """Add this pass's LLM usage to the item (an earlier pass's usage may be on it)."""
         tokens = item.tokens or {}
         item.llm_calls += usage.calls
+        item.llm_ms = (item.llm_ms or 0) + int(usage.seconds * 1000)
         item.tokens = {"in": tokens.get("in", 0) + usage.tokens_in,
                        "out": tokens.get("out", 0) + usage.tokens_out}
         item.cost_usd = round(item.cost_usd + usage.cost_usd, 8)
@@ -319,6 +352,10 @@ class ExtractPipeline:
         meta: dict[str, Any] = {"chunks": usage.chunks, "cache_hits": usage.cache_hits}
         if usage.repaired:
             meta["repaired"] = True
+        if usage.repair_skipped:
+            meta["repair_skipped"] = usage.repair_skipped
+        if usage.trimmed:
+            meta["trimmed"] = sorted(set(usage.trimmed))
         return meta
 
     def _stat(self, key: str, value: int = 1) -> None:

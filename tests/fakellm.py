@@ -60,6 +60,7 @@ class FakeLLM:
         self.tokens_in = 0
         self.tokens_out = 0
         self.answered = 0
+        self.spent = 0  # faulted requests a real server may have worked on (500, hang)
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -78,7 +79,7 @@ class FakeLLM:
             self.requests.clear()
             self.faults.clear()
             self.reject_json_schema = False
-            self.tokens_in = self.tokens_out = self.answered = 0
+            self.tokens_in = self.tokens_out = self.answered = self.spent = 0
 
     @property
     def calls(self) -> int:
@@ -258,6 +259,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": "unknown endpoint"}})
             return
         fault = self.fake._take_fault(body)
+        if fault is not None and fault.kind in ("500", "hang"):
+            with self.fake._lock:
+                self.fake.spent += 1
         fmt = (body.get("response_format") or {}).get("type")
         if self.fake.reject_json_schema and fmt == "json_schema":
             self._json(400, {"error": {"message": "response_format json_schema is not supported",

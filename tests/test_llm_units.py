@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import pytest
 
 from batchscraper.demo.site import list_page, product_page
@@ -9,9 +12,11 @@ from batchscraper.extraction.content import prepare_page, pruned_tree
 from batchscraper.extraction.listing import visible_record_count
 from batchscraper.extraction.validation import RecordChecker
 from batchscraper.inputs.profiles import profile_names
+from batchscraper.exceptions import LLMError, LLMTimeoutError
 from batchscraper.inputs.schemas import parse_schema
 from batchscraper.llm.client import ChatRequest, OpenAIChatClient, _retry_after
 from batchscraper.llm.config import LLMConfig
+from batchscraper.llm.extractor import LLMExtractor, PageTask
 from batchscraper.llm.grounding import PageIndex, grounded, strip_ungrounded
 from batchscraper.llm.merge import merge_record_lists, merge_records, shape_to_schema
 from batchscraper.llm.prompts import (
@@ -146,9 +151,16 @@ def test_llm_config_and_client_backoff():
                        prices={"m": (1.0, 2.0)}, backoff_base=0.5, backoff_max=4)
     assert config.configured and not LLMConfig(base_url="", api_key="", model="m").configured
     assert config.cost_usd(1_000_000, 500_000) == pytest.approx(2.0)
-    client = OpenAIChatClient(config)
-    assert [client._backoff(n, None) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4]
-    assert client._backoff(1, 2.0) == 2.0 and client._backoff(1, 60.0) == 4
+    extractor = LLMExtractor(replace(config, retries=9), OpenAIChatClient(config), None, None)
+    task = PageTask(batch_id="b", url="http://x/", markdown="", schema={})
+    timeout = LLMTimeoutError("slow")
+    assert [extractor._retry_delay(task, timeout, n) for n in (0, 1, 2, 3)] == [0.5, 1.0, 2.0, 4]
+    assert extractor._retry_delay(task, LLMError("x", retry_after=2.0), 0) == 2.0
+    assert extractor._retry_delay(task, LLMError("x", retry_after=60.0), 0) == 4
+    assert extractor._retry_delay(task, LLMError("400", retryable=False), 0) is None
+    assert extractor._retry_delay(task, timeout, 9) is None  # retries spent
+    late = replace(task, deadline=time.monotonic() + 0.1)
+    assert extractor._retry_delay(late, timeout, 0) is None  # past the item's deadline
     assert _retry_after("3") == 3.0 and _retry_after(None) is None
     assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     request = ChatRequest(messages=({"role": "user", "content": "a"},), schema={},

@@ -37,7 +37,7 @@ MODE_ALIASES = {
     "fetch": "never",
 }
 FORMATS = ("json", "markdown", "text", "html")
-GROUNDING_MODES = ("flag", "strict")
+GROUNDING_MODES = ("auto", "flag", "strict")
 URL_KEYS = {"url", "render_js", "mode", "wait_for", "headers", "timeout", *BROWSER_KEYS}
 MAX_URL_LENGTH = 2048
 MAX_PROMPT_CHARS = 4000
@@ -119,7 +119,7 @@ class BatchOptions:
     retries: int = 2
     max_llm_calls: int | None = None
     max_cost_usd: float | None = None
-    grounding: str = "flag"
+    grounding: str = "auto"
     robots_txt: bool = False
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,15 +2,16 @@
 
 :class:`ChatClient` is the replaceable part (``BATCH_LLM_CLIENT``);
 :class:`OpenAIChatClient` talks to any OpenAI-compatible server with the
-``openai`` package's ``AsyncOpenAI``. It retries 429/5xx/timeouts/connection errors
-with exponential backoff honouring ``Retry-After``, and falls back from
-``json_schema`` structured outputs to ``json_object`` and then to plain text
-for servers that reject them (remembered for the rest of the process).
+``openai`` package's ``AsyncOpenAI``. One call is one attempt: it raises a
+typed :class:`LLMError` (with ``retry_after`` and whether the server spent work
+on it) and the extractor decides about retries, because retries share the
+in-flight limit, the batch's budget and the item's deadline. The client falls
+back from ``json_schema`` structured outputs to ``json_object`` and then to
+plain text for servers that reject them (remembered for the rest of the process).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 import importlib
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import openai
 
@@ -28,6 +30,8 @@ from batchscraper.llm.prompts import response_format
 from batchscraper.llm.tokens import count_tokens
 
 logger = logging.getLogger(__name__)
+
+OPENAI_URL = "https://api.openai.com/v1"
 
 #: response modes, best first; a server that rejects one is asked with the next
 MODE_ORDER = ("json_schema", "json_object", "text")
@@ -47,6 +51,8 @@ class ChatRequest:
     messages: tuple[dict[str, str], ...]
     schema: dict[str, Any]
     prompt_messages: tuple[dict[str, str], ...] | None = None
+    max_tokens: int = 4096  # the answer's token cap
+    timeout: float | None = None  # seconds for the answer (None: the configured timeout)
 
     def for_mode(self, mode: str) -> tuple[dict[str, str], ...]:
         """The messages to send when the answer format is asked for as ``mode``."""
@@ -63,7 +69,7 @@ class ChatResult:
     tokens_in: int
     tokens_out: int
     mode: str
-    attempts: int = 1
+    finish_reason: str = "stop"  # "length": the answer was cut off at ``max_tokens``
     events: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -71,7 +77,7 @@ class ChatClient(Protocol):
     """What the extractor needs of an LLM client."""
 
     async def complete(self, request: ChatRequest) -> ChatResult:
-        """Send ``request``; raise an :class:`LLMError` subclass when it cannot be answered."""
+        """Send ``request`` once; raise an :class:`LLMError` subclass when it is not answered."""
 
 
 def load_client(config: LLMConfig) -> ChatClient:
@@ -116,8 +122,12 @@ class OpenAIChatClient:
             )
         return self._client
 
+    @property
+    def endpoint(self) -> str:
+        """The endpoint's host, for messages (never the key or the path)."""
+        return urlsplit(self.config.base_url or OPENAI_URL).netloc or "the LLM endpoint"
+
     async def complete(self, request: ChatRequest) -> ChatResult:
-        attempt = 0
         events: list[str] = []
         while True:
             mode = self._mode
@@ -127,32 +137,30 @@ class OpenAIChatClient:
                 if self._falls_back(exc, mode):
                     events.append(f"fallback/{self._mode}")
                     continue
-                detail = _short(exc, self.config.api_key)
-                if exc.status_code != 429 and exc.status_code < 500:
-                    raise LLMError(
-                        f"LLM endpoint answered HTTP {exc.status_code}: {detail}",
-                        retryable=False,
-                    ) from None
-                failure: LLMError = (
-                    LLMRateLimitedError(f"HTTP 429 from the LLM endpoint: {detail}")
-                    if exc.status_code == 429
-                    else LLMError(f"HTTP {exc.status_code} from the LLM endpoint: {detail}")
-                )
-                delay = _retry_after(exc.response.headers.get("retry-after"))
+                raise self._status_error(exc) from None
             except openai.APITimeoutError:
-                failure = LLMTimeoutError(f"no answer within {self.config.timeout:g} s")
-                delay = None
+                timeout = request.timeout or self.config.timeout
+                raise LLMTimeoutError(
+                    f"{self.endpoint} did not answer within {timeout:g} s", spent=True
+                ) from None
             except openai.APIConnectionError as exc:
-                failure = LLMError(f"cannot reach the LLM endpoint: {exc}")
-                delay = None
-            else:
-                return self._result(request, response, mode, attempt + 1, events)
-            events.append(f"errors/{failure.code}")
-            attempt += 1
-            if attempt > self.config.retries:
-                raise failure
-            events.append("retries")
-            await asyncio.sleep(self._backoff(attempt, delay))
+                raise LLMError(f"cannot reach {self.endpoint}: {exc}", spent=False) from None
+            return self._result(request, response, mode, events)
+
+    def _status_error(self, exc: openai.APIStatusError) -> LLMError:
+        detail = _short(exc, self.config.api_key)
+        status = exc.status_code
+        retry_after = _retry_after(exc.response.headers.get("retry-after"))
+        if status == 429:
+            return LLMRateLimitedError(f"HTTP 429 from {self.endpoint}: {detail}",
+                                       retry_after=retry_after, spent=False)
+        if status >= 500:
+            # a 503 is a refusal (overloaded); other 5xx may come after the work was done
+            return LLMError(f"HTTP {status} from {self.endpoint}: {detail}",
+                            retry_after=retry_after, saturated=status == 503,
+                            spent=status != 503)
+        return LLMError(f"{self.endpoint} answered HTTP {status}: {detail}", retryable=False,
+                        spent=False)
 
     async def _send(self, request: ChatRequest, mode: str) -> Any:
         messages = list(request.for_mode(mode))
@@ -164,7 +172,8 @@ class OpenAIChatClient:
             model=self.config.model,
             messages=messages,  # type: ignore[arg-type]
             temperature=self.config.temperature,
-            max_tokens=self.config.max_output_tokens,
+            max_tokens=request.max_tokens,
+            timeout=request.timeout or self.config.timeout,
             **kwargs,
         )
 
@@ -183,16 +192,12 @@ class OpenAIChatClient:
             )
         return True
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.config.backoff_max)
-        return min(self.config.backoff_base * 2 ** (attempt - 1), self.config.backoff_max)
-
     def _result(
-        self, request: ChatRequest, response: Any, mode: str, attempts: int, events: list[str]
+        self, request: ChatRequest, response: Any, mode: str, events: list[str]
     ) -> ChatResult:
         choices = getattr(response, "choices", None) or []
         message = choices[0].message if choices else None
+        finish_reason = (getattr(choices[0], "finish_reason", None) if choices else None) or "stop"
         text = (getattr(message, "content", None) or "") if message is not None else ""
         usage = getattr(response, "usage", None)
         tokens_in = getattr(usage, "prompt_tokens", None)
@@ -203,7 +208,7 @@ class OpenAIChatClient:
         if tokens_out is None:
             tokens_out = count_tokens(text, self.config.encoding)
         return ChatResult(text=text, tokens_in=int(tokens_in), tokens_out=int(tokens_out),
-                          mode=mode, attempts=attempts, events=tuple(events))
+                          mode=mode, finish_reason=str(finish_reason), events=tuple(events))
 
 
 def _short(exc: openai.APIStatusError, api_key: str) -> str:

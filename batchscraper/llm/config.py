@@ -22,7 +22,9 @@ class LLMConfig:
     enabled: bool = True
     client_path: str = "batchscraper.llm.client.OpenAIChatClient"
     concurrency: int = 4
+    max_concurrency: int = 16
     timeout: float = 60.0
+    item_deadline: float = 600.0
     retries: int = 3
     backoff_base: float = 1.0
     backoff_max: float = 30.0
@@ -62,7 +64,9 @@ class LLMConfig:
             enabled=settings.getbool("BATCH_LLM_ENABLED", True),
             client_path=settings.get("BATCH_LLM_CLIENT") or cls.client_path,
             concurrency=max(1, settings.getint("BATCH_LLM_CONCURRENCY", 4)),
+            max_concurrency=max(1, settings.getint("BATCH_LLM_MAX_CONCURRENCY", 16)),
             timeout=settings.getfloat("BATCH_LLM_TIMEOUT", 60.0),
+            item_deadline=settings.getfloat("BATCH_LLM_ITEM_DEADLINE", 600.0),
             retries=max(0, settings.getint("BATCH_LLM_RETRIES", 3)),
             backoff_base=settings.getfloat("BATCH_LLM_RETRY_BACKOFF_BASE", 1.0),
             backoff_max=settings.getfloat("BATCH_LLM_RETRY_BACKOFF_MAX", 30.0),

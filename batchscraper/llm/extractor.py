@@ -4,11 +4,19 @@
 records) matching an answer schema. Long pages are chunked by tokens with
 overlap, each chunk asked separately and the answers merged. Answers come
 from the ``llm_cache`` collection when the same model, prompt, schema and
-content were asked before. At most ``BATCH_LLM_CONCURRENCY`` calls are in
-flight per process (independent of fetch concurrency); each is reserved
-against the batch budget when it gets its slot, so the cost of earlier calls
-is known by then. When the merged answer fails the caller's check (coercion and
-validation), the model is asked once more with the errors.
+content were asked before; only answers that parsed are cached. The calls in
+flight per process are limited by an adaptive :class:`LLMThrottle` (independent
+of fetch concurrency); each attempt is reserved against the batch budget when
+it gets its slot, so the cost of earlier calls is known by then.
+
+Retries live here, not in the client: a timeout, 429 or 5xx is retried with
+backoff (``Retry-After`` honoured) until ``BATCH_LLM_RETRIES`` or the item's
+deadline (``BATCH_LLM_ITEM_DEADLINE``) runs out, each retry logged. An attempt
+the server may have worked on (a timeout, a 5xx) counts as a call. An answer
+cut off at its token cap is asked again once with twice the cap, then fails
+with LLM_OUTPUT_TRUNCATED. When the merged answer fails the caller's check
+(coercion and validation), the model is asked once more with the errors; if the
+budget refuses that repair, the first answer is kept.
 """
 
 from __future__ import annotations
@@ -17,14 +25,17 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from batchscraper.exceptions import (
     BudgetExceededError,
     LLMBadOutputError,
     LLMError,
+    LLMOutputTruncatedError,
+    LLMTimeoutError,
     PageTooLongError,
 )
 from batchscraper.llm.client import ChatClient, ChatRequest, ChatResult
@@ -37,10 +48,12 @@ from batchscraper.llm.prompts import (
     SYSTEM_PROMPT,
     PromptParts,
     answer_schema,
+    output_budget,
     parse_answer,
     repair_message,
     user_message,
 )
+from batchscraper.llm.throttle import LLMThrottle
 from batchscraper.llm.tokens import chunk_text
 
 logger = logging.getLogger(__name__)
@@ -63,6 +76,9 @@ class Usage:
     cache_hits: int = 0
     chunks: int = 0
     repaired: bool = False
+    repair_skipped: str | None = None  # why the repair re-prompt was not sent
+    trimmed: list[str] = field(default_factory=list)  # values cut to maxLength/maxItems
+    seconds: float = 0.0  # time spent waiting for answers (attempts that failed included)
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,7 @@ class PageTask:
     max_records: int = 1
     max_calls: int | None = None
     max_cost_usd: float | None = None
+    deadline: float | None = None  # time.monotonic() after which no attempt starts
 
 
 Messages = tuple[dict[str, str], ...]
@@ -103,6 +120,14 @@ class _Exchange:
 Check = Callable[[Any], list[str]]
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """An answer's text; ``fresh`` is the call's result when it did not come from the cache."""
+
+    text: str
+    fresh: ChatResult | None = None
+
+
 class LLMExtractor:
     """Runs the LLM side of extraction for the extract pipeline."""
 
@@ -113,7 +138,7 @@ class LLMExtractor:
         self.client = client
         self.ledger = ledger
         self.stats = stats
-        self._slots: asyncio.Semaphore | None = None
+        self._throttle: LLMThrottle | None = None  # made on the reactor's event loop
 
     async def extract(self, task: PageTask, check: Check, usage: Usage) -> Any:
         """The record (dict) or records (list) the model finds; ``usage`` is updated in place.
@@ -142,7 +167,11 @@ class LLMExtractor:
             return value
         self._stat("repairs")
         usage.repaired = True
-        repaired = await self._repair(task, exchanges, value, errors, usage)
+        try:
+            repaired = await self._repair(task, exchanges, value, errors, usage)
+        except BudgetExceededError:
+            usage.repair_skipped = "budget"  # the first, paid answer is kept
+            return value
         return repaired if repaired is not None else value
 
     # -- one chunk -----------------------------------------------------------------
@@ -160,26 +189,30 @@ class LLMExtractor:
         }
         key = cache_key(self.config.model, task, chunk, part)
         exchange = _Exchange(key=key, messages=messages)
-        exchange.text = await self._call(task, key, messages, usage)
+        answer = await self._call(task, key, messages, usage)
+        exchange.text = answer.text
         try:
-            exchange.value = self._shape(task, parse_answer(exchange.text))
+            exchange.value = self._shape(task, parse_answer(answer.text), usage)
         except ValueError as exc:
             # not JSON: the repair re-prompt is spent on this chunk
             self._stat("repairs")
             usage.repaired = True
             retry_messages = _extend(
-                messages, {"role": "assistant", "content": exchange.text},
+                messages, {"role": "assistant", "content": answer.text},
                 {"role": "user", "content": repair_message([str(exc)], False)})
-            text = await self._call(task, _derived(key, exchange.text), retry_messages, usage)
+            retry_key = _derived(key, answer.text)
+            answer = await self._call(task, retry_key, retry_messages, usage)
             try:
-                exchange.value = self._shape(task, parse_answer(text))
+                exchange.value = self._shape(task, parse_answer(answer.text), usage)
             except ValueError as again:
                 self._stat("bad_output")
                 raise LLMBadOutputError(
                     f"the model's answer is not a JSON object, also after a repair: {again}"
                 ) from None
-            exchange.text = text
+            exchange.text = answer.text
             exchange.messages = retry_messages
+            key = retry_key
+        await self._remember(key, answer)
         return exchange
 
     async def _repair(
@@ -199,45 +232,118 @@ class LLMExtractor:
         messages = _extend(base, {"role": "assistant", "content": previous},
                            {"role": "user", "content": repair_message(errors, True)})
         key = _derived("|".join(e.key for e in exchanges), previous + json.dumps(errors))
-        text = await self._call(task, key, messages, usage)
+        answer = await self._call(task, key, messages, usage)
         try:
-            return self._merge(task, [self._shape(task, parse_answer(text))])
+            repaired = self._merge(task, [self._shape(task, parse_answer(answer.text), usage)])
         except ValueError:
             self._stat("bad_output")
             return None
+        await self._remember(key, answer)
+        return repaired
 
     # -- calls -----------------------------------------------------------------------
 
     async def _call(
         self, task: PageTask, key: str, messages: Variants, usage: Usage
-    ) -> str:
-        """The answer to ``messages``: from the cache, or from one budgeted call."""
+    ) -> _Answer:
+        """The answer to ``messages``: from the cache, or from budgeted attempts."""
         if self.ledger is not None and self.config.cache_enabled:
             cached = await asyncio.to_thread(self.ledger.cache_get, key)
             if cached is not None:
                 usage.cache_hits += 1
                 self._stat("cache_hits")
-                return str(cached["text"])
+                return _Answer(str(cached["text"]))
             self._stat("cache_misses")
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.config.concurrency)
-        async with self._slots:
-            await self._reserve(task)
-            request = ChatRequest(messages=messages[False], schema=self._answer_schema(task),
-                                  prompt_messages=messages[True])
+        request = ChatRequest(
+            messages=messages[False], schema=self._answer_schema(task),
+            prompt_messages=messages[True],
+            max_tokens=output_budget(self._answer_schema(task), self.config.max_output_tokens),
+        )
+        retries = timeouts = 0
+        while True:
             try:
-                result = await self.client.complete(request)
+                result = await self._attempt(task, request, timeouts, usage)
             except LLMError as exc:
                 self._stat(f"errors/{exc.code}")
-                await self._release(task)
+                timeouts += isinstance(exc, LLMTimeoutError)
+                delay = self._retry_delay(task, exc, retries)
+                if delay is None:
+                    raise
+                retries += 1
+                self._stat("retries")
+                logger.warning("LLM request for %s failed (%s: %s); retry %d of %d in %.1f s",
+                               task.url, exc.code, exc.message, retries, self.config.retries,
+                               delay)
+                await asyncio.sleep(delay)
+                continue
+            if result.finish_reason != "length":
+                return _Answer(result.text, result)
+            self._stat("truncated")
+            if request.max_tokens >= self.config.max_output_tokens:
+                raise LLMOutputTruncatedError(
+                    f"the answer was cut off at {request.max_tokens} tokens "
+                    f"(BATCH_LLM_MAX_OUTPUT_TOKENS is {self.config.max_output_tokens})"
+                )
+            request = replace(request, max_tokens=min(2 * request.max_tokens,
+                                                      self.config.max_output_tokens))
+
+    async def _attempt(
+        self, task: PageTask, request: ChatRequest, timeouts: int, usage: Usage
+    ) -> ChatResult:
+        """One request: wait for a slot, reserve it in the budget, send, account."""
+        if self._throttle is None:
+            self._throttle = LLMThrottle(self.config.concurrency, self.config.max_concurrency)
+        async with self._throttle.slot() as slot:
+            # an answer may wait behind ``slot.ahead`` others at the server; a retry
+            # after a timeout gets twice as long (the answer may just be slow)
+            timeout = self.config.timeout * (slot.ahead + 1) * 2 ** timeouts
+            if task.deadline is not None:
+                timeout = min(timeout, task.deadline - time.monotonic())
+                if timeout <= 0:
+                    raise LLMTimeoutError(
+                        f"no answer within the item's LLM deadline "
+                        f"(BATCH_LLM_ITEM_DEADLINE {self.config.item_deadline:g} s)",
+                        retryable=True)
+            await self._reserve(task)
+            started = time.monotonic()
+            try:
+                result = await self.client.complete(replace(request, timeout=timeout))
+            except LLMError as exc:
+                usage.seconds += time.monotonic() - started
+                if exc.saturated:
+                    self._throttle.congested()
+                if exc.spent:  # the server may have done the work: it counts as a call
+                    self._count_call(usage)
+                else:
+                    await self._release(task)
                 raise
+            elapsed = time.monotonic() - started
+            usage.seconds += elapsed
+            self._throttle.answered(elapsed)
             cost = self._account(result, usage)
             if cost and self.ledger is not None and task.max_cost_usd is not None:
                 await asyncio.to_thread(self.ledger.add_cost, task.batch_id, cost)
-        if self.ledger is not None and self.config.cache_enabled:
-            await asyncio.to_thread(self.ledger.cache_put, key, self.config.model, result.text,
-                                    result.tokens_in, result.tokens_out)
-        return result.text
+        return result
+
+    def _retry_delay(self, task: PageTask, exc: LLMError, retries: int) -> float | None:
+        """Seconds to wait before retrying after ``exc``; None when it is not retried."""
+        if not exc.retryable or retries >= self.config.retries:
+            return None
+        if exc.retry_after is not None:
+            delay = min(exc.retry_after, self.config.backoff_max)
+        else:
+            delay = min(self.config.backoff_base * 2 ** retries, self.config.backoff_max)
+        if task.deadline is not None and time.monotonic() + delay >= task.deadline:
+            return None
+        return delay
+
+    async def _remember(self, key: str, answer: _Answer) -> None:
+        """Cache a fresh answer that proved usable."""
+        result = answer.fresh
+        if result is None or self.ledger is None or not self.config.cache_enabled:
+            return
+        await asyncio.to_thread(self.ledger.cache_put, key, self.config.model, result.text,
+                                result.tokens_in, result.tokens_out)
 
     async def _reserve(self, task: PageTask) -> None:
         if self.ledger is None or (task.max_calls is None and task.max_cost_usd is None):
@@ -257,13 +363,16 @@ class LLMExtractor:
         if self.ledger is not None and budgeted:
             await asyncio.to_thread(self.ledger.release_call, task.batch_id)
 
+    def _count_call(self, usage: Usage) -> None:
+        usage.calls += 1
+        self._stat("calls")
+
     def _account(self, result: ChatResult, usage: Usage) -> float:
         cost = self.config.cost_usd(result.tokens_in, result.tokens_out)
-        usage.calls += 1
+        self._count_call(usage)
         usage.tokens_in += result.tokens_in
         usage.tokens_out += result.tokens_out
         usage.cost_usd += cost
-        self._stat("calls")
         self._stat("tokens_in", result.tokens_in)
         self._stat("tokens_out", result.tokens_out)
         self._stat("cost_usd", cost)
@@ -276,14 +385,15 @@ class LLMExtractor:
     def _answer_schema(self, task: PageTask) -> dict[str, Any]:
         return answer_schema(task.schema, task.max_records)
 
-    def _shape(self, task: PageTask, answer: dict[str, Any]) -> Any:
+    def _shape(self, task: PageTask, answer: dict[str, Any], usage: Usage) -> Any:
         if task.max_records <= 1:
-            return shape_to_schema(answer, task.schema)
+            return shape_to_schema(answer, task.schema, usage.trimmed)
         records = answer.get(LIST_KEY)
         if not isinstance(records, list):
             records = [answer] if any(k in task.schema.get("properties", {}) for k in answer) \
                 else []
-        return [shape_to_schema(r, task.schema) for r in records if isinstance(r, dict)]
+        return [shape_to_schema(r, task.schema, usage.trimmed)
+                for r in records[:task.max_records] if isinstance(r, dict)]
 
     def _unshape(self, task: PageTask, value: Any) -> Any:
         return {LIST_KEY: value} if task.max_records > 1 else value

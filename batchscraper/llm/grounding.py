@@ -110,3 +110,71 @@ def _date_on_page(date: dt.date, page: PageIndex) -> bool:
         spellings.add(normalize_text(spelled))
         spellings.add(normalize_text(re.sub(r"\b0(\d)", r"\1", spelled)))
     return any(spelling in page.text for spelling in spellings)
+
+
+#: name words of fields whose values are identifiers, copied from a page or absent
+IDENTIFIER_WORDS = frozenset({
+    "id", "sku", "gtin", "gtin8", "gtin12", "gtin13", "gtin14", "ean", "upc", "isbn", "issn",
+    "mpn", "asin", "phone", "telephone", "fax", "mobile", "email", "mail", "zip", "postcode",
+    "postal", "code", "number", "vat", "iban", "doi", "url", "link", "href",
+})
+_COPIED_FORMATS = frozenset({"date", "date-time", "time", "email", "uri", "url", "iri",
+                             "uri-reference", "idn-email", "hostname", "ipv4", "ipv6"})
+
+
+def must_be_copied(name: str, schema: Any) -> bool:
+    """Whether a field's value can only be copied from the page, never written.
+
+    Numbers, dates, URLs, e-mail addresses and identifiers (SKU, ISBN, phone,
+    ...): a value of such a field that is not on the page was invented. Free
+    text (a summary, a title in other words) may legitimately be rephrased.
+    """
+    if not isinstance(schema, dict):
+        return False
+    options = [o for o in schema.get("anyOf", []) if isinstance(o, dict)]
+    if options:
+        return any(must_be_copied(name, option) for option in options)
+    types = schema.get("type")
+    types = set(types) if isinstance(types, list) else {types}
+    if types & {"number", "integer"} or schema.get("format") in _COPIED_FORMATS:
+        return True
+    if "array" in types:
+        return must_be_copied(name, schema.get("items") or {})
+    if "object" in types or "boolean" in types or "enum" in schema:
+        return False
+    return bool(IDENTIFIER_WORDS & set(_WORDS.findall(_split_camel(name).lower())))
+
+
+def _split_camel(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).replace("_", " ")
+
+
+def strip_invented(name: str, value: Any, schema: Any, page: PageIndex) -> Any:
+    """``value`` with the leaves that must be copied but are not on the page set to None.
+
+    The ``grounding: auto`` rule: see :func:`must_be_copied`. List elements
+    that are invented are removed; free text is left for the caller to flag.
+    """
+    node = _object_schema(schema)
+    if isinstance(value, dict):
+        properties = node.get("properties") or {}
+        return {key: strip_invented(key, sub, properties.get(key, {}), page)
+                for key, sub in value.items()}
+    if isinstance(value, list):
+        items = node.get("items") or {}
+        kept = [strip_invented(name, element, items, page) for element in value]
+        return [element for element, original in zip(kept, value, strict=True)
+                if element is not None or original is None]
+    if value is None or isinstance(value, bool) or not must_be_copied(name, schema):
+        return value
+    return value if grounded(value, page) else None
+
+
+def _object_schema(schema: Any) -> dict[str, Any]:
+    """``schema``, or its first ``anyOf`` option that has properties or items."""
+    if not isinstance(schema, dict):
+        return {}
+    for option in schema.get("anyOf", []):
+        if isinstance(option, dict) and ("properties" in option or "items" in option):
+            return option
+    return schema

@@ -301,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "stop":
         print("stopped" if stop(cache) else "not running")
         return 0
-    port = running_port(cache)
-    print(f"running at {base_url(port)}" if port else "not running")
-    return 0 if port else 1
+    live = running_port(cache)
+    print(f"running at {base_url(live)}" if live else "not running")
+    return 0 if live else 1
 
 
 if __name__ == "__main__":

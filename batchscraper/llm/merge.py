@@ -4,7 +4,9 @@ Per chunk answers merge field by field: the first non-empty value wins for
 scalars, arrays are the union in order without duplicates, objects merge
 recursively. Keys the schema does not declare are dropped, and so are nulls
 the schema does not allow (strict structured outputs make optional fields
-nullable).
+nullable); strings longer than ``maxLength`` and arrays longer than
+``maxItems`` are cut to size (an over-long optional array must not fail the
+whole record), and the cut paths are reported.
 """
 
 from __future__ import annotations
@@ -103,8 +105,13 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
-def shape_to_schema(value: Any, schema: Any) -> Any:
-    """``value`` without undeclared keys or nulls the schema does not allow."""
+def shape_to_schema(
+    value: Any, schema: Any, trimmed: list[str] | None = None, path: str = ""
+) -> Any:
+    """``value`` without undeclared keys or nulls the schema does not allow, cut to size.
+
+    Paths of values cut to ``maxLength``/``maxItems`` are appended to ``trimmed``.
+    """
     if not isinstance(schema, dict):
         return value
     if isinstance(value, dict):
@@ -121,13 +128,24 @@ def shape_to_schema(value: Any, schema: Any) -> Any:
                 sub = extra if isinstance(extra, dict) else {}
             if item is None and not allows_null(sub):
                 continue
-            out[key] = shape_to_schema(item, sub)
+            out[key] = shape_to_schema(item, sub, trimmed, f"{path}.{key}" if path else key)
         return out
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         items = schema["items"]
-        return [shape_to_schema(item, items) for item in value
-                if item is not None or allows_null(items)]
+        shaped = [shape_to_schema(item, items, trimmed, f"{path}[]") for item in value
+                  if item is not None or allows_null(items)]
+        return _cut(shaped, schema.get("maxItems"), trimmed, path)
+    if isinstance(value, str):
+        return _cut(value, schema.get("maxLength"), trimmed, path)
     return value
+
+
+def _cut(value: Any, limit: Any, trimmed: list[str] | None, path: str) -> Any:
+    if not isinstance(limit, int) or isinstance(limit, bool) or len(value) <= limit:
+        return value
+    if trimmed is not None:
+        trimmed.append(path)
+    return value[:limit]
 
 
 def allows_null(schema: Any) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 #: changes whenever the wording below changes, so cached answers are not reused
-PROMPT_VERSION = "2"
+PROMPT_VERSION = "3"
 LIST_KEY = "records"
 SYSTEM_PROMPT = """\
 You are a data extraction engine. You read one web page and return the values \
@@ -104,7 +104,7 @@ def answer_schema(schema: dict[str, Any], max_records: int) -> dict[str, Any]:
         return schema
     return {
         "type": "object",
-        "properties": {LIST_KEY: {"type": "array", "items": schema}},
+        "properties": {LIST_KEY: {"type": "array", "items": schema, "maxItems": max_records}},
         "required": [LIST_KEY],
         "additionalProperties": False,
     }
@@ -118,9 +118,11 @@ _UNSUPPORTED_STRICT = frozenset({
     "then", "else", "not", "unevaluatedProperties", "unevaluatedItems", "contains",
     "minContains", "maxContains", "prefixItems", "allOf", "oneOf",
 })
-# annotation keywords that are dropped from the strict copy (kept only in validation)
+# annotation keywords that are dropped from the strict copy (kept only in validation);
+# minItems/maxItems stay: they bound the grammar of servers that enforce the schema, so
+# a model that repeats an array element stops at maxItems instead of the token cap
 _DROPPED_STRICT = frozenset({"$schema", "$id", "examples", "default", "title", "format",
-                             "minLength", "maxLength", "minItems", "maxItems", "uniqueItems"})
+                             "minLength", "maxLength", "uniqueItems"})
 
 
 def strict_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
@@ -141,6 +143,8 @@ def _strict(node: Any) -> Any:
         return node
     if _UNSUPPORTED_STRICT & node.keys():
         raise ValueError("unsupported keyword")
+    if isinstance(node.get("maxLength"), int) and "description" not in node:
+        node["description"] = f"at most {node['maxLength']} characters"
     node = {k: v for k, v in node.items() if k not in _DROPPED_STRICT}
     if "anyOf" in node:
         node["anyOf"] = [_strict(option) for option in node["anyOf"]]
@@ -198,6 +202,55 @@ def response_format(mode: str, schema: dict[str, Any]) -> dict[str, Any] | None:
     if mode == "json_object":
         return {"type": "json_object"}
     return None
+
+
+# -- the answer's size ----------------------------------------------------------------
+
+#: tokens an answer needs beyond its values: braces, keys, quotes
+_OVERHEAD_TOKENS = 64
+_KEY_TOKENS = 8
+_SCALAR_TOKENS = 12
+_STRING_TOKENS = 96
+#: a string field named like this may hold a whole text (an article body)
+_LONG_TEXT_WORDS = frozenset({"body", "text", "content", "article", "description", "summary",
+                              "transcript", "review", "reviews", "instructions"})
+_LONG_TEXT_TOKENS = 2048
+#: array elements assumed when the schema sets no maxItems
+_DEFAULT_ITEMS = 20
+_MIN_BUDGET = 256
+
+
+def output_budget(schema: dict[str, Any], cap: int) -> int:
+    """The answer's token cap (``max_tokens``): what ``schema``'s values can need, at most ``cap``.
+
+    Sized from the schema (fields, nested objects, arrays by ``maxItems``,
+    strings by ``maxLength``) so that a model stuck repeating itself is cut off
+    early; an answer that still hits the cap is retried with a larger one.
+    """
+    return max(min(_MIN_BUDGET, cap), min(cap, _OVERHEAD_TOKENS + _size(schema, "")))
+
+
+def _size(node: Any, name: str) -> int:
+    if not isinstance(node, dict):
+        return _SCALAR_TOKENS
+    options = [o for o in node.get("anyOf", []) if isinstance(o, dict)]
+    if options:
+        return max(_size(option, name) for option in options)
+    types = node.get("type")
+    types = set(types) if isinstance(types, list) else {types}
+    if "object" in types or "properties" in node:
+        return sum(_KEY_TOKENS + _size(sub, key)
+                   for key, sub in (node.get("properties") or {}).items())
+    if "array" in types:
+        limit = node.get("maxItems")
+        count = limit if isinstance(limit, int) else _DEFAULT_ITEMS
+        return 2 + count * (2 + _size(node.get("items") or {}, name))
+    if "string" in types and "enum" not in node and "format" not in node:
+        if isinstance(node.get("maxLength"), int):
+            return node["maxLength"] // 3 + 2
+        words = set(re.findall(r"[a-z]+", name.lower()))
+        return _LONG_TEXT_TOKENS if words & _LONG_TEXT_WORDS else _STRING_TOKENS
+    return _SCALAR_TOKENS
 
 
 # -- answers -------------------------------------------------------------------------

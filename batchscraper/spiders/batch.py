@@ -224,7 +224,8 @@ class BatchSpider(scrapy.Spider):
         request = self.request_for(doc, escalation=f"auto: {item.error['code']} after fetch")
         # what the fetched attempt cost (LLM use) stays on the item's record
         request.meta["usage"] = {
-            "llm_calls": item.llm_calls, "tokens": item.tokens, "cost_usd": item.cost_usd,
+            "llm_calls": item.llm_calls, "llm_ms": item.llm_ms, "tokens": item.tokens,
+            "cost_usd": item.cost_usd,
         }
         return request
 

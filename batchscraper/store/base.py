@@ -27,6 +27,7 @@ COUNTER_KEYS = (
     "records_extracted",
     "records_filtered",
     "llm_calls",
+    "llm_seconds",
     "tokens_in",
     "tokens_out",
     "cost_usd",

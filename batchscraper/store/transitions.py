@@ -378,6 +378,7 @@ def _usage_increments(record: dict[str, Any]) -> dict[str, Any]:
     tokens = record.get("tokens") or {}
     usage = {
         "counters.llm_calls": record.get("llm_calls") or 0,
+        "counters.llm_seconds": round((record.get("llm_ms") or 0) / 1000, 3),
         "counters.tokens_in": tokens.get("in", 0),
         "counters.tokens_out": tokens.get("out", 0),
         "counters.cost_usd": record.get("cost_usd") or 0.0,
