@@ -5,9 +5,9 @@ page out of the request (between the BEGIN-PAGE/END-PAGE markers) and fills
 the fields of the answer schema it finds in ``response_format`` or in the
 prompt: headings give names, ``SKU:``/``Brand:`` lines, ``$`` prices, "In
 stock", ``By <author> on``, ISO dates. Tests can queue faults for the next
-requests (429 with Retry-After, 500, hang, invalid JSON, non-conforming
-JSON), make it reject ``json_schema`` response formats, and read what it was
-sent. Like a gullible model, it obeys a page that asks for the system prompt
+requests (429 with Retry-After, 500, 503, hang, invalid JSON, non-conforming
+JSON, an answer cut off at the token cap), make it reject ``json_schema``
+response formats, and read what it was sent. Like a gullible model, it obeys a page that asks for the system prompt
 (by copying it into a ``description`` field) and adds an extra key: the
 client side has to defend against that.
 
@@ -30,7 +30,7 @@ import pytest
 
 from batchscraper.llm.tokens import count_tokens
 
-FAULTS = ("429", "500", "hang", "invalid_json", "nonconforming")
+FAULTS = ("429", "500", "503", "hang", "invalid_json", "nonconforming", "truncated")
 HANG_SECONDS = 10.0
 _PAGE = re.compile(r"BEGIN-PAGE-(\w+)\n(.*)\nEND-PAGE-\1", re.DOTALL)
 _SCHEMA_IN_PROMPT = re.compile(r"Answer schema \(JSON Schema\); reply with JSON only:\n(.*?)\n\n",
@@ -267,7 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, {"error": {"message": "response_format json_schema is not supported",
                                        "type": "invalid_request_error"}})
             return
-        if fault is not None and fault.kind in ("429", "500"):
+        if fault is not None and fault.kind in ("429", "500", "503"):
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
             self._json(int(fault.kind), {"error": {"message": f"fault {fault.kind}"}}, headers)
             return
@@ -280,11 +280,14 @@ class _Handler(BaseHTTPRequestHandler):
             text = json.dumps(NONCONFORMING)
         else:
             text = self.fake.answer(body)
+        finish_reason = "stop"
+        if fault is not None and fault.kind == "truncated":  # cut off at the token cap
+            text, finish_reason = text[:len(text) // 2], "length"
         usage = self.fake.account(body, text)
         self._json(200, {
             "id": f"chatcmpl-{self.fake.answered}", "object": "chat.completion", "created": 0,
             "model": body.get("model"),
-            "choices": [{"index": 0, "finish_reason": "stop",
+            "choices": [{"index": 0, "finish_reason": finish_reason,
                          "message": {"role": "assistant", "content": text}}],
             "usage": usage,
         })

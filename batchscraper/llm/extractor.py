@@ -13,8 +13,8 @@ Retries live here, not in the client: a timeout, 429 or 5xx is retried with
 backoff (``Retry-After`` honoured) until ``BATCH_LLM_RETRIES`` or the item's
 deadline (``BATCH_LLM_ITEM_DEADLINE``) runs out, each retry logged. An attempt
 the server may have worked on (a timeout, a 5xx) counts as a call. An answer
-cut off at its token cap is asked again once with twice the cap, then fails
-with LLM_OUTPUT_TRUNCATED. When the merged answer fails the caller's check
+cut off at its token cap is asked again once with four times the cap (at most
+``BATCH_LLM_MAX_OUTPUT_TOKENS``), then fails with LLM_OUTPUT_TRUNCATED. When the merged answer fails the caller's check
 (coercion and validation), the model is asked once more with the errors; if the
 budget refuses that repair, the first answer is kept.
 """
@@ -118,6 +118,8 @@ class _Exchange:
 
 
 Check = Callable[[Any], list[str]]
+#: an answer cut off at its cap is asked once more with this many times the cap
+TRUNCATED_GROWTH = 4
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,7 @@ class LLMExtractor:
             max_tokens=output_budget(self._answer_schema(task), self.config.max_output_tokens),
         )
         retries = timeouts = 0
+        enlarged = False
         while True:
             try:
                 result = await self._attempt(task, request, timeouts, usage)
@@ -279,12 +282,13 @@ class LLMExtractor:
             if result.finish_reason != "length":
                 return _Answer(result.text, result)
             self._stat("truncated")
-            if request.max_tokens >= self.config.max_output_tokens:
+            if request.max_tokens >= self.config.max_output_tokens or enlarged:
                 raise LLMOutputTruncatedError(
-                    f"the answer was cut off at {request.max_tokens} tokens "
-                    f"(BATCH_LLM_MAX_OUTPUT_TOKENS is {self.config.max_output_tokens})"
+                    f"the answer was cut off at {request.max_tokens} tokens, also with a "
+                    f"larger cap (BATCH_LLM_MAX_OUTPUT_TOKENS is {self.config.max_output_tokens})"
                 )
-            request = replace(request, max_tokens=min(2 * request.max_tokens,
+            enlarged = True
+            request = replace(request, max_tokens=min(TRUNCATED_GROWTH * request.max_tokens,
                                                       self.config.max_output_tokens))
 
     async def _attempt(

@@ -142,7 +142,8 @@ def must_be_copied(name: str, schema: Any) -> bool:
         return must_be_copied(name, schema.get("items") or {})
     if "object" in types or "boolean" in types or "enum" in schema:
         return False
-    return bool(IDENTIFIER_WORDS & set(_WORDS.findall(_split_camel(name).lower())))
+    words = set(_WORDS.findall(_split_camel(name).lower()))
+    return bool(IDENTIFIER_WORDS & (words | {w[:-1] for w in words if w.endswith("s")}))
 
 
 def _split_camel(name: str) -> str:
