@@ -23,6 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 CRAWL_TIMEOUT = 180
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need the real local LLM run last: on a fresh machine it may still be
+    building in the background (started by .ci/setup) while the others run."""
+    items.sort(key=lambda item: item.get_closest_marker("llm") is not None)
+
+
 @pytest.fixture(scope="session")
 def batch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("batchscraper-home")

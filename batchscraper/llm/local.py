@@ -92,6 +92,12 @@ def server_binary(cache: Path) -> Path:
     return cache / "bin" / "llama-server"
 
 
+def is_built(cache: Path | None = None, model: Model = DEFAULT_MODEL) -> bool:
+    """Whether the server and the model are both in the cache."""
+    cache = cache or cache_dir()
+    return server_binary(cache).exists() and (cache / "models" / model.file).exists()
+
+
 # -- building ---------------------------------------------------------------
 
 
