@@ -209,7 +209,7 @@ def test_llm_options():
     assert (options.max_llm_calls, options.max_cost_usd, options.grounding) == (10, 0.5, "strict")
     defaults = parse_options(None)
     assert (defaults.max_llm_calls, defaults.max_cost_usd, defaults.grounding) == (
-        None, None, "flag")
+        None, None, "auto")
     assert parse_options({"max_llm_calls": None}).max_llm_calls is None
     assert parse_options(max_llm_calls="0").max_llm_calls == 0
 
