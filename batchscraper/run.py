@@ -9,12 +9,13 @@ reaching into ``crawler.spider``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 
+from batchscraper.extraction.validation import RecordChecker, checker_for
 from batchscraper.inputs import BatchOptions
 from batchscraper.store import BatchStore
 from batchscraper.writes import SerialWriter
@@ -39,6 +40,7 @@ class BatchRun:
     # the spider's own decisions: re-render an item in the browser, and stop the crawl
     escalation_for: Callable[[PageItem], Request | None]
     stop: Callable[[str], None]
+    _checker: RecordChecker | None = field(default=None, init=False, repr=False)
 
     @property
     def schema(self) -> dict[str, Any]:
@@ -47,6 +49,16 @@ class BatchRun:
     @property
     def prompt(self) -> str | None:
         return self.batch.get("prompt")
+
+    def checker(self, timeout: float | None) -> RecordChecker:
+        """The compiled checker of the batch's schema, built once per crawl.
+
+        ``ValidationFailedError`` when the stored schema cannot be compiled
+        (raised again for every item that asks).
+        """
+        if self._checker is None:
+            self._checker = checker_for(self.batch_id, self.schema, timeout)
+        return self._checker
 
     def item_done(self, index: int) -> None:
         """An item's record is written: it no longer holds a lease of this worker."""

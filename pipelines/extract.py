@@ -45,7 +45,7 @@ from batchscraper.extraction.content import PageContent, page_content, prepare_p
 from batchscraper.extraction.listing import structured_records, visible_record_count
 from batchscraper.extraction.shaping import tokens
 from batchscraper.extraction.structured import map_to_schema, parse_structured_data
-from batchscraper.extraction.validation import RecordChecker, ValidationSettings, checker_for
+from batchscraper.extraction.validation import RecordChecker, ValidationSettings
 from batchscraper.items import PageItem
 from batchscraper.llm.client import load_client
 from batchscraper.llm.config import LLMConfig
@@ -138,7 +138,7 @@ class ExtractPipeline:
 
     async def _extract(self, item: PageItem) -> None:
         options = self.run.options
-        checker = checker_for(item.batch_id, self.run.schema, self.validation.timeout)
+        checker = self.run.checker(self.validation.timeout)
         many = options.max_items_per_url > 1
         url = item.final_url or item.url
         if item.body is not None:

@@ -20,7 +20,7 @@ from scrapy.crawler import Crawler
 
 from batchscraper.exceptions import EmptyExtractionError, ItemLimitError, ValidationFailedError
 from batchscraper.extraction.coerce import coerce_to_schema
-from batchscraper.extraction.validation import RecordChecker, ValidationSettings, checker_for
+from batchscraper.extraction.validation import RecordChecker, ValidationSettings
 from batchscraper.inputs import DateFilter
 from batchscraper.items import PageItem
 from batchscraper.llm.ledger import LLMLedger
@@ -72,7 +72,7 @@ class ValidatePipeline:
         options = self.run.options
         many = isinstance(item.data, list)
         try:
-            checker = checker_for(item.batch_id, self.run.schema, self.settings.timeout)
+            checker = self.run.checker(self.settings.timeout)
             found = await asyncio.to_thread(
                 verdict, checker, item.data, options.date_filter
             )
