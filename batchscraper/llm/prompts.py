@@ -93,9 +93,43 @@ def user_message(parts: PromptParts, schema_in_prompt: bool) -> str:
     if schema_in_prompt:
         lines.append("Answer schema (JSON Schema); reply with JSON only:\n"
                      + json.dumps(parts.schema, ensure_ascii=False, sort_keys=True))
+    else:
+        # servers that enforce the schema by grammar (llama.cpp) do not show it to the model
+        lines.append(field_list(parts.schema))
     lines.append(f"Page URL: {parts.url}")
     lines.append(f"BEGIN-PAGE-{marker}\n{parts.page}\nEND-PAGE-{marker}")
     return "\n\n".join(lines)
+
+
+def field_list(schema: dict[str, Any]) -> str:
+    """The fields to fill, one line each: name, type, description; absent ones are null."""
+    properties = schema.get("properties") or {}
+    lines = ["Fields (null when the page does not state the value):"]
+    if set(properties) == {LIST_KEY}:  # a list page: the fields of each record
+        lines = [f"Fields of each record in \"{LIST_KEY}\" (null when the page does not "
+                 "state the value):"]
+        properties = (properties[LIST_KEY].get("items") or {}).get("properties") or {}
+    for name, sub in properties.items():
+        lines.append(f"- {name}: {_type_words(sub)}"
+                     + (f" ({sub['description']})" if isinstance(sub, dict)
+                        and isinstance(sub.get("description"), str) else ""))
+    return "\n".join(lines)
+
+
+def _type_words(node: Any) -> str:
+    if not isinstance(node, dict):
+        return "any"
+    if "enum" in node:
+        return "one of " + ", ".join(json.dumps(v) for v in node["enum"])
+    types = node.get("type")
+    names = [t for t in (types if isinstance(types, list) else [types]) if t and t != "null"]
+    if "array" in names:
+        return f"list of {_type_words(node.get('items'))}"
+    if "object" in names or "properties" in node:
+        return "object with " + ", ".join(node.get("properties") or {})
+    if node.get("format") in ("date", "date-time"):
+        return "date (YYYY-MM-DD)" if node["format"] == "date" else "date-time (ISO 8601)"
+    return " or ".join(names) or "any"
 
 
 def answer_schema(schema: dict[str, Any], max_records: int) -> dict[str, Any]:
