@@ -61,7 +61,7 @@ def labelled(lines: list[str], pattern: re.Pattern[str],
         match = pattern.search(line)
         if not match:
             continue
-        raw = match.group("value").strip()
+        raw = (match.group("value") or "").strip()
         if not raw and number + 1 < len(lines):
             raw = lines[number + 1]
         value = clean(words.NEXT_LABEL.sub("", raw[:MAX_LABEL_VALUE]).strip())

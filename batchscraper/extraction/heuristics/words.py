@@ -43,13 +43,14 @@ TITLE_SEPARATORS = re.compile(r"\s+(?:[|\u2013\u2014\u00b7\u2022:~/\\-]|::|>>|\u
 BYLINE_PREFIX = re.compile(
     r"^\s*(?:by|from|von|par|por|di|door|av|af|autor(?:ka)?|written by|posted by)\b[:\s]*",
     re.IGNORECASE)
-#: Trailing words of a byline that are not part of the name (roles, dates).
+#: Trailing words of a byline that are not part of the name: a role, or a date.
 BYLINE_TAIL = re.compile(
     r"(?:\s+(?:(?:senior|staff|chief|special|contributing|news|political|science|"
     r"sports?)\s+)?(?:reporter|correspondent|editor|writer|journalist|columnist|"
     r"contributor|staff|producer)\b.*$)"
     r"|(?:\s+(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|"
-    r"aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\b.*$)",
+    r"aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+    r"(?:\s+\d.*)?$)",
     re.IGNORECASE)
 AUTHOR_SPLIT = re.compile(r"\s*(?:;|,|\band\b|&|\bund\b|\bet\b|\by\b)\s*")
 
@@ -104,10 +105,15 @@ IN_STOCK = re.compile(
     re.IGNORECASE)
 
 # --------------------------------------------------------------------------- labels
-def label(words: str) -> re.Pattern[str]:
-    """A label (``|``-separated alternatives) then ``:``/``#``, capturing what follows."""
-    return re.compile(rf"(?:^|(?<=[\s(|,;]))(?:{words})\s*(?:[:#.]|\bno\.?\b|\bnr\.?\b)?"
-                      rf"\s*(?P<value>.*)$", re.IGNORECASE)
+def label(words: str, *, colon: bool = False) -> re.Pattern[str]:
+    """A label (``|``-separated alternatives), capturing the text after it.
+
+    With ``colon`` the label must end its line or be followed by ``:``
+    (``Brand: Acme``, not ``Manufacturer's guarantee``).
+    """
+    end = r"\s*(?::\s*(?P<value>.*)|$)" if colon else (
+        r"\s*(?:[:#.]|\bno\.?\b|\bnr\.?\b)?\s*(?P<value>.*)$")
+    return re.compile(rf"(?:^|(?<=[\s(|,;]))(?:{words}){end}", re.IGNORECASE)
 
 
 SKU_LABEL = label(
@@ -125,7 +131,7 @@ MPN_LABEL = label(r"mpn|(?:manufacturer\s?)?part\s?(?:#|no\.?|number)|model\s?(?
                   r"typové označenie")
 BRAND_LABEL = label(r"brand|(?:make\s?/\s?)?manufacturer|make|marke|hersteller|marque|"
                     r"fabricant|marca|fabricante|produttore|merk|fabrikant|producent|marka|"
-                    r"výrobca|výrobce|značka|proizvajalec|znamka|gyártó|märke|mærke")
+                    r"výrobca|výrobce|značka|proizvajalec|znamka|gyártó|märke|mærke", colon=True)
 #: A label value that is itself the next label (``Brand: SKU: 123``).
 NEXT_LABEL = re.compile(r"\s+\S[^:]{0,25}:\s.*$")
 
@@ -152,5 +158,6 @@ COOK_TIME_LABEL = label(r"cook(?:ing)?\s?time|cook|kochzeit|backzeit|temps de cu
 SERVINGS_LABEL = label(r"servings|serves|serving size|yields?|makes|portions?|portionen|"
                        r"personen|pour|porciones|raciones|porzioni|porcje|personnes")
 DURATION_TEXT = re.compile(
-    r"^(?:\d+(?:[.,]\d+)?\s*(?:d|days?|h|hrs?|hours?|m|mins?|minutes?|std\.?|stunden?|"
-    r"minuten|heures?|horas?|ore|uur|godz\.?)\b[\s,and]*)+", re.IGNORECASE)
+    r"^(?:(?:about|around|approx\.?|approximately|ca\.?|circa|~)\s*)?"
+    r"(?:\d+(?:[.,]\d+)?\s*(?:d|days?|h|hrs?|hours?|m|mins?|minutes?)\b[\s,and]*)+",
+    re.IGNORECASE)
