@@ -45,13 +45,13 @@ Finder = Callable[[PageReader], Facts]
 FINDERS: tuple[tuple[frozenset[str], Finder], ...] = tuple(
     (frozenset(p.lower() for p in props), find) for props, find in (
         (("headline", "name", "title", "alternativeHeadline"), articles.title_facts),
-        ((*words.META_KEYS, "offers"), articles.meta_facts),
-        ((*articles.ITEMPROPS, "offers", "ingredients"), articles.itemprop_facts),
+        (tuple(words.META_KEYS), articles.meta_facts),
+        ((*articles.ITEMPROPS, "ingredients"), articles.itemprop_facts),
         (("author", "creator", "datePublished", "dateCreated", "publisher",
           "sourceOrganization"), articles.byline_facts),
         (("articleBody", "text"), articles.body_facts),
         (("datePublished", "dateCreated"), articles.date_facts),
-        (("price", "priceCurrency", "offers", "availability"), products.offer_facts),
+        (("price", "priceCurrency", "availability"), products.offer_facts),
         (("sku", "gtin", "gtin13", "gtin12", "gtin8", "isbn", "mpn", "model", "brand",
           "manufacturer"), products.label_facts),
         (("recipeIngredient", "ingredients", "supply"), recipes.ingredient_facts),
@@ -104,13 +104,17 @@ def missing_fields(schema: dict[str, Any], data: Any, depth: int = 0) -> Iterato
 
 
 def wanted_properties(schema: dict[str, Any], data: dict[str, Any]) -> set[str]:
-    """Lower-cased schema.org properties that could fill a missing field (a superset)."""
+    """Lower-cased schema.org properties that could fill a missing field (a superset).
+
+    The last step of each synonym path: ``in_stock`` wants ``availability``
+    (``offers.availability``), not the whole offer.
+    """
     wanted: set[str] = set()
     for name in missing_fields(schema, data):
         for variant in Shaper.name_variants(name):
             wanted.add("".join(variant))
-            for path in syn.FIELD_PATHS.get("_".join(variant), ()):
-                wanted.update(segment.lower() for segment in path.split("."))
+            wanted.update(path.rsplit(".", 1)[-1].lower()
+                          for path in syn.FIELD_PATHS.get("_".join(variant), ()))
     return wanted
 
 

@@ -96,7 +96,10 @@ def body_facts(page: PageReader) -> Facts:
     text = getattr(doc, "text", None) if doc is not None else None
     if not text:
         return {}
-    body = "\n\n".join(line.strip() for line in text.split("\n") if line.strip())
+    paragraphs = [line.strip() for line in text.split("\n") if line.strip()]
+    if paragraphs and paragraphs[0] in (page.heading, page.meta.get("og:title")):
+        paragraphs = paragraphs[1:]  # the headline is a field of its own
+    body = "\n\n".join(paragraphs)
     return {"articleBody": (body, "trafilatura"), "text": (body, "trafilatura")}
 
 

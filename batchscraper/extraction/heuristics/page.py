@@ -21,6 +21,8 @@ from batchscraper.extraction.shaping import tokens
 WINDOW_LINES = 250
 #: Lines before the heading searched too (a brand or code above the name).
 LEAD_LINES = 15
+#: Shortest share of the heading's text a line must hold to be where the heading is.
+HEADING_PART = 0.5
 #: Share of a heading's words that must be in ``<title>``/og:title for it to be the title.
 TITLE_OVERLAP = 0.6
 BLOCK_TAGS = frozenset({
@@ -74,9 +76,10 @@ class PageReader:
     @cached_property
     def lines(self) -> list[str]:
         """Visible text, one line per block element, in document order."""
-        if self.body is None:
+        root = self.body.find("body") if self.body is not None else None
+        if root is None:
             return []
-        text = "".join(block_text(self.body))
+        text = "".join(block_text(root))
         return [line for line in (_SPACES.sub(" ", part).strip() for part in text.split("\n"))
                 if line]
 
@@ -113,8 +116,9 @@ class PageReader:
         heading = self.heading
         if heading is None:
             return 0
-        return next((i for i, line in enumerate(self.lines)
-                     if heading in line or line in heading), 0)
+        # a heading with block children spans several lines: match its longest part
+        return next((i for i, line in enumerate(self.lines) if heading in line or (
+            line in heading and HEADING_PART * len(heading) <= len(line))), 0)
 
     def window(self, lead: int = LEAD_LINES) -> list[str]:
         """Lines from ``lead`` above the main heading to :data:`WINDOW_LINES` below it."""

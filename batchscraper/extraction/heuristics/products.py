@@ -32,11 +32,14 @@ def offer_facts(page: PageReader) -> Facts:
             if code:
                 facts["offers.priceCurrency"] = (code, "pattern")
             break
-    text = "\n".join(page.window())
-    if words.OUT_OF_STOCK.search(text):
-        facts["offers.availability"] = ("OutOfStock", "pattern")
-    elif words.IN_STOCK.search(text):
-        facts["offers.availability"] = ("InStock", "pattern")
+    # the stock words nearest below the heading: further down are other products' cards
+    for line in page.window(lead=0):
+        if words.OUT_OF_STOCK.search(line):
+            facts["offers.availability"] = ("OutOfStock", "pattern")
+            break
+        if words.IN_STOCK.search(line):
+            facts["offers.availability"] = ("InStock", "pattern")
+            break
     return facts
 
 

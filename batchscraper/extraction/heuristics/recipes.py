@@ -88,22 +88,32 @@ def list_by_heading(page: PageReader, start: re.Pattern[str],
         return []
     list_items: list[lxml.html.HtmlElement] = []
     paragraphs: list[lxml.html.HtmlElement] = []
-    collecting = False
+    level = 0  # of the heading that opened the section; 0: none yet
     for element in page.body.iter():
         heading = _heading_text(element)
         if heading is not None and start.search(heading):
-            collecting = True
+            level = max(level, _level(element))
             continue
-        if not collecting:
+        if not level:
             continue
+        # a sub-heading ("For the icing") goes on; a sibling or parent heading ends the list
         if heading is not None and (stop.search(heading) or (
-                element.tag in _HEADINGS and (list_items or paragraphs))):
+                element.tag in _HEADINGS and _level(element) <= level
+                and (list_items or paragraphs))):
             break
         if element.tag == "li" and element.find(".//li") is None:
             list_items.append(element)
-        elif element.tag == "p" and heading is None:
+        elif element.tag == "p" and not list_items:
+            # one paragraph per item: siblings of the first one only
+            if paragraphs and element.getparent() is not paragraphs[0].getparent():
+                break
             paragraphs.append(element)
     return _texts(list_items or paragraphs)
+
+
+def _level(element: lxml.html.HtmlElement) -> int:
+    """2-6 for ``<h2>``-``<h6>``; 7 for a bold line or paragraph acting as a heading."""
+    return int(element.tag[1]) if element.tag in _HEADINGS else len(_HEADINGS) + 2
 
 
 def _heading_text(element: lxml.html.HtmlElement) -> str | None:
