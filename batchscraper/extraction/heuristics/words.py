@@ -111,8 +111,8 @@ def label(words: str, *, colon: bool = False) -> re.Pattern[str]:
     With ``colon`` the label must end its line or be followed by ``:``
     (``Brand: Acme``, not ``Manufacturer's guarantee``).
     """
-    end = r"\s*(?::\s*(?P<value>.*)|$)" if colon else (
-        r"\s*(?:[:#.]|\bno\.?\b|\bnr\.?\b)?\s*(?P<value>.*)$")
+    end = r"(?![^\W\d_])" + (r"\s*(?::\s*(?P<value>.*)|$)" if colon else (
+        r"\s*(?:[:#.]|\bno\.?\b|\bnr\.?\b)?\s*(?P<value>.*)$"))
     return re.compile(rf"(?:^|(?<=[\s(|,;]))(?:{words}){end}", re.IGNORECASE)
 
 
