@@ -139,7 +139,8 @@ def run_mode(name: str, cases: dict[str, dict[str, Any]], base: str, env: dict[s
                     if isinstance(item.get("data"), dict) else {}}) + "\n"
         for case_id, item in items.items()))
     scored = json.loads(subprocess.run(
-        [sys.executable, str(scorer(corpus)), str(corpus), str(predictions), "--json"],
+        [sys.executable, str(scorer(corpus)), str(selected(corpus, cases, workdir)),
+         str(predictions), "--json"],
         capture_output=True, text=True, check=True).stdout)
     calls = [items[c].get("llm_calls") or 0 for c in cases]
     tokens = [(items[c].get("tokens") or {}) for c in cases]
@@ -187,6 +188,18 @@ def comparison(results: list[dict[str, Any]]) -> None:
             f"{r['per_kind'].get(kind, 0):.3f}".rjust(width) for r in results))
     print("overall".ljust(10) + "".join(f"{r['field_accuracy']:.3f}".rjust(width)
                                         for r in results))
+
+
+def selected(corpus: Path, cases: dict[str, Any], workdir: Path) -> Path:
+    """``corpus``, or a folder linking only the cases run (``--cases``), for the scorer."""
+    if len(cases) == sum(1 for folder in corpus.iterdir() if folder.is_dir()):
+        return corpus
+    subset = workdir / "selected-cases"
+    subset.mkdir(exist_ok=True)
+    for case_id in cases:
+        if not (subset / case_id).exists():
+            (subset / case_id).symlink_to(corpus / case_id)
+    return subset
 
 
 def scorer(corpus: Path) -> Path:
