@@ -42,6 +42,7 @@ from batchscraper.exceptions import (
     ValidationFailedError,
 )
 from batchscraper.extraction.content import PageContent, page_content, prepare_page, pruned_tree
+from batchscraper.extraction.heuristics import extraction_method, fill_missing
 from batchscraper.extraction.listing import structured_records, visible_record_count
 from batchscraper.extraction.shaping import tokens
 from batchscraper.extraction.structured import map_to_schema, parse_structured_data
@@ -75,7 +76,7 @@ def structured_step(html: str, url: str, schema: dict[str, Any], many: bool) -> 
     sd = parse_structured_data(html, url)
     if not many:
         data, evidence = map_to_schema(sd, schema)
-        return StructuredResult(data, evidence)
+        return StructuredResult(*fill_missing(html, url, schema, data, evidence))
     records, evidence = structured_records(sd, schema)
     return StructuredResult(records, evidence, visible_record_count(pruned_tree(html, url)))
 
@@ -208,7 +209,7 @@ class ExtractPipeline:
             return
         item.data = data
         item.evidence = evidence
-        item.extraction = {"method": "structured"}
+        item.extraction = {"method": extraction_method(evidence)}
 
     # -- list pages ------------------------------------------------------------------
 

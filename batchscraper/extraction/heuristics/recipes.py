@@ -1,0 +1,137 @@
+"""Finders for recipes: ingredient and step lists by structure, times and servings by label."""
+
+from __future__ import annotations
+
+import re
+
+import lxml.html
+
+from batchscraper.extraction.heuristics import words
+from batchscraper.extraction.heuristics.articles import Facts
+from batchscraper.extraction.heuristics.page import PageReader, text_of
+from batchscraper.extraction.heuristics.products import labelled
+from batchscraper.extraction.shaping import clean_text
+
+#: A list item longer than this is prose, not an ingredient.
+MAX_INGREDIENT_CHARS = 250
+MIN_LIST_ITEMS = 2
+#: Longest text of an element taken for a section heading ("Ingredients for the dough:").
+MAX_HEADING_CHARS = 40
+MAX_HEADING_WORDS = 3
+_HEADINGS = ("h2", "h3", "h4", "h5", "h6")
+_HEADING_LIKE = ("strong", "b", "p", "dt", "span", "div")
+_SERVINGS = re.compile(r"^\d{1,3}(?:\s*(?:-|to|\u2013)\s*\d{1,3})?\b")
+
+
+def ingredient_facts(page: PageReader) -> Facts:
+    """Ingredient list items: by class name, else the lists under an "Ingredients" heading."""
+    items = list_by_class(page, words.INGREDIENT_CLASS) or list_by_heading(
+        page, words.INGREDIENT_WORDS, words.STEP_WORDS)
+    items = [item for item in items if len(item) <= MAX_INGREDIENT_CHARS]
+    return {"recipeIngredient": (items, "structure")} if len(items) >= MIN_LIST_ITEMS else {}
+
+
+def step_facts(page: PageReader) -> Facts:
+    """Method steps: by class name, else the list under an "Instructions" heading."""
+    items = list_by_class(page, words.STEP_CLASS) or list_by_heading(
+        page, words.STEP_WORDS, words.INGREDIENT_WORDS)
+    return {"recipeInstructions": (items, "structure")} if len(items) >= MIN_LIST_ITEMS else {}
+
+
+def time_facts(page: PageReader) -> Facts:
+    """Times and servings written as ``Total time: 1 hr 10 mins``, ``Serves 4``."""
+    facts: Facts = {}
+    for prop, pattern in (("totalTime", words.TOTAL_TIME_LABEL),
+                          ("prepTime", words.PREP_TIME_LABEL),
+                          ("cookTime", words.COOK_TIME_LABEL)):
+        value = labelled(page.lines, pattern, _duration)
+        if value:
+            facts[prop] = (value, "label")
+    servings = labelled(page.lines, words.SERVINGS_LABEL, _servings)
+    if servings:
+        facts["recipeYield"] = (servings, "label")
+    return facts
+
+
+def _duration(raw: str) -> str | None:
+    match = words.DURATION_TEXT.match(raw)
+    return match.group(0).strip() if match else None
+
+
+def _servings(raw: str) -> str | None:
+    match = _SERVINGS.match(raw)
+    return match.group(0) if match else None
+
+
+def list_by_class(page: PageReader, pattern: re.Pattern[str]) -> list[str]:
+    """Items of the list whose class or id names what it holds (``recipe-ingredients``)."""
+    if page.body is None:
+        return []
+    named = [el for el in page.body.iter() if isinstance(el.tag, str) and pattern.search(
+        (el.get("class") or "") + " " + (el.get("id") or ""))]
+    items = [el for el in named if el.tag == "li"]
+    if not items:
+        containers = [el for el in named if el.tag in ("ul", "ol", "div", "section")
+                      and el.find(".//li") is not None]
+        items = list(containers[0].iter("li")) if containers else []
+    return _texts([li for li in items if li.find(".//li") is None])
+
+
+def list_by_heading(page: PageReader, start: re.Pattern[str],
+                    stop: re.Pattern[str]) -> list[str]:
+    """What follows headings naming the list, up to a heading of the next section.
+
+    List items when the section has any, else its paragraphs (recipes written
+    as one paragraph per ingredient or step).
+    """
+    if page.body is None:
+        return []
+    list_items: list[lxml.html.HtmlElement] = []
+    paragraphs: list[lxml.html.HtmlElement] = []
+    level = 0  # of the heading that opened the section; 0: none yet
+    for element in page.body.iter():
+        heading = _heading_text(element)
+        if heading is not None and start.search(heading):
+            level = max(level, _level(element))
+            continue
+        if not level:
+            continue
+        # a sub-heading ("For the icing") goes on; a sibling or parent heading ends the list
+        if heading is not None and (stop.search(heading) or (
+                element.tag in _HEADINGS and _level(element) <= level
+                and (list_items or paragraphs))):
+            break
+        if element.tag == "li" and element.find(".//li") is None:
+            list_items.append(element)
+        elif element.tag == "p" and not list_items:
+            # one paragraph per item: siblings of the first one only
+            if paragraphs and element.getparent() is not paragraphs[0].getparent():
+                break
+            paragraphs.append(element)
+    return _texts(list_items or paragraphs)
+
+
+def _level(element: lxml.html.HtmlElement) -> int:
+    """2-6 for ``<h2>``-``<h6>``; 7 for a bold line or paragraph acting as a heading."""
+    return int(element.tag[1]) if element.tag in _HEADINGS else len(_HEADINGS) + 2
+
+
+def _heading_text(element: lxml.html.HtmlElement) -> str | None:
+    """The text of a heading, or of a short bold line or paragraph acting as one."""
+    if not isinstance(element.tag, str):
+        return None
+    if element.tag not in _HEADINGS and not (
+            element.tag in _HEADING_LIKE and all(len(child) == 0 for child in element)
+            and len(element) <= 1):
+        return None
+    text = text_of(element)
+    if not text or len(text) > MAX_HEADING_CHARS:
+        return None
+    if element.tag in _HEADINGS or text.endswith(":") or len(text.split()) <= MAX_HEADING_WORDS:
+        return text
+    return None
+
+
+def _texts(elements: list[lxml.html.HtmlElement]) -> list[str]:
+    texts = (words.LIST_BULLET.sub("", text_of(element)) for element in elements)
+    return [clean_text(text) for text in texts if text.strip()]

@@ -1,0 +1,276 @@
+"""Tests for batchscraper.extraction.heuristics: values read from pages without structured data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from batchscraper.demo.site import ExampleSite, product_expected
+from batchscraper.extraction.coerce import coerce_to_schema
+from batchscraper.extraction.heuristics import (
+    collect_facts,
+    extraction_method,
+    fill_missing,
+    wanted_properties,
+)
+from batchscraper.extraction.heuristics.articles import clean_author, strip_site_name
+from batchscraper.extraction.heuristics.page import PageReader
+from batchscraper.extraction.heuristics.products import gtin_valid
+from batchscraper.store import BatchStore
+from pipelines.extract import structured_step
+from tests.conftest import assert_counters_match_items, batch_id_from
+
+URL = "https://shop.example/item/1"
+STR = {"type": ["string", "null"]}
+NUM = {"type": ["number", "null"]}
+INT = {"type": ["integer", "null"]}
+BOOL = {"type": ["boolean", "null"]}
+DATE = {"type": ["string", "null"], "format": "date"}
+CODE = {"type": ["string", "null"], "pattern": "^[A-Z]{3}$"}
+
+
+def obj(**properties: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": properties}
+
+
+def page(body: str, head: str = "", title: str = "") -> str:
+    return (f"<!doctype html><html lang='en'><head><title>{title}</title>{head}</head>"
+            f"<body><nav><a href='/'>Home</a> <a href='/shop'>Shop</a></nav>{body}"
+            "<footer><p>Example Ltd. Terms. Privacy.</p></footer></body></html>")
+
+
+def fill(html: str, schema: dict[str, Any], data: dict[str, Any] | None = None,
+         evidence: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    found, why = fill_missing(html, URL, schema, data or {}, evidence or {})
+    return coerce_to_schema(found, schema), why
+
+
+PARAGRAPHS = "".join(
+    f"<p>Paragraph {n} of the story says something long enough to be read as content by "
+    f"an extractor, with several clauses, names such as Springfield and numbers like {n}.</p>"
+    for n in range(1, 9))
+
+ARTICLE_SCHEMA = obj(title=STR, author=STR, published_date=DATE, site_name=STR,
+                     article_body=STR, language=STR)
+
+
+# -- articles ----------------------------------------------------------------------------
+
+
+def test_article_from_meta_tags_heading_and_body() -> None:
+    html = page(
+        head=('<meta name="author" content="By Jane Q. Doe">'
+              '<meta property="article:published_time" content="2021-03-04T10:00:00+01:00">'
+              '<meta property="og:site_name" content="The Daily Example">'),
+        title="Council approves the new bridge | The Daily Example",
+        body=f"<article><h1>Council approves the new bridge</h1>{PARAGRAPHS}</article>")
+    data, evidence = fill(html, ARTICLE_SCHEMA)
+    assert {k: v for k, v in data.items() if k != "article_body"} == {
+        "title": "Council approves the new bridge", "author": "Jane Q. Doe",
+        "published_date": "2021-03-04", "site_name": "The Daily Example", "language": "en"}
+    assert data["article_body"].startswith("Paragraph 1 of the story")
+    assert "Paragraph 8" in data["article_body"] and "Privacy" not in data["article_body"]
+    assert evidence == {"title": "heading", "author": "meta", "published_date": "meta",
+                        "site_name": "meta", "article_body": "trafilatura", "language": "meta"}
+
+
+def test_article_byline_and_date_from_the_page_text() -> None:
+    html = page(title="Bridge news",
+                body=("<article><h1>Bridge news</h1><p class='byline'>By <a rel='author' "
+                      "href='/people/jd'>John Smith</a></p><time datetime='2019-11-20T08:00'>"
+                      f"20 Nov</time>{PARAGRAPHS}</article>"))
+    data, evidence = fill(html, obj(author=STR, published_date=DATE))
+    assert data == {"author": "John Smith", "published_date": "2019-11-20"}
+    assert evidence["author"] == "trafilatura"
+
+
+def test_title_without_heading_drops_the_site_name() -> None:
+    html = page(title="How to grow tomatoes - Garden Weekly", body="<p>Short.</p>")
+    assert fill(html, obj(title=STR))[0] == {"title": "How to grow tomatoes"}
+    assert fill(html, obj(title=STR))[1] == {"title": "title"}
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("By Jane Doe", "Jane Doe"),
+    ("Jeffrey Gettleman; JEFFREY GETTLEMAN", "Jeffrey Gettleman"),
+    ("Laura June Topolsky", "Laura June Topolsky"),
+    ("Laura June Topolsky July 10, 2015", "Laura June Topolsky"),
+    ("Tom Gillespie, news reporter", "Tom Gillespie"),
+    ("Aleš Vávra před", "Aleš Vávra"),
+])
+def test_clean_author(raw: str, expected: str) -> None:
+    assert clean_author(raw) == expected
+
+
+def test_strip_site_name() -> None:
+    assert strip_site_name("A long headline about things | Site") == "A long headline about things"
+    assert strip_site_name("No separator here") == "No separator here"
+
+
+# -- products ----------------------------------------------------------------------------
+
+PRODUCT_SCHEMA = obj(
+    name=STR, brand=STR,
+    offer=obj(price=NUM, currency=CODE, in_stock=BOOL),
+    identifiers=obj(sku=STR, gtin=STR, mpn=STR))
+
+
+def product_page(details: str, price: str = "<p class='price'>€ 1.299,00</p>") -> str:
+    return page(title="Trail Shoe X | Shop",
+                body=(f"<div class='related'><p>Other shoe €9.99</p></div>"
+                      f"<main><h1>Trail Shoe X</h1><p>Was <del>€ 1.499,00</del></p>{price}"
+                      f"<p>Shipping: €4.99</p>{details}</main>"))
+
+
+def test_product_price_currency_stock_and_labels() -> None:
+    html = product_page(
+        "<p>Sold out</p><dl><dt>Brand</dt><dd>Acme Outdoor</dd><dt>SKU:</dt><dd>TS-42</dd>"
+        "</dl><p>EAN: 4006381333931</p><p>MPN: AC-TS42</p>")
+    data, evidence = fill(html, PRODUCT_SCHEMA)
+    assert data == {
+        "name": "Trail Shoe X", "brand": "Acme Outdoor",
+        "offer": {"price": 1299.0, "currency": "EUR", "in_stock": False},
+        "identifiers": {"sku": "TS-42", "gtin": "4006381333931", "mpn": "AC-TS42"}}
+    assert evidence == {"name": "heading", "brand": "label", "offer": "pattern",
+                        "identifiers": "label"}
+
+
+def test_product_values_that_are_not_there_stay_missing() -> None:
+    html = product_page("<p>Add to cart</p><p>EAN: 4006381333932</p><p>SKU: see below</p>"
+                        "<p>Manufacturer's two year guarantee</p>",
+                        price="<p class='price'>$25</p>")
+    data, _ = fill(html, PRODUCT_SCHEMA)
+    assert data == {"name": "Trail Shoe X", "offer": {"price": 25.0, "in_stock": True}}
+
+
+def test_itemprop_without_itemscope_and_structured_values_win() -> None:
+    html = product_page("<span itemprop='sku'>99-1</span><link itemprop='availability' "
+                        "href='https://schema.org/InStock'>")
+    data, evidence = fill(html, PRODUCT_SCHEMA, data={"offer": {"price": 5.0}},
+                          evidence={"offer": "microdata"})
+    assert data["offer"] == {"price": 5.0, "currency": "EUR", "in_stock": True}
+    assert data["identifiers"] == {"sku": "99-1"}
+    assert evidence["offer"] == "microdata+itemprop+pattern"
+    assert evidence["identifiers"] == "itemprop"
+
+
+def test_gtin_check_digit() -> None:
+    assert gtin_valid("4006381333931") and gtin_valid("96385074")
+    assert not gtin_valid("4006381333932")
+
+
+# -- recipes -----------------------------------------------------------------------------
+
+RECIPE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": STR, "ingredients": {"type": "array", "items": {"type": "string"}},
+        "steps": {"type": "array", "items": obj(position={"type": "integer"},
+                                                 text={"type": "string"})},
+        "prep_time_minutes": INT, "total_time_minutes": INT, "servings": INT,
+    },
+}
+
+
+def test_recipe_lists_under_headings_times_and_servings() -> None:
+    html = page(title="Lemon cake", body=(
+        "<h1>Lemon cake</h1><p>Prep time: 15 mins</p><p>Total time: 1 hr 5 mins</p>"
+        "<p>Serves 8</p><h2>Ingredients</h2><h3>For the cake:</h3><ul><li>200 g flour</li>"
+        "<li>2 eggs</li></ul><h3>For the icing:</h3><ul><li>1 lemon</li></ul>"
+        "<h2>Method</h2><ol><li>Heat the oven.</li><li>Mix and bake.</li></ol>"
+        "<h2>More recipes</h2><ul><li>Apple pie</li></ul>"))
+    data, evidence = fill(html, RECIPE_SCHEMA)
+    assert data == {
+        "name": "Lemon cake", "ingredients": ["200 g flour", "2 eggs", "1 lemon"],
+        "steps": [{"position": 1, "text": "Heat the oven."},
+                  {"position": 2, "text": "Mix and bake."}],
+        "prep_time_minutes": 15, "total_time_minutes": 65, "servings": 8}
+    assert evidence["ingredients"] == evidence["steps"] == "structure"
+    assert evidence["servings"] == "label"
+
+
+def test_recipe_lists_by_class_and_paragraphs() -> None:
+    html = page(title="Soup", body=(
+        "<h1>Soup</h1><div class='recipe-ingredients'><ul><li><span>1</span> <span>onion"
+        "</span></li><li>1 l stock</li></ul></div><p><strong>Directions:</strong></p>"
+        "<p>Chop the onion.</p><p>Simmer in the stock for 20 minutes.</p>"))
+    data, _ = fill(html, RECIPE_SCHEMA)
+    assert data["ingredients"] == ["1 onion", "1 l stock"]
+    assert [step["text"] for step in data["steps"]] == [
+        "Chop the onion.", "Simmer in the stock for 20 minutes."]
+
+
+# -- what runs, and the pipeline hook -------------------------------------------------------
+
+
+def test_nothing_runs_when_structured_data_answered_everything() -> None:
+    data = {"title": "T", "author": "A", "published_date": "2020-01-01", "site_name": "S",
+            "article_body": "B", "language": "en"}
+    assert wanted_properties(ARTICLE_SCHEMA, data) == set()
+    evidence = dict.fromkeys(data, "jsonld")
+    assert fill_missing("<html", URL, ARTICLE_SCHEMA, data, evidence) == (data, evidence)
+
+
+def test_only_the_finders_a_missing_field_needs_run() -> None:
+    reader = PageReader(product_page("<p>SKU: 12-34</p>"), URL)
+    facts = collect_facts(reader, wanted_properties(PRODUCT_SCHEMA, {
+        "name": "X", "brand": "Y", "offer": {"price": 1.0, "currency": "EUR", "in_stock": True},
+        "identifiers": {"gtin": "4006381333931", "mpn": "M"}}))
+    assert facts["sku"] == ("12-34", "label")
+    assert "article" not in reader.__dict__  # trafilatura never ran
+    assert "offers.price" not in facts
+
+
+@pytest.mark.parametrize(("evidence", "method"), [
+    ({"a": "jsonld", "b": "og"}, "structured"),
+    ({"a": "heading", "b": "label"}, "heuristic"),
+    ({"a": "microdata+pattern"}, "structured+heuristic"),
+    ({}, "structured"),
+])
+def test_extraction_method(evidence: dict[str, str], method: str) -> None:
+    assert extraction_method(evidence) == method
+
+
+def test_structured_step_keeps_structured_values_and_fills_the_rest() -> None:
+    html = page(head='<meta property="og:title" content="From OpenGraph">',
+                title="Page title", body="<h1>Heading</h1><p>Brand: Acme</p><p>€5.00</p>")
+    found = structured_step(html, URL, obj(name=STR, brand=STR, price=NUM), many=False)
+    assert found.data == {"name": "From OpenGraph", "brand": "Acme", "price": 5.0}
+    assert found.evidence == {"name": "og", "brand": "label", "price": "pattern"}
+
+
+@pytest.mark.parametrize("html", ["", "<<<>>>", "<html><body></body></html>", "\x00" * 10])
+def test_unusable_pages_never_raise(html: str) -> None:
+    assert fill_missing(html, URL, PRODUCT_SCHEMA, {}, {}) == ({}, {})
+
+
+# -- end to end ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_crawl_without_llm_fills_plain_pages(crawl, site: ExampleSite, store: BatchStore,
+                                             tmp_path) -> None:
+    """OpenGraph-only product pages: the rest of the record comes from the page text."""
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object", "required": ["name", "price"], "properties": {'
+                      '"name": {"type": "string"}, "price": {"type": "number"}, '
+                      '"sku": {"type": ["string", "null"]}, "brand": {"type": ["string", "null"]}, '
+                      '"in_stock": {"type": ["boolean", "null"]}}}')
+    numbers = (3, 7)  # product 7 is out of stock
+    result = crawl(urls=",".join(site.url(f"/plain/{n}") for n in numbers),
+                   schema=f"@{schema}", render_js="never",
+                   settings={"BATCH_LLM_ENABLED": False})
+    batch_id = batch_id_from(result)
+    items = list(store.iter_items(batch_id))
+    assert [item["status"] for item in items] == ["completed", "completed"]
+    for n, item in zip(numbers, items, strict=True):
+        expected = product_expected(n)
+        assert item["data"] == {"name": f"Plain {n}", "price": expected["price"],
+                                "sku": expected["sku"], "brand": expected["brand"],
+                                "in_stock": expected["in_stock"]}
+        assert item["evidence"] == {"name": "og", "price": "pattern", "sku": "label",
+                                    "brand": "label", "in_stock": "pattern"}
+        assert item["extraction"]["method"] == "structured+heuristic"
+        assert item["llm_calls"] == 0
+    assert assert_counters_match_items(store, batch_id)["counters"]["completed"] == 2
