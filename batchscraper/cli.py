@@ -26,6 +26,7 @@ from batchscraper.client import BatchApiError, BatchClient
 from batchscraper.demo.site import ExampleSite
 from batchscraper.exceptions import BatchError, BatchInputError
 from batchscraper.inputs import Limits, parse_urls
+from batchscraper.inputs.profiles import PROFILE_PREFIX
 from batchscraper.mongo import ensure_embedded_server, home_dir
 from batchscraper.store import store_for
 
@@ -113,10 +114,39 @@ def serve(port: int | None, bind: str | None) -> int:
     return 0
 
 
+class OutputClosed(Exception):
+    """Whoever read this command's output stopped reading (``| head``)."""
+
+
+def _out(text: str, *, flush: bool = True) -> None:
+    """One line of the command's output on stdout; a closed pipe ends the command quietly."""
+    try:
+        sys.stdout.write(text + "\n")
+    except BrokenPipeError:
+        raise OutputClosed from None
+    if flush:
+        _flush()
+
+
+def _flush() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise OutputClosed from None
+
+
+def _progress(batch: dict[str, Any]) -> None:
+    """``--wait`` progress goes to stderr, so stdout holds only the command's answer."""
+    sys.stderr.write(_status_line(batch) + "\n")
+    sys.stderr.flush()
+
+
 def _json_arg(value: str | None, name: str) -> Any:
     """A JSON argument given inline or as ``@file``."""
     if value is None:
         return None
+    if name == "schema" and value.strip().lower().startswith(PROFILE_PREFIX):
+        return value.strip()  # a built-in schema, resolved by the API like by `scrapy crawl`
     text = value
     if value.startswith("@"):
         try:
@@ -170,41 +200,40 @@ def api_command(args: argparse.Namespace) -> int:
             rerun_of=args.rerun_of,
             idempotency_key=args.idempotency_key,
         )
-        print(json.dumps(batch, indent=2))
+        _out(json.dumps(batch, indent=2))
         if args.wait:
-            final = client.wait(batch["batch_id"], progress=lambda b: print(_status_line(b)))
-            return wait_exit_code(final)
+            return wait_exit_code(client.wait(batch["batch_id"], progress=_progress))
     elif args.command == "status":
         if args.wait:
-            final = client.wait(
-                args.batch_id, progress=lambda b: print(_status_line(b), flush=True)
-            )
+            final = client.wait(args.batch_id, progress=_progress)
+            _out(_status_line(final))
             return wait_exit_code(final)
-        else:
-            print(_status_line(client.get(args.batch_id, limit=1)))
+        _out(_status_line(client.get(args.batch_id, limit=1)))
     elif args.command == "list":
         answer = client.list(page=args.page, limit=args.limit, status=args.status)
         for batch in answer["batches"]:
-            print(_status_line(batch))
+            _out(_status_line(batch))
         pages = answer["pagination"]
         if pages["total"]:
-            print(f"page {pages['page']}/{pages['total_pages']}, {pages['total']} batches")
+            _out(f"page {pages['page']}/{pages['total_pages']}, {pages['total']} batches")
         else:
-            print("no batches")
+            _out("no batches")
     elif args.command in ("cancel", "retry"):
         if args.command == "cancel":
             answer = client.cancel(args.batch_id)
         else:
             answer = client.retry(args.batch_id, only_retryable=args.only_retryable)
-        print(json.dumps(answer, indent=2))
+        _out(json.dumps(answer, indent=2))
     elif args.command == "export":
         records = client.iter_items(args.batch_id, status=args.status)
-        lines = (json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        lines = (json.dumps(record, ensure_ascii=False) for record in records)
         if args.output:
             with Path(args.output).open("w", encoding="utf-8") as out:
-                out.writelines(lines)
+                out.writelines(line + "\n" for line in lines)
         else:
-            sys.stdout.writelines(lines)
+            for line in lines:
+                _out(line, flush=False)
+            _flush()
     return 0
 
 
@@ -255,6 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args.port, args.bind)
     try:
         return api_command(args)
+    except OutputClosed:
+        # nothing more can be shown; stdout's last flush at exit must not complain either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except BatchApiError as exc:
         sys.stderr.write(f"batchscraper {args.command}: error: {exc}\n")
         if isinstance(exc.details, list):
