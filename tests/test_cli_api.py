@@ -17,6 +17,8 @@ from tests.api_fixtures import (  # noqa: F401  (fixtures)
     KEYS,
     REPO,
     ScrapydServer,
+    assert_error,
+    openapi_fixture,
     scrapyd_fixture,
 )
 
@@ -65,3 +67,28 @@ def test_a_closed_output_pipe_is_a_quiet_exit(
             stderr = process.stderr.read()
         assert process.wait(timeout=60) == 0, (command, stderr)
         assert stderr == "", command
+
+
+def test_every_input_problem_in_one_answer(
+    scrapyd: ScrapydServer, openapi: dict, store: BatchStore
+) -> None:
+    before = (store.batches.count_documents({}), store.items.count_documents({}))
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    answer = scrapyd.call("POST", "/batches", {
+        "urls": ["https://ok.example/", "ftp://x/", "http://"], "schema": schema,
+        "options": {"concurrency": 100, "retries": 9},
+    })
+    error = assert_error(openapi, answer, 422, "INVALID_URL")
+    assert [(d["field"], d["code"], d.get("index"), d.get("option")) for d in error["details"]] == [
+        ("urls", "INVALID_URL", 1, None), ("urls", "INVALID_URL", 2, None),
+        ("options", "INVALID_OPTION", None, "concurrency"),
+        ("options", "INVALID_OPTION", None, "retries"),
+    ]
+    dated = {"urls": ["https://ok.example/"], "schema": schema,
+             "options": {"date_filter": {"field": "published", "from": "2024-01-01"}}}
+    assert_error(openapi, scrapyd.call("POST", "/batches", dated), 422, "INVALID_OPTION")
+    empty = {"urls": ["https://ok.example/"], "schema": {"type": "object"}}
+    assert_error(openapi, scrapyd.call("POST", "/batches", empty), 422, "INVALID_SCHEMA")
+    missing = scrapyd.call("POST", "/batches", {"schema": schema})
+    assert_error(openapi, missing, 400, "INVALID_INPUT")
+    assert (store.batches.count_documents({}), store.items.count_documents({})) == before
