@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -31,6 +32,8 @@ from batchscraper.mongo import ensure_embedded_server, home_dir
 from batchscraper.store import store_for
 
 EXIT_BAD_INPUT = 2
+EXIT_NOT_COMPLETED = 1  # `scrapy crawl batch` and `--wait`: the batch did not complete
+DEMO_NETWORK = "127.0.0.0/8"
 DEFAULT_API = "http://127.0.0.1:6800"
 
 DEMO_SCHEMA = [
@@ -44,29 +47,34 @@ DEMO_SCHEMA = [
 DEMO_FAILING = ("/status/404", "/binary", "/redirect-loop", "/plain/1")
 
 
-def demo(pages: int) -> int:
-    """Serve the example site, crawl ``pages`` product pages plus a few failures, show results."""
+def demo(pages: int, port: int) -> int:
+    """Serve the example site, crawl ``pages`` product pages plus a few failures, show results.
+
+    The crawl is run from the very command line it prints, so pasting it (with the
+    example site served on the same port) runs the same batch again.
+    """
     workdir = home_dir() / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
     results = workdir / "results.jsonl"
-    with ExampleSite() as site:
+    with _example_site(port) as site:
+        served_port = int(site.base_url.rsplit(":", 1)[1])
         urls = [site.url(f"/products/{n}") for n in range(1, pages + 1)]
         urls += [site.url(path) for path in DEMO_FAILING]
         (workdir / "urls.txt").write_text("\n".join(urls) + "\n")
         (workdir / "schema.json").write_text(json.dumps(DEMO_SCHEMA, indent=2))
-        command = [
-            sys.executable, "-m", "scrapy", "crawl", "batch",
+        command = shlex.join([
+            "scrapy", "crawl", "batch",
             "-a", f"urls=@{workdir / 'urls.txt'}",
             "-a", f"schema=@{workdir / 'schema.json'}",
             "-a", "options=" + json.dumps({"concurrency": 16, "timeout_per_url": 10}),
             "-O", str(results),
             # the example site is on 127.0.0.1, which the SSRF guard refuses by default
-            "-s", "BATCH_ALLOWED_NETWORKS=127.0.0.1/32",
-        ]
-        print("$ " + " ".join(command[2:]), flush=True)
-        env = {**os.environ, "SCRAPY_SETTINGS_MODULE": "batchscraper.settings"}
-        finished = subprocess.run(command, env=env, check=False)
-    if finished.returncode != 0:
+            "-s", f"BATCH_ALLOWED_NETWORKS={DEMO_NETWORK}",
+        ])
+        print("$ " + command, flush=True)
+        finished = subprocess.run(command, shell=True, env=_demo_env(), check=False)
+    # the demo's failing URLs make the batch partial (exit 1): the crawl still ran
+    if finished.returncode not in (0, EXIT_NOT_COMPLETED):
         return finished.returncode
     records = [json.loads(line) for line in results.read_text().splitlines()]
     batch_id = records[0]["batch_id"]
@@ -77,9 +85,25 @@ def demo(pages: int) -> int:
     failed = [r for r in records if r["status"] == "failed"]
     for record in failed:
         print(f"failed: {record['url']} -> {record['error']['code']}: {record['error']['message']}")
-    print(f"\nrecords: {results}\nMongoDB: batches/items in {store_for().db.name}; "
-          f"re-run with: scrapy crawl batch -a batch_id={batch_id}")
+    print(f"\nrecords: {results}\nMongoDB: batches/items in {store_for().db.name}")
+    print(f"\ntry it yourself: serve the example site"
+          f" ({sys.executable} -m batchscraper.demo.site --port {served_port}), then run,"
+          f" from {Path.cwd()}:\n{command}")
     return 0
+
+
+def _example_site(port: int) -> ExampleSite:
+    """The example site on ``port``, or on a free port when that one is taken."""
+    try:
+        return ExampleSite(port=port).start()
+    except OSError:
+        return ExampleSite().start()
+
+
+def _demo_env() -> dict[str, str]:
+    """This interpreter's ``scrapy`` first on PATH, and the project's settings."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "SCRAPY_SETTINGS_MODULE": "batchscraper.settings"}
 
 
 # -- the HTTP API ------------------------------------------------------------------
@@ -179,7 +203,7 @@ def _status_line(batch: dict[str, Any]) -> str:
 
 def wait_exit_code(final: dict[str, Any]) -> int:
     """``--wait``: 0 when every item completed, 1 when the batch ended otherwise."""
-    return 0 if final["status"] == "completed" else 1
+    return 0 if final["status"] == "completed" else EXIT_NOT_COMPLETED
 
 
 def api_command(args: argparse.Namespace) -> int:
@@ -276,10 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="run a real batch against the bundled site")
     demo_parser.add_argument("--pages", type=int, default=50, help="product pages (default 50)")
+    demo_parser.add_argument("--port", type=int, default=8000,
+                             help="the example site's port (default 8000; a free one if taken)")
     _add_api_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return demo(args.pages)
+        return demo(args.pages, args.port)
     if args.command == "serve":
         return serve(args.port, args.bind)
     try:

@@ -64,6 +64,14 @@ CASES = {
         "INVALID_INPUT: urls: cannot read /nonexistent/urls.txt",
     ),
     "unknown batch": ({"batch_id": "b_doesnotexist"}, "NOT_FOUND: no batch 'b_doesnotexist'"),
+    "batch id with a record option": (
+        {"batch_id": "b_x", "max_items_per_url": "3"},
+        "INVALID_INPUT: batch_id: cannot be combined with ['max_items_per_url']",
+    ),
+    "batch id with a run-time option out of range": (
+        {"batch_id": "b_x", "concurrency": "100"},
+        "INVALID_OPTION: concurrency: must be between 1 and 64",
+    ),
     "batch id with urls": (
         {"batch_id": "b_x", "urls": URL},
         "INVALID_INPUT: batch_id: cannot be combined with ['urls']",

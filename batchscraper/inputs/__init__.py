@@ -144,6 +144,8 @@ OPTION_RANGES: dict[str, tuple[str, float, float]] = {
 # options whose default is "no limit"
 NULLABLE_OPTIONS = frozenset({"max_llm_calls", "max_cost_usd"})
 OPTION_NAMES = {f.name for f in fields(BatchOptions)}
+# what a resumed batch (``-a batch_id=...``) may change for one run; the rest shapes its records
+RUN_TIME_OPTIONS = ("concurrency", "timeout_per_url", "retries")
 
 
 @dataclass(frozen=True)
@@ -387,6 +389,13 @@ def _shown(entry: Any) -> str:
 
 
 # -- options -----------------------------------------------------------------
+
+
+def run_time_options(options: BatchOptions, **option_args: Any) -> BatchOptions:
+    """``options`` with the run-time options given for this run (checked like any option)."""
+    given = {k: v for k, v in option_args.items() if k in RUN_TIME_OPTIONS and v is not None}
+    parsed = parse_options(given)
+    return replace(options, **{name: getattr(parsed, name) for name in given})
 
 
 def parse_options(raw: Any = None, limits: Limits = Limits(), **option_args: Any) -> BatchOptions:

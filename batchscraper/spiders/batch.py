@@ -33,7 +33,14 @@ from batchscraper.exceptions import (
     FetchError,
     UnsupportedContentTypeError,
 )
-from batchscraper.inputs import BatchOptions, BatchSpec, Limits, parse_batch, parse_options
+from batchscraper.inputs import (
+    BatchOptions,
+    BatchSpec,
+    Limits,
+    parse_batch,
+    parse_options,
+    run_time_options,
+)
 from batchscraper.items import PageItem
 from batchscraper.leasing import Leaser, WorkerConfig
 from batchscraper.reextract import stored_page_item
@@ -91,6 +98,7 @@ class BatchSpider(scrapy.Spider):
     ) -> None:
         super().__init__()
         self.batch_id = batch_id
+        self.resumed = batch_id is not None
         self.spec = spec
         self.raw_inputs = {"urls": urls, "schema": schema, "prompt": prompt, "options": options}
         self.option_args = option_args
@@ -114,6 +122,8 @@ class BatchSpider(scrapy.Spider):
         spider.batch = spider._open_batch(crawler.settings)
         stored = spider.batch["options"]
         spider.options = parse_options(stored, Limits(max_total_items=stored["max_total_items"]))
+        if spider.resumed:  # -a batch_id=... -a concurrency=...: for this run only
+            spider.options = run_time_options(spider.options, **spider.option_args)
         assert spider.batch_id is not None
         spider.run = BatchRun(
             batch_id=spider.batch_id, batch=spider.batch, options=spider.options,
