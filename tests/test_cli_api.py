@@ -92,3 +92,10 @@ def test_every_input_problem_in_one_answer(
     missing = scrapyd.call("POST", "/batches", {"schema": schema})
     assert_error(openapi, missing, 400, "INVALID_INPUT")
     assert (store.batches.count_documents({}), store.items.count_documents({})) == before
+
+
+def test_the_favicon_is_served(scrapyd: ScrapydServer) -> None:
+    answer = scrapyd.call("GET", "/favicon.ico", owner=None)
+    assert answer.status == 200
+    assert answer.headers["Content-Type"] == "image/svg+xml"
+    assert answer.body.startswith(b"<svg")
