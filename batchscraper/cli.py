@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -26,10 +27,13 @@ from batchscraper.client import BatchApiError, BatchClient
 from batchscraper.demo.site import ExampleSite
 from batchscraper.exceptions import BatchError, BatchInputError
 from batchscraper.inputs import Limits, parse_urls
+from batchscraper.inputs.profiles import PROFILE_PREFIX
 from batchscraper.mongo import ensure_embedded_server, home_dir
 from batchscraper.store import store_for
 
 EXIT_BAD_INPUT = 2
+EXIT_NOT_COMPLETED = 1  # `scrapy crawl batch` and `--wait`: the batch did not complete
+DEMO_NETWORK = "127.0.0.0/8"
 DEFAULT_API = "http://127.0.0.1:6800"
 
 DEMO_SCHEMA = [
@@ -43,29 +47,34 @@ DEMO_SCHEMA = [
 DEMO_FAILING = ("/status/404", "/binary", "/redirect-loop", "/plain/1")
 
 
-def demo(pages: int) -> int:
-    """Serve the example site, crawl ``pages`` product pages plus a few failures, show results."""
+def demo(pages: int, port: int) -> int:
+    """Serve the example site, crawl ``pages`` product pages plus a few failures, show results.
+
+    The crawl is run from the very command line it prints, so pasting it (with the
+    example site served on the same port) runs the same batch again.
+    """
     workdir = home_dir() / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
     results = workdir / "results.jsonl"
-    with ExampleSite() as site:
+    with _example_site(port) as site:
+        served_port = int(site.base_url.rsplit(":", 1)[1])
         urls = [site.url(f"/products/{n}") for n in range(1, pages + 1)]
         urls += [site.url(path) for path in DEMO_FAILING]
         (workdir / "urls.txt").write_text("\n".join(urls) + "\n")
         (workdir / "schema.json").write_text(json.dumps(DEMO_SCHEMA, indent=2))
-        command = [
-            sys.executable, "-m", "scrapy", "crawl", "batch",
+        command = shlex.join([
+            "scrapy", "crawl", "batch",
             "-a", f"urls=@{workdir / 'urls.txt'}",
             "-a", f"schema=@{workdir / 'schema.json'}",
             "-a", "options=" + json.dumps({"concurrency": 16, "timeout_per_url": 10}),
             "-O", str(results),
             # the example site is on 127.0.0.1, which the SSRF guard refuses by default
-            "-s", "BATCH_ALLOWED_NETWORKS=127.0.0.1/32",
-        ]
-        print("$ " + " ".join(command[2:]), flush=True)
-        env = {**os.environ, "SCRAPY_SETTINGS_MODULE": "batchscraper.settings"}
-        finished = subprocess.run(command, env=env, check=False)
-    if finished.returncode != 0:
+            "-s", f"BATCH_ALLOWED_NETWORKS={DEMO_NETWORK}",
+        ])
+        print("$ " + command, flush=True)
+        finished = subprocess.run(command, shell=True, env=_demo_env(), check=False)
+    # the demo's failing URLs make the batch partial (exit 1): the crawl still ran
+    if finished.returncode not in (0, EXIT_NOT_COMPLETED):
         return finished.returncode
     records = [json.loads(line) for line in results.read_text().splitlines()]
     batch_id = records[0]["batch_id"]
@@ -76,9 +85,25 @@ def demo(pages: int) -> int:
     failed = [r for r in records if r["status"] == "failed"]
     for record in failed:
         print(f"failed: {record['url']} -> {record['error']['code']}: {record['error']['message']}")
-    print(f"\nrecords: {results}\nMongoDB: batches/items in {store_for().db.name}; "
-          f"re-run with: scrapy crawl batch -a batch_id={batch_id}")
+    print(f"\nrecords: {results}\nMongoDB: batches/items in {store_for().db.name}")
+    print(f"\ntry it yourself: serve the example site"
+          f" ({sys.executable} -m batchscraper.demo.site --port {served_port}), then run,"
+          f" from {Path.cwd()}:\n{command}")
     return 0
+
+
+def _example_site(port: int) -> ExampleSite:
+    """The example site on ``port``, or on a free port when that one is taken."""
+    try:
+        return ExampleSite(port=port).start()
+    except OSError:
+        return ExampleSite().start()
+
+
+def _demo_env() -> dict[str, str]:
+    """This interpreter's ``scrapy`` first on PATH, and the project's settings."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "SCRAPY_SETTINGS_MODULE": "batchscraper.settings"}
 
 
 # -- the HTTP API ------------------------------------------------------------------
@@ -113,10 +138,39 @@ def serve(port: int | None, bind: str | None) -> int:
     return 0
 
 
+class OutputClosed(Exception):
+    """Whoever read this command's output stopped reading (``| head``)."""
+
+
+def _out(text: str, *, flush: bool = True) -> None:
+    """One line of the command's output on stdout; a closed pipe ends the command quietly."""
+    try:
+        sys.stdout.write(text + "\n")
+    except BrokenPipeError:
+        raise OutputClosed from None
+    if flush:
+        _flush()
+
+
+def _flush() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise OutputClosed from None
+
+
+def _progress(batch: dict[str, Any]) -> None:
+    """``--wait`` progress goes to stderr, so stdout holds only the command's answer."""
+    sys.stderr.write(_status_line(batch) + "\n")
+    sys.stderr.flush()
+
+
 def _json_arg(value: str | None, name: str) -> Any:
     """A JSON argument given inline or as ``@file``."""
     if value is None:
         return None
+    if name == "schema" and value.strip().lower().startswith(PROFILE_PREFIX):
+        return value.strip()  # a built-in schema, resolved by the API like by `scrapy crawl`
     text = value
     if value.startswith("@"):
         try:
@@ -149,7 +203,7 @@ def _status_line(batch: dict[str, Any]) -> str:
 
 def wait_exit_code(final: dict[str, Any]) -> int:
     """``--wait``: 0 when every item completed, 1 when the batch ended otherwise."""
-    return 0 if final["status"] == "completed" else 1
+    return 0 if final["status"] == "completed" else EXIT_NOT_COMPLETED
 
 
 def api_command(args: argparse.Namespace) -> int:
@@ -170,41 +224,40 @@ def api_command(args: argparse.Namespace) -> int:
             rerun_of=args.rerun_of,
             idempotency_key=args.idempotency_key,
         )
-        print(json.dumps(batch, indent=2))
+        _out(json.dumps(batch, indent=2))
         if args.wait:
-            final = client.wait(batch["batch_id"], progress=lambda b: print(_status_line(b)))
-            return wait_exit_code(final)
+            return wait_exit_code(client.wait(batch["batch_id"], progress=_progress))
     elif args.command == "status":
         if args.wait:
-            final = client.wait(
-                args.batch_id, progress=lambda b: print(_status_line(b), flush=True)
-            )
+            final = client.wait(args.batch_id, progress=_progress)
+            _out(_status_line(final))
             return wait_exit_code(final)
-        else:
-            print(_status_line(client.get(args.batch_id, limit=1)))
+        _out(_status_line(client.get(args.batch_id, limit=1)))
     elif args.command == "list":
         answer = client.list(page=args.page, limit=args.limit, status=args.status)
         for batch in answer["batches"]:
-            print(_status_line(batch))
+            _out(_status_line(batch))
         pages = answer["pagination"]
         if pages["total"]:
-            print(f"page {pages['page']}/{pages['total_pages']}, {pages['total']} batches")
+            _out(f"page {pages['page']}/{pages['total_pages']}, {pages['total']} batches")
         else:
-            print("no batches")
+            _out("no batches")
     elif args.command in ("cancel", "retry"):
         if args.command == "cancel":
             answer = client.cancel(args.batch_id)
         else:
             answer = client.retry(args.batch_id, only_retryable=args.only_retryable)
-        print(json.dumps(answer, indent=2))
+        _out(json.dumps(answer, indent=2))
     elif args.command == "export":
         records = client.iter_items(args.batch_id, status=args.status)
-        lines = (json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        lines = (json.dumps(record, ensure_ascii=False) for record in records)
         if args.output:
             with Path(args.output).open("w", encoding="utf-8") as out:
-                out.writelines(lines)
+                out.writelines(line + "\n" for line in lines)
         else:
-            sys.stdout.writelines(lines)
+            for line in lines:
+                _out(line, flush=False)
+            _flush()
     return 0
 
 
@@ -247,14 +300,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="run a real batch against the bundled site")
     demo_parser.add_argument("--pages", type=int, default=50, help="product pages (default 50)")
+    demo_parser.add_argument("--port", type=int, default=8000,
+                             help="the example site's port (default 8000; a free one if taken)")
     _add_api_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return demo(args.pages)
+        return demo(args.pages, args.port)
     if args.command == "serve":
         return serve(args.port, args.bind)
     try:
         return api_command(args)
+    except OutputClosed:
+        # nothing more can be shown; stdout's last flush at exit must not complain either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except BatchApiError as exc:
         sys.stderr.write(f"batchscraper {args.command}: error: {exc}\n")
         if isinstance(exc.details, list):

@@ -29,19 +29,28 @@ def reextract_spec(
     prompt: Any = None,
     options: Any = None,
     limits: Limits = DEFAULT_LIMITS,
+    llm_configured: bool = True,
     **option_args: Any,
 ) -> BatchSpec:
     """A new batch over the source batch's URLs (same order) with a new schema/prompt.
 
     Inputs are parsed exactly like :func:`parse_batch`'s; unless the options
     say otherwise, the new batch keeps the same content formats as the
-    source, so it can be re-extracted again.
+    source, so it can be re-extracted again. Text without its HTML (no
+    structured data left) needs an LLM: without one it is refused here
+    rather than failing every item.
     """
     source = store.get_batch(source_batch_id)
     kept = set(source["options"].get("formats") or ()) & set(CONTENT_FORMATS)
     if not kept:
         raise BatchStateError(
             f"batch {source_batch_id} kept no page content (formats html, markdown or text)"
+        )
+    if "html" not in kept and not llm_configured:
+        raise BatchStateError(
+            f"batch {source_batch_id} kept only {', '.join(sorted(kept))}, which only an LLM"
+            " extracts from, and no LLM is configured (OPENAI_BASE_URL or OPENAI_API_KEY,"
+            " BATCH_LLM_ENABLED)"
         )
     urls = [doc["url"] for doc in store.iter_items(source_batch_id)]
     spec = parse_batch(urls, schema, prompt, options, limits, **option_args)

@@ -32,12 +32,15 @@ CHROMIUM_ARGS = (
     # a reused tab would keep every page it left in the back/forward cache
     "--disable-features=BackForwardCache",
 )
+# what marks an app shell, and how its render_reason says so
 APP_SHELL_MARKERS = (
-    re.compile(r"<div[^>]+id=[\"'](root|app|__next|__nuxt|svelte)[\"'][^>]*>\s*</div>", re.I),
-    re.compile(r"<noscript>[^<]*(enable|requires?)\s+javascript", re.I),
-    re.compile(
+    (re.compile(r"<div[^>]+id=[\"'](root|app|__next|__nuxt|svelte)[\"'][^>]*>\s*</div>", re.I),
+     "an empty root <div> for a script to fill"),
+    (re.compile(r"<noscript>[^<]*(enable|requires?)\s+javascript", re.I),
+     "a <noscript> asking for JavaScript"),
+    (re.compile(
         r"ng-version=|data-reactroot|__NEXT_DATA__|window\.__NUXT__|data-server-rendered", re.I
-    ),
+    ), "a JavaScript framework's marker"),
 )
 # action type -> the keys it needs
 ACTION_KINDS: dict[str, tuple[str, ...]] = {
@@ -153,7 +156,11 @@ def chromium_executable(configured: str | None) -> str:
 
 
 def app_shell_reason(html: str, max_text: int) -> str | None:
-    """Why this HTML looks like a JavaScript app shell (content rendered client-side), or None."""
+    """Why this HTML looks like a JavaScript app shell (content rendered client-side), or None.
+
+    Little visible text (at most ``max_text`` characters) together with a marker: an
+    empty root ``<div>``, a ``<noscript>`` asking for JavaScript, or a framework's.
+    """
     try:
         tree = lxml.html.document_fromstring(html)
     except (ParserError, ValueError):
@@ -163,10 +170,11 @@ def app_shell_reason(html: str, max_text: int) -> str | None:
     visible = len(" ".join(tree.text_content().split()))
     if visible > max_text:
         return None
-    for marker in APP_SHELL_MARKERS:
+    # short text alone is no sign: small pages exist; a shell is the markup a script fills
+    for marker, words in APP_SHELL_MARKERS:
         if marker.search(html):
-            return f"app shell: {visible} characters of text and {marker.pattern[:24]!r}"
-    return f"app shell: only {visible} characters of text" if visible < max_text // 4 else None
+            return f"app shell: {visible} characters of text and {words}"
+    return None
 
 
 def browser_meta(

@@ -122,6 +122,8 @@ BATCH_RETRY_BACKOFF_MAX = 30.0  # seconds; also caps a server's Retry-After
 BATCH_STORE_FLUSH_ITEMS = 32  # item records written per transaction, at most...
 BATCH_STORE_FLUSH_SECONDS = 0.05  # ...or after this long
 BATCH_PROGRESS_INTERVAL = 5.0  # seconds between progress lines on the console
+# `scrapy crawl batch` exits 1 unless the batch completed (False: Scrapy's usual 0)
+BATCH_CRAWL_EXIT_BY_STATUS = True
 
 # Headless Chromium (scrapy-playwright) for pages that need JavaScript.
 BATCH_BROWSER_ENABLED = True

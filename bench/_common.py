@@ -106,7 +106,8 @@ def run_crawl(
     command = [sys.executable, "-m", "scrapy", "crawl", "batch"]
     for key, value in args.items():
         command += ["-a", f"{key}={value}"]
-    for key, value in settings.items():
+    # a crawl that ran is measured whatever its batch's status
+    for key, value in {"BATCH_CRAWL_EXIT_BY_STATUS": False, **settings}.items():
         command += ["-s", f"{key}={value}"]
     with subprocess.Popen(
         command, cwd=REPO, env={**os.environ, **env}, text=True,

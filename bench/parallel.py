@@ -56,6 +56,7 @@ def run_processes(batch_id: str, count: int, uri: str) -> tuple[float, list[int]
     for name, value in {
         "BATCH_ALLOWED_NETWORKS": "127.0.0.0/8",
         "BATCH_BROWSER_ENABLED": False,
+        "BATCH_CRAWL_EXIT_BY_STATUS": False,  # the first to end sees the batch still running
         "BATCH_PROGRESS_INTERVAL": 0,
         "LOG_LEVEL": "INFO",
     }.items():

@@ -13,11 +13,28 @@ SCHEMA = json.dumps({"type": "object", "properties": {"title": {"type": "string"
 URL = "https://shop.example/p/1"
 
 CASES = {
-    "no urls": ({"schema": SCHEMA}, "INVALID_URL: urls: missing"),
+    "no urls": ({"schema": SCHEMA}, "INVALID_INPUT: urls: missing"),
     "no schema": ({"urls": URL}, "INVALID_INPUT: schema: missing"),
     "ftp url": (
         {"urls": f"{URL},ftp://x.example/f", "schema": SCHEMA},
-        "INVALID_URL: urls: 1 invalid; first at index 1",
+        "INVALID_URL: urls: 1 invalid: index 1 ('ftp://x.example/f')",
+    ),
+    "every problem at once": (
+        {"urls": f"ftp://x.example/f,{URL},http://", "schema": SCHEMA, "concurrency": "100",
+         "retries": "9"},
+        "INVALID_URL: urls: 2 invalid: index 0 ('ftp://x.example/f'): only http and https URLs"
+        " are fetched; index 2 ('http://'): has no host; concurrency: must be between 1 and 64,"
+        " got '100'; retries: must be between 0 and 5, got '9'",
+    ),
+    "date_filter field not in schema": (
+        {"urls": URL, "schema": SCHEMA,
+         "date_filter": '{"field": "published", "from": "2024-01-01"}'},
+        "INVALID_OPTION: date_filter.field: 'published' is not a field of the schema;"
+        " one of ['title']",
+    ),
+    "schema without fields": (
+        {"urls": URL, "schema": '{"type": "object"}'},
+        "INVALID_SCHEMA: schema names no fields",
     ),
     "bad schema json": (
         {"urls": URL, "schema": "{nope"},
@@ -47,6 +64,14 @@ CASES = {
         "INVALID_INPUT: urls: cannot read /nonexistent/urls.txt",
     ),
     "unknown batch": ({"batch_id": "b_doesnotexist"}, "NOT_FOUND: no batch 'b_doesnotexist'"),
+    "batch id with a record option": (
+        {"batch_id": "b_x", "max_items_per_url": "3"},
+        "INVALID_INPUT: batch_id: cannot be combined with ['max_items_per_url']",
+    ),
+    "batch id with a run-time option out of range": (
+        {"batch_id": "b_x", "concurrency": "100"},
+        "INVALID_OPTION: concurrency: must be between 1 and 64",
+    ),
     "batch id with urls": (
         {"batch_id": "b_x", "urls": URL},
         "INVALID_INPUT: batch_id: cannot be combined with ['urls']",

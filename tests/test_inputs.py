@@ -229,8 +229,10 @@ def test_max_total_items_limit_follows_setting():
 
 
 def test_parse_batch_requires_urls_and_schema():
-    with pytest.raises(InvalidURLsError, match="urls: missing"):
+    # a missing argument is malformed input, as the README's table says (not a bad URL)
+    with pytest.raises(BatchInputError, match="urls: missing") as info:
         parse_batch(None, SCHEMA)
+    assert info.value.code == "INVALID_INPUT" and info.value.http_status == 400
     with pytest.raises(BatchInputError, match="schema: missing"):
         parse_batch("https://a.example/", None)
     with pytest.raises(BatchInputError, match="prompt"):
@@ -278,3 +280,52 @@ def test_invalid_browser_options(entry, reason):
     with pytest.raises(InvalidURLsError) as info:
         parse_urls([{"url": "https://a.example/", **entry}])
     assert reason in info.value.details[0]["reason"]
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(InvalidURLsError) as info:
+        parse_batch(
+            ["nope", "https://a.example/", "ftp://b.example/", "http://"], SCHEMA,
+            options={"concurrency": 100, "retries": 9, "colour": "blue"},
+        )
+    error = info.value
+    assert error.code == "INVALID_URL" and error.http_status == 422
+    assert [(d["field"], d.get("index"), d.get("option")) for d in error.details] == [
+        ("urls", 0, None), ("urls", 2, None), ("urls", 3, None),
+        ("options", None, "colour"), ("options", None, "concurrency"),
+        ("options", None, "retries"),
+    ]
+    assert [d["code"] for d in error.details] == ["INVALID_URL"] * 3 + ["INVALID_OPTION"] * 3
+    for shown in ("index 0 ('nope')", "index 2", "index 3", "unknown ['colour']",
+                  "concurrency: must be between 1 and 64", "retries: must be between 0 and 5"):
+        assert shown in error.message, shown
+
+
+def test_all_option_problems_and_the_schema_together():
+    with pytest.raises(InvalidSchemaError) as info:
+        parse_batch("https://a.example/", {"type": "object", "properties": {"a": {"type": "x"}}},
+                    prompt="x" * 5000, concurrency="0", retries="9")
+    fields = [(d["field"], d["code"]) for d in info.value.details]
+    assert fields == [("schema", "INVALID_SCHEMA"), ("prompt", "INVALID_INPUT"),
+                      ("options", "INVALID_OPTION"), ("options", "INVALID_OPTION")]
+    with pytest.raises(InvalidOptionError) as only_options:
+        parse_options({"concurrency": 0, "retries": 9})
+    assert [d["option"] for d in only_options.value.details] == ["concurrency", "retries"]
+
+
+def test_a_date_filter_names_a_field_of_the_schema():
+    with pytest.raises(InvalidOptionError, match=r"date_filter\.field: 'published'") as info:
+        parse_batch("https://a.example/", SCHEMA,
+                    options={"date_filter": {"field": "published", "from": "2024-01-01"}})
+    assert info.value.details[0]["option"] == "date_filter"
+    dated = {"type": "object", "properties": {"published": {"type": "string"}}}
+    spec = parse_batch("https://a.example/", dated,
+                       options={"date_filter": {"field": "published", "from": "2024-01-01"}})
+    assert spec.options.date_filter is not None
+
+
+@pytest.mark.parametrize("schema", [{"type": "object"}, {}, {"type": "object", "properties": {}},
+                                    {"type": "object", "required": ["name"]}])
+def test_a_schema_that_names_no_field_is_refused(schema):
+    with pytest.raises(InvalidSchemaError, match="schema names no fields"):
+        parse_schema(schema)

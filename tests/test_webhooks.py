@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from batchscraper.api.delivery import WebhookAnswer
 from batchscraper.client import verify_webhook
 from batchscraper.demo.site import ExampleSite
 from batchscraper.exceptions import WebhookVerificationError
@@ -207,3 +208,13 @@ def _down_then_up(store: BatchStore, uri: str, tmp_path: Path) -> None:
     assert (payload["data"]["batch_id"], payload["data"]["status"]) == (batch_id, "cancelled")
     event = store.db[OUTBOX].find_one({"batch_id": batch_id})
     assert event["status"] == "delivered" and event["attempts"] == len(oks)
+
+
+@pytest.mark.parametrize(("answer", "fields"), [
+    (WebhookAnswer(500, b"ok", False),
+     {"status_code": 500, "ok": False, "error": "HTTP 500", "answer": "ok"}),
+    (WebhookAnswer(503, b"", False), {"status_code": 503, "ok": False, "error": "HTTP 503"}),
+    (WebhookAnswer(200, b"ok", True), {"status_code": 200, "ok": True, "truncated": True}),
+])
+def test_a_refusal_is_logged_as_its_status_with_the_answer_apart(answer, fields):
+    assert answer.attempt_fields() == fields

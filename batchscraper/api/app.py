@@ -33,6 +33,7 @@ from scrapyd.exceptions import ConfigError
 from twisted.application.internet import TCPServer, UNIXServer
 from twisted.application.service import IServiceCollection
 from twisted.web.resource import Resource
+from twisted.web.static import Data
 
 from batchscraper.api.auth import ApiKeys, ScrapydAuth
 from batchscraper.api.config import ApiConfig, api_settings, check_exposure
@@ -126,13 +127,19 @@ class BatchApi:
         return prefix if PATH_PREFIX.fullmatch(prefix) else ""
 
 
+# the dashboard's tab icon: browsers ask every site for /favicon.ico
+FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+           b'<rect width="16" height="16" rx="3" fill="#1f6feb"/>'
+           b'<path d="M4 4h8M4 8h8M4 12h5" stroke="#fff" stroke-width="2"/></svg>')
+
+
 class ApiFront(Resource):
     """Routes the API's paths to its resources; everything else to Scrapyd (and its auth)."""
 
     def __init__(self, scrapyd_root: Any, mounts: dict[bytes, Resource]) -> None:
         super().__init__()
         self.scrapyd_root = scrapyd_root
-        self.mounts = mounts
+        self.mounts = {**mounts, b"favicon.ico": Data(FAVICON, "image/svg+xml")}
 
     def getChildWithDefault(self, path: bytes, request: Any) -> Any:
         if path in self.mounts:

@@ -127,10 +127,16 @@ class WebhookAnswer(NamedTuple):
     cut: bool
 
     def attempt_fields(self) -> dict[str, Any]:
-        """What the attempt record keeps: a 2xx status is a delivery, whatever the body."""
+        """What the attempt record keeps: a 2xx status is a delivery, whatever the body.
+
+        A refusal's ``error`` is its status; what the receiver said is kept apart,
+        as ``answer`` (its first bytes), never taken for the error itself.
+        """
         fields: dict[str, Any] = {"status_code": self.code, "ok": 200 <= self.code < 300}
         if not fields["ok"]:
-            fields["error"] = self.body[:ERROR_TEXT_CHARS].decode("utf-8", "replace")
+            fields["error"] = f"HTTP {self.code}"
+            if self.body:
+                fields["answer"] = self.body[:ERROR_TEXT_CHARS].decode("utf-8", "replace")
         if self.cut:
             fields["truncated"] = True
         return fields

@@ -45,6 +45,11 @@ BLOCKED_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loo
 BLOCKED_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
 NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 NAT64_LOCAL_PREFIX = ipaddress.ip_network("64:ff9b:1::/48")
+# the non-public networks an operator opens whole (a refused address elsewhere: just itself)
+NAMED_NETWORKS = tuple(ipaddress.ip_network(text) for text in (
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10",
+))
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ class AddressPolicy:
             return None
         for candidate in candidates:
             if candidate.is_multicast or not candidate.is_global:
-                return f"address {candidate} is not public"
+                return f"address {candidate} is not public; {how_to_allow(candidate)}"
         return None
 
     def check_url(self, url: str) -> tuple[str, int]:
@@ -132,6 +137,16 @@ class AddressPolicy:
             return all(self.address_problem(a) is None for a in resolve(host, 0))
         except OSError:
             return False
+
+
+def how_to_allow(address: IPAddress) -> str:
+    """How an operator opens the network of a refused ``address``, where each part is set."""
+    network = next((str(n) for n in NAMED_NETWORKS if address in n),
+                   str(ipaddress.ip_network(address)))
+    return (f"to fetch it, allow its network: -s BATCH_ALLOWED_NETWORKS={network} for scrapy"
+            f" crawl; in scrapyd.conf [batchscraper], batch_api_job_settings ="
+            f' {{"BATCH_ALLOWED_NETWORKS": "{network}"}} for API batches and'
+            f" batch_allowed_networks = {network} for webhooks")
 
 
 def normalised_host(host: str) -> str:

@@ -41,7 +41,8 @@ GROUNDING_MODES = ("auto", "flag", "strict")
 URL_KEYS = {"url", "render_js", "mode", "wait_for", "headers", "timeout", *BROWSER_KEYS}
 MAX_URL_LENGTH = 2048
 MAX_PROMPT_CHARS = 4000
-MAX_REPORTED_URL_ERRORS = 50
+MAX_REPORTED_URL_ERRORS = 50  # in details
+MAX_LISTED_URL_ERRORS = 10  # in the message
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,8 @@ OPTION_RANGES: dict[str, tuple[str, float, float]] = {
 # options whose default is "no limit"
 NULLABLE_OPTIONS = frozenset({"max_llm_calls", "max_cost_usd"})
 OPTION_NAMES = {f.name for f in fields(BatchOptions)}
+# what a resumed batch (``-a batch_id=...``) may change for one run; the rest shapes its records
+RUN_TIME_OPTIONS = ("concurrency", "timeout_per_url", "retries")
 
 
 @dataclass(frozen=True)
@@ -168,19 +171,65 @@ def parse_batch(
     ``urls``, ``schema`` and ``options`` may be ``@file`` references or JSON
     text (CLI) or already-decoded values (API). ``option_args`` are options
     given one by one (``-a concurrency=16``); they override ``options``.
+    Every input is checked before anything is refused, so one error names
+    every problem (:func:`input_problems`).
     """
+    problems: list[tuple[str, BatchInputError]] = []
+
+    def checked(name: str, parse: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return parse(*args, **kwargs)
+        except BatchInputError as exc:
+            problems.append((name, exc))
+            return None
+
+    url_specs = checked("urls", _required_urls, urls, limits)
+    schema_doc = checked("schema", _required_schema, schema, limits)
+    prompt_text = checked("prompt", parse_prompt, prompt)
+    batch_options = checked("options", parse_options, options, limits, **option_args)
+    if schema_doc is not None and batch_options is not None:
+        checked("options", check_date_filter, batch_options.date_filter, schema_doc)
+    if problems:
+        raise input_problems(problems)
+    return BatchSpec(urls=url_specs, schema=schema_doc, prompt=prompt_text, options=batch_options)
+
+
+def _required_urls(urls: Any, limits: Limits) -> list[UrlSpec]:
     if urls is None or urls == "":
-        raise InvalidURLsError("urls: missing; give a list, a comma-separated string or @file")
+        raise BatchInputError("urls: missing; give a list, a comma-separated string or @file")
+    return parse_urls(urls, limits)
+
+
+def _required_schema(schema: Any, limits: Limits) -> dict[str, Any]:
     if schema is None or schema == "":
         raise BatchInputError("schema: missing; give a JSON Schema, a field list or @file")
-    url_specs = parse_urls(urls, limits)
-    schema_doc = parse_schema(_read_at_file(schema, "schema", limits), limits.schema)
-    return BatchSpec(
-        urls=url_specs,
-        schema=schema_doc,
-        prompt=parse_prompt(prompt),
-        options=parse_options(options, limits, **option_args),
-    )
+    return parse_schema(_read_at_file(schema, "schema", limits), limits.schema)
+
+
+def check_date_filter(date_filter: DateFilter | None, schema: dict[str, Any]) -> None:
+    """A ``date_filter`` must name a field of the schema, or it would filter nothing."""
+    fields = schema.get("properties")
+    if date_filter is None or not isinstance(fields, dict) or date_filter.field in fields:
+        return
+    message = (f"date_filter.field: {date_filter.field!r} is not a field of the schema;"
+               f" one of {sorted(fields)}")
+    raise InvalidOptionError(message, details=[{"option": "date_filter", "message": message}])
+
+
+def input_problems(problems: list[tuple[str, BatchInputError]]) -> BatchInputError:
+    """One error for every refused input: the first one's code and HTTP status, a message
+    naming each problem, and ``details`` listing each (tagged with its ``field`` and
+    ``code``: a URL by ``index``, a schema problem by ``path``, an option by ``option``)."""
+    first = problems[0][1]
+    details: list[dict[str, Any]] = []
+    for name, exc in problems:
+        entries = exc.details if isinstance(exc.details, list) else [{"message": exc.message}]
+        details += [{"field": name, "code": exc.code, **entry} for entry in entries]
+    if len(problems) == 1 and not isinstance(first.details, list):
+        return first
+    error = type(first)("; ".join(exc.message for _, exc in problems), details=details)
+    error.code = first.code
+    return error
 
 
 def parse_prompt(prompt: Any) -> str | None:
@@ -214,10 +263,11 @@ def parse_urls(raw: Any, limits: Limits = Limits()) -> list[UrlSpec]:
         except ValueError as exc:
             problems.append({"index": index, "url": _shown(entry), "reason": str(exc)})
     if problems:
-        first = problems[0]
+        shown = "; ".join(f"index {p['index']} ({p['url']!r}): {p['reason']}"
+                          for p in problems[:MAX_LISTED_URL_ERRORS])
+        more = len(problems) - MAX_LISTED_URL_ERRORS
         raise InvalidURLsError(
-            f"urls: {len(problems)} invalid; first at index {first['index']}"
-            f" ({first['url']!r}): {first['reason']}",
+            f"urls: {len(problems)} invalid: {shown}" + (f"; and {more} more" if more > 0 else ""),
             details=problems[:MAX_REPORTED_URL_ERRORS],
         )
     return specs
@@ -341,6 +391,13 @@ def _shown(entry: Any) -> str:
 # -- options -----------------------------------------------------------------
 
 
+def run_time_options(options: BatchOptions, **option_args: Any) -> BatchOptions:
+    """``options`` with the run-time options given for this run (checked like any option)."""
+    given = {k: v for k, v in option_args.items() if k in RUN_TIME_OPTIONS and v is not None}
+    parsed = parse_options(given)
+    return replace(options, **{name: getattr(parsed, name) for name in given})
+
+
 def parse_options(raw: Any = None, limits: Limits = Limits(), **option_args: Any) -> BatchOptions:
     """Parse options from JSON text, ``@file``, a dict, and/or single arguments."""
     raw = _read_at_file(raw, "options", limits) if raw not in (None, "") else {}
@@ -352,14 +409,22 @@ def parse_options(raw: Any = None, limits: Limits = Limits(), **option_args: Any
     if not isinstance(raw, Mapping):
         raise InvalidOptionError("options: must be a JSON object")
     merged = {**raw, **{k: v for k, v in option_args.items() if v is not None}}
+    problems: list[dict[str, str]] = []
     unknown = set(merged) - OPTION_NAMES
     if unknown:
-        raise InvalidOptionError(
-            f"options: unknown {sorted(unknown)}; known: {sorted(OPTION_NAMES)}"
-        )
+        problems += [{"option": name, "message": f"{name}: unknown option"}
+                     for name in sorted(unknown)]
     values: dict[str, Any] = {}
-    for name, value in merged.items():
-        values[name] = _option_value(name, value, limits)
+    for name in sorted(set(merged) & OPTION_NAMES, key=list(merged).index):
+        try:
+            values[name] = _option_value(name, merged[name], limits)
+        except InvalidOptionError as exc:
+            problems.append({"option": name, "message": exc.message})
+    if problems:
+        messages = [p["message"] for p in problems if p["option"] not in unknown]
+        if unknown:
+            messages.insert(0, f"options: unknown {sorted(unknown)}; known: {sorted(OPTION_NAMES)}")
+        raise InvalidOptionError("; ".join(messages), details=problems)
     return replace(BatchOptions(max_total_items=limits.max_total_items), **values)
 
 

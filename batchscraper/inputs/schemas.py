@@ -52,6 +52,9 @@ DIALECTS = ("https://json-schema.org/draft/2020-12/schema",
             "https://json-schema.org/draft/2020-12/schema#")
 MAX_REPORTED_PROBLEMS = 20
 REF_KEYWORDS = ("$ref", "$dynamicRef")
+# a root schema with none of these describes no field an extraction could fill
+FIELD_KEYWORDS = ("properties", "patternProperties", "additionalProperties", "allOf", "anyOf",
+                  "oneOf", "then", "dependentSchemas", *REF_KEYWORDS)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,11 @@ def _parse(raw: Any, limits: SchemaLimits) -> dict[str, Any]:
     _refuse(_SchemaWalk(schema, limits).problems())
     if schema.get("type", "object") != "object" and "properties" not in schema:
         raise InvalidSchemaError('schema must describe an object: {"type": "object", ...}')
+    if not any(schema.get(keyword) for keyword in FIELD_KEYWORDS):
+        raise InvalidSchemaError(
+            'schema names no fields, so nothing could be extracted: give "properties"'
+            ' ({"type": "object", "properties": {"name": {"type": "string"}}}) or a field list'
+        )
     return schema
 
 

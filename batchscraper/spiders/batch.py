@@ -27,13 +27,23 @@ from twisted.python.failure import Failure
 from batchscraper.downloadermiddlewares.failures import fetch_error_from_failure
 from batchscraper.downloadermiddlewares.ssrf import AddressPolicy, guard_policy
 from batchscraper.exceptions import (
+    BatchError,
     ContentTooLargeError,
     FailFastError,
     FetchBlockedError,
     FetchError,
     UnsupportedContentTypeError,
 )
-from batchscraper.inputs import BatchOptions, BatchSpec, Limits, parse_batch, parse_options
+from batchscraper.extraction.structured import map_to_schema, parse_structured_data
+from batchscraper.extraction.validation import ValidationSettings, checker_for
+from batchscraper.inputs import (
+    BatchOptions,
+    BatchSpec,
+    Limits,
+    parse_batch,
+    parse_options,
+    run_time_options,
+)
 from batchscraper.items import PageItem
 from batchscraper.leasing import Leaser, WorkerConfig
 from batchscraper.reextract import stored_page_item
@@ -75,6 +85,7 @@ class BatchSpider(scrapy.Spider):
     run: BatchRun
     leaser: Leaser
     render: RenderConfig
+    validation: ValidationSettings
     ssrf_policy: AddressPolicy
 
     def __init__(
@@ -91,6 +102,7 @@ class BatchSpider(scrapy.Spider):
     ) -> None:
         super().__init__()
         self.batch_id = batch_id
+        self.resumed = batch_id is not None
         self.spec = spec
         self.raw_inputs = {"urls": urls, "schema": schema, "prompt": prompt, "options": options}
         self.option_args = option_args
@@ -114,6 +126,8 @@ class BatchSpider(scrapy.Spider):
         spider.batch = spider._open_batch(crawler.settings)
         stored = spider.batch["options"]
         spider.options = parse_options(stored, Limits(max_total_items=stored["max_total_items"]))
+        if spider.resumed:  # -a batch_id=... -a concurrency=...: for this run only
+            spider.options = run_time_options(spider.options, **spider.option_args)
         assert spider.batch_id is not None
         spider.run = BatchRun(
             batch_id=spider.batch_id, batch=spider.batch, options=spider.options,
@@ -124,6 +138,7 @@ class BatchSpider(scrapy.Spider):
             spider.run, spider.config, stopped=lambda: spider.stop_reason is not None
         )
         spider.render = RenderConfig.from_settings(crawler.settings)
+        spider.validation = ValidationSettings.from_settings(crawler.settings)
         spider.ssrf_policy = guard_policy(crawler.settings)
         spider._apply_batch_settings(crawler)
         crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
@@ -231,7 +246,7 @@ class BatchSpider(scrapy.Spider):
 
     # -- responses -------------------------------------------------------------
 
-    def parse(self, response: Response) -> PageItem | scrapy.Request:
+    async def parse(self, response: Response) -> PageItem | scrapy.Request:
         item = self._item(response.meta)
         item.http_status = response.status
         item.final_url = response.url
@@ -248,9 +263,25 @@ class BatchSpider(scrapy.Spider):
         if item.render_mode == "fetch" and doc and self.render_policy(doc) == "auto":
             reason = app_shell_reason(item.body, self.render.app_shell_max_text)
             if reason:
+                if await asyncio.to_thread(self._answers_schema, item.body, item.final_url):
+                    self.crawler.stats.inc_value("batch/render/app_shell_answered")
+                    return item
                 self.crawler.stats.inc_value("batch/render/escalated/app_shell")
                 return self.request_for(doc, escalation=f"auto: {reason}")
         return item
+
+    def _answers_schema(self, html: str, url: str) -> bool:
+        """Whether the page's structured data alone makes a record that satisfies the schema:
+        then the browser could add nothing, and the page is never rendered."""
+        if self.options.max_items_per_url > 1:
+            return False
+        assert self.batch_id is not None
+        try:
+            checker = checker_for(self.batch_id, self.run.schema, self.validation.timeout)
+            data, _ = map_to_schema(parse_structured_data(html, url), checker.schema)
+            return bool(data) and not checker.fields_to_ask(data)
+        except BatchError:  # the checker's own failures: the pipelines will say what they are
+            return False
 
     def _response_problem(self, response: Response) -> FetchError | None:
         """Why a downloaded response cannot be used as a page, or None."""
