@@ -319,7 +319,7 @@ class ExtractPipeline:
             await self._budget_error(item)
         item.data = data or None
         item.evidence = evidence or None
-        item.extraction = {"method": "structured" if data else "llm",
+        item.extraction = {"method": extraction_method(evidence) if data else "llm",
                            "llm_error": exc.to_dict(), **self._usage_meta(usage)}
         records = data if isinstance(data, list) else [data]
         if data and not await asyncio.to_thread(checker.error_lines, records):
