@@ -196,7 +196,8 @@ class ExtractPipeline:
                      if name in kept or name in filled}
         item.evidence = {**{k: evidence[k] for k in kept if k in evidence},
                          **{k: "llm" for k, v in filled.items() if v is not None}}
-        item.extraction = {"method": "structured+llm" if kept else "llm",
+        found_by = extraction_method({k: evidence[k] for k in kept if k in evidence})
+        item.extraction = {"method": f"{found_by}+llm" if kept else "llm",
                            "llm_fields": sorted(ask), **self._usage_meta(usage), **meta}
 
     def _structured_only(self, item: PageItem, data: dict[str, Any],
