@@ -302,10 +302,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_parser.add_argument("--pages", type=int, default=50, help="product pages (default 50)")
     demo_parser.add_argument("--port", type=int, default=8000,
                              help="the example site's port (default 8000; a free one if taken)")
+    llm_parser = commands.add_parser(
+        "llm-server", help="the local LLM (llama.cpp + a small model): build, start, stop, status")
+    llm_parser.add_argument("action", choices=("build", "start", "stop", "status"))
     _add_api_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.pages, args.port)
+    if args.command == "llm-server":
+        from batchscraper.llm import local
+
+        return local.main([args.action])
     if args.command == "serve":
         return serve(args.port, args.bind)
     try:
