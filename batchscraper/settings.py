@@ -150,6 +150,7 @@ BATCH_API_PAGE_SIZE = 20  # default `limit` of batch and item pages
 BATCH_API_MAX_BATCHES_LIMIT = 50  # largest `limit` of GET /batches
 BATCH_API_MAX_ITEMS_LIMIT = 500  # largest `limit` of item pages
 BATCH_API_STREAM_CHUNK = 200  # items read per MongoDB round trip when streaming NDJSON
+BATCH_API_CHANGES_OVERLAP = 2.0  # seconds an answer's `as_of` (updated_after cursor) reaches back
 BATCH_API_IDEMPOTENCY_TTL = 86_400  # seconds an Idempotency-Key is remembered
 # On SIGTERM (or Ctrl-C) Scrapyd stops its crawls gracefully (their unfinished items go back
 # to pending) and waits this long for them before it kills them and exits.

@@ -7,6 +7,7 @@ counters, never from an aggregation over items.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from pymongo.errors import DuplicateKeyError
 
 from batchscraper.api.auth import Caller
 from batchscraper.api.config import ApiConfig
+from batchscraper.api.itemquery import ItemQuery
 from batchscraper.api.jobs import new_job_ids
 from batchscraper.api.submit import Submission
 from batchscraper.exceptions import (
@@ -161,52 +163,56 @@ class BatchService:
         return list(cursor), total
 
     def items_page(
-        self,
-        batch: dict[str, Any],
-        page: int,
-        limit: int,
-        status: str | None,
-        error_code: str | None = None,
+        self, batch: dict[str, Any], page: int, limit: int, query: ItemQuery
     ) -> tuple[list[dict[str, Any]], int]:
-        """One page of the batch's items in input order, and how many match."""
-        indexes = self._indexes(batch, status, error_code)
+        """One page of the batch's items that match ``query``, in its order, and how many match."""
+        indexes = self._indexes(batch, query)
         first = (page - 1) * limit
-        page_items = self.store.items_by_index(batch["_id"], indexes[first : first + limit], status)
-        return page_items, len(indexes)
+        return self._read(batch, indexes[first : first + limit], query), len(indexes)
 
-    def iter_items(
-        self, batch: dict[str, Any], status: str | None, error_code: str | None = None
-    ) -> Iterator[list[dict]]:
-        """Every (matching) item of the batch in input order, in chunks (for the NDJSON stream)."""
+    def iter_items(self, batch: dict[str, Any], query: ItemQuery) -> Iterator[list[dict]]:
+        """Every matching item of the batch in the query's order, in chunks (for NDJSON)."""
         chunk = self.config.stream_chunk
-        indexes = self._indexes(batch, status, error_code)
+        indexes = self._indexes(batch, query)
         for first in range(0, len(indexes), chunk):
-            docs = self.store.items_by_index(batch["_id"], indexes[first : first + chunk], status)
+            docs = self._read(batch, indexes[first : first + chunk], query)
             if docs:
                 yield docs
 
-    def _indexes(
-        self, batch: dict[str, Any], status: str | None, error_code: str | None
-    ) -> Sequence[int]:
-        """The input positions of the items that match, in order (unfiltered: all of them)."""
-        if status is None and error_code is None:
-            return range(batch["counters"]["total"])
-        return self._matching_indexes(batch["_id"], status, error_code)
-
-    def _matching_indexes(
-        self, batch_id: str, status: str | None, error_code: str | None
-    ) -> list[int]:
-        # the code is checked here: a query on a field beyond the (batch_id, status) index
-        # makes the embedded server scan the whole collection
-        query: dict[str, Any] = {"batch_id": batch_id}
-        if status is not None:
-            query["status"] = status
-        docs = self.store.items.find(query, {"index": 1, "error.code": 1})
-        return sorted(
-            doc["index"]
-            for doc in docs
-            if error_code is None or (doc.get("error") or {}).get("code") == error_code
+    def _read(
+        self, batch: dict[str, Any], indexes: Sequence[int], query: ItemQuery
+    ) -> list[dict[str, Any]]:
+        docs = self.store.items_by_index(
+            batch["_id"], indexes, query.status, query.projection()
         )
+        if query.sort is None and not query.descending:
+            return docs  # already in input order
+        position = {index: n for n, index in enumerate(indexes)}
+        return sorted(docs, key=lambda doc: position[doc["index"]])
+
+    def _indexes(self, batch: dict[str, Any], query: ItemQuery) -> Sequence[int]:
+        """The input positions of the items that match, in the query's order."""
+        total = batch["counters"]["total"]
+        if query.by_index:
+            return range(total - 1, -1, -1) if query.descending else range(total)
+        return self._matching_indexes(batch["_id"], query)
+
+    def _matching_indexes(self, batch_id: str, query: ItemQuery) -> list[int]:
+        # one indexed condition per read (batch_id with status or with an updated_at range):
+        # the embedded server scans the whole collection for a query beyond its index, so
+        # the other conditions are checked here
+        find: dict[str, Any] = {"batch_id": batch_id}
+        if query.updated_after is not None:
+            find["updated_at"] = {"$gt": query.updated_after}
+        elif query.status is not None:
+            find["status"] = query.status
+        projection = {"index": 1, "status": 1, "error.code": 1}
+        for path in {query.sort, query.match_field} - {None}:
+            projection[f"data.{path}"] = 1
+        docs = [doc for doc in self.store.items.find(find, projection) if _matches(doc, query)]
+        if query.sort is None:
+            return sorted((doc["index"] for doc in docs), reverse=query.descending)
+        return sorted_by_field(docs, query.sort, query.descending)
 
     # -- changes ---------------------------------------------------------------
 
@@ -220,6 +226,47 @@ class BatchService:
         self.get(caller, batch_id)
         moved = self.store.retry_failed(batch_id, only_retryable=only_retryable)
         return self.store.get_batch(batch_id), moved
+
+
+def _matches(doc: dict[str, Any], query: ItemQuery) -> bool:
+    if query.status is not None and doc.get("status") != query.status:
+        return False
+    if query.error_code is not None and (doc.get("error") or {}).get("code") != query.error_code:
+        return False
+    if query.match_field is not None:
+        value = field_value(doc.get("data"), query.match_field)
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        return value is not None and query.match_text.casefold() in text.casefold()
+    return True
+
+
+def field_value(data: Any, path: str) -> Any:
+    """The value at ``a.b`` in a record (the first record, for a list page's records)."""
+    value = data[0] if isinstance(data, list) and data else data
+    for key in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def sorted_by_field(docs: list[dict[str, Any]], path: str, descending: bool) -> list[int]:
+    """The docs' indexes ordered by a data field: numbers, then text, then the rest;
+    items without the field last in either direction, input order among equals."""
+
+    def key(doc: dict[str, Any]) -> tuple[int, Any]:
+        value = field_value(doc.get("data"), path)
+        if isinstance(value, bool | int | float):
+            return (0, float(value))
+        if isinstance(value, str):
+            return (1, value.casefold())
+        return (2, json.dumps(value, sort_keys=True, ensure_ascii=False))
+
+    present = [doc for doc in docs if field_value(doc.get("data"), path) is not None]
+    missing = [doc["index"] for doc in docs if field_value(doc.get("data"), path) is None]
+    # (a reverse sort is stable too: input order among equals in both directions)
+    ordered = sorted(sorted(present, key=lambda doc: doc["index"]), key=key, reverse=descending)
+    return [doc["index"] for doc in ordered] + sorted(missing)
 
 
 def check_idempotency_key(value: bytes | None) -> str | None:

@@ -49,13 +49,21 @@ def batch_summary(batch: dict[str, Any], base: str = "") -> dict[str, Any]:
 
 
 def batch_detail(batch: dict[str, Any], active_jobs: list[str], base: str = "") -> dict[str, Any]:
-    """A batch with its inputs, jobs, error and webhook deliveries (never the secret)."""
-    webhook = batch.get("webhook")
+    """A batch's state with its inputs (schema, prompt, options)."""
     return {
-        **batch_summary(batch, base),
+        **batch_state(batch, active_jobs, base),
         "schema": batch.get("schema"),
         "prompt": batch.get("prompt"),
         "options": batch.get("options"),
+    }
+
+
+def batch_state(batch: dict[str, Any], active_jobs: list[str], base: str = "") -> dict[str, Any]:
+    """What changes while a batch runs: counters, failures, domains, jobs, error and webhook
+    deliveries (never the secret). What a poll reads (``limit=0``)."""
+    webhook = batch.get("webhook")
+    return {
+        **batch_summary(batch, base),
         "error": batch.get("error"),
         "rerun_of": batch.get("rerun_of"),
         # (> 0: a batch finished before failures were counted goes negative when retried)

@@ -7,8 +7,9 @@ duplicate URLs), cancel, retry, give up (``WORKER_LOST``). Each one moves the
 item's status and the batch's ``counters`` (and ``failures.<CODE>``) in one
 transaction, with the old status as the item write's precondition: a replayed
 or duplicated write matches nothing and counts nothing, so ``counters`` always
-equals an aggregate over the items. Nothing outside this module writes an
-item's ``status`` or a batch's ``counters``.
+equals an aggregate over the items. Every move also stamps the item's
+``updated_at`` (what the API's ``updated_after`` cursor reads). Nothing outside
+this module writes an item's ``status`` or a batch's ``counters``.
 
 A record that cannot be stored as it is becomes :func:`failed_record` (the
 writer's ``STORE_FAILED``, an oversized record's ``CONTENT_TOO_LARGE``).
@@ -114,7 +115,7 @@ class ItemTransitions(StoreBase):
         """
         check_transition(old, new)
         update = dict(update or {})
-        update["$set"] = {**update.get("$set", {}), "status": new.value}
+        update["$set"] = {**update.get("$set", {}), "status": new.value, "updated_at": utcnow()}
 
         def work(session: ClientSession | None) -> int:
             result = self.items.update_many(
@@ -297,7 +298,7 @@ class ItemTransitions(StoreBase):
         if only_retryable:
             query["error.retryable"] = True
         reset = {
-            "$set": {"status": "pending"},
+            "$set": {"status": "pending", "updated_at": utcnow()},
             "$unset": {key: "" for key in ("error", "data", "validation", "evidence", "lease")},
         }
 
@@ -355,7 +356,7 @@ class ItemTransitions(StoreBase):
 def _record_fields(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The fields written on the item, and those copied to its duplicates."""
     fields = {k: v for k, v in record.items() if k not in ("batch_id", "index", "url")}
-    fields["finished_at"] = utcnow()
+    fields["finished_at"] = fields["updated_at"] = utcnow()
     return fields, {k: v for k, v in fields.items() if k != "attempts"}
 
 
