@@ -237,6 +237,12 @@ DOWNLOADER_MIDDLEWARES.update(
     }
 )
 EXTENSIONS.update({"batchscraper.extensions.domains.DomainHealthWriter": 510})
+# In flight: a leased item becomes `running` when its request reaches the downloader (the
+# batch's `leased` counter holds the ones still queued in the worker); written every
+# BATCH_INFLIGHT_FLUSH_SECONDS. Off: items stay `leased` until they finish.
+BATCH_INFLIGHT_ENABLED = True
+BATCH_INFLIGHT_FLUSH_SECONDS = 0.5
+EXTENSIONS.update({"batchscraper.extensions.inflight.InFlightMarker": 520})
 # Circuit breaker: over a domain's last BATCH_BREAKER_WINDOW answers (once it has at least
 # BATCH_BREAKER_MIN_REQUESTS), an error share of BATCH_BREAKER_ERROR_RATE or more is a strike:
 # the domain's delay goes up (BATCH_BREAKER_DELAY, doubled per strike, at most _MAX_DELAY); at

@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from batchscraper.demo.site import ExampleSite
 from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore, utcnow
 from tests.api_fixtures import (  # noqa: F401  (fixtures)
@@ -24,7 +26,9 @@ from tests.api_fixtures import (  # noqa: F401  (fixtures)
     assert_matches,
     openapi_fixture,
     scrapyd_fixture,
+    wait_for,
 )
+from tests.conftest import assert_counters_match_items
 
 pytestmark = pytest.mark.slow
 
@@ -184,3 +188,30 @@ def test_bad_item_queries_list_every_problem(
     assert scrapyd.call("GET", f"/batches/{big_batch}/items?limit=0").status == 400
     after = store.get_batch(big_batch)
     assert (after["counters"], after["status"]) == (before["counters"], before["status"])
+
+
+def test_running_counts_requests_in_flight_and_leased_the_rest(
+    scrapyd: ScrapydServer, openapi: dict, store: BatchStore, site: ExampleSite
+) -> None:
+    """At concurrency 2 the worker leases a whole chunk: the rest wait as ``leased``."""
+    key = uuid.uuid4().hex[:6]
+    urls = [site.url(f"/slow?delay=1.5&n={n}&k={key}") for n in range(10)]
+    answer = scrapyd.call("POST", "/batches", {
+        "urls": urls, "schema": {"type": "object", "properties": {"name": {"type": "string"}}},
+        "options": {"concurrency": 2, "retries": 0, "render_js": "never"}})
+    assert answer.status == 202, answer.body[:500]
+    batch_id = answer.json()["batch_id"]
+    seen: list[dict[str, int]] = []
+
+    def finished() -> bool:
+        state = get(scrapyd, f"/batches/{batch_id}", limit=0).json()
+        seen.append(state["counters"])
+        return state["status"] in ("completed", "partial", "failed", "cancelled")
+
+    wait_for(finished, timeout=120, interval=0.2, what="the batch to finish")
+    assert_matches(openapi, "Counters", seen[-1])
+    # in flight: the two requests the downloader holds (and one whose record is being written)
+    assert max(counters["running"] for counters in seen) <= 3, seen
+    assert any(counters["running"] and counters["leased"] for counters in seen), seen
+    assert seen[-1]["leased"] == seen[-1]["running"] == 0
+    assert_counters_match_items(store, batch_id)

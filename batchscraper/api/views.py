@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from batchscraper.storable import readable_record
+from batchscraper.store import ITEM_STATUSES
 from batchscraper.webhooks import batch_links
 
 DONE_STATUSES = ("completed", "failed", "cancelled")
@@ -34,7 +35,8 @@ def pagination(page: int, limit: int, total: int) -> dict[str, int]:
 
 def batch_summary(batch: dict[str, Any], base: str = "") -> dict[str, Any]:
     """A batch in lists and in the 202 answer: status, counters, progress, times, links."""
-    counters = batch["counters"]
+    # a batch stored before an item status existed has no counter for it
+    counters = {**dict.fromkeys(ITEM_STATUSES, 0), **batch["counters"]}
     return {
         "batch_id": batch["_id"],
         "status": batch["status"],

@@ -20,6 +20,7 @@ from batchscraper.exceptions import BatchNotFoundError
 FINAL_BATCH_STATUSES = ("completed", "partial", "failed", "cancelled")
 COUNTER_KEYS = (
     "pending",
+    "leased",
     "running",
     "completed",
     "failed",
@@ -43,8 +44,8 @@ def item_id(batch_id: str, index: int) -> str:
 
 
 def final_status(counters: dict[str, Any]) -> str | None:
-    """The batch status once no item is pending or running, else None."""
-    if counters.get("pending", 0) or counters.get("running", 0):
+    """The batch status once no item is pending, leased or running, else None."""
+    if counters.get("pending", 0) or counters.get("leased", 0) or counters.get("running", 0):
         return None
     completed, failed = counters.get("completed", 0), counters.get("failed", 0)
     if counters.get("cancelled", 0) and not failed and not completed:

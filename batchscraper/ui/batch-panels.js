@@ -10,7 +10,8 @@ const SCAN_EVERY_MS = 5000;
 const LIVE_SCAN_LIMIT = 1000;
 const EXAMPLE_EVERY_MS = 5000;
 const BATCH_ID = /^b_[0-9a-f]{32}$/;
-const COUNTERS = ['pending', 'running', 'completed', 'failed', 'cancelled'];
+// leased: held by a worker, its request still queued there; running: in flight
+const COUNTERS = ['pending', 'leased', 'running', 'completed', 'failed', 'cancelled'];
 
 // The bar, "n of m finished", the counters and the timing (pages/min from `pace`).
 export function progressPanel() {

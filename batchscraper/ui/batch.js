@@ -16,28 +16,26 @@ export async function renderBatch(view, ctx) {
   const path = `batches/${batchId}`;
   const state = { batch: null, refreshedAt: 0, drawn: '', pace: new Pace() };
 
+  // A poll reads the batch's state only (limit=0: a few hundred bytes); when it moved, the
+  // panels are drawn again and the items table takes the items that changed.
   const refresh = async ({ forceScan = false } = {}) => {
-    const batch = await ctx.api.json('GET', path, { query: items.query() });
+    const batch = await ctx.api.json('GET', path, { query: { limit: 0 } });
     if (ctx.closed) return;
     state.batch = batch;
     state.refreshedAt = Date.now();
     state.pace.add(batch.progress.done);
     codes.poll(batch);
     domains.poll(batch, forceScan);
-    const signature = JSON.stringify([batch, items.query()]);
+    const signature = JSON.stringify(batch);
     if (signature === state.drawn) return; // nothing new: leave the table (and a click) alone
     state.drawn = signature;
-    items.show(batch.items, batch.items_pagination.total);
     draw();
+    await items.sync();
   };
-  const reload = () => refresh().catch((error) => ctx.fail(error));
 
   const status = h('span');
   const error = h('div', { class: 'banner banner-error', hidden: true, id: 'batch-error' });
-  const items = itemsPanel(ctx, path, ctx.query, () => {
-    syncAddress(batchId, items.address());
-    reload();
-  });
+  const items = itemsPanel(ctx, path, ctx.query, () => syncAddress(batchId, items.address()));
   const codes = codesPanel(ctx, path, (code) => items.setFilters('failed', code));
   const domains = domainsPanel(ctx, path);
   const progress = progressPanel();
@@ -72,12 +70,13 @@ export async function renderBatch(view, ctx) {
     items.drawCodeFilter(codes.counts());
     codes.draw();
     domains.draw();
-    items.draw();
     webhook.draw(batch.webhook);
     jobs.draw(batch.jobs || []);
-    inputs.draw(batch);
   };
 
+  // the inputs never change: read once, with the smallest page of items
+  inputs.draw(await ctx.api.json('GET', path, { query: { limit: 1, fields: 'index' } }));
+  await items.load();
   await refresh({ forceScan: true });
   ctx.every(POLL_MS, async () => {
     const final = FINAL_STATUSES.includes(state.batch.status);
