@@ -99,6 +99,11 @@ def test_an_item_can_finish_leased_or_running_and_stamps_updated_at(store: Batch
     assert counts(store, batch_id) == {"leased": 1, "completed": 1, "failed": 1}
     after = {doc["index"]: doc["updated_at"] for doc in store.iter_items(batch_id)}
     assert after[0] > stamps[0] and after[1] > stamps[1] and after[2] == stamps[2]
+    # each finish counts in its minute of the timeline (what the dashboard's chart draws)
+    timeline = store.get_batch(batch_id)["timeline"]
+    assert sum(timeline.values()) == 2
+    minute = int(after[1].timestamp() // 60)
+    assert set(timeline) <= {str(minute - 1), str(minute), str(minute + 1)}
 
 
 def test_a_dead_workers_items_are_reclaimed_as_leased(store: BatchStore):

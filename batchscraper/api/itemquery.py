@@ -24,7 +24,7 @@ ITEM_FIELDS = (
     "started_at", "finished_at", "updated_at", "llm_calls", "tokens", "cost_usd",
     "filtered_out", "content", "content_truncated", "screenshot", "request", "dup_of",
 )
-INCLUDES = ("content",)
+INCLUDES = ("content", "timeline")  # timeline: the batch's, on GET /batches/{id}
 FIELD_PATH = re.compile(r"[^\s.:]{1,100}(\.[^\s.:]{1,100}){0,7}")
 MAX_MATCH = 200
 
@@ -38,6 +38,7 @@ class ItemQuery:
     updated_after: dt.datetime | None = None
     fields: tuple[str, ...] | None = None  # None: every field (content only if included)
     include_content: bool = False
+    include_timeline: bool = False
     sort: str | None = None  # a data field path, None for input order
     descending: bool = False
     match_field: str | None = None  # a data field path whose value must contain match_text
@@ -84,24 +85,9 @@ def read_item_query(request: Any, data_fields: list[str]) -> ItemQuery:
         raise BatchInputError(summary, details=problems)
     return ItemQuery(
         status=status, error_code=error_code, updated_after=updated_after, fields=fields,
-        include_content="content" in include, sort=sort, descending=descending,
-        match_field=match_field, match_text=match_text,
+        include_content="content" in include, include_timeline="timeline" in include,
+        sort=sort, descending=descending, match_field=match_field, match_text=match_text,
     )
-
-
-def data_field_paths(schema: Any, prefix: str = "") -> list[str]:
-    """The schema's fields as ``a.b`` paths (nested objects flattened), in schema order."""
-    properties = schema.get("properties") if isinstance(schema, dict) else None
-    if schema and isinstance(schema, dict) and schema.get("type") == "array":
-        properties = (schema.get("items") or {}).get("properties")
-    paths: list[str] = []
-    for name, sub in (properties or {}).items():
-        nested = sub.get("properties") if isinstance(sub, dict) else None
-        if nested and sub.get("type", "object") == "object":
-            paths.extend(data_field_paths(sub, f"{prefix}{name}."))
-        else:
-            paths.append(prefix + name)
-    return paths
 
 
 def _timestamp(text: str | None, problem: Any) -> dt.datetime | None:

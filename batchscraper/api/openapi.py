@@ -114,12 +114,25 @@ def _schemas() -> dict[str, Any]:
                                 "description": "alias of webhook.url (a secret is generated)"},
                 "rerun_of": {"type": "string",
                              "description": "a batch id: its URLs, schema, prompt and options"},
+                "name": {"type": "string", "maxLength": 200,
+                         "description": "to find the batch by (list search, dashboard)"},
+                "tags": {"type": "array", "maxItems": 20,
+                         "items": {"type": "string", "maxLength": 50}},
             },
             additionalProperties=False,
         ),
         "BatchSummary": obj(
             {
                 "batch_id": {"type": "string", "pattern": "^b_[0-9a-f]{32}$"},
+                "name": {"type": ["string", "null"]},
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "overview": {"oneOf": [{"type": "null"}, obj(
+                    {"domains": {"type": "array", "items": obj(
+                        {"domain": {"type": "string"}, "urls": {"type": "integer"}})},
+                     "domain_count": {"type": "integer"},
+                     "fields": {"type": "array", "items": {"type": "string"}}},
+                    ["domains", "domain_count", "fields"],
+                    description="the busiest domains (URLs each), the schema's field paths")]},
                 "status": {"enum": BATCH_STATUSES},
                 "total": {"type": "integer"},
                 "counters": ref("Counters"),
@@ -153,6 +166,9 @@ def _schemas() -> dict[str, Any]:
             "BatchSummary",
             {
                 "error": {"type": ["object", "null"]},
+                "timeline": {"type": "object", "additionalProperties": {"type": "integer"},
+                             "description": "with include=timeline: items finished per UTC "
+                                            "minute, keyed by minutes since 1970"},
                 "rerun_of": {"type": ["string", "null"]},
                 "failures": {"type": "object", "additionalProperties": {"type": "integer"},
                              "description": "failed items per error code"},
@@ -250,8 +266,9 @@ def _paths() -> dict[str, Any]:
     item_reads = [
         _param("updated_after", {"type": "string", "format": "date-time"},
                "only items whose status changed after this time (an answer's as_of)"),
-        _param("include", {"enum": ["content"]},
-               "content: add kept page content (left out of pages by default)"),
+        _param("include", {"type": "string"},
+               "content: add kept page content to items (left out of pages by default); "
+               "timeline: add the batch's items finished per minute; comma-separated"),
         _param("fields", {"type": "string"},
                "comma-separated item fields to return, e.g. index,status,data"),
         _param("sort", {"type": "string"},
@@ -277,7 +294,10 @@ def _paths() -> dict[str, Any]:
                 {200: _json("BatchList", "One page of batches")},
                 [400, 401],
                 parameters=[page, limit, _param("status", {"enum": BATCH_STATUSES},
-                                                "only batches with this status")],
+                                                "only batches with this status"),
+                            _param("q", {"type": "string", "maxLength": 200},
+                                   "words that must each appear in the batch's id, name, "
+                                   "tags, domains or field names (any case)")],
             ),
         },
         "/batches/{batch_id}": {

@@ -11,8 +11,15 @@ from twisted.internet.threads import deferToThread
 
 from batchscraper.api.app import BatchApi
 from batchscraper.api.dashboard import ItemScreenshot
-from batchscraper.api.http import ApiResource, Backpressure, JsonResponse, query_choice, query_int
-from batchscraper.api.itemquery import ItemQuery, data_field_paths, read_item_query
+from batchscraper.api.http import (
+    ApiResource,
+    Backpressure,
+    JsonResponse,
+    query_choice,
+    query_int,
+    query_text,
+)
+from batchscraper.api.itemquery import ItemQuery, read_item_query
 from batchscraper.api.jobs import new_job_ids
 from batchscraper.api.openapi import openapi_document
 from batchscraper.api.service import check_idempotency_key
@@ -26,12 +33,14 @@ from batchscraper.api.views import (
     pagination,
 )
 from batchscraper.exceptions import BatchInputError, JobNotScheduledError
+from batchscraper.inputs.labels import data_field_paths
 from batchscraper.store import FINAL_BATCH_STATUSES
 
 logger = logging.getLogger(__name__)
 
 BATCH_STATUSES = ("pending", "running", *FINAL_BATCH_STATUSES)
 NDJSON = "application/x-ndjson"
+MAX_SEARCH = 200
 
 
 class Batches(ApiResource):
@@ -75,8 +84,9 @@ class Batches(ApiResource):
         page = query_int(request, "page", 1, 1, 10**9)
         limit = query_int(request, "limit", config.page_size, 1, config.max_batches_limit)
         status = query_choice(request, "status", BATCH_STATUSES)
+        search = query_text(request, "q", MAX_SEARCH)
         batches, total = await deferToThread(
-            self.api.service.list_batches, caller, page, limit, status
+            self.api.service.list_batches, caller, page, limit, status, search
         )
         base = self.base(request)
         return JsonResponse(
@@ -112,21 +122,22 @@ class BatchResource(BatchPart):
         # limit=0: the batch's state only (what a poll needs), no items and no inputs
         limit = query_int(request, "limit", config.page_size, 0, config.max_items_limit)
 
-        def read() -> tuple[dict[str, Any], list[dict[str, Any]], int, str]:
+        def read() -> tuple[dict[str, Any], ItemQuery, list[dict[str, Any]], int, str]:
             as_of = self.api.changes_cursor()
             batch = self.api.service.get(caller, self.batch_id)
-            if limit == 0:
-                return batch, [], 0, as_of
             query = read_item_query(request, data_field_paths(batch.get("schema")))
+            if limit == 0:
+                return batch, query, [], 0, as_of
             items, total = self.api.service.items_page(batch, page, limit, query)
-            return batch, items, total, as_of
+            return batch, query, items, total, as_of
 
-        batch, items, total, as_of = await deferToThread(read)
+        batch, query, items, total, as_of = await deferToThread(read)
         job_ids = [job["id"] for job in batch.get("jobs", [])]
         active = self.api.jobs.active(job_ids)
+        base = self.base(request)
         if limit == 0:
-            return JsonResponse(batch_state(batch, active, self.base(request)))
-        answer = batch_detail(batch, active, self.base(request))
+            return JsonResponse(batch_state(batch, active, base, query.include_timeline))
+        answer = batch_detail(batch, active, base, query.include_timeline)
         answer["items"] = [item_record(doc) for doc in items]
         answer["items_pagination"] = pagination(page, limit, total)
         answer["as_of"] = as_of

@@ -33,6 +33,7 @@ from batchscraper.webhooks import check_webhook_target
 BATCH_ID = re.compile(r"b_[0-9a-f]{32}")
 MAX_IDEMPOTENCY_KEY = 255
 LIST_FIELDS = {"schema": 0, "prompt": 0, "options": 0, "webhook": 0, "jobs": 0}
+SEARCH_FIELDS = {"name": 1, "tags": 1, "overview": 1, "created_at": 1}
 
 
 class BatchService:
@@ -83,7 +84,9 @@ class BatchService:
                 assert replayed is not None
                 return replayed, True
         jobs = job_records(new_job_ids(spec.options.parallel_jobs), "submit")
-        extra: dict[str, Any] = {"jobs": jobs, "idempotency_key": key, "source": "api"}
+        extra: dict[str, Any] = {
+            "jobs": jobs, "idempotency_key": key, "source": "api", **submission.labels.stored()
+        }
         if submission.webhook is not None:
             extra["webhook"] = submission.webhook.stored()
         if submission.rerun_of is not None:
@@ -147,12 +150,18 @@ class BatchService:
         return batch
 
     def list_batches(
-        self, caller: Caller, page: int, limit: int, status: str | None
+        self, caller: Caller, page: int, limit: int, status: str | None, search: str = ""
     ) -> tuple[list[dict[str, Any]], int]:
-        """One page of the caller's batches, newest first, and how many there are."""
+        """One page of the caller's batches, newest first, and how many there are.
+
+        ``search``: words that must each appear (any case) in the batch's id, name,
+        tags, domains or field names.
+        """
         query: dict[str, Any] = {} if caller.owner is None else {"owner": caller.owner}
         if status is not None:
             query["status"] = status
+        if search.strip():
+            return self._search(query, search, page, limit)
         total = self.store.batches.count_documents(query)
         cursor = (
             self.store.batches.find(query, LIST_FIELDS)
@@ -161,6 +170,24 @@ class BatchService:
             .limit(limit)
         )
         return list(cursor), total
+
+    def _search(
+        self, query: dict[str, Any], search: str, page: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        # the labels are checked here, on the few fields they are in: a regex over several
+        # fields is a collection scan on the embedded server anyway
+        words = search.casefold().split()
+        found = [
+            doc["_id"]
+            for doc in self.store.batches.find(query, SEARCH_FIELDS).sort(
+                [("created_at", DESCENDING), ("_id", DESCENDING)]
+            )
+            if all(word in searchable_text(doc) for word in words)
+        ]
+        wanted = found[(page - 1) * limit : page * limit]
+        docs = {doc["_id"]: doc for doc in self.store.batches.find({"_id": {"$in": wanted}},
+                                                                   LIST_FIELDS)}
+        return [docs[batch_id] for batch_id in wanted if batch_id in docs], len(found)
 
     def items_page(
         self, batch: dict[str, Any], page: int, limit: int, query: ItemQuery
@@ -226,6 +253,15 @@ class BatchService:
         self.get(caller, batch_id)
         moved = self.store.retry_failed(batch_id, only_retryable=only_retryable)
         return self.store.get_batch(batch_id), moved
+
+
+def searchable_text(batch: dict[str, Any]) -> str:
+    """What a batch-list search looks in, in lower case."""
+    overview = batch.get("overview") or {}
+    parts = [batch["_id"], batch.get("name") or "", *(batch.get("tags") or []),
+             *(entry["domain"] for entry in overview.get("domains") or []),
+             *(overview.get("fields") or [])]
+    return " ".join(str(part) for part in parts).casefold()
 
 
 def _matches(doc: dict[str, Any], query: ItemQuery) -> bool:

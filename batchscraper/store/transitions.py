@@ -10,7 +10,8 @@ item's status and the batch's ``counters`` (and ``failures.<CODE>``) in one
 transaction, with the old status as the item write's precondition: a replayed
 or duplicated write matches nothing and counts nothing, so ``counters`` always
 equals an aggregate over the items. Every move also stamps the item's
-``updated_at`` (what the API's ``updated_after`` cursor reads). Nothing outside
+``updated_at`` (what the API's ``updated_after`` cursor reads), and every
+finish counts in the batch's ``timeline`` (items finished per minute). Nothing outside
 this module writes an item's ``status`` or a batch's ``counters``.
 
 A record that cannot be stored as it is becomes :func:`failed_record` (the
@@ -402,8 +403,14 @@ def _finish_increments(record: dict[str, Any], old: ItemStatus, copies: int) -> 
         inc["counters.records_extracted"] = _record_count(record) * (1 + copies)
     if status == ItemStatus.FAILED:
         inc["failures." + failure_code(record.get("error"))] = 1 + copies
+    inc[timeline_key(utcnow())] = 1 + copies
     inc.update(_usage_increments(record))
     return inc
+
+
+def timeline_key(when: dt.datetime) -> str:
+    """The batch's ``timeline`` bucket of a finish: items finished per UTC minute."""
+    return f"timeline.{int(when.timestamp() // 60)}"
 
 
 def _usage_increments(record: dict[str, Any]) -> dict[str, Any]:

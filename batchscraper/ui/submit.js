@@ -2,11 +2,9 @@
 // prompt and options; the API's 4xx errors are shown next to the field they concern.
 
 import { h, replace } from './dom.js';
+import { FormError, schemaSection } from './schema-input.js';
 import { fileUrlEntries, textEntries } from './url-lists.js';
 
-// batchscraper.profiles.profile_names(); the API answers INVALID_SCHEMA for any other name
-export const PROFILES = ['article', 'event', 'faq', 'job_posting', 'product', 'recipe'];
-const FIELD_TYPES = ['string', 'number', 'integer', 'boolean', 'date', 'datetime', 'url', 'email', 'array'];
 const NUMBER_OPTIONS = [
   ['concurrency', 'requests in flight', 8],
   ['timeout_per_url', 'seconds per URL', 30],
@@ -23,15 +21,10 @@ const CHOICE_OPTIONS = [
 ];
 const FORMATS = ['json', 'markdown', 'text', 'html'];
 const MAX_PROMPT = 4000;
-const EXAMPLE_SCHEMA = {
-  type: 'object',
-  properties: { name: { type: 'string' }, price: { type: 'number' } },
-  required: ['name'],
-};
-
 export async function renderSubmit(view, ctx) {
   const errors = new FieldErrors();
   const limits = await optionLimits(ctx);
+  const labels = labelsSection(errors);
   const urls = urlsSection(errors);
   const schema = schemaSection(errors);
   const prompt = promptSection(errors);
@@ -39,13 +32,13 @@ export async function renderSubmit(view, ctx) {
   const submit = h('button', { type: 'submit', class: 'primary', id: 'submit-batch' }, 'Submit batch');
   const form = h('form', { id: 'submit-form', novalidate: true },
     errors.slot('form', 'banner banner-error'),
-    urls.element, schema.element, prompt.element, options.element,
+    labels.element, urls.element, schema.element, prompt.element, options.element,
     h('div', { class: 'actions' }, submit));
   replace(view, h('h1', {}, 'New batch'), form);
   errors.inputId = (name) => (name === 'schema' ? schema.inputId() : name);
 
   const body = () => {
-    const request = { urls: urls.value(), schema: schema.value() };
+    const request = { ...labels.value(), urls: urls.value(), schema: schema.value() };
     if (prompt.value()) request.prompt = prompt.value();
     const chosen = options.value();
     if (Object.keys(chosen).length) request.options = chosen;
@@ -115,6 +108,25 @@ class FieldErrors {
   }
 }
 
+// A name and tags to find the batch by (both optional; tags separated by commas).
+function labelsSection(errors) {
+  const name = h('input', { id: 'name', maxlength: 200, placeholder: 'e.g. Shoes, spring prices' });
+  const tags = h('input', { id: 'tags', placeholder: 'e.g. shop-a, weekly' });
+  return {
+    element: h('fieldset', {}, h('legend', {}, 'Name and tags (optional)'),
+      h('div', { class: 'row' },
+        h('label', { for: 'name' }, 'Name '), name, errors.slot('name'),
+        h('label', { for: 'tags' }, 'Tags '), tags, errors.slot('tags'))),
+    value() {
+      const given = {};
+      if (name.value.trim()) given.name = name.value.trim();
+      const list = tags.value.split(',').map((tag) => tag.trim()).filter(Boolean);
+      if (list.length) given.tags = list;
+      return given;
+    },
+  };
+}
+
 // URLs: typed (one per line, or a JSON array) or from a file.
 function urlsSection(errors) {
   let fileEntries = null;
@@ -159,103 +171,6 @@ function urlsSection(errors) {
       }
       return entries;
     },
-  };
-}
-
-// The schema: JSON Schema text, field rows or a profile.
-function schemaSection(errors) {
-  const modes = ['json', 'fields', 'profile'];
-  const modeLabels = { json: 'JSON Schema', fields: 'Field list', profile: 'Profile' };
-  const modeRadios = modes.map((mode) => h('input', {
-    type: 'radio', name: 'schema-mode', id: `schema-mode-${mode}`, value: mode, checked: mode === 'json',
-  }));
-  const json = jsonSchemaPane();
-  const fields = fieldRowsPane();
-  const profile = h('select', { id: 'schema-profile' },
-    PROFILES.map((name) => h('option', { value: name }, name)));
-  const panes = {
-    json: json.element,
-    fields: fields.element,
-    profile: h('div', { class: 'pane', hidden: true }, h('label', {}, 'profile:', profile),
-      h('p', { class: 'hint' }, 'A built-in schema with schema.org field names.')),
-  };
-  const mode = () => modeRadios.find((radio) => radio.checked).value;
-  for (const radio of modeRadios) {
-    radio.addEventListener('change', () => {
-      for (const [name, pane] of Object.entries(panes)) pane.hidden = name !== mode();
-    });
-  }
-  return {
-    element: h('fieldset', {}, h('legend', {}, 'Schema'),
-      h('div', { class: 'row' }, modes.map((m, i) =>
-        h('label', { class: 'inline' }, modeRadios[i], ` ${modeLabels[m]}`))),
-      panes.json, panes.fields, panes.profile,
-      errors.slot('schema')),
-    inputId: () => ({ json: 'schema-json', fields: 'field-rows', profile: 'schema-profile' }[mode()]),
-    value() {
-      if (mode() === 'profile') return `profile:${profile.value}`;
-      if (mode() === 'fields') return fields.value();
-      return json.value();
-    },
-  };
-}
-
-function jsonSchemaPane() {
-  const text = h('textarea', { id: 'schema-json', rows: 10, spellcheck: 'false', class: 'mono' });
-  text.value = JSON.stringify(EXAMPLE_SCHEMA, null, 2);
-  const status = h('p', { id: 'schema-json-status', class: 'hint' });
-  const check = () => {
-    const result = parseSchemaText(text.value);
-    status.className = `hint ${result.error ? 'bad' : 'good'}`;
-    replace(status, result.error || 'Valid JSON.');
-    text.setAttribute('aria-invalid', result.error ? 'true' : 'false');
-    return result;
-  };
-  text.addEventListener('input', check);
-  check();
-  return {
-    element: h('div', { class: 'pane' }, text, status),
-    value() {
-      const result = check();
-      if (result.error) throw new FormError('schema', result.error);
-      return result.value;
-    },
-  };
-}
-
-function fieldRowsPane() {
-  const rows = h('tbody', { id: 'field-rows' });
-  const addField = (name = '', type = 'string', required = false) => {
-    const row = h('tr', {},
-      h('td', {}, h('input', { class: 'field-name', value: name, 'aria-label': 'Field name' })),
-      h('td', {}, h('select', { class: 'field-type', 'aria-label': 'Field type' },
-        FIELD_TYPES.map((t) => h('option', { value: t, selected: t === type }, t)))),
-      h('td', {}, h('input', {
-        type: 'checkbox', class: 'field-required', checked: required, 'aria-label': 'Required',
-      })),
-      h('td', {}, h('input', { class: 'field-description', 'aria-label': 'Description' })),
-      h('td', {}, h('button', { type: 'button', class: 'quiet', onclick: () => row.remove() }, 'Remove')));
-    rows.append(row);
-  };
-  addField('name', 'string', true);
-  addField('price', 'number');
-  return {
-    element: h('div', { class: 'pane', hidden: true },
-      h('table', { class: 'compact' },
-        h('thead', {}, h('tr', {},
-          ['Field', 'Type', 'Required', 'Description', ''].map((t) => h('th', {}, t)))),
-        rows),
-      h('button', { type: 'button', onclick: () => addField() }, 'Add field')),
-    value: () => [...rows.rows].map((row) => {
-      const entry = {
-        field: row.querySelector('.field-name').value.trim(),
-        type: row.querySelector('.field-type').value,
-      };
-      if (row.querySelector('.field-required').checked) entry.required = true;
-      const description = row.querySelector('.field-description').value.trim();
-      if (description) entry.description = description;
-      return entry;
-    }),
   };
 }
 
@@ -325,13 +240,6 @@ function optionsSection(errors, limits) {
   };
 }
 
-class FormError extends Error {
-  constructor(fieldName, message) {
-    super(message);
-    this.field = fieldName;
-  }
-}
-
 function optionRow(name, input, hint, error) {
   return h('div', { class: 'option' },
     h('label', { for: input.id }, name), input, h('span', { class: 'hint' }, hint), error);
@@ -340,7 +248,7 @@ function optionRow(name, input, hint, error) {
 // Which form field an API error is about, and its per-URL details as a list.
 function errorField(error, optionInputs) {
   const message = error.detail || '';
-  const prefix = (message.match(/^([a-z_]+)[.:]/) || [])[1];
+  const prefix = (message.match(/^([a-z_]+)[.:[]/) || [])[1];
   if (error.code === 'INVALID_URL' || (error.code === 'TOO_LARGE' && prefix === 'urls')) {
     const details = Array.isArray(error.details)
       ? h('ul', {}, error.details.map((bad) =>
@@ -352,23 +260,11 @@ function errorField(error, optionInputs) {
   if (error.code === 'INVALID_OPTION') {
     return [prefix && optionInputs[prefix] ? `option-${prefix}` : 'options', null];
   }
-  if (error.code === 'INVALID_INPUT' && ['urls', 'schema', 'prompt', 'options'].includes(prefix)) {
+  const fields = ['urls', 'schema', 'prompt', 'options', 'name', 'tags'];
+  if (error.code === 'INVALID_INPUT' && fields.includes(prefix)) {
     return [prefix, null];
   }
   return ['form', null];
-}
-
-function parseSchemaText(text) {
-  if (!text.trim()) return { error: 'Enter a JSON Schema.' };
-  try {
-    const value = JSON.parse(text);
-    if (value === null || typeof value !== 'object') {
-      return { error: 'A schema is a JSON object (or a field list array).' };
-    }
-    return { value };
-  } catch (failure) {
-    return { error: `Invalid JSON: ${failure.message}` };
-  }
 }
 
 async function optionLimits(ctx) {
