@@ -328,6 +328,11 @@ def test_batch_page_progress_moves_then_items_and_exports(
     expect(page.locator("[data-counter=completed]")).to_have_text("10")
     expect(page.locator("[data-counter=failed]")).to_have_text("1")
     expect(page.locator("#timing")).to_contain_text("pages / min")
+    # the charts follow: the failure at once, the finishes with the next timeline (10 s)
+    expect(page.locator("#chart-failures g")).to_have_attribute("data-code", "HTTP_ERROR")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#chart-progress rect')]"
+        ".reduce((sum, bar) => sum + Number(bar.dataset.count), 0) === 11", timeout=30_000)
     shot(page, "batch")
     page.screenshot(path=str(ARTIFACTS / "dashboard-batch-viewport.png"))
 
@@ -782,9 +787,11 @@ def test_records_tab_named_batches_and_charts(
     page.select_option("#records-status", "")
     page.click("#records-table th[data-field=price] button")
     expect(table.locator("th[data-field=price]")).to_have_attribute("aria-sort", "none")
-    expect(page.locator("#records .pager span")).to_have_text("Page 1 of 3")
-    page.click("#records .pager button:has-text('Next')")
-    page.click("#records .pager button:has-text('Next')")
+    expect(page.locator("#records-summary")).to_have_text("120 records")  # the match is gone
+    expect(table.locator("tbody tr").first).to_have_attribute("data-index", "0")
+    for number in (2, 3):
+        page.click("#records .pager button:has-text('Next')")
+        expect(page.locator("#records .pager span")).to_have_text(f"Page {number} of 3")
     expect(table.locator("tbody tr")).to_have_count(20)
     expect(table.locator("tbody tr").first).to_have_attribute("data-index", "100")
     expect(table.locator("tbody tr[data-index='100'] .badge")).to_have_text("pending")

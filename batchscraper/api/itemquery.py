@@ -9,6 +9,7 @@ markdown weighed ~1 MB.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,48 @@ class ItemQuery:
         if self.fields is not None:
             return {"keys_escaped": 1, "index": 1, **{name: 1 for name in self.fields}}
         return None if self.include_content else {"content": 0}
+
+
+def matches(doc: dict[str, Any], query: ItemQuery) -> bool:
+    """Whether an item (read with its status, error code and the matched field) matches."""
+    if query.status is not None and doc.get("status") != query.status:
+        return False
+    if query.error_code is not None and (doc.get("error") or {}).get("code") != query.error_code:
+        return False
+    if query.match_field is not None:
+        value = field_value(doc.get("data"), query.match_field)
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        return value is not None and query.match_text.casefold() in text.casefold()
+    return True
+
+
+def field_value(data: Any, path: str) -> Any:
+    """The value at ``a.b`` in a record (the first record, for a list page's records)."""
+    value = data[0] if isinstance(data, list) and data else data
+    for key in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def sorted_by_field(docs: list[dict[str, Any]], path: str, descending: bool) -> list[int]:
+    """The docs' indexes ordered by a data field: numbers, then text, then the rest;
+    items without the field last in either direction, input order among equals."""
+
+    def key(doc: dict[str, Any]) -> tuple[int, Any]:
+        value = field_value(doc.get("data"), path)
+        if isinstance(value, bool | int | float):
+            return (0, float(value))
+        if isinstance(value, str):
+            return (1, value.casefold())
+        return (2, json.dumps(value, sort_keys=True, ensure_ascii=False))
+
+    present = [doc for doc in docs if field_value(doc.get("data"), path) is not None]
+    missing = [doc["index"] for doc in docs if field_value(doc.get("data"), path) is None]
+    # (a reverse sort is stable too: input order among equals in both directions)
+    ordered = sorted(sorted(present, key=lambda doc: doc["index"]), key=key, reverse=descending)
+    return [doc["index"] for doc in ordered] + sorted(missing)
 
 
 def read_item_query(request: Any, data_fields: list[str]) -> ItemQuery:

@@ -7,7 +7,6 @@ counters, never from an aggregation over items.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -17,7 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from batchscraper.api.auth import Caller
 from batchscraper.api.config import ApiConfig
-from batchscraper.api.itemquery import ItemQuery
+from batchscraper.api.itemquery import ItemQuery, matches, sorted_by_field
 from batchscraper.api.jobs import new_job_ids
 from batchscraper.api.submit import Submission
 from batchscraper.exceptions import (
@@ -236,7 +235,7 @@ class BatchService:
         projection = {"index": 1, "status": 1, "error.code": 1}
         for path in {query.sort, query.match_field} - {None}:
             projection[f"data.{path}"] = 1
-        docs = [doc for doc in self.store.items.find(find, projection) if _matches(doc, query)]
+        docs = [doc for doc in self.store.items.find(find, projection) if matches(doc, query)]
         if query.sort is None:
             return sorted((doc["index"] for doc in docs), reverse=query.descending)
         return sorted_by_field(docs, query.sort, query.descending)
@@ -262,47 +261,6 @@ def searchable_text(batch: dict[str, Any]) -> str:
              *(entry["domain"] for entry in overview.get("domains") or []),
              *(overview.get("fields") or [])]
     return " ".join(str(part) for part in parts).casefold()
-
-
-def _matches(doc: dict[str, Any], query: ItemQuery) -> bool:
-    if query.status is not None and doc.get("status") != query.status:
-        return False
-    if query.error_code is not None and (doc.get("error") or {}).get("code") != query.error_code:
-        return False
-    if query.match_field is not None:
-        value = field_value(doc.get("data"), query.match_field)
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        return value is not None and query.match_text.casefold() in text.casefold()
-    return True
-
-
-def field_value(data: Any, path: str) -> Any:
-    """The value at ``a.b`` in a record (the first record, for a list page's records)."""
-    value = data[0] if isinstance(data, list) and data else data
-    for key in path.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
-
-
-def sorted_by_field(docs: list[dict[str, Any]], path: str, descending: bool) -> list[int]:
-    """The docs' indexes ordered by a data field: numbers, then text, then the rest;
-    items without the field last in either direction, input order among equals."""
-
-    def key(doc: dict[str, Any]) -> tuple[int, Any]:
-        value = field_value(doc.get("data"), path)
-        if isinstance(value, bool | int | float):
-            return (0, float(value))
-        if isinstance(value, str):
-            return (1, value.casefold())
-        return (2, json.dumps(value, sort_keys=True, ensure_ascii=False))
-
-    present = [doc for doc in docs if field_value(doc.get("data"), path) is not None]
-    missing = [doc["index"] for doc in docs if field_value(doc.get("data"), path) is None]
-    # (a reverse sort is stable too: input order among equals in both directions)
-    ordered = sorted(sorted(present, key=lambda doc: doc["index"]), key=key, reverse=descending)
-    return [doc["index"] for doc in ordered] + sorted(missing)
 
 
 def check_idempotency_key(value: bytes | None) -> str | None:

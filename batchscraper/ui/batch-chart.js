@@ -25,11 +25,18 @@ function svg(tag, attrs = {}, ...children) {
 
 export function chartPanel() {
   const section = h('section', { id: 'charts', class: 'panel charts', hidden: true });
+  let known = null; // the last timeline a poll brought
+  let drawn = '';
   return {
     element: section,
     // `timeline`: { minute: items }, or undefined when this poll did not bring it
     draw(timeline, failures) {
-      if (timeline === undefined) return;
+      if (timeline !== undefined) known = timeline;
+      if (known === null) return;
+      const signature = JSON.stringify([known, failures]);
+      if (signature === drawn) return;
+      drawn = signature;
+      timeline = known;
       const codes = Object.entries(failures || {}).filter(([, n]) => n > 0)
         .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
       const minutes = Object.keys(timeline || {}).map(Number).filter(Number.isFinite);
@@ -57,7 +64,7 @@ function progressChart(timeline, minutes) {
   const width = Math.min((WIDTH - LEFT) / bars.length, MAX_BAR_WIDTH);
   const label = (minute) => new Date(minute * 60_000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
   return svg('svg', {
-    id: 'chart-progress', viewBox: `0 0 ${WIDTH} ${HEIGHT + 16}`, role: 'img',
+    id: 'chart-progress', viewBox: `0 0 ${WIDTH} ${HEIGHT + 16}`, role: 'img', preserveAspectRatio: 'xMinYMin meet',
     'aria-label': `Pages per minute, at most ${Math.round(top)}`,
   },
   bars.map((bar, n) => {
@@ -81,7 +88,7 @@ function failuresChart(codes) {
   const top = codes[0][1];
   const labelWidth = 170;
   return svg('svg', {
-    id: 'chart-failures', viewBox: `0 0 ${WIDTH} ${codes.length * (BAR_HEIGHT + 4)}`, role: 'img',
+    id: 'chart-failures', viewBox: `0 0 ${WIDTH} ${codes.length * (BAR_HEIGHT + 4)}`, role: 'img', preserveAspectRatio: 'xMinYMin meet',
     'aria-label': 'Failed items by error code',
   },
   codes.map(([code, n], row) => {
