@@ -223,6 +223,8 @@ def api_command(args: argparse.Namespace) -> int:
             webhook=webhook,
             rerun_of=args.rerun_of,
             idempotency_key=args.idempotency_key,
+            name=args.name,
+            tags=args.tag,
         )
         _out(json.dumps(batch, indent=2))
         if args.wait:
@@ -277,6 +279,8 @@ def _add_api_commands(commands: Any) -> None:
     submit.add_argument("--webhook-secret", help="whsec_...; generated (and shown) if omitted")
     submit.add_argument("--idempotency-key")
     submit.add_argument("--rerun-of", metavar="BATCH_ID", help="re-run a batch's inputs")
+    submit.add_argument("--name", help="a name to find the batch by (list, dashboard)")
+    submit.add_argument("--tag", action="append", help="a free tag; repeat for more")
     submit.add_argument("--wait", action="store_true", help="poll until the batch ends")
     for name, text in (("status", "a batch's progress"), ("cancel", "cancel a batch"),
                        ("retry", "re-run failed items"), ("export", "records as JSONL")):

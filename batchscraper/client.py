@@ -76,13 +76,15 @@ class BatchClient:
         webhook: dict[str, str] | None = None,
         rerun_of: str | None = None,
         idempotency_key: str | None = None,
+        name: str | None = None,
+        tags: list[str] | None = None,
     ) -> dict[str, Any]:
         """``POST /batches``; returns the 202 body (``batch_id``, ``status``, ``total``, ...)."""
         body = {
             key: value
             for key, value in (
                 ("urls", urls), ("schema", schema), ("prompt", prompt), ("options", options),
-                ("webhook", webhook), ("rerun_of", rerun_of),
+                ("webhook", webhook), ("rerun_of", rerun_of), ("name", name), ("tags", tags),
             )
             if value is not None
         }
@@ -97,10 +99,13 @@ class BatchClient:
         return self._json("GET", f"/batches/{_quote(batch_id)}{query}")
 
     def list(
-        self, *, page: int = 1, limit: int | None = None, status: str | None = None
+        self, *, page: int = 1, limit: int | None = None, status: str | None = None,
+        search: str | None = None,
     ) -> dict[str, Any]:
-        """``GET /batches``: the caller's batches, newest first, with ``pagination``."""
-        return self._json("GET", f"/batches{_query(page=page, limit=limit, status=status)}")
+        """``GET /batches``: the caller's batches, newest first, with ``pagination``;
+        ``search``: words each in the id, name, tags, domains or field names."""
+        query = _query(page=page, limit=limit, status=status, q=search)
+        return self._json("GET", f"/batches{query}")
 
     def cancel(self, batch_id: str) -> dict[str, Any]:
         """``DELETE /batches/{id}``."""

@@ -153,6 +153,7 @@ BATCH_API_PAGE_SIZE = 20  # default `limit` of batch and item pages
 BATCH_API_MAX_BATCHES_LIMIT = 50  # largest `limit` of GET /batches
 BATCH_API_MAX_ITEMS_LIMIT = 500  # largest `limit` of item pages
 BATCH_API_STREAM_CHUNK = 200  # items read per MongoDB round trip when streaming NDJSON
+BATCH_API_CHANGES_OVERLAP = 2.0  # seconds an answer's `as_of` (updated_after cursor) reaches back
 BATCH_API_IDEMPOTENCY_TTL = 86_400  # seconds an Idempotency-Key is remembered
 # On SIGTERM (or Ctrl-C) Scrapyd stops its crawls gracefully (their unfinished items go back
 # to pending) and waits this long for them before it kills them and exits.
@@ -241,6 +242,12 @@ DOWNLOADER_MIDDLEWARES.update(
     }
 )
 EXTENSIONS.update({"batchscraper.extensions.domains.DomainHealthWriter": 510})
+# In flight: a leased item becomes `running` when its request reaches the downloader (the
+# batch's `leased` counter holds the ones still queued in the worker); written every
+# BATCH_INFLIGHT_FLUSH_SECONDS. Off: items stay `leased` until they finish.
+BATCH_INFLIGHT_ENABLED = True
+BATCH_INFLIGHT_FLUSH_SECONDS = 0.5
+EXTENSIONS.update({"batchscraper.extensions.inflight.InFlightMarker": 520})
 # Circuit breaker: over a domain's last BATCH_BREAKER_WINDOW answers (once it has at least
 # BATCH_BREAKER_MIN_REQUESTS), an error share of BATCH_BREAKER_ERROR_RATE or more is a strike:
 # the domain's delay goes up (BATCH_BREAKER_DELAY, doubled per strike, at most _MAX_DELAY); at

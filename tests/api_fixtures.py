@@ -35,7 +35,8 @@ from referencing.jsonschema import DRAFT202012
 from batchscraper.client import BatchClient
 
 REPO = Path(__file__).resolve().parents[1]
-KEYS = {"alice": "key-alice-4f1d2a", "bob": "key-bob-9c3e7b", "carol": "key-carol-1a2b3c"}
+KEYS = {"alice": "key-alice-4f1d2a", "bob": "key-bob-9c3e7b", "carol": "key-carol-1a2b3c",
+        "dave": "key-dave-5e6f7a"}
 SCRAPYD_USER, SCRAPYD_PASSWORD = "admin", "scrapyd-test-secret"
 START_TIMEOUT = 60
 JOB_SETTINGS = {

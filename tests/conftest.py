@@ -89,7 +89,7 @@ def assert_counters_match_items(store: BatchStore, batch_id: str) -> dict[str, A
     """The batch's counters, and its failures per error code, equal a recount over its items."""
     batch = store.get_batch(batch_id)
     aggregate = store.aggregate_counters(batch_id)
-    for status in ("pending", "running", "completed", "failed", "cancelled", "total"):
+    for status in ("pending", "leased", "running", "completed", "failed", "cancelled", "total"):
         assert batch["counters"][status] == aggregate[status], (status, batch["counters"])
     failures = {code: n for code, n in (batch.get("failures") or {}).items() if n}
     assert failures == store.aggregate_failures(batch_id), failures

@@ -399,7 +399,8 @@ def assert_stopped_gracefully(
     assert sum(site.hits(path) for path in SLOW_PAGES) == fetched, "fetches after the stop"
     now = dt.datetime.now(dt.UTC)
     live = store.items.count_documents(
-        {"batch_id": batch_id, "status": "running", "lease.until": {"$gt": now}})
+        {"batch_id": batch_id, "status": {"$in": ["leased", "running"]},
+         "lease.until": {"$gt": now}})
     assert live == 0, "the crawl left live leases: it was not closed gracefully"
     batch = store.get_batch(batch_id)
     assert batch["status"] == "running" and batch["counters"]["pending"] > 0

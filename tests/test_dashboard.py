@@ -328,6 +328,11 @@ def test_batch_page_progress_moves_then_items_and_exports(
     expect(page.locator("[data-counter=completed]")).to_have_text("10")
     expect(page.locator("[data-counter=failed]")).to_have_text("1")
     expect(page.locator("#timing")).to_contain_text("pages / min")
+    # the charts follow: the failure at once, the finishes with the next timeline (10 s)
+    expect(page.locator("#chart-failures g")).to_have_attribute("data-code", "HTTP_ERROR")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#chart-progress rect')]"
+        ".reduce((sum, bar) => sum + Number(bar.dataset.count), 0) === 11", timeout=30_000)
     shot(page, "batch")
     page.screenshot(path=str(ARTIFACTS / "dashboard-batch-viewport.png"))
 
@@ -676,3 +681,140 @@ def test_xss_payloads_in_records_are_text_and_webhook_attempts(
     assert page.evaluate("() => window.__xss") is None
     assert page.locator("img[src=x], #item-dialog script").count() == 0
     assert page.evaluate("() => document.scripts.length") == 1  # the dashboard's own module
+
+
+RECORD_SCHEMA = {"type": "object", "properties": {
+    "name": {"type": "string"}, "price": {"type": "number"},
+    "offers": {"type": "object", "properties": {"currency": {"type": "string"}}},
+    "tags": {"type": "array", "items": {"type": "string"}},
+}}
+
+
+def finish_records(store: BatchStore, batch_id: str, indexes: range) -> None:
+    """Lease the items and write records: every 10th fails validation on its price."""
+    claimed = store.claim(batch_id, "test-worker", indexes, 600)
+    records = []
+    for doc in claimed:
+        n, bad = doc["index"], doc["index"] % 10 == 9
+        records.append({
+            "batch_id": batch_id, "index": n, "url": doc["url"],
+            "status": "failed" if bad else "completed",
+            "data": {"name": f"Product {n}", "price": "n/a" if bad else float(n % 37),
+                     "offers": {"currency": "EUR"}, "tags": ["new", "sale", "blue", "xl"]},
+            "evidence": {"name": "jsonld", "price": "microdata", "offers": "jsonld"},
+            "validation": {"valid": not bad, "errors": [
+                {"path": "price", "message": "'n/a' is not of type 'number'"}] if bad else []},
+            "error": {"code": "VALIDATION_FAILED", "message": "price", "retryable": False}
+            if bad else None,
+        })
+    assert all(store.finish_items(records))
+
+
+def test_records_tab_named_batches_and_charts(
+    ui: Watched, scrapyd: ScrapydServer, store: BatchStore
+) -> None:
+    word = uuid.uuid4().hex[:8]
+    urls = [f"https://{'a' if n % 3 else 'b'}.example/p/{n}" for n in range(120)]
+    batch_id = store.create_batch(
+        parse_batch(urls, RECORD_SCHEMA), owner="alice",
+        extra={"name": f"Spring prices {word}", "tags": ["shop-a", word]})["_id"]
+    store.mark_running(batch_id)
+    finish_records(store, batch_id, range(0, 100))
+
+    page = ui.page
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    open_ui(ui, scrapyd, "/")
+    page.fill("#batch-search", f"spring {word}")
+    rows = page.locator("#batches tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-batch-id", batch_id)
+    expect(rows.first.locator(".batch-name")).to_have_text(f"Spring prices {word}")
+    expect(rows.first.locator(".tag")).to_have_text(["shop-a", word])
+    expect(rows.first.locator("[data-cell=urls]")).to_have_text("120")
+    expect(rows.first.locator("[data-cell=domains]")).to_have_text("a.example (80), b.example (40)")
+    expect(rows.first.locator("[data-cell=fields]")).to_have_text(
+        "name, price, offers.currency, tags")
+    expect(page).to_have_url(re.compile(r"#/\?q=spring"))
+    shot(page, "list-search")
+
+    rows.first.locator("a").click()
+    expect(page.locator("#batch-name")).to_have_text(f"Spring prices {word}")
+    # the charts: pages per minute from the timeline, failures by code
+    bars = page.locator("#chart-progress rect")
+    expect(bars.first).to_be_attached()
+    assert sum(int(n) for n in bars.evaluate_all("bars => bars.map(b => b.dataset.count)")) == 100
+    expect(page.locator("#chart-failures g")).to_have_attribute("data-code", "VALIDATION_FAILED")
+    expect(page.locator("#chart-failures g")).to_have_attribute("data-count", "10")
+
+    page.click("#tab-button-records")
+    expect(page).to_have_url(re.compile(r"tab=records"))
+    table = page.locator("#records-table")
+    expect(table.locator("thead th")).to_have_text(
+        ["#", "Status", "name", "price", "offers.currency", "tags"])
+    expect(table.locator("tbody tr")).to_have_count(50)
+    expect(page.locator("#records-summary")).to_have_text("120 records")
+    first = table.locator("tbody tr[data-index='0'] td")
+    expect(first).to_have_text(
+        ["0", "completed", "Product 0", "0", "EUR", "[new, sale, blue … +1]"])
+    expect(first.nth(3)).to_have_attribute("title", "source: microdata")
+    expect(first.nth(4)).to_have_attribute("title", "source: jsonld")
+    failed = table.locator("tbody tr[data-index='9'] td[data-field=price]")
+    expect(failed).to_have_class(re.compile("field-failed"))
+    expect(failed).to_have_text("n/a")
+    shot(page, "records")
+
+    # sorted by the API: by price, descending on a second click; items without one come last
+    page.click("#records-table th[data-field=price] button")
+    page.click("#records-table th[data-field=price] button")
+    expect(table.locator("th[data-field=price]")).to_have_attribute("aria-sort", "descending")
+    api = scrapyd.call("GET", f"/batches/{batch_id}/items?sort=-data.price&limit=50"
+                              "&fields=index").json()
+    expect(table.locator("tbody tr").first).to_have_attribute(
+        "data-index", str(api["items"][0]["index"]))
+    indexes = table.locator("tbody tr").evaluate_all("rows => rows.map(r => +r.dataset.index)")
+    assert indexes == [item["index"] for item in api["items"]]
+
+    page.select_option("#records-status", "failed")
+    expect(table.locator("tbody tr")).to_have_count(10)
+    page.select_option("#records-field", "name")
+    page.fill("#records-match", "product 1")
+    expect(page.locator("#records-summary")).to_have_text("1 record")  # Product 19
+    expect(table.locator("tbody tr").first).to_have_attribute("data-index", "19")
+
+    # back to every record in input order, then the last of the API's pages
+    page.fill("#records-match", "")
+    page.select_option("#records-status", "")
+    page.click("#records-table th[data-field=price] button")
+    expect(table.locator("th[data-field=price]")).to_have_attribute("aria-sort", "none")
+    expect(page.locator("#records-summary")).to_have_text("120 records")  # the match is gone
+    expect(table.locator("tbody tr").first).to_have_attribute("data-index", "0")
+    for number in (2, 3):
+        page.click("#records .pager button:has-text('Next')")
+        expect(page.locator("#records .pager span")).to_have_text(f"Page {number} of 3")
+    expect(table.locator("tbody tr")).to_have_count(20)
+    expect(table.locator("tbody tr").first).to_have_attribute("data-index", "100")
+    expect(table.locator("tbody tr[data-index='100'] .badge")).to_have_text("pending")
+
+    # live: the items that finish come to the page through the light polls
+    finish_records(store, batch_id, range(100, 110))
+    expect(table.locator("tbody tr[data-index='100'] .badge")).to_have_text("completed")
+    expect(table.locator("tbody tr[data-index='109'] td[data-field=price]")).to_have_class(
+        re.compile("field-failed"))
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#chart-progress rect')]"
+        ".reduce((sum, bar) => sum + Number(bar.dataset.count), 0) === 110")
+    polls = [url for url in requests if f"/batches/{batch_id}?" in url]
+    assert polls[0].endswith("limit=1&fields=index"), polls[0]  # the inputs, once
+    assert all("limit=0" in url for url in polls[1:]), polls
+    item_reads = [url for url in requests if f"/batches/{batch_id}/items?" in url]
+    assert any("updated_after=" in url for url in item_reads), item_reads
+    assert not any("include=content" in url for url in item_reads)
+
+    table.locator("tbody tr[data-index='105']").click()
+    record = json.loads(page.locator("#item-record").inner_text())
+    assert record["name"] == "Product 105" and record["offers"] == {"currency": "EUR"}
+    page.click("#item-close")
+    assert [url for url in requests if "include=content" in url][-1].endswith(
+        "page=106&limit=1&include=content")
+    store.cancel_batch(batch_id)

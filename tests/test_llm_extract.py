@@ -49,7 +49,7 @@ def check_counters(store: BatchStore, batch_id: str) -> dict:
     """Status counters equal the aggregate; usage counters equal the items' sums."""
     batch = store.get_batch(batch_id)
     aggregate = store.aggregate_counters(batch_id)
-    for status in ("pending", "running", "completed", "failed", "cancelled", "total"):
+    for status in ("pending", "leased", "running", "completed", "failed", "cancelled", "total"):
         assert batch["counters"][status] == aggregate[status], (status, batch["counters"])
     items = list(store.iter_items(batch_id))
     assert batch["counters"]["llm_calls"] == sum(i.get("llm_calls") or 0 for i in items)

@@ -136,7 +136,8 @@ def test_node_dies_mid_batch_the_other_finishes(
 
     def b_holds_items() -> bool:
         held = store.items.count_documents(
-            {"batch_id": batch_id, "status": "running", "lease.worker": {"$regex": f":{pid}:"}}
+            {"batch_id": batch_id, "status": {"$in": ["leased", "running"]},
+             "lease.worker": {"$regex": f":{pid}:"}}
         )
         done = store.get_batch(batch_id)["counters"]["completed"]
         return held > 0 and done >= 4
@@ -146,7 +147,8 @@ def test_node_dies_mid_batch_the_other_finishes(
     os.killpg(node_b.process.pid, signal.SIGKILL)  # ...and so does its node
     node_b.process.wait(timeout=10)
     orphaned = store.items.count_documents(
-        {"batch_id": batch_id, "status": "running", "lease.worker": {"$regex": f":{pid}:"}}
+        {"batch_id": batch_id, "status": {"$in": ["leased", "running"]},
+             "lease.worker": {"$regex": f":{pid}:"}}
     )
     assert orphaned > 0
 

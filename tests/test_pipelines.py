@@ -240,7 +240,7 @@ def test_store_writes_the_record_and_moves_the_counters(make: Callable[..., Setu
     assert "body" not in doc and "lease" not in doc
     batch = assert_counters_match_items(setup.store, setup.run.batch_id)
     counters = batch["counters"]
-    assert (counters["completed"], counters["running"], counters["failed"]) == (1, 2, 0)
+    assert (counters["completed"], counters["leased"], counters["failed"]) == (1, 2, 0)
     assert 0 not in setup.run.inflight
     assert setup.stat("batch/items/completed") == 1
 

@@ -55,17 +55,22 @@ def test_claim_release_finish_cancel_move_items_and_counters_together(store: Bat
 
     claimed = store.claim(batch_id, "w1", range(0, 4), 60)
     assert [doc["index"] for doc in claimed] == [0, 1, 2, 3]
-    assert store.claim(batch_id, "w2", range(0, 4), 60) == []  # already running
-    assert counts(store, batch_id) == {"pending": 1, "running": 4}
+    assert store.claim(batch_id, "w2", range(0, 4), 60) == []  # already leased
+    assert counts(store, batch_id) == {"pending": 1, "leased": 4}
+    ids = [item_id(batch_id, i) for i in range(4)]
+    assert store.start(batch_id, "w2", ids[:2]) == 0  # not its lease
+    assert store.start(batch_id, "w1", ids[:2]) == 2  # their requests reached the downloader
+    assert store.start(batch_id, "w1", ids[:2]) == 0  # already running
+    assert counts(store, batch_id) == {"pending": 1, "leased": 2, "running": 2}
 
     assert store.release(batch_id, "w2", [item_id(batch_id, 3)]) == 0  # not its lease
     assert store.release(batch_id, "w1", [item_id(batch_id, 3)]) == 1
-    assert counts(store, batch_id) == {"pending": 2, "running": 3}
+    assert counts(store, batch_id) == {"pending": 2, "leased": 1, "running": 2}
 
     done = [record(batch_id, 0, "completed"), record(batch_id, 1, "failed", "HTTP_ERROR")]
     assert store.finish_items(done) == [True, True]
     assert store.finish_items(done) == [False, False]  # a replay counts nothing
-    assert counts(store, batch_id) == {"pending": 2, "running": 1, "completed": 1, "failed": 1}
+    assert counts(store, batch_id) == {"pending": 2, "leased": 1, "completed": 1, "failed": 1}
     assert store.get_batch(batch_id)["failures"] == {"HTTP_ERROR": 1}
 
     assert store.cancel_unfinished(batch_id, "stop") == 3
@@ -79,8 +84,40 @@ def test_a_record_with_a_status_no_move_allows_changes_nothing(store: BatchStore
     store.claim(batch_id, "w1", range(1), 60)
     with pytest.raises(TransitionError):
         store.finish_items([record(batch_id, 0, "pending")])
-    assert counts(store, batch_id) == {"running": 1}
-    assert store.items.find_one({"_id": item_id(batch_id, 0)})["status"] == "running"
+    assert counts(store, batch_id) == {"leased": 1}
+    assert store.items.find_one({"_id": item_id(batch_id, 0)})["status"] == "leased"
+
+
+def test_an_item_can_finish_leased_or_running_and_stamps_updated_at(store: BatchStore):
+    batch_id = new_batch(store, 3)
+    store.claim(batch_id, "w1", range(3), 60)
+    stamps = {doc["index"]: doc["updated_at"] for doc in store.iter_items(batch_id)}
+    store.start(batch_id, "w1", [item_id(batch_id, 1)])
+    # refused before the downloader (leased), and finished in flight (running)
+    done = [record(batch_id, 0, "failed", "FETCH_BLOCKED"), record(batch_id, 1, "completed")]
+    assert store.finish_items(done) == [True, True]
+    assert counts(store, batch_id) == {"leased": 1, "completed": 1, "failed": 1}
+    after = {doc["index"]: doc["updated_at"] for doc in store.iter_items(batch_id)}
+    assert after[0] > stamps[0] and after[1] > stamps[1] and after[2] == stamps[2]
+    # each finish counts in its minute of the timeline (what the dashboard's chart draws)
+    timeline = store.get_batch(batch_id)["timeline"]
+    assert sum(timeline.values()) == 2
+    minute = int(after[1].timestamp() // 60)
+    assert set(timeline) <= {str(minute - 1), str(minute), str(minute + 1)}
+
+
+def test_a_dead_workers_items_are_reclaimed_as_leased(store: BatchStore):
+    batch_id = new_batch(store, 3)
+    store.claim(batch_id, "dead", range(3), -1)  # leases that already expired
+    store.start(batch_id, "dead", [item_id(batch_id, 0)])
+    assert counts(store, batch_id) == {"leased": 2, "running": 1}
+    taken = store.reclaim_expired(batch_id, "w2", 10, 60)
+    assert sorted(doc["index"] for doc in taken) == [0, 1, 2]
+    assert {doc["lease"]["worker"] for doc in taken} == {"w2"}
+    assert counts(store, batch_id) == {"leased": 3}
+    assert store.reclaim_expired(batch_id, "w3", 10, 60) == []  # live leases now
+    assert store.release(batch_id, "w2", [item_id(batch_id, i) for i in range(3)]) == 3
+    assert counts(store, batch_id) == {"pending": 3}
 
 
 def test_retry_moves_failed_items_and_their_failure_counts_back(store: BatchStore):

@@ -19,6 +19,7 @@ before a request's body is read (:class:`~batchscraper.api.gate.GatedRequest`).
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import re
@@ -43,7 +44,7 @@ from batchscraper.api.jobs import CrawlShutdown, ScrapydJobs
 from batchscraper.api.nodes import RemoteJobs, parse_nodes
 from batchscraper.api.reconcile import BatchReconciler, ReconcileConfig, ReconcileService
 from batchscraper.api.service import BatchService
-from batchscraper.store import store_for
+from batchscraper.store import store_for, utcnow
 from batchscraper.webhooks import WebhookConfig, WebhookOutbox
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,15 @@ class BatchApi:
     def register(self, resource: Resource) -> None:
         """Note a ``[services]`` resource, so :func:`application` can mount it up front."""
         self.services[type(resource)] = resource
+
+    def changes_cursor(self) -> str:
+        """What a client passes as ``updated_after`` to get what changes after this read.
+
+        Earlier than now by ``BATCH_API_CHANGES_OVERLAP``: a write stamped a
+        little before the read (another node's clock, a transaction still
+        committing) is sent again rather than missed.
+        """
+        return (utcnow() - dt.timedelta(seconds=self.config.changes_overlap)).isoformat()
 
     def base(self, request: Any) -> str:
         """The path prefix a reverse proxy announces, for links and ``Location`` headers.

@@ -45,6 +45,7 @@ class ApiConfig:
     max_batches_limit: int
     max_items_limit: int
     stream_chunk: int
+    changes_overlap: float  # seconds an `as_of` cursor reaches back
     idempotency_ttl: int
     limits: Limits
     nodes: list[str]
@@ -65,6 +66,7 @@ class ApiConfig:
             max_batches_limit=settings.getint("BATCH_API_MAX_BATCHES_LIMIT"),
             max_items_limit=settings.getint("BATCH_API_MAX_ITEMS_LIMIT"),
             stream_chunk=settings.getint("BATCH_API_STREAM_CHUNK"),
+            changes_overlap=settings.getfloat("BATCH_API_CHANGES_OVERLAP"),
             idempotency_ttl=settings.getint("BATCH_API_IDEMPOTENCY_TTL"),
             limits=Limits.from_settings(settings),
             nodes=node_list(settings.get("BATCH_API_NODES")),

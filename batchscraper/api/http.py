@@ -125,6 +125,15 @@ def query_error_code(request: Any) -> str | None:
     return text
 
 
+def query_text(request: Any, name: str, max_length: int) -> str:
+    """A free-text query parameter (empty when absent); 400 past ``max_length`` characters."""
+    values = request.args.get(name.encode())
+    text = values[0].decode("utf-8", "replace") if values else ""
+    if len(text) > max_length or not text.isprintable():
+        raise BatchInputError(f"{name}: printable text of at most {max_length} characters")
+    return text
+
+
 def query_choice(request: Any, name: str, choices: tuple[str, ...]) -> str | None:
     """A query parameter that must be one of ``choices`` (None when absent); 400 otherwise."""
     values = request.args.get(name.encode())

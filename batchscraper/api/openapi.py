@@ -16,6 +16,8 @@ from batchscraper.store import FINAL_BATCH_STATUSES, ITEM_STATUSES
 VERSION = "1.0.0"
 BATCH_STATUSES = ["pending", "running", *FINAL_BATCH_STATUSES]
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+AS_OF = {"type": "string", "format": "date-time",
+         "description": "pass as updated_after to get the items that change after this read"}
 ERRORS = {
     400: "Malformed request: bad JSON, wrong shape, bad query parameter (INVALID_INPUT)",
     401: "No API key, or an unknown one (UNAUTHORIZED)",
@@ -112,12 +114,25 @@ def _schemas() -> dict[str, Any]:
                                 "description": "alias of webhook.url (a secret is generated)"},
                 "rerun_of": {"type": "string",
                              "description": "a batch id: its URLs, schema, prompt and options"},
+                "name": {"type": "string", "maxLength": 200,
+                         "description": "to find the batch by (list search, dashboard)"},
+                "tags": {"type": "array", "maxItems": 20,
+                         "items": {"type": "string", "maxLength": 50}},
             },
             additionalProperties=False,
         ),
         "BatchSummary": obj(
             {
                 "batch_id": {"type": "string", "pattern": "^b_[0-9a-f]{32}$"},
+                "name": {"type": ["string", "null"]},
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "overview": {"oneOf": [{"type": "null"}, obj(
+                    {"domains": {"type": "array", "items": obj(
+                        {"domain": {"type": "string"}, "urls": {"type": "integer"}})},
+                     "domain_count": {"type": "integer"},
+                     "fields": {"type": "array", "items": {"type": "string"}}},
+                    ["domains", "domain_count", "fields"],
+                    description="the busiest domains (URLs each), the schema's field paths")]},
                 "status": {"enum": BATCH_STATUSES},
                 "total": {"type": "integer"},
                 "counters": ref("Counters"),
@@ -136,12 +151,24 @@ def _schemas() -> dict[str, Any]:
             ["jobs"],
         ),
         "BatchDetail": extend(
-            "BatchSummary",
+            "BatchState",
             {
                 "schema": {"type": "object"},
                 "prompt": {"type": ["string", "null"]},
                 "options": {"type": "object"},
+                "items": {"type": "array", "items": ref("ItemRecord")},
+                "items_pagination": ref("Pagination"),
+                "as_of": AS_OF,
+            },
+            ["schema", "options", "items", "items_pagination", "as_of"],
+        ),
+        "BatchState": extend(
+            "BatchSummary",
+            {
                 "error": {"type": ["object", "null"]},
+                "timeline": {"type": "object", "additionalProperties": {"type": "integer"},
+                             "description": "with include=timeline: items finished per UTC "
+                                            "minute, keyed by minutes since 1970"},
                 "rerun_of": {"type": ["string", "null"]},
                 "failures": {"type": "object", "additionalProperties": {"type": "integer"},
                              "description": "failed items per error code"},
@@ -158,10 +185,8 @@ def _schemas() -> dict[str, Any]:
                     {"url": {"type": "string"}, "status": {"type": ["string", "null"]},
                      "deliveries": {"type": "array", "items": {"type": "object"}}},
                     ["url", "deliveries"])]},
-                "items": {"type": "array", "items": ref("ItemRecord")},
-                "items_pagination": ref("Pagination"),
             },
-            ["schema", "options", "jobs", "items", "items_pagination"],
+            ["failures", "domains", "jobs"],
         ),
         "ItemRecord": obj(
             {
@@ -169,6 +194,7 @@ def _schemas() -> dict[str, Any]:
                 "index": {"type": "integer", "minimum": 0},
                 "url": {"type": "string"},
                 "status": {"enum": list(ITEM_STATUSES)},
+                "updated_at": NULLABLE_TIME,
                 "data": {},
                 "error": {"oneOf": [{"type": "null"}, obj(
                     {"code": {"type": "string"}, "message": {"type": "string"},
@@ -180,8 +206,9 @@ def _schemas() -> dict[str, Any]:
         "ItemsPage": obj(
             {"batch_id": {"type": "string"},
              "items": {"type": "array", "items": ref("ItemRecord")},
-             "pagination": ref("Pagination")},
-            ["batch_id", "items", "pagination"],
+             "pagination": ref("Pagination"),
+             "as_of": AS_OF},
+            ["batch_id", "items", "pagination", "as_of"],
         ),
         "BatchList": obj(
             {"batches": {"type": "array", "items": ref("BatchSummary")},
@@ -230,10 +257,26 @@ def _param(name: str, schema: dict[str, Any], description: str, where: str = "qu
 def _paths() -> dict[str, Any]:
     page = _param("page", {"type": "integer", "minimum": 1, "default": 1}, "1-based page")
     limit = _param("limit", {"type": "integer", "minimum": 1}, "page size (BATCH_API_* bounds)")
+    limit_or_zero = _param("limit", {"type": "integer", "minimum": 0},
+                           "page size (BATCH_API_* bounds); 0: no items")
     batch_id = _param("batch_id", {"type": "string"}, "the batch id", "path")
     item_status = _param("status", {"enum": list(ITEM_STATUSES)}, "only items with this status")
     error_code = _param("error_code", {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,63}$"},
                         "only items that ended with this error code, e.g. HTTP_ERROR")
+    item_reads = [
+        _param("updated_after", {"type": "string", "format": "date-time"},
+               "only items whose status changed after this time (an answer's as_of)"),
+        _param("include", {"type": "string"},
+               "content: add kept page content to items (left out of pages by default); "
+               "timeline: add the batch's items finished per minute; comma-separated"),
+        _param("fields", {"type": "string"},
+               "comma-separated item fields to return, e.g. index,status,data"),
+        _param("sort", {"type": "string"},
+               "index (default) or data.<field> (a schema field, nested as a.b); a leading - "
+               "sorts descending; items without the field come last"),
+        _param("match", {"type": "string"},
+               "data.<field>:<text>: only items whose field contains the text (any case)"),
+    ]
     ndjson = {"application/x-ndjson": {"schema": ref("ItemRecord")}}
     return {
         "/batches": {
@@ -251,16 +294,21 @@ def _paths() -> dict[str, Any]:
                 {200: _json("BatchList", "One page of batches")},
                 [400, 401],
                 parameters=[page, limit, _param("status", {"enum": BATCH_STATUSES},
-                                                "only batches with this status")],
+                                                "only batches with this status"),
+                            _param("q", {"type": "string", "maxLength": 200},
+                                   "words that must each appear in the batch's id, name, "
+                                   "tags, domains or field names (any case)")],
             ),
         },
         "/batches/{batch_id}": {
             "parameters": [batch_id],
             "get": _operation(
-                "Status, counters, progress and one page of items (input order)",
-                {200: _json("BatchDetail", "The batch")},
+                "Status, counters, progress, inputs and one page of items (input order); "
+                "limit=0: the batch's state only (BatchState: no items, no inputs), for polls",
+                {200: {"description": "The batch", "content": {"application/json": {
+                    "schema": {"oneOf": [ref("BatchDetail"), ref("BatchState")]}}}}},
                 [400, 401, 403, 404],
-                parameters=[page, limit, item_status, error_code],
+                parameters=[page, limit_or_zero, item_status, error_code, *item_reads],
             ),
             "delete": _operation(
                 "Cancel: unqueue or stop its jobs, cancel unfinished items",
@@ -276,8 +324,9 @@ def _paths() -> dict[str, Any]:
                 {200: {"description": "A page of records, or one record per line",
                        "content": {"application/json": {"schema": ref("ItemsPage")}, **ndjson}}},
                 [400, 401, 403, 404],
-                parameters=[page, limit, item_status, error_code,
-                            _param("format", {"enum": ["json", "ndjson"]}, "ndjson: stream")],
+                parameters=[page, limit, item_status, error_code, *item_reads,
+                            _param("format", {"enum": ["json", "ndjson"]},
+                                   "ndjson: stream (with content unless fields is given)")],
             ),
         },
         "/batches/{batch_id}/retry": {

@@ -11,7 +11,7 @@ running (on this node, or on the nodes of ``BATCH_API_NODES`` as last
 polled) and none of its items holds a live lease. Once a batch has looked
 abandoned for ``BATCH_RECONCILE_GRACE`` seconds:
 
-- if no item is pending or running (the worker died after its last record),
+- if no item is pending, leased or running (the worker died after its last record),
   the batch is given its final status (and its webhook event);
 - otherwise a resume job is scheduled (recorded in the batch's ``jobs`` with
   kind ``reconcile``), at most ``BATCH_RECONCILE_MAX_RESUMES`` times;
@@ -33,7 +33,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import defer, task, threads
 
-from batchscraper.store import BatchStore, utcnow
+from batchscraper.store import BatchStore, final_status, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +77,13 @@ class BatchReconciler:
         return [batch for batch in batches if not self._leased(batch["_id"], now)]
 
     def _leased(self, batch_id: str, now: dt.datetime) -> bool:
-        live = {"batch_id": batch_id, "status": "running", "lease.until": {"$gt": now}}
-        return self.store.items.find_one(live, {"_id": 1}) is not None
+        return any(
+            self.store.items.find_one(
+                {"batch_id": batch_id, "status": status, "lease.until": {"$gt": now}}, {"_id": 1}
+            )
+            is not None
+            for status in ("leased", "running")
+        )
 
     def give_up(self, batch_id: str, resumes: int) -> str | None:
         """Fail every unfinished item with ``WORKER_LOST``; finalize the batch."""
@@ -145,7 +150,7 @@ class ReconcileService(Service):
         batch_id = batch["_id"]
         counters = batch["counters"]
         resumes = resumes_of(batch)
-        if not counters.get("pending") and not counters.get("running"):
+        if final_status(counters) is not None:  # no item pending, leased or running
             status = await threads.deferToThread(self.reconciler.store.finalize_batch, batch_id)
             logger.info("Reconciler: batch %s had no unfinished item; now %s", batch_id, status)
         elif resumes < self.config.max_resumes:

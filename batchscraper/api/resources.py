@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.threads import deferToThread
@@ -15,27 +16,31 @@ from batchscraper.api.http import (
     Backpressure,
     JsonResponse,
     query_choice,
-    query_error_code,
     query_int,
+    query_text,
 )
+from batchscraper.api.itemquery import ItemQuery, read_item_query
 from batchscraper.api.jobs import new_job_ids
 from batchscraper.api.openapi import openapi_document
 from batchscraper.api.service import check_idempotency_key
 from batchscraper.api.submit import check_body_headers, read_json_body, read_submission
 from batchscraper.api.views import (
     batch_detail,
+    batch_state,
     batch_summary,
     item_record,
     json_default,
     pagination,
 )
 from batchscraper.exceptions import BatchInputError, JobNotScheduledError
-from batchscraper.store import FINAL_BATCH_STATUSES, ITEM_STATUSES
+from batchscraper.inputs.labels import data_field_paths
+from batchscraper.store import FINAL_BATCH_STATUSES
 
 logger = logging.getLogger(__name__)
 
 BATCH_STATUSES = ("pending", "running", *FINAL_BATCH_STATUSES)
 NDJSON = "application/x-ndjson"
+MAX_SEARCH = 200
 
 
 class Batches(ApiResource):
@@ -79,8 +84,9 @@ class Batches(ApiResource):
         page = query_int(request, "page", 1, 1, 10**9)
         limit = query_int(request, "limit", config.page_size, 1, config.max_batches_limit)
         status = query_choice(request, "status", BATCH_STATUSES)
+        search = query_text(request, "q", MAX_SEARCH)
         batches, total = await deferToThread(
-            self.api.service.list_batches, caller, page, limit, status
+            self.api.service.list_batches, caller, page, limit, status, search
         )
         base = self.base(request)
         return JsonResponse(
@@ -113,20 +119,28 @@ class BatchResource(BatchPart):
         caller = self.caller(request)
         config = self.api.config
         page = query_int(request, "page", 1, 1, 10**9)
-        limit = query_int(request, "limit", config.page_size, 1, config.max_items_limit)
-        status = query_choice(request, "status", ITEM_STATUSES)
-        error_code = query_error_code(request)
+        # limit=0: the batch's state only (what a poll needs), no items and no inputs
+        limit = query_int(request, "limit", config.page_size, 0, config.max_items_limit)
 
-        def read() -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+        def read() -> tuple[dict[str, Any], ItemQuery, list[dict[str, Any]], int, str]:
+            as_of = self.api.changes_cursor()
             batch = self.api.service.get(caller, self.batch_id)
-            items, total = self.api.service.items_page(batch, page, limit, status, error_code)
-            return batch, items, total
+            query = read_item_query(request, data_field_paths(batch.get("schema")))
+            if limit == 0:
+                return batch, query, [], 0, as_of
+            items, total = self.api.service.items_page(batch, page, limit, query)
+            return batch, query, items, total, as_of
 
-        batch, items, total = await deferToThread(read)
+        batch, query, items, total, as_of = await deferToThread(read)
         job_ids = [job["id"] for job in batch.get("jobs", [])]
-        answer = batch_detail(batch, self.api.jobs.active(job_ids), self.base(request))
+        active = self.api.jobs.active(job_ids)
+        base = self.base(request)
+        if limit == 0:
+            return JsonResponse(batch_state(batch, active, base, query.include_timeline))
+        answer = batch_detail(batch, active, base, query.include_timeline)
         answer["items"] = [item_record(doc) for doc in items]
         answer["items_pagination"] = pagination(page, limit, total)
+        answer["as_of"] = as_of
         return JsonResponse(answer)
 
     async def handle_DELETE(self, request: Any) -> JsonResponse:
@@ -149,31 +163,34 @@ class Items(BatchPart):
     async def handle_GET(self, request: Any) -> JsonResponse | None:
         caller = self.caller(request)
         config = self.api.config
-        status = query_choice(request, "status", ITEM_STATUSES)
-        error_code = query_error_code(request)
+        as_of = self.api.changes_cursor()
         batch = await deferToThread(self.api.service.get, caller, self.batch_id)
         accept = (request.getHeader(b"accept") or b"").decode("latin-1")
-        if NDJSON in accept or query_choice(request, "format", ("json", "ndjson")) == "ndjson":
-            await self._stream(request, batch, status, error_code)
-            return None
+        stream = NDJSON in accept or query_choice(request, "format", ("json", "ndjson")) == "ndjson"
         page = query_int(request, "page", 1, 1, 10**9)
         limit = query_int(request, "limit", config.page_size, 1, config.max_items_limit)
+        query = read_item_query(request, data_field_paths(batch.get("schema")))
+        if stream:
+            # the stream is the export: every field unless `fields` picks some
+            if query.fields is None and not query.include_content:
+                query = replace(query, include_content=True)
+            await self._stream(request, batch, query)
+            return None
         items, total = await deferToThread(
-            self.api.service.items_page, batch, page, limit, status, error_code
+            self.api.service.items_page, batch, page, limit, query
         )
         return JsonResponse(
             {
                 "batch_id": batch["_id"],
                 "items": [item_record(doc) for doc in items],
                 "pagination": pagination(page, limit, total),
+                "as_of": as_of,
             }
         )
 
-    async def _stream(
-        self, request: Any, batch: dict[str, Any], status: str | None, error_code: str | None
-    ) -> None:
+    async def _stream(self, request: Any, batch: dict[str, Any], query: ItemQuery) -> None:
         """One JSON record per line, read chunk by chunk, paced by the client."""
-        chunks = self.api.service.iter_items(batch, status, error_code)
+        chunks = self.api.service.iter_items(batch, query)
 
         def next_lines() -> bytes | None:
             docs = next(chunks, None)

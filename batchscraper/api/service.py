@@ -16,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from batchscraper.api.auth import Caller
 from batchscraper.api.config import ApiConfig
+from batchscraper.api.itemquery import ItemQuery, matches, sorted_by_field
 from batchscraper.api.jobs import new_job_ids
 from batchscraper.api.submit import Submission
 from batchscraper.exceptions import (
@@ -31,6 +32,7 @@ from batchscraper.webhooks import check_webhook_target
 BATCH_ID = re.compile(r"b_[0-9a-f]{32}")
 MAX_IDEMPOTENCY_KEY = 255
 LIST_FIELDS = {"schema": 0, "prompt": 0, "options": 0, "webhook": 0, "jobs": 0}
+SEARCH_FIELDS = {"name": 1, "tags": 1, "overview": 1, "created_at": 1}
 
 
 class BatchService:
@@ -81,7 +83,9 @@ class BatchService:
                 assert replayed is not None
                 return replayed, True
         jobs = job_records(new_job_ids(spec.options.parallel_jobs), "submit")
-        extra: dict[str, Any] = {"jobs": jobs, "idempotency_key": key, "source": "api"}
+        extra: dict[str, Any] = {
+            "jobs": jobs, "idempotency_key": key, "source": "api", **submission.labels.stored()
+        }
         if submission.webhook is not None:
             extra["webhook"] = submission.webhook.stored()
         if submission.rerun_of is not None:
@@ -145,12 +149,18 @@ class BatchService:
         return batch
 
     def list_batches(
-        self, caller: Caller, page: int, limit: int, status: str | None
+        self, caller: Caller, page: int, limit: int, status: str | None, search: str = ""
     ) -> tuple[list[dict[str, Any]], int]:
-        """One page of the caller's batches, newest first, and how many there are."""
+        """One page of the caller's batches, newest first, and how many there are.
+
+        ``search``: words that must each appear (any case) in the batch's id, name,
+        tags, domains or field names.
+        """
         query: dict[str, Any] = {} if caller.owner is None else {"owner": caller.owner}
         if status is not None:
             query["status"] = status
+        if search.strip():
+            return self._search(query, search, page, limit)
         total = self.store.batches.count_documents(query)
         cursor = (
             self.store.batches.find(query, LIST_FIELDS)
@@ -160,53 +170,75 @@ class BatchService:
         )
         return list(cursor), total
 
-    def items_page(
-        self,
-        batch: dict[str, Any],
-        page: int,
-        limit: int,
-        status: str | None,
-        error_code: str | None = None,
+    def _search(
+        self, query: dict[str, Any], search: str, page: int, limit: int
     ) -> tuple[list[dict[str, Any]], int]:
-        """One page of the batch's items in input order, and how many match."""
-        indexes = self._indexes(batch, status, error_code)
-        first = (page - 1) * limit
-        page_items = self.store.items_by_index(batch["_id"], indexes[first : first + limit], status)
-        return page_items, len(indexes)
+        # the labels are checked here, on the few fields they are in: a regex over several
+        # fields is a collection scan on the embedded server anyway
+        words = search.casefold().split()
+        found = [
+            doc["_id"]
+            for doc in self.store.batches.find(query, SEARCH_FIELDS).sort(
+                [("created_at", DESCENDING), ("_id", DESCENDING)]
+            )
+            if all(word in searchable_text(doc) for word in words)
+        ]
+        wanted = found[(page - 1) * limit : page * limit]
+        docs = {doc["_id"]: doc for doc in self.store.batches.find({"_id": {"$in": wanted}},
+                                                                   LIST_FIELDS)}
+        return [docs[batch_id] for batch_id in wanted if batch_id in docs], len(found)
 
-    def iter_items(
-        self, batch: dict[str, Any], status: str | None, error_code: str | None = None
-    ) -> Iterator[list[dict]]:
-        """Every (matching) item of the batch in input order, in chunks (for the NDJSON stream)."""
+    def items_page(
+        self, batch: dict[str, Any], page: int, limit: int, query: ItemQuery
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of the batch's items that match ``query``, in its order, and how many match."""
+        indexes = self._indexes(batch, query)
+        first = (page - 1) * limit
+        return self._read(batch, indexes[first : first + limit], query), len(indexes)
+
+    def iter_items(self, batch: dict[str, Any], query: ItemQuery) -> Iterator[list[dict]]:
+        """Every matching item of the batch in the query's order, in chunks (for NDJSON)."""
         chunk = self.config.stream_chunk
-        indexes = self._indexes(batch, status, error_code)
+        indexes = self._indexes(batch, query)
         for first in range(0, len(indexes), chunk):
-            docs = self.store.items_by_index(batch["_id"], indexes[first : first + chunk], status)
+            docs = self._read(batch, indexes[first : first + chunk], query)
             if docs:
                 yield docs
 
-    def _indexes(
-        self, batch: dict[str, Any], status: str | None, error_code: str | None
-    ) -> Sequence[int]:
-        """The input positions of the items that match, in order (unfiltered: all of them)."""
-        if status is None and error_code is None:
-            return range(batch["counters"]["total"])
-        return self._matching_indexes(batch["_id"], status, error_code)
-
-    def _matching_indexes(
-        self, batch_id: str, status: str | None, error_code: str | None
-    ) -> list[int]:
-        # the code is checked here: a query on a field beyond the (batch_id, status) index
-        # makes the embedded server scan the whole collection
-        query: dict[str, Any] = {"batch_id": batch_id}
-        if status is not None:
-            query["status"] = status
-        docs = self.store.items.find(query, {"index": 1, "error.code": 1})
-        return sorted(
-            doc["index"]
-            for doc in docs
-            if error_code is None or (doc.get("error") or {}).get("code") == error_code
+    def _read(
+        self, batch: dict[str, Any], indexes: Sequence[int], query: ItemQuery
+    ) -> list[dict[str, Any]]:
+        docs = self.store.items_by_index(
+            batch["_id"], indexes, query.status, query.projection()
         )
+        if query.sort is None and not query.descending:
+            return docs  # already in input order
+        position = {index: n for n, index in enumerate(indexes)}
+        return sorted(docs, key=lambda doc: position[doc["index"]])
+
+    def _indexes(self, batch: dict[str, Any], query: ItemQuery) -> Sequence[int]:
+        """The input positions of the items that match, in the query's order."""
+        total = batch["counters"]["total"]
+        if query.by_index:
+            return range(total - 1, -1, -1) if query.descending else range(total)
+        return self._matching_indexes(batch["_id"], query)
+
+    def _matching_indexes(self, batch_id: str, query: ItemQuery) -> list[int]:
+        # one indexed condition per read (batch_id with status or with an updated_at range):
+        # the embedded server scans the whole collection for a query beyond its index, so
+        # the other conditions are checked here
+        find: dict[str, Any] = {"batch_id": batch_id}
+        if query.updated_after is not None:
+            find["updated_at"] = {"$gt": query.updated_after}
+        elif query.status is not None:
+            find["status"] = query.status
+        projection = {"index": 1, "status": 1, "error.code": 1}
+        for path in {query.sort, query.match_field} - {None}:
+            projection[f"data.{path}"] = 1
+        docs = [doc for doc in self.store.items.find(find, projection) if matches(doc, query)]
+        if query.sort is None:
+            return sorted((doc["index"] for doc in docs), reverse=query.descending)
+        return sorted_by_field(docs, query.sort, query.descending)
 
     # -- changes ---------------------------------------------------------------
 
@@ -220,6 +252,15 @@ class BatchService:
         self.get(caller, batch_id)
         moved = self.store.retry_failed(batch_id, only_retryable=only_retryable)
         return self.store.get_batch(batch_id), moved
+
+
+def searchable_text(batch: dict[str, Any]) -> str:
+    """What a batch-list search looks in, in lower case."""
+    overview = batch.get("overview") or {}
+    parts = [batch["_id"], batch.get("name") or "", *(batch.get("tags") or []),
+             *(entry["domain"] for entry in overview.get("domains") or []),
+             *(overview.get("fields") or [])]
+    return " ".join(str(part) for part in parts).casefold()
 
 
 def check_idempotency_key(value: bytes | None) -> str | None:

@@ -22,12 +22,15 @@ from batchscraper.exceptions import (
     UnsupportedMediaTypeError,
 )
 from batchscraper.inputs import check_url
+from batchscraper.inputs.labels import Labels, parse_labels
 from batchscraper.webhooks import new_secret, secret_key
 
 SCHEMA_NAMES = ("schema", "fields", "extraction_schema")
 PROMPT_NAMES = ("prompt", "extraction_prompt")
 WEBHOOK_NAMES = ("webhook", "webhook_url")
-BODY_KEYS = {*SCHEMA_NAMES, *PROMPT_NAMES, *WEBHOOK_NAMES, "urls", "options", "rerun_of"}
+BODY_KEYS = {
+    *SCHEMA_NAMES, *PROMPT_NAMES, *WEBHOOK_NAMES, "urls", "options", "rerun_of", "name", "tags"
+}
 WEBHOOK_KEYS = {"url", "secret"}
 
 
@@ -53,6 +56,7 @@ class Submission:
     options: Any
     webhook: Webhook | None
     rerun_of: str | None
+    labels: Labels
     fingerprint: str  # same body, same fingerprint: what Idempotency-Key compares
 
 
@@ -135,6 +139,7 @@ def read_submission(body: Any) -> Submission:
         options=body.get("options"),
         webhook=_webhook(_one_of(body, WEBHOOK_NAMES)),
         rerun_of=rerun_of,
+        labels=parse_labels(body.get("name"), body.get("tags")),
         fingerprint=hashlib.sha256(
             json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest(),

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from batchscraper.storable import readable_record
+from batchscraper.store import ITEM_STATUSES
 from batchscraper.webhooks import batch_links
 
 DONE_STATUSES = ("completed", "failed", "cancelled")
@@ -34,11 +35,15 @@ def pagination(page: int, limit: int, total: int) -> dict[str, int]:
 
 def batch_summary(batch: dict[str, Any], base: str = "") -> dict[str, Any]:
     """A batch in lists and in the 202 answer: status, counters, progress, times, links."""
-    counters = batch["counters"]
+    # a batch stored before an item status existed has no counter for it
+    counters = {**dict.fromkeys(ITEM_STATUSES, 0), **batch["counters"]}
     return {
         "batch_id": batch["_id"],
+        "name": batch.get("name"),
+        "tags": batch.get("tags") or [],
         "status": batch["status"],
         "total": counters["total"],
+        "overview": batch.get("overview"),
         "counters": counters,
         "progress": progress(counters),
         "created_at": batch["created_at"],
@@ -48,14 +53,29 @@ def batch_summary(batch: dict[str, Any], base: str = "") -> dict[str, Any]:
     }
 
 
-def batch_detail(batch: dict[str, Any], active_jobs: list[str], base: str = "") -> dict[str, Any]:
-    """A batch with its inputs, jobs, error and webhook deliveries (never the secret)."""
-    webhook = batch.get("webhook")
+def batch_detail(
+    batch: dict[str, Any], active_jobs: list[str], base: str = "", timeline: bool = False
+) -> dict[str, Any]:
+    """A batch's state with its inputs (schema, prompt, options)."""
     return {
-        **batch_summary(batch, base),
+        **batch_state(batch, active_jobs, base, timeline),
         "schema": batch.get("schema"),
         "prompt": batch.get("prompt"),
         "options": batch.get("options"),
+    }
+
+
+def batch_state(
+    batch: dict[str, Any], active_jobs: list[str], base: str = "", timeline: bool = False
+) -> dict[str, Any]:
+    """What changes while a batch runs: counters, failures, domains, jobs, error and webhook
+    deliveries (never the secret). What a poll reads (``limit=0``). ``timeline``: add the
+    items finished per minute (``{"<minutes since 1970>": n}``)."""
+    webhook = batch.get("webhook")
+    extra = {"timeline": batch.get("timeline") or {}} if timeline else {}
+    return {
+        **extra,
+        **batch_summary(batch, base),
         "error": batch.get("error"),
         "rerun_of": batch.get("rerun_of"),
         # (> 0: a batch finished before failures were counted goes negative when retried)

@@ -71,7 +71,7 @@ class ProgressLog:
             c["completed"],
             c["failed"],
             c["cancelled"],
-            c["pending"] + c["running"],
+            c["pending"] + c.get("leased", 0) + c["running"],
             c["records_extracted"],
             time.monotonic() - self.started,
         )

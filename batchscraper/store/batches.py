@@ -10,6 +10,7 @@ from pymongo.client_session import ClientSession
 
 from batchscraper.exceptions import BatchStateError
 from batchscraper.inputs import BatchSpec
+from batchscraper.inputs.labels import batch_overview
 from batchscraper.store.base import (
     COUNTER_KEYS,
     FINAL_BATCH_STATUSES,
@@ -54,6 +55,7 @@ class BatchLifecycle(ItemTransitions):
             "counters": {key: 0 for key in COUNTER_KEYS} | {"total": total, "pending": total},
             "failures": {},  # failed items per error code
             "error": None,
+            "overview": batch_overview(spec),
             **(extra or {}),
         }
         first_of, copies = duplicate_groups(spec)  # once per batch, not per chunk

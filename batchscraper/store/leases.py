@@ -8,12 +8,13 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from batchscraper.store.base import StoreBase, utcnow
+from batchscraper.store.base import utcnow
+from batchscraper.store.transitions import HELD, ItemTransitions
 
 logger = logging.getLogger(__name__)
 
 
-class ItemLeases(StoreBase):
+class ItemLeases(ItemTransitions):
     """Renewing and reclaiming leases, and how long a worker should wait for work.
 
     Claiming and releasing items change their status: :mod:`~batchscraper.store.transitions`.
@@ -22,26 +23,21 @@ class ItemLeases(StoreBase):
     def reclaim_expired(
         self, batch_id: str, worker: str, limit: int, lease_seconds: float
     ) -> list[dict[str, Any]]:
-        """Take over running items whose lease expired (their worker died)."""
+        """Take over leased or running items whose lease expired (their worker died)."""
         now = utcnow()
         stale = [
             doc
-            for doc in self._running_leases(batch_id)
+            for doc in self._held_leases(batch_id)
             if doc.get("lease") and doc["lease"]["until"] < now
         ][:limit]
         taken = []
         for doc in stale:
-            token = uuid.uuid4().hex
             lease = {
                 "worker": worker,
-                "token": token,
+                "token": uuid.uuid4().hex,
                 "until": now + dt.timedelta(seconds=lease_seconds),
             }
-            moved = self.items.update_one(
-                {"_id": doc["_id"], "status": "running", "lease.token": doc["lease"]["token"]},
-                {"$set": {"lease": lease, "started_at": now}, "$inc": {"attempts": 1}},
-            )
-            found = self.items.find_one({"_id": doc["_id"]}) if moved.modified_count else None
+            found = self.reclaim(batch_id, doc, lease)
             if found is not None:
                 taken.append(found)
         if taken:
@@ -58,8 +54,8 @@ class ItemLeases(StoreBase):
     def lease_wait(self, batch_id: str, worker: str) -> float | None:
         """How long a worker that found nothing to claim should wait before looking again.
 
-        0 when pending items can be claimed; while other workers hold running
-        items, the seconds until the first of their leases expires (a dead
+        0 when pending items can be claimed; while other workers hold leased or
+        running items, the seconds until the first of their leases expires (a dead
         worker's items are then reclaimed); None when the batch has no work left.
         """
         if self.has_claimable(batch_id):
@@ -67,21 +63,25 @@ class ItemLeases(StoreBase):
         now = utcnow()
         expiries = [
             doc["lease"]["until"]
-            for doc in self._running_leases(batch_id)
+            for doc in self._held_leases(batch_id)
             if doc.get("lease") and doc["lease"]["worker"] != worker
         ]
         if not expiries:
             return None
         return max((min(expiries) - now).total_seconds(), 0.0)
 
-    def _running_leases(self, batch_id: str) -> Iterator[dict[str, Any]]:
-        """The running items of a batch with their leases (through the status index)."""
-        return self.items.find({"batch_id": batch_id, "status": "running"}, {"lease": 1})
+    def _held_leases(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        """The leased and running items of a batch with their leases (through the status
+        index: one query per status)."""
+        for status in HELD:
+            query = {"batch_id": batch_id, "status": status.value}
+            yield from self.items.find(query, {"lease": 1, "status": 1})
 
     def renew_leases(self, worker: str, ids: list[str], lease_seconds: float) -> None:
         if ids:
             until = utcnow() + dt.timedelta(seconds=lease_seconds)
             self.items.update_many(
-                {"_id": {"$in": ids}, "status": "running", "lease.worker": worker},
+                {"_id": {"$in": ids}, "status": {"$in": [s.value for s in HELD]},
+                 "lease.worker": worker},
                 {"$set": {"lease.until": until}},
             )

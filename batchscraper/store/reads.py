@@ -28,13 +28,17 @@ class ItemReads(StoreBase):
         return self.items_by_index(batch_id, range(start, stop), status)
 
     def items_by_index(
-        self, batch_id: str, indexes: Iterable[int], status: str | None = None
+        self,
+        batch_id: str,
+        indexes: Iterable[int],
+        status: str | None = None,
+        projection: dict[str, int] | None = None,
     ) -> list[dict[str, Any]]:
         """The items at these input positions (with ``status``, if given), in input order."""
         query: dict[str, Any] = {"_id": {"$in": [item_id(batch_id, i) for i in indexes]}}
         if status is not None:
             query["status"] = status
-        return sorted(self.items.find(query), key=lambda doc: doc["index"])
+        return sorted(self.items.find(query, projection), key=lambda doc: doc["index"])
 
     def aggregate_counters(self, batch_id: str) -> dict[str, int]:
         """Recompute the status counters from the items (slow: for checks and repair)."""

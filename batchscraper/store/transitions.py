@@ -2,13 +2,17 @@
 
 The statuses (:class:`ItemStatus`), the table of allowed moves
 (:data:`TRANSITIONS`: which operation makes each), and the store operations
-that make them — claim, release, finish (completed or failed, with copies to
-duplicate URLs), cancel, retry, give up (``WORKER_LOST``). Each one moves the
+that make them — claim (pending -> leased: a worker holds it), start (leased ->
+running: its request reached the downloader), reclaim (a dead worker's item
+leased again), release, finish (completed or failed, with copies to duplicate
+URLs), cancel, retry, give up (``WORKER_LOST``). Each one moves the
 item's status and the batch's ``counters`` (and ``failures.<CODE>``) in one
 transaction, with the old status as the item write's precondition: a replayed
 or duplicated write matches nothing and counts nothing, so ``counters`` always
-equals an aggregate over the items. Nothing outside this module writes an
-item's ``status`` or a batch's ``counters``.
+equals an aggregate over the items. Every move also stamps the item's
+``updated_at`` (what the API's ``updated_after`` cursor reads), and every
+finish counts in the batch's ``timeline`` (items finished per minute). Nothing outside
+this module writes an item's ``status`` or a batch's ``counters``.
 
 A record that cannot be stored as it is becomes :func:`failed_record` (the
 writer's ``STORE_FAILED``, an oversized record's ``CONTENT_TOO_LARGE``).
@@ -38,23 +42,32 @@ from batchscraper.store.base import StoreBase, item_id, utcnow
 
 class ItemStatus(StrEnum):
     PENDING = "pending"
-    RUNNING = "running"
+    LEASED = "leased"  # claimed by a worker, its request waiting in the worker's queue
+    RUNNING = "running"  # in flight: its request reached the downloader
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
 
 ITEM_STATUSES = tuple(ItemStatus)
-UNFINISHED = (ItemStatus.PENDING, ItemStatus.RUNNING)
+UNFINISHED = (ItemStatus.PENDING, ItemStatus.LEASED, ItemStatus.RUNNING)
+HELD = (ItemStatus.LEASED, ItemStatus.RUNNING)  # statuses of an item a worker holds a lease on
 # (old, new) -> the operation that makes the move; no other move exists
 TRANSITIONS: dict[tuple[ItemStatus, ItemStatus], str] = {
-    (ItemStatus.PENDING, ItemStatus.RUNNING): "claim",
+    (ItemStatus.PENDING, ItemStatus.LEASED): "claim",
+    (ItemStatus.LEASED, ItemStatus.RUNNING): "start",
+    (ItemStatus.RUNNING, ItemStatus.LEASED): "reclaim",
+    (ItemStatus.LEASED, ItemStatus.PENDING): "release",
     (ItemStatus.RUNNING, ItemStatus.PENDING): "release",
+    # finished before its start was written, or refused before the downloader
+    (ItemStatus.LEASED, ItemStatus.COMPLETED): "finish",
+    (ItemStatus.LEASED, ItemStatus.FAILED): "finish, give_up",
     (ItemStatus.RUNNING, ItemStatus.COMPLETED): "finish",
     (ItemStatus.RUNNING, ItemStatus.FAILED): "finish, give_up",
     (ItemStatus.PENDING, ItemStatus.COMPLETED): "finish (a duplicate URL's copy)",
     (ItemStatus.PENDING, ItemStatus.FAILED): "finish (a duplicate URL's copy), give_up",
     (ItemStatus.PENDING, ItemStatus.CANCELLED): "cancel_unfinished",
+    (ItemStatus.LEASED, ItemStatus.CANCELLED): "cancel_unfinished",
     (ItemStatus.RUNNING, ItemStatus.CANCELLED): "cancel_unfinished",
     (ItemStatus.FAILED, ItemStatus.PENDING): "retry_failed",
 }
@@ -114,7 +127,7 @@ class ItemTransitions(StoreBase):
         """
         check_transition(old, new)
         update = dict(update or {})
-        update["$set"] = {**update.get("$set", {}), "status": new.value}
+        update["$set"] = {**update.get("$set", {}), "status": new.value, "updated_at": utcnow()}
 
         def work(session: ClientSession | None) -> int:
             result = self.items.update_many(
@@ -132,7 +145,7 @@ class ItemTransitions(StoreBase):
     def claim(
         self, batch_id: str, worker: str, indexes: range, lease_seconds: float
     ) -> list[dict[str, Any]]:
-        """Lease the pending items among ``indexes`` to ``worker``: pending -> running.
+        """Lease the pending items among ``indexes`` to ``worker``: pending -> leased.
 
         Items are addressed by ``_id`` (``<batch>:<index>``), a point lookup on
         every MongoDB-wire server, rather than a sorted range scan.
@@ -153,7 +166,7 @@ class ItemTransitions(StoreBase):
             batch_id,
             {"_id": {"$in": ids}, "dup_of": {"$exists": False}},
             ItemStatus.PENDING,
-            ItemStatus.RUNNING,
+            ItemStatus.LEASED,
             {"$set": {"lease": lease, "started_at": now}, "$inc": {"attempts": 1}},
         )
         if not claimed:
@@ -161,23 +174,44 @@ class ItemTransitions(StoreBase):
         docs = self.items.find({"_id": {"$in": ids}, "lease.token": token})
         return sorted(docs, key=lambda doc: doc["index"])
 
-    def release(self, batch_id: str, worker: str, ids: list[str]) -> int:
-        """running -> pending for items this worker leased but did not finish."""
+    def start(self, batch_id: str, worker: str, ids: list[str]) -> int:
+        """leased -> running for this worker's items whose requests reached the downloader."""
         if not ids:
             return 0
-        return self._move(
-            batch_id,
-            {"_id": {"$in": ids}, "lease.worker": worker},
-            ItemStatus.RUNNING,
-            ItemStatus.PENDING,
-            {"$unset": {"lease": ""}},
-        )
+        query = {"_id": {"$in": ids}, "lease.worker": worker}
+        return self._move(batch_id, query, ItemStatus.LEASED, ItemStatus.RUNNING)
+
+    def reclaim(
+        self, batch_id: str, doc: dict[str, Any], lease: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Lease a dead worker's item (``doc``, with its expired lease) to another: -> leased.
+
+        The expired lease's token is the precondition: two workers reclaiming
+        the same item cannot both get it. Returns the item as leased, or None.
+        """
+        query = {"_id": doc["_id"], "lease.token": doc["lease"]["token"]}
+        update = {"$set": {"lease": lease, "started_at": utcnow()}, "$inc": {"attempts": 1}}
+        if doc["status"] == ItemStatus.RUNNING:
+            moved = self._move(batch_id, query, ItemStatus.RUNNING, ItemStatus.LEASED, update)
+        else:  # still leased: a new lease, no status move
+            query["status"] = ItemStatus.LEASED.value
+            moved = self.items.update_one(query, update).modified_count
+        return self.items.find_one({"_id": doc["_id"]}) if moved else None
+
+    def release(self, batch_id: str, worker: str, ids: list[str]) -> int:
+        """leased|running -> pending for items this worker leased but did not finish."""
+        if not ids:
+            return 0
+        query = {"_id": {"$in": ids}, "lease.worker": worker}
+        update = {"$unset": {"lease": ""}}
+        return sum(self._move(batch_id, query, old, ItemStatus.PENDING, update) for old in HELD)
 
     def finish_items(self, records: list[dict[str, Any]]) -> list[bool]:
-        """running -> completed|failed for each record, in one transaction; copies to duplicates.
+        """leased|running -> completed|failed for each record, in one transaction; copies to
+        duplicates.
 
         Returns, per record, whether it was applied: False (and nothing
-        changed) when the item was no longer running — already finished by
+        changed) when the item was no longer held — already finished by
         another worker, or cancelled. The batch counters move once per batch.
         In a transaction the item statuses are read first and the writes go
         in one bulk request (its snapshot makes the read hold for the
@@ -239,15 +273,14 @@ class ItemTransitions(StoreBase):
         writes: list[UpdateOne | UpdateMany] = []
         outcomes: list[dict[str, Any] | None] = []
         for record, _id in zip(records, ids, strict=True):
-            if current.get(_id, {}).get("status") != ItemStatus.RUNNING:
+            old = current.get(_id, {}).get("status")
+            if old not in HELD:
                 outcomes.append(None)
                 continue
             current[_id]["status"] = record["status"]  # the same item twice in one flush
             fields, copy = _record_fields(record)
             writes.append(
-                UpdateOne(
-                    {"_id": _id, "status": "running"}, {"$set": fields, "$unset": {"lease": ""}}
-                )
+                UpdateOne({"_id": _id, "status": old}, {"$set": fields, "$unset": {"lease": ""}})
             )
             copies = [i for i in copy_ids[_id] if i in pending]
             if copies:
@@ -255,7 +288,7 @@ class ItemTransitions(StoreBase):
                     UpdateMany({"_id": {"$in": copies}, "status": "pending"}, {"$set": copy})
                 )
                 pending.difference_update(copies)
-            outcomes.append(_finish_increments(record, len(copies)))
+            outcomes.append(_finish_increments(record, ItemStatus(old), len(copies)))
         if writes:
             self.items.bulk_write(writes, ordered=True, session=session)
         return outcomes
@@ -263,12 +296,12 @@ class ItemTransitions(StoreBase):
     def _finish_one(
         self, record: dict[str, Any], _id: str, session: ClientSession | None
     ) -> dict[str, Any] | None:
-        """Write one item's record; return its counter increments, or None if not running."""
+        """Write one item's record; return its counter increments, or None if not held."""
         fields, copy = _record_fields(record)
         written = self.items.find_one_and_update(
-            {"_id": _id, "status": "running"},
+            {"_id": _id, "status": {"$in": [status.value for status in HELD]}},
             {"$set": fields, "$unset": {"lease": ""}},
-            projection={"duplicates": 1},
+            projection={"duplicates": 1, "status": 1},  # as it was before the write
             session=session,
         )
         if written is None:
@@ -279,7 +312,7 @@ class ItemTransitions(StoreBase):
             copies = self.items.update_many(
                 {"_id": {"$in": ids}, "status": "pending"}, {"$set": copy}, session=session
             ).modified_count
-        return _finish_increments(record, copies)
+        return _finish_increments(record, ItemStatus(written["status"]), copies)
 
     def retry_failed(self, batch_id: str, *, only_retryable: bool = False) -> int:
         """failed -> pending for the items of a finished batch; returns how many moved.
@@ -297,7 +330,7 @@ class ItemTransitions(StoreBase):
         if only_retryable:
             query["error.retryable"] = True
         reset = {
-            "$set": {"status": "pending"},
+            "$set": {"status": "pending", "updated_at": utcnow()},
             "$unset": {key: "" for key in ("error", "data", "validation", "evidence", "lease")},
         }
 
@@ -355,22 +388,29 @@ class ItemTransitions(StoreBase):
 def _record_fields(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The fields written on the item, and those copied to its duplicates."""
     fields = {k: v for k, v in record.items() if k not in ("batch_id", "index", "url")}
-    fields["finished_at"] = utcnow()
+    fields["finished_at"] = fields["updated_at"] = utcnow()
     return fields, {k: v for k, v in fields.items() if k != "attempts"}
 
 
-def _finish_increments(record: dict[str, Any], copies: int) -> dict[str, Any]:
-    """Counter increments for one finished item and ``copies`` duplicates sharing its record."""
+def _finish_increments(record: dict[str, Any], old: ItemStatus, copies: int) -> dict[str, Any]:
+    """Counter increments for one finished item (``old``: its status before) and ``copies``
+    duplicates sharing its record."""
     status = ItemStatus(record["status"])
-    inc: dict[str, Any] = counters_for_transition(ItemStatus.RUNNING, status)
+    inc: dict[str, Any] = counters_for_transition(old, status)
     for key, value in counters_for_transition(ItemStatus.PENDING, status, copies).items():
         inc[key] = inc.get(key, 0) + value
     if status == ItemStatus.COMPLETED and _record_count(record):
         inc["counters.records_extracted"] = _record_count(record) * (1 + copies)
     if status == ItemStatus.FAILED:
         inc["failures." + failure_code(record.get("error"))] = 1 + copies
+    inc[timeline_key(utcnow())] = 1 + copies
     inc.update(_usage_increments(record))
     return inc
+
+
+def timeline_key(when: dt.datetime) -> str:
+    """The batch's ``timeline`` bucket of a finish: items finished per UTC minute."""
+    return f"timeline.{int(when.timestamp() // 60)}"
 
 
 def _usage_increments(record: dict[str, Any]) -> dict[str, Any]:

@@ -47,7 +47,7 @@ export function externalLink(url, label = url) {
 }
 
 // Only the statuses the API knows become class names.
-const STATUSES = ['pending', 'running', 'completed', 'partial', 'failed', 'cancelled'];
+const STATUSES = ['pending', 'leased', 'running', 'completed', 'partial', 'failed', 'cancelled'];
 
 export function badge(status) {
   const known = STATUSES.includes(status) ? status : 'unknown';
@@ -55,7 +55,7 @@ export function badge(status) {
     String(status));
 }
 
-// A stacked bar: completed, failed, cancelled, running parts of the total.
+// A stacked bar: completed, failed, cancelled, running (in flight) and leased parts of the total.
 export function progressBar(counters, progress) {
   const total = counters.total || 0;
   const bar = h('div', {
@@ -67,7 +67,7 @@ export function progressBar(counters, progress) {
     'aria-label': `${progress.done} of ${total} finished`,
     dataset: { done: progress.done, total },
   });
-  for (const part of ['completed', 'failed', 'cancelled', 'running']) {
+  for (const part of ['completed', 'failed', 'cancelled', 'running', 'leased']) {
     const count = counters[part] || 0;
     if (!count || !total) continue;
     const segment = h('span', { class: `seg seg-${part}`, title: `${count} ${part}` });

@@ -13,6 +13,14 @@ dialog.addEventListener('close', () => {
   replace(body);
 });
 
+// The item at input position `index`, read whole (content included) when it is opened.
+export async function openIndex(index, ctx, batchPath) {
+  const answer = await ctx.api.json('GET', `${batchPath}/items`, {
+    query: { page: index + 1, limit: 1, include: 'content' },
+  });
+  if (!ctx.closed && answer.items.length) openItem(answer.items[0], ctx, batchPath);
+}
+
 export function openItem(item, ctx, batchPath) {
   const error = item.error;
   const screenshot = h('div', { id: 'item-screenshot' });

@@ -96,7 +96,7 @@ def assert_exact(store: BatchStore, batch_id: str, total: int) -> dict[str, Any]
     batch = assert_counters_match_items(store, batch_id)
     aggregate = store.aggregate_counters(batch_id)
     assert aggregate["total"] == total
-    assert aggregate["pending"] == aggregate["running"] == 0, aggregate
+    assert aggregate["pending"] == aggregate["leased"] == aggregate["running"] == 0, aggregate
     completed = aggregate["completed"]
     assert batch["counters"]["records_extracted"] == completed, batch["counters"]
     return batch
