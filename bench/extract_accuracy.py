@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run the no-LLM mode with another checkout's code")
     parser.add_argument("--fake", action="store_true", help="also run against the fake LLM")
     parser.add_argument("--cases", default="", help="only case ids containing this text")
+    parser.add_argument("--keep", type=Path,
+                        help="copy each mode's predictions.jsonl here (for score.py -v)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     corpus = args.corpus.resolve()
@@ -280,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
             results = [run_mode(name, cases, base, mode_env, settings, store, workdir, corpus,
                                 code)
                        for name, mode_env, settings, code in modes]
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                for kept in workdir.glob("*.jsonl"):
+                    (args.keep / kept.name).write_bytes(kept.read_bytes())
         finally:
             server.shutdown()
             if fake is not None:

@@ -1,11 +1,14 @@
 """Extract pipeline: the page's structured data first, an LLM for what it lacks.
 
 1. JSON-LD, microdata and OpenGraph are mapped onto the batch schema (list
-   pages: every entity of the schema's kind).
-2. When that record satisfies the schema (every required field filled and
-   valid) no LLM is called. Otherwise, when an LLM is configured, it is asked
-   for the missing fields only, on the page's compact markdown; structured
-   values are kept.
+   pages: every entity of the schema's kind); page heuristics fill what they
+   left empty (single-record pages).
+2. When the page's markup (JSON-LD, microdata) made a record that satisfies
+   the schema (every required field filled and valid) no LLM is called. A
+   record guessed from the page's text is completed: when an LLM is
+   configured, it is asked for every field still empty or invalid. Either
+   way, it is asked for the missing fields only, on the page's compact
+   markdown; the values found are kept.
 3. LLM values are checked against the page text (grounding). The batch
    option ``grounding``: ``auto`` (default) nulls values that can only be
    copied from a page (numbers, dates, URLs, identifiers such as phone, ISBN,
@@ -59,6 +62,8 @@ from batchscraper.run import BatchRun, batch_run
 
 logger = logging.getLogger(__name__)
 
+#: evidence of a record the page marked up as an entity
+MARKUP_SOURCES = frozenset({"jsonld", "microdata"})
 URL_WORDS = frozenset({"url", "link", "href", "image", "images", "logo", "thumbnail"})
 
 
@@ -165,7 +170,10 @@ class ExtractPipeline:
         url: str,
     ) -> None:
         data, evidence = dict(found.data), dict(found.evidence)
-        ask = await asyncio.to_thread(checker.fields_to_ask, data)
+        # a record the page's markup (JSON-LD, microdata) made is trusted as it is; one
+        # guessed from the page's text is completed by the LLM when one is configured
+        marked_up = any(set(source.split("+")) & MARKUP_SOURCES for source in evidence.values())
+        ask = await asyncio.to_thread(checker.fields_to_ask, data, not marked_up)
         extractor = self.extractor
         if not ask or extractor is None:
             self._structured_only(item, data, evidence)

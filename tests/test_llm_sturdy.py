@@ -263,3 +263,27 @@ def test_requests_queued_at_a_one_slot_server_do_not_time_out():
     results = asyncio.run(extract_all())
     assert results == [{"name": "x"}] * 4
     assert sorted(client.timeouts) == pytest.approx([0.3, 0.6, 0.9, 1.2])
+
+
+@pytest.mark.slow
+def test_a_guessed_record_is_completed_and_a_marked_up_one_trusted(crawl, site, store,
+                                                                  fake_llm: FakeLLM):
+    """Optional fields: asked for on a page without markup, not on a JSON-LD page."""
+    fake_llm.pages["plain-lamp"] = ("<html><head><title>Desk lamp</title></head><body>"
+                                    "<h1>Desk lamp</h1><p>Price: $19.99</p></body></html>")
+    schema = {"type": "object", "properties": {
+        "name": {"type": "string"}, "price": {"type": "number"}, "colour": {"type": "string"}},
+        "required": ["name", "price"]}
+    guessed, _ = run(crawl, fake_llm, [fake_llm.page_url("plain-lamp")], schema, ONE_CHUNK,
+                     retries=0)
+    (item,) = items(store, guessed)
+    assert item["status"] == "completed", item.get("error")
+    assert item["data"]["name"] == "Desk lamp" and item["data"]["price"] == 19.99
+    asked = fake_llm.requests[0]["response_format"]["json_schema"]["schema"]["properties"]
+    assert set(asked) == {"colour"} and item["llm_calls"] == 1
+    calls = fake_llm.calls
+    marked_up, _ = run(crawl, fake_llm, [site.url("/products/76")], schema, ONE_CHUNK,
+                       retries=0)
+    (item,) = items(store, marked_up)
+    assert item["status"] == "completed" and item["evidence"]["name"] == "jsonld"
+    assert fake_llm.calls == calls and item["llm_calls"] == 0

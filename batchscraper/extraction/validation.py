@@ -284,17 +284,19 @@ class RecordChecker:
                 bad.add(str(error.absolute_path[0]))
         return bad & set(self.properties)
 
-    def fields_to_ask(self, record: dict[str, Any]) -> set[str]:
+    def fields_to_ask(self, record: dict[str, Any], complete: bool = False) -> set[str]:
         """What an LLM should fill: every field not validly filled, when any is needed.
 
-        Empty when the record already satisfies the schema: every required
+        Empty when the record already satisfies the schema — every required
         field filled and valid (or, for a schema without ``required``, every
-        field filled).
+        field filled) — unless ``complete``: then every field still empty or
+        invalid is asked for (a record guessed from the page's text, not from
+        its structured data, is worth completing).
         """
         coerced = coerce_to_schema(record, self.schema)
         invalid = self.invalid_fields(coerced)
         unfilled = {name for name in self.properties if is_empty(coerced.get(name))}
-        needed = invalid if self.required else invalid | unfilled
+        needed = invalid if self.required and not complete else invalid | unfilled
         if not needed and record:
             return set()
         return invalid | unfilled
