@@ -226,6 +226,24 @@ def test_throttle_halves_on_congestion_and_grows_on_fast_answers():
     asyncio.run(scenario())
 
 
+def test_throttle_reports_requests_in_flight_and_waiting():
+    seen: list[tuple[int, int]] = []
+
+    async def scenario() -> None:
+        throttle = LLMThrottle(start=1, maximum=1, on_change=lambda *now: seen.append(now))
+
+        async def one() -> None:
+            async with throttle.slot():
+                await asyncio.sleep(0.01)
+
+        await asyncio.gather(one(), one())
+
+    asyncio.run(scenario())
+    assert max(waiting for _, waiting in seen) == 1  # the second waited for the first
+    assert max(in_flight for in_flight, _ in seen) == 1  # never two at once
+    assert seen[-1] == (0, 0)
+
+
 class _OneAtATime:
     """A chat client like a one-slot server: answers in order, one second each."""
 

@@ -54,7 +54,13 @@ class ProgressLog:
 
     def log_progress(self) -> None:
         counters = self.run.store.get_batch(self.run.batch_id)["counters"]
-        logger.info("%s", progress_line(self.run.batch_id, counters, self._rate(counters)))
+        line = progress_line(self.run.batch_id, counters, self._rate(counters))
+        stats = self.crawler.stats
+        assert stats is not None
+        llm = (stats.get_value("batch/llm/in_flight", 0), stats.get_value("batch/llm/waiting", 0))
+        if any(llm):
+            line += f", LLM {llm[0]} in flight, {llm[1]} waiting"
+        logger.info("%s", line)
 
     def spider_closed(self, reason: str) -> None:
         if self.loop is not None and self.loop.running:

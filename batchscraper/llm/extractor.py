@@ -296,7 +296,8 @@ class LLMExtractor:
     ) -> ChatResult:
         """One request: wait for a slot, reserve it in the budget, send, account."""
         if self._throttle is None:
-            self._throttle = LLMThrottle(self.config.concurrency, self.config.max_concurrency)
+            self._throttle = LLMThrottle(self.config.concurrency, self.config.max_concurrency,
+                                         self._gauge)
         async with self._throttle.slot() as slot:
             # an answer may wait behind ``slot.ahead`` others at the server; a retry
             # after a timeout gets twice as long (the answer may just be slow)
@@ -416,6 +417,12 @@ class LLMExtractor:
                 raise result
             exchanges.append(result)
         return exchanges
+
+    def _gauge(self, in_flight: int, waiting: int) -> None:
+        """LLM requests in flight and waiting for a slot, for the progress line."""
+        if self.stats is not None:
+            self.stats.set_value("batch/llm/in_flight", in_flight)
+            self.stats.set_value("batch/llm/waiting", waiting)
 
     def _stat(self, key: str, value: float = 1) -> None:
         if self.stats is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -37,10 +37,13 @@ class Slot:
 class LLMThrottle:
     """An adaptive limit on the LLM requests in flight of one process."""
 
-    def __init__(self, start: int, maximum: int) -> None:
+    def __init__(self, start: int, maximum: int,
+                 on_change: Callable[[int, int], None] | None = None) -> None:
         self.maximum = max(1, maximum)
         self.limit = float(min(max(1, start), self.maximum))
         self.in_flight = 0
+        self.waiting = 0
+        self._on_change = on_change  # told (in_flight, waiting) whenever either changes
         self.fastest: float | None = None
         self._cut_at = 0.0
         self._changed = asyncio.Condition()
@@ -49,15 +52,25 @@ class LLMThrottle:
     async def slot(self) -> AsyncIterator[Slot]:
         """Wait until fewer than ``limit`` requests are in flight; hold a place meanwhile."""
         async with self._changed:
-            await self._changed.wait_for(lambda: self.in_flight < int(self.limit))
+            self._count(waiting=1)
+            try:
+                await self._changed.wait_for(lambda: self.in_flight < int(self.limit))
+            finally:
+                self._count(waiting=-1)
             slot = Slot(ahead=self.in_flight)
-            self.in_flight += 1
+            self._count(in_flight=1)
         try:
             yield slot
         finally:
             async with self._changed:
-                self.in_flight -= 1
+                self._count(in_flight=-1)
                 self._changed.notify_all()
+
+    def _count(self, in_flight: int = 0, waiting: int = 0) -> None:
+        self.in_flight += in_flight
+        self.waiting += waiting
+        if self._on_change is not None:
+            self._on_change(self.in_flight, self.waiting)
 
     def answered(self, seconds: float) -> None:
         """An answer arrived after ``seconds``: a fast one grows the limit."""
