@@ -102,12 +102,14 @@ def test_daily_ticks_follow_the_zone_through_both_dst_changes() -> None:
     spring = berlin.ticks_after(dt.datetime(2026, 3, 28, 12, tzinfo=dt.UTC))
     # 02:30 does not exist on 29 March: the run is at 03:00 CEST (01:00 UTC), once
     assert [next(spring) for _ in range(2)] == [
-        dt.datetime(2026, 3, 29, 1, 0, tzinfo=dt.UTC), dt.datetime(2026, 3, 30, 0, 30, tzinfo=dt.UTC)
+        dt.datetime(2026, 3, 29, 1, 0, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 30, 0, 30, tzinfo=dt.UTC),
     ]
     autumn = berlin.ticks_after(dt.datetime(2026, 10, 24, 12, tzinfo=dt.UTC))
     # 02:30 happens twice on 25 October: one run, at the first (CEST, 00:30 UTC)
     assert [next(autumn) for _ in range(2)] == [
-        dt.datetime(2026, 10, 25, 0, 30, tzinfo=dt.UTC), dt.datetime(2026, 10, 26, 1, 30, tzinfo=dt.UTC)
+        dt.datetime(2026, 10, 25, 0, 30, tzinfo=dt.UTC),
+        dt.datetime(2026, 10, 26, 1, 30, tzinfo=dt.UTC),
     ]
     hourly = Timing("0 * * * *", parse_timezone("Europe/Berlin"))
     # the repeated hour is a real hour: 25 hourly ticks on the 25-hour day
@@ -157,12 +159,8 @@ def test_two_schedulers_racing_make_one_batch_per_tick(setup: Setup, mongo_uri: 
         for n in range(5):
             setup.clock.at(doc["next_run_at"] + minutes(n) + dt.timedelta(seconds=1))
             barrier = threading.Barrier(2)
-
-            def scan(scheduler: Scheduler) -> None:
-                barrier.wait()
-                outcomes.extend(fired.outcome for fired in scheduler.scan())
-
-            threads = [threading.Thread(target=scan, args=(s,)) for s in (setup.scheduler, other)]
+            threads = [threading.Thread(target=race, args=(s, barrier, outcomes))
+                       for s in (setup.scheduler, other)]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -179,6 +177,11 @@ def test_two_schedulers_racing_make_one_batch_per_tick(setup: Setup, mongo_uri: 
     assert setup.schedule(doc["_id"])["counters"]["runs"] == 5
     # the loser's items were removed with its batch: only the winners' items exist
     assert setup.store.items.count_documents({}) == 5 * len(URLS)
+
+
+def race(scheduler: Scheduler, barrier: threading.Barrier, outcomes: list[str]) -> None:
+    barrier.wait()
+    outcomes.extend(fired.outcome for fired in scheduler.scan())
 
 
 def test_a_restart_between_batch_and_schedule_update_makes_no_second_batch(setup: Setup) -> None:
