@@ -240,7 +240,7 @@ def schedule_view(
         "catch_up": doc["catch_up"],
         "overlap": doc["overlap"],
         "enabled": doc["enabled"],
-        "next_run_at": doc.get("next_run_at"),
+        "next_run_at": doc.get("next_run_at") if doc["enabled"] else None,
         "waiting_since_tick": doc.get("held_tick"),
         "last_run": last,
         "last_skip": doc.get("last_skip"),

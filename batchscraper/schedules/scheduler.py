@@ -104,16 +104,22 @@ class Scheduler:
         if schedule["catch_up"] == "none" and late and not held:
             missed = 1 + timing.count_between(due, now)
             self._move_on(schedule, due, timing.next_after(now), {"counters.missed": missed})
+            logger.info("Schedule %s: %d tick(s) from %s found late, dropped (catch_up none)",
+                        schedule_id, missed, due.isoformat())
             return Fired(schedule_id, due, "missed")
         previous = self._unfinished_previous(schedule)
         if previous is not None:
             if schedule["overlap"] == "queue":
                 if not held:
                     self.store.advance(schedule_id, due, {"$set": {"held_tick": due}})
+                    logger.info("Schedule %s: tick %s waits for run %s (overlap queue)",
+                                schedule_id, due.isoformat(), previous)
                 return Fired(schedule_id, due, "waiting", previous)
             inc = {"counters.skipped": 1, "counters.missed": timing.count_between(due, now)}
             extra = {"last_skip": {"tick": due, "at": now, "running": previous}}
             self._move_on(schedule, due, timing.next_after(now), inc, extra)
+            logger.info("Schedule %s: tick %s skipped, run %s still unfinished (overlap skip)",
+                        schedule_id, due.isoformat(), previous)
             return Fired(schedule_id, due, "skipped", previous)
         key = tick_key(schedule_id, due)
         try:

@@ -92,9 +92,10 @@ class ScheduleService:
         update: dict[str, Any] = {"$set": changes}
         merged = {**current, **changes}
         timing_changed = any(merged[name] != current[name] for name in TIMING_FIELDS)
-        if timing_changed or (merged["enabled"] and current.get("next_run_at") is None):
-            changes["next_run_at"] = timing_of(merged).next_after(now) if merged["enabled"] \
-                else None
+        # paused, it keeps the tick it waited for (what was handled ends there); resumed or
+        # retimed, it counts ticks from now: those while paused are neither run nor missed
+        if merged["enabled"] and (timing_changed or current.get("next_run_at") is None):
+            changes["next_run_at"] = timing_of(merged).next_after(now)
             update["$unset"] = {"held_tick": ""}
         return self.store.change(schedule_id, update), secret
 
