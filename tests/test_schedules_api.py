@@ -7,6 +7,9 @@ skip or a miss). Bad input over HTTP and the CLI store nothing.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +26,8 @@ from tests.api_fixtures import (  # noqa: F401  (fixtures)
     ScrapydServer,
     assert_error,
     assert_matches,
+    openapi_fixture,
+    scrapyd_fixture,
     start_scrapyd,
     wait_for,
 )
@@ -124,3 +129,118 @@ def stored_schedule(uri: str, schedule_id: str) -> dict[str, Any]:
         return dict(client.get_default_database()["schedules"].find_one({"_id": schedule_id}))
     finally:
         client.close()
+
+
+def test_schedule_endpoints_and_cli_over_http(
+    scrapyd: ScrapydServer, openapi: dict, site: ExampleSite, mongo_uri: str
+) -> None:
+    client = connect(mongo_uri)
+    schedules = client.get_default_database()["schedules"]
+    try:
+        body = {"name": "nightly prices", "cron": "0 3 * * *", "timezone": "Europe/Berlin",
+                "batch": {"urls": [site.url("/products/3")], "fields": FIELDS,
+                          "webhook": {"url": "http://127.0.0.1:9/hook"}}}
+        created = scrapyd.call("POST", "/schedules", body)
+        assert created.status == 201, created.body
+        doc = created.json()
+        assert_matches(openapi, "Schedule", doc)
+        schedule_id = doc["schedule_id"]
+        assert doc["batch"]["webhook"]["secret"].startswith("whsec_")  # generated: shown once
+        assert doc["next_run_at"].endswith("+00:00") and doc["last_run"] is None
+        shown = scrapyd.call("GET", f"/schedules/{schedule_id}").json()
+        assert_matches(openapi, "Schedule", shown)
+        assert shown["batch"]["webhook"] == {"url": "http://127.0.0.1:9/hook"}  # no secret
+
+        ran = scrapyd.call("POST", f"/schedules/{schedule_id}/run")
+        assert ran.status == 202, ran.body
+        assert_matches(openapi, "ScheduleRunAccepted", ran.json())
+        batch_id = ran.json()["batch_id"]
+        assert ran.json()["schedule"] == {"id": schedule_id, "tick": None, "trigger": "manual"}
+        final = scrapyd.client().wait(batch_id, interval=0.3, timeout=90)
+        assert (final["status"], final["name"]) == ("completed", "nightly prices")
+        runs = scrapyd.call("GET", f"/schedules/{schedule_id}/runs").json()
+        assert_matches(openapi, "ScheduleRuns", runs)
+        assert [run["batch_id"] for run in runs["runs"]] == [batch_id]
+        shown = scrapyd.call("GET", f"/schedules/{schedule_id}").json()
+        assert (shown["last_run"]["batch_id"], shown["last_run"]["status"]) == (batch_id,
+                                                                                "completed")
+
+        # the CLI, as a user runs it
+        cli = cli_runner(scrapyd)
+        listed = cli("schedule", "list")
+        assert listed.returncode == 0 and schedule_id in listed.stdout
+        assert "'0 3 * * *' Europe/Berlin" in listed.stdout
+        paused = cli("schedule", "pause", schedule_id)
+        assert paused.returncode == 0 and "paused" in paused.stdout
+        assert scrapyd.call("GET", f"/schedules/{schedule_id}").json()["next_run_at"] is None
+        assert cli("schedule", "resume", schedule_id).returncode == 0
+        assert scrapyd.call("GET", f"/schedules/{schedule_id}").json()["enabled"] is True
+        added = cli("schedule", "add", "--cron", "30 4 * * 1", "--from", batch_id,
+                    "--name", "weekly")
+        assert added.returncode == 0, added.stderr
+        second = json.loads(added.stdout)["schedule_id"]
+        assert scrapyd.call("GET", f"/schedules/{second}", owner="bob").status == 403
+        before = schedules.count_documents({})
+        refused = cli("schedule", "add", "--cron", "61 * * * *", "--timezone", "Mars/Olympus",
+                      "--from", batch_id)
+        assert refused.returncode == 2
+        assert refused.stderr.count("\n") == 1, refused.stderr  # one readable line
+        assert "INVALID_SCHEDULE" in refused.stderr and "Mars/Olympus" in refused.stderr
+        assert schedules.count_documents({}) == before
+        assert cli("schedule", "rm", second).returncode == 0
+
+        deleted = scrapyd.call("DELETE", f"/schedules/{schedule_id}")
+        assert_matches(openapi, "ScheduleDeleted", deleted.json())
+        assert_error(openapi, scrapyd.call("GET", f"/schedules/{schedule_id}"), 404, "NOT_FOUND")
+        # its batches stay
+        assert scrapyd.call("GET", f"/batches/{batch_id}?limit=0").status == 200
+    finally:
+        client.close()
+
+
+def test_bad_schedules_are_refused_over_http_and_nothing_is_stored(
+    scrapyd: ScrapydServer, openapi: dict, site: ExampleSite, mongo_uri: str
+) -> None:
+    client = connect(mongo_uri)
+    db = client.get_default_database()
+    counts = lambda: (db["schedules"].count_documents({}),  # noqa: E731
+                      db["batches"].count_documents({}))
+    try:
+        before = counts()
+        bad = {"cron": "0 25 * * *", "timezone": "Nowhere/Atlantis", "overlap": "both",
+               "batch": {"urls": ["not a url"], "fields": FIELDS,
+                         "options": {"concurrency": 1000}}}
+        error = assert_error(openapi, scrapyd.call("POST", "/schedules", bad), 422,
+                             "INVALID_SCHEDULE")
+        assert {d["field"] for d in error["details"]} == {
+            "cron", "timezone", "overlap", "batch.urls", "batch.options"}
+        unknown = {"cron": "0 3 * * *", "batch": {"rerun_of": "b_" + "f" * 32}}
+        error = assert_error(openapi, scrapyd.call("POST", "/schedules", unknown), 422,
+                             "INVALID_SCHEDULE")
+        assert [(d["field"], d["code"]) for d in error["details"]] == [
+            ("batch.rerun_of", "NOT_FOUND")]
+        bobs = scrapyd.call("POST", "/batches", {"urls": [site.url("/products/4")],
+                                                 "fields": FIELDS}, owner="bob").json()
+        before = counts()
+        theirs = {"cron": "0 3 * * *", "batch": {"rerun_of": bobs["batch_id"]}}
+        assert_error(openapi, scrapyd.call("POST", "/schedules", theirs), 403, "FORBIDDEN")
+        assert_error(openapi, scrapyd.call("POST", "/schedules", {"cron": "0 3 * * *",
+                                                                  "every": 5}),
+                     400, "INVALID_INPUT")
+        assert_error(openapi, scrapyd.call("GET", "/schedules/s_nope"), 404, "NOT_FOUND")
+        assert_error(openapi, scrapyd.call("POST", "/schedules", {"cron": "* * * * *",
+                                                                  "batch": {}}, owner=None),
+                     401, "UNAUTHORIZED")
+        assert counts() == before
+    finally:
+        client.close()
+
+
+def cli_runner(scrapyd: ScrapydServer) -> Any:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "batchscraper.cli", *args, "--url", scrapyd.url,
+                   "--api-key", KEYS["alice"]]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60,
+                              check=False)
+
+    return run
