@@ -29,6 +29,7 @@ from batchscraper.exceptions import BatchError, BatchInputError
 from batchscraper.inputs import Limits, parse_urls
 from batchscraper.inputs.profiles import PROFILE_PREFIX
 from batchscraper.mongo import ensure_embedded_server, home_dir
+from batchscraper.schedules.cli import add_schedule_parser, schedule_command
 from batchscraper.store import store_for
 
 EXIT_BAD_INPUT = 2
@@ -209,6 +210,8 @@ def wait_exit_code(final: dict[str, Any]) -> int:
 def api_command(args: argparse.Namespace) -> int:
     """Run one of the HTTP API subcommands."""
     client = BatchClient(args.url, args.api_key)
+    if args.command == "schedule":
+        return schedule_command(client, args, _out, _json_arg, _url_entries)
     if args.command == "submit":
         webhook = None
         if args.webhook_url:
@@ -297,6 +300,7 @@ def _add_api_commands(commands: Any) -> None:
     listing.add_argument("--page", type=int, default=1)
     listing.add_argument("--limit", type=int)
     listing.add_argument("--status")
+    add_schedule_parser(commands, client_options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -327,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except BatchApiError as exc:
         sys.stderr.write(f"batchscraper {args.command}: error: {exc}\n")
-        if isinstance(exc.details, list):
+        if isinstance(exc.details, list) and args.command != "schedule":  # its message names each
             for detail in exc.details[:10]:
                 sys.stderr.write(f"  {json.dumps(detail)}\n")
         return EXIT_BAD_INPUT if 400 <= exc.status < 500 else 1

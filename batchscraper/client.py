@@ -145,6 +145,55 @@ class BatchClient:
                 raise TimeoutError(f"batch {batch_id} still {batch['status']} after {timeout}s")
             time.sleep(interval)
 
+    # -- schedules ---------------------------------------------------------------
+
+    def create_schedule(
+        self,
+        cron: str,
+        batch: dict[str, Any],
+        *,
+        name: str | None = None,
+        timezone: str | None = None,
+        catch_up: str | None = None,
+        overlap: str | None = None,
+        enabled: bool | None = None,
+    ) -> dict[str, Any]:
+        """``POST /schedules``: ``batch`` is a ``POST /batches`` body (or ``{"rerun_of": id}``)."""
+        body = {
+            key: value
+            for key, value in (
+                ("cron", cron), ("batch", batch), ("name", name), ("timezone", timezone),
+                ("catch_up", catch_up), ("overlap", overlap), ("enabled", enabled),
+            )
+            if value is not None
+        }
+        return self._json("POST", "/schedules", body)
+
+    def list_schedules(self, *, page: int = 1, limit: int | None = None) -> dict[str, Any]:
+        """``GET /schedules``: the caller's schedules, newest first."""
+        return self._json("GET", f"/schedules{_query(page=page, limit=limit)}")
+
+    def get_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/schedules/{_quote(schedule_id)}")
+
+    def update_schedule(self, schedule_id: str, **fields: Any) -> dict[str, Any]:
+        """``PATCH /schedules/{id}``, e.g. ``enabled=False`` to pause."""
+        return self._json("PATCH", f"/schedules/{_quote(schedule_id)}", fields)
+
+    def delete_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return self._json("DELETE", f"/schedules/{_quote(schedule_id)}")
+
+    def run_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """``POST /schedules/{id}/run``: a batch from the schedule now (202)."""
+        return self._json("POST", f"/schedules/{_quote(schedule_id)}/run")
+
+    def schedule_runs(
+        self, schedule_id: str, *, page: int = 1, limit: int | None = None
+    ) -> dict[str, Any]:
+        """``GET /schedules/{id}/runs``: the schedule's batches, newest first."""
+        query = _query(page=page, limit=limit)
+        return self._json("GET", f"/schedules/{_quote(schedule_id)}/runs{query}")
+
     # -- transport ---------------------------------------------------------------
 
     def _json(

@@ -392,3 +392,11 @@ class JobNotScheduledError(ServiceUnavailableError):
     """The batch is stored but Scrapyd could not queue its job (HTTP 503); the reconciler will."""
 
     code = "JOB_NOT_SCHEDULED"
+
+
+class InvalidScheduleError(BatchInputError):
+    """A schedule's cron line, time zone, policies or batch template are unusable (HTTP 422);
+    ``details`` lists every problem with its ``field`` and ``code``."""
+
+    code = "INVALID_SCHEDULE"
+    http_status = 422

@@ -182,6 +182,13 @@ BATCH_RECONCILE_ENABLED = True
 BATCH_RECONCILE_INTERVAL = 30.0  # seconds between scans
 BATCH_RECONCILE_GRACE = 60.0  # seconds a batch must look abandoned before it is touched
 BATCH_RECONCILE_MAX_RESUMES = 5
+# Schedules (POST /schedules) fire inside the Scrapyd process that serves the API: every
+# BATCH_SCHEDULE_INTERVAL seconds the due ticks become batches. With catch_up "none" a tick
+# found more than BATCH_SCHEDULE_MISFIRE_GRACE seconds late (the service was down) is dropped.
+BATCH_SCHEDULE_ENABLED = True
+BATCH_SCHEDULE_INTERVAL = 5.0  # seconds between scans for due ticks
+BATCH_SCHEDULE_MISFIRE_GRACE = 60.0
+BATCH_SCHEDULE_SECONDS_FIELD = False  # accept 6-field cron lines (seconds first): for tests
 
 # MongoDB: empty means the embedded server under BATCHSCRAPER_HOME.
 MONGO_URI = os.environ.get("MONGO_URI", "")

@@ -11,6 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 from batchscraper.inputs import OPTION_RANGES, URL_KEYS, BatchOptions
+from batchscraper.schedules.openapi import SCHEDULE_ERRORS, schedule_paths, schedule_schemas
 from batchscraper.store import FINAL_BATCH_STATUSES, ITEM_STATUSES
 
 VERSION = "1.0.0"
@@ -29,7 +30,8 @@ ERRORS = {
     413: "Too many URLs or request body too large (TOO_LARGE)",
     415: "The body declares a type other than application/json (UTF-8) (UNSUPPORTED_MEDIA_TYPE)",
     422: "Invalid URLs (per-index details), schema, options or webhook "
-    "(INVALID_URL, INVALID_SCHEMA, INVALID_OPTION, INVALID_WEBHOOK)",
+    "(INVALID_URL, INVALID_SCHEMA, INVALID_OPTION, INVALID_WEBHOOK); schedules: "
+    + SCHEDULE_ERRORS,
     503: "Scrapyd has no such project, or the database is unreachable (SERVICE_UNAVAILABLE); "
     "the batch is stored but its job could not be queued (JOB_NOT_SCHEDULED, details.batch_id)",
 }
@@ -360,7 +362,7 @@ def openapi_document(keys_enabled: bool) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}, {"apiKeyHeader": []}] if keys_enabled else [],
-        "paths": _paths(),
+        "paths": {**_paths(), **schedule_paths(_operation, _json, _param)},
         "webhooks": {
             "batch.completed": {
                 "post": {
@@ -373,7 +375,7 @@ def openapi_document(keys_enabled: bool) -> dict[str, Any]:
             }
         },
         "components": {
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **schedule_schemas()},
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer"},
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

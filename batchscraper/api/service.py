@@ -53,9 +53,16 @@ class BatchService:
     # -- submit ----------------------------------------------------------------
 
     def submit(
-        self, caller: Caller, submission: Submission, key: str | None
+        self,
+        caller: Caller,
+        submission: Submission,
+        key: str | None,
+        *,
+        extra: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Store a new batch (or find the one this Idempotency-Key made); (batch, replayed).
+
+        ``extra``: more fields for the batch document (a schedule's run: its tick key).
 
         The batch is stored with the ids of its jobs, to be queued next: a batch
         whose jobs never got queued (Scrapyd refused, or died first) has none of
@@ -83,8 +90,9 @@ class BatchService:
                 assert replayed is not None
                 return replayed, True
         jobs = job_records(new_job_ids(spec.options.parallel_jobs), "submit")
-        extra: dict[str, Any] = {
-            "jobs": jobs, "idempotency_key": key, "source": "api", **submission.labels.stored()
+        extra = {
+            "jobs": jobs, "idempotency_key": key, "source": "api", **submission.labels.stored(),
+            **(extra or {}),
         }
         if submission.webhook is not None:
             extra["webhook"] = submission.webhook.stored()

@@ -1,0 +1,261 @@
+"""The ``/schedules`` endpoints, and the scheduler loop inside the Scrapyd process.
+
+``scrapyd.conf``::
+
+    [services]
+    schedules = batchscraper.api.schedules.Schedules
+
+The first build of :class:`Schedules` also starts :class:`SchedulerLoop`, a
+Twisted service like the reconciler: every ``BATCH_SCHEDULE_INTERVAL``
+seconds it fires the due ticks (:class:`~batchscraper.schedules.scheduler.Scheduler`,
+in a thread) and queues the jobs of the batches they made. A batch stored
+whose job could not be queued is resumed by the reconciler, as for
+``POST /batches``.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer, task, threads
+from twisted.internet.threads import deferToThread
+
+from batchscraper.api.app import BatchApi
+from batchscraper.api.config import api_settings
+from batchscraper.api.http import ApiResource, JsonResponse, query_int
+from batchscraper.api.resources import queue_jobs
+from batchscraper.api.submit import check_body_headers, read_json_body
+from batchscraper.api.views import batch_summary, pagination
+from batchscraper.schedules.scheduler import ScheduleConfig, Scheduler
+from batchscraper.schedules.service import ScheduleService
+from batchscraper.schedules.store import ScheduleStore
+
+logger = logging.getLogger(__name__)
+
+_SCHEDULES: weakref.WeakKeyDictionary[BatchApi, ScheduleService] = weakref.WeakKeyDictionary()
+
+
+def schedule_service(api: BatchApi, root: Any) -> ScheduleService:
+    """The application's schedules, and its scheduler loop, built once."""
+    if api not in _SCHEDULES:
+        config = ScheduleConfig.from_settings(api_settings(root.scheduler.config))
+        store = ScheduleStore(api.service.store.db)
+        store.ensure_indexes()  # Scrapyd is starting: blocking is fine
+        scheduler = Scheduler(store, api.service, config)
+        _SCHEDULES[api] = ScheduleService(store, scheduler, api.service)
+        if config.enabled:
+            SchedulerLoop(scheduler, api).setServiceParent(root.app)
+    return _SCHEDULES[api]
+
+
+class SchedulerLoop(Service):
+    """Fires due ticks every ``interval`` seconds; errors are logged, the next scan runs."""
+
+    name = "batchscraper-scheduler"
+
+    def __init__(self, scheduler: Scheduler, api: BatchApi) -> None:
+        self.scheduler = scheduler
+        self.api = api
+        self.loop = task.LoopingCall(self.tick)
+
+    def startService(self) -> None:
+        super().startService()
+        self.loop.start(self.scheduler.config.interval, now=True).addErrback(
+            lambda failure: logger.error("Scheduler stopped: %s", failure.getTraceback())
+        )
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self.loop.running:
+            self.loop.stop()
+
+    def tick(self) -> defer.Deferred:
+        d = defer.ensureDeferred(self.scan())
+        d.addErrback(lambda f: logger.warning("Scheduler scan failed: %s", f.value))
+        return d
+
+    async def scan(self) -> None:
+        for fired in await threads.deferToThread(self.scheduler.scan):
+            if fired.batch_id is not None and fired.job_ids:
+                try:
+                    queue_jobs(self.api, fired.batch_id, fired.job_ids)
+                except Exception as exc:  # stored with its jobs noted: the reconciler starts it
+                    logger.warning("Schedule %s: %s", fired.schedule_id, exc)
+
+
+# -- resources ---------------------------------------------------------------------------
+
+
+class Schedules(ApiResource):
+    """``/schedules``: create (POST) and list (GET); ``/schedules/{id}...`` below it."""
+
+    def __init__(self, root: Any) -> None:
+        super().__init__(BatchApi.of(root))
+        self.api.register(self)
+        self.schedules = schedule_service(self.api, root)
+
+    def getChild(self, path: bytes, request: Any) -> Any:
+        if path == b"":
+            return self
+        return ScheduleResource(self.api, self.schedules, path.decode("utf-8", "replace"))
+
+    async def handle_POST(self, request: Any) -> JsonResponse:
+        caller = self.caller(request)
+        body = await _body(self.api, request)
+        doc, secret = await deferToThread(self.schedules.create, caller, body)
+        states = await deferToThread(self.schedules.last_run_states, [doc])
+        answer = schedule_view(doc, states, self.base(request))
+        if secret is not None:
+            answer["batch"]["webhook"]["secret"] = secret  # shown once, like POST /batches
+        return JsonResponse(answer, 201, {"Location": answer["links"]["self"]})
+
+    async def handle_GET(self, request: Any) -> JsonResponse:
+        caller = self.caller(request)
+        config = self.api.config
+        page = query_int(request, "page", 1, 1, 10**9)
+        limit = query_int(request, "limit", config.page_size, 1, config.max_batches_limit)
+
+        def read() -> tuple[list[dict[str, Any]], int, dict[str, dict[str, Any]]]:
+            docs, total = self.schedules.page(caller, page, limit)
+            return docs, total, self.schedules.last_run_states(docs)
+
+        docs, total, states = await deferToThread(read)
+        base = self.base(request)
+        return JsonResponse({
+            "schedules": [schedule_view(doc, states, base) for doc in docs],
+            "pagination": pagination(page, limit, total),
+        })
+
+
+class SchedulePart(ApiResource):
+    """A resource of one schedule."""
+
+    def __init__(self, api: BatchApi, schedules: ScheduleService, schedule_id: str) -> None:
+        super().__init__(api)
+        self.schedules = schedules
+        self.schedule_id = schedule_id
+
+
+class ScheduleResource(SchedulePart):
+    """``/schedules/{id}``: read (GET), change (PATCH), delete (DELETE)."""
+
+    def getChild(self, path: bytes, request: Any) -> Any:
+        if path == b"run":
+            return ScheduleRun(self.api, self.schedules, self.schedule_id)
+        if path == b"runs":
+            return ScheduleRuns(self.api, self.schedules, self.schedule_id)
+        return super().getChild(path, request)
+
+    async def handle_GET(self, request: Any) -> JsonResponse:
+        caller = self.caller(request)
+
+        def read() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+            doc = self.schedules.get(caller, self.schedule_id)
+            return doc, self.schedules.last_run_states([doc])
+
+        doc, states = await deferToThread(read)
+        return JsonResponse(schedule_view(doc, states, self.base(request)))
+
+    async def handle_PATCH(self, request: Any) -> JsonResponse:
+        caller = self.caller(request)
+        body = await _body(self.api, request)
+        doc, secret = await deferToThread(self.schedules.update, caller, self.schedule_id, body)
+        states = await deferToThread(self.schedules.last_run_states, [doc])
+        answer = schedule_view(doc, states, self.base(request))
+        if secret is not None:
+            answer["batch"]["webhook"]["secret"] = secret
+        return JsonResponse(answer)
+
+    async def handle_DELETE(self, request: Any) -> JsonResponse:
+        caller = self.caller(request)
+        doc = await deferToThread(self.schedules.delete, caller, self.schedule_id)
+        return JsonResponse({"schedule_id": doc["_id"], "deleted": True})
+
+
+class ScheduleRun(SchedulePart):
+    """``/schedules/{id}/run``: a run now (POST), outside the ticks."""
+
+    async def handle_POST(self, request: Any) -> JsonResponse:
+        caller = self.caller(request)
+        self.api.jobs.check_available()
+        batch = await deferToThread(self.schedules.run_now, caller, self.schedule_id)
+        job_ids = [job["id"] for job in batch.get("jobs", [])]
+        queue_jobs(self.api, batch["_id"], job_ids)
+        answer = {**batch_summary(batch, self.base(request)), "jobs": job_ids,
+                  "schedule": run_view(batch)}
+        return JsonResponse(answer, 202, {"Location": answer["links"]["self"]})
+
+
+class ScheduleRuns(SchedulePart):
+    """``/schedules/{id}/runs``: the schedule's batches, newest first."""
+
+    async def handle_GET(self, request: Any) -> JsonResponse:
+        caller = self.caller(request)
+        config = self.api.config
+        page = query_int(request, "page", 1, 1, 10**9)
+        limit = query_int(request, "limit", config.page_size, 1, config.max_batches_limit)
+        batches, total = await deferToThread(
+            self.schedules.runs, caller, self.schedule_id, page, limit
+        )
+        base = self.base(request)
+        return JsonResponse({
+            "schedule_id": self.schedule_id,
+            "runs": [{**batch_summary(b, base), "schedule": run_view(b)} for b in batches],
+            "pagination": pagination(page, limit, total),
+        })
+
+
+async def _body(api: BatchApi, request: Any) -> Any:
+    check_body_headers(request, api.config.max_body_bytes)
+    return await deferToThread(read_json_body, request.content, api.config.max_body_bytes)
+
+
+# -- views -------------------------------------------------------------------------------
+
+
+def schedule_links(schedule_id: str, base: str = "") -> dict[str, str]:
+    own = f"{base}/schedules/{schedule_id}"
+    return {"self": own, "runs": f"{own}/runs", "run": f"{own}/run"}
+
+
+def schedule_view(
+    doc: dict[str, Any], states: dict[str, dict[str, Any]], base: str = ""
+) -> dict[str, Any]:
+    """A schedule as the API shows it: never its webhook secret; its last run's status."""
+    template = dict(doc["batch"])
+    if isinstance(template.get("webhook"), dict):
+        template["webhook"] = {"url": template["webhook"]["url"]}
+    last = doc.get("last_run")
+    if last:
+        state = states.get(last["batch_id"]) or {}
+        last = {**last, "status": state.get("status"), "counters": state.get("counters")}
+    return {
+        "schedule_id": doc["_id"],
+        "name": doc.get("name"),
+        "cron": doc["cron"],
+        "timezone": doc["timezone"],
+        "catch_up": doc["catch_up"],
+        "overlap": doc["overlap"],
+        "enabled": doc["enabled"],
+        "next_run_at": doc.get("next_run_at") if doc["enabled"] else None,
+        "waiting_since_tick": doc.get("held_tick"),
+        "last_run": last,
+        "last_skip": doc.get("last_skip"),
+        "last_error": doc.get("last_error"),
+        "counters": doc["counters"],
+        "batch": template,
+        "created_at": doc["created_at"],
+        "updated_at": doc["updated_at"],
+        "links": schedule_links(doc["_id"], base),
+    }
+
+
+def run_view(batch: dict[str, Any]) -> dict[str, Any] | None:
+    """Which schedule made the batch, for which tick and how (tick or manual)."""
+    schedule = batch.get("schedule")
+    if not schedule:
+        return None
+    return {"id": schedule["id"], "tick": schedule.get("tick"), "trigger": schedule["trigger"]}

@@ -1,0 +1,114 @@
+"""``batchscraper schedule add|list|show|pause|resume|rm|run``: schedules through the HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from batchscraper.client import BatchClient
+from batchscraper.exceptions import BatchInputError
+
+ACTIONS = ("add", "list", "show", "pause", "resume", "rm", "run")
+
+
+def add_schedule_parser(commands: Any, client_options: argparse.ArgumentParser) -> None:
+    """The ``schedule`` subcommand and its actions."""
+    schedule = commands.add_parser(
+        "schedule", help="schedules: add, list, show, pause, resume, rm, run")
+    actions = schedule.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", parents=[client_options], help="a new schedule")
+    add.add_argument("--cron", required=True, help="'0 3 * * *' (minute hour day month weekday)")
+    add.add_argument("--timezone", help="IANA zone, e.g. Europe/Berlin (default UTC)")
+    add.add_argument("--name")
+    add.add_argument("--catch-up", choices=("one", "none"))
+    add.add_argument("--overlap", choices=("skip", "queue"))
+    add.add_argument("--paused", action="store_true", help="store it disabled")
+    add.add_argument("--from", dest="rerun_of", metavar="BATCH_ID",
+                     help="each run re-runs this batch's inputs")
+    add.add_argument("--urls", help="as submit --urls")
+    add.add_argument("--schema", help="as submit --schema")
+    add.add_argument("--prompt")
+    add.add_argument("--options", help="JSON object, inline or @file")
+    add.add_argument("--webhook-url")
+    add.add_argument("--webhook-secret")
+    listing = actions.add_parser("list", parents=[client_options], help="your schedules")
+    listing.add_argument("--page", type=int, default=1)
+    listing.add_argument("--limit", type=int)
+    for action, text in (("show", "a schedule and its last runs"), ("pause", "stop its ticks"),
+                         ("resume", "ticks again, from now"), ("rm", "delete it (runs stay)"),
+                         ("run", "a run now")):
+        sub = actions.add_parser(action, parents=[client_options], help=text)
+        sub.add_argument("schedule_id")
+
+
+def schedule_command(
+    client: BatchClient,
+    args: argparse.Namespace,
+    out: Callable[[str], None],
+    json_arg: Callable[[str | None, str], Any],
+    url_entries: Callable[[str], list[Any]],
+) -> int:
+    """Run one ``schedule`` action; the helpers are the CLI's own (output, JSON args, URLs)."""
+    if args.action == "add":
+        answer = client.create_schedule(
+            args.cron, _template(args, json_arg, url_entries), name=args.name,
+            timezone=args.timezone, catch_up=args.catch_up, overlap=args.overlap,
+            enabled=False if args.paused else None,
+        )
+        out(json.dumps(answer, indent=2))
+    elif args.action == "list":
+        answer = client.list_schedules(page=args.page, limit=args.limit)
+        for schedule in answer["schedules"]:
+            out(schedule_line(schedule))
+        pages = answer["pagination"]
+        out(f"page {pages['page']}/{pages['total_pages']}, {pages['total']} schedules"
+            if pages["total"] else "no schedules")
+    elif args.action == "show":
+        out(json.dumps(client.get_schedule(args.schedule_id), indent=2))
+        for run in client.schedule_runs(args.schedule_id, limit=5)["runs"]:
+            out(f"  {run['batch_id']}  {run['status']:<9} {run['schedule']['trigger']:<6} "
+                f"tick={run['schedule']['tick'] or '-'}  created={run['created_at']}")
+    elif args.action in ("pause", "resume"):
+        answer = client.update_schedule(args.schedule_id, enabled=args.action == "resume")
+        out(schedule_line(answer))
+    elif args.action == "rm":
+        client.delete_schedule(args.schedule_id)
+        out(f"{args.schedule_id} deleted")
+    elif args.action == "run":
+        answer = client.run_schedule(args.schedule_id)
+        out(json.dumps(answer, indent=2))
+    return 0
+
+
+def schedule_line(schedule: dict[str, Any]) -> str:
+    """One line per schedule: id, state, cron and zone, next run, last run and its status."""
+    last = schedule.get("last_run") or {}
+    state = "enabled" if schedule["enabled"] else "paused"
+    counters = schedule["counters"]
+    return (f"{schedule['schedule_id']}  {state:<7} {schedule['cron']!r} {schedule['timezone']}  "
+            f"next={schedule.get('next_run_at') or '-'}  "
+            f"last={last.get('batch_id') or '-'} {last.get('status') or ''}  "
+            f"runs={counters['runs']} skipped={counters['skipped']} missed={counters['missed']}"
+            + (f"  name={schedule['name']!r}" if schedule.get("name") else ""))
+
+
+def _template(
+    args: argparse.Namespace,
+    json_arg: Callable[[str | None, str], Any],
+    url_entries: Callable[[str], list[Any]],
+) -> dict[str, Any]:
+    """The batch each run makes: ``--from`` a batch, or URLs and a schema (as ``submit``)."""
+    if bool(args.rerun_of) == bool(args.urls):
+        raise BatchInputError("give --from BATCH_ID or --urls (with --schema), not both")
+    template: dict[str, Any] = {"rerun_of": args.rerun_of} if args.rerun_of else {
+        "urls": url_entries(args.urls), "schema": json_arg(args.schema, "schema")}
+    for key, value in (("prompt", args.prompt), ("options", json_arg(args.options, "options"))):
+        if value is not None:
+            template[key] = value
+    if args.webhook_url:
+        template["webhook"] = {"url": args.webhook_url}
+        if args.webhook_secret:
+            template["webhook"]["secret"] = args.webhook_secret
+    return template

@@ -1,0 +1,211 @@
+"""What a due tick does, and the batch it makes (blocking: called from a thread).
+
+Each scan takes the enabled schedules whose ``next_run_at`` has come and,
+for each, the tick ``next_run_at`` names:
+
+- ``catch_up: none`` and the tick was found more than
+  ``BATCH_SCHEDULE_MISFIRE_GRACE`` seconds late (the service was down): it
+  and every later missed tick are dropped (counted as ``missed``);
+- the previous run still pending or running: ``overlap: skip`` drops the
+  tick (``skipped``); ``overlap: queue`` keeps it waiting (``held_tick``)
+  until that run ends;
+- otherwise one batch is made for it. ``catch_up: one`` (the default) thus
+  gives a single run for any number of ticks missed while the service was
+  down; the ticks it covers besides its own are counted as ``missed``.
+
+The batch carries the unique key (schedule, tick), written with the batch
+document itself; a second scheduler racing for the same tick (another node,
+or this one after a restart half-way) gets a duplicate-key error and only
+moves the schedule on. The schedule moves on with the tick as precondition,
+so its counters count each tick once. ``clock`` is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from batchscraper.api.auth import Caller
+from batchscraper.api.service import BatchService
+from batchscraper.api.submit import read_submission
+from batchscraper.exceptions import BatchError
+from batchscraper.schedules.store import ScheduleStore, tick_key
+from batchscraper.schedules.timing import Timing, parse_timezone
+from batchscraper.store import FINAL_BATCH_STATUSES, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The ``BATCH_SCHEDULE_*`` settings."""
+
+    enabled: bool
+    interval: float
+    misfire_grace: float
+    seconds_field: bool
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ScheduleConfig:
+        return cls(
+            enabled=settings.getbool("BATCH_SCHEDULE_ENABLED"),
+            interval=settings.getfloat("BATCH_SCHEDULE_INTERVAL"),
+            misfire_grace=settings.getfloat("BATCH_SCHEDULE_MISFIRE_GRACE"),
+            seconds_field=settings.getbool("BATCH_SCHEDULE_SECONDS_FIELD"),
+        )
+
+
+@dataclass(frozen=True)
+class Fired:
+    """What one due tick of one schedule did."""
+
+    schedule_id: str
+    tick: dt.datetime
+    outcome: str  # run, duplicate, skipped, waiting, missed, failed
+    batch_id: str | None = None
+    job_ids: list[str] = field(default_factory=list)  # to queue in Scrapyd (outcome "run")
+
+
+def timing_of(schedule: dict[str, Any]) -> Timing:
+    return Timing(schedule["cron"], parse_timezone(schedule["timezone"]))
+
+
+class Scheduler:
+    """Fires due ticks and manual runs into batches through the API's :class:`BatchService`."""
+
+    def __init__(
+        self,
+        store: ScheduleStore,
+        batches: BatchService,
+        config: ScheduleConfig,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.batches = batches
+        self.config = config
+        self.clock = clock
+
+    def scan(self) -> list[Fired]:
+        """Handle every due tick once; what each did."""
+        now = self.clock()
+        return [self.fire_due(schedule, now) for schedule in self.store.due(now)]
+
+    def fire_due(self, schedule: dict[str, Any], now: dt.datetime) -> Fired:
+        """Run, skip, hold or drop the tick the schedule waits for (its ``next_run_at``)."""
+        schedule_id, due = schedule["_id"], schedule["next_run_at"]
+        timing = timing_of(schedule)
+        held = schedule.get("held_tick") == due
+        late = (now - due).total_seconds() > self.config.misfire_grace
+        if schedule["catch_up"] == "none" and late and not held:
+            missed = 1 + timing.count_between(due, now)
+            self._move_on(schedule, due, timing.next_after(now), {"counters.missed": missed})
+            logger.info("Schedule %s: %d tick(s) from %s found late, dropped (catch_up none)",
+                        schedule_id, missed, due.isoformat())
+            return Fired(schedule_id, due, "missed")
+        previous = self._unfinished_previous(schedule)
+        if previous is not None:
+            if schedule["overlap"] == "queue":
+                if not held:
+                    self.store.advance(schedule_id, due, {"$set": {"held_tick": due}})
+                    logger.info("Schedule %s: tick %s waits for run %s (overlap queue)",
+                                schedule_id, due.isoformat(), previous)
+                return Fired(schedule_id, due, "waiting", previous)
+            inc = {"counters.skipped": 1, "counters.missed": timing.count_between(due, now)}
+            extra = {"last_skip": {"tick": due, "at": now, "running": previous}}
+            self._move_on(schedule, due, timing.next_after(now), inc, extra)
+            logger.info("Schedule %s: tick %s skipped, run %s still unfinished (overlap skip)",
+                        schedule_id, due.isoformat(), previous)
+            return Fired(schedule_id, due, "skipped", previous)
+        key = tick_key(schedule_id, due)
+        try:
+            batch = self.make_run(schedule, "tick", due, key)
+        except DuplicateKeyError:  # another scheduler made this tick's batch
+            existing = self.store.batch_of_tick(key)
+            if existing is None:
+                raise
+            self._ran(schedule, due, existing, timing, min(now, existing["created_at"]))
+            return Fired(schedule_id, due, "duplicate", existing["_id"])
+        except BatchError as exc:  # the template makes no batch any more (source batch gone)
+            error = {"code": exc.code, "message": exc.message, "tick": due, "at": now}
+            self._move_on(schedule, due, timing.next_after(now), {"counters.failed": 1},
+                          {"last_error": error})
+            logger.warning("Schedule %s: tick %s made no batch: %s", schedule_id, due, exc)
+            return Fired(schedule_id, due, "failed")
+        self._ran(schedule, due, batch, timing, now)
+        logger.info("Schedule %s: tick %s made batch %s", schedule_id, due.isoformat(),
+                    batch["_id"])
+        return Fired(schedule_id, due, "run", batch["_id"],
+                     [job["id"] for job in batch.get("jobs", [])])
+
+    def make_run(
+        self, schedule: dict[str, Any], trigger: str, tick: dt.datetime | None, key: str | None
+    ) -> dict[str, Any]:
+        """A batch from the schedule's template, owned by the schedule's owner."""
+        template = dict(schedule["batch"])
+        if template.get("name") is None and schedule.get("name"):
+            template["name"] = schedule["name"]
+        extra: dict[str, Any] = {
+            "schedule": {"id": schedule["_id"], "tick": tick, "trigger": trigger}
+        }
+        if key is not None:
+            extra["schedule_tick"] = key
+        caller = Caller(owner=schedule.get("owner"))
+        batch, _ = self.batches.submit(caller, read_submission(template), None, extra=extra)
+        return batch
+
+    def record_manual_run(self, schedule: dict[str, Any], batch: dict[str, Any]) -> None:
+        self.store.change(schedule["_id"], {
+            "$set": {"last_run": _last_run(batch, None, "manual")},
+            "$inc": {"counters.runs": 1},
+        })
+
+    def _ran(
+        self,
+        schedule: dict[str, Any],
+        due: dt.datetime,
+        batch: dict[str, Any],
+        timing: Timing,
+        made: dt.datetime,
+    ) -> None:
+        """Move on past the ticks the run made at ``made`` covers (its own and the missed)."""
+        made_at = max(due, made)
+        inc = {"counters.runs": 1, "counters.missed": timing.count_between(due, made_at)}
+        extra = {"last_run": _last_run(batch, due, "tick"), "last_error": None}
+        self._move_on(schedule, due, timing.next_after(made_at), inc, extra)
+
+    def _move_on(
+        self,
+        schedule: dict[str, Any],
+        due: dt.datetime,
+        following: dt.datetime,
+        inc: dict[str, int],
+        extra: dict[str, Any] | None = None,
+    ) -> bool:
+        update = {
+            "$set": {"next_run_at": following, **(extra or {})},
+            "$inc": {key: value for key, value in inc.items() if value},
+            "$unset": {"held_tick": ""},
+        }
+        if not update["$inc"]:
+            del update["$inc"]
+        return self.store.advance(schedule["_id"], due, update)
+
+    def _unfinished_previous(self, schedule: dict[str, Any]) -> str | None:
+        """The id of the schedule's last run if it is still pending or running."""
+        last = schedule.get("last_run") or {}
+        if not last.get("batch_id"):
+            return None
+        batch = self.store.batch_status(last["batch_id"])
+        if batch is None or batch["status"] in FINAL_BATCH_STATUSES:
+            return None
+        return str(last["batch_id"])
+
+
+def _last_run(batch: dict[str, Any], tick: dt.datetime | None, trigger: str) -> dict[str, Any]:
+    return {"batch_id": batch["_id"], "tick": tick, "trigger": trigger,
+            "created_at": batch["created_at"]}

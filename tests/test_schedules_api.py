@@ -1,0 +1,246 @@
+"""Schedules in real Scrapyd processes on one MongoDB: ticks every few seconds (a seconds field,
+BATCH_SCHEDULE_SECONDS_FIELD) fire real crawls of the example site; two API nodes and a restart
+of the service still give exactly one batch per tick, and every tick is accounted for (a run, a
+skip or a miss). Bad input over HTTP and the CLI store nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchscraper.demo.site import ExampleSite
+from batchscraper.mongo import connect
+from batchscraper.schedules.timing import Timing, parse_timezone
+from tests.api_fixtures import (  # noqa: F401  (fixtures)
+    KEYS,
+    REPO,
+    ScrapydServer,
+    assert_error,
+    assert_matches,
+    openapi_fixture,
+    scrapyd_fixture,
+    start_scrapyd,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+FIELDS = [{"field": "name", "type": "string", "required": True},
+          {"field": "price", "type": "number"}]
+EVERY_3S = "*/3 * * * * *"
+# ticks every few seconds; a run interrupted by the shutdown is resumed within seconds
+QUICK = {"batch_schedule_seconds_field": "true", "batch_schedule_interval": "0.3",
+         "batch_reconcile_interval": "0.5", "batch_reconcile_grace": "1"}
+FINAL = ("completed", "partial", "failed", "cancelled")
+
+
+def own_database(mongo_uri: str) -> str:
+    """A database of the test's own: the scheduler fires every schedule stored in its database."""
+    return mongo_uri.replace("/batchscraper_tests?", f"/sched_{uuid.uuid4().hex[:10]}?")
+
+
+def runs_of(node: ScrapydServer, schedule_id: str) -> list[dict[str, Any]]:
+    answer = node.call("GET", f"/schedules/{schedule_id}/runs?limit=50")
+    assert answer.status == 200, answer.body
+    return list(answer.json()["runs"])
+
+
+def test_ticks_fire_once_each_across_two_nodes_and_a_restart(
+    mongo_uri: str, tmp_path: Path, site: ExampleSite
+) -> None:
+    uri = own_database(mongo_uri)
+    node_a = start_scrapyd(tmp_path / "a", uri, api_settings=QUICK)
+    node_b = start_scrapyd(tmp_path / "b", uri, api_settings=QUICK)
+    try:
+        # queue: the catch-up tick waits for the run the shutdown interrupted (resumed by the
+        # reconciler) instead of being skipped
+        body = {"name": "prices", "cron": EVERY_3S, "overlap": "queue",
+                "batch": {"urls": [site.url(f"/products/{n}") for n in (1, 2)],
+                          "fields": FIELDS, "options": {"retries": 0}}}
+        created = node_a.call("POST", "/schedules", body)
+        assert created.status == 201, created.body
+        schedule_id = created.json()["schedule_id"]
+        assert created.headers["Location"] == f"/schedules/{schedule_id}"
+        wait_for(lambda: len(runs_of(node_a, schedule_id)) >= 3, timeout=60, what="3 runs")
+
+        # the service goes down (both nodes) for several ticks; one node comes back
+        node_a.stop()
+        node_b.stop()
+        down_at = dt.datetime.now(dt.UTC)
+        before = {run["batch_id"] for run in runs_of_db(uri, schedule_id)}
+        time.sleep(7)
+        node_a = start_scrapyd(tmp_path / "a", uri, api_settings=QUICK)
+        catch_up = wait_for(lambda: [r for r in runs_of(node_a, schedule_id)
+                                     if r["batch_id"] not in before], timeout=60, what="catch-up")
+        # the catch-up run is the first tick missed while down: one run for all of them
+        assert dt.datetime.fromisoformat(catch_up[-1]["schedule"]["tick"]) <= down_at + \
+            dt.timedelta(seconds=3)
+        wait_for(lambda: len(runs_of(node_a, schedule_id)) >= len(before) + 2, timeout=60,
+                 what="a tick after the catch-up")
+        paused = node_a.call("PATCH", f"/schedules/{schedule_id}", {"enabled": False}).json()
+        assert (paused["enabled"], paused["next_run_at"]) == (False, None)
+        runs = wait_for(lambda: all_final(node_a, schedule_id), timeout=90, what="runs to end")
+    finally:
+        node_a.stop()
+        node_b.stop()
+
+    ticks = [run["schedule"]["tick"] for run in runs]
+    assert len(ticks) == len(set(ticks)), "a tick made two batches"
+    assert {run["status"] for run in runs} == {"completed"}
+    stored = stored_schedule(uri, schedule_id)
+    counters = stored["counters"]
+    assert counters["runs"] == len(runs)
+    assert counters["missed"] >= 1  # the ticks while the service was down
+    # every tick from the first run's to the one it waited for when paused is a run, a skip
+    # (the previous run still busy) or a miss (folded into the catch-up run)
+    first_tick = min(dt.datetime.fromisoformat(tick) for tick in ticks)
+    timing = Timing(stored["cron"], parse_timezone(stored["timezone"]))
+    ticks_between = 1 + timing.count_between(
+        first_tick, stored["next_run_at"] - dt.timedelta(seconds=1))
+    assert counters["runs"] + counters["skipped"] + counters["missed"] == ticks_between
+
+
+def runs_of_db(uri: str, schedule_id: str) -> list[dict[str, Any]]:
+    client = connect(uri)
+    try:
+        db = client.get_default_database()
+        return [{"batch_id": b["_id"]} for b in db["batches"].find({"schedule.id": schedule_id})]
+    finally:
+        client.close()
+
+
+def all_final(node: ScrapydServer, schedule_id: str) -> list[dict[str, Any]] | None:
+    runs = runs_of(node, schedule_id)
+    return runs if all(run["status"] in FINAL for run in runs) else None
+
+
+def stored_schedule(uri: str, schedule_id: str) -> dict[str, Any]:
+    client = connect(uri)
+    try:
+        return dict(client.get_default_database()["schedules"].find_one({"_id": schedule_id}))
+    finally:
+        client.close()
+
+
+def test_schedule_endpoints_and_cli_over_http(
+    scrapyd: ScrapydServer, openapi: dict, site: ExampleSite, mongo_uri: str
+) -> None:
+    client = connect(mongo_uri)
+    schedules = client.get_default_database()["schedules"]
+    try:
+        body = {"name": "nightly prices", "cron": "0 3 * * *", "timezone": "Europe/Berlin",
+                "batch": {"urls": [site.url("/products/3")], "fields": FIELDS,
+                          "webhook": {"url": "http://127.0.0.1:9/hook"}}}
+        created = scrapyd.call("POST", "/schedules", body)
+        assert created.status == 201, created.body
+        doc = created.json()
+        assert_matches(openapi, "Schedule", doc)
+        schedule_id = doc["schedule_id"]
+        assert doc["batch"]["webhook"]["secret"].startswith("whsec_")  # generated: shown once
+        assert doc["next_run_at"].endswith("+00:00") and doc["last_run"] is None
+        shown = scrapyd.call("GET", f"/schedules/{schedule_id}").json()
+        assert_matches(openapi, "Schedule", shown)
+        assert shown["batch"]["webhook"] == {"url": "http://127.0.0.1:9/hook"}  # no secret
+
+        ran = scrapyd.call("POST", f"/schedules/{schedule_id}/run")
+        assert ran.status == 202, ran.body
+        assert_matches(openapi, "ScheduleRunAccepted", ran.json())
+        batch_id = ran.json()["batch_id"]
+        assert ran.json()["schedule"] == {"id": schedule_id, "tick": None, "trigger": "manual"}
+        final = scrapyd.client().wait(batch_id, interval=0.3, timeout=90)
+        assert (final["status"], final["name"]) == ("completed", "nightly prices")
+        runs = scrapyd.call("GET", f"/schedules/{schedule_id}/runs").json()
+        assert_matches(openapi, "ScheduleRuns", runs)
+        assert [run["batch_id"] for run in runs["runs"]] == [batch_id]
+        shown = scrapyd.call("GET", f"/schedules/{schedule_id}").json()
+        assert (shown["last_run"]["batch_id"], shown["last_run"]["status"]) == (batch_id,
+                                                                                "completed")
+
+        # the CLI, as a user runs it
+        cli = cli_runner(scrapyd)
+        listed = cli("schedule", "list")
+        assert listed.returncode == 0 and schedule_id in listed.stdout
+        assert "'0 3 * * *' Europe/Berlin" in listed.stdout
+        paused = cli("schedule", "pause", schedule_id)
+        assert paused.returncode == 0 and "paused" in paused.stdout
+        assert scrapyd.call("GET", f"/schedules/{schedule_id}").json()["next_run_at"] is None
+        assert cli("schedule", "resume", schedule_id).returncode == 0
+        assert scrapyd.call("GET", f"/schedules/{schedule_id}").json()["enabled"] is True
+        added = cli("schedule", "add", "--cron", "30 4 * * 1", "--from", batch_id,
+                    "--name", "weekly")
+        assert added.returncode == 0, added.stderr
+        second = json.loads(added.stdout)["schedule_id"]
+        assert scrapyd.call("GET", f"/schedules/{second}", owner="bob").status == 403
+        before = schedules.count_documents({})
+        refused = cli("schedule", "add", "--cron", "61 * * * *", "--timezone", "Mars/Olympus",
+                      "--from", batch_id)
+        assert refused.returncode == 2
+        assert refused.stderr.count("\n") == 1, refused.stderr  # one readable line
+        assert "INVALID_SCHEDULE" in refused.stderr and "Mars/Olympus" in refused.stderr
+        assert schedules.count_documents({}) == before
+        assert cli("schedule", "rm", second).returncode == 0
+
+        deleted = scrapyd.call("DELETE", f"/schedules/{schedule_id}")
+        assert_matches(openapi, "ScheduleDeleted", deleted.json())
+        assert_error(openapi, scrapyd.call("GET", f"/schedules/{schedule_id}"), 404, "NOT_FOUND")
+        # its batches stay
+        assert scrapyd.call("GET", f"/batches/{batch_id}?limit=0").status == 200
+    finally:
+        client.close()
+
+
+def test_bad_schedules_are_refused_over_http_and_nothing_is_stored(
+    scrapyd: ScrapydServer, openapi: dict, site: ExampleSite, mongo_uri: str
+) -> None:
+    client = connect(mongo_uri)
+    db = client.get_default_database()
+    counts = lambda: (db["schedules"].count_documents({}),  # noqa: E731
+                      db["batches"].count_documents({}))
+    try:
+        before = counts()
+        bad = {"cron": "0 25 * * *", "timezone": "Nowhere/Atlantis", "overlap": "both",
+               "batch": {"urls": ["not a url"], "fields": FIELDS,
+                         "options": {"concurrency": 1000}}}
+        error = assert_error(openapi, scrapyd.call("POST", "/schedules", bad), 422,
+                             "INVALID_SCHEDULE")
+        assert {d["field"] for d in error["details"]} == {
+            "cron", "timezone", "overlap", "batch.urls", "batch.options"}
+        unknown = {"cron": "0 3 * * *", "batch": {"rerun_of": "b_" + "f" * 32}}
+        error = assert_error(openapi, scrapyd.call("POST", "/schedules", unknown), 422,
+                             "INVALID_SCHEDULE")
+        assert [(d["field"], d["code"]) for d in error["details"]] == [
+            ("batch.rerun_of", "NOT_FOUND")]
+        bobs = scrapyd.call("POST", "/batches", {"urls": [site.url("/products/4")],
+                                                 "fields": FIELDS}, owner="bob").json()
+        before = counts()
+        theirs = {"cron": "0 3 * * *", "batch": {"rerun_of": bobs["batch_id"]}}
+        assert_error(openapi, scrapyd.call("POST", "/schedules", theirs), 403, "FORBIDDEN")
+        assert_error(openapi, scrapyd.call("POST", "/schedules", {"cron": "0 3 * * *",
+                                                                  "every": 5}),
+                     400, "INVALID_INPUT")
+        assert_error(openapi, scrapyd.call("GET", "/schedules/s_nope"), 404, "NOT_FOUND")
+        assert_error(openapi, scrapyd.call("POST", "/schedules", {"cron": "* * * * *",
+                                                                  "batch": {}}, owner=None),
+                     401, "UNAUTHORIZED")
+        assert counts() == before
+    finally:
+        client.close()
+
+
+def cli_runner(scrapyd: ScrapydServer) -> Any:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "batchscraper.cli", *args, "--url", scrapyd.url,
+                   "--api-key", KEYS["alice"]]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60,
+                              check=False)
+
+    return run
