@@ -204,6 +204,14 @@ class RenderFailedError(FetchError):
     retryable = True
 
 
+class ProxyFailedError(FetchError):
+    """Every proxy the request could use failed (connect error, 407, repeated bans) and is
+    benched for now."""
+
+    code = "PROXY_FAILED"
+    retryable = True
+
+
 class RobotsDisallowedError(FetchError):
     code = "ROBOTS_DISALLOWED"
     retryable = False

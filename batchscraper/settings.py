@@ -106,6 +106,20 @@ BATCH_ALLOWED_PORTS: list[int] = []  # empty: any port
 BATCH_EGRESS_RESOLVER = "batchscraper.downloadermiddlewares.ssrf.resolve"
 BATCH_EGRESS_CONNECT_TIMEOUT = 10.0
 
+# Proxies (HTTP fetches). The batch option `proxy` (or a URL's own) comes first; else every
+# request goes through the operator's BATCH_PROXIES (http:// or https:// URLs, with
+# credentials if needed; trusted: they may be on private addresses). A domain keeps its proxy
+# until it fails (connect error, 407, BATCH_PROXY_MAX_BANS answers in BATCH_PROXY_BAN_CODES in
+# a row); a failed proxy is benched BATCH_PROXY_BENCH_SECONDS, doubled per failure in a row,
+# at most BATCH_PROXY_BENCH_MAX_SECONDS, and the request goes through another (PROXY_FAILED
+# when none is left).
+BATCH_PROXY_ENABLED = True
+BATCH_PROXIES: list[str] = []
+BATCH_PROXY_BENCH_SECONDS = 30.0
+BATCH_PROXY_BENCH_MAX_SECONDS = 600.0
+BATCH_PROXY_BAN_CODES = [403, 429]
+BATCH_PROXY_MAX_BANS = 3
+
 # Limits on what one batch may ask for.
 BATCH_MAX_URLS = 10_000
 BATCH_MAX_TOTAL_ITEMS = 5_000
@@ -238,6 +252,8 @@ DOWNLOADER_MIDDLEWARES.update(
         "batchscraper.downloadermiddlewares.robots.RobotsTxtPolicy": 100,
         # between retry (550) and the downloader: sees every attempt's raw status
         "batchscraper.downloadermiddlewares.breaker.CircuitBreakerMiddleware": 580,
+        # just before Scrapy's HttpProxyMiddleware (750), which sends the proxy's credentials
+        "batchscraper.downloadermiddlewares.proxies.ProxyRotationMiddleware": 740,
     }
 )
 EXTENSIONS.update({"batchscraper.extensions.domains.DomainHealthWriter": 510})

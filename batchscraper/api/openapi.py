@@ -33,6 +33,16 @@ ERRORS = {
 }
 
 
+PROXY = {
+    "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 100}],
+    "description": "http:// or https:// proxy URL(s), with user:password@ if needed; rotated "
+    "per domain, a failing one benched (PROXY_FAILED when all fail); served redacted "
+    "(***:***); not with render_js always",
+}
+# options and per-URL keys whose schema is more than a range
+DESCRIBED = {"proxy": PROXY}
+
+
 def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -61,14 +71,14 @@ def _option_schemas() -> dict[str, Any]:
                 schema["type"] = [schema["type"], "null"]
             out[option.name] = schema
         else:
-            out[option.name] = {}
+            out[option.name] = DESCRIBED.get(option.name, {})
     return out
 
 
 def _schemas() -> dict[str, Any]:
     counters = {"type": "object", "additionalProperties": {"type": "number"}}
     counters["required"] = ["total", *ITEM_STATUSES]
-    url_object = obj({key: {} for key in sorted(URL_KEYS)}, ["url"])
+    url_object = obj({key: DESCRIBED.get(key, {}) for key in sorted(URL_KEYS)}, ["url"])
     url_object["properties"]["url"] = {"type": "string", "format": "uri"}
     webhook = obj(
         {"url": {"type": "string", "format": "uri"}, "secret": {"type": "string"}}, ["url"]

@@ -46,6 +46,7 @@ from batchscraper.inputs import (
 )
 from batchscraper.items import PageItem
 from batchscraper.leasing import Leaser, WorkerConfig
+from batchscraper.proxies import ProxyEndpoint, ProxySource
 from batchscraper.reextract import stored_page_item
 from batchscraper.render import (
     RenderConfig,
@@ -87,6 +88,7 @@ class BatchSpider(scrapy.Spider):
     render: RenderConfig
     validation: ValidationSettings
     ssrf_policy: AddressPolicy
+    proxies: ProxySource
 
     def __init__(
         self,
@@ -124,8 +126,12 @@ class BatchSpider(scrapy.Spider):
             crawler.settings.getfloat("BATCH_STORE_RETRY_BACKOFF"),
         )
         spider.batch = spider._open_batch(crawler.settings)
-        stored = spider.batch["options"]
+        stored = dict(spider.batch["options"])
+        stored_proxies = stored.pop("proxy", None)  # redacted: the credentials are kept apart
         spider.options = parse_options(stored, Limits(max_total_items=stored["max_total_items"]))
+        spider.proxies = ProxySource.load(
+            stored_proxies, spider.store.proxy_secrets(spider.batch["_id"])
+        )
         if spider.resumed:  # -a batch_id=... -a concurrency=...: for this run only
             spider.options = run_time_options(spider.options, **spider.option_args)
         assert spider.batch_id is not None
@@ -213,6 +219,8 @@ class BatchSpider(scrapy.Spider):
         if escalation or self.render_policy(doc) == "always":
             meta.update(browser_meta(overrides, timeout, self.render))
             meta["render_reason"] = escalation or "render_js: always"
+        elif proxies := self.proxies_for(doc):
+            meta["batch_proxies"] = proxies
         headers = dict(overrides.get("headers") or {})
         if overrides.get("cookies"):
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in overrides["cookies"].items())
@@ -225,8 +233,18 @@ class BatchSpider(scrapy.Spider):
             dont_filter=True,
         )
 
+    def proxies_for(self, doc: dict[str, Any]) -> tuple[ProxyEndpoint, ...]:
+        """The item's own proxies, else the batch's (empty: BATCH_PROXIES, or none)."""
+        return self.proxies.for_item(doc["index"], (doc.get("request") or {}).get("proxy"))
+
     def render_policy(self, doc: dict[str, Any]) -> str:
-        """``always``, ``never`` or ``auto``: the URL's own ``render_js``, else the batch's."""
+        """``always``, ``never`` or ``auto``: the URL's own ``render_js``, else the batch's.
+
+        A page that goes through a user's proxy is never rendered: the browser's egress
+        guard does not chain to it (and ``always`` with a proxy is refused at submit).
+        """
+        if self.proxies_for(doc):
+            return "never"
         return str((doc.get("request") or {}).get("render_js") or self.options.render_js)
 
     def escalation_for(self, item: PageItem) -> scrapy.Request | None:
@@ -287,7 +305,9 @@ class BatchSpider(scrapy.Spider):
         """Why a downloaded response cannot be used as a page, or None."""
         # a browser's connections are checked and pinned by the egress guard, and its
         # response's address is the guard's own
-        if response.ip_address is not None and "playwright" not in response.flags:
+        # nor is a proxy's: the target was checked before the request went to the proxy
+        proxied = response.meta.get("proxy") is not None
+        if response.ip_address is not None and "playwright" not in response.flags and not proxied:
             problem = self.ssrf_policy.address_problem(response.ip_address)
             if problem:  # the connection went somewhere the checks did not see
                 return FetchBlockedError(problem)
