@@ -197,6 +197,13 @@ class UnsupportedContentTypeError(FetchError):
     retryable = False
 
 
+class PdfUnreadableError(FetchError):
+    """A PDF page that is encrypted, broken, or takes longer than ``BATCH_PDF_TIMEOUT``."""
+
+    code = "PDF_UNREADABLE"
+    retryable = False
+
+
 class RenderFailedError(FetchError):
     """The browser itself failed (not the page's network)."""
 

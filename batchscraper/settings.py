@@ -86,6 +86,7 @@ FEED_EXPORT_FIELDS = [
     "content",
     "render_reason",
     "screenshot",
+    "pdf",
     "extraction",
     "filtered_out",
     "llm_calls",
@@ -119,6 +120,12 @@ BATCH_PROXY_BENCH_SECONDS = 30.0
 BATCH_PROXY_BENCH_MAX_SECONDS = 600.0
 BATCH_PROXY_BAN_CODES = [403, 429]
 BATCH_PROXY_MAX_BANS = 3
+
+# PDF pages (render_mode "pdf"): pages read, body size, and how long reading may take;
+# an encrypted or broken PDF, or one read too slowly, is PDF_UNREADABLE.
+BATCH_PDF_MAX_PAGES = 200
+BATCH_PDF_MAX_BYTES = 10 * 1024 * 1024
+BATCH_PDF_TIMEOUT = 20.0
 
 # Limits on what one batch may ask for.
 BATCH_MAX_URLS = 10_000

@@ -62,3 +62,19 @@ def test_bad_proxy_option_is_a_422_and_stores_nothing(
     assert_error(openapi, scrapyd.call("POST", "/batches", body), 422, "INVALID_OPTION")
     after = store.batches.count_documents({}), store.db["proxy_secrets"].count_documents({})
     assert after == before
+
+
+def test_pdf_pages_are_served_with_their_document_information(
+    scrapyd: ScrapydServer, openapi: dict, site: ExampleSite, store: BatchStore
+) -> None:
+    urls = [site.url("/pdf/5"), site.url("/pdf-broken/6")]
+    batch_id = submit(scrapyd, {"urls": urls, "fields": FIELDS,
+                                "options": {"retries": 0}})["batch_id"]
+    assert wait_final(scrapyd, batch_id)["status"] == "partial"
+    items = scrapyd.call("GET", f"/batches/{batch_id}/items").json()["items"]
+    for item in items:
+        assert_matches(openapi, "ItemRecord", item)
+    assert (items[0]["render_mode"], items[0]["pdf"]["title"]) == ("pdf", "Product 5")
+    assert items[0]["data"]["name"] == "Product 5"
+    assert items[1]["error"]["code"] == "PDF_UNREADABLE"
+    assert_counters_match_items(store, batch_id)

@@ -184,6 +184,13 @@ def _schemas() -> dict[str, Any]:
                     {"code": {"type": "string"}, "message": {"type": "string"},
                      "retryable": {"type": "boolean"}}, ["code", "message"])]},
                 "attempts": {"type": "integer"},
+                "render_mode": {"enum": ["fetch", "headless", "pdf"]},
+                "pdf": {"oneOf": [{"type": "null"}, obj(
+                    {"pages": {"type": "integer"}, "pages_read": {"type": "integer"},
+                     "title": {"type": ["string", "null"]}, "author": {"type": ["string", "null"]},
+                     "created": NULLABLE_TIME, "modified": NULLABLE_TIME},
+                    ["pages", "pages_read"],
+                    description="a PDF page's page count and document information")]},
             },
             ["batch_id", "index", "url", "status"],
         ),

@@ -34,6 +34,7 @@ from batchscraper.exceptions import (
     FetchError,
     UnsupportedContentTypeError,
 )
+from batchscraper.extraction.pdf import PdfLimits, is_pdf, pdf_document
 from batchscraper.extraction.structured import map_to_schema, parse_structured_data
 from batchscraper.extraction.validation import ValidationSettings, checker_for
 from batchscraper.inputs import (
@@ -89,6 +90,7 @@ class BatchSpider(scrapy.Spider):
     validation: ValidationSettings
     ssrf_policy: AddressPolicy
     proxies: ProxySource
+    pdf_limits: PdfLimits
 
     def __init__(
         self,
@@ -146,6 +148,7 @@ class BatchSpider(scrapy.Spider):
         spider.render = RenderConfig.from_settings(crawler.settings)
         spider.validation = ValidationSettings.from_settings(crawler.settings)
         spider.ssrf_policy = guard_policy(crawler.settings)
+        spider.pdf_limits = PdfLimits.from_settings(crawler.settings)
         spider._apply_batch_settings(crawler)
         crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
         return spider
@@ -271,10 +274,14 @@ class BatchSpider(scrapy.Spider):
         if "playwright" in response.flags:
             item.render_mode = "headless"
             item.screenshot_png = screenshot_from(response.meta)
-        error = self._response_problem(response)
+        content_type = (response.headers.get(b"Content-Type") or b"").decode("latin-1")
+        pdf = "playwright" not in response.flags and is_pdf(content_type, response.body)
+        error = self._response_problem(response, pdf)
         if error is not None:
             item.fail(error.to_dict())
             return item
+        if pdf:
+            return await self._pdf_page(item, response.body)
         assert isinstance(response, TextResponse)
         item.body = response.text
         doc = self.inflight.get(item.index)
@@ -286,6 +293,19 @@ class BatchSpider(scrapy.Spider):
                     return item
                 self.crawler.stats.inc_value("batch/render/escalated/app_shell")
                 return self.request_for(doc, escalation=f"auto: {reason}")
+        return item
+
+    async def _pdf_page(self, item: PageItem, body: bytes) -> PageItem:
+        """A PDF's text and metadata, as the page the pipelines extract from."""
+        item.render_mode = "pdf"
+        try:
+            document = await pdf_document(body, self.pdf_limits)
+        except FetchError as exc:
+            item.fail(exc.to_dict())
+            return item
+        item.pdf = document.record()
+        item.body = document.to_html()
+        self.crawler.stats.inc_value("batch/pdf/pages", len(document.pages_text))
         return item
 
     def _answers_schema(self, html: str, url: str) -> bool:
@@ -301,7 +321,7 @@ class BatchSpider(scrapy.Spider):
         except BatchError:  # the checker's own failures: the pipelines will say what they are
             return False
 
-    def _response_problem(self, response: Response) -> FetchError | None:
+    def _response_problem(self, response: Response, pdf: bool = False) -> FetchError | None:
         """Why a downloaded response cannot be used as a page, or None."""
         # a browser's connections are checked and pinned by the egress guard, and its
         # response's address is the guard's own
@@ -315,7 +335,7 @@ class BatchSpider(scrapy.Spider):
             return ContentTooLargeError(
                 f"page is {len(response.body)} bytes; the limit is {self.render.max_body_bytes}"
             )
-        if not isinstance(response, TextResponse) or not _is_text(response):
+        if not pdf and (not isinstance(response, TextResponse) or not _is_text(response)):
             content_type = (response.headers.get(b"Content-Type") or b"").decode("latin-1")
             return UnsupportedContentTypeError(
                 f"content type {content_type or 'unknown'!r} is not a web page"
