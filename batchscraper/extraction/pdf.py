@@ -110,7 +110,8 @@ def read_pdf(body: bytes, max_pages: int) -> PdfDocument:
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError,
             AssertionError, RecursionError, NotImplementedError) as exc:
         # pypdf lets a broken file surface as many exception types
-        raise PdfUnreadableError(f"the PDF cannot be read: {type(exc).__name__}: {exc}"[:300]) from None
+        message = f"the PDF cannot be read: {type(exc).__name__}: {exc}"
+        raise PdfUnreadableError(message[:300]) from None
 
 
 async def pdf_document(body: bytes, limits: PdfLimits) -> PdfDocument:
