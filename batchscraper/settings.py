@@ -87,6 +87,7 @@ FEED_EXPORT_FIELDS = [
     "render_reason",
     "screenshot",
     "pdf",
+    "cache",
     "extraction",
     "filtered_out",
     "llm_calls",
@@ -126,6 +127,16 @@ BATCH_PROXY_MAX_BANS = 3
 BATCH_PDF_MAX_PAGES = 200
 BATCH_PDF_MAX_BYTES = 10 * 1024 * 1024
 BATCH_PDF_TIMEOUT = 20.0
+
+# The fetch cache (option `max_age`): pages a batch fetched with max_age > 0 are kept per
+# owner (page_cache collection, bodies in GridFS) for BATCH_CACHE_TTL_DAYS; larger bodies than
+# BATCH_CACHE_MAX_BYTES are not kept. Only requests with max_age > 0 use it.
+BATCH_CACHE_ENABLED = True
+BATCH_CACHE_MAX_BYTES = 5 * 1024 * 1024
+BATCH_CACHE_TTL_DAYS = 7.0
+HTTPCACHE_ENABLED = True  # read by PageCacheMiddleware (Scrapy's own is replaced below)
+HTTPCACHE_POLICY = "batchscraper.downloadermiddlewares.pagecache.MaxAgePolicy"
+HTTPCACHE_STORAGE = "batchscraper.downloadermiddlewares.pagecache.MongoCacheStorage"
 
 # Limits on what one batch may ask for.
 BATCH_MAX_URLS = 10_000
@@ -261,6 +272,9 @@ DOWNLOADER_MIDDLEWARES.update(
         "batchscraper.downloadermiddlewares.breaker.CircuitBreakerMiddleware": 580,
         # just before Scrapy's HttpProxyMiddleware (750), which sends the proxy's credentials
         "batchscraper.downloadermiddlewares.proxies.ProxyRotationMiddleware": 740,
+        # the fetch cache (option max_age): Scrapy's HttpCacheMiddleware on MongoDB/GridFS
+        "scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware": None,
+        "batchscraper.downloadermiddlewares.pagecache.PageCacheMiddleware": 900,
     }
 )
 EXTENSIONS.update({"batchscraper.extensions.domains.DomainHealthWriter": 510})

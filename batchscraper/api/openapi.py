@@ -185,6 +185,8 @@ def _schemas() -> dict[str, Any]:
                      "retryable": {"type": "boolean"}}, ["code", "message"])]},
                 "attempts": {"type": "integer"},
                 "render_mode": {"enum": ["fetch", "headless", "pdf"]},
+                "cache": {"enum": ["hit", "revalidated", "miss", None],
+                          "description": "with max_age: how the fetch cache served the page"},
                 "pdf": {"oneOf": [{"type": "null"}, obj(
                     {"pages": {"type": "integer"}, "pages_read": {"type": "integer"},
                      "title": {"type": ["string", "null"]}, "author": {"type": ["string", "null"]},

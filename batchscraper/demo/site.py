@@ -495,6 +495,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_page(*_STATIC[path])
         elif kind in _N_PAGES and 1 <= num <= MAX_N:
             self.send_page(200, _N_PAGES[kind](num))
+        elif kind == "etag" and 1 <= num <= MAX_N:
+            self.validated(num)
         elif kind in _PDF_PAGES and 1 <= num <= MAX_N:
             make, content_type = _PDF_PAGES[kind]
             self.send_page(200, make(num), content_type)
@@ -541,6 +543,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def validated(self, n: int) -> None:
+        """Product ``n`` with an ETag and Last-Modified; 304 when the client has it."""
+        tag = f'"product-{n}-v1"'
+        headers = {"ETag": tag, "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT"}
+        if self.headers.get("If-None-Match") == tag:
+            self.send_page(304, b"", headers=headers)
+        else:
+            self.send_page(200, product_page(n), headers=headers)
 
     def qnum(self, name: str, default: float, lo: float, hi: float) -> float:
         """Numeric query parameter clamped to ``[lo, hi]``; ValueError if malformed."""

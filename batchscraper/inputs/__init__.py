@@ -130,6 +130,7 @@ class BatchOptions:
     grounding: str = "auto"
     robots_txt: bool = False
     proxy: tuple[ProxyEndpoint, ...] = ()
+    max_age: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The stored and shown form: proxies redacted (their credentials are kept apart)."""
@@ -150,6 +151,7 @@ OPTION_RANGES: dict[str, tuple[str, float, float]] = {
     "retries": ("int", 0, 5),
     "max_llm_calls": ("int", 0, 10_000_000),
     "max_cost_usd": ("float", 0, 1_000_000),
+    "max_age": ("int", 0, 31_536_000),  # seconds; a year
 }
 # options whose default is "no limit"
 NULLABLE_OPTIONS = frozenset({"max_llm_calls", "max_cost_usd"})

@@ -222,8 +222,11 @@ class BatchSpider(scrapy.Spider):
         if escalation or self.render_policy(doc) == "always":
             meta.update(browser_meta(overrides, timeout, self.render))
             meta["render_reason"] = escalation or "render_js: always"
-        elif proxies := self.proxies_for(doc):
-            meta["batch_proxies"] = proxies
+        else:
+            if proxies := self.proxies_for(doc):
+                meta["batch_proxies"] = proxies
+            if self.options.max_age:
+                meta["max_age"] = self.options.max_age
         headers = dict(overrides.get("headers") or {})
         if overrides.get("cookies"):
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in overrides["cookies"].items())
@@ -280,6 +283,8 @@ class BatchSpider(scrapy.Spider):
         if error is not None:
             item.fail(error.to_dict())
             return item
+        if self.options.max_age and "playwright" not in response.flags:
+            item.cache = response.meta.get("cache", "miss")
         if pdf:
             return await self._pdf_page(item, response.body)
         assert isinstance(response, TextResponse)

@@ -370,7 +370,15 @@ def _finish_increments(record: dict[str, Any], copies: int) -> dict[str, Any]:
     if status == ItemStatus.FAILED:
         inc["failures." + failure_code(record.get("error"))] = 1 + copies
     inc.update(_usage_increments(record))
+    inc.update(_cache_increments(record, copies))
     return inc
+
+
+def _cache_increments(record: dict[str, Any], copies: int) -> dict[str, int]:
+    """A page served by the fetch cache counts on each item holding its record."""
+    counter = {"hit": "counters.cache_hits", "revalidated": "counters.cache_revalidated"}
+    key = counter.get(record.get("cache") or "")
+    return {key: 1 + copies} if key else {}
 
 
 def _usage_increments(record: dict[str, Any]) -> dict[str, Any]:
