@@ -197,10 +197,25 @@ class UnsupportedContentTypeError(FetchError):
     retryable = False
 
 
+class PdfUnreadableError(FetchError):
+    """A PDF page that is encrypted, broken, or takes longer than ``BATCH_PDF_TIMEOUT``."""
+
+    code = "PDF_UNREADABLE"
+    retryable = False
+
+
 class RenderFailedError(FetchError):
     """The browser itself failed (not the page's network)."""
 
     code = "RENDER_FAILED"
+    retryable = True
+
+
+class ProxyFailedError(FetchError):
+    """Every proxy the request could use failed (connect error, 407, repeated bans) and is
+    benched for now."""
+
+    code = "PROXY_FAILED"
     retryable = True
 
 

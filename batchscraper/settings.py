@@ -86,6 +86,8 @@ FEED_EXPORT_FIELDS = [
     "content",
     "render_reason",
     "screenshot",
+    "pdf",
+    "cache",
     "extraction",
     "filtered_out",
     "llm_calls",
@@ -105,6 +107,36 @@ BATCH_ALLOWED_PORTS: list[int] = []  # empty: any port
 # long it waits for a connection to the address it checked
 BATCH_EGRESS_RESOLVER = "batchscraper.downloadermiddlewares.ssrf.resolve"
 BATCH_EGRESS_CONNECT_TIMEOUT = 10.0
+
+# Proxies (HTTP fetches). The batch option `proxy` (or a URL's own) comes first; else every
+# request goes through the operator's BATCH_PROXIES (http:// or https:// URLs, with
+# credentials if needed; trusted: they may be on private addresses). A domain keeps its proxy
+# until it fails (connect error, 407, BATCH_PROXY_MAX_BANS answers in BATCH_PROXY_BAN_CODES in
+# a row); a failed proxy is benched BATCH_PROXY_BENCH_SECONDS, doubled per failure in a row,
+# at most BATCH_PROXY_BENCH_MAX_SECONDS, and the request goes through another (PROXY_FAILED
+# when none is left).
+BATCH_PROXY_ENABLED = True
+BATCH_PROXIES: list[str] = []
+BATCH_PROXY_BENCH_SECONDS = 30.0
+BATCH_PROXY_BENCH_MAX_SECONDS = 600.0
+BATCH_PROXY_BAN_CODES = [403, 429]
+BATCH_PROXY_MAX_BANS = 3
+
+# PDF pages (render_mode "pdf"): pages read, body size, and how long reading may take;
+# an encrypted or broken PDF, or one read too slowly, is PDF_UNREADABLE.
+BATCH_PDF_MAX_PAGES = 200
+BATCH_PDF_MAX_BYTES = 10 * 1024 * 1024
+BATCH_PDF_TIMEOUT = 20.0
+
+# The fetch cache (option `max_age`): pages a batch fetched with max_age > 0 are kept per
+# owner (page_cache collection, bodies in GridFS) for BATCH_CACHE_TTL_DAYS; larger bodies than
+# BATCH_CACHE_MAX_BYTES are not kept. Only requests with max_age > 0 use it.
+BATCH_CACHE_ENABLED = True
+BATCH_CACHE_MAX_BYTES = 5 * 1024 * 1024
+BATCH_CACHE_TTL_DAYS = 7.0
+HTTPCACHE_ENABLED = True  # read by PageCacheMiddleware (Scrapy's own is replaced below)
+HTTPCACHE_POLICY = "batchscraper.downloadermiddlewares.pagecache.MaxAgePolicy"
+HTTPCACHE_STORAGE = "batchscraper.downloadermiddlewares.pagecache.MongoCacheStorage"
 
 # Limits on what one batch may ask for.
 BATCH_MAX_URLS = 10_000
@@ -246,6 +278,11 @@ DOWNLOADER_MIDDLEWARES.update(
         "batchscraper.downloadermiddlewares.robots.RobotsTxtPolicy": 100,
         # between retry (550) and the downloader: sees every attempt's raw status
         "batchscraper.downloadermiddlewares.breaker.CircuitBreakerMiddleware": 580,
+        # just before Scrapy's HttpProxyMiddleware (750), which sends the proxy's credentials
+        "batchscraper.downloadermiddlewares.proxies.ProxyRotationMiddleware": 740,
+        # the fetch cache (option max_age): Scrapy's HttpCacheMiddleware on MongoDB/GridFS
+        "scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware": None,
+        "batchscraper.downloadermiddlewares.pagecache.PageCacheMiddleware": 900,
     }
 )
 EXTENSIONS.update({"batchscraper.extensions.domains.DomainHealthWriter": 510})

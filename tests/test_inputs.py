@@ -96,7 +96,7 @@ def test_url_list_errors(tmp_path: Path):
     with pytest.raises(BatchInputError, match="no 'url' column"):
         parse_urls(f"@{tmp_path / 'bad.csv'}", FILES)
     with pytest.raises(InvalidURLsError, match="unknown keys"):
-        parse_urls([{"url": "https://a.example/", "proxy": "x"}])
+        parse_urls([{"url": "https://a.example/", "cookie_jar": "x"}])
     with pytest.raises(TooLargeError) as info:
         parse_urls(["https://a.example/"] * 3, Limits(max_urls=2))
     assert info.value.http_status == 413

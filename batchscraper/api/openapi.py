@@ -37,6 +37,16 @@ ERRORS = {
 }
 
 
+PROXY = {
+    "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 100}],
+    "description": "http:// or https:// proxy URL(s), with user:password@ if needed; rotated "
+    "per domain, a failing one benched (PROXY_FAILED when all fail); served redacted "
+    "(***:***); not with render_js always",
+}
+# options and per-URL keys whose schema is more than a range
+DESCRIBED = {"proxy": PROXY}
+
+
 def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -65,14 +75,14 @@ def _option_schemas() -> dict[str, Any]:
                 schema["type"] = [schema["type"], "null"]
             out[option.name] = schema
         else:
-            out[option.name] = {}
+            out[option.name] = DESCRIBED.get(option.name, {})
     return out
 
 
 def _schemas() -> dict[str, Any]:
     counters = {"type": "object", "additionalProperties": {"type": "number"}}
     counters["required"] = ["total", *ITEM_STATUSES]
-    url_object = obj({key: {} for key in sorted(URL_KEYS)}, ["url"])
+    url_object = obj({key: DESCRIBED.get(key, {}) for key in sorted(URL_KEYS)}, ["url"])
     url_object["properties"]["url"] = {"type": "string", "format": "uri"}
     webhook = obj(
         {"url": {"type": "string", "format": "uri"}, "secret": {"type": "string"}}, ["url"]
@@ -202,6 +212,15 @@ def _schemas() -> dict[str, Any]:
                     {"code": {"type": "string"}, "message": {"type": "string"},
                      "retryable": {"type": "boolean"}}, ["code", "message"])]},
                 "attempts": {"type": "integer"},
+                "render_mode": {"enum": ["fetch", "headless", "pdf"]},
+                "cache": {"enum": ["hit", "revalidated", "miss", None],
+                          "description": "with max_age: how the fetch cache served the page"},
+                "pdf": {"oneOf": [{"type": "null"}, obj(
+                    {"pages": {"type": "integer"}, "pages_read": {"type": "integer"},
+                     "title": {"type": ["string", "null"]}, "author": {"type": ["string", "null"]},
+                     "created": NULLABLE_TIME, "modified": NULLABLE_TIME},
+                    ["pages", "pages_read"],
+                    description="a PDF page's page count and document information")]},
             },
             ["batch_id", "index", "url", "status"],
         ),

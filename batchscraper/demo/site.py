@@ -26,6 +26,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from batchscraper.demo.pdf import encrypted_pdf, text_pdf
+
 logger = logging.getLogger(__name__)
 
 MAX_N = 100_000
@@ -315,6 +317,31 @@ _STATIC: dict[str, tuple[int, bytes | str, str, dict[str, str]]] = {
     "/encoding/mislabelled": (200, _CAFE.format(meta="").encode(), _LATIN1, {}),
     "/redirect-loop": (302, "<p>Moved</p>", HTML_TYPE, {"Location": "/redirect-loop"}),
 }
+def product_pdf(n: int) -> bytes:
+    """Product ``n`` as a PDF data sheet (its name the document title)."""
+    expected = product_expected(n)
+    lines = [f"SKU: {expected['sku']}", f"Brand: {expected['brand']}",
+             f"Price: ${expected['price']:.2f}", "", _short_description(n)]
+    return text_pdf([lines], {"Title": expected["name"], "Author": expected["brand"]})
+
+
+def article_pdf(n: int) -> bytes:
+    """Article ``n`` as a PDF: headline, author and date in its document information."""
+    expected = article_expected(n)
+    stamp = "D:" + expected["date_published"].replace("-", "") + "090000Z"
+    return text_pdf(
+        [[expected["headline"], f"By {expected['author']}"], [_short_description(n)]],
+        {"Title": expected["headline"], "Author": expected["author"], "CreationDate": stamp},
+    )
+
+
+_PDF_PAGES: dict[str, tuple[Callable[[int], bytes], str]] = {
+    "pdf": (product_pdf, "application/pdf"),
+    "pdf-article": (article_pdf, "application/pdf"),
+    "pdf-unlabelled": (product_pdf, "application/octet-stream"),  # only its bytes say PDF
+    "pdf-encrypted": (lambda n: encrypted_pdf(product_pdf(n), "secret"), "application/pdf"),
+    "pdf-broken": (lambda n: product_pdf(n)[:200], "application/pdf"),
+}
 _N_PAGES: dict[str, Callable[[int], bytes]] = {
     "products": product_page,
     "plain": lambda n: product_page(n, "plain"),
@@ -468,6 +495,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_page(*_STATIC[path])
         elif kind in _N_PAGES and 1 <= num <= MAX_N:
             self.send_page(200, _N_PAGES[kind](num))
+        elif kind == "etag" and 1 <= num <= MAX_N:
+            self.validated(num)
+        elif kind in _PDF_PAGES and 1 <= num <= MAX_N:
+            make, content_type = _PDF_PAGES[kind]
+            self.send_page(200, make(num), content_type)
         elif kind == "list" and 1 <= num <= MAX_N:
             self.send_page(200, list_page(num, int(self.qnum("count", 10, 0, 500))))
         elif kind == "status" and num >= 0:
@@ -511,6 +543,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def validated(self, n: int) -> None:
+        """Product ``n`` with an ETag and Last-Modified; 304 when the client has it."""
+        tag = f'"product-{n}-v1"'
+        headers = {"ETag": tag, "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT"}
+        if self.headers.get("If-None-Match") == tag:
+            self.send_page(304, b"", headers=headers)
+        else:
+            self.send_page(200, product_page(n), headers=headers)
 
     def qnum(self, name: str, default: float, lo: float, hi: float) -> float:
         """Numeric query parameter clamped to ``[lo, hi]``; ValueError if malformed."""

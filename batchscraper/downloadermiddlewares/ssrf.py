@@ -247,17 +247,24 @@ class GuardedResolver(CachingThreadedResolver):
     """
 
     policy: AddressPolicy
+    trusted_names: frozenset[str] = frozenset()  # the operator's proxies (BATCH_PROXIES)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, reactor: Any) -> GuardedResolver:
         resolver = super().from_crawler(crawler, reactor)
         resolver.policy = guard_policy(crawler.settings)
+        resolver.trusted_names = frozenset(
+            normalised_host(urlsplit(url).hostname or "")
+            for url in crawler.settings.getlist("BATCH_PROXIES")
+        )
         return resolver
 
     def getHostByName(self, name: str, timeout: Any = ()) -> Deferred[str]:
         return super().getHostByName(name, timeout).addCallback(self._checked, name)
 
     def _checked(self, address: str, name: str) -> str:
+        if normalised_host(name) in self.trusted_names:
+            return address
         problem = self.policy.address_problem(ipaddress.ip_address(address))
         if problem:
             if len(blocked_by_resolver) >= BLOCKED_MEMORY:

@@ -25,6 +25,7 @@ from batchscraper.exceptions import (
     TooLargeError,
 )
 from batchscraper.inputs.schemas import SchemaLimits, parse_schema
+from batchscraper.proxies import ProxyEndpoint, parse_proxies, redacted
 from batchscraper.render import BROWSER_KEYS, check_browser_options
 
 RENDER_MODES = ("auto", "always", "never")
@@ -38,7 +39,10 @@ MODE_ALIASES = {
 }
 FORMATS = ("json", "markdown", "text", "html")
 GROUNDING_MODES = ("auto", "flag", "strict")
-URL_KEYS = {"url", "render_js", "mode", "wait_for", "headers", "timeout", *BROWSER_KEYS}
+URL_KEYS = {"url", "render_js", "mode", "wait_for", "headers", "timeout", "proxy", *BROWSER_KEYS}
+# the browser's connections go through the crawl's egress guard, which does not chain to
+# user proxies: a page that must go through a proxy is never rendered
+PROXY_WITH_BROWSER = "a proxy cannot be used with render_js 'always' (the browser path has none)"
 MAX_URL_LENGTH = 2048
 MAX_PROMPT_CHARS = 4000
 MAX_REPORTED_URL_ERRORS = 50  # in details
@@ -79,11 +83,14 @@ class UrlSpec:
     headers: dict[str, str] | None = None
     timeout: float | None = None
     browser: dict[str, Any] | None = None  # actions, screenshot, cookies, user_agent, viewport
+    proxy: tuple[ProxyEndpoint, ...] | None = None
 
     def fetch_key(self) -> str:
         """Identical keys are fetched once (duplicate URLs share one fetch)."""
+        proxies = [proxy.url for proxy in self.proxy] if self.proxy else None
         return json.dumps(
-            [self.url, self.render_js, self.wait_for, self.headers, self.timeout, self.browser],
+            [self.url, self.render_js, self.wait_for, self.headers, self.timeout, self.browser,
+             proxies],
             sort_keys=True,
         )
 
@@ -122,9 +129,13 @@ class BatchOptions:
     max_cost_usd: float | None = None
     grounding: str = "auto"
     robots_txt: bool = False
+    proxy: tuple[ProxyEndpoint, ...] = ()
+    max_age: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The stored and shown form: proxies redacted (their credentials are kept apart)."""
         out = asdict(self)
+        out["proxy"] = redacted(self.proxy)
         out["formats"] = list(self.formats)
         out["date_filter"] = self.date_filter.to_dict() if self.date_filter else None
         return out
@@ -140,6 +151,7 @@ OPTION_RANGES: dict[str, tuple[str, float, float]] = {
     "retries": ("int", 0, 5),
     "max_llm_calls": ("int", 0, 10_000_000),
     "max_cost_usd": ("float", 0, 1_000_000),
+    "max_age": ("int", 0, 31_536_000),  # seconds; a year
 }
 # options whose default is "no limit"
 NULLABLE_OPTIONS = frozenset({"max_llm_calls", "max_cost_usd"})
@@ -189,6 +201,8 @@ def parse_batch(
     batch_options = checked("options", parse_options, options, limits, **option_args)
     if schema_doc is not None and batch_options is not None:
         checked("options", check_date_filter, batch_options.date_filter, schema_doc)
+    if url_specs is not None and batch_options is not None:
+        checked("urls", check_proxied_urls, url_specs, batch_options)
     if problems:
         raise input_problems(problems)
     return BatchSpec(urls=url_specs, schema=schema_doc, prompt=prompt_text, options=batch_options)
@@ -214,6 +228,20 @@ def check_date_filter(date_filter: DateFilter | None, schema: dict[str, Any]) ->
     message = (f"date_filter.field: {date_filter.field!r} is not a field of the schema;"
                f" one of {sorted(fields)}")
     raise InvalidOptionError(message, details=[{"option": "date_filter", "message": message}])
+
+
+def check_proxied_urls(urls: list[UrlSpec], options: BatchOptions) -> None:
+    """A URL that must render in the browser cannot go through the batch's proxies."""
+    if not options.proxy:
+        return
+    problems = [{"index": index, "url": spec.url, "reason": PROXY_WITH_BROWSER}
+                for index, spec in enumerate(urls)
+                if spec.render_js == "always" and spec.proxy is None]
+    if problems:
+        raise InvalidURLsError(
+            f"urls: {len(problems)} invalid: render_js 'always' with the batch's proxy; "
+            + PROXY_WITH_BROWSER, details=problems[:MAX_REPORTED_URL_ERRORS],
+        )
 
 
 def input_problems(problems: list[tuple[str, BatchInputError]]) -> BatchInputError:
@@ -346,6 +374,14 @@ def _url_spec(entry: Any) -> UrlSpec:
     timeout = entry.get("timeout")
     if timeout is not None:
         timeout = _in_range("timeout", timeout, "float", 1, 300, ValueError)
+    proxy = entry.get("proxy")
+    if proxy is not None:
+        try:
+            proxy = parse_proxies(proxy)
+        except ValueError as exc:
+            raise ValueError(f"proxy: {exc}") from None
+        if render == "always":
+            raise ValueError(PROXY_WITH_BROWSER)
     return UrlSpec(
         url=check_url(entry.get("url")),
         render_js=render,
@@ -353,6 +389,7 @@ def _url_spec(entry: Any) -> UrlSpec:
         headers=headers,
         timeout=timeout,
         browser=check_browser_options(entry),
+        proxy=proxy,
     )
 
 
@@ -425,6 +462,9 @@ def parse_options(raw: Any = None, limits: Limits = Limits(), **option_args: Any
         if unknown:
             messages.insert(0, f"options: unknown {sorted(unknown)}; known: {sorted(OPTION_NAMES)}")
         raise InvalidOptionError("; ".join(messages), details=problems)
+    if values.get("proxy") and values.get("render_js") == "always":
+        message = f"proxy: {PROXY_WITH_BROWSER}"
+        raise InvalidOptionError(message, details=[{"option": "proxy", "message": message}])
     return replace(BatchOptions(max_total_items=limits.max_total_items), **values)
 
 
@@ -453,6 +493,11 @@ def _option_value(name: str, value: Any, limits: Limits) -> Any:
         return tuple(dict.fromkeys(items))
     if name == "date_filter":
         return _date_filter(value)
+    if name == "proxy":
+        try:
+            return parse_proxies(value) if value not in (None, "", []) else ()
+        except ValueError as exc:
+            raise InvalidOptionError(f"proxy: {exc}") from None
     if name == "grounding":
         if value not in GROUNDING_MODES:
             raise InvalidOptionError(f"grounding: must be one of {list(GROUNDING_MODES)}")

@@ -34,6 +34,7 @@ from batchscraper.exceptions import (
     FetchError,
     UnsupportedContentTypeError,
 )
+from batchscraper.extraction.pdf import PdfLimits, is_pdf, pdf_document
 from batchscraper.extraction.structured import map_to_schema, parse_structured_data
 from batchscraper.extraction.validation import ValidationSettings, checker_for
 from batchscraper.inputs import (
@@ -46,6 +47,7 @@ from batchscraper.inputs import (
 )
 from batchscraper.items import PageItem
 from batchscraper.leasing import Leaser, WorkerConfig
+from batchscraper.proxies import ProxyEndpoint, ProxySource
 from batchscraper.reextract import stored_page_item
 from batchscraper.render import (
     RenderConfig,
@@ -87,6 +89,8 @@ class BatchSpider(scrapy.Spider):
     render: RenderConfig
     validation: ValidationSettings
     ssrf_policy: AddressPolicy
+    proxies: ProxySource
+    pdf_limits: PdfLimits
 
     def __init__(
         self,
@@ -124,8 +128,12 @@ class BatchSpider(scrapy.Spider):
             crawler.settings.getfloat("BATCH_STORE_RETRY_BACKOFF"),
         )
         spider.batch = spider._open_batch(crawler.settings)
-        stored = spider.batch["options"]
+        stored = dict(spider.batch["options"])
+        stored_proxies = stored.pop("proxy", None)  # redacted: the credentials are kept apart
         spider.options = parse_options(stored, Limits(max_total_items=stored["max_total_items"]))
+        spider.proxies = ProxySource.load(
+            stored_proxies, spider.store.proxy_secrets(spider.batch["_id"])
+        )
         if spider.resumed:  # -a batch_id=... -a concurrency=...: for this run only
             spider.options = run_time_options(spider.options, **spider.option_args)
         assert spider.batch_id is not None
@@ -140,6 +148,7 @@ class BatchSpider(scrapy.Spider):
         spider.render = RenderConfig.from_settings(crawler.settings)
         spider.validation = ValidationSettings.from_settings(crawler.settings)
         spider.ssrf_policy = guard_policy(crawler.settings)
+        spider.pdf_limits = PdfLimits.from_settings(crawler.settings)
         spider._apply_batch_settings(crawler)
         crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
         return spider
@@ -213,6 +222,11 @@ class BatchSpider(scrapy.Spider):
         if escalation or self.render_policy(doc) == "always":
             meta.update(browser_meta(overrides, timeout, self.render))
             meta["render_reason"] = escalation or "render_js: always"
+        else:
+            if proxies := self.proxies_for(doc):
+                meta["batch_proxies"] = proxies
+            if self.options.max_age:
+                meta["max_age"] = self.options.max_age
         headers = dict(overrides.get("headers") or {})
         if overrides.get("cookies"):
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in overrides["cookies"].items())
@@ -225,8 +239,18 @@ class BatchSpider(scrapy.Spider):
             dont_filter=True,
         )
 
+    def proxies_for(self, doc: dict[str, Any]) -> tuple[ProxyEndpoint, ...]:
+        """The item's own proxies, else the batch's (empty: BATCH_PROXIES, or none)."""
+        return self.proxies.for_item(doc["index"], (doc.get("request") or {}).get("proxy"))
+
     def render_policy(self, doc: dict[str, Any]) -> str:
-        """``always``, ``never`` or ``auto``: the URL's own ``render_js``, else the batch's."""
+        """``always``, ``never`` or ``auto``: the URL's own ``render_js``, else the batch's.
+
+        A page that goes through a user's proxy is never rendered: the browser's egress
+        guard does not chain to it (and ``always`` with a proxy is refused at submit).
+        """
+        if self.proxies_for(doc):
+            return "never"
         return str((doc.get("request") or {}).get("render_js") or self.options.render_js)
 
     def escalation_for(self, item: PageItem) -> scrapy.Request | None:
@@ -253,10 +277,16 @@ class BatchSpider(scrapy.Spider):
         if "playwright" in response.flags:
             item.render_mode = "headless"
             item.screenshot_png = screenshot_from(response.meta)
-        error = self._response_problem(response)
+        content_type = (response.headers.get(b"Content-Type") or b"").decode("latin-1")
+        pdf = "playwright" not in response.flags and is_pdf(content_type, response.body)
+        error = self._response_problem(response, pdf)
         if error is not None:
             item.fail(error.to_dict())
             return item
+        if self.options.max_age and "playwright" not in response.flags:
+            item.cache = response.meta.get("cache", "miss")
+        if pdf:
+            return await self._pdf_page(item, response.body)
         assert isinstance(response, TextResponse)
         item.body = response.text
         doc = self.inflight.get(item.index)
@@ -268,6 +298,19 @@ class BatchSpider(scrapy.Spider):
                     return item
                 self.crawler.stats.inc_value("batch/render/escalated/app_shell")
                 return self.request_for(doc, escalation=f"auto: {reason}")
+        return item
+
+    async def _pdf_page(self, item: PageItem, body: bytes) -> PageItem:
+        """A PDF's text and metadata, as the page the pipelines extract from."""
+        item.render_mode = "pdf"
+        try:
+            document = await pdf_document(body, self.pdf_limits)
+        except FetchError as exc:
+            item.fail(exc.to_dict())
+            return item
+        item.pdf = document.record()
+        item.body = document.to_html()
+        self.crawler.stats.inc_value("batch/pdf/pages", len(document.pages_text))
         return item
 
     def _answers_schema(self, html: str, url: str) -> bool:
@@ -283,11 +326,13 @@ class BatchSpider(scrapy.Spider):
         except BatchError:  # the checker's own failures: the pipelines will say what they are
             return False
 
-    def _response_problem(self, response: Response) -> FetchError | None:
+    def _response_problem(self, response: Response, pdf: bool = False) -> FetchError | None:
         """Why a downloaded response cannot be used as a page, or None."""
         # a browser's connections are checked and pinned by the egress guard, and its
         # response's address is the guard's own
-        if response.ip_address is not None and "playwright" not in response.flags:
+        # nor is a proxy's: the target was checked before the request went to the proxy
+        proxied = response.meta.get("proxy") is not None
+        if response.ip_address is not None and "playwright" not in response.flags and not proxied:
             problem = self.ssrf_policy.address_problem(response.ip_address)
             if problem:  # the connection went somewhere the checks did not see
                 return FetchBlockedError(problem)
@@ -295,7 +340,7 @@ class BatchSpider(scrapy.Spider):
             return ContentTooLargeError(
                 f"page is {len(response.body)} bytes; the limit is {self.render.max_body_bytes}"
             )
-        if not isinstance(response, TextResponse) or not _is_text(response):
+        if not pdf and (not isinstance(response, TextResponse) or not _is_text(response)):
             content_type = (response.headers.get(b"Content-Type") or b"").decode("latin-1")
             return UnsupportedContentTypeError(
                 f"content type {content_type or 'unknown'!r} is not a web page"

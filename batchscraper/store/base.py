@@ -27,6 +27,8 @@ COUNTER_KEYS = (
     "cancelled",
     "records_extracted",
     "records_filtered",
+    "cache_hits",
+    "cache_revalidated",
     "llm_calls",
     "llm_seconds",
     "tokens_in",

@@ -11,6 +11,7 @@ from pymongo.client_session import ClientSession
 from batchscraper.exceptions import BatchStateError
 from batchscraper.inputs import BatchSpec
 from batchscraper.inputs.labels import batch_overview
+from batchscraper.proxies import SECRETS, redacted, secrets_document
 from batchscraper.store.base import (
     COUNTER_KEYS,
     FINAL_BATCH_STATUSES,
@@ -59,15 +60,26 @@ class BatchLifecycle(ItemTransitions):
             **(extra or {}),
         }
         first_of, copies = duplicate_groups(spec)  # once per batch, not per chunk
+        secrets = secrets_document(
+            batch_id, owner, spec.options.proxy,
+            {index: url.proxy for index, url in enumerate(spec.urls) if url.proxy},
+        )
         try:
+            if secrets is not None:
+                self.db[SECRETS].insert_one(secrets)
             for start in range(0, total, INSERT_CHUNK):
                 docs = self._item_docs(batch_id, spec, first_of, copies, start, INSERT_CHUNK)
                 self.items.insert_many(docs, ordered=False)
             self.batches.insert_one(batch)
         except Exception:
             self.items.delete_many({"batch_id": batch_id})
+            self.db[SECRETS].delete_one({"_id": batch_id})
             raise
         return batch
+
+    def proxy_secrets(self, batch_id: str) -> dict[str, Any] | None:
+        """The batch's proxy URLs with their credentials (never served by the API)."""
+        return self.db[SECRETS].find_one({"_id": batch_id})
 
     @staticmethod
     def _item_docs(
@@ -90,7 +102,7 @@ class BatchLifecycle(ItemTransitions):
                 "status": "pending",
                 "attempts": 0,
             }
-            overrides = {
+            overrides: dict[str, Any] = {
                 key: value
                 for key, value in (
                     ("render_js", url.render_js),
@@ -101,6 +113,8 @@ class BatchLifecycle(ItemTransitions):
                 if value is not None
             }
             overrides.update(url.browser or {})
+            if url.proxy:
+                overrides["proxy"] = redacted(url.proxy)
             if overrides:
                 doc["request"] = overrides
             if index in first_of:

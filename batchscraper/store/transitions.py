@@ -405,12 +405,20 @@ def _finish_increments(record: dict[str, Any], old: ItemStatus, copies: int) -> 
         inc["failures." + failure_code(record.get("error"))] = 1 + copies
     inc[timeline_key(utcnow())] = 1 + copies
     inc.update(_usage_increments(record))
+    inc.update(_cache_increments(record, copies))
     return inc
 
 
 def timeline_key(when: dt.datetime) -> str:
     """The batch's ``timeline`` bucket of a finish: items finished per UTC minute."""
     return f"timeline.{int(when.timestamp() // 60)}"
+
+
+def _cache_increments(record: dict[str, Any], copies: int) -> dict[str, int]:
+    """A page served by the fetch cache counts on each item holding its record."""
+    counter = {"hit": "counters.cache_hits", "revalidated": "counters.cache_revalidated"}
+    key = counter.get(record.get("cache") or "")
+    return {key: 1 + copies} if key else {}
 
 
 def _usage_increments(record: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,161 @@
+"""Proxy URLs: parsing, the redacted form stored and shown, and where credentials are kept.
+
+A proxy given by a user (option ``proxy``, batch-wide or per URL) may carry
+credentials. They never reach a log, an item record, the batch document or
+the API: those hold the redacted form (``http://***:***@host:port``), and the
+full URLs are kept in the ``proxy_secrets`` collection (one document per
+batch, never served), from which the spider reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+PROXY_SCHEMES = ("http", "https")
+REDACTED = "***"
+MAX_PROXIES = 100
+SECRETS = "proxy_secrets"
+
+
+@dataclass(frozen=True)
+class ProxyEndpoint:
+    """One proxy: where it is and, kept out of ``repr``, how to log in to it."""
+
+    scheme: str
+    host: str
+    port: int
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The URL with its credentials, for Scrapy's HttpProxyMiddleware only."""
+        if self.username is None:
+            return self.address
+        user = quote(self.username, safe="")
+        password = "" if self.password is None else ":" + quote(self.password, safe="")
+        return self.address.replace("://", f"://{user}{password}@", 1)
+
+    @property
+    def redacted(self) -> str:
+        """What may be stored, logged and shown: credentials replaced by ``***``."""
+        if self.username is None:
+            return self.address
+        return self.address.replace("://", f"://{REDACTED}:{REDACTED}@", 1)
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.username is not None
+
+
+def parse_proxy(text: Any) -> ProxyEndpoint:
+    """A proxy URL (``http://`` or ``https://``, optionally ``user:password@``); ValueError
+    saying what is wrong (never repeating the credentials)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("a proxy must be a URL string")
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        raise ValueError("a proxy URL is malformed") from None
+    scheme = parts.scheme.lower()
+    where = f"{scheme}://{parts.hostname}" if parts.hostname else "a proxy URL"
+    if scheme not in PROXY_SCHEMES:
+        hint = " (SOCKS proxies are not supported)" if scheme.startswith("socks") else ""
+        raise ValueError(f"{where}: scheme must be one of {list(PROXY_SCHEMES)}{hint}")
+    if not parts.hostname:
+        raise ValueError("a proxy URL has no host")
+    if port is None or port == 0:
+        raise ValueError(f"{where}: give the proxy's port")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{where}: a proxy URL has no path, query or fragment")
+    username = None if parts.username is None else unquote(parts.username)
+    password = None if parts.password is None else unquote(parts.password)
+    if REDACTED in (username, password):
+        raise ValueError(f"{where}: its credentials are redacted ({REDACTED}); give them again")
+    return ProxyEndpoint(scheme, parts.hostname, port, username, password)
+
+
+def parse_proxies(value: Any) -> tuple[ProxyEndpoint, ...]:
+    """One proxy URL or a list of them (duplicates dropped); ValueError when one is bad."""
+    entries = [value] if isinstance(value, str) else value
+    if not isinstance(entries, list) or not entries:
+        raise ValueError("must be a proxy URL or a list of them")
+    if len(entries) > MAX_PROXIES:
+        raise ValueError(f"{len(entries)} proxies; the limit is {MAX_PROXIES}")
+    problems = []
+    proxies: list[ProxyEndpoint] = []
+    for index, entry in enumerate(entries):
+        try:
+            proxies.append(parse_proxy(entry))
+        except ValueError as exc:
+            problems.append(f"[{index}] {exc}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return tuple(dict.fromkeys(proxies))
+
+
+def redacted(proxies: tuple[ProxyEndpoint, ...]) -> list[str]:
+    return [proxy.redacted for proxy in proxies]
+
+
+def secrets_document(
+    batch_id: str,
+    owner: str | None,
+    batch_proxies: tuple[ProxyEndpoint, ...],
+    url_proxies: dict[int, tuple[ProxyEndpoint, ...]],
+) -> dict[str, Any] | None:
+    """The ``proxy_secrets`` document of a batch, or None when no proxy has credentials."""
+    with_credentials = [
+        proxy for proxies in (batch_proxies, *url_proxies.values()) for proxy in proxies
+    ]
+    if not any(proxy.has_credentials for proxy in with_credentials):
+        return None
+    return {
+        "_id": batch_id,
+        "owner": owner,
+        "batch": [proxy.url for proxy in batch_proxies],
+        "urls": {str(index): [proxy.url for proxy in proxies]
+                 for index, proxies in url_proxies.items()},
+    }
+
+
+@dataclass(frozen=True)
+class ProxySource:
+    """A stored batch's proxies with their credentials (from its ``proxy_secrets`` document):
+    batch-wide, or an item's own."""
+
+    batch: tuple[ProxyEndpoint, ...] = ()
+    secrets: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, stored: list[str] | None, secrets: dict[str, Any] | None) -> ProxySource:
+        """``stored``: the batch's redacted ``options.proxy``."""
+        secrets = secrets or {}
+        urls = secrets.get("batch") or stored or []
+        return cls(batch=tuple(_stored(url) for url in urls), secrets=secrets)
+
+    def for_item(self, index: int, stored: list[str] | None) -> tuple[ProxyEndpoint, ...]:
+        """The proxies of item ``index`` (``stored``: its redacted per-URL ``proxy``)."""
+        if not stored:
+            return self.batch
+        urls = (self.secrets.get("urls") or {}).get(str(index)) or stored
+        return tuple(_stored(url) for url in urls)
+
+
+def _stored(url: str) -> ProxyEndpoint:
+    """A proxy URL read back from the store (checked when it was submitted)."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    return ProxyEndpoint(
+        parts.scheme, parts.hostname, parts.port,
+        None if parts.username is None else unquote(parts.username),
+        None if parts.password is None else unquote(parts.password),
+    )
