@@ -232,6 +232,7 @@ OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")  # empty: api.openai.com
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")  # local servers need none
 BATCH_LLM_MODEL = os.environ.get("BATCH_LLM_MODEL", "gpt-4o-mini")  # model name sent to the server
 BATCH_LLM_ENABLED = True  # False: structured data only, even when an endpoint is configured
+BATCH_HEURISTICS_ENABLED = True  # False: no page heuristics (structured data, then the LLM)
 BATCH_LLM_CLIENT = "batchscraper.llm.client.OpenAIChatClient"  # import path of the ChatClient
 BATCH_LLM_CONCURRENCY = 4  # LLM requests in flight per process at the start; adapted (AIMD)
 BATCH_LLM_MAX_CONCURRENCY = 16  # the most the adaptive limit grows to

@@ -76,11 +76,17 @@ class StructuredResult:
     visible: int = 0
 
 
-def structured_step(html: str, url: str, schema: dict[str, Any], many: bool) -> StructuredResult:
-    """Structured data of one page: a record, or records plus the page's visible card count."""
+def structured_step(html: str, url: str, schema: dict[str, Any], many: bool,
+                    heuristics: bool = True) -> StructuredResult:
+    """Structured data of one page: a record, or records plus the page's visible card count.
+
+    Page heuristics fill what a single record still lacks, unless ``heuristics`` is off.
+    """
     sd = parse_structured_data(html, url)
     if not many:
         data, evidence = map_to_schema(sd, schema)
+        if not heuristics:
+            return StructuredResult(data, evidence)
         return StructuredResult(*fill_missing(html, url, schema, data, evidence))
     records, evidence = structured_records(sd, schema)
     return StructuredResult(records, evidence, visible_record_count(pruned_tree(html, url)))
@@ -106,12 +112,14 @@ class ExtractPipeline:
     """Fills ``data``, ``evidence``, ``extraction`` and the LLM usage of each page."""
 
     def __init__(
-        self, crawler: Crawler, run: BatchRun, config: LLMConfig, validation: ValidationSettings
+        self, crawler: Crawler, run: BatchRun, config: LLMConfig, validation: ValidationSettings,
+        heuristics: bool = True,
     ) -> None:
         self.crawler = crawler
         self.run = run
         self.config = config
         self.validation = validation
+        self.heuristics = heuristics
         # built once per process, before the crawl runs (its ledger's indexes are blocking
         # MongoDB calls); None when no LLM is configured
         self.extractor: LLMExtractor | None = None
@@ -128,7 +136,8 @@ class ExtractPipeline:
             logger.info("LLM extraction: model %s at %s", config.model,
                         config.base_url or "the OpenAI API")
         validation = ValidationSettings.from_settings(crawler.settings)
-        return cls(crawler, batch_run(crawler), config, validation)
+        heuristics = crawler.settings.getbool("BATCH_HEURISTICS_ENABLED", True)
+        return cls(crawler, batch_run(crawler), config, validation, heuristics)
 
     async def process_item(self, item: PageItem) -> PageItem:
         stored = (item.content or {}).get("markdown") or (item.content or {}).get("text")
@@ -148,7 +157,8 @@ class ExtractPipeline:
         many = options.max_items_per_url > 1
         url = item.final_url or item.url
         if item.body is not None:
-            found = await asyncio.to_thread(structured_step, item.body, url, checker.schema, many)
+            found = await asyncio.to_thread(structured_step, item.body, url, checker.schema, many,
+                                            self.heuristics)
             formats = tuple(options.formats)
             if set(formats) - {"json"}:
                 item.content = await asyncio.to_thread(page_content, item.body, url, formats)
@@ -194,8 +204,9 @@ class ExtractPipeline:
             return
         finally:
             self._usage(item, usage)
+        await self._budget_spent_on_repair(item, usage)
         answered = {k: v for k, v in value.items() if k in ask}
-        meta = self._ground(answered, PageIndex.of(page.text), checker.schema)
+        meta = self._ground(answered, _index(page, checker.schema), checker.schema)
         # empty answers are dropped, except a null for a required field that allows it
         filled = {k: v for k, v in answered.items()
                   if not is_empty(v) or (v is None and k in checker.required)}
@@ -247,24 +258,30 @@ class ExtractPipeline:
             value = await extractor.extract(task, checker.error_lines, usage)
         except ItemError as exc:
             await self._llm_failed(item, exc, checker, records, evidence, usage)
+            assert item.extraction is not None
+            item.extraction.update(_list_meta(records, found, limit))
             return
         finally:
             self._usage(item, usage)
-        index = PageIndex.of(page.text)
+        await self._budget_spent_on_repair(item, usage)
+        index = _index(page, checker.schema)
         llm_records = []
-        ungrounded = 0
+        ungrounded = nulled = 0
         for record in value:
             meta = self._ground(record, index, checker.schema)
             ungrounded += len(meta.get("ungrounded", []))
+            nulled += len(meta.get("nulled", []))
             llm_records.append(shape_to_schema(
                 {k: v for k, v in record.items() if not is_empty(v)}, checker.schema))
         merged = merge_record_lists([records, llm_records], limit)
         item.data = merged
         item.evidence = {**dict.fromkeys(checker.properties, "llm"), **evidence}
-        item.extraction = {"method": "structured+llm" if records else "llm",
+        item.extraction = {"method": f"{extraction_method(evidence)}+llm" if records else "llm",
                            **self._usage_meta(usage), **_list_meta(merged, found, limit)}
         if ungrounded:
             item.extraction["ungrounded_values"] = ungrounded
+        if nulled:
+            item.extraction["nulled_values"] = nulled
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -280,8 +297,7 @@ class ExtractPipeline:
         return PageTask(
             batch_id=item.batch_id, url=url, markdown=page.markdown, schema=schema,
             prompt=self.run.prompt, max_calls=options.max_llm_calls,
-            max_cost_usd=options.max_cost_usd,
-            deadline=time.monotonic() + self.config.item_deadline, **extra,
+            max_cost_usd=options.max_cost_usd, **extra,
         )
 
     def _ground(self, values: dict[str, Any], index: PageIndex,
@@ -336,6 +352,10 @@ class ExtractPipeline:
             return
         item.fail(exc.to_dict())
 
+    async def _budget_spent_on_repair(self, item: PageItem, usage: Usage) -> None:
+        if usage.repair_skipped == "budget":
+            await self._budget_error(item)
+
     async def _budget_error(self, item: PageItem) -> None:
         """The batch-level error, set once per process when the budget runs out."""
         if self._budget_reported:
@@ -372,6 +392,11 @@ class ExtractPipeline:
         stats = self.crawler.stats
         assert stats is not None
         stats.inc_value(f"batch/{key}", value)
+
+
+def _index(page: PageContent, schema: dict[str, Any]) -> PageIndex:
+    """What LLM values are grounded in: the page's text, and its links when asked for."""
+    return PageIndex.of(f"{page.text}\n{page.markdown}" if wants_links(schema) else page.text)
 
 
 def _list_meta(records: list[Any], found: StructuredResult, limit: int) -> dict[str, Any]:

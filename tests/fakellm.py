@@ -99,8 +99,13 @@ class FakeLLM:
         return f"http://{host}:{port}/pages/{name}"
 
     def settings(self, **extra: Any) -> dict[str, Any]:
-        """``-s`` settings that point a crawl at this server (cache off unless asked)."""
+        """``-s`` settings that point a crawl at this server (cache off unless asked).
+
+        Page heuristics are off unless asked: they answer the example site's plain
+        pages, and these tests are about what reaches the LLM.
+        """
         return {
+            "BATCH_HEURISTICS_ENABLED": False,
             "OPENAI_BASE_URL": self.base_url,
             "OPENAI_API_KEY": "test-key",
             "BATCH_LLM_MODEL": "fake-model",

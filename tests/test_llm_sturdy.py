@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
 import pytest
@@ -24,7 +25,7 @@ from batchscraper.llm.extractor import LLMExtractor, PageTask, Usage
 from batchscraper.llm.grounding import PageIndex, must_be_copied, strip_invented
 from batchscraper.llm.merge import shape_to_schema
 from batchscraper.llm.prompts import output_budget, strict_schema
-from batchscraper.llm.throttle import LLMThrottle
+from batchscraper.llm.throttle import LLMThrottle, Slot
 from batchscraper.store import BatchStore
 from tests.fakellm import FakeLLM, fake_llm_fixture, fake_llm_server_fixture  # noqa: F401
 from tests.test_llm_extract import PRODUCT_SCHEMA, check_counters, run
@@ -86,6 +87,22 @@ def test_unusable_answers_are_not_cached(crawl, site, store, fake_llm: FakeLLM):
 
 
 @pytest.mark.slow
+def test_a_repaired_answer_makes_a_rerun_free(crawl, site, store, fake_llm: FakeLLM):
+    prompt = f"Extract the product. Run {uuid.uuid4().hex}"
+    settings = {**ONE_CHUNK, "BATCH_LLM_CACHE_ENABLED": True}
+    fake_llm.fail_next("invalid_json")
+    first, _ = run(crawl, fake_llm, [site.url("/plain/77")], PRODUCT_SCHEMA, settings,
+                   prompt=prompt, retries=0)
+    assert items(store, first)[0]["extraction"]["repaired"] is True
+    calls = fake_llm.calls
+    second, _ = run(crawl, fake_llm, [site.url("/plain/77")], PRODUCT_SCHEMA, settings,
+                    prompt=prompt, retries=0)
+    (item,) = items(store, second)
+    assert item["status"] == "completed" and item["llm_calls"] == 0
+    assert fake_llm.calls == calls
+
+
+@pytest.mark.slow
 def test_the_structured_record_survives_an_llm_failure(crawl, store, fake_llm: FakeLLM):
     fake_llm.pages["lamp"] = PARTIAL_JSONLD
     optional = {k: v for k, v in PRODUCT_SCHEMA.items() if k != "required"}
@@ -114,6 +131,7 @@ def test_a_repair_refused_by_the_budget_keeps_the_first_answer(crawl, site, stor
     assert fake_llm.calls == 1
     assert item["data"]["in_stock"] == "perhaps"  # from the paid answer
     assert item["extraction"]["repair_skipped"] == "budget"
+    assert store.get_batch(batch_id)["error"]["code"] == "BUDGET_EXCEEDED"
 
 
 @pytest.mark.slow
@@ -185,7 +203,8 @@ def test_grounding_auto_nulls_invented_identifiers_and_numbers_only():
         "phone": {"type": "string"}, "isbn": {"type": "string"}, "price": {"type": "number"},
         "summary": {"type": "string"},
         "offer": {"type": "object", "properties": {"price": {"type": "number"}}},
-        "codes": {"type": "array", "items": {"type": "string"}}}}
+        "isbns": {"type": "array", "items": {"type": "string"}},
+        "total_minutes": {"type": "integer"}, "currency_code": {"type": "string"}}}
     props = schema["properties"]
     assert must_be_copied("phone", props["phone"]) and must_be_copied("isbn", props["isbn"])
     assert must_be_copied("contactPhone", {"type": "string"})
@@ -199,28 +218,32 @@ def test_grounding_auto_nulls_invented_identifiers_and_numbers_only():
     assert strip_invented("price", 19.99, props["price"], page) == 19.99
     assert strip_invented("summary", "A nice lamp", props["summary"], page) == "A nice lamp"
     assert strip_invented("offer", {"price": 5}, props["offer"], page) == {"price": None}
-    assert strip_invented("codes", ["X1", "X2"], props["codes"], page) == []
+    assert strip_invented("isbns", ["X1", "X2"], props["isbns"], page) == []
+    # converted (90 from "1 hr 30 min") or derived ("EUR" from "€") values are not copies
+    assert strip_invented("total_minutes", 90, props["total_minutes"], page) == 90
+    assert strip_invented("currency_code", "USD", props["currency_code"], page) == "USD"
+    assert not must_be_copied("country", {"anyOf": [{"enum": ["DE"]}, {"type": "null"}]})
 
 
 def test_throttle_halves_on_congestion_and_grows_on_fast_answers():
     async def scenario() -> None:
         throttle = LLMThrottle(start=4, maximum=6)
-        seen = []
         async with throttle.slot() as a, throttle.slot() as b:
-            seen = [a.ahead, b.ahead]
-        assert seen == [0, 1]
-        assert throttle.congested() and throttle.limit == 2
-        assert not throttle.congested()  # the same round of congestion cuts once
-        throttle._cut_at = 0
-        assert throttle.congested() and throttle.limit == 1
-        throttle._cut_at = 0
-        assert throttle.congested() and throttle.limit == 1  # never below one
+            assert (a.ahead, b.ahead) == (0, 1)
+        assert throttle.congested(a) and throttle.limit == 2
+        assert not throttle.congested(b)  # sent before the cut: the same round
+        async with throttle.slot() as c:
+            pass
+        assert throttle.congested(c) and throttle.limit == 1  # sent after it: a new round
+        async with throttle.slot() as d:
+            pass
+        assert throttle.congested(d) and throttle.limit == 1  # never below one
+        now = time.monotonic()
         for _ in range(20):
-            throttle.answered(1.0)
+            throttle.answered(Slot(ahead=0, started=now - 1.0))
         assert 1 < throttle.limit <= 6
-        throttle.answered(10.0)  # a slow answer does not grow the limit
         limit = throttle.limit
-        throttle.answered(10.0)
+        throttle.answered(Slot(ahead=0, started=time.monotonic() - 10.0))  # slow: no growth
         assert throttle.limit == limit
 
     asyncio.run(scenario())
@@ -292,7 +315,8 @@ def test_a_guessed_record_is_completed_and_a_marked_up_one_trusted(crawl, site, 
     schema = {"type": "object", "properties": {
         "name": {"type": "string"}, "price": {"type": "number"}, "colour": {"type": "string"}},
         "required": ["name", "price"]}
-    guessed, _ = run(crawl, fake_llm, [fake_llm.page_url("plain-lamp")], schema, ONE_CHUNK,
+    heuristics = {**ONE_CHUNK, "BATCH_HEURISTICS_ENABLED": True}
+    guessed, _ = run(crawl, fake_llm, [fake_llm.page_url("plain-lamp")], schema, heuristics,
                      retries=0)
     (item,) = items(store, guessed)
     assert item["status"] == "completed", item.get("error")
@@ -300,8 +324,27 @@ def test_a_guessed_record_is_completed_and_a_marked_up_one_trusted(crawl, site, 
     asked = fake_llm.requests[0]["response_format"]["json_schema"]["schema"]["properties"]
     assert set(asked) == {"colour"} and item["llm_calls"] == 1
     calls = fake_llm.calls
-    marked_up, _ = run(crawl, fake_llm, [site.url("/products/76")], schema, ONE_CHUNK,
+    marked_up, _ = run(crawl, fake_llm, [site.url("/products/76")], schema, heuristics,
                        retries=0)
     (item,) = items(store, marked_up)
     assert item["status"] == "completed" and item["evidence"]["name"] == "jsonld"
     assert fake_llm.calls == calls and item["llm_calls"] == 0
+
+
+def test_the_item_deadline_starts_when_the_item_gets_a_slot():
+    """One slot, four items, answers of 0.2 s: the last waits 0.6 s, longer than its deadline."""
+    config = LLMConfig(base_url="http://127.0.0.1:1/v1", api_key="", model="m", timeout=0.3,
+                       concurrency=1, max_concurrency=1, retries=0, item_deadline=0.5)
+    extractor = LLMExtractor(config, _OneAtATime(config), None, None)
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    usages = [Usage() for _ in range(4)]
+
+    async def extract_all() -> list[object]:
+        tasks = [PageTask(batch_id="b", url=f"http://x/{n}", markdown=f"page {n}",
+                          schema=schema) for n in range(4)]
+        return await asyncio.gather(*(extractor.extract(t, lambda v: [], u)
+                                      for t, u in zip(tasks, usages, strict=True)),
+                                    return_exceptions=True)
+
+    assert asyncio.run(extract_all()) == [{"name": "x"}] * 4
+    assert max(u.seconds for u in usages) >= 0.6  # llm time includes the wait for the slot

@@ -16,7 +16,7 @@ from batchscraper.exceptions import LLMError, LLMTimeoutError
 from batchscraper.inputs.schemas import parse_schema
 from batchscraper.llm.client import ChatRequest, OpenAIChatClient, _retry_after
 from batchscraper.llm.config import LLMConfig
-from batchscraper.llm.extractor import LLMExtractor, PageTask
+from batchscraper.llm.extractor import LLMExtractor, Usage
 from batchscraper.llm.grounding import PageIndex, grounded, strip_ungrounded
 from batchscraper.llm.merge import merge_record_lists, merge_records, shape_to_schema
 from batchscraper.llm.prompts import (
@@ -152,14 +152,14 @@ def test_llm_config_and_client_backoff():
     assert config.configured and not LLMConfig(base_url="", api_key="", model="m").configured
     assert config.cost_usd(1_000_000, 500_000) == pytest.approx(2.0)
     extractor = LLMExtractor(replace(config, retries=9), OpenAIChatClient(config), None, None)
-    task = PageTask(batch_id="b", url="http://x/", markdown="", schema={})
     timeout = LLMTimeoutError("slow")
-    assert [extractor._retry_delay(task, timeout, n) for n in (0, 1, 2, 3)] == [0.5, 1.0, 2.0, 4]
-    assert extractor._retry_delay(task, LLMError("x", retry_after=2.0), 0) == 2.0
-    assert extractor._retry_delay(task, LLMError("x", retry_after=60.0), 0) == 4
-    assert extractor._retry_delay(task, LLMError("400", retryable=False), 0) is None
-    assert extractor._retry_delay(task, timeout, 9) is None  # retries spent
-    late = replace(task, deadline=time.monotonic() + 0.1)
+    usage = Usage()
+    assert [extractor._retry_delay(usage, timeout, n) for n in (0, 1, 2, 3)] == [0.5, 1.0, 2.0, 4]
+    assert extractor._retry_delay(usage, LLMError("x", retry_after=2.0), 0) == 2.0
+    assert extractor._retry_delay(usage, LLMError("x", retry_after=60.0), 0) == 4
+    assert extractor._retry_delay(usage, LLMError("400", retryable=False), 0) is None
+    assert extractor._retry_delay(usage, timeout, 9) is None  # retries spent
+    late = Usage(deadline=time.monotonic() + 0.1)
     assert extractor._retry_delay(late, timeout, 0) is None  # past the item's deadline
     assert _retry_after("3") == 3.0 and _retry_after(None) is None
     assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0

@@ -78,7 +78,8 @@ class Usage:
     repaired: bool = False
     repair_skipped: str | None = None  # why the repair re-prompt was not sent
     trimmed: list[str] = field(default_factory=list)  # values cut to maxLength/maxItems
-    seconds: float = 0.0  # time spent waiting for answers (attempts that failed included)
+    seconds: float = 0.0  # wall time of the LLM work (waits for slots and retries included)
+    deadline: float | None = None  # time.monotonic() after which no attempt starts
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,6 @@ class PageTask:
     max_records: int = 1
     max_calls: int | None = None
     max_cost_usd: float | None = None
-    deadline: float | None = None  # time.monotonic() after which no attempt starts
 
 
 Messages = tuple[dict[str, str], ...]
@@ -148,6 +148,13 @@ class LLMExtractor:
         ``check`` returns the schema errors of a merged answer (empty when it is
         valid); a non-empty list triggers the one repair re-prompt.
         """
+        started = time.monotonic()
+        try:
+            return await self._extract(task, check, usage)
+        finally:
+            usage.seconds += time.monotonic() - started
+
+    async def _extract(self, task: PageTask, check: Check, usage: Usage) -> Any:
         chunks = chunk_text(task.markdown, self.config.chunk_tokens, self.config.chunk_overlap,
                             self.config.encoding)
         if len(chunks) > self.config.max_chunks:
@@ -213,7 +220,8 @@ class LLMExtractor:
                 ) from None
             exchange.text = answer.text
             exchange.messages = retry_messages
-            key = retry_key
+            # the usable answer also answers the first request: a re-run makes no call
+            await self._remember(retry_key, answer)
         await self._remember(key, answer)
         return exchange
 
@@ -256,10 +264,10 @@ class LLMExtractor:
                 self._stat("cache_hits")
                 return _Answer(str(cached["text"]))
             self._stat("cache_misses")
+        schema = self._answer_schema(task)
         request = ChatRequest(
-            messages=messages[False], schema=self._answer_schema(task),
-            prompt_messages=messages[True],
-            max_tokens=output_budget(self._answer_schema(task), self.config.max_output_tokens),
+            messages=messages[False], schema=schema, prompt_messages=messages[True],
+            max_tokens=output_budget(schema, self.config.max_output_tokens),
         )
         retries = timeouts = 0
         enlarged = False
@@ -269,7 +277,7 @@ class LLMExtractor:
             except LLMError as exc:
                 self._stat(f"errors/{exc.code}")
                 timeouts += isinstance(exc, LLMTimeoutError)
-                delay = self._retry_delay(task, exc, retries)
+                delay = self._retry_delay(usage, exc, retries)
                 if delay is None:
                     raise
                 retries += 1
@@ -299,38 +307,41 @@ class LLMExtractor:
             self._throttle = LLMThrottle(self.config.concurrency, self.config.max_concurrency,
                                          self._gauge)
         async with self._throttle.slot() as slot:
+            now = time.monotonic()
+            if usage.deadline is None:  # the item's clock starts with its first slot
+                usage.deadline = now + self.config.item_deadline
             # an answer may wait behind ``slot.ahead`` others at the server; a retry
             # after a timeout gets twice as long (the answer may just be slow)
             timeout = self.config.timeout * (slot.ahead + 1) * 2 ** timeouts
-            if task.deadline is not None:
-                timeout = min(timeout, task.deadline - time.monotonic())
-                if timeout <= 0:
-                    raise LLMTimeoutError(
-                        f"no answer within the item's LLM deadline "
-                        f"(BATCH_LLM_ITEM_DEADLINE {self.config.item_deadline:g} s)",
-                        retryable=True)
+            left = usage.deadline - now
+            if left < min(timeout, self.config.timeout):
+                raise LLMTimeoutError(
+                    f"no answer within the item's LLM deadline "
+                    f"(BATCH_LLM_ITEM_DEADLINE {self.config.item_deadline:g} s)", spent=False)
+            cut_by_deadline = left < timeout
+            timeout = min(timeout, left)
             await self._reserve(task)
-            started = time.monotonic()
+            spent = False  # the server (may have) worked on it: the reserved call stands
             try:
                 result = await self.client.complete(replace(request, timeout=timeout))
+                spent = True
             except LLMError as exc:
-                usage.seconds += time.monotonic() - started
-                if exc.saturated:
-                    self._throttle.congested()
-                if exc.spent:  # the server may have done the work: it counts as a call
+                if exc.saturated and not cut_by_deadline:
+                    self._throttle.congested(slot)
+                spent = exc.spent
+                if spent:
                     self._count_call(usage)
-                else:
-                    await self._release(task)
                 raise
-            elapsed = time.monotonic() - started
-            usage.seconds += elapsed
-            self._throttle.answered(elapsed)
+            finally:
+                if not spent:  # refused, unreachable, or the wait was cancelled
+                    await self._release(task)
+            self._throttle.answered(slot)
             cost = self._account(result, usage)
             if cost and self.ledger is not None and task.max_cost_usd is not None:
                 await asyncio.to_thread(self.ledger.add_cost, task.batch_id, cost)
         return result
 
-    def _retry_delay(self, task: PageTask, exc: LLMError, retries: int) -> float | None:
+    def _retry_delay(self, usage: Usage, exc: LLMError, retries: int) -> float | None:
         """Seconds to wait before retrying after ``exc``; None when it is not retried."""
         if not exc.retryable or retries >= self.config.retries:
             return None
@@ -338,7 +349,7 @@ class LLMExtractor:
             delay = min(exc.retry_after, self.config.backoff_max)
         else:
             delay = min(self.config.backoff_base * 2 ** retries, self.config.backoff_max)
-        if task.deadline is not None and time.monotonic() + delay >= task.deadline:
+        if usage.deadline is not None and time.monotonic() + delay >= usage.deadline:
             return None
         return delay
 

@@ -116,8 +116,11 @@ def _date_on_page(date: dt.date, page: PageIndex) -> bool:
 IDENTIFIER_WORDS = frozenset({
     "id", "sku", "gtin", "gtin8", "gtin12", "gtin13", "gtin14", "ean", "upc", "isbn", "issn",
     "mpn", "asin", "phone", "telephone", "fax", "mobile", "email", "mail", "zip", "postcode",
-    "postal", "code", "number", "vat", "iban", "doi", "url", "link", "href",
+    "postal", "number", "vat", "iban", "doi", "url", "link", "href",
 })
+#: a number in such a unit is often converted from the page ("1 hr 30 min" -> 90 minutes)
+CONVERTED_UNIT_WORDS = frozenset({"minutes", "minute", "mins", "min", "hours", "hour", "hrs",
+                                  "seconds", "secs", "days", "weeks", "months", "years"})
 _COPIED_FORMATS = frozenset({"date", "date-time", "time", "email", "uri", "url", "iri",
                              "uri-reference", "idn-email", "hostname", "ipv4", "ipv6"})
 
@@ -127,22 +130,27 @@ def must_be_copied(name: str, schema: Any) -> bool:
 
     Numbers, dates, URLs, e-mail addresses and identifiers (SKU, ISBN, phone,
     ...): a value of such a field that is not on the page was invented. Free
-    text (a summary, a title in other words) may legitimately be rephrased.
+    text (a summary, a title in other words) may legitimately be rephrased,
+    and so may a number in a unit the page may not use (``total_time_minutes``
+    from "1 hr 30 min"), enums, codes (``currency_code`` from "$") and booleans.
     """
     if not isinstance(schema, dict):
         return False
-    options = [o for o in schema.get("anyOf", []) if isinstance(o, dict)]
+    options = [o for o in schema.get("anyOf", []) if isinstance(o, dict)
+               and o.get("type") != "null"]
     if options:
         return any(must_be_copied(name, option) for option in options)
     types = schema.get("type")
     types = set(types) if isinstance(types, list) else {types}
-    if types & {"number", "integer"} or schema.get("format") in _COPIED_FORMATS:
+    words = set(_WORDS.findall(_split_camel(name).lower()))
+    if types & {"number", "integer"}:
+        return not words & CONVERTED_UNIT_WORDS
+    if schema.get("format") in _COPIED_FORMATS:
         return True
     if "array" in types:
         return must_be_copied(name, schema.get("items") or {})
-    if "object" in types or "boolean" in types or "enum" in schema:
+    if "object" in types or "boolean" in types or "enum" in schema or "const" in schema:
         return False
-    words = set(_WORDS.findall(_split_camel(name).lower()))
     return bool(IDENTIFIER_WORDS & (words | {w[:-1] for w in words if w.endswith("s")}))
 
 
@@ -165,7 +173,8 @@ def strip_invented(name: str, value: Any, schema: Any, page: PageIndex) -> Any:
         items = node.get("items") or {}
         kept = [strip_invented(name, element, items, page) for element in value]
         return [element for element, original in zip(kept, value, strict=True)
-                if element is not None or original is None]
+                if (element is not None or original is None)
+                and not (element == [] and original != [])]
     if value is None or isinstance(value, bool) or not must_be_copied(name, schema):
         return value
     return value if grounded(value, page) else None
