@@ -264,7 +264,7 @@ class BatchSpider(scrapy.Spider):
         # what the fetched attempt cost (LLM use) stays on the item's record
         request.meta["usage"] = {
             "llm_calls": item.llm_calls, "llm_ms": item.llm_ms, "tokens": item.tokens,
-            "cost_usd": item.cost_usd,
+            "cost_usd": item.cost_usd, "duration_ms": item.duration_ms or 0,
         }
         return request
 
@@ -357,16 +357,19 @@ class BatchSpider(scrapy.Spider):
 
     def _item(self, meta: dict[str, Any]) -> PageItem:
         source = meta["batch_item"]
+        # an item fetched again in the browser keeps what its first attempt took and cost
+        usage = dict(meta.get("usage", {}))
+        earlier = usage.pop("duration_ms", 0)
         assert self.batch_id is not None
         return PageItem(
             batch_id=self.batch_id,
             index=source["index"],
             url=source["url"],
             attempts=source["attempts"] + meta.get("retry_times", 0),
-            duration_ms=int((time.monotonic() - meta["started"]) * 1000),
+            duration_ms=earlier + int((time.monotonic() - meta["started"]) * 1000),
             render_mode="headless" if meta.get("playwright") else "fetch",
             render_reason=meta.get("render_reason"),
-            **meta.get("usage", {}),
+            **usage,
         )
 
     # -- housekeeping ------------------------------------------------------------
