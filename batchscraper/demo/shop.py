@@ -109,7 +109,7 @@ class TemplateShop:
     def url(self, path: str) -> str:
         assert self._server is not None
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{path}"
+        return f"http://{host!s}:{port}{path}"
 
     def __enter__(self) -> TemplateShop:
         return self.start()

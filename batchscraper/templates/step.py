@@ -68,7 +68,7 @@ class PageTemplate:
     url: str = ""
     tree: Any = None
     ask: frozenset[str] = frozenset()
-    values: dict[str, Any] = field(default_factory=dict)  # what the template read
+    values: dict[str, Any] | None = field(default_factory=dict)  # what the template read
 
     @property
     def served(self) -> bool:
@@ -84,7 +84,8 @@ class TemplateStep:
         self.store = store
         self.run = run
         self.stats = stats
-        self.key = {"owner": run.batch.get("owner"), "schema_fp": schema_fingerprint(run.schema)}
+        self.key: dict[str, Any] = {"owner": run.batch.get("owner"),
+                                    "schema_fp": schema_fingerprint(run.schema)}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, run: BatchRun) -> TemplateStep | None:
@@ -177,7 +178,7 @@ class TemplateStep:
     def _serve(self, item: PageItem, checker: RecordChecker, page: PageTemplate,
                data: dict[str, Any], evidence: dict[str, str]) -> None:
         kept = checker.valid_values(data, set(page.ask))
-        filled = {k: v for k, v in page.values.items()
+        filled = {k: v for k, v in (page.values or {}).items()
                   if not is_empty(v) or (v is None and k in checker.required)}
         filled = shape_to_schema(filled, checker.schema)
         merged = {**kept, **filled}
