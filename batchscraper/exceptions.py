@@ -352,6 +352,16 @@ class LLMBadOutputError(LLMError):
     code = "LLM_BAD_OUTPUT"
 
 
+class TemplateMissError(ExtractionError):
+    """``templates: only``: no learned template of the page's site extracts this page.
+
+    Retryable: a template for the page's shape may be learned by then.
+    """
+
+    code = "TEMPLATE_MISS"
+    retryable = True
+
+
 class ItemLimitError(ItemError):
     """The batch already holds ``max_total_items`` records."""
 

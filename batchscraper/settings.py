@@ -260,6 +260,22 @@ BATCH_LLM_PRICES = {
     "gpt-4.1-nano": [0.10, 0.40],
 }
 
+# Learned templates (batchscraper/templates): the LLM answers a site template's first pages,
+# selectors are learned from them and extract the template's other pages without an LLM.
+# The batch option `templates` (auto, off, only) chooses per batch; this switches them off.
+BATCH_TEMPLATES_ENABLED = True
+BATCH_TEMPLATE_SAMPLES = 3  # LLM-answered pages a template is learned from
+BATCH_TEMPLATE_VERIFY_PAGES = 2  # further LLM-answered pages a candidate must reproduce
+BATCH_TEMPLATE_MAX_ATTEMPTS = 3  # candidates refuted before learning a shape gives up
+BATCH_TEMPLATE_SIMILARITY = 0.75  # page-shape Jaccard similarity of pages of one template
+BATCH_TEMPLATE_AGREEMENT = 0.95  # share of fields a template must reproduce (required: all)
+BATCH_TEMPLATE_AUDIT_EVERY = 100  # every Nth template page is also asked from the LLM (0: none)
+BATCH_TEMPLATE_WINDOW = 10  # recent misses and audits judged for retirement
+BATCH_TEMPLATE_RETIRE_SHARE = 0.3  # more bad ones than this share of the window retires it
+BATCH_TEMPLATE_RETIRE_MIN = 3  # ... when at least this many are bad
+BATCH_TEMPLATE_SAMPLE_MAX_BYTES = 500_000  # larger pages are not kept as samples
+BATCH_TEMPLATE_LEASE_SECONDS = 60.0  # a worker's hold on learning one template
+
 # -- performance and scale-out -------------------------------------------------------
 # Scrapyd nodes the API schedules a batch's jobs onto, dealt round-robin: "local" (this
 # Scrapyd) and/or base URLs of other Scrapyd nodes sharing this MongoDB, with their basic

@@ -59,6 +59,7 @@ from batchscraper.llm.ledger import LLMLedger
 from batchscraper.llm.merge import is_empty, merge_record_lists, shape_to_schema
 from batchscraper.llm.prompts import leaks_instructions
 from batchscraper.run import BatchRun, batch_run
+from batchscraper.templates.step import TemplateStep
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class ExtractPipeline:
             ledger.ensure_indexes()
             self.extractor = LLMExtractor(config, load_client(config), ledger, crawler.stats)
         self._budget_reported = False
+        self.templates = TemplateStep.from_crawler(crawler, run)  # learned page templates
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ExtractPipeline:
@@ -184,6 +186,10 @@ class ExtractPipeline:
         # guessed from the page's text is completed by the LLM when one is configured
         marked_up = any(set(source.split("+")) & MARKUP_SOURCES for source in evidence.values())
         ask = await asyncio.to_thread(checker.fields_to_ask, data, not marked_up)
+        template = None if self.templates is None else \
+            await self.templates.fit(item, url, checker, ask, data, evidence)
+        if template is not None and template.served:
+            return
         extractor = self.extractor
         if not ask or extractor is None:
             self._structured_only(item, data, evidence)
@@ -218,6 +224,9 @@ class ExtractPipeline:
         found_by = extraction_method({k: evidence[k] for k in kept if k in evidence})
         item.extraction = {"method": f"{found_by}+llm" if kept else "llm",
                            "llm_fields": sorted(ask), **self._usage_meta(usage), **meta}
+        if self.templates is not None and template is not None:
+            item.extraction.update(
+                await self.templates.answered(template, filled, meta["grounded"]))
 
     def _structured_only(self, item: PageItem, data: dict[str, Any],
                          evidence: dict[str, str]) -> None:

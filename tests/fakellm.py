@@ -56,6 +56,7 @@ class FakeLLM:
         self.requests: list[dict[str, Any]] = []
         self.faults: deque[Fault] = deque()
         self.reject_json_schema = False
+        self.labelled = False  # also answer any field from a "<Field>: value" line or table row
         self.pages: dict[str, str] = {}
         self.tokens_in = 0
         self.tokens_out = 0
@@ -79,6 +80,7 @@ class FakeLLM:
             self.requests.clear()
             self.faults.clear()
             self.reject_json_schema = False
+            self.labelled = False
             self.tokens_in = self.tokens_out = self.answered = self.spent = 0
 
     @property
@@ -151,6 +153,10 @@ class FakeLLM:
             record_schema = properties["records"].get("items") or {}
             return json.dumps({"records": _records(page, record_schema)})
         record = {name: _field(name, sub, page) for name, sub in properties.items()}
+        if self.labelled:
+            record = {name: _labelled(name, sub, page) if value is None else value
+                      for (name, sub), value in zip(properties.items(), record.values(),
+                                                    strict=True)}
         if INJECTION_TRIGGER in page.lower():
             if "description" in record:
                 record["description"] = system
@@ -208,6 +214,20 @@ def _field(name: str, schema: dict[str, Any], page: str) -> Any:
         value = match.group(1) if match else None
     if value is None and "array" in _types(schema):
         return []
+    return value
+
+
+def _labelled(name: str, schema: dict[str, Any], page: str) -> Any:
+    """The value after a ``Name:`` label or in a ``| Name | value |`` table row."""
+    label = re.escape(name.replace("_", " "))
+    match = re.search(rf"^\W*{label}\s*(?::|\|)\s*(.+?)[\s|]*$", page,
+                      re.IGNORECASE | re.MULTILINE)
+    if match is None:
+        return None
+    value = match.group(1).strip()
+    if _types(schema) & {"number", "integer"}:
+        number = re.search(r"-?\d+(?:\.\d+)?", value)
+        return float(number.group(0)) if number else None
     return value
 
 

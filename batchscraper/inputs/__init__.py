@@ -39,6 +39,7 @@ MODE_ALIASES = {
 }
 FORMATS = ("json", "markdown", "text", "html")
 GROUNDING_MODES = ("auto", "flag", "strict")
+TEMPLATE_MODES = ("auto", "off", "only")
 URL_KEYS = {"url", "render_js", "mode", "wait_for", "headers", "timeout", "proxy", *BROWSER_KEYS}
 # the browser's connections go through the crawl's egress guard, which does not chain to
 # user proxies: a page that must go through a proxy is never rendered
@@ -131,6 +132,7 @@ class BatchOptions:
     robots_txt: bool = False
     proxy: tuple[ProxyEndpoint, ...] = ()
     max_age: int = 0
+    templates: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         """The stored and shown form: proxies redacted (their credentials are kept apart)."""
@@ -501,6 +503,10 @@ def _option_value(name: str, value: Any, limits: Limits) -> Any:
     if name == "grounding":
         if value not in GROUNDING_MODES:
             raise InvalidOptionError(f"grounding: must be one of {list(GROUNDING_MODES)}")
+        return value
+    if name == "templates":
+        if value not in TEMPLATE_MODES:
+            raise InvalidOptionError(f"templates: must be one of {list(TEMPLATE_MODES)}")
         return value
     raise InvalidOptionError(f"options: unknown {name!r}")
 

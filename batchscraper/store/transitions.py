@@ -405,6 +405,7 @@ def _finish_increments(record: dict[str, Any], old: ItemStatus, copies: int) -> 
         inc["failures." + failure_code(record.get("error"))] = 1 + copies
     inc[timeline_key(utcnow())] = 1 + copies
     inc.update(_usage_increments(record))
+    inc.update(_template_increments(record, copies))
     inc.update(_cache_increments(record, copies))
     return inc
 
@@ -433,6 +434,20 @@ def _usage_increments(record: dict[str, Any]) -> dict[str, Any]:
         "counters.records_filtered": record.get("filtered_out") or 0,
     }
     return {key: value for key, value in usage.items() if value}
+
+
+def _template_increments(record: dict[str, Any], copies: int) -> dict[str, int]:
+    """Learned templates' counters: pages they extracted, misses, learned ones, audits."""
+    extraction = record.get("extraction") or {}
+    audit = extraction.get("template_audit")
+    events = {
+        "counters.template_pages": extraction.get("method") == "template",
+        "counters.template_misses": bool(extraction.get("template_miss")),
+        "counters.templates_learned": bool(extraction.get("template_learned")),
+        "counters.template_audits": audit is not None,
+        "counters.template_disagreements": audit is not None and not audit.get("agreed"),
+    }
+    return {key: 1 + copies for key, happened in events.items() if happened}
 
 
 def _record_count(record: dict[str, Any]) -> int:

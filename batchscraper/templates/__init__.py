@@ -1,0 +1,6 @@
+"""Learned templates: pages of one site template extracted by learned selectors, not the LLM.
+
+:mod:`.signature` (page shape, key parts), :mod:`.selectors` (learning and
+applying rules), :mod:`.store` (the ``templates`` collection), :mod:`.step`
+(what the extract pipeline calls), :mod:`.settings`.
+"""

@@ -1,0 +1,46 @@
+"""The template settings, read once per crawl."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    """``BATCH_TEMPLATE*`` settings (see the README's templates section)."""
+
+    enabled: bool = True
+    samples: int = 3
+    verify_pages: int = 2
+    max_attempts: int = 3
+    similarity: float = 0.75
+    agreement: float = 0.95
+    audit_every: int = 100
+    window: int = 10
+    retire_share: float = 0.3
+    retire_min: int = 3
+    sample_max_bytes: int = 500_000
+    lease_seconds: float = 60.0
+
+    @property
+    def samples_kept(self) -> int:
+        """Samples a template keeps: the first ones and those of refuted candidates."""
+        return self.samples + self.max_attempts
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> TemplateSettings:
+        return cls(
+            enabled=settings.getbool("BATCH_TEMPLATES_ENABLED"),
+            samples=settings.getint("BATCH_TEMPLATE_SAMPLES"),
+            verify_pages=settings.getint("BATCH_TEMPLATE_VERIFY_PAGES"),
+            max_attempts=settings.getint("BATCH_TEMPLATE_MAX_ATTEMPTS"),
+            similarity=settings.getfloat("BATCH_TEMPLATE_SIMILARITY"),
+            agreement=settings.getfloat("BATCH_TEMPLATE_AGREEMENT"),
+            audit_every=settings.getint("BATCH_TEMPLATE_AUDIT_EVERY"),
+            window=settings.getint("BATCH_TEMPLATE_WINDOW"),
+            retire_share=settings.getfloat("BATCH_TEMPLATE_RETIRE_SHARE"),
+            retire_min=settings.getint("BATCH_TEMPLATE_RETIRE_MIN"),
+            sample_max_bytes=settings.getint("BATCH_TEMPLATE_SAMPLE_MAX_BYTES"),
+            lease_seconds=settings.getfloat("BATCH_TEMPLATE_LEASE_SECONDS"),
+        )

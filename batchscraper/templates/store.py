@@ -1,0 +1,178 @@
+"""The ``templates`` collection: learned page templates, shared by every worker of an owner.
+
+One document per template version: its key (``owner``, ``host``,
+``schema_fp``) and page shape (``shape``: hashed element paths), its
+``status`` — ``learning`` (collecting LLM-answered samples), ``verifying``
+(a candidate checked against held-out pages the LLM answers), ``active``
+(extracting pages), ``retired`` (too many misses or audit disagreements:
+the site changed) or ``abandoned`` (learning gave up after its attempts) —
+its ``rules``, ``samples`` (page HTML and the LLM's grounded answer) and
+counters. Learning takes a lease on the document, so two workers never
+learn one template at once. All methods are blocking pymongo calls.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.database import Database
+
+from batchscraper.templates.signature import similarity
+
+#: a template's statuses; ``retired`` ones no longer match pages
+LIVE_STATUSES = ("learning", "verifying", "active", "abandoned")
+#: what a page match reads (samples are read only to learn)
+MATCH_FIELDS = {"samples": 0}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class TemplateStore:
+    """Reads and writes of the ``templates`` collection."""
+
+    def __init__(self, db: Database) -> None:
+        self.templates = db["templates"]
+
+    def ensure_indexes(self) -> None:
+        self.templates.create_index([("owner", ASCENDING), ("host", ASCENDING),
+                                     ("schema_fp", ASCENDING), ("status", ASCENDING)])
+
+    # -- matching -------------------------------------------------------------------
+
+    def live(self, owner: str | None, host: str, schema_fp: str) -> list[dict[str, Any]]:
+        """The templates that can match pages of this key (oldest first)."""
+        query = {"owner": owner, "host": host, "schema_fp": schema_fp,
+                 "status": {"$in": list(LIVE_STATUSES)}}
+        return list(self.templates.find(query, MATCH_FIELDS).sort("created_at", ASCENDING))
+
+    def create(self, key: dict[str, Any], shape: frozenset[int], batch_id: str,
+               threshold: float) -> dict[str, Any]:
+        """A new learning template for a page shape no live template has.
+
+        Two workers may create one for the same shape at once: the older one
+        wins and the other is deleted, so each shape is learned once.
+        """
+        version = 1 + max((doc.get("version", 0) for doc in self.templates.find(
+            {**key}, {"version": 1})), default=0)
+        now = utcnow()
+        doc = {
+            "_id": f"tpl_{uuid.uuid4().hex[:16]}", **key, "version": version,
+            "shape": sorted(shape), "status": "learning", "rules": None, "samples": [],
+            "attempts": 0, "checked": 0, "hits": 0, "misses": 0, "audits": 0,
+            "disagreements": 0, "window": [], "batch_id": batch_id,
+            "created_at": now, "updated_at": now,
+        }
+        self.templates.insert_one(doc)
+        rivals = [other for other in self.live(key["owner"], key["host"], key["schema_fp"])
+                  if similarity(shape, other["shape"]) >= threshold]
+        winner = min(rivals, key=lambda other: (other["created_at"], other["_id"]), default=doc)
+        if winner["_id"] != doc["_id"]:
+            self.templates.delete_one({"_id": doc["_id"]})
+            return winner
+        return doc
+
+    # -- learning -------------------------------------------------------------------
+
+    def add_sample(self, template_id: str, sample: dict[str, Any], keep: int) -> int:
+        """Keep one LLM-answered page (the last ``keep``); returns how many are kept."""
+        doc = self.templates.find_one_and_update(
+            {"_id": template_id},
+            {"$push": {"samples": {"$each": [sample], "$slice": -keep}},
+             "$set": {"updated_at": utcnow()}},
+            projection={"samples.url": 1}, return_document=ReturnDocument.AFTER)
+        return len(doc["samples"]) if doc else 0
+
+    def samples(self, template_id: str) -> list[dict[str, Any]]:
+        doc = self.templates.find_one({"_id": template_id}, {"samples": 1})
+        return list(doc["samples"]) if doc else []
+
+    def lease(self, template_id: str, worker: str, seconds: float) -> bool:
+        """Hold the right to learn this template for ``seconds`` (False: another worker has it)."""
+        now = utcnow()
+        free = {"$or": [{"lease": None}, {"lease.until": {"$lt": now}},
+                        {"lease.worker": worker}]}
+        until = now + dt.timedelta(seconds=seconds)
+        result = self.templates.update_one(
+            {"_id": template_id, **free}, {"$set": {"lease": {"worker": worker, "until": until}}})
+        return result.modified_count == 1
+
+    def propose(self, template_id: str, rules: dict[str, Any], worker: str) -> None:
+        """A candidate from the samples: verified next on held-out pages; the lease ends."""
+        self.templates.update_one({"_id": template_id, "lease.worker": worker}, {
+            "$set": {"rules": rules, "status": "verifying", "checked": 0, "lease": None,
+                     "updated_at": utcnow()},
+            "$inc": {"attempts": 1}})
+
+    def give_up(self, template_id: str, worker: str, reason: str) -> None:
+        self.templates.update_one({"_id": template_id, "lease.worker": worker}, {
+            "$set": {"status": "abandoned", "reason": reason, "lease": None,
+                     "updated_at": utcnow()}})
+
+    def release(self, template_id: str, worker: str) -> None:
+        self.templates.update_one({"_id": template_id, "lease.worker": worker},
+                                  {"$set": {"lease": None}})
+
+    def verified(self, template_id: str, needed: int) -> bool:
+        """A held-out page agreed; True when this one made the template active."""
+        doc = self.templates.find_one_and_update(
+            {"_id": template_id, "status": "verifying"},
+            {"$inc": {"checked": 1}, "$set": {"updated_at": utcnow()}},
+            projection={"checked": 1}, return_document=ReturnDocument.AFTER)
+        if doc is None or doc["checked"] < needed:
+            return False
+        now = utcnow()
+        result = self.templates.update_one(
+            {"_id": template_id, "status": "verifying"},
+            {"$set": {"status": "active", "activated_at": now, "updated_at": now}})
+        return result.modified_count == 1
+
+    def refuted(self, template_id: str) -> None:
+        """A held-out page disagreed: the candidate is dropped, learning goes on."""
+        self.templates.update_one({"_id": template_id, "status": "verifying"}, {
+            "$set": {"status": "learning", "rules": None, "checked": 0, "updated_at": utcnow()}})
+
+    # -- use ----------------------------------------------------------------------------
+
+    def hit(self, template_id: str) -> int:
+        """Count one page the template extracted; returns its hit count."""
+        doc = self.templates.find_one_and_update(
+            {"_id": template_id}, {"$inc": {"hits": 1}}, projection={"hits": 1},
+            return_document=ReturnDocument.AFTER)
+        return int(doc["hits"]) if doc else 0
+
+    def outcome(self, template_id: str, bad: bool, counter: str, window: int,
+                retire_share: float, retire_min: int) -> bool:
+        """Count a miss or an audit; True when this retired the template (site changed)."""
+        doc = self.templates.find_one_and_update(
+            {"_id": template_id},
+            {"$inc": {counter: 1}, "$push": {"window": {"$each": [int(bad)], "$slice": -window}},
+             "$set": {"updated_at": utcnow()}},
+            projection={"window": 1, "status": 1}, return_document=ReturnDocument.AFTER)
+        if doc is None or doc["status"] != "active":
+            return False
+        recent = doc["window"]
+        if sum(recent) < retire_min or sum(recent) / len(recent) <= retire_share:
+            return False
+        now = utcnow()
+        result = self.templates.update_one({"_id": template_id, "status": "active"}, {"$set": {
+            "status": "retired", "retired_at": now, "updated_at": now,
+            "reason": f"{sum(recent)} of the last {len(recent)} misses and audits went wrong"}})
+        return result.modified_count == 1
+
+    # -- the API's reads -------------------------------------------------------------
+
+    def list(self, owner: str | None, **query: Any) -> list[dict[str, Any]]:
+        """An owner's templates, newest first, without their samples' pages."""
+        found = self.templates.find({"owner": owner, **query}, {"samples.html": 0, "shape": 0})
+        return list(found.sort("created_at", -1))
+
+    def get(self, template_id: str) -> dict[str, Any] | None:
+        return self.templates.find_one({"_id": template_id}, {"samples.html": 0, "shape": 0})
+
+    def delete(self, template_id: str) -> bool:
+        return self.templates.delete_one({"_id": template_id}).deleted_count == 1
