@@ -141,7 +141,9 @@ def shop(store: BatchStore, mongo_uri: str, fake_llm: FakeLLM) -> Iterator[Calla
                        writer=writer, worker_id=f"tests:{uuid.uuid4().hex[:6]}", inflight={},
                        escalation_for=recorded.escalation_for, stop=recorded.stop)
         crawler = get_crawler(DummySpider, project(MONGO_URI=mongo_uri,
-                                                   **fake_llm.settings(**settings)))
+                                                   **fake_llm.settings(**{
+                                                       "BATCH_HEURISTICS_ENABLED": True,
+                                                       **settings})))
         spider = DummySpider.from_crawler(crawler)
         spider.run = run
         crawler.spider = spider
