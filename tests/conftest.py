@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from batchscraper.demo.site import ExampleSite
 from batchscraper.mongo import connect, database_name, ensure_embedded_server, stop_embedded_server
 from batchscraper.store import BatchStore
+from tests.hostile_site import HostileSite
 
 REPO = Path(__file__).resolve().parents[1]
 CRAWL_TIMEOUT = 180
@@ -51,8 +51,9 @@ def store(mongo_uri: str) -> Iterator[BatchStore]:
 
 
 @pytest.fixture(scope="session")
-def site() -> Iterator[ExampleSite]:
-    with ExampleSite() as running:
+def site() -> Iterator[HostileSite]:
+    """The example shop, with the hostile pages of tests/hostile_site.py."""
+    with HostileSite() as running:
         yield running
 
 

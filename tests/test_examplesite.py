@@ -23,6 +23,7 @@ from batchscraper.demo.site import (
     article_expected,
     product_expected,
 )
+from tests.hostile_site import HostileSite
 
 LD_RE = re.compile(r'<script type="application/ld\+json">(.*?)</script>', re.S)
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,14 +233,21 @@ def test_slow(site: ExampleSite) -> None:
     assert json_ld(body)[0]["sku"] == "SKU-00001"
 
 
-def test_huge_is_exact_and_valid(site: ExampleSite) -> None:
-    status, headers, body = fetch(site.url("/huge?mb=1"))
+def test_huge_is_exact_and_valid() -> None:
+    with HostileSite() as site:
+        status, headers, body = fetch(site.url("/huge?mb=1"))
+        head = fetch(site.url("/huge?mb=0.3"), method="HEAD")
     assert status == 200
     assert int(headers["Content-Length"]) == len(body) == 1024 * 1024
     assert body.startswith(b"<!DOCTYPE html>")
     assert body.endswith(b"</html>\n")
-    status, headers, body = fetch(site.url("/huge?mb=0.3"), method="HEAD")
+    status, headers, body = head
     assert (status, headers["Content-Length"], body) == (200, str(int(0.3 * 1024 * 1024)), b"")
+
+
+def test_the_demo_serves_no_hostile_pages(site: ExampleSite) -> None:
+    assert fetch(site.url("/huge?mb=1"))[0] == 404
+    assert fetch(site.url("/hostile/gzip-bomb"))[0] == 404
 
 
 def test_binary_routes(site: ExampleSite) -> None:

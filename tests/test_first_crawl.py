@@ -95,7 +95,7 @@ def test_a_resumed_batch_runs_with_the_run_time_options_given(
     crawler = Crawler(BatchSpider, project(MONGO_URI=mongo_uri))  # settings not frozen yet
     spider = BatchSpider.from_crawler(crawler, batch_id=batch["_id"], concurrency="3",
                                       timeout_per_url="7")
-    assert (spider.options.concurrency, spider.options.timeout_per_url) == (3, 7.0)
+    assert (spider.run.options.concurrency, spider.run.options.timeout_per_url) == (3, 7.0)
     assert crawler.settings.getint("CONCURRENT_REQUESTS") == 3
     assert crawler.settings.getfloat("DOWNLOAD_TIMEOUT") == 7.0
     assert store.get_batch(batch["_id"])["options"]["concurrency"] == 8  # this run only

@@ -69,12 +69,6 @@ class ScrapydJobs:
             else "no Scrapyd node of BATCH_API_NODES answers"
         )
 
-    def schedule(self, batch_id: str, count: int = 1) -> list[str]:
-        """Queue ``count`` new jobs working ``batch_id``, spread over the nodes; their ids."""
-        job_ids = new_job_ids(count)
-        self.schedule_ids(batch_id, job_ids)
-        return job_ids
-
     def schedule_ids(self, batch_id: str, job_ids: list[str]) -> None:
         """Queue the jobs ``job_ids`` (already noted on the batch) working ``batch_id``.
 

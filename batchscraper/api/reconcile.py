@@ -27,12 +27,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer, task, threads
 
+from batchscraper.api.jobs import ScrapydJobs, new_job_ids
 from batchscraper.store import BatchStore, final_status, utcnow
 
 logger = logging.getLogger(__name__)
@@ -100,13 +102,18 @@ class ReconcileService(Service):
     """Looks for abandoned batches every ``interval`` seconds and resumes or finalizes them.
 
     ``jobs`` is the API's :class:`~batchscraper.api.jobs.ScrapydJobs` (reactor
-    thread); ``record_jobs(batch_id, job_ids, kind)`` notes new jobs on the batch.
+    thread); ``record_jobs(batch_id, job_ids, kind)`` notes new jobs on the batch
+    (blocking). A resume job is noted first and queued then, as submit and retry do.
     """
 
     name = "batchscraper-reconciler"
 
     def __init__(
-        self, reconciler: BatchReconciler, jobs: Any, record_jobs: Any, config: ReconcileConfig
+        self,
+        reconciler: BatchReconciler,
+        jobs: ScrapydJobs,
+        record_jobs: Callable[[str, list[str], str], None],
+        config: ReconcileConfig,
     ) -> None:
         self.reconciler = reconciler
         self.jobs = jobs
@@ -154,8 +161,10 @@ class ReconcileService(Service):
             status = await threads.deferToThread(self.reconciler.store.finalize_batch, batch_id)
             logger.info("Reconciler: batch %s had no unfinished item; now %s", batch_id, status)
         elif resumes < self.config.max_resumes:
-            job_ids = self.jobs.schedule(batch_id, 1)
+            self.jobs.check_available()  # nothing noted on the batch for a job with nowhere to go
+            job_ids = new_job_ids(1)
             await threads.deferToThread(self.record_jobs, batch_id, job_ids, RESUME_KIND)
+            self.jobs.schedule_ids(batch_id, job_ids)
             logger.warning(
                 "Reconciler: batch %s (%s) had no live job or lease; resume job %s (%d of %d)",
                 batch_id, batch["status"], job_ids[0], resumes + 1, self.config.max_resumes,

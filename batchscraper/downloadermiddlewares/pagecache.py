@@ -41,6 +41,8 @@ from scrapy.responsetypes import responsetypes
 from scrapy.settings import BaseSettings
 from scrapy.utils.request import fingerprint
 
+from batchscraper.run import batch_run
+
 logger = logging.getLogger(__name__)
 
 COLLECTION = "page_cache"
@@ -90,8 +92,8 @@ class MongoCacheStorage:
         self.writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="page-cache")
 
     def open_spider(self, spider: Spider) -> None:
-        store = spider.store  # type: ignore[attr-defined]
-        self.owner = spider.batch.get("owner")  # type: ignore[attr-defined]
+        run = batch_run(spider.crawler)
+        store, self.owner = run.store, run.batch.get("owner")
         self.entries = store.db[COLLECTION]
         self.bodies = GridFSBucket(store.db, bucket_name=COLLECTION)
         self.entries.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)

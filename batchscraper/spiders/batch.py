@@ -22,6 +22,7 @@ import scrapy
 from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.http import Response, TextResponse
+from scrapy.settings import BaseSettings
 from twisted.python.failure import Failure
 
 from batchscraper.downloadermiddlewares.failures import fetch_error_from_failure
@@ -38,7 +39,6 @@ from batchscraper.extraction.pdf import PdfLimits, is_pdf, pdf_document
 from batchscraper.extraction.structured import map_to_schema, parse_structured_data
 from batchscraper.extraction.validation import ValidationSettings, checker_for
 from batchscraper.inputs import (
-    BatchOptions,
     BatchSpec,
     Limits,
     parse_batch,
@@ -79,11 +79,8 @@ class BatchSpider(scrapy.Spider):
     """``scrapy crawl batch -a batch_id=...`` or ``-a urls=... -a schema=...``."""
 
     name = "batch"
-    # set by from_crawler, once the batch is open
+    # set by from_crawler, once the batch is open; ``run`` holds what the pipelines share
     config: WorkerConfig
-    store: BatchStore
-    writer: SerialWriter
-    batch: dict[str, Any]
     run: BatchRun
     leaser: Leaser
     render: RenderConfig
@@ -105,42 +102,35 @@ class BatchSpider(scrapy.Spider):
         **option_args: Any,
     ) -> None:
         super().__init__()
-        self.batch_id = batch_id
-        self.resumed = batch_id is not None
+        self.resume_id = batch_id  # -a batch_id=...: work a stored batch
         self.spec = spec
         self.raw_inputs = {"urls": urls, "schema": schema, "prompt": prompt, "options": options}
         self.option_args = option_args
         self.job_id = _job
         self.reextract_from = reextract_from
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.inflight: dict[int, dict[str, Any]] = {}  # leased items being worked, by index
         self.stop_reason: str | None = None
-        self.options = BatchOptions()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> BatchSpider:
         spider: BatchSpider = super().from_crawler(crawler, *args, **kwargs)
-        spider.config = WorkerConfig.from_settings(crawler.settings)
-        spider.store = store_for(crawler.settings.get("MONGO_URI") or None)
-        spider.writer = SerialWriter(
-            spider.store, spider.config.flush_items, spider.config.flush_seconds,
-            crawler.settings.getint("BATCH_STORE_RETRIES"),
-            crawler.settings.getfloat("BATCH_STORE_RETRY_BACKOFF"),
+        settings = crawler.settings
+        spider.config = WorkerConfig.from_settings(settings)
+        store = store_for(settings.get("MONGO_URI") or None)
+        writer = SerialWriter(
+            store, spider.config.flush_items, spider.config.flush_seconds,
+            settings.getint("BATCH_STORE_RETRIES"), settings.getfloat("BATCH_STORE_RETRY_BACKOFF"),
         )
-        spider.batch = spider._open_batch(crawler.settings)
-        stored = dict(spider.batch["options"])
+        batch = spider._open_batch(store, settings)
+        stored = dict(batch["options"])
         stored_proxies = stored.pop("proxy", None)  # redacted: the credentials are kept apart
-        spider.options = parse_options(stored, Limits(max_total_items=stored["max_total_items"]))
-        spider.proxies = ProxySource.load(
-            stored_proxies, spider.store.proxy_secrets(spider.batch["_id"])
-        )
-        if spider.resumed:  # -a batch_id=... -a concurrency=...: for this run only
-            spider.options = run_time_options(spider.options, **spider.option_args)
-        assert spider.batch_id is not None
+        options = parse_options(stored, Limits(max_total_items=stored["max_total_items"]))
+        spider.proxies = ProxySource.load(stored_proxies, store.proxy_secrets(batch["_id"]))
+        if spider.resume_id is not None:  # -a batch_id=... -a concurrency=...: this run only
+            options = run_time_options(options, **spider.option_args)
         spider.run = BatchRun(
-            batch_id=spider.batch_id, batch=spider.batch, options=spider.options,
-            store=spider.store, writer=spider.writer, worker_id=spider.worker_id,
-            inflight=spider.inflight, escalation_for=spider.escalation_for, stop=spider.stop,
+            batch_id=batch["_id"], batch=batch, options=options, store=store, writer=writer,
+            worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
+            inflight={}, escalation_for=spider.escalation_for, stop=spider.stop,
         )
         spider.leaser = Leaser(
             spider.run, spider.config, stopped=lambda: spider.stop_reason is not None
@@ -155,10 +145,10 @@ class BatchSpider(scrapy.Spider):
 
     # -- set-up ----------------------------------------------------------------
 
-    def _open_batch(self, settings: Any) -> dict[str, Any]:
+    def _open_batch(self, store: BatchStore, settings: BaseSettings) -> dict[str, Any]:
         """Load the batch named by ``batch_id``, or create it from the CLI inputs."""
-        if self.batch_id:
-            batch = self.store.get_batch(self.batch_id)
+        if self.resume_id:
+            batch = store.get_batch(self.resume_id)
             self.reextract_from = batch.get("reextract_from")
             return batch
         if self.spec is None:
@@ -168,14 +158,13 @@ class BatchSpider(scrapy.Spider):
                 **self.option_args,
             )
         extra = {"reextract_from": self.reextract_from} if self.reextract_from else None
-        batch = self.store.create_batch(self.spec, extra=extra)
-        self.batch_id = batch["_id"]
-        logger.info("Created batch %s with %d URLs", self.batch_id, len(self.spec.urls))
+        batch = store.create_batch(self.spec, extra=extra)
+        logger.info("Created batch %s with %d URLs", batch["_id"], len(self.spec.urls))
         return batch
 
     def _apply_batch_settings(self, crawler: Crawler) -> None:
         """The batch's options become this crawl's settings (before they freeze)."""
-        options = self.options
+        options = self.run.options
         settings = crawler.settings
         settings.set("CONCURRENT_REQUESTS", options.concurrency, priority="spider")
         settings.set(
@@ -195,14 +184,14 @@ class BatchSpider(scrapy.Spider):
 
     async def start(self) -> AsyncIterator[scrapy.Request | PageItem]:
         """Lease pending items chunk by chunk and yield their requests (or stored pages)."""
-        assert self.batch_id is not None
-        await self.writer.run(self.store.mark_running, self.batch_id, self.job_id)
+        run = self.run
+        await run.writer.run(run.store.mark_running, run.batch_id, self.job_id)
         housekeeping = asyncio.ensure_future(self.leaser.housekeeping())
         try:
             async for doc in self.leaser.items():
                 if self.reextract_from:  # the page comes from the source batch, not the web
                     yield await asyncio.to_thread(
-                        stored_page_item, self.store, self.reextract_from, doc, self.batch_id
+                        stored_page_item, run.store, self.reextract_from, doc, run.batch_id
                     )
                 else:
                     yield self.request_for(doc)
@@ -212,12 +201,12 @@ class BatchSpider(scrapy.Spider):
     def request_for(self, doc: dict[str, Any], escalation: str | None = None) -> scrapy.Request:
         """The request for a leased item: HTTP fetch, or Chromium when it must render."""
         overrides = doc.get("request") or {}
-        timeout = overrides.get("timeout") or self.options.timeout_per_url
+        timeout = overrides.get("timeout") or self.run.options.timeout_per_url
         meta: dict[str, Any] = {
             "batch_item": {"index": doc["index"], "url": doc["url"], "attempts": doc["attempts"]},
             "started": time.monotonic(),
             "download_timeout": timeout,
-            "max_retry_times": self.options.retries,
+            "max_retry_times": self.run.options.retries,
         }
         if escalation or self.render_policy(doc) == "always":
             meta.update(browser_meta(overrides, timeout, self.render))
@@ -225,8 +214,8 @@ class BatchSpider(scrapy.Spider):
         else:
             if proxies := self.proxies_for(doc):
                 meta["batch_proxies"] = proxies
-            if self.options.max_age:
-                meta["max_age"] = self.options.max_age
+            if self.run.options.max_age:
+                meta["max_age"] = self.run.options.max_age
         headers = dict(overrides.get("headers") or {})
         if overrides.get("cookies"):
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in overrides["cookies"].items())
@@ -251,11 +240,11 @@ class BatchSpider(scrapy.Spider):
         """
         if self.proxies_for(doc):
             return "never"
-        return str((doc.get("request") or {}).get("render_js") or self.options.render_js)
+        return str((doc.get("request") or {}).get("render_js") or self.run.options.render_js)
 
     def escalation_for(self, item: PageItem) -> scrapy.Request | None:
         """In auto mode, a browser request for a fetched page whose extraction came up short."""
-        doc = self.inflight.get(item.index)
+        doc = self.run.inflight.get(item.index)
         if doc is None or item.render_mode != "fetch" or self.render_policy(doc) != "auto":
             return None
         if self.reextract_from or not item.error or item.error["code"] not in ESCALATE_ON:
@@ -283,13 +272,13 @@ class BatchSpider(scrapy.Spider):
         if error is not None:
             item.fail(error.to_dict())
             return item
-        if self.options.max_age and "playwright" not in response.flags:
+        if self.run.options.max_age and "playwright" not in response.flags:
             item.cache = response.meta.get("cache", "miss")
         if pdf:
             return await self._pdf_page(item, response.body)
         assert isinstance(response, TextResponse)
         item.body = response.text
-        doc = self.inflight.get(item.index)
+        doc = self.run.inflight.get(item.index)
         if item.render_mode == "fetch" and doc and self.render_policy(doc) == "auto":
             reason = app_shell_reason(item.body, self.render.app_shell_max_text)
             if reason:
@@ -316,11 +305,10 @@ class BatchSpider(scrapy.Spider):
     def _answers_schema(self, html: str, url: str) -> bool:
         """Whether the page's structured data alone makes a record that satisfies the schema:
         then the browser could add nothing, and the page is never rendered."""
-        if self.options.max_items_per_url > 1:
+        if self.run.options.max_items_per_url > 1:
             return False
-        assert self.batch_id is not None
         try:
-            checker = checker_for(self.batch_id, self.run.schema, self.validation.timeout)
+            checker = checker_for(self.run.batch_id, self.run.schema, self.validation.timeout)
             data, _ = map_to_schema(parse_structured_data(html, url), checker.schema)
             return bool(data) and not checker.fields_to_ask(data)
         except BatchError:  # the checker's own failures: the pipelines will say what they are
@@ -360,9 +348,8 @@ class BatchSpider(scrapy.Spider):
         # an item fetched again in the browser keeps what its first attempt took and cost
         usage = dict(meta.get("usage", {}))
         earlier = usage.pop("duration_ms", 0)
-        assert self.batch_id is not None
         return PageItem(
-            batch_id=self.batch_id,
+            batch_id=self.run.batch_id,
             index=source["index"],
             url=source["url"],
             attempts=source["attempts"] + meta.get("retry_times", 0),
@@ -378,7 +365,7 @@ class BatchSpider(scrapy.Spider):
         """Stop leasing and close the crawl (cancel, fail_fast)."""
         if self.stop_reason is None:
             self.stop_reason = reason
-            logger.info("Stopping batch %s: %s", self.batch_id, reason)
+            logger.info("Stopping batch %s: %s", self.run.batch_id, reason)
             assert self.crawler.engine is not None
             self._closing = asyncio.ensure_future(
                 self.crawler.engine.close_spider_async(reason=reason)
@@ -386,20 +373,19 @@ class BatchSpider(scrapy.Spider):
 
     def _on_closed(self, spider: scrapy.Spider, reason: str) -> None:
         """Give back unfinished leases, apply fail_fast, and finalize the batch."""
-        assert self.batch_id is not None
-        self.writer.close()  # queued writes land before the batch is finalized
-        store: BatchStore = self.store
+        run, store = self.run, self.run.store
+        run.writer.close()  # queued writes land before the batch is finalized
         released = self.leaser.release_unfinished()
         if released:
-            logger.info("Released %d unfinished items of %s", released, self.batch_id)
+            logger.info("Released %d unfinished items of %s", released, run.batch_id)
         if self.stop_reason == "fail_fast":
             store.cancel_unfinished(
-                self.batch_id, "fail_fast: the batch stopped at its first failure"
+                run.batch_id, "fail_fast: the batch stopped at its first failure"
             )
             store.set_batch_error(
-                self.batch_id, FailFastError("stopped at the first failed URL").to_dict()
+                run.batch_id, FailFastError("stopped at the first failed URL").to_dict()
             )
-        status = store.finalize_batch(self.batch_id)
+        status = store.finalize_batch(run.batch_id)
         self.crawler.stats.set_value("batch/status", status or "running")
 
 

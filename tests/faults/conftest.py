@@ -26,6 +26,7 @@ from batchscraper.mongo import connect, database_name
 from batchscraper.store import BatchStore
 from tests.api_fixtures import ScrapydServer, start_scrapyd, wait_for
 from tests.conftest import REPO, assert_counters_match_items
+from tests.hostile_site import HostileSite
 
 CRAWL_TIMEOUT = 120
 PRODUCT_SCHEMA = {
@@ -108,7 +109,7 @@ def new_batch(store: BatchStore, urls: list[str], **options: Any) -> str:
     return str(store.create_batch(spec)["_id"])
 
 
-def slow_products(site: Any, count: int, delay: float = 0.3) -> list[str]:
+def slow_products(site: HostileSite, count: int, delay: float = 0.3) -> list[str]:
     """``count`` product pages that each take ``delay`` seconds to answer."""
     return [site.url(f"/hostile/slow-products/{n}?delay={delay}") for n in range(1, count + 1)]
 

@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 
-from batchscraper.demo.site import ENCODING_PAGES, ExampleSite, product_expected
+from batchscraper.demo.site import product_expected
 from batchscraper.inputs import parse_batch
 from batchscraper.storable import readable_record, storable_record, unescape_key
 from batchscraper.store import BatchStore
 from tests.conftest import batch_id_from
 from tests.faults.conftest import assert_exact, run_crawl
+from tests.hostile_site import ENCODING_PAGES, HostileSite
 
 # (URL or site path, expected error code; None: completed)
 SSRF = [
@@ -89,7 +90,7 @@ OPTIONS = {"timeout_per_url": 3, "retries": 0, "concurrency": 16, "render_js": "
 
 @pytest.fixture(scope="module")
 def hostile_batch(
-    mongo_uri: str, batch_home: Path, site: ExampleSite, store: BatchStore,
+    mongo_uri: str, batch_home: Path, site: HostileSite, store: BatchStore,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[str, dict[str, dict[str, Any]]]:
     """The batch's id and its items by path, after one crawl of every URL in PLAN."""
