@@ -10,6 +10,13 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from batchscraper.api.openapi_changes import (
+    ITEM_PROPERTIES,
+    STATE_PROPERTIES,
+    SUBMIT_PROPERTIES,
+    change_paths,
+    change_schemas,
+)
 from batchscraper.inputs import OPTION_RANGES, URL_KEYS, BatchOptions
 from batchscraper.schedules.openapi import SCHEDULE_ERRORS, schedule_paths, schedule_schemas
 from batchscraper.store import FINAL_BATCH_STATUSES, ITEM_STATUSES
@@ -130,6 +137,7 @@ def _schemas() -> dict[str, Any]:
                          "description": "to find the batch by (list search, dashboard)"},
                 "tags": {"type": "array", "maxItems": 20,
                          "items": {"type": "string", "maxLength": 50}},
+                **SUBMIT_PROPERTIES,
             },
             additionalProperties=False,
         ),
@@ -197,6 +205,7 @@ def _schemas() -> dict[str, Any]:
                     {"url": {"type": "string"}, "status": {"type": ["string", "null"]},
                      "deliveries": {"type": "array", "items": {"type": "object"}}},
                     ["url", "deliveries"])]},
+                **STATE_PROPERTIES,
             },
             ["failures", "domains", "jobs"],
         ),
@@ -221,6 +230,7 @@ def _schemas() -> dict[str, Any]:
                      "created": NULLABLE_TIME, "modified": NULLABLE_TIME},
                     ["pages", "pages_read"],
                     description="a PDF page's page count and document information")]},
+                **ITEM_PROPERTIES,
             },
             ["batch_id", "index", "url", "status"],
         ),
@@ -381,7 +391,8 @@ def openapi_document(keys_enabled: bool) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}, {"apiKeyHeader": []}] if keys_enabled else [],
-        "paths": {**_paths(), **schedule_paths(_operation, _json, _param)},
+        "paths": {**_paths(), **change_paths(_operation, _json, _param),
+                  **schedule_paths(_operation, _json, _param)},
         "webhooks": {
             "batch.completed": {
                 "post": {
@@ -394,7 +405,7 @@ def openapi_document(keys_enabled: bool) -> dict[str, Any]:
             }
         },
         "components": {
-            "schemas": {**_schemas(), **schedule_schemas()},
+            "schemas": {**_schemas(), **change_schemas(), **schedule_schemas()},
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer"},
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

@@ -15,10 +15,12 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from batchscraper.api.auth import Caller
+from batchscraper.api.compare import compare_spec
 from batchscraper.api.config import ApiConfig
 from batchscraper.api.itemquery import ItemQuery, matches, sorted_by_field
 from batchscraper.api.jobs import new_job_ids
 from batchscraper.api.submit import Submission
+from batchscraper.changes import CHANGE_STATUSES, CompareSpec
 from batchscraper.exceptions import (
     BatchInputError,
     BatchNotFoundError,
@@ -98,6 +100,9 @@ class BatchService:
             extra["webhook"] = submission.webhook.stored()
         if submission.rerun_of is not None:
             extra["rerun_of"] = submission.rerun_of
+        compare = self.compare_of(caller, submission, spec)
+        if compare is not None:
+            extra.update(compare=compare.stored(), changes=dict.fromkeys(CHANGE_STATUSES, 0))
         try:
             batch = self.store.create_batch(spec, owner=caller.owner, extra=extra)
         except Exception:
@@ -134,7 +139,16 @@ class BatchService:
             schema = source["schema"] if schema is None else schema
             prompt = source.get("prompt") if prompt is None else prompt
             options = source["options"] if options is None else options
-        return parse_batch(urls, schema, prompt, options, self.config.limits)
+        spec = parse_batch(urls, schema, prompt, options, self.config.limits)
+        self.compare_of(caller, submission, spec)  # a schedule's template is checked here
+        return spec
+
+    def compare_of(
+        self, caller: Caller, submission: Submission, spec: BatchSpec
+    ) -> CompareSpec | None:
+        """What the batch compares its items with (422 ``INVALID_COMPARE``, 403)."""
+        return compare_spec(self.store, caller, submission.compare_to, submission.ignore_fields,
+                            spec.schema)
 
     def _input_urls(self, batch: dict[str, Any]) -> Iterator[Any]:
         """A stored batch's URL list, as it was given (per-URL overrides included)."""

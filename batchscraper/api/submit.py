@@ -25,11 +25,14 @@ from batchscraper.inputs import check_url
 from batchscraper.inputs.labels import Labels, parse_labels
 from batchscraper.webhooks import new_secret, secret_key
 
+COMPARE_KEYS = ("compare_to", "ignore_fields")  # checked by batchscraper.api.compare
+
 SCHEMA_NAMES = ("schema", "fields", "extraction_schema")
 PROMPT_NAMES = ("prompt", "extraction_prompt")
 WEBHOOK_NAMES = ("webhook", "webhook_url")
 BODY_KEYS = {
-    *SCHEMA_NAMES, *PROMPT_NAMES, *WEBHOOK_NAMES, "urls", "options", "rerun_of", "name", "tags"
+    *SCHEMA_NAMES, *PROMPT_NAMES, *WEBHOOK_NAMES, "urls", "options", "rerun_of", "name", "tags",
+    *COMPARE_KEYS,
 }
 WEBHOOK_KEYS = {"url", "secret"}
 
@@ -58,6 +61,8 @@ class Submission:
     rerun_of: str | None
     labels: Labels
     fingerprint: str  # same body, same fingerprint: what Idempotency-Key compares
+    compare_to: Any = None
+    ignore_fields: Any = None
 
 
 def check_body_headers(request: Any, max_bytes: int) -> None:
@@ -143,6 +148,8 @@ def read_submission(body: Any) -> Submission:
         fingerprint=hashlib.sha256(
             json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest(),
+        compare_to=body.get("compare_to"),
+        ignore_fields=body.get("ignore_fields"),
     )
 
 

@@ -78,6 +78,8 @@ def batch_state(
         **batch_summary(batch, base),
         "error": batch.get("error"),
         "rerun_of": batch.get("rerun_of"),
+        "compare_to": (batch.get("compare") or {}).get("to"),
+        "changes": batch.get("changes"),  # items per change status, when it compares
         # (> 0: a batch finished before failures were counted goes negative when retried)
         "failures": {code: n for code, n in (batch.get("failures") or {}).items() if n > 0},
         "domains": batch.get("domains", []),
