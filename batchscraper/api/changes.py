@@ -29,8 +29,8 @@ logger = logging.getLogger(__name__)
 NDJSON = "application/x-ndjson"
 DEFAULT_CHANGES = tuple(status for status in CHANGE_STATUSES if status != "unchanged")
 # what a change record shows: where, what it is now, and what changed
-CHANGE_FIELDS = {"index": 1, "url": 1, "status": 1, "change": 1, "data": 1, "error": 1,
-                 "http_status": 1, "finished_at": 1, "keys_escaped": 1}
+CHANGE_FIELDS = {"batch_id": 1, "index": 1, "url": 1, "status": 1, "change": 1, "data": 1,
+                 "error": 1, "http_status": 1, "finished_at": 1, "keys_escaped": 1}
 
 
 def changed_indexes(store: BatchStore, batch_id: str, statuses: tuple[str, ...]) -> list[int]:
