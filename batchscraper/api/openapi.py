@@ -14,8 +14,10 @@ from batchscraper.api.openapi_changes import (
     ITEM_PROPERTIES,
     STATE_PROPERTIES,
     SUBMIT_PROPERTIES,
+    WEBHOOK_PROPERTIES,
     change_paths,
     change_schemas,
+    event_webhooks,
 )
 from batchscraper.inputs import OPTION_RANGES, URL_KEYS, BatchOptions
 from batchscraper.schedules.openapi import SCHEDULE_ERRORS, schedule_paths, schedule_schemas
@@ -92,7 +94,8 @@ def _schemas() -> dict[str, Any]:
     url_object = obj({key: DESCRIBED.get(key, {}) for key in sorted(URL_KEYS)}, ["url"])
     url_object["properties"]["url"] = {"type": "string", "format": "uri"}
     webhook = obj(
-        {"url": {"type": "string", "format": "uri"}, "secret": {"type": "string"}}, ["url"]
+        {"url": {"type": "string", "format": "uri"}, "secret": {"type": "string"},
+         **WEBHOOK_PROPERTIES}, ["url"]
     )
     webhook["additionalProperties"] = False
     schema_value = {"type": ["object", "array"], "description": "JSON Schema or field list"}
@@ -261,6 +264,7 @@ def _schemas() -> dict[str, Any]:
         ),
         "BatchCompletedEvent": obj(
             {"type": {"const": "batch.completed"}, "timestamp": {"type": "string"},
+             "metadata": {"type": ["object", "null"]},
              "data": obj({"batch_id": {"type": "string"}, "status": {"enum": BATCH_STATUSES},
                           "counters": ref("Counters"), "links": ref("Links")},
                          ["batch_id", "status", "counters", "links"])},
@@ -402,7 +406,8 @@ def openapi_document(keys_enabled: bool) -> dict[str, Any]:
                         "schema": ref("BatchCompletedEvent")}}},
                     "responses": {"2XX": {"description": "Delivered; anything else is retried"}},
                 }
-            }
+            },
+            **event_webhooks(),
         },
         "components": {
             "schemas": {**_schemas(), **change_schemas(), **schedule_schemas()},

@@ -1,11 +1,13 @@
-"""The OpenAPI parts of change detection: the item ``change``, the batch's ``changes`` counts,
-``compare_to`` / ``ignore_fields`` on submit, and ``GET /batches/{batch_id}/changes``."""
+"""The OpenAPI parts of change detection (the item ``change``, the batch's ``changes`` counts,
+``compare_to`` / ``ignore_fields`` on submit, ``GET /batches/{batch_id}/changes``) and of event
+webhooks (``webhook.events`` / ``webhook.metadata``, the events' payloads)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from batchscraper.changes import CHANGE_STATUSES
+from batchscraper.events import EVENT_TYPES, MAX_METADATA_BYTES
 
 SUBMIT_PROPERTIES = {
     "compare_to": {"type": "string", "pattern": "^b_[0-9a-f]{32}$",
@@ -13,6 +15,12 @@ SUBMIT_PROPERTIES = {
                                   "its URL's record there (a schedule's run: its previous run)"},
     "ignore_fields": {"type": "array", "maxItems": 100, "items": {"type": "string"},
                       "description": "schema field paths (a or a.b) left out of the comparison"},
+}
+WEBHOOK_PROPERTIES = {
+    "events": {"type": "array", "minItems": 1, "items": {"enum": list(EVENT_TYPES)},
+               "description": "default: batch.completed only"},
+    "metadata": {"type": "object", "description": f"echoed in every payload (at most "
+                                                  f"{MAX_METADATA_BYTES} bytes as JSON)"},
 }
 STATE_PROPERTIES = {
     "compare_to": {"type": ["string", "null"]},
@@ -38,6 +46,15 @@ def change_schemas() -> dict[str, Any]:
         "ChangeCounts": {
             "type": "object", "description": "items per change status",
             "properties": {status: {"type": "integer"} for status in CHANGE_STATUSES},
+        },
+        "WebhookEvent": {
+            "type": "object",
+            "description": "batch.started, item.completed, item.failed, item.changed: data holds "
+                           "the batch id and counters, or the item's index, url, status, data, "
+                           "error and change",
+            "properties": {"type": {"enum": list(EVENT_TYPES)}, "timestamp": {"type": "string"},
+                           "metadata": {"type": ["object", "null"]}, "data": {"type": "object"}},
+            "required": ["type", "timestamp", "data"],
         },
         "ChangesPage": {
             "type": "object",
@@ -78,4 +95,18 @@ def change_paths(operation: Any, json_body: Any, param: Any) -> dict[str, Any]:
                 ],
             ),
         },
+    }
+
+
+def event_webhooks() -> dict[str, Any]:
+    """The ``webhooks`` entries of the events besides ``batch.completed``."""
+    return {
+        event: {"post": {
+            "summary": f"{event}: sent when asked for in webhook.events, signed and retried "
+                       "as batch.completed; webhook-id is stable per event",
+            "requestBody": {"content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/WebhookEvent"}}}},
+            "responses": {"2XX": {"description": "Delivered; anything else is retried"}},
+        }}
+        for event in EVENT_TYPES if event != "batch.completed"
     }

@@ -6,8 +6,10 @@ import uuid
 from typing import Any
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 from pymongo.client_session import ClientSession
 
+from batchscraper.events import batch_started_event
 from batchscraper.exceptions import BatchStateError
 from batchscraper.inputs import BatchSpec
 from batchscraper.inputs.labels import batch_overview
@@ -125,14 +127,21 @@ class BatchLifecycle(ItemTransitions):
         return docs
 
     def mark_running(self, batch_id: str, job_id: str | None = None) -> None:
-        """pending (or a re-run of a finished batch) -> running."""
+        """pending (or a re-run of a finished batch) -> running; its ``batch.started`` event."""
         update: dict[str, Any] = {"status": "running", "finished_at": None}
         if job_id:
             update["job_id"] = job_id
-        self.batches.update_one(
+        batch = self.batches.find_one_and_update(
             {"_id": batch_id, "status": {"$ne": "cancelled"}},
             [{"$set": {**update, "started_at": {"$ifNull": ["$started_at", utcnow()]}}}],
+            return_document=ReturnDocument.AFTER,
         )
+        event = batch_started_event(batch) if batch is not None else None
+        if event is not None:  # one per run: a second job of the run fails on its _id
+            try:
+                self.db[OUTBOX].insert_one(event)
+            except DuplicateKeyError:
+                pass
 
     def finalize_batch(self, batch_id: str) -> str | None:
         """Set the final status if no item is pending or running; return it (or None)."""

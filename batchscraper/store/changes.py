@@ -60,13 +60,17 @@ class PreviousRecords(StoreBase):
         return found
 
     def _compare_spec(self, batch_id: str) -> CompareSpec | None:
-        # a batch's compare setting never changes once it is stored
-        cache = self._change_cache("specs")
+        return CompareSpec.of_batch(self.finish_settings(batch_id))
+
+    def finish_settings(self, batch_id: str) -> dict[str, Any]:
+        """The batch's ``compare`` and ``webhook`` (read once: they never change once stored)."""
+        cache = self._change_cache("settings")
         if batch_id not in cache:
-            cache[batch_id] = CompareSpec.of_batch(
-                self.batches.find_one({"_id": batch_id}, {"compare": 1})
-            )
-        return cache[batch_id]
+            cache[batch_id] = self.batches.find_one(
+                {"_id": batch_id}, {"compare": 1, "webhook.url": 1, "webhook.secret": 1,
+                                    "webhook.events": 1, "webhook.metadata": 1}
+            ) or {}
+        return dict(cache[batch_id])
 
     def _url_positions(self, batch_id: str) -> dict[str, int]:
         cache = self._change_cache("positions")

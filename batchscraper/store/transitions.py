@@ -41,7 +41,7 @@ from batchscraper.exceptions import (
     WorkerLostError,
 )
 from batchscraper.store.base import item_id, utcnow
-from batchscraper.store.changes import PreviousRecords
+from batchscraper.store.events import FinishEvents
 
 
 class ItemStatus(StrEnum):
@@ -112,7 +112,7 @@ def failed_record(record: dict[str, Any], error: dict[str, Any]) -> dict[str, An
     return kept
 
 
-class ItemTransitions(PreviousRecords):
+class ItemTransitions(FinishEvents):
     """The store's status moves (see the module docstring)."""
 
     def _move(
@@ -242,6 +242,8 @@ class ItemTransitions(PreviousRecords):
                 changes = {key: value for key, value in inc.items() if value}
                 if changes:
                     self.batches.update_one({"_id": batch_id}, {"$inc": changes}, session=session)
+            applied = [r for r, inc in zip(records, outcomes, strict=True) if inc is not None]
+            self.write_item_events(applied, session)  # in the same transaction as the records
             return [inc is not None for inc in outcomes]
 
         return self._atomic(work)
