@@ -15,13 +15,13 @@ import json
 from dataclasses import dataclass
 from typing import IO, Any
 
+from batchscraper.events import webhook_option_problems
 from batchscraper.exceptions import (
     BatchInputError,
     InvalidWebhookError,
     TooLargeError,
     UnsupportedMediaTypeError,
 )
-from batchscraper.events import webhook_option_problems
 from batchscraper.inputs import check_url
 from batchscraper.inputs.labels import Labels, parse_labels
 from batchscraper.webhooks import new_secret, secret_key

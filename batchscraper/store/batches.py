@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
 from pymongo.client_session import ClientSession
+from pymongo.errors import DuplicateKeyError
 
 from batchscraper.events import batch_started_event
 from batchscraper.exceptions import BatchStateError
@@ -138,10 +139,8 @@ class BatchLifecycle(ItemTransitions):
         )
         event = batch_started_event(batch) if batch is not None else None
         if event is not None:  # one per run: a second job of the run fails on its _id
-            try:
+            with contextlib.suppress(DuplicateKeyError):
                 self.db[OUTBOX].insert_one(event)
-            except DuplicateKeyError:
-                pass
 
     def finalize_batch(self, batch_id: str) -> str | None:
         """Set the final status if no item is pending or running; return it (or None)."""
