@@ -16,19 +16,24 @@ from typing import Any
 
 import pytest
 
+from batchscraper.client import verify_webhook
 from batchscraper.mongo import connect
 from tests.api_fixtures import (  # noqa: F401  (fixtures)
     KEYS,
     REPO,
+    Receiver,
     ScrapydServer,
     assert_error,
     assert_matches,
     openapi_fixture,
+    receiver_fixture,
     scrapyd_fixture,
+    wait_for,
 )
 
 pytestmark = pytest.mark.slow
 
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 FIELDS = [{"field": "name", "type": "string", "required": True},
           {"field": "price", "type": "number"}]
 
@@ -93,6 +98,10 @@ def cli_runner(scrapyd: ScrapydServer) -> Any:
     return run
 
 
+def message_id(headers: dict[str, str]) -> str:
+    return {name.lower(): value for name, value in headers.items()}["webhook-id"]
+
+
 def run_schedule(scrapyd: ScrapydServer, schedule_id: str) -> dict[str, Any]:
     ran = scrapyd.call("POST", f"/schedules/{schedule_id}/run")
     assert ran.status == 202, ran.body
@@ -100,11 +109,13 @@ def run_schedule(scrapyd: ScrapydServer, schedule_id: str) -> dict[str, Any]:
 
 
 def test_a_price_change_and_a_gone_page_between_two_runs_of_a_schedule(
-    scrapyd: ScrapydServer, openapi: dict, shop: Shop, mongo_uri: str
+    scrapyd: ScrapydServer, openapi: dict, shop: Shop, mongo_uri: str, receiver: Receiver
 ) -> None:
+    webhook = {"url": receiver.url, "secret": SECRET, "metadata": {"watch": "prices"},
+               "events": ["item.changed", "batch.completed"]}
     body = {"name": "watch prices", "cron": "0 3 * * *",
             "batch": {"urls": [shop.url(n) for n in (1, 2, 3)], "fields": FIELDS,
-                      "options": {"retries": 0}}}
+                      "options": {"retries": 0}, "webhook": webhook}}
     created = scrapyd.call("POST", "/schedules", body)
     assert created.status == 201, created.body
     schedule_id = created.json()["schedule_id"]
@@ -154,6 +165,24 @@ def test_a_price_change_and_a_gone_page_between_two_runs_of_a_schedule(
     assert_error(openapi, scrapyd.call("GET", changes_path, owner="bob"), 403, "FORBIDDEN")
     assert_error(openapi, scrapyd.call("GET", changes_path + "?change=moved"), 400,
                  "INVALID_INPUT")
+
+    # item.changed for the changed and the gone item (the first run had nothing to compare
+    # with), signed, once each; batch.completed for each run; all with the metadata
+    def received() -> list[tuple[str, dict[str, Any]]]:
+        return [(message_id(headers), verify_webhook(SECRET, headers, raw))
+                for headers, raw in list(receiver.received)]
+
+    wait_for(lambda: len(received()) >= 4, timeout=30, what="4 webhook events")
+    events = received()
+    assert all(payload["metadata"] == {"watch": "prices"} for _, payload in events)
+    changed = sorted((payload["data"]["index"], payload["data"]["change"]["status"])
+                     for _, payload in events if payload["type"] == "item.changed")
+    assert changed == [(0, "changed"), (2, "gone")]
+    assert sorted(payload["data"]["batch_id"] for _, payload in events
+                  if payload["type"] == "batch.completed") == sorted(
+        [first["batch_id"], second["batch_id"]])
+    ids = [msg_id for msg_id, _ in events]
+    assert len(ids) == len(set(ids)) == 4
 
     # the CLI, as a user runs it
     cli = cli_runner(scrapyd)
