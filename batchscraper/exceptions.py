@@ -423,3 +423,11 @@ class InvalidCompareError(BatchInputError):
 
     code = "INVALID_COMPARE"
     http_status = 422
+
+
+class InvalidMonitorsError(BatchInputError):
+    """``monitors`` holds an unknown rule, a ratio outside 0-1, or a field outside the schema
+    (HTTP 422); ``details`` lists every problem with its ``field`` and ``code``."""
+
+    code = "INVALID_MONITORS"
+    http_status = 422

@@ -186,6 +186,7 @@ def batch_completed_event(batch: dict[str, Any]) -> dict[str, Any] | None:
             "created_at": _iso(batch.get("created_at")),
             "finished_at": _iso(batch.get("finished_at")),
             "error": batch.get("error"),
+            "monitors": batch.get("monitors"),
             "links": batch_links(batch["_id"]),
         },
     }

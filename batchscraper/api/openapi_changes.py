@@ -1,6 +1,7 @@
 """The OpenAPI parts of change detection (the item ``change``, the batch's ``changes`` counts,
 ``compare_to`` / ``ignore_fields`` on submit, ``GET /batches/{batch_id}/changes``) and of event
-webhooks (``webhook.events`` / ``webhook.metadata``, the events' payloads)."""
+webhooks (``webhook.events`` / ``webhook.metadata``, the events' payloads) and of monitors
+(``monitors`` on submit, their results on the batch)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from batchscraper.changes import CHANGE_STATUSES
 from batchscraper.events import EVENT_TYPES, MAX_METADATA_BYTES
 
-SUBMIT_PROPERTIES = {
+COMPARE_PROPERTIES = {
     "compare_to": {"type": "string", "pattern": "^b_[0-9a-f]{32}$",
                    "description": "a batch of the same schema: each item gets a change against "
                                   "its URL's record there (a schedule's run: its previous run)"},
@@ -22,7 +23,29 @@ WEBHOOK_PROPERTIES = {
     "metadata": {"type": "object", "description": f"echoed in every payload (at most "
                                                   f"{MAX_METADATA_BYTES} bytes as JSON)"},
 }
+RATIO = {"type": "number", "minimum": 0, "maximum": 1}
+MONITOR_RULES = {
+    "type": "object", "additionalProperties": False,
+    "description": "judged when the batch ends; a failure sends batch.alert",
+    "properties": {
+        "min_completed_ratio": RATIO,
+        "min_field_coverage": {"type": "object", "additionalProperties": RATIO,
+                               "description": "schema field path -> records holding it / "
+                                              "records"},
+        "max_error_ratio": {"type": "object", "additionalProperties": RATIO,
+                            "description": "error code -> items failed with it / items"},
+        "min_records": {"type": "integer", "minimum": 0},
+    },
+}
+MONITOR_RESULT = {
+    "type": "object", "required": ["name", "value", "threshold", "ok"],
+    "properties": {"name": {"type": "string"}, "value": {"type": "number"},
+                   "threshold": {"type": "number"}, "ok": {"type": "boolean"}},
+}
+SUBMIT_PROPERTIES = {**COMPARE_PROPERTIES, "monitors": MONITOR_RULES}
 STATE_PROPERTIES = {
+    "monitors": {"oneOf": [{"type": "null"}, {"type": "array", "items": MONITOR_RESULT}],
+                 "description": "each monitor's result, once the batch ended"},
     "compare_to": {"type": ["string", "null"]},
     "changes": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/ChangeCounts"}]},
 }

@@ -28,6 +28,8 @@ from batchscraper.exceptions import (
     IdempotencyInProgressError,
 )
 from batchscraper.inputs import BatchSpec, parse_batch
+from batchscraper.inputs.labels import data_field_paths
+from batchscraper.monitors import read_monitors
 from batchscraper.store import BatchStore, utcnow
 from batchscraper.webhooks import check_webhook_target
 
@@ -103,6 +105,9 @@ class BatchService:
         compare = self.compare_of(caller, submission, spec)
         if compare is not None:
             extra.update(compare=compare.stored(), changes=dict.fromkeys(CHANGE_STATUSES, 0))
+        monitors = read_monitors(submission.monitors, data_field_paths(spec.schema))
+        if monitors is not None:
+            extra["monitor_rules"] = monitors
         try:
             batch = self.store.create_batch(spec, owner=caller.owner, extra=extra)
         except Exception:
@@ -141,6 +146,7 @@ class BatchService:
             options = source["options"] if options is None else options
         spec = parse_batch(urls, schema, prompt, options, self.config.limits)
         self.compare_of(caller, submission, spec)  # a schedule's template is checked here
+        read_monitors(submission.monitors, data_field_paths(spec.schema))
         return spec
 
     def compare_of(

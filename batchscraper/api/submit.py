@@ -33,7 +33,7 @@ PROMPT_NAMES = ("prompt", "extraction_prompt")
 WEBHOOK_NAMES = ("webhook", "webhook_url")
 BODY_KEYS = {
     *SCHEMA_NAMES, *PROMPT_NAMES, *WEBHOOK_NAMES, "urls", "options", "rerun_of", "name", "tags",
-    *COMPARE_KEYS,
+    *COMPARE_KEYS, "monitors",
 }
 WEBHOOK_KEYS = {"url", "secret", "events", "metadata"}
 
@@ -72,6 +72,7 @@ class Submission:
     fingerprint: str  # same body, same fingerprint: what Idempotency-Key compares
     compare_to: Any = None
     ignore_fields: Any = None
+    monitors: Any = None  # checked by batchscraper.monitors
 
 
 def check_body_headers(request: Any, max_bytes: int) -> None:
@@ -159,6 +160,7 @@ def read_submission(body: Any) -> Submission:
         ).hexdigest(),
         compare_to=body.get("compare_to"),
         ignore_fields=body.get("ignore_fields"),
+        monitors=body.get("monitors"),
     )
 
 
