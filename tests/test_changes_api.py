@@ -41,7 +41,7 @@ FIELDS = [{"field": "name", "type": "string", "required": True},
 class Shop:
     """A local shop whose products (name, price) the test changes between runs."""
 
-    def __init__(self, products: dict[int, tuple[str, str]]) -> None:
+    def __init__(self, products: dict[int, tuple[str, str | None]]) -> None:
         self.products = dict(products)
         shop = self
 
@@ -66,12 +66,16 @@ class Shop:
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     @staticmethod
-    def page(name: str, price: str) -> bytes:
-        ld = {"@context": "https://schema.org", "@type": "Product", "name": name,
-              "offers": {"@type": "Offer", "price": price, "priceCurrency": "EUR"}}
+    def page(name: str, price: str | None) -> bytes:
+        """A product page; without a price (None), the page shows none anywhere."""
+        ld: dict[str, Any] = {"@context": "https://schema.org", "@type": "Product", "name": name}
+        shown = ""
+        if price is not None:
+            ld["offers"] = {"@type": "Offer", "price": price, "priceCurrency": "EUR"}
+            shown = f'<p class="price">{price} EUR</p>'
         return (f'<!DOCTYPE html><html><head><title>{name}</title><script type="application/'
-                f'ld+json">{json.dumps(ld)}</script></head><body><h1>{name}</h1>'
-                f'<p class="price">{price} EUR</p></body></html>').encode()
+                f'ld+json">{json.dumps(ld)}</script></head><body><h1>{name}</h1>{shown}'
+                '</body></html>').encode()
 
     def url(self, number: int) -> str:
         return f"http://127.0.0.1:{self.server.server_port}/products/{number}"
@@ -224,3 +228,39 @@ def test_bad_compare_settings_are_refused_over_http_and_nothing_is_stored(
         assert batches.count_documents({}) == before
     finally:
         client.close()
+
+
+def test_a_field_coverage_monitor_alerts_when_the_site_stops_serving_the_field(
+    scrapyd: ScrapydServer, openapi: dict, shop: Shop, receiver: Receiver
+) -> None:
+    body = {"name": "price coverage", "cron": "0 3 * * *",
+            "batch": {"urls": [shop.url(n) for n in (1, 2, 3)], "fields": FIELDS,
+                      "options": {"retries": 0},
+                      "monitors": {"min_field_coverage": {"price": 0.9}, "min_records": 3},
+                      "webhook": {"url": receiver.url, "secret": SECRET,
+                                  "events": ["batch.alert"], "metadata": {"team": "pricing"}}}}
+    created = scrapyd.call("POST", "/schedules", body)
+    assert created.status == 201, created.body
+    schedule_id = created.json()["schedule_id"]
+    first = run_schedule(scrapyd, schedule_id)
+    assert [(m["name"], m["ok"]) for m in first["monitors"]] == [
+        ("min_field_coverage.price", True), ("min_records", True)
+    ]
+
+    shop.products[1] = ("Mug", None)  # the site stops serving the price on two pages
+    shop.products[2] = ("Cup", None)
+    second = run_schedule(scrapyd, schedule_id)
+    assert second["status"] == "completed"
+    state = scrapyd.call("GET", f"/batches/{second['batch_id']}?limit=0").json()
+    assert_matches(openapi, "BatchState", state)
+    assert state["monitors"] == [
+        {"name": "min_field_coverage.price", "value": 0.3333, "threshold": 0.9, "ok": False},
+        {"name": "min_records", "value": 3, "threshold": 3, "ok": True},
+    ]
+    wait_for(lambda: receiver.received, timeout=30, what="the batch.alert event")
+    ((headers, raw),) = receiver.received  # the first run raised none
+    alert = verify_webhook(SECRET, headers, raw)
+    assert (alert["type"], alert["metadata"]) == ("batch.alert", {"team": "pricing"})
+    assert alert["data"]["batch_id"] == second["batch_id"]
+    assert [m["name"] for m in alert["data"]["monitors"]] == ["min_field_coverage.price"]
+    assert message_id(headers) == f"msg_{second['batch_id']}_alert_1"
