@@ -136,6 +136,9 @@ def test_a_price_change_and_a_gone_page_between_two_runs_of_a_schedule(
     assert {k: n for k, n in state["changes"].items() if n} == {
         "changed": 1, "unchanged": 1, "gone": 1
     }
+    schedule = scrapyd.call("GET", f"/schedules/{schedule_id}").json()
+    assert_matches(openapi, "Schedule", schedule)
+    assert schedule["last_run"]["changes"] == state["changes"]  # the last run's change counts
 
     # what is stored on each item, and that the counts equal a recount over them
     client = connect(mongo_uri)

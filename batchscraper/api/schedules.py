@@ -231,7 +231,8 @@ def schedule_view(
     last = doc.get("last_run")
     if last:
         state = states.get(last["batch_id"]) or {}
-        last = {**last, "status": state.get("status"), "counters": state.get("counters")}
+        last = {**last, "status": state.get("status"), "counters": state.get("counters"),
+                "changes": state.get("changes"), "monitors": state.get("monitors")}
     return {
         "schedule_id": doc["_id"],
         "name": doc.get("name"),
