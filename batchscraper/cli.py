@@ -202,6 +202,16 @@ def _status_line(batch: dict[str, Any]) -> str:
             f"running={counters['running']} total={counters['total']}")
 
 
+def change_line(record: dict[str, Any]) -> str:
+    """One changed item: index, change, URL, then each changed field as old -> new."""
+    change = record.get("change") or {}
+    fields = "  ".join(f"{name}: {json.dumps(values.get('old'), ensure_ascii=False)} -> "
+                       f"{json.dumps(values.get('new'), ensure_ascii=False)}"
+                       for name, values in (change.get("fields") or {}).items())
+    line = f"{record['index']:>6}  {change.get('status', '-'):<10} {record['url']}  {fields}"
+    return line.rstrip()
+
+
 def wait_exit_code(final: dict[str, Any]) -> int:
     """``--wait``: 0 when every item completed, 1 when the batch ended otherwise."""
     return 0 if final["status"] == "completed" else EXIT_NOT_COMPLETED
@@ -228,6 +238,8 @@ def api_command(args: argparse.Namespace) -> int:
             idempotency_key=args.idempotency_key,
             name=args.name,
             tags=args.tag,
+            compare_to=args.compare_to,
+            ignore_fields=args.ignore_field,
         )
         _out(json.dumps(batch, indent=2))
         if args.wait:
@@ -253,6 +265,11 @@ def api_command(args: argparse.Namespace) -> int:
         else:
             answer = client.retry(args.batch_id, only_retryable=args.only_retryable)
         _out(json.dumps(answer, indent=2))
+    elif args.command == "changes":
+        for record in client.iter_changes(args.batch_id, change=args.change):
+            _out(json.dumps(record, ensure_ascii=False) if args.json else change_line(record),
+                 flush=False)
+        _flush()
     elif args.command == "export":
         records = client.iter_items(args.batch_id, status=args.status)
         lines = (json.dumps(record, ensure_ascii=False) for record in records)
@@ -285,6 +302,14 @@ def _add_api_commands(commands: Any) -> None:
     submit.add_argument("--name", help="a name to find the batch by (list, dashboard)")
     submit.add_argument("--tag", action="append", help="a free tag; repeat for more")
     submit.add_argument("--wait", action="store_true", help="poll until the batch ends")
+    submit.add_argument("--compare-to", metavar="BATCH_ID", help="each item's change against it")
+    submit.add_argument("--ignore-field", action="append", help="left out of --compare-to")
+    changes = commands.add_parser("changes", parents=[client_options],
+                                  help="what changed against the batch compared with")
+    changes.add_argument("batch_id")
+    changes.add_argument("--change", help="statuses, e.g. changed,gone (default: all but "
+                                          "unchanged)")
+    changes.add_argument("--json", action="store_true", help="one JSON record per line")
     for name, text in (("status", "a batch's progress"), ("cancel", "cancel a batch"),
                        ("retry", "re-run failed items"), ("export", "records as JSONL")):
         sub = commands.add_parser(name, parents=[client_options], help=text)

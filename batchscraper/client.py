@@ -78,6 +78,8 @@ class BatchClient:
         idempotency_key: str | None = None,
         name: str | None = None,
         tags: list[str] | None = None,
+        compare_to: str | None = None,
+        ignore_fields: list[str] | None = None,
     ) -> dict[str, Any]:
         """``POST /batches``; returns the 202 body (``batch_id``, ``status``, ``total``, ...)."""
         body = {
@@ -85,6 +87,7 @@ class BatchClient:
             for key, value in (
                 ("urls", urls), ("schema", schema), ("prompt", prompt), ("options", options),
                 ("webhook", webhook), ("rerun_of", rerun_of), ("name", name), ("tags", tags),
+                ("compare_to", compare_to), ("ignore_fields", ignore_fields),
             )
             if value is not None
         }
@@ -119,6 +122,17 @@ class BatchClient:
     def iter_items(self, batch_id: str, *, status: str | None = None) -> Iterator[dict[str, Any]]:
         """Every item record in input order, streamed as NDJSON."""
         path = f"/batches/{_quote(batch_id)}/items{_query(status=status)}"
+        request = self._request("GET", path, None, {"Accept": "application/x-ndjson"})
+        with self._open(request) as response:
+            for line in response:
+                if line.strip():
+                    yield json.loads(line)
+
+    def iter_changes(self, batch_id: str, *, change: str | None = None) -> Iterator[dict[str,
+                                                                                     Any]]:
+        """The items that changed against the batch compared with (``change``: statuses,
+        comma-separated), in input order, streamed as NDJSON."""
+        path = f"/batches/{_quote(batch_id)}/changes{_query(change=change)}"
         request = self._request("GET", path, None, {"Accept": "application/x-ndjson"})
         with self._open(request) as response:
             for line in response:

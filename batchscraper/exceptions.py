@@ -425,3 +425,19 @@ class InvalidScheduleError(BatchInputError):
 
     code = "INVALID_SCHEDULE"
     http_status = 422
+
+
+class InvalidCompareError(BatchInputError):
+    """``compare_to`` names no batch of the same schema, or ``ignore_fields`` names no schema
+    field (HTTP 422); ``details`` lists every problem with its ``field`` and ``code``."""
+
+    code = "INVALID_COMPARE"
+    http_status = 422
+
+
+class InvalidMonitorsError(BatchInputError):
+    """``monitors`` holds an unknown rule, a ratio outside 0-1, or a field outside the schema
+    (HTTP 422); ``details`` lists every problem with its ``field`` and ``code``."""
+
+    code = "INVALID_MONITORS"
+    http_status = 422

@@ -168,16 +168,17 @@ def batch_completed_event(batch: dict[str, Any]) -> dict[str, Any] | None:
 
     One per run of the batch to a final status (``finished_runs`` counts them),
     so the id is deterministic and a duplicate write fails on ``_id``.
-    None when the batch has no webhook.
+    None when the batch has no webhook, or its ``events`` leave this one out.
     """
     webhook = batch.get("webhook")
-    if not webhook:
+    if not webhook or BATCH_COMPLETED not in (webhook.get("events") or [BATCH_COMPLETED]):
         return None
     msg_id = f"msg_{batch['_id']}_{batch.get('finished_runs', 1)}"
     now = dt.datetime.now(dt.UTC)
     payload = {
         "type": BATCH_COMPLETED,
         "timestamp": now.isoformat(),
+        "metadata": webhook.get("metadata"),
         "data": {
             "batch_id": batch["_id"],
             "status": batch["status"],
@@ -185,6 +186,7 @@ def batch_completed_event(batch: dict[str, Any]) -> dict[str, Any] | None:
             "created_at": _iso(batch.get("created_at")),
             "finished_at": _iso(batch.get("finished_at")),
             "error": batch.get("error"),
+            "monitors": batch.get("monitors"),
             "links": batch_links(batch["_id"]),
         },
     }

@@ -23,7 +23,7 @@ ITEM_FIELDS = (
     "batch_id", "index", "url", "status", "data", "error", "attempts", "evidence", "validation",
     "extraction", "render_mode", "render_reason", "http_status", "final_url", "duration_ms",
     "started_at", "finished_at", "updated_at", "llm_calls", "tokens", "cost_usd",
-    "filtered_out", "content", "content_truncated", "screenshot", "request", "dup_of",
+    "filtered_out", "content", "content_truncated", "screenshot", "request", "dup_of", "change",
 )
 INCLUDES = ("content", "timeline")  # timeline: the batch's, on GET /batches/{id}
 FIELD_PATH = re.compile(r"[^\s.:]{1,100}(\.[^\s.:]{1,100}){0,7}")

@@ -10,6 +10,15 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from batchscraper.api.openapi_changes import (
+    ITEM_PROPERTIES,
+    STATE_PROPERTIES,
+    SUBMIT_PROPERTIES,
+    WEBHOOK_PROPERTIES,
+    change_paths,
+    change_schemas,
+    event_webhooks,
+)
 from batchscraper.inputs import OPTION_RANGES, URL_KEYS, BatchOptions
 from batchscraper.schedules.openapi import SCHEDULE_ERRORS, schedule_paths, schedule_schemas
 from batchscraper.store import FINAL_BATCH_STATUSES, ITEM_STATUSES
@@ -85,7 +94,8 @@ def _schemas() -> dict[str, Any]:
     url_object = obj({key: DESCRIBED.get(key, {}) for key in sorted(URL_KEYS)}, ["url"])
     url_object["properties"]["url"] = {"type": "string", "format": "uri"}
     webhook = obj(
-        {"url": {"type": "string", "format": "uri"}, "secret": {"type": "string"}}, ["url"]
+        {"url": {"type": "string", "format": "uri"}, "secret": {"type": "string"},
+         **WEBHOOK_PROPERTIES}, ["url"]
     )
     webhook["additionalProperties"] = False
     schema_value = {"type": ["object", "array"], "description": "JSON Schema or field list"}
@@ -130,6 +140,7 @@ def _schemas() -> dict[str, Any]:
                          "description": "to find the batch by (list search, dashboard)"},
                 "tags": {"type": "array", "maxItems": 20,
                          "items": {"type": "string", "maxLength": 50}},
+                **SUBMIT_PROPERTIES,
             },
             additionalProperties=False,
         ),
@@ -197,6 +208,7 @@ def _schemas() -> dict[str, Any]:
                     {"url": {"type": "string"}, "status": {"type": ["string", "null"]},
                      "deliveries": {"type": "array", "items": {"type": "object"}}},
                     ["url", "deliveries"])]},
+                **STATE_PROPERTIES,
             },
             ["failures", "domains", "jobs"],
         ),
@@ -221,6 +233,7 @@ def _schemas() -> dict[str, Any]:
                      "created": NULLABLE_TIME, "modified": NULLABLE_TIME},
                     ["pages", "pages_read"],
                     description="a PDF page's page count and document information")]},
+                **ITEM_PROPERTIES,
             },
             ["batch_id", "index", "url", "status"],
         ),
@@ -251,6 +264,7 @@ def _schemas() -> dict[str, Any]:
         ),
         "BatchCompletedEvent": obj(
             {"type": {"const": "batch.completed"}, "timestamp": {"type": "string"},
+             "metadata": {"type": ["object", "null"]},
              "data": obj({"batch_id": {"type": "string"}, "status": {"enum": BATCH_STATUSES},
                           "counters": ref("Counters"), "links": ref("Links")},
                          ["batch_id", "status", "counters", "links"])},
@@ -381,7 +395,8 @@ def openapi_document(keys_enabled: bool) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}, {"apiKeyHeader": []}] if keys_enabled else [],
-        "paths": {**_paths(), **schedule_paths(_operation, _json, _param)},
+        "paths": {**_paths(), **change_paths(_operation, _json, _param),
+                  **schedule_paths(_operation, _json, _param)},
         "webhooks": {
             "batch.completed": {
                 "post": {
@@ -391,10 +406,11 @@ def openapi_document(keys_enabled: bool) -> dict[str, Any]:
                         "schema": ref("BatchCompletedEvent")}}},
                     "responses": {"2XX": {"description": "Delivered; anything else is retried"}},
                 }
-            }
+            },
+            **event_webhooks(),
         },
         "components": {
-            "schemas": {**_schemas(), **schedule_schemas()},
+            "schemas": {**_schemas(), **change_schemas(), **schedule_schemas()},
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer"},
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

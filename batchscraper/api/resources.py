@@ -10,6 +10,7 @@ from typing import Any
 from twisted.internet.threads import deferToThread
 
 from batchscraper.api.app import BatchApi
+from batchscraper.api.changes import Changes
 from batchscraper.api.dashboard import ItemScreenshot
 from batchscraper.api.http import (
     ApiResource,
@@ -113,6 +114,8 @@ class BatchResource(BatchPart):
             return Items(self.api, self.batch_id)
         if path == b"retry":
             return Retry(self.api, self.batch_id)
+        if path == b"changes":
+            return Changes(self.api, self.batch_id)
         return super().getChild(path, request)
 
     async def handle_GET(self, request: Any) -> JsonResponse:

@@ -227,11 +227,12 @@ def schedule_view(
     """A schedule as the API shows it: never its webhook secret; its last run's status."""
     template = dict(doc["batch"])
     if isinstance(template.get("webhook"), dict):
-        template["webhook"] = {"url": template["webhook"]["url"]}
+        template["webhook"] = {k: v for k, v in template["webhook"].items() if k != "secret"}
     last = doc.get("last_run")
     if last:
         state = states.get(last["batch_id"]) or {}
-        last = {**last, "status": state.get("status"), "counters": state.get("counters")}
+        last = {**last, "status": state.get("status"), "counters": state.get("counters"),
+                "changes": state.get("changes"), "monitors": state.get("monitors")}
     return {
         "schedule_id": doc["_id"],
         "name": doc.get("name"),

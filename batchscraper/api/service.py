@@ -15,10 +15,12 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from batchscraper.api.auth import Caller
+from batchscraper.api.compare import compare_spec
 from batchscraper.api.config import ApiConfig
 from batchscraper.api.itemquery import ItemQuery, matches, sorted_by_field
 from batchscraper.api.jobs import new_job_ids
 from batchscraper.api.submit import Submission
+from batchscraper.changes import CHANGE_STATUSES, CompareSpec
 from batchscraper.exceptions import (
     BatchInputError,
     BatchNotFoundError,
@@ -26,6 +28,8 @@ from batchscraper.exceptions import (
     IdempotencyInProgressError,
 )
 from batchscraper.inputs import BatchSpec, parse_batch
+from batchscraper.inputs.labels import data_field_paths
+from batchscraper.monitors import read_monitors
 from batchscraper.store import BatchStore, utcnow
 from batchscraper.webhooks import check_webhook_target
 
@@ -98,6 +102,12 @@ class BatchService:
             extra["webhook"] = submission.webhook.stored()
         if submission.rerun_of is not None:
             extra["rerun_of"] = submission.rerun_of
+        compare = self.compare_of(caller, submission, spec)
+        if compare is not None:
+            extra.update(compare=compare.stored(), changes=dict.fromkeys(CHANGE_STATUSES, 0))
+        monitors = read_monitors(submission.monitors, data_field_paths(spec.schema))
+        if monitors is not None:
+            extra["monitor_rules"] = monitors
         try:
             batch = self.store.create_batch(spec, owner=caller.owner, extra=extra)
         except Exception:
@@ -134,7 +144,17 @@ class BatchService:
             schema = source["schema"] if schema is None else schema
             prompt = source.get("prompt") if prompt is None else prompt
             options = source["options"] if options is None else options
-        return parse_batch(urls, schema, prompt, options, self.config.limits)
+        spec = parse_batch(urls, schema, prompt, options, self.config.limits)
+        self.compare_of(caller, submission, spec)  # a schedule's template is checked here
+        read_monitors(submission.monitors, data_field_paths(spec.schema))
+        return spec
+
+    def compare_of(
+        self, caller: Caller, submission: Submission, spec: BatchSpec
+    ) -> CompareSpec | None:
+        """What the batch compares its items with (422 ``INVALID_COMPARE``, 403)."""
+        return compare_spec(self.store, caller, submission.compare_to, submission.ignore_fields,
+                            spec.schema)
 
     def _input_urls(self, batch: dict[str, Any]) -> Iterator[Any]:
         """A stored batch's URL list, as it was given (per-URL overrides included)."""

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import IO, Any
 
+from batchscraper.events import webhook_option_problems
 from batchscraper.exceptions import (
     BatchInputError,
     InvalidWebhookError,
@@ -25,13 +26,16 @@ from batchscraper.inputs import check_url
 from batchscraper.inputs.labels import Labels, parse_labels
 from batchscraper.webhooks import new_secret, secret_key
 
+COMPARE_KEYS = ("compare_to", "ignore_fields")  # checked by batchscraper.api.compare
+
 SCHEMA_NAMES = ("schema", "fields", "extraction_schema")
 PROMPT_NAMES = ("prompt", "extraction_prompt")
 WEBHOOK_NAMES = ("webhook", "webhook_url")
 BODY_KEYS = {
-    *SCHEMA_NAMES, *PROMPT_NAMES, *WEBHOOK_NAMES, "urls", "options", "rerun_of", "name", "tags"
+    *SCHEMA_NAMES, *PROMPT_NAMES, *WEBHOOK_NAMES, "urls", "options", "rerun_of", "name", "tags",
+    *COMPARE_KEYS, "monitors",
 }
-WEBHOOK_KEYS = {"url", "secret"}
+WEBHOOK_KEYS = {"url", "secret", "events", "metadata"}
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,17 @@ class Webhook:
     url: str
     secret: str
     generated: bool  # the secret was made here: the 202 shows it, once
+    events: list[str] | None = None  # None: batch.completed only (batchscraper.events)
+    metadata: dict[str, Any] | None = None  # echoed in every payload
+
+    def options(self) -> dict[str, Any]:
+        """``events`` and ``metadata``, when given."""
+        given = (("events", self.events), ("metadata", self.metadata))
+        return {key: value for key, value in given if value is not None}
 
     def stored(self) -> dict[str, Any]:
-        return {"url": self.url, "secret": self.secret, "status": None, "deliveries": []}
+        return {"url": self.url, "secret": self.secret, "status": None, "deliveries": [],
+                **self.options()}
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,9 @@ class Submission:
     rerun_of: str | None
     labels: Labels
     fingerprint: str  # same body, same fingerprint: what Idempotency-Key compares
+    compare_to: Any = None
+    ignore_fields: Any = None
+    monitors: Any = None  # checked by batchscraper.monitors
 
 
 def check_body_headers(request: Any, max_bytes: int) -> None:
@@ -143,6 +158,9 @@ def read_submission(body: Any) -> Submission:
         fingerprint=hashlib.sha256(
             json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest(),
+        compare_to=body.get("compare_to"),
+        ignore_fields=body.get("ignore_fields"),
+        monitors=body.get("monitors"),
     )
 
 
@@ -159,16 +177,25 @@ def _webhook(value: Any) -> Webhook | None:
     if isinstance(value, str):
         value = {"url": value}
     if not isinstance(value, dict) or set(value) - WEBHOOK_KEYS or "url" not in value:
-        raise BatchInputError('webhook: must be {"url": ..., "secret": "whsec_..."} or a URL')
+        raise BatchInputError('webhook: must be {"url": ..., "secret": "whsec_...", "events": '
+                              '[...], "metadata": {...}} or a URL')
+    problems: list[dict[str, Any]] = []
+    url, secret = "", value.get("secret")
     try:
         url = check_url(value["url"])
     except ValueError as exc:
-        raise InvalidWebhookError(f"webhook.url: {exc}") from None
-    secret = value.get("secret")
-    if secret is None:
-        return Webhook(url=url, secret=new_secret(), generated=True)
-    try:
-        secret_key(secret)
-    except ValueError as exc:
-        raise InvalidWebhookError(f"webhook.secret: {exc}") from None
-    return Webhook(url=url, secret=secret, generated=False)
+        problems.append({"field": "webhook.url", "code": InvalidWebhookError.code,
+                         "message": str(exc)})
+    if secret is not None:
+        try:
+            secret_key(secret)
+        except ValueError as exc:
+            problems.append({"field": "webhook.secret", "code": InvalidWebhookError.code,
+                             "message": str(exc)})
+    problems += webhook_option_problems(value)
+    if problems:
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        raise InvalidWebhookError(summary, details=problems)
+    events = list(dict.fromkeys(value["events"])) if value.get("events") else None
+    return Webhook(url=url, secret=secret or new_secret(), generated=secret is None,
+                   events=events, metadata=value.get("metadata"))

@@ -62,6 +62,7 @@ def batch_detail(
         "schema": batch.get("schema"),
         "prompt": batch.get("prompt"),
         "options": batch.get("options"),
+        "monitor_rules": batch.get("monitor_rules"),
     }
 
 
@@ -78,6 +79,9 @@ def batch_state(
         **batch_summary(batch, base),
         "error": batch.get("error"),
         "rerun_of": batch.get("rerun_of"),
+        "compare_to": (batch.get("compare") or {}).get("to"),
+        "changes": batch.get("changes"),  # items per change status, when it compares
+        "monitors": batch.get("monitors"),  # each monitor's result once the batch ended
         # (> 0: a batch finished before failures were counted goes negative when retried)
         "failures": {code: n for code, n in (batch.get("failures") or {}).items() if n > 0},
         "domains": batch.get("domains", []),

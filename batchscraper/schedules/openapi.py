@@ -39,7 +39,9 @@ def schedule_schemas() -> dict[str, Any]:
     run = _obj({"batch_id": {"type": "string"}, "tick": NULLABLE_TIME,
                 "trigger": {"enum": ["tick", "manual"]}, "created_at": {"type": "string"},
                 "status": {"type": ["string", "null"]},
-                "counters": {"oneOf": [{"type": "null"}, _ref("Counters")]}},
+                "counters": {"oneOf": [{"type": "null"}, _ref("Counters")]},
+                "changes": {"oneOf": [{"type": "null"}, _ref("ChangeCounts")]},
+                "monitors": {"type": ["array", "null"]}},
                ["batch_id", "trigger"])
     schedule_of_run = _obj({"id": {"type": "string"}, "tick": NULLABLE_TIME,
                             "trigger": {"enum": ["tick", "manual"]}}, ["id", "trigger"])

@@ -33,7 +33,7 @@ from pymongo.errors import DuplicateKeyError
 from batchscraper.api.auth import Caller
 from batchscraper.api.service import BatchService
 from batchscraper.api.submit import read_submission
-from batchscraper.exceptions import BatchError
+from batchscraper.exceptions import BatchError, InvalidCompareError
 from batchscraper.schedules.store import ScheduleStore, tick_key
 from batchscraper.schedules.timing import Timing, parse_timezone
 from batchscraper.store import FINAL_BATCH_STATUSES, utcnow
@@ -155,6 +155,19 @@ class Scheduler:
         if key is not None:
             extra["schedule_tick"] = key
         caller = Caller(owner=schedule.get("owner"))
+        previous = (schedule.get("last_run") or {}).get("batch_id")
+        if previous and template.get("compare_to") is None:  # compare with the previous run
+            try:
+                compared = {**template, "compare_to": previous}
+                return self._submit(caller, compared, extra)
+            except InvalidCompareError as exc:  # its schema changed since, or the run is gone
+                logger.info("Schedule %s: run not compared with %s: %s", schedule["_id"],
+                            previous, exc)
+        return self._submit(caller, template, extra)
+
+    def _submit(
+        self, caller: Caller, template: dict[str, Any], extra: dict[str, Any]
+    ) -> dict[str, Any]:
         batch, _ = self.batches.submit(caller, read_submission(template), None, extra=extra)
         return batch
 

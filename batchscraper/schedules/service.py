@@ -143,7 +143,7 @@ class ScheduleService:
         webhook = given.submission.webhook
         if webhook is None:
             return template, None
-        template["webhook"] = {"url": webhook.url, "secret": webhook.secret}
+        template["webhook"] = {"url": webhook.url, "secret": webhook.secret, **webhook.options()}
         return template, webhook.secret if webhook.generated else None
 
     def _template_problems(self, caller: Caller, submission: Submission) -> list[dict[str, Any]]:

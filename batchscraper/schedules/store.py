@@ -97,7 +97,8 @@ class ScheduleStore:
 
     def batch_status(self, batch_id: str) -> dict[str, Any] | None:
         return self.batches.find_one(
-            {"_id": batch_id}, {"status": 1, "counters": 1, "created_at": 1, "finished_at": 1}
+            {"_id": batch_id}, {"status": 1, "counters": 1, "created_at": 1, "finished_at": 1,
+                                "changes": 1, "monitors": 1}
         )
 
     def runs(

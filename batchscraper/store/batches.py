@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.client_session import ClientSession
+from pymongo.errors import DuplicateKeyError
 
+from batchscraper.events import batch_started_event
 from batchscraper.exceptions import BatchStateError
 from batchscraper.inputs import BatchSpec
 from batchscraper.inputs.labels import batch_overview
+from batchscraper.monitors import alert_event, monitor_results
 from batchscraper.proxies import SECRETS, redacted, secrets_document
 from batchscraper.store.base import (
     COUNTER_KEYS,
@@ -125,14 +129,19 @@ class BatchLifecycle(ItemTransitions):
         return docs
 
     def mark_running(self, batch_id: str, job_id: str | None = None) -> None:
-        """pending (or a re-run of a finished batch) -> running."""
+        """pending (or a re-run of a finished batch) -> running; its ``batch.started`` event."""
         update: dict[str, Any] = {"status": "running", "finished_at": None}
         if job_id:
             update["job_id"] = job_id
-        self.batches.update_one(
+        batch = self.batches.find_one_and_update(
             {"_id": batch_id, "status": {"$ne": "cancelled"}},
             [{"$set": {**update, "started_at": {"$ifNull": ["$started_at", utcnow()]}}}],
+            return_document=ReturnDocument.AFTER,
         )
+        event = batch_started_event(batch) if batch is not None else None
+        if event is not None:  # one per run: a second job of the run fails on its _id
+            with contextlib.suppress(DuplicateKeyError):
+                self.db[OUTBOX].insert_one(event)
 
     def finalize_batch(self, batch_id: str) -> str | None:
         """Set the final status if no item is pending or running; return it (or None)."""
@@ -175,12 +184,33 @@ class BatchLifecycle(ItemTransitions):
             )
             if batch is None:
                 return False
-            event = batch_completed_event(batch)
-            if event is not None:
-                self.db[OUTBOX].insert_one(event, session=session)
+            alert = self._judge_monitors(batch, session)  # first: batch.completed shows them
+            events = [batch_completed_event(batch), alert]
+            for event in events:
+                if event is not None:
+                    self.db[OUTBOX].insert_one(event, session=session)
             return True
 
         return self._atomic(work)
+
+    def _judge_monitors(
+        self, batch: dict[str, Any], session: ClientSession | None
+    ) -> dict[str, Any] | None:
+        """Store the results of the batch's monitors (not for a cancelled batch); its
+        ``batch.alert`` event, if one failed and the webhook asked for it."""
+        rules = batch.get("monitor_rules")
+        if not rules or batch["status"] == "cancelled":
+            return None
+        fields = {f"data.{field}": 1 for field in rules.get("min_field_coverage") or {}}
+        datas = (
+            doc.get("data")
+            for doc in self.items.find({"batch_id": batch["_id"], "status": "completed"},
+                                       {"_id": 0, **fields}, session=session)
+        ) if fields else iter(())
+        results = batch["monitors"] = monitor_results(batch, datas)
+        self.batches.update_one({"_id": batch["_id"]}, {"$set": {"monitors": results}},
+                                session=session)
+        return alert_event(batch, results)
 
     def cancel_requested(self, batch_id: str) -> bool:
         batch = self.batches.find_one({"_id": batch_id}, {"status": 1, "cancel_requested": 1})

@@ -11,7 +11,9 @@ transaction, with the old status as the item write's precondition: a replayed
 or duplicated write matches nothing and counts nothing, so ``counters`` always
 equals an aggregate over the items. Every move also stamps the item's
 ``updated_at`` (what the API's ``updated_after`` cursor reads), and every
-finish counts in the batch's ``timeline`` (items finished per minute). Nothing outside
+finish counts in the batch's ``timeline`` (items finished per minute) and, in a batch
+that compares with an earlier run, its ``change`` in the batch's ``changes``
+(:mod:`batchscraper.changes`). Nothing outside
 this module writes an item's ``status`` or a batch's ``counters``.
 
 A record that cannot be stored as it is becomes :func:`failed_record` (the
@@ -30,6 +32,7 @@ from typing import Any
 from pymongo import UpdateMany, UpdateOne
 from pymongo.client_session import ClientSession
 
+from batchscraper.changes import change_increments
 from batchscraper.exceptions import (
     BatchStateError,
     CancelledError,
@@ -37,7 +40,8 @@ from batchscraper.exceptions import (
     NothingToRetryError,
     WorkerLostError,
 )
-from batchscraper.store.base import StoreBase, item_id, utcnow
+from batchscraper.store.base import item_id, utcnow
+from batchscraper.store.events import FinishEvents
 
 
 class ItemStatus(StrEnum):
@@ -108,7 +112,7 @@ def failed_record(record: dict[str, Any], error: dict[str, Any]) -> dict[str, An
     return kept
 
 
-class ItemTransitions(StoreBase):
+class ItemTransitions(FinishEvents):
     """The store's status moves (see the module docstring)."""
 
     def _move(
@@ -220,6 +224,7 @@ class ItemTransitions(StoreBase):
         """
         for record in records:
             check_transition(ItemStatus.RUNNING, record["status"])
+        self.attach_changes(records)  # read before the transaction: it changes nothing
         ids = [item_id(record["batch_id"], record["index"]) for record in records]
 
         def work(session: ClientSession | None) -> list[bool]:
@@ -237,6 +242,8 @@ class ItemTransitions(StoreBase):
                 changes = {key: value for key, value in inc.items() if value}
                 if changes:
                     self.batches.update_one({"_id": batch_id}, {"$inc": changes}, session=session)
+            applied = [r for r, inc in zip(records, outcomes, strict=True) if inc is not None]
+            self.write_item_events(applied, session)  # in the same transaction as the records
             return [inc is not None for inc in outcomes]
 
         return self._atomic(work)
@@ -331,14 +338,16 @@ class ItemTransitions(StoreBase):
             query["error.retryable"] = True
         reset = {
             "$set": {"status": "pending", "updated_at": utcnow()},
-            "$unset": {key: "" for key in ("error", "data", "validation", "evidence", "lease")},
+            "$unset": {key: "" for key in ("error", "data", "validation", "evidence", "lease",
+                                           "change")},
         }
 
         def work(session: ClientSession | None) -> int:
-            errors = Counter(
-                "failures." + failure_code(doc.get("error"))
-                for doc in self.items.find(query, {"error.code": 1}, session=session)
-            )
+            errors: Counter[str] = Counter()
+            for doc in self.items.find(query, {"error.code": 1, "change.status": 1},
+                                       session=session):
+                errors["failures." + failure_code(doc.get("error"))] += 1
+                errors.update(change_increments(doc, 0))  # its change goes with its record
             moved = self.items.update_many(query, reset, session=session).modified_count
             if moved:
                 inc = counters_for_transition(ItemStatus.FAILED, ItemStatus.PENDING, moved)
@@ -407,6 +416,7 @@ def _finish_increments(record: dict[str, Any], old: ItemStatus, copies: int) -> 
     inc.update(_usage_increments(record))
     inc.update(_template_increments(record, copies))
     inc.update(_cache_increments(record, copies))
+    inc.update(change_increments(record, copies))
     return inc
 
 

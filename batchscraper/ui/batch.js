@@ -2,6 +2,7 @@
 // its tab and filters, and the poll feeding them.
 
 import { actionsPanel } from './batch-actions.js';
+import { changesPanel, monitorsPanel } from './batch-changes.js';
 import { chartPanel } from './batch-chart.js';
 import { itemsPanel } from './batch-items.js';
 import {
@@ -69,9 +70,12 @@ export async function renderBatch(view, ctx) {
   const webhook = webhookPanel();
   const jobs = jobsPanel();
   const inputs = inputsPanel();
+  const monitors = monitorsPanel();
+  const changes = changesPanel(ctx, path);
   const panes = {
     overview: h('div', { id: 'tab-overview' },
-      codes.element, domains.element, items.element, webhook.element, jobs.element, inputs.element),
+      monitors.element, changes.element, codes.element, domains.element, items.element,
+      webhook.element, jobs.element, inputs.element),
     records: h('div', { id: 'tab-records' }, records.element),
   };
   const tabButtons = TABS.map((tab) => h('button', {
@@ -113,6 +117,8 @@ export async function renderBatch(view, ctx) {
     domains.draw();
     webhook.draw(batch.webhook);
     jobs.draw(batch.jobs || []);
+    monitors.draw(batch.monitors);
+    changes.draw(batch);
   };
 
   inputs.draw(detail);

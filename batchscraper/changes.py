@@ -1,0 +1,131 @@
+"""What changed for a URL between two runs: an item's ``change`` and the batch's counts of them.
+
+A batch given ``compare_to`` (a schedule's run: its previous run, by default)
+compares each finished item with the record of the same URL in that batch:
+
+====================  ===================  ==============================================
+before                now                  ``change.status``
+====================  ===================  ==============================================
+no such URL           completed            ``new``
+completed             completed            ``unchanged``, or ``changed`` with ``fields``
+completed             failed, HTTP 404/410 ``gone``
+completed             failed otherwise     ``failed_now``
+failed                completed            ``recovered``
+failed or none        failed               no ``change`` (nothing to compare)
+====================  ===================  ==============================================
+
+Values are compared as the accuracy scorer compares them: text with its
+whitespace collapsed, numbers by value (``17.5 == 17.50``, ``2 == 2.0``).
+``fields`` holds each differing top-level field of the record as
+``{"old": ..., "new": ...}`` (a list page's records compare as one field,
+``data``); ``ignore_fields`` (field paths, ``a.b`` for a nested one) are left
+out of the comparison.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+CHANGE_STATUSES = ("new", "changed", "unchanged", "gone", "failed_now", "recovered")
+GONE_HTTP_STATUSES = frozenset({404, 410})
+LIST_FIELD = "data"  # the name a list page's records compare under
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """What a batch compares its items with: a batch id and the field paths to ignore."""
+
+    to: str
+    ignore_fields: tuple[str, ...] = ()
+
+    def stored(self) -> dict[str, Any]:
+        return {"to": self.to, "ignore_fields": list(self.ignore_fields)}
+
+    @classmethod
+    def of_batch(cls, batch: dict[str, Any] | None) -> CompareSpec | None:
+        """The batch document's ``compare`` setting, or None when it compares nothing."""
+        compare = (batch or {}).get("compare")
+        if not compare:
+            return None
+        return cls(str(compare["to"]), tuple(compare.get("ignore_fields") or ()))
+
+
+def item_change(
+    previous: dict[str, Any] | None, record: dict[str, Any], ignore_fields: tuple[str, ...] = ()
+) -> dict[str, Any] | None:
+    """The ``change`` of a finished record against the same URL's ``previous`` one (or None).
+
+    A previous record that never finished (pending, running or cancelled) counts as none.
+    """
+    if previous is not None and previous.get("status") not in ("completed", "failed"):
+        previous = None
+    was_completed = previous is not None and previous.get("status") == "completed"
+    if record.get("status") == "completed":
+        if previous is None:
+            return {"status": "new"}
+        if not was_completed:
+            return {"status": "recovered"}
+        fields = field_changes(previous.get("data"), record.get("data"), ignore_fields)
+        return {"status": "changed", "fields": fields} if fields else {"status": "unchanged"}
+    if record.get("status") == "failed" and was_completed:
+        gone = record.get("http_status") in GONE_HTTP_STATUSES
+        return {"status": "gone" if gone else "failed_now"}
+    return None
+
+
+def field_changes(old: Any, new: Any, ignore_fields: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``{field: {"old", "new"}}`` for each top-level field whose normalised value differs."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        if normalised(old, ignore_fields) == normalised(new, ignore_fields):
+            return {}
+        return {LIST_FIELD: {"old": old, "new": new}}
+    ignored = {path for path in ignore_fields if "." not in path}
+    changes = {}
+    for name in [*old, *(key for key in new if key not in old)]:
+        if name in ignored:
+            continue
+        nested = tuple(path.split(".", 1)[1] for path in ignore_fields
+                       if path.startswith(name + "."))
+        before, after = old.get(name), new.get(name)
+        if normalised(before, nested) != normalised(after, nested):
+            changes[name] = {"old": before, "new": after}
+    return changes
+
+
+def normalised(value: Any, ignore_fields: tuple[str, ...] = ()) -> Any:
+    """``value`` as the comparison sees it (whitespace collapsed, numbers as floats), without
+    the ``ignore_fields`` paths of its objects (and of each record of a list)."""
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, list):
+        return [normalised(entry, ignore_fields) for entry in value]
+    if isinstance(value, dict):
+        kept = _without(value, ignore_fields)
+        return {key: normalised(sub) for key, sub in kept.items() if sub is not None}
+    return value
+
+
+def _without(value: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+    if not paths:
+        return value
+    kept = copy.deepcopy(value)
+    for path in paths:
+        *parents, leaf = path.split(".")
+        holder: Any = kept
+        for part in parents:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if isinstance(holder, dict):
+            holder.pop(leaf, None)
+    return kept
+
+
+def change_increments(record: dict[str, Any], copies: int) -> dict[str, int]:
+    """The batch's ``changes.<status>`` increment for one finished record and its ``copies``."""
+    status = (record.get("change") or {}).get("status")
+    return {f"changes.{status}": 1 + copies} if status in CHANGE_STATUSES else {}
