@@ -112,6 +112,7 @@ BATCH_MAX_TOTAL_ITEMS = 5_000
 BATCH_MAX_SCHEMA_BYTES = 65_536
 BATCH_MAX_SCHEMA_DEPTH = 32
 BATCH_VALIDATION_TIMEOUT = 5.0  # seconds validating one item may take (VALIDATION_TIMEOUT)
+BATCH_FREE_FORM_MAX_BYTES = 65_536  # JSON size of a record without a schema (VALIDATION_FAILED)
 
 # How a spider works its share of a batch.
 BATCH_CLAIM_CHUNK = 64  # items leased per round trip to MongoDB

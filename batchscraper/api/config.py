@@ -68,13 +68,21 @@ class ApiConfig:
             stream_chunk=settings.getint("BATCH_API_STREAM_CHUNK"),
             changes_overlap=settings.getfloat("BATCH_API_CHANGES_OVERLAP"),
             idempotency_ttl=settings.getint("BATCH_API_IDEMPOTENCY_TTL"),
-            limits=Limits.from_settings(settings),
+            limits=Limits.from_settings(crawl_settings(settings)),
             nodes=node_list(settings.get("BATCH_API_NODES")),
             node_timeout=settings.getfloat("BATCH_API_NODE_TIMEOUT"),
             node_poll_interval=settings.getfloat("BATCH_API_NODE_POLL_INTERVAL"),
             shutdown_grace=settings.getfloat("BATCH_API_SHUTDOWN_GRACE_SECONDS"),
             webhook_policy=guard_policy(settings),
         )
+
+
+def crawl_settings(settings: Settings) -> Settings:
+    """The settings the API's crawls run with: the API's, plus ``BATCH_API_JOB_SETTINGS``
+    (what submit checks depend on, such as whether an LLM endpoint is configured)."""
+    crawl = settings.copy()
+    crawl.setdict(crawl.getdict("BATCH_API_JOB_SETTINGS"), "cmdline")
+    return crawl
 
 
 def node_list(value: Any) -> list[str]:

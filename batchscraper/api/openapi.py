@@ -11,6 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 from batchscraper.inputs import OPTION_RANGES, URL_KEYS, BatchOptions
+from batchscraper.inputs.extraction import FORMATS
 from batchscraper.store import FINAL_BATCH_STATUSES, ITEM_STATUSES
 
 VERSION = "1.0.0"
@@ -29,9 +30,27 @@ ERRORS = {
     413: "Too many URLs or request body too large (TOO_LARGE)",
     415: "The body declares a type other than application/json (UTF-8) (UNSUPPORTED_MEDIA_TYPE)",
     422: "Invalid URLs (per-index details), schema, options or webhook "
-    "(INVALID_URL, INVALID_SCHEMA, INVALID_OPTION, INVALID_WEBHOOK)",
+    "(INVALID_URL, INVALID_SCHEMA, INVALID_OPTION, INVALID_WEBHOOK); a prompt without a "
+    "schema and no LLM endpoint configured (INVALID_INPUT)",
     503: "Scrapyd has no such project, or the database is unreachable (SERVICE_UNAVAILABLE); "
     "the batch is stored but its job could not be queued (JOB_NOT_SCHEDULED, details.batch_id)",
+}
+
+
+FORMAT_LIST = {"type": "array", "items": {"enum": list(FORMATS)}, "minItems": 1}
+# the per-URL keys that need more than a name (the rest are described in the README)
+URL_OPTION_SCHEMAS: dict[str, Any] = {
+    "url": {"type": "string", "format": "uri"},
+    "formats": {**FORMAT_LIST, "description": "this URL's kept content (overrides options)"},
+    "extraction_schema": {"type": ["object", "array", "string"],
+                          "description": "this URL's own schema (JSON Schema or field list)"},
+    "extraction_prompt": {"type": "string", "maxLength": 4000},
+    "extraction_profile": {"type": "string",
+                           "description": "auto (the batch's schema) or a built-in profile"},
+    "include_raw_html": {"type": "boolean", "description": "adds html to formats"},
+    "cache": {"type": "boolean", "description": "accepted (AlterLab); no effect yet"},
+    "cost_controls": {"type": "object", "description": "accepted (AlterLab tiers); no effect"},
+    "timeout": {"type": "number", "minimum": 1, "maximum": 300},
 }
 
 
@@ -71,12 +90,15 @@ def _schemas() -> dict[str, Any]:
     counters = {"type": "object", "additionalProperties": {"type": "number"}}
     counters["required"] = ["total", *ITEM_STATUSES]
     url_object = obj({key: {} for key in sorted(URL_KEYS)}, ["url"])
-    url_object["properties"]["url"] = {"type": "string", "format": "uri"}
+    url_object["properties"].update(URL_OPTION_SCHEMAS)
     webhook = obj(
         {"url": {"type": "string", "format": "uri"}, "secret": {"type": "string"}}, ["url"]
     )
     webhook["additionalProperties"] = False
-    schema_value = {"type": ["object", "array"], "description": "JSON Schema or field list"}
+    schema_value = {"type": ["object", "array", "string"],
+                    "description": "JSON Schema, field list or profile:<name>; omitted: "
+                    "with a prompt the LLM answers a free-form object (prompt-only), without "
+                    "one each record is the page's metadata and content (content-only)"}
     return {
         "Error": obj(
             {
@@ -147,13 +169,18 @@ def _schemas() -> dict[str, Any]:
         "BatchAccepted": extend(
             "BatchSummary",
             {"jobs": {"type": "array", "items": {"type": "string"}},
-             "webhook": obj({"url": {"type": "string"}, "secret": {"type": "string"}})},
+             "webhook": obj({"url": {"type": "string"}, "secret": {"type": "string"}}),
+             "invalid_urls": {
+                 "type": "array", "description": "ignore_invalid_urls: the entries stored as "
+                 "failed items (INVALID_URL)",
+                 "items": obj({"index": {"type": "integer"}, "url": {"type": "string"},
+                               "reason": {"type": "string"}}, ["index", "url", "reason"])}},
             ["jobs"],
         ),
         "BatchDetail": extend(
             "BatchState",
             {
-                "schema": {"type": "object"},
+                "schema": {"type": ["object", "null"]},
                 "prompt": {"type": ["string", "null"]},
                 "options": {"type": "object"},
                 "items": {"type": "array", "items": ref("ItemRecord")},

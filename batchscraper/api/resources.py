@@ -69,6 +69,9 @@ class Batches(ApiResource):
             queue_jobs(self.api, batch["_id"], job_ids)
         answer = batch_summary(batch, self.base(request))
         answer["jobs"] = job_ids
+        invalid = await deferToThread(self.api.service.invalid_urls, batch)
+        if invalid:
+            answer["invalid_urls"] = invalid
         if replayed:
             return JsonResponse(answer, 202, {"Idempotent-Replayed": "true"})
         if submission.webhook is not None:

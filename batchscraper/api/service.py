@@ -24,6 +24,7 @@ from batchscraper.exceptions import (
     BatchNotFoundError,
     IdempotencyConflictError,
     IdempotencyInProgressError,
+    InvalidURLsError,
 )
 from batchscraper.inputs import BatchSpec, parse_batch
 from batchscraper.store import BatchStore, utcnow
@@ -133,6 +134,19 @@ class BatchService:
         for item in self.store.iter_items(batch["_id"], page=self.config.stream_chunk):
             overrides = item.get("request")  # what the URL's object gave besides "url"
             yield {"url": item["url"], **overrides} if overrides else item["url"]
+
+    def invalid_urls(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """The entries kept as failed items by ``ignore_invalid_urls``: index, url, reason."""
+        if not (batch.get("failures") or {}).get(InvalidURLsError.code):
+            return []
+        docs = self.store.items.find(
+            {"batch_id": batch["_id"], "status": "failed"}, {"index": 1, "url": 1, "error": 1}
+        )
+        return sorted(
+            ({"index": doc["index"], "url": doc["url"], "reason": doc["error"]["message"]}
+             for doc in docs if (doc.get("error") or {}).get("code") == InvalidURLsError.code),
+            key=lambda entry: entry["index"],
+        )
 
     def record_jobs(self, batch_id: str, job_ids: list[str], kind: str) -> None:
         jobs = job_records(job_ids, kind)

@@ -88,7 +88,7 @@ class PageTask:
     batch_id: str
     url: str
     markdown: str
-    schema: dict[str, Any]
+    schema: dict[str, Any] | None  # None: a free-form JSON object (a prompt-only batch)
     prompt: str | None = None
     known: dict[str, Any] | None = None
     max_records: int = 1
@@ -386,10 +386,12 @@ class LLMExtractor:
 
     # -- shapes ------------------------------------------------------------------------
 
-    def _answer_schema(self, task: PageTask) -> dict[str, Any]:
-        return answer_schema(task.schema, task.max_records)
+    def _answer_schema(self, task: PageTask) -> dict[str, Any] | None:
+        return answer_schema(task.schema, task.max_records) if task.schema is not None else None
 
     def _shape(self, task: PageTask, answer: dict[str, Any], usage: Usage) -> Any:
+        if task.schema is None:
+            return answer  # free-form: any JSON object (its size is bounded at validation)
         if task.max_records <= 1:
             return shape_to_schema(answer, task.schema, usage.trimmed)
         records = answer.get(LIST_KEY)

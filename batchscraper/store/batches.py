@@ -8,17 +8,16 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.client_session import ClientSession
 
-from batchscraper.exceptions import BatchStateError
+from batchscraper.exceptions import BatchStateError, InvalidURLsError
 from batchscraper.inputs import BatchSpec
 from batchscraper.inputs.labels import batch_overview
 from batchscraper.store.base import (
-    COUNTER_KEYS,
     FINAL_BATCH_STATUSES,
     final_status,
     item_id,
     utcnow,
 )
-from batchscraper.store.transitions import ItemTransitions
+from batchscraper.store.transitions import ItemTransitions, initial_counters
 from batchscraper.webhooks import OUTBOX, batch_completed_event
 
 INSERT_CHUNK = 1_000
@@ -52,8 +51,8 @@ class BatchLifecycle(ItemTransitions):
             "schema": spec.schema,
             "prompt": spec.prompt,
             "options": spec.options.to_dict(),
-            "counters": {key: 0 for key in COUNTER_KEYS} | {"total": total, "pending": total},
-            "failures": {},  # failed items per error code
+            # failed items per error code under "failures"
+            **initial_counters(total, {InvalidURLsError.code: invalid_count(spec)}),
             "error": None,
             "overview": batch_overview(spec),
             **(extra or {}),
@@ -90,17 +89,12 @@ class BatchLifecycle(ItemTransitions):
                 "status": "pending",
                 "attempts": 0,
             }
-            overrides = {
-                key: value
-                for key, value in (
-                    ("render_js", url.render_js),
-                    ("wait_for", url.wait_for),
-                    ("headers", url.headers),
-                    ("timeout", url.timeout),
-                )
-                if value is not None
-            }
-            overrides.update(url.browser or {})
+            if url.invalid is not None:  # kept as a failed item (ignore_invalid_urls)
+                error = InvalidURLsError(url.invalid).to_dict()
+                doc.update(status="failed", error=error, finished_at=utcnow(), data=None)
+                docs.append(doc)
+                continue
+            overrides = url.request()
             if overrides:
                 doc["request"] = overrides
             if index in first_of:
@@ -176,12 +170,19 @@ class BatchLifecycle(ItemTransitions):
         self.batches.update_one({"_id": batch_id}, {"$set": {"error": error}})
 
 
+def invalid_count(spec: BatchSpec) -> int:
+    """Entries of the list that are not URLs (kept with ``ignore_invalid_urls``)."""
+    return sum(url.invalid is not None for url in spec.urls)
+
+
 def duplicate_groups(spec: BatchSpec) -> tuple[dict[int, int], dict[int, list[int]]]:
     """Duplicate URLs of a batch: each duplicate's first index, and each first's duplicates."""
     first_index: dict[str, int] = {}
     first_of: dict[int, int] = {}
     copies: dict[int, list[int]] = {}
     for index, url in enumerate(spec.urls):
+        if url.invalid is not None:
+            continue
         first = first_index.setdefault(url.fetch_key(), index)
         if first != index:
             first_of[index] = first

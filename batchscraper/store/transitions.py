@@ -33,11 +33,12 @@ from pymongo.client_session import ClientSession
 from batchscraper.exceptions import (
     BatchStateError,
     CancelledError,
+    InvalidURLsError,
     ItemError,
     NothingToRetryError,
     WorkerLostError,
 )
-from batchscraper.store.base import StoreBase, item_id, utcnow
+from batchscraper.store.base import COUNTER_KEYS, StoreBase, item_id, utcnow
 
 
 class ItemStatus(StrEnum):
@@ -93,6 +94,16 @@ def counters_for_transition(old: ItemStatus, new: ItemStatus, count: int = 1) ->
     if count == 0:
         return {}
     return {f"counters.{old}": -count, f"counters.{new}": count}
+
+
+def initial_counters(total: int, failed: dict[str, int]) -> dict[str, Any]:
+    """A new batch's ``counters`` and ``failures``: every item pending, except those stored
+    failed from the start (``failed``: how many per error code, e.g. ``INVALID_URL``)."""
+    dead = sum(failed.values())
+    counters = {key: 0 for key in COUNTER_KEYS} | {
+        "total": total, "pending": total - dead, "failed": dead}
+    return {"counters": counters, "failures": {failure_code({"code": code}): n
+                                               for code, n in failed.items() if n}}
 
 
 def failure_code(error: dict[str, Any] | None) -> str:
@@ -326,7 +337,9 @@ class ItemTransitions(StoreBase):
                 f"batch {batch_id} is {batch['status']}; only a finished batch"
                 " (completed, partial, failed) can be retried"
             )
-        query: dict[str, Any] = {"batch_id": batch_id, "status": "failed"}
+        # an entry that was never a URL (ignore_invalid_urls) stays failed
+        query: dict[str, Any] = {"batch_id": batch_id, "status": "failed",
+                                 "error.code": {"$ne": InvalidURLsError.code}}
         if only_retryable:
             query["error.retryable"] = True
         reset = {
