@@ -54,6 +54,9 @@ class ApiConfig:
     shutdown_grace: float  # seconds Scrapyd's shutdown waits for its crawls, then kills them
     # webhook targets pass the crawl's SSRF guard (BATCH_ALLOWED_NETWORKS / _PORTS)
     webhook_policy: AddressPolicy = field(default_factory=AddressPolicy)
+    sync_max_urls: int = 50  # POST /batches?wait=...: the most URLs answered synchronously
+    sync_max_wait: int = 60  # ...and the longest wait, in seconds
+    sync_poll_interval: float = 0.25  # how often a waiting submit reads the batch's status
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiConfig:
@@ -74,6 +77,9 @@ class ApiConfig:
             node_poll_interval=settings.getfloat("BATCH_API_NODE_POLL_INTERVAL"),
             shutdown_grace=settings.getfloat("BATCH_API_SHUTDOWN_GRACE_SECONDS"),
             webhook_policy=guard_policy(settings),
+            sync_max_urls=settings.getint("BATCH_SYNC_MAX_URLS"),
+            sync_max_wait=settings.getint("BATCH_SYNC_MAX_WAIT"),
+            sync_poll_interval=settings.getfloat("BATCH_SYNC_POLL_INTERVAL"),
         )
 
 

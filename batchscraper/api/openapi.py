@@ -140,8 +140,32 @@ def _schemas() -> dict[str, Any]:
                          "description": "to find the batch by (list search, dashboard)"},
                 "tags": {"type": "array", "maxItems": 20,
                          "items": {"type": "string", "maxLength": 50}},
+                "output": {"enum": ["json", "markdown"],
+                           "description": "Spidra's: markdown adds that format"},
+                "async_mode": {"type": "boolean",
+                               "description": "Runo's: false answers like ?wait=60 when the "
+                               "batch has at most BATCH_SYNC_MAX_URLS URLs"},
             },
             additionalProperties=False,
+        ),
+        "MoreUrls": obj(
+            {"urls": {"type": "array", "minItems": 1,
+                      "items": {"oneOf": [{"type": "string"}, url_object]}}},
+            ["urls"], additionalProperties=False,
+        ),
+        "UrlsAppended": extend(
+            "BatchSummary",
+            {"appended": obj({"first_index": {"type": "integer", "minimum": 0},
+                              "count": {"type": "integer", "minimum": 1}},
+                             ["first_index", "count"]),
+             "jobs": {"type": "array", "items": {"type": "string"}}},
+            ["appended", "jobs"],
+        ),
+        "BatchResults": extend(
+            "BatchSummary",
+            {"results": {"type": "array", "items": ref("ItemRecord"),
+                         "description": "every item's record, in input order"}},
+            ["results"],
         ),
         "BatchSummary": obj(
             {
@@ -205,7 +229,8 @@ def _schemas() -> dict[str, Any]:
                      "delay": {"type": "number"}, "breaker": {"type": "string"}},
                     ["domain"])},
                 "jobs": {"type": "array", "items": obj(
-                    {"id": {"type": "string"}, "kind": {"enum": ["submit", "retry"]},
+                    {"id": {"type": "string"},
+                     "kind": {"enum": ["submit", "retry", "append", "reconcile"]},
                      "scheduled_at": {"type": "string"}, "active": {"type": "boolean"}},
                     ["id", "kind", "active"])},
                 "webhook": {"oneOf": [{"type": "null"}, obj(
@@ -309,10 +334,16 @@ def _paths() -> dict[str, Any]:
         "/batches": {
             "post": _operation(
                 "Submit a batch: validated, stored, scheduled as Scrapyd job(s)",
-                {202: _json("BatchAccepted", "Accepted (also for an Idempotency-Key replay)")},
+                {202: _json("BatchAccepted", "Accepted (also for an Idempotency-Key replay)"),
+                 200: _json("BatchResults", "With wait: the batch ended within it; every "
+                            "record in input order")},
                 [400, 401, 409, 413, 415, 422, 503],
                 parameters=[_param("Idempotency-Key", {"type": "string", "maxLength": 255},
-                                   "same key and body: the same batch", "header")],
+                                   "same key and body: the same batch", "header"),
+                            _param("wait", {"type": "integer", "minimum": 0, "maximum": 60},
+                                   "seconds to wait for the batch to end (at most "
+                                   "BATCH_SYNC_MAX_URLS URLs, else 413): 200 with the results "
+                                   "when it does, else the usual 202 (it keeps running)")],
                 requestBody={"required": True,
                              "content": {"application/json": {"schema": ref("BatchSubmit")}}},
             ),
@@ -354,6 +385,18 @@ def _paths() -> dict[str, Any]:
                 parameters=[page, limit, item_status, error_code, *item_reads,
                             _param("format", {"enum": ["json", "ndjson"]},
                                    "ndjson: stream (with content unless fields is given)")],
+            ),
+        },
+        "/batches/{batch_id}/urls": {
+            "parameters": [batch_id],
+            "post": _operation(
+                "Append URLs (indexes continue; a finished batch is reopened) in new job(s)",
+                {202: _json("UrlsAppended", "Appended (also for an Idempotency-Key replay)")},
+                [400, 401, 403, 404, 409, 413, 415, 422, 503],
+                parameters=[_param("Idempotency-Key", {"type": "string", "maxLength": 255},
+                                   "same key and body: the same URLs, appended once", "header")],
+                requestBody={"required": True,
+                             "content": {"application/json": {"schema": ref("MoreUrls")}}},
             ),
         },
         "/batches/{batch_id}/retry": {

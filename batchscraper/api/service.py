@@ -25,8 +25,9 @@ from batchscraper.exceptions import (
     IdempotencyConflictError,
     IdempotencyInProgressError,
     InvalidURLsError,
+    TooLargeError,
 )
-from batchscraper.inputs import BatchSpec, parse_batch
+from batchscraper.inputs import BatchSpec, parse_batch, parse_more_urls
 from batchscraper.store import BatchStore, utcnow
 from batchscraper.webhooks import check_webhook_target
 
@@ -54,7 +55,8 @@ class BatchService:
     # -- submit ----------------------------------------------------------------
 
     def submit(
-        self, caller: Caller, submission: Submission, key: str | None
+        self, caller: Caller, submission: Submission, key: str | None,
+        max_urls: int | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Store a new batch (or find the one this Idempotency-Key made); (batch, replayed).
 
@@ -67,6 +69,11 @@ class BatchService:
             if replayed is not None:
                 return replayed, True
         spec = self._spec(caller, submission)  # everything is validated before any write
+        if max_urls is not None and len(spec.urls) > max_urls:
+            raise TooLargeError(
+                f"wait: a synchronous answer is for at most {max_urls} URLs "
+                f"(BATCH_SYNC_MAX_URLS); this batch has {len(spec.urls)}: submit without wait"
+            )
         if submission.webhook is not None:
             check_webhook_target(submission.webhook.url, self.config.webhook_policy)
         if key is not None:
@@ -259,6 +266,52 @@ class BatchService:
     def cancel(self, caller: Caller, batch_id: str) -> dict[str, Any]:
         self.get(caller, batch_id)
         return self.store.cancel_batch(batch_id, "batch cancelled through the API")
+
+    def append(
+        self, caller: Caller, batch_id: str, urls: Any, key: str | None, fingerprint: str
+    ) -> tuple[dict[str, Any], dict[str, int], bool]:
+        """Add ``urls`` to the caller's batch: (the batch, ``{first_index, count}``, replayed).
+
+        The same Idempotency-Key and body answer with the first request's range.
+        """
+        batch = self.get(caller, batch_id)
+        key_id = _key_id(caller, f"{batch_id}/urls\x00{key}") if key is not None else None
+        if key_id is not None:
+            done = self._appended(key_id, fingerprint)
+            if done is not None:
+                return batch, done, True
+        specs = parse_more_urls(urls, batch, self.config.limits)
+        if key_id is not None:
+            try:
+                self.idempotency.insert_one({"_id": key_id, "fingerprint": fingerprint,
+                                             "batch_id": batch_id, "appended": None,
+                                             "created_at": utcnow()})
+            except DuplicateKeyError:  # a concurrent request with the same key won
+                done = self._appended(key_id, fingerprint)
+                assert done is not None
+                return batch, done, True
+        try:
+            first = self.store.append_urls(batch_id, specs, self.config.limits.max_urls)
+        except Exception:
+            if key_id is not None:
+                self.idempotency.delete_one({"_id": key_id})
+            raise
+        appended = {"first_index": first, "count": len(specs)}
+        if key_id is not None:
+            self.idempotency.update_one({"_id": key_id}, {"$set": {"appended": appended}})
+        return self.store.get_batch(batch_id), appended, False
+
+    def _appended(self, key_id: str, fingerprint: str) -> dict[str, int] | None:
+        doc = self.idempotency.find_one({"_id": key_id})
+        if doc is None:
+            return None
+        if doc["fingerprint"] != fingerprint:
+            raise IdempotencyConflictError(
+                "Idempotency-Key was already used with a different request body")
+        if doc.get("appended") is None:
+            raise IdempotencyInProgressError(
+                "a request with this Idempotency-Key is still being processed")
+        return dict(doc["appended"])
 
     def retry(
         self, caller: Caller, batch_id: str, only_retryable: bool

@@ -151,10 +151,15 @@ def read_submission(body: Any) -> Submission:
         webhook=_webhook(_one_of(body, WEBHOOK_NAMES)),
         rerun_of=rerun_of,
         labels=parse_labels(body.get("name"), body.get("tags")),
-        fingerprint=hashlib.sha256(
-            json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        ).hexdigest(),
+        fingerprint=request_fingerprint(body),
     )
+
+
+def request_fingerprint(body: Any) -> str:
+    """Same body, same fingerprint: what an Idempotency-Key's replay compares."""
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 def _options(options: Any, output: Any) -> Any:

@@ -232,7 +232,24 @@ def parse_batch(
             checked("urls", check_llm_for_url_prompts, url_specs, schema_doc)
     if problems:
         raise input_problems(problems)
+    assert batch_options is not None
     return BatchSpec(urls=url_specs, schema=schema_doc, prompt=prompt_text, options=batch_options)
+
+
+def parse_more_urls(
+    urls: Any, batch: Mapping[str, Any], limits: Limits = Limits()
+) -> list[UrlSpec]:
+    """URLs to append to the stored ``batch``, checked as its own URLs were (its
+    ``ignore_invalid_urls``; a URL prompt without a schema needs an LLM)."""
+    stored = batch["options"]
+    options = parse_options(stored, replace(limits, max_total_items=stored["max_total_items"]))
+    try:
+        specs = _required_urls(urls, limits, options.ignore_invalid_urls)
+        if not limits.llm_configured:
+            check_llm_for_url_prompts(specs, batch.get("schema"))
+    except BatchInputError as exc:  # reported as for a new batch: field, code, index
+        raise input_problems([("urls", exc)]) from None
+    return specs
 
 
 def _required_urls(urls: Any, limits: Limits, ignore_invalid: bool) -> list[UrlSpec]:

@@ -9,7 +9,7 @@ from pymongo import ReturnDocument
 from pymongo.client_session import ClientSession
 
 from batchscraper.exceptions import BatchStateError, InvalidURLsError
-from batchscraper.inputs import BatchSpec
+from batchscraper.inputs import BatchSpec, UrlSpec
 from batchscraper.inputs.labels import batch_overview
 from batchscraper.store.base import (
     FINAL_BATCH_STATUSES,
@@ -68,6 +68,20 @@ class BatchLifecycle(ItemTransitions):
             raise
         return batch
 
+    def append_urls(self, batch_id: str, urls: list[UrlSpec], max_total: int) -> int:
+        """Add ``urls`` after the batch's items (reopening it if it ended); their first index.
+
+        Duplicates among them share a fetch, as in a new batch.
+        """
+        spec = BatchSpec(urls=urls, schema=None)
+        first_of, copies = duplicate_groups(spec)
+        failed = invalid_count(spec)
+        return self.append_items(
+            batch_id, len(urls), failed,
+            lambda first: self._item_docs(batch_id, spec, first_of, copies, 0, len(urls), first),
+            max_total,
+        )
+
     @staticmethod
     def _item_docs(
         batch_id: str,
@@ -76,11 +90,14 @@ class BatchLifecycle(ItemTransitions):
         copies: dict[int, list[int]],
         start: int,
         count: int,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
-        """The pending item documents of ``count`` URLs from ``start``."""
+        """The pending item documents of ``count`` URLs from ``start``; ``offset``: the batch
+        index of ``spec.urls[0]`` (URLs appended to a batch)."""
         docs = []
-        for index in range(start, min(start + count, len(spec.urls))):
-            url = spec.urls[index]
+        for position in range(start, min(start + count, len(spec.urls))):
+            url = spec.urls[position]
+            index = offset + position
             doc: dict[str, Any] = {
                 "_id": item_id(batch_id, index),
                 "batch_id": batch_id,
@@ -97,10 +114,10 @@ class BatchLifecycle(ItemTransitions):
             overrides = url.request()
             if overrides:
                 doc["request"] = overrides
-            if index in first_of:
-                doc["dup_of"] = first_of[index]
-            elif index in copies:
-                doc["duplicates"] = copies[index]
+            if position in first_of:
+                doc["dup_of"] = offset + first_of[position]
+            elif position in copies:
+                doc["duplicates"] = [offset + i for i in copies[position]]
             docs.append(doc)
         return docs
 

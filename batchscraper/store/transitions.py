@@ -24,6 +24,7 @@ import datetime as dt
 import re
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -31,11 +32,13 @@ from pymongo import UpdateMany, UpdateOne
 from pymongo.client_session import ClientSession
 
 from batchscraper.exceptions import (
+    BatchNotFoundError,
     BatchStateError,
     CancelledError,
     InvalidURLsError,
     ItemError,
     NothingToRetryError,
+    TooLargeError,
     WorkerLostError,
 )
 from batchscraper.store.base import COUNTER_KEYS, StoreBase, item_id, utcnow
@@ -372,6 +375,56 @@ class ItemTransitions(StoreBase):
                 f"batch {batch_id} has no {'retryable ' if only_retryable else ''}failed items"
             )
         return moved
+
+    def append_items(
+        self,
+        batch_id: str,
+        count: int,
+        failed: int,
+        item_docs: Callable[[int], list[dict[str, Any]]],
+        max_total: int,
+    ) -> int:
+        """New items at the end of a batch (``count``, of which ``failed`` are stored failed
+        with ``INVALID_URL``); returns their first index.
+
+        ``item_docs(first)`` makes their documents once their indexes are known. The batch's
+        ``total`` is the precondition of the counter write, so concurrent appends get
+        consecutive ranges; a finished batch (completed, partial, failed) is reopened:
+        ``pending`` again, for a new job. A cancelled batch stays cancelled (INVALID_STATE).
+        """
+
+        def work(session: ClientSession | None) -> int:
+            while True:
+                batch = self.batches.find_one({"_id": batch_id}, session=session)
+                if batch is None:
+                    raise BatchNotFoundError(f"no batch {batch_id!r}")
+                if batch["status"] == "cancelled" or batch.get("cancel_requested"):
+                    raise BatchStateError(
+                        f"batch {batch_id} is cancelled; URLs cannot be added to it")
+                first = batch["counters"]["total"]
+                if first + count > max_total:
+                    raise TooLargeError(
+                        f"urls: the batch would hold {first + count} URLs; the limit is "
+                        f"{max_total} (BATCH_MAX_URLS)")
+                inc = {"counters.total": count, "counters.pending": count - failed}
+                if failed:
+                    inc["counters.failed"] = failed
+                    inc["failures." + failure_code({"code": InvalidURLsError.code})] = failed
+                reopen = {"status": "pending", "finished_at": None} if batch["status"] in (
+                    "completed", "partial", "failed") else {}
+                update: dict[str, Any] = {"$inc": inc}
+                if reopen:
+                    update["$set"] = reopen
+                reserved = self.batches.update_one(
+                    {"_id": batch_id, "counters.total": first, "status": batch["status"]},
+                    update, session=session,
+                ).modified_count
+                if reserved:
+                    break
+            self.items.insert_many(item_docs(first), ordered=False, session=session)
+            return int(first)
+
+        return self._atomic(work)
 
     def cancel_unfinished(self, batch_id: str, reason: str) -> int:
         """pending|running -> cancelled for every unfinished item of the batch."""
