@@ -111,6 +111,8 @@ BATCH_MAX_URLS = 10_000
 BATCH_MAX_TOTAL_ITEMS = 5_000
 BATCH_MAX_SCHEMA_BYTES = 65_536
 BATCH_MAX_SCHEMA_DEPTH = 32
+BATCH_RETENTION_DAYS = 0  # batches (items, content, screenshots) expire after this long; 0: kept
+BATCH_RETENTION_SWEEP_INTERVAL = 3600.0  # seconds between the Scrapyd sweeps of expired data
 BATCH_VALIDATION_TIMEOUT = 5.0  # seconds validating one item may take (VALIDATION_TIMEOUT)
 BATCH_FREE_FORM_MAX_BYTES = 65_536  # JSON size of a record without a schema (VALIDATION_FAILED)
 

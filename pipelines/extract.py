@@ -150,7 +150,7 @@ class ExtractPipeline:
         checker = self.run.checker(self.validation.timeout, plan.own_schema)
         many = options.max_items_per_url > 1
         url = item.final_url or item.url
-        kept = kept_formats(plan.formats, plan.mode)
+        kept = kept_formats(plan.formats, plan.mode) if options.store_content else ()
         if item.body is not None and kept:
             item.content = await asyncio.to_thread(page_content, item.body, url, kept)
         if plan.schema is None:

@@ -8,6 +8,7 @@ body needs an LLM. Every refused request is checked to have stored nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,3 +294,25 @@ def test_wait_answers_small_batches_synchronously(llm_api: ScrapydServer, openap
     assert stored(store) == before
     # async_mode: false of a batch too large for a synchronous answer: the usual 202
     assert "results" not in accepted(llm_api, {**too_many, "async_mode": False})
+
+
+def test_retention_options(llm_api: ScrapydServer, openapi: dict, site: ExampleSite,
+                           store: BatchStore) -> None:
+    body = {"urls": [site.url("/products/13")], "schema": "profile:product",
+            "options": {"expires_in": "2h", "content_retention_days": 1,
+                        "store_content": False}}
+    answer = accepted(llm_api, body)
+    assert_matches(openapi, "BatchAccepted", answer)
+    created = dt.datetime.fromisoformat(answer["created_at"])
+    assert dt.datetime.fromisoformat(answer["expires_at"]) - created == dt.timedelta(hours=2)
+    batch = finished(llm_api, answer["batch_id"])
+    assert batch["options"]["expires_in"] == 7200 and batch["status"] == "completed"
+    before = stored(store)
+    bad = {**body, "options": {"expires_in": 5, "store_content": False,
+                               "formats": ["json", "html"]}}
+    error = assert_error(openapi, llm_api.call("POST", "/batches", bad), 422, "INVALID_OPTION")
+    assert [d["option"] for d in error["details"]] == ["expires_in"]
+    kept = {**body, "options": {"store_content": False, "formats": ["json", "html"]}}
+    error = assert_error(openapi, llm_api.call("POST", "/batches", kept), 422, "INVALID_OPTION")
+    assert [d["option"] for d in error["details"]] == ["formats"]
+    assert stored(store) == before

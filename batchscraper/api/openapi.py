@@ -186,6 +186,9 @@ def _schemas() -> dict[str, Any]:
                 "created_at": {"type": "string", "format": "date-time"},
                 "started_at": NULLABLE_TIME,
                 "finished_at": NULLABLE_TIME,
+                "expires_at": {**NULLABLE_TIME, "description": "when the batch, its items, "
+                               "content and screenshots are removed (expires_in, "
+                               "BATCH_RETENTION_DAYS); null: kept"},
                 "links": ref("Links"),
             },
             ["batch_id", "status", "total", "counters", "progress", "created_at", "links"],

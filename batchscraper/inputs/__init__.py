@@ -31,6 +31,11 @@ from batchscraper.inputs.extraction import (
     check_formats,
     url_extraction,
 )
+from batchscraper.inputs.retention import (
+    MAX_CONTENT_RETENTION_DAYS,
+    content_kept_problems,
+    expires_in_seconds,
+)
 from batchscraper.inputs.schemas import SchemaLimits, parse_schema
 from batchscraper.llm.config import LLMConfig
 from batchscraper.render import BROWSER_KEYS, check_browser_options
@@ -67,12 +72,14 @@ class Limits:
     # privilege only; over HTTP an ``@`` reference is an error, never a file read
     read_files: bool = False
     llm_configured: bool = True
+    default_expires_in: int | None = None  # seconds: BATCH_RETENTION_DAYS (None: keep)
 
     @classmethod
     def from_settings(cls, settings: Any, *, read_files: bool = False) -> Limits:
         return cls(
             read_files=read_files,
             llm_configured=LLMConfig.from_settings(settings).configured,
+            default_expires_in=round(settings.getfloat("BATCH_RETENTION_DAYS") * 86_400) or None,
             max_urls=settings.getint("BATCH_MAX_URLS"),
             max_total_items=settings.getint("BATCH_MAX_TOTAL_ITEMS"),
             schema=SchemaLimits(
@@ -143,6 +150,9 @@ class BatchOptions:
     render_js: str = "auto"
     fail_fast: bool = False
     ignore_invalid_urls: bool = False
+    expires_in: int | None = None  # seconds; None: kept (see inputs.retention)
+    content_retention_days: int | None = None
+    store_content: bool = True
     formats: tuple[str, ...] = ("json",)
     date_filter: DateFilter | None = None
     retries: int = 2
@@ -168,9 +178,11 @@ OPTION_RANGES: dict[str, tuple[str, float, float]] = {
     "retries": ("int", 0, 5),
     "max_llm_calls": ("int", 0, 10_000_000),
     "max_cost_usd": ("float", 0, 1_000_000),
+    "content_retention_days": ("int", 1, MAX_CONTENT_RETENTION_DAYS),
 }
 # options whose default is "no limit"
-NULLABLE_OPTIONS = frozenset({"max_llm_calls", "max_cost_usd"})
+NULLABLE_OPTIONS = frozenset({"max_llm_calls", "max_cost_usd", "expires_in",
+                              "content_retention_days"})
 OPTION_NAMES = {f.name for f in fields(BatchOptions)}
 # what a resumed batch (``-a batch_id=...``) may change for one run; the rest shapes its records
 RUN_TIME_OPTIONS = ("concurrency", "timeout_per_url", "retries")
@@ -226,6 +238,8 @@ def parse_batch(
     if schema_ok and batch_options is not None:
         checked("options", check_date_filter, batch_options.date_filter, schema_doc)
         checked("options", check_schemaless_options, batch_options, schema_doc)
+    if batch_options is not None and url_specs is not None:
+        checked("options", check_content_kept, batch_options, url_specs)
     if schema_ok and not limits.llm_configured:
         checked("prompt", check_llm_for_prompt, schema_doc, prompt_text)
         if url_specs is not None:
@@ -296,6 +310,13 @@ def check_schemaless_options(options: BatchOptions, schema: dict[str, Any] | Non
                          "message": "max_items_per_url: above 1 needs a schema"})
     if options.date_filter is not None:
         problems.append({"option": "date_filter", "message": "date_filter: needs a schema"})
+    if problems:
+        raise InvalidOptionError("; ".join(p["message"] for p in problems), details=problems)
+
+
+def check_content_kept(options: BatchOptions, urls: list[UrlSpec]) -> None:
+    """``store_content: false`` and nothing that would keep page content."""
+    problems = content_kept_problems(options.store_content, options.formats, urls)
     if problems:
         raise InvalidOptionError("; ".join(p["message"] for p in problems), details=problems)
 
@@ -528,7 +549,9 @@ def parse_options(raw: Any = None, limits: Limits = Limits(), **option_args: Any
         if unknown:
             messages.insert(0, f"options: unknown {sorted(unknown)}; known: {sorted(OPTION_NAMES)}")
         raise InvalidOptionError("; ".join(messages), details=problems)
-    return replace(BatchOptions(max_total_items=limits.max_total_items), **values)
+    defaults = BatchOptions(max_total_items=limits.max_total_items,
+                            expires_in=limits.default_expires_in)
+    return replace(defaults, **values)
 
 
 def _option_value(name: str, value: Any, limits: Limits) -> Any:
@@ -544,7 +567,9 @@ def _option_value(name: str, value: Any, limits: Limits) -> Any:
         if text not in RENDER_MODES:
             raise InvalidOptionError(f"render_js: must be one of {list(RENDER_MODES)}")
         return text
-    if name in ("fail_fast", "robots_txt", "ignore_invalid_urls"):
+    if name == "expires_in":
+        return expires_in_seconds(value)
+    if name in ("fail_fast", "robots_txt", "ignore_invalid_urls", "store_content"):
         return _boolean(name, value)
     if name == "formats":
         return check_formats(value, InvalidOptionError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -41,6 +42,8 @@ class BatchLifecycle(ItemTransitions):
         batch_id = new_batch_id()
         now = utcnow()
         total = len(spec.urls)
+        expires_in = spec.options.expires_in
+        expires_at = now + dt.timedelta(seconds=expires_in) if expires_in else None
         batch = {
             "_id": batch_id,
             "status": "pending",
@@ -55,12 +58,16 @@ class BatchLifecycle(ItemTransitions):
             **initial_counters(total, {InvalidURLsError.code: invalid_count(spec)}),
             "error": None,
             "overview": batch_overview(spec),
+            "expires_at": expires_at,  # a TTL index removes it then (and the retention sweep)
             **(extra or {}),
         }
         first_of, copies = duplicate_groups(spec)  # once per batch, not per chunk
         try:
             for start in range(0, total, INSERT_CHUNK):
                 docs = self._item_docs(batch_id, spec, first_of, copies, start, INSERT_CHUNK)
+                if expires_at is not None:
+                    for doc in docs:
+                        doc["expires_at"] = expires_at
                 self.items.insert_many(docs, ordered=False)
             self.batches.insert_one(batch)
         except Exception:

@@ -421,7 +421,11 @@ class ItemTransitions(StoreBase):
                 ).modified_count
                 if reserved:
                     break
-            self.items.insert_many(item_docs(first), ordered=False, session=session)
+            docs = item_docs(first)
+            if batch.get("expires_at") is not None:  # they go with the batch
+                for doc in docs:
+                    doc["expires_at"] = batch["expires_at"]
+            self.items.insert_many(docs, ordered=False, session=session)
             return int(first)
 
         return self._atomic(work)
