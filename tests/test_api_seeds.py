@@ -294,6 +294,13 @@ def test_wait_answers_small_batches_synchronously(llm_api: ScrapydServer, openap
     assert stored(store) == before
     # async_mode: false of a batch too large for a synchronous answer: the usual 202
     assert "results" not in accepted(llm_api, {**too_many, "async_mode": False})
+    # the Python client: submit(wait=) and append()
+    client = llm_api.client()
+    done = client.submit([site.url("/products/14")], "profile:product", wait=30)
+    assert done["status"] == "completed" and done["results"][0]["data"]["name"] == "Product 14"
+    more = client.append(done["batch_id"], [site.url("/products/15")])
+    assert more["appended"] == {"first_index": 1, "count": 1}
+    assert finished(llm_api, done["batch_id"])["items"][1]["data"]["name"] == "Product 15"
 
 
 def test_retention_options(llm_api: ScrapydServer, openapi: dict, site: ExampleSite,
