@@ -85,6 +85,7 @@ def test_aitronos_body(llm_api: ScrapydServer, openapi: dict, site: ExampleSite,
                    "properties": {"title": {"type": "string"}, "content": {"type": "string"}}},
         "options": {"max_items_per_url": 50, "parallel_jobs": 3},
     }
+    assert_matches(openapi, "BatchSubmit", body)  # the document describes it
     answer = accepted(llm_api, body)
     assert_matches(openapi, "BatchAccepted", answer)
     assert (answer["total"], len(answer["jobs"])) == (3, 3)
@@ -110,6 +111,7 @@ def test_runo_body_answers_synchronously(llm_api: ScrapydServer, openapi: dict,
                     "timeout_ms": 15000},
         "async_mode": False,
     }
+    assert_matches(openapi, "BatchSubmit", body)  # the document describes it
     answer = accepted(llm_api, body, status=200)
     assert_matches(openapi, "BatchResults", answer)
     assert answer["status"] == "completed"
@@ -122,13 +124,15 @@ def test_runo_body_answers_synchronously(llm_api: ScrapydServer, openapi: dict,
     assert batch["options"]["timeout_per_url"] == 15.0
 
 
-def test_spidra_bodies(llm_api: ScrapydServer, site: ExampleSite, store: BatchStore,
-                       fake_llm: FakeLLM) -> None:
+def test_spidra_bodies(llm_api: ScrapydServer, openapi: dict, site: ExampleSite,
+                       store: BatchStore, fake_llm: FakeLLM) -> None:
     text = seed("002_b5f16249844c1ccb.txt")
     prompt = "Extract the product name, price, and availability"
     assert f'"prompt": "{prompt}",\n      "output": "json"' in text
     urls = [site.url(f"/plain/{n}") for n in (1, 2, 3)]
-    prompt_only = accepted(llm_api, {"urls": urls, "prompt": prompt, "output": "json"})
+    spidra = {"urls": urls, "prompt": prompt, "output": "json"}
+    assert_matches(openapi, "BatchSubmit", spidra)
+    prompt_only = accepted(llm_api, spidra)
     batch = finished(llm_api, prompt_only["batch_id"])
     assert batch["status"] == "completed" and batch["schema"] is None
     for item, n in zip(batch["items"], (1, 2, 3), strict=True):
@@ -153,8 +157,8 @@ def test_spidra_bodies(llm_api: ScrapydServer, site: ExampleSite, store: BatchSt
 
 
 @pytest.mark.browser
-def test_alterlab_body(llm_api: ScrapydServer, site: ExampleSite, store: BatchStore,
-                       receiver: Receiver) -> None:
+def test_alterlab_body(llm_api: ScrapydServer, openapi: dict, site: ExampleSite,
+                       store: BatchStore, receiver: Receiver) -> None:
     assert '"formats": ["text", "markdown"],\n            "cost_controls": { "max_tier": "3" }' \
         in seed("004_fa3ba8cf1f03b42f.txt")
     body = {
@@ -166,6 +170,7 @@ def test_alterlab_body(llm_api: ScrapydServer, site: ExampleSite, store: BatchSt
         ],
         "webhook_url": receiver.url,
     }
+    assert_matches(openapi, "BatchSubmit", body)
     answer = accepted(llm_api, body)
     assert "secret" in answer["webhook"]
     batch = finished(llm_api, answer["batch_id"])

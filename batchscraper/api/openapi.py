@@ -130,7 +130,9 @@ def _schemas() -> dict[str, Any]:
                 "extraction_schema": {**schema_value, "description": "alias of schema"},
                 "prompt": {"type": "string", "maxLength": 4000},
                 "extraction_prompt": {"type": "string", "description": "alias of prompt"},
-                "options": obj(_option_schemas(), additionalProperties=False),
+                "options": obj({**_option_schemas(), "timeout_ms": {
+                    "type": "number", "description": "Runo's: timeout_per_url in milliseconds"}},
+                    additionalProperties=False),
                 "webhook": webhook,
                 "webhook_url": {"type": "string", "format": "uri",
                                 "description": "alias of webhook.url (a secret is generated)"},
