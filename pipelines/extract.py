@@ -320,7 +320,8 @@ class ExtractPipeline:
             batch_id=item.batch_id, url=url, markdown=page.markdown, schema=schema,
             prompt=prompt, max_calls=options.max_llm_calls,
             max_cost_usd=options.max_cost_usd,
-            deadline=time.monotonic() + self.config.item_deadline, **extra,
+            deadline=time.monotonic() + self.config.item_deadline,
+            cache=options.store_content, **extra,
         )
 
     def _ground(self, values: dict[str, Any], index: PageIndex,

@@ -14,9 +14,11 @@ from scrapy.settings import Settings
 
 from batchscraper.exceptions import BatchInputError
 from batchscraper.inputs import Limits, parse_batch, parse_more_urls, parse_options
+from batchscraper.llm.ledger import LLMLedger
 from batchscraper.store import BatchStore, utcnow
 from batchscraper.webhooks import OUTBOX
 from tests.conftest import assert_counters_match_items, batch_id_from
+from tests.fakellm import FakeLLM, fake_llm_fixture, fake_llm_server_fixture  # noqa: F401
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
 URLS = ["https://a.example/1", "https://a.example/2"]
@@ -121,3 +123,29 @@ def test_store_content_false_keeps_records_only(crawl, site, store: BatchStore) 
     assert batch["expires_at"] - batch["created_at"] == dt.timedelta(days=1)
     for item in store.iter_items(batch_id):  # a content-only batch: metadata, no page kept
         assert item["data"]["title"] and item["content"] is None
+
+
+def test_cached_llm_answers_go_with_the_last_batch_that_used_them(store: BatchStore) -> None:
+    ledger = LLMLedger(store.db)
+    doomed = store.create_batch(parse_batch(URLS, SCHEMA, options={"expires_in": 60}))["_id"]
+    other = store.create_batch(parse_batch(URLS, SCHEMA))["_id"]
+    ledger.cache_put(f"only-{doomed}", "m", "{}", 1, 1, doomed)
+    ledger.cache_put(f"shared-{doomed}", "m", "{}", 1, 1, doomed)
+    assert ledger.cache_get(f"shared-{doomed}", other) is not None  # used by another batch
+    store.sweep_expired(utcnow() + dt.timedelta(seconds=61))
+    assert ledger.cache_get(f"only-{doomed}", other) is None
+    shared = store.db["llm_cache"].find_one({"_id": f"shared-{doomed}"})
+    assert shared is not None and shared["batches"] == [other]
+
+
+@pytest.mark.slow
+def test_store_content_false_keeps_no_llm_answers(crawl, site, store: BatchStore,
+                                                  fake_llm: FakeLLM) -> None:
+    settings = fake_llm.settings(BATCH_LLM_CACHE_ENABLED=True)
+    result = crawl(urls=site.url("/plain/5"), prompt="Extract the product name and price",
+                   render_js="never", store_content="false", settings=settings)
+    batch_id = batch_id_from(result)
+    (item,) = store.iter_items(batch_id)
+    assert item["status"] == "completed" and item["data"]["name"] == "Plain 5"
+    assert item["content"] is None and fake_llm.calls >= 1
+    assert store.db["llm_cache"].count_documents({"batches": batch_id}) == 0

@@ -95,6 +95,7 @@ class PageTask:
     max_calls: int | None = None
     max_cost_usd: float | None = None
     deadline: float | None = None  # time.monotonic() after which no attempt starts
+    cache: bool = True  # False: no answer of this batch is read from or kept in llm_cache
 
 
 Messages = tuple[dict[str, str], ...]
@@ -214,7 +215,7 @@ class LLMExtractor:
             exchange.text = answer.text
             exchange.messages = retry_messages
             key = retry_key
-        await self._remember(key, answer)
+        await self._remember(task, key, answer)
         return exchange
 
     async def _repair(
@@ -240,7 +241,7 @@ class LLMExtractor:
         except ValueError:
             self._stat("bad_output")
             return None
-        await self._remember(key, answer)
+        await self._remember(task, key, answer)
         return repaired
 
     # -- calls -----------------------------------------------------------------------
@@ -249,8 +250,8 @@ class LLMExtractor:
         self, task: PageTask, key: str, messages: Variants, usage: Usage
     ) -> _Answer:
         """The answer to ``messages``: from the cache, or from budgeted attempts."""
-        if self.ledger is not None and self.config.cache_enabled:
-            cached = await asyncio.to_thread(self.ledger.cache_get, key)
+        if self.ledger is not None and self.config.cache_enabled and task.cache:
+            cached = await asyncio.to_thread(self.ledger.cache_get, key, task.batch_id)
             if cached is not None:
                 usage.cache_hits += 1
                 self._stat("cache_hits")
@@ -341,13 +342,14 @@ class LLMExtractor:
             return None
         return delay
 
-    async def _remember(self, key: str, answer: _Answer) -> None:
+    async def _remember(self, task: PageTask, key: str, answer: _Answer) -> None:
         """Cache a fresh answer that proved usable."""
         result = answer.fresh
-        if result is None or self.ledger is None or not self.config.cache_enabled:
+        if result is None or self.ledger is None or not self.config.cache_enabled \
+                or not task.cache:
             return
         await asyncio.to_thread(self.ledger.cache_put, key, self.config.model, result.text,
-                                result.tokens_in, result.tokens_out)
+                                result.tokens_in, result.tokens_out, task.batch_id)
 
     async def _reserve(self, task: PageTask) -> None:
         if self.ledger is None or (task.max_calls is None and task.max_cost_usd is None):

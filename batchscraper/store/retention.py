@@ -1,12 +1,13 @@
 """Retention: what expires is removed, with what was derived from it.
 
 A batch with ``expires_at`` (``expires_in``, or ``BATCH_RETENTION_DAYS``) is
-removed then, with its items, its screenshots (GridFS), its Idempotency-Keys
-and its pending webhook events; a batch with ``content_retention_days`` keeps
-its records, but their page ``content`` and screenshots are dropped that many
-days after each item finished. MongoDB's TTL indexes remove expired batch and
-item documents on their own (``expires_at``); GridFS files need this sweep,
-which also does the rest where TTL is not enforced (the embedded server).
+removed then, with its items, its screenshots (GridFS), its Idempotency-Keys,
+its webhook events and the cached LLM answers no other batch used; a batch
+with ``content_retention_days`` keeps its records, but their page ``content``
+and screenshots are dropped that many days after each item finished. MongoDB's
+TTL indexes remove expired batch and item documents on their own
+(``expires_at``); GridFS files and cached answers need this sweep, which also
+does the rest where TTL is not enforced (the embedded server).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import gridfs
 from bson import ObjectId
 
+from batchscraper.llm.ledger import CACHE_COLLECTION
 from batchscraper.store.base import StoreBase, utcnow
 from batchscraper.webhooks import OUTBOX
 
@@ -44,6 +46,9 @@ class BatchRetention(StoreBase):
         self.items.delete_many({"batch_id": batch_id})
         self.db["idempotency"].delete_many({"batch_id": batch_id})
         self.db[OUTBOX].delete_many({"batch_id": batch_id})
+        cache = self.db[CACHE_COLLECTION]  # answers derived only from this batch go with it
+        cache.delete_many({"batches": [batch_id]})
+        cache.update_many({"batches": batch_id}, {"$pull": {"batches": batch_id}})
         self.batches.delete_one({"_id": batch_id})
 
     def _drop_old_content(self, now: dt.datetime) -> int:
