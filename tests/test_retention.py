@@ -149,3 +149,11 @@ def test_store_content_false_keeps_no_llm_answers(crawl, site, store: BatchStore
     assert item["status"] == "completed" and item["data"]["name"] == "Plain 5"
     assert item["content"] is None and fake_llm.calls >= 1
     assert store.db["llm_cache"].count_documents({"batches": batch_id}) == 0
+
+
+def test_items_of_a_batch_removed_by_ttl_are_swept(store: BatchStore) -> None:
+    batch_id = store.create_batch(parse_batch(URLS, SCHEMA, options={"expires_in": 60}))["_id"]
+    store.batches.delete_one({"_id": batch_id})  # what MongoDB's TTL monitor does
+    assert store.sweep_expired(utcnow() + dt.timedelta(seconds=61))["batches"] >= 1
+    assert store.items.count_documents({"batch_id": batch_id}) == 0
+    assert store.db["expiring"].count_documents({"_id": batch_id}) == 0

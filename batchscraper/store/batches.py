@@ -22,6 +22,7 @@ from batchscraper.store.transitions import ItemTransitions, initial_counters
 from batchscraper.webhooks import OUTBOX, batch_completed_event
 
 INSERT_CHUNK = 1_000
+EXPIRING = "expiring"  # {_id: batch id, expires_at}: what the retention sweep will remove
 
 
 def new_batch_id() -> str:
@@ -69,9 +70,12 @@ class BatchLifecycle(ItemTransitions):
                     for doc in docs:
                         doc["expires_at"] = expires_at
                 self.items.insert_many(docs, ordered=False)
+            if expires_at is not None:  # the sweep finds it here even once TTL removed the batch
+                self.db[EXPIRING].insert_one({"_id": batch_id, "expires_at": expires_at})
             self.batches.insert_one(batch)
         except Exception:
             self.items.delete_many({"batch_id": batch_id})
+            self.db[EXPIRING].delete_one({"_id": batch_id})
             raise
         return batch
 

@@ -4,10 +4,11 @@ A batch with ``expires_at`` (``expires_in``, or ``BATCH_RETENTION_DAYS``) is
 removed then, with its items, its screenshots (GridFS), its Idempotency-Keys,
 its webhook events and the cached LLM answers no other batch used; a batch
 with ``content_retention_days`` keeps its records, but their page ``content``
-and screenshots are dropped that many days after each item finished. MongoDB's
-TTL indexes remove expired batch and item documents on their own
-(``expires_at``); GridFS files and cached answers need this sweep, which also
-does the rest where TTL is not enforced (the embedded server).
+and screenshots are dropped that many days after each item finished. A TTL index
+makes MongoDB remove an expired batch document on its own (``expires_at``);
+everything else goes in this sweep, which finds the batches that expired in
+``expiring`` (written with the batch, kept until the sweep), so it also works
+where TTL is not enforced (the embedded server).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bson import ObjectId
 
 from batchscraper.llm.ledger import CACHE_COLLECTION
 from batchscraper.store.base import StoreBase, utcnow
+from batchscraper.store.batches import EXPIRING
 from batchscraper.webhooks import OUTBOX
 
 SCREENSHOTS = "screenshots"
@@ -32,8 +34,9 @@ class BatchRetention(StoreBase):
         """One sweep; how many batches were removed, items lost their content, and
         screenshot files were deleted."""
         now = now or utcnow()
-        expired = [doc["_id"] for doc in self.batches.find({"expires_at": {"$lte": now}},
-                                                           {"_id": 1})]
+        due = {"expires_at": {"$lte": now}}
+        expired = sorted({doc["_id"] for doc in self.db[EXPIRING].find(due, {"_id": 1})}
+                         | {doc["_id"] for doc in self.batches.find(due, {"_id": 1})})
         for batch_id in expired:
             self.remove_batch(batch_id)
         dropped = self._drop_old_content(now)
@@ -50,6 +53,7 @@ class BatchRetention(StoreBase):
         cache.delete_many({"batches": [batch_id]})
         cache.update_many({"batches": batch_id}, {"$pull": {"batches": batch_id}})
         self.batches.delete_one({"_id": batch_id})
+        self.db[EXPIRING].delete_one({"_id": batch_id})
 
     def _drop_old_content(self, now: dt.datetime) -> int:
         dropped = 0
