@@ -54,6 +54,16 @@ URL_OPTION_SCHEMAS: dict[str, Any] = {
 }
 
 
+# options whose values need more than a name (numeric ranges come from OPTION_RANGES)
+OPTION_SCHEMAS: dict[str, Any] = {
+    "expires_in": {"type": ["integer", "string", "null"],
+                   "description": 'seconds, or "7d", "12h", "30m", "90s" (60 s to 3650 days)'},
+    "store_content": {"type": "boolean", "description": "false: records only, no page kept"},
+    "ignore_invalid_urls": {"type": "boolean",
+                            "description": "bad entries become failed INVALID_URL items"},
+}
+
+
 def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -82,7 +92,7 @@ def _option_schemas() -> dict[str, Any]:
                 schema["type"] = [schema["type"], "null"]
             out[option.name] = schema
         else:
-            out[option.name] = {}
+            out[option.name] = OPTION_SCHEMAS.get(option.name, {})
     return out
 
 
