@@ -80,8 +80,13 @@ class BatchClient:
         tags: list[str] | None = None,
         compare_to: str | None = None,
         ignore_fields: list[str] | None = None,
+        wait: float | None = None,
     ) -> dict[str, Any]:
-        """``POST /batches``; returns the 202 body (``batch_id``, ``status``, ``total``, ...)."""
+        """``POST /batches``; returns the 202 body (``batch_id``, ``status``, ``total``, ...).
+
+        ``wait`` (seconds, at most 60; small batches only): the server answers 200 with the
+        ``results`` in input order when the batch ends within it, else the usual 202 body.
+        """
         body = {
             key: value
             for key, value in (
@@ -92,7 +97,15 @@ class BatchClient:
             if value is not None
         }
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self._json("POST", "/batches", body, headers)
+        return self._json("POST", f"/batches{_query(wait=wait)}", body, headers)
+
+    def append(
+        self, batch_id: str, urls: list[Any], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /batches/{id}/urls``: URLs added to the batch (reopened if it ended);
+        the 202 body says where they went (``appended: {first_index, count}``)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._json("POST", f"/batches/{_quote(batch_id)}/urls", {"urls": urls}, headers)
 
     def get(
         self, batch_id: str, *, page: int = 1, limit: int | None = None, status: str | None = None

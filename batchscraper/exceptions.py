@@ -45,6 +45,13 @@ class BatchInputError(BatchError):
     http_status = 400
 
 
+class LLMRequiredError(BatchInputError):
+    """Well-formed input this deployment cannot serve: a prompt without a schema needs an LLM
+    endpoint, and none is configured (HTTP 422, code ``INVALID_INPUT``)."""
+
+    http_status = 422
+
+
 class InvalidURLsError(BatchInputError):
     """One or more URLs are unusable; ``details`` lists them by index."""
 

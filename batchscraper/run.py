@@ -17,6 +17,7 @@ from scrapy.exceptions import NotConfigured
 
 from batchscraper.extraction.validation import RecordChecker, checker_for
 from batchscraper.inputs import BatchOptions
+from batchscraper.inputs.extraction import extraction_mode
 from batchscraper.store import BatchStore
 from batchscraper.writes import SerialWriter
 
@@ -24,6 +25,21 @@ if TYPE_CHECKING:
     from scrapy import Request
 
     from batchscraper.items import PageItem
+
+
+#: what a record without a schema is checked against (its size is bounded separately)
+FREE_FORM_SCHEMA: dict[str, Any] = {"type": "object"}
+
+
+@dataclass(frozen=True)
+class ItemPlan:
+    """How one item is extracted (see :mod:`batchscraper.inputs.extraction`)."""
+
+    schema: dict[str, Any] | None
+    prompt: str | None
+    formats: tuple[str, ...]
+    mode: str  # schema | prompt | content
+    own_schema: dict[str, Any] | None = None  # the URL's own extraction_schema
 
 
 @dataclass
@@ -43,21 +59,38 @@ class BatchRun:
     _checker: RecordChecker | None = field(default=None, init=False, repr=False)
 
     @property
-    def schema(self) -> dict[str, Any]:
-        return dict(self.batch["schema"])
+    def schema(self) -> dict[str, Any] | None:
+        """The batch's schema; None for a prompt-only or content-only batch."""
+        schema = self.batch.get("schema")
+        return dict(schema) if schema is not None else None
 
     @property
     def prompt(self) -> str | None:
         return self.batch.get("prompt")
 
-    def checker(self, timeout: float | None) -> RecordChecker:
-        """The compiled checker of the batch's schema, built once per crawl.
+    def plan(self, index: int) -> ItemPlan:
+        """How item ``index`` is extracted: its URL's own options, else the batch's."""
+        doc = self.inflight.get(index) or {}
+        own = doc.get("request") or {}
+        schema = own.get("extraction_schema") or self.schema
+        prompt = own.get("extraction_prompt") or self.prompt
+        formats = tuple(own.get("formats") or self.options.formats)
+        return ItemPlan(schema=schema, prompt=prompt, formats=formats,
+                        mode=extraction_mode(schema, prompt),
+                        own_schema=own.get("extraction_schema"))
 
+    def checker(self, timeout: float | None, schema: dict[str, Any] | None = None
+                ) -> RecordChecker:
+        """The compiled checker of ``schema`` (default: the batch's), built once per crawl.
+
+        A batch or URL without a schema is checked as a free-form object.
         ``ValidationFailedError`` when the stored schema cannot be compiled
         (raised again for every item that asks).
         """
+        if schema is not None:  # a URL's own schema (cached by checker_for)
+            return checker_for(self.batch_id, schema, timeout)
         if self._checker is None:
-            self._checker = checker_for(self.batch_id, self.schema, timeout)
+            self._checker = checker_for(self.batch_id, self.schema or FREE_FORM_SCHEMA, timeout)
         return self._checker
 
     def item_done(self, index: int) -> None:

@@ -143,7 +143,10 @@ BATCH_MAX_URLS = 10_000
 BATCH_MAX_TOTAL_ITEMS = 5_000
 BATCH_MAX_SCHEMA_BYTES = 65_536
 BATCH_MAX_SCHEMA_DEPTH = 32
+BATCH_RETENTION_DAYS = 0  # batches (items, content, screenshots) expire after this long; 0: kept
+BATCH_RETENTION_SWEEP_INTERVAL = 3600.0  # seconds between the Scrapyd sweeps of expired data
 BATCH_VALIDATION_TIMEOUT = 5.0  # seconds validating one item may take (VALIDATION_TIMEOUT)
+BATCH_FREE_FORM_MAX_BYTES = 65_536  # JSON size of a record without a schema (VALIDATION_FAILED)
 
 # How a spider works its share of a batch.
 BATCH_CLAIM_CHUNK = 64  # items leased per round trip to MongoDB
@@ -187,6 +190,9 @@ BATCH_API_MAX_ITEMS_LIMIT = 500  # largest `limit` of item pages
 BATCH_API_STREAM_CHUNK = 200  # items read per MongoDB round trip when streaming NDJSON
 BATCH_API_CHANGES_OVERLAP = 2.0  # seconds an answer's `as_of` (updated_after cursor) reaches back
 BATCH_API_IDEMPOTENCY_TTL = 86_400  # seconds an Idempotency-Key is remembered
+BATCH_SYNC_MAX_URLS = 50  # POST /batches?wait=SECONDS: at most this many URLs (more: 413 TOO_LARGE)
+BATCH_SYNC_MAX_WAIT = 60  # the largest wait= (seconds)
+BATCH_SYNC_POLL_INTERVAL = 0.25  # seconds between status reads of a waiting submit
 # On SIGTERM (or Ctrl-C) Scrapyd stops its crawls gracefully (their unfinished items go back
 # to pending) and waits this long for them before it kills them and exits.
 BATCH_API_SHUTDOWN_GRACE_SECONDS = 30.0

@@ -44,12 +44,19 @@ from batchscraper.exceptions import (
     ItemError,
     ValidationFailedError,
 )
-from batchscraper.extraction.content import PageContent, page_content, prepare_page, pruned_tree
+from batchscraper.extraction.content import (
+    PageContent,
+    page_content,
+    page_metadata,
+    prepare_page,
+    pruned_tree,
+)
 from batchscraper.extraction.heuristics import extraction_method, fill_missing
 from batchscraper.extraction.listing import structured_records, visible_record_count
 from batchscraper.extraction.shaping import tokens
 from batchscraper.extraction.structured import map_to_schema, parse_structured_data
 from batchscraper.extraction.validation import RecordChecker, ValidationSettings
+from batchscraper.inputs.extraction import kept_formats
 from batchscraper.items import PageItem
 from batchscraper.llm.client import load_client
 from batchscraper.llm.config import LLMConfig
@@ -58,7 +65,7 @@ from batchscraper.llm.grounding import PageIndex, grounded, strip_invented, stri
 from batchscraper.llm.ledger import LLMLedger
 from batchscraper.llm.merge import is_empty, merge_record_lists, shape_to_schema
 from batchscraper.llm.prompts import leaks_instructions
-from batchscraper.run import BatchRun, batch_run
+from batchscraper.run import FREE_FORM_SCHEMA, BatchRun, ItemPlan, batch_run
 from batchscraper.templates.step import TemplateStep
 
 logger = logging.getLogger(__name__)
@@ -155,15 +162,19 @@ class ExtractPipeline:
 
     async def _extract(self, item: PageItem) -> None:
         options = self.run.options
-        checker = self.run.checker(self.validation.timeout)
+        plan = self.run.plan(item.index)
+        checker = self.run.checker(self.validation.timeout, plan.own_schema)
         many = options.max_items_per_url > 1
         url = item.final_url or item.url
+        kept = kept_formats(plan.formats, plan.mode) if options.store_content else ()
+        if item.body is not None and kept:
+            item.content = await asyncio.to_thread(page_content, item.body, url, kept)
+        if plan.schema is None:
+            await self._schemaless(item, plan, checker, url)
+            return
         if item.body is not None:
             found = await asyncio.to_thread(structured_step, item.body, url, checker.schema, many,
                                             self.heuristics)
-            formats = tuple(options.formats)
-            if set(formats) - {"json"}:
-                item.content = await asyncio.to_thread(page_content, item.body, url, formats)
         else:
             found = StructuredResult([] if many else {}, {})
         for source in found.evidence.values():
@@ -171,15 +182,51 @@ class ExtractPipeline:
         # what was found stays on the item if a schema check below fails
         item.data, item.evidence = found.data or None, found.evidence or None
         if many:
-            await self._list_page(item, checker, found, url)
+            await self._list_page(item, checker, found, url, plan.prompt)
         else:
-            await self._single_page(item, checker, found, url)
+            await self._single_page(item, checker, found, url, plan.prompt)
+
+    # -- no schema: a free-form object from the LLM, or the page's metadata ---------------
+
+    async def _schemaless(
+        self, item: PageItem, plan: ItemPlan, checker: RecordChecker, url: str
+    ) -> None:
+        if plan.mode == "content":
+            if item.body is not None:
+                item.data = await asyncio.to_thread(page_metadata, item.body, url)
+            item.extraction = {"method": "content", "schema": None}
+            return
+        extractor = self.extractor
+        if extractor is None:  # refused at submit; a stored batch can outlive its LLM
+            item.fail(ExtractionError(
+                "a prompt-only extraction needs an LLM endpoint; none is configured"
+            ).to_dict())
+            return
+        self._stat("llm/pages")
+        page = await self._page(item, url, FREE_FORM_SCHEMA)
+        task = self._task(item, url, page, None, plan.prompt)
+        usage = Usage()
+        try:
+            value = await extractor.extract(task, lambda value: [], usage)
+        except ItemError as exc:
+            await self._llm_failed(item, exc, checker, {}, {}, usage)
+            return
+        finally:
+            self._usage(item, usage)
+        leaked = sorted(name for name, v in value.items() if leaks_instructions(v))
+        data = {name: v for name, v in value.items() if name not in leaked}
+        item.data = data or None
+        item.evidence = dict.fromkeys(data, "llm") or None
+        item.extraction = {"method": "llm", "schema": None, **self._usage_meta(usage)}
+        if leaked:
+            item.extraction["leaked"] = leaked
+            self._stat("llm/leaks", len(leaked))
 
     # -- one record per page ---------------------------------------------------------
 
     async def _single_page(
         self, item: PageItem, checker: RecordChecker, found: StructuredResult,
-        url: str,
+        url: str, prompt: str | None,
     ) -> None:
         data, evidence = dict(found.data), dict(found.evidence)
         # a record the page's markup (JSON-LD, microdata) made is trusted as it is; one
@@ -197,7 +244,7 @@ class ExtractPipeline:
         self._stat("llm/pages")
         kept = await asyncio.to_thread(checker.valid_values, data, ask)
         page = await self._page(item, url, checker.schema)
-        task = self._task(item, url, page, checker.sub_schema(ask), known=kept or None)
+        task = self._task(item, url, page, checker.sub_schema(ask), prompt, known=kept or None)
 
         def check(value: Any) -> list[str]:
             return checker.error_lines([{**kept, **value}], ask)
@@ -244,7 +291,7 @@ class ExtractPipeline:
 
     async def _list_page(
         self, item: PageItem, checker: RecordChecker, found: StructuredResult,
-        url: str,
+        url: str, prompt: str | None,
     ) -> None:
         limit = self.run.options.max_items_per_url
         records = list(found.data)[:limit]
@@ -261,7 +308,7 @@ class ExtractPipeline:
             return
         self._stat("llm/pages")
         page = await self._page(item, url, checker.schema)
-        task = self._task(item, url, page, checker.schema, max_records=limit)
+        task = self._task(item, url, page, checker.schema, prompt, max_records=limit)
         usage = Usage()
         try:
             value = await extractor.extract(task, checker.error_lines, usage)
@@ -300,13 +347,13 @@ class ExtractPipeline:
             return PageContent(markdown=text, text=text)
         return await asyncio.to_thread(prepare_page, item.body, url, wants_links(schema))
 
-    def _task(self, item: PageItem, url: str, page: PageContent, schema: dict[str, Any],
-              **extra: Any) -> PageTask:
+    def _task(self, item: PageItem, url: str, page: PageContent, schema: dict[str, Any] | None,
+              prompt: str | None, **extra: Any) -> PageTask:
         options = self.run.options
         return PageTask(
             batch_id=item.batch_id, url=url, markdown=page.markdown, schema=schema,
-            prompt=self.run.prompt, max_calls=options.max_llm_calls,
-            max_cost_usd=options.max_cost_usd, **extra,
+            prompt=prompt, max_calls=options.max_llm_calls,
+            max_cost_usd=options.max_cost_usd, cache=options.store_content, **extra,
         )
 
     def _ground(self, values: dict[str, Any], index: PageIndex,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,8 +72,11 @@ class ValidatePipeline:
             return item
         options = self.run.options
         many = isinstance(item.data, list)
+        plan = self.run.plan(item.index)
+        if plan.schema is None and not self._within_size(item):
+            return item
         try:
-            checker = self.run.checker(self.settings.timeout)
+            checker = self.run.checker(self.settings.timeout, plan.own_schema)
             found = await asyncio.to_thread(
                 verdict, checker, item.data, options.date_filter
             )
@@ -101,6 +105,18 @@ class ValidatePipeline:
                 ).to_dict()
             )
         return item
+
+    def _within_size(self, item: PageItem) -> bool:
+        """A record without a schema is checked as an object of bounded size only."""
+        size = len(json.dumps(item.data, ensure_ascii=False, default=str).encode())
+        limit = self.settings.free_form_max_bytes
+        if size <= limit:
+            return True
+        item.fail(ValidationFailedError(
+            f"the record is {size} bytes; a record without a schema may have"
+            f" {limit} (BATCH_FREE_FORM_MAX_BYTES)"
+        ).to_dict())
+        return False
 
     async def _within_quota(self, item: PageItem, records: list[Any]) -> list[Any]:
         """The records the batch's ``max_total_items`` still has room for."""

@@ -149,6 +149,8 @@ class FakeLLM:
         if messages[-1]["role"] == "user" and len(messages) > 2 and not page:
             return _repaired(messages)
         properties = schema.get("properties") or {}
+        if not schema and "There is no answer schema" in user:
+            return json.dumps(_free_form(user, page))
         if "records" in properties:
             record_schema = properties["records"].get("items") or {}
             return json.dumps({"records": _records(page, record_schema)})
@@ -204,7 +206,7 @@ def _field(name: str, schema: dict[str, Any], page: str) -> Any:
         value = float(match.group(1).replace(",", "")) if match else None
     elif "currency" in words:
         value = "USD" if "$" in page else None
-    elif words & {"stock", "available"}:
+    elif words & {"stock", "available", "availability"}:
         value = True if "In stock" in page else (False if "Out of stock" in page else None)
     elif "author" in words:
         match = re.search(r"By (.+?) on", page)
@@ -229,6 +231,15 @@ def _labelled(name: str, schema: dict[str, Any], page: str) -> Any:
         number = re.search(r"-?\d+(?:\.\d+)?", value)
         return float(number.group(0)) if number else None
     return value
+FREE_FORM_WORDS = ("name", "title", "price", "currency", "sku", "brand", "availability",
+                   "author", "date")
+
+
+def _free_form(user: str, page: str) -> dict[str, Any]:
+    """A prompt-only answer: one key per field word the task names, read from the page."""
+    task = user.split("\n", 1)[0].lower()
+    named = [word for word in FREE_FORM_WORDS if re.search(rf"\b{word}\b", task)]
+    return {word: _field(word, {}, page) for word in named or ["title"]}
 
 
 def _records(page: str, schema: dict[str, Any]) -> list[dict[str, Any]]:

@@ -14,7 +14,10 @@ URL = "https://shop.example/p/1"
 
 CASES = {
     "no urls": ({"schema": SCHEMA}, "INVALID_INPUT: urls: missing"),
-    "no schema": ({"urls": URL}, "INVALID_INPUT: schema: missing"),
+    "prompt-only without an LLM": (
+        {"urls": URL, "prompt": "the title"},
+        "INVALID_INPUT: prompt: a prompt-only batch needs an LLM endpoint",
+    ),
     "ftp url": (
         {"urls": f"{URL},ftp://x.example/f", "schema": SCHEMA},
         "INVALID_URL: urls: 1 invalid: index 1 ('ftp://x.example/f')",

@@ -43,6 +43,7 @@ from batchscraper.api.gate import BodyGate, GatedRequest
 from batchscraper.api.jobs import CrawlShutdown, ScrapydJobs
 from batchscraper.api.nodes import RemoteJobs, parse_nodes
 from batchscraper.api.reconcile import BatchReconciler, ReconcileConfig, ReconcileService
+from batchscraper.api.retention import RetentionService
 from batchscraper.api.service import BatchService
 from batchscraper.store import store_for, utcnow
 from batchscraper.webhooks import WebhookConfig, WebhookOutbox
@@ -82,6 +83,9 @@ class BatchApi:
             raise ConfigError(f"batchscraper: cannot use MongoDB ({where}): {exc}") from None
         WebhookDelivery(outbox, self.config.webhook_policy).setServiceParent(root.app)
         CrawlShutdown(root, self.config.shutdown_grace).setServiceParent(root.app)
+        sweep_interval = settings.getfloat("BATCH_RETENTION_SWEEP_INTERVAL")
+        if sweep_interval > 0:  # expired batches, their screenshots, content past retention
+            RetentionService(store, sweep_interval).setServiceParent(root.app)
         reconcile = ReconcileConfig.from_settings(settings)
         if reconcile.enabled:  # no batch stays pending or running without a worker
             ReconcileService(

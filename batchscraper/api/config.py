@@ -54,6 +54,9 @@ class ApiConfig:
     shutdown_grace: float  # seconds Scrapyd's shutdown waits for its crawls, then kills them
     # webhook targets pass the crawl's SSRF guard (BATCH_ALLOWED_NETWORKS / _PORTS)
     webhook_policy: AddressPolicy = field(default_factory=AddressPolicy)
+    sync_max_urls: int = 50  # POST /batches?wait=...: the most URLs answered synchronously
+    sync_max_wait: int = 60  # ...and the longest wait, in seconds
+    sync_poll_interval: float = 0.25  # how often a waiting submit reads the batch's status
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiConfig:
@@ -68,13 +71,24 @@ class ApiConfig:
             stream_chunk=settings.getint("BATCH_API_STREAM_CHUNK"),
             changes_overlap=settings.getfloat("BATCH_API_CHANGES_OVERLAP"),
             idempotency_ttl=settings.getint("BATCH_API_IDEMPOTENCY_TTL"),
-            limits=Limits.from_settings(settings),
+            limits=Limits.from_settings(crawl_settings(settings)),
             nodes=node_list(settings.get("BATCH_API_NODES")),
             node_timeout=settings.getfloat("BATCH_API_NODE_TIMEOUT"),
             node_poll_interval=settings.getfloat("BATCH_API_NODE_POLL_INTERVAL"),
             shutdown_grace=settings.getfloat("BATCH_API_SHUTDOWN_GRACE_SECONDS"),
             webhook_policy=guard_policy(settings),
+            sync_max_urls=settings.getint("BATCH_SYNC_MAX_URLS"),
+            sync_max_wait=settings.getint("BATCH_SYNC_MAX_WAIT"),
+            sync_poll_interval=settings.getfloat("BATCH_SYNC_POLL_INTERVAL"),
         )
+
+
+def crawl_settings(settings: Settings) -> Settings:
+    """The settings the API's crawls run with: the API's, plus ``BATCH_API_JOB_SETTINGS``
+    (what submit checks depend on, such as whether an LLM endpoint is configured)."""
+    crawl = settings.copy()
+    crawl.setdict(crawl.getdict("BATCH_API_JOB_SETTINGS"), "cmdline")
+    return crawl
 
 
 def node_list(value: Any) -> list[str]:

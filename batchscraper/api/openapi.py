@@ -20,6 +20,7 @@ from batchscraper.api.openapi_changes import (
     event_webhooks,
 )
 from batchscraper.inputs import OPTION_RANGES, URL_KEYS, BatchOptions
+from batchscraper.inputs.extraction import FORMATS
 from batchscraper.schedules.openapi import SCHEDULE_ERRORS, schedule_paths, schedule_schemas
 from batchscraper.store import FINAL_BATCH_STATUSES, ITEM_STATUSES
 
@@ -39,7 +40,8 @@ ERRORS = {
     413: "Too many URLs or request body too large (TOO_LARGE)",
     415: "The body declares a type other than application/json (UTF-8) (UNSUPPORTED_MEDIA_TYPE)",
     422: "Invalid URLs (per-index details), schema, options or webhook "
-    "(INVALID_URL, INVALID_SCHEMA, INVALID_OPTION, INVALID_WEBHOOK); schedules: "
+    "(INVALID_URL, INVALID_SCHEMA, INVALID_OPTION, INVALID_WEBHOOK); a prompt without a "
+    "schema and no LLM endpoint configured (INVALID_INPUT); schedules: "
     + SCHEDULE_ERRORS,
     503: "Scrapyd has no such project, or the database is unreachable (SERVICE_UNAVAILABLE); "
     "the batch is stored but its job could not be queued (JOB_NOT_SCHEDULED, details.batch_id)",
@@ -52,8 +54,33 @@ PROXY = {
     "per domain, a failing one benched (PROXY_FAILED when all fail); served redacted "
     "(***:***); not with render_js always",
 }
-# options and per-URL keys whose schema is more than a range
-DESCRIBED = {"proxy": PROXY}
+FORMAT_LIST = {"type": "array", "items": {"enum": list(FORMATS)}, "minItems": 1}
+# the per-URL keys that need more than a name (the rest are described in the README)
+URL_OPTION_SCHEMAS: dict[str, Any] = {
+    "url": {"type": "string", "format": "uri"},
+    "proxy": PROXY,
+    "formats": {**FORMAT_LIST, "description": "this URL's kept content (overrides options)"},
+    "extraction_schema": {"type": ["object", "array", "string"],
+                          "description": "this URL's own schema (JSON Schema or field list)"},
+    "extraction_prompt": {"type": "string", "maxLength": 4000},
+    "extraction_profile": {"type": "string",
+                           "description": "auto (the batch's schema) or a built-in profile"},
+    "include_raw_html": {"type": "boolean", "description": "adds html to formats"},
+    "cache": {"type": "boolean", "description": "accepted (AlterLab); no effect yet"},
+    "cost_controls": {"type": "object", "description": "accepted (AlterLab tiers); no effect"},
+    "timeout": {"type": "number", "minimum": 1, "maximum": 300},
+}
+
+
+# options whose values need more than a name (numeric ranges come from OPTION_RANGES)
+OPTION_SCHEMAS: dict[str, Any] = {
+    "proxy": PROXY,
+    "expires_in": {"type": ["integer", "string", "null"],
+                   "description": 'seconds, or "7d", "12h", "30m", "90s" (60 s to 3650 days)'},
+    "store_content": {"type": "boolean", "description": "false: records only, no page kept"},
+    "ignore_invalid_urls": {"type": "boolean",
+                            "description": "bad entries become failed INVALID_URL items"},
+}
 
 
 def ref(name: str) -> dict[str, str]:
@@ -84,21 +111,24 @@ def _option_schemas() -> dict[str, Any]:
                 schema["type"] = [schema["type"], "null"]
             out[option.name] = schema
         else:
-            out[option.name] = DESCRIBED.get(option.name, {})
+            out[option.name] = OPTION_SCHEMAS.get(option.name, {})
     return out
 
 
 def _schemas() -> dict[str, Any]:
     counters = {"type": "object", "additionalProperties": {"type": "number"}}
     counters["required"] = ["total", *ITEM_STATUSES]
-    url_object = obj({key: DESCRIBED.get(key, {}) for key in sorted(URL_KEYS)}, ["url"])
-    url_object["properties"]["url"] = {"type": "string", "format": "uri"}
+    url_object = obj({key: {} for key in sorted(URL_KEYS)}, ["url"])
+    url_object["properties"].update(URL_OPTION_SCHEMAS)
     webhook = obj(
         {"url": {"type": "string", "format": "uri"}, "secret": {"type": "string"},
          **WEBHOOK_PROPERTIES}, ["url"]
     )
     webhook["additionalProperties"] = False
-    schema_value = {"type": ["object", "array"], "description": "JSON Schema or field list"}
+    schema_value = {"type": ["object", "array", "string"],
+                    "description": "JSON Schema, field list or profile:<name>; omitted: "
+                    "with a prompt the LLM answers a free-form object (prompt-only), without "
+                    "one each record is the page's metadata and content (content-only)"}
     return {
         "Error": obj(
             {
@@ -130,7 +160,9 @@ def _schemas() -> dict[str, Any]:
                 "extraction_schema": {**schema_value, "description": "alias of schema"},
                 "prompt": {"type": "string", "maxLength": 4000},
                 "extraction_prompt": {"type": "string", "description": "alias of prompt"},
-                "options": obj(_option_schemas(), additionalProperties=False),
+                "options": obj({**_option_schemas(), "timeout_ms": {
+                    "type": "number", "description": "Runo's: timeout_per_url in milliseconds"}},
+                    additionalProperties=False),
                 "webhook": webhook,
                 "webhook_url": {"type": "string", "format": "uri",
                                 "description": "alias of webhook.url (a secret is generated)"},
@@ -141,8 +173,32 @@ def _schemas() -> dict[str, Any]:
                 "tags": {"type": "array", "maxItems": 20,
                          "items": {"type": "string", "maxLength": 50}},
                 **SUBMIT_PROPERTIES,
+                "output": {"enum": ["json", "markdown"],
+                           "description": "Spidra's: markdown adds that format"},
+                "async_mode": {"type": "boolean",
+                               "description": "Runo's: false answers like ?wait=60 when the "
+                               "batch has at most BATCH_SYNC_MAX_URLS URLs"},
             },
             additionalProperties=False,
+        ),
+        "MoreUrls": obj(
+            {"urls": {"type": "array", "minItems": 1,
+                      "items": {"oneOf": [{"type": "string"}, url_object]}}},
+            ["urls"], additionalProperties=False,
+        ),
+        "UrlsAppended": extend(
+            "BatchSummary",
+            {"appended": obj({"first_index": {"type": "integer", "minimum": 0},
+                              "count": {"type": "integer", "minimum": 1}},
+                             ["first_index", "count"]),
+             "jobs": {"type": "array", "items": {"type": "string"}}},
+            ["appended", "jobs"],
+        ),
+        "BatchResults": extend(
+            "BatchSummary",
+            {"results": {"type": "array", "items": ref("ItemRecord"),
+                         "description": "every item's record, in input order"}},
+            ["results"],
         ),
         "BatchSummary": obj(
             {
@@ -163,6 +219,9 @@ def _schemas() -> dict[str, Any]:
                 "created_at": {"type": "string", "format": "date-time"},
                 "started_at": NULLABLE_TIME,
                 "finished_at": NULLABLE_TIME,
+                "expires_at": {**NULLABLE_TIME, "description": "when the batch, its items, "
+                               "content and screenshots are removed (expires_in, "
+                               "BATCH_RETENTION_DAYS); null: kept"},
                 "links": ref("Links"),
             },
             ["batch_id", "status", "total", "counters", "progress", "created_at", "links"],
@@ -170,13 +229,18 @@ def _schemas() -> dict[str, Any]:
         "BatchAccepted": extend(
             "BatchSummary",
             {"jobs": {"type": "array", "items": {"type": "string"}},
-             "webhook": obj({"url": {"type": "string"}, "secret": {"type": "string"}})},
+             "webhook": obj({"url": {"type": "string"}, "secret": {"type": "string"}}),
+             "invalid_urls": {
+                 "type": "array", "description": "ignore_invalid_urls: the entries stored as "
+                 "failed items (INVALID_URL)",
+                 "items": obj({"index": {"type": "integer"}, "url": {"type": "string"},
+                               "reason": {"type": "string"}}, ["index", "url", "reason"])}},
             ["jobs"],
         ),
         "BatchDetail": extend(
             "BatchState",
             {
-                "schema": {"type": "object"},
+                "schema": {"type": ["object", "null"]},
                 "prompt": {"type": ["string", "null"]},
                 "options": {"type": "object"},
                 "items": {"type": "array", "items": ref("ItemRecord")},
@@ -201,7 +265,8 @@ def _schemas() -> dict[str, Any]:
                      "delay": {"type": "number"}, "breaker": {"type": "string"}},
                     ["domain"])},
                 "jobs": {"type": "array", "items": obj(
-                    {"id": {"type": "string"}, "kind": {"enum": ["submit", "retry"]},
+                    {"id": {"type": "string"},
+                     "kind": {"enum": ["submit", "retry", "append", "reconcile"]},
                      "scheduled_at": {"type": "string"}, "active": {"type": "boolean"}},
                     ["id", "kind", "active"])},
                 "webhook": {"oneOf": [{"type": "null"}, obj(
@@ -317,10 +382,16 @@ def _paths() -> dict[str, Any]:
         "/batches": {
             "post": _operation(
                 "Submit a batch: validated, stored, scheduled as Scrapyd job(s)",
-                {202: _json("BatchAccepted", "Accepted (also for an Idempotency-Key replay)")},
+                {202: _json("BatchAccepted", "Accepted (also for an Idempotency-Key replay)"),
+                 200: _json("BatchResults", "With wait: the batch ended within it; every "
+                            "record in input order")},
                 [400, 401, 409, 413, 415, 422, 503],
                 parameters=[_param("Idempotency-Key", {"type": "string", "maxLength": 255},
-                                   "same key and body: the same batch", "header")],
+                                   "same key and body: the same batch", "header"),
+                            _param("wait", {"type": "integer", "minimum": 0, "maximum": 60},
+                                   "seconds to wait for the batch to end (at most "
+                                   "BATCH_SYNC_MAX_URLS URLs, else 413): 200 with the results "
+                                   "when it does, else the usual 202 (it keeps running)")],
                 requestBody={"required": True,
                              "content": {"application/json": {"schema": ref("BatchSubmit")}}},
             ),
@@ -362,6 +433,18 @@ def _paths() -> dict[str, Any]:
                 parameters=[page, limit, item_status, error_code, *item_reads,
                             _param("format", {"enum": ["json", "ndjson"]},
                                    "ndjson: stream (with content unless fields is given)")],
+            ),
+        },
+        "/batches/{batch_id}/urls": {
+            "parameters": [batch_id],
+            "post": _operation(
+                "Append URLs (indexes continue; a finished batch is reopened) in new job(s)",
+                {202: _json("UrlsAppended", "Appended (also for an Idempotency-Key replay)")},
+                [400, 401, 403, 404, 409, 413, 415, 422, 503],
+                parameters=[_param("Idempotency-Key", {"type": "string", "maxLength": 255},
+                                   "same key and body: the same URLs, appended once", "header")],
+                requestBody={"required": True,
+                             "content": {"application/json": {"schema": ref("MoreUrls")}}},
             ),
         },
         "/batches/{batch_id}/retry": {

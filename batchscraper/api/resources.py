@@ -7,6 +7,8 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from batchscraper.api.app import BatchApi
@@ -24,7 +26,12 @@ from batchscraper.api.itemquery import ItemQuery, read_item_query
 from batchscraper.api.jobs import new_job_ids
 from batchscraper.api.openapi import openapi_document
 from batchscraper.api.service import check_idempotency_key
-from batchscraper.api.submit import check_body_headers, read_json_body, read_submission
+from batchscraper.api.submit import (
+    check_body_headers,
+    read_json_body,
+    read_submission,
+    request_fingerprint,
+)
 from batchscraper.api.views import (
     batch_detail,
     batch_state,
@@ -63,13 +70,20 @@ class Batches(ApiResource):
         body = await deferToThread(read_json_body, request.content, config.max_body_bytes)
         submission = read_submission(body)
         key = check_idempotency_key(request.getHeader(b"idempotency-key"))
+        wait = query_int(request, "wait", 0, 0, config.sync_max_wait)
         self.api.jobs.check_available()
-        batch, replayed = await deferToThread(self.api.service.submit, caller, submission, key)
+        batch, replayed = await deferToThread(
+            self.api.service.submit, caller, submission, key,
+            max_urls=config.sync_max_urls if wait else None,
+        )
         job_ids = [job["id"] for job in batch.get("jobs", [])]
         if not replayed:  # a replayed batch's jobs were queued by the first request (or not: 503)
             queue_jobs(self.api, batch["_id"], job_ids)
         answer = batch_summary(batch, self.base(request))
         answer["jobs"] = job_ids
+        invalid = await deferToThread(self.api.service.invalid_urls, batch)
+        if invalid:
+            answer["invalid_urls"] = invalid
         if replayed:
             return JsonResponse(answer, 202, {"Idempotent-Replayed": "true"})
         if submission.webhook is not None:
@@ -77,7 +91,35 @@ class Batches(ApiResource):
             if submission.webhook.generated:
                 answer["webhook"]["secret"] = submission.webhook.secret
         location = answer["links"]["self"]
+        if submission.synchronous and not wait and batch["counters"]["total"] <= \
+                config.sync_max_urls:
+            wait = config.sync_max_wait  # Runo's async_mode: false
+        if wait:
+            done = await self._results_within(batch["_id"], wait, request)
+            if done is not None:
+                return JsonResponse({**answer, **done}, 200, {"Location": location})
         return JsonResponse(answer, 202, {"Location": location})
+
+    async def _results_within(
+        self, batch_id: str, seconds: float, request: Any
+    ) -> dict[str, Any] | None:
+        """The batch's state and every record in input order (``results``), if it ends
+        within ``seconds``; None when it is still running then (it keeps running)."""
+        clock: Any = reactor
+        deadline = clock.seconds() + seconds
+        while True:
+            batch = await deferToThread(self.api.service.store.get_batch, batch_id)
+            if batch["status"] in FINAL_BATCH_STATUSES:
+                break
+            if clock.seconds() >= deadline:
+                return None
+            await deferLater(clock, self.api.config.sync_poll_interval, lambda: None)
+        items, _ = await deferToThread(
+            self.api.service.items_page, batch, 1, batch["counters"]["total"], ItemQuery()
+        )
+        answer = batch_summary(batch, self.base(request))
+        answer["results"] = [item_record(doc) for doc in items]
+        return answer
 
     async def handle_GET(self, request: Any) -> JsonResponse:
         caller = self.caller(request)
@@ -116,6 +158,8 @@ class BatchResource(BatchPart):
             return Retry(self.api, self.batch_id)
         if path == b"changes":
             return Changes(self.api, self.batch_id)
+        if path == b"urls":
+            return MoreUrls(self.api, self.batch_id)
         return super().getChild(path, request)
 
     async def handle_GET(self, request: Any) -> JsonResponse:
@@ -245,6 +289,33 @@ class Retry(BatchPart):
         answer = batch_summary(batch, self.base(request))
         answer.update(retried=moved, jobs=job_ids)
         return JsonResponse(answer, 202)
+
+
+class MoreUrls(BatchPart):
+    """``/batches/{id}/urls``: URLs appended to the batch (reopened if it ended), in a new job."""
+
+    async def handle_POST(self, request: Any) -> JsonResponse:
+        caller = self.caller(request)
+        max_bytes = self.api.config.max_body_bytes
+        check_body_headers(request, max_bytes)
+        body = await deferToThread(read_json_body, request.content, max_bytes)
+        if not isinstance(body, dict) or set(body) != {"urls"}:
+            raise BatchInputError('body: {"urls": [...]} (strings or URL objects)')
+        key = check_idempotency_key(request.getHeader(b"idempotency-key"))
+        self.api.jobs.check_available()
+        batch, appended, replayed = await deferToThread(
+            self.api.service.append, caller, self.batch_id, body["urls"], key,
+            request_fingerprint(body),
+        )
+        job_ids: list[str] = []
+        if not replayed:
+            job_ids = new_job_ids(batch["options"]["parallel_jobs"])
+            await deferToThread(self.api.service.record_jobs, batch["_id"], job_ids, "append")
+            queue_jobs(self.api, batch["_id"], job_ids)
+        answer = batch_summary(batch, self.base(request))
+        answer.update(appended=appended, jobs=job_ids)
+        headers = {"Idempotent-Replayed": "true"} if replayed else {}
+        return JsonResponse(answer, 202, headers)
 
 
 class OpenApi(ApiResource):

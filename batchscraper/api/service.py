@@ -26,8 +26,10 @@ from batchscraper.exceptions import (
     BatchNotFoundError,
     IdempotencyConflictError,
     IdempotencyInProgressError,
+    InvalidURLsError,
+    TooLargeError,
 )
-from batchscraper.inputs import BatchSpec, parse_batch
+from batchscraper.inputs import BatchSpec, parse_batch, parse_more_urls
 from batchscraper.inputs.labels import data_field_paths
 from batchscraper.monitors import read_monitors
 from batchscraper.store import BatchStore, utcnow
@@ -63,6 +65,7 @@ class BatchService:
         key: str | None,
         *,
         extra: dict[str, Any] | None = None,
+        max_urls: int | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Store a new batch (or find the one this Idempotency-Key made); (batch, replayed).
 
@@ -77,6 +80,11 @@ class BatchService:
             if replayed is not None:
                 return replayed, True
         spec = self._spec(caller, submission)  # everything is validated before any write
+        if max_urls is not None and len(spec.urls) > max_urls:
+            raise TooLargeError(
+                f"wait: a synchronous answer is for at most {max_urls} URLs "
+                f"(BATCH_SYNC_MAX_URLS); this batch has {len(spec.urls)}: submit without wait"
+            )
         if submission.webhook is not None:
             check_webhook_target(submission.webhook.url, self.config.webhook_policy)
         if key is not None:
@@ -161,6 +169,19 @@ class BatchService:
         for item in self.store.iter_items(batch["_id"], page=self.config.stream_chunk):
             overrides = item.get("request")  # what the URL's object gave besides "url"
             yield {"url": item["url"], **overrides} if overrides else item["url"]
+
+    def invalid_urls(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """The entries kept as failed items by ``ignore_invalid_urls``: index, url, reason."""
+        if not (batch.get("failures") or {}).get(InvalidURLsError.code):
+            return []
+        docs = self.store.items.find(
+            {"batch_id": batch["_id"], "status": "failed"}, {"index": 1, "url": 1, "error": 1}
+        )
+        return sorted(
+            ({"index": doc["index"], "url": doc["url"], "reason": doc["error"]["message"]}
+             for doc in docs if (doc.get("error") or {}).get("code") == InvalidURLsError.code),
+            key=lambda entry: entry["index"],
+        )
 
     def record_jobs(self, batch_id: str, job_ids: list[str], kind: str) -> None:
         jobs = job_records(job_ids, kind)
@@ -273,6 +294,52 @@ class BatchService:
     def cancel(self, caller: Caller, batch_id: str) -> dict[str, Any]:
         self.get(caller, batch_id)
         return self.store.cancel_batch(batch_id, "batch cancelled through the API")
+
+    def append(
+        self, caller: Caller, batch_id: str, urls: Any, key: str | None, fingerprint: str
+    ) -> tuple[dict[str, Any], dict[str, int], bool]:
+        """Add ``urls`` to the caller's batch: (the batch, ``{first_index, count}``, replayed).
+
+        The same Idempotency-Key and body answer with the first request's range.
+        """
+        batch = self.get(caller, batch_id)
+        key_id = _key_id(caller, f"{batch_id}/urls\x00{key}") if key is not None else None
+        if key_id is not None:
+            done = self._appended(key_id, fingerprint)
+            if done is not None:
+                return batch, done, True
+        specs = parse_more_urls(urls, batch, self.config.limits)
+        if key_id is not None:
+            try:
+                self.idempotency.insert_one({"_id": key_id, "fingerprint": fingerprint,
+                                             "batch_id": batch_id, "appended": None,
+                                             "created_at": utcnow()})
+            except DuplicateKeyError:  # a concurrent request with the same key won
+                done = self._appended(key_id, fingerprint)
+                assert done is not None
+                return batch, done, True
+        try:
+            first = self.store.append_urls(batch_id, specs, self.config.limits.max_urls)
+        except Exception:
+            if key_id is not None:
+                self.idempotency.delete_one({"_id": key_id})
+            raise
+        appended = {"first_index": first, "count": len(specs)}
+        if key_id is not None:
+            self.idempotency.update_one({"_id": key_id}, {"$set": {"appended": appended}})
+        return self.store.get_batch(batch_id), appended, False
+
+    def _appended(self, key_id: str, fingerprint: str) -> dict[str, int] | None:
+        doc = self.idempotency.find_one({"_id": key_id})
+        if doc is None:
+            return None
+        if doc["fingerprint"] != fingerprint:
+            raise IdempotencyConflictError(
+                "Idempotency-Key was already used with a different request body")
+        if doc.get("appended") is None:
+            raise IdempotencyInProgressError(
+                "a request with this Idempotency-Key is still being processed")
+        return dict(doc["appended"])
 
     def retry(
         self, caller: Caller, batch_id: str, only_retryable: bool

@@ -2,8 +2,11 @@
 
 What the seed APIs call things is accepted too: ``fields`` (a field list) and
 ``extraction_schema`` for ``schema``, ``extraction_prompt`` for ``prompt``,
-``webhook_url`` for ``webhook: {"url"}``, and per-URL objects with ``mode``
-(handled by :func:`batchscraper.inputs.parse_urls`). URLs, schema, prompt
+``webhook_url`` for ``webhook: {"url"}``, Spidra's ``output`` (``markdown``
+adds that format), Runo's ``options.timeout_ms`` (for ``timeout_per_url``) and
+``async_mode`` (``false``: answer synchronously when the batch is small), and
+per-URL objects with ``mode`` and AlterLab's extraction keys (handled by
+:func:`batchscraper.inputs.parse_urls`). URLs, schema, prompt
 and options themselves are validated later by
 :func:`batchscraper.inputs.parse_batch`, the parser the CLI uses.
 """
@@ -33,8 +36,10 @@ PROMPT_NAMES = ("prompt", "extraction_prompt")
 WEBHOOK_NAMES = ("webhook", "webhook_url")
 BODY_KEYS = {
     *SCHEMA_NAMES, *PROMPT_NAMES, *WEBHOOK_NAMES, "urls", "options", "rerun_of", "name", "tags",
-    *COMPARE_KEYS, "monitors",
+    *COMPARE_KEYS, "monitors", "output", "async_mode",
 }
+OUTPUTS = ("json", "markdown")
+MS_PER_SECOND = 1000
 WEBHOOK_KEYS = {"url", "secret", "events", "metadata"}
 
 
@@ -73,6 +78,7 @@ class Submission:
     compare_to: Any = None
     ignore_fields: Any = None
     monitors: Any = None  # checked by batchscraper.monitors
+    synchronous: bool = False  # Runo's ``async_mode: false``: answer with the results if small
 
 
 def check_body_headers(request: Any, max_bytes: int) -> None:
@@ -147,21 +153,51 @@ def read_submission(body: Any) -> Submission:
     schema = _one_of(body, SCHEMA_NAMES)
     if "fields" in body and isinstance(schema, list):
         schema = [{"field": entry} if isinstance(entry, str) else entry for entry in schema]
+    async_mode = body.get("async_mode")
+    if async_mode is not None and not isinstance(async_mode, bool):
+        raise BatchInputError("async_mode: must be true or false")
     return Submission(
         urls=body.get("urls"),
         schema=schema,
         prompt=_one_of(body, PROMPT_NAMES),
-        options=body.get("options"),
+        options=_options(body.get("options"), body.get("output")),
+        synchronous=async_mode is False,
         webhook=_webhook(_one_of(body, WEBHOOK_NAMES)),
         rerun_of=rerun_of,
         labels=parse_labels(body.get("name"), body.get("tags")),
-        fingerprint=hashlib.sha256(
-            json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        ).hexdigest(),
+        fingerprint=request_fingerprint(body),
         compare_to=body.get("compare_to"),
         ignore_fields=body.get("ignore_fields"),
         monitors=body.get("monitors"),
     )
+
+
+def request_fingerprint(body: Any) -> str:
+    """Same body, same fingerprint: what an Idempotency-Key's replay compares."""
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def _options(options: Any, output: Any) -> Any:
+    """``options`` with the seed APIs' spellings resolved (checked later, like any option)."""
+    if output is not None and output not in OUTPUTS:
+        raise BatchInputError(f"output: one of {list(OUTPUTS)}")
+    if not isinstance(options, dict):
+        return {"formats": ["json", "markdown"]} if output == "markdown" and options is None \
+            else options
+    options = dict(options)
+    if "timeout_ms" in options:
+        if "timeout_per_url" in options:
+            raise BatchInputError("give only one of ['timeout_ms', 'timeout_per_url']")
+        milliseconds = options.pop("timeout_ms")
+        if isinstance(milliseconds, bool) or not isinstance(milliseconds, (int, float)):
+            raise BatchInputError("options.timeout_ms: must be a number")
+        options["timeout_per_url"] = milliseconds / MS_PER_SECOND
+    if output == "markdown":
+        formats = options.get("formats") or ["json"]
+        options["formats"] = [*formats, "markdown"] if isinstance(formats, list) else formats
+    return options
 
 
 def _one_of(body: dict[str, Any], names: tuple[str, ...]) -> Any:

@@ -49,6 +49,7 @@ def batch_summary(batch: dict[str, Any], base: str = "") -> dict[str, Any]:
         "created_at": batch["created_at"],
         "started_at": batch.get("started_at"),
         "finished_at": batch.get("finished_at"),
+        "expires_at": batch.get("expires_at"),
         "links": batch_links(batch["_id"], base),
     }
 

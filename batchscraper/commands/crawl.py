@@ -18,7 +18,13 @@ from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.crawler import Crawler
 
 from batchscraper.exceptions import BatchError, BatchInputError, BatchStateError
-from batchscraper.inputs import RUN_TIME_OPTIONS, Limits, parse_batch, parse_options
+from batchscraper.inputs import (
+    RUN_TIME_OPTIONS,
+    Limits,
+    parse_batch,
+    parse_more_urls,
+    parse_options,
+)
 from batchscraper.llm.config import LLMConfig
 from batchscraper.reextract import reextract_spec
 from batchscraper.store import store_for
@@ -63,6 +69,8 @@ class Command(ScrapyCrawlCommand):
         assert settings is not None
         if spargs.get("batch_id"):
             return self._checked_resume(spargs)
+        if spargs.get("append_to"):
+            return self._checked_resume(self._appended(spargs))
         inputs = {key: spargs.get(key) for key in INPUT_ARGS}
         passthrough = {k: v for k, v in spargs.items() if k.startswith("_")}
         source = spargs.get("reextract_from")
@@ -80,6 +88,28 @@ class Command(ScrapyCrawlCommand):
                               llm_configured=LLMConfig.from_settings(settings).configured,
                               **inputs, **option_args)
         return {"spec": spec, "reextract_from": source, **passthrough}
+
+    def _appended(self, spargs: dict[str, str]) -> dict[str, str]:
+        """``-a append_to=b_... -a urls=...``: the URLs added to that batch (reopened if it
+        ended); the crawl then works the batch like ``-a batch_id``."""
+        settings = self.settings
+        assert settings is not None
+        batch_id = spargs["append_to"]
+        given = {k: v for k, v in spargs.items() if k not in ("append_to", "urls")}
+        stray = sorted(k for k in given if k not in RUN_TIME_OPTIONS and not k.startswith("_"))
+        if stray:
+            raise BatchInputError(
+                f"append_to: cannot be combined with {stray}; the URLs get the batch's schema,"
+                f" prompt and options (only {list(RUN_TIME_OPTIONS)} can be given for this run)"
+            )
+        limits = Limits.from_settings(settings, read_files=True)
+        parse_options({k: v for k, v in given.items() if not k.startswith("_")})
+        store = store_for(settings.get("MONGO_URI") or None)
+        urls = parse_more_urls(spargs.get("urls"), store.get_batch(batch_id), limits)
+        first = store.append_urls(batch_id, urls, limits.max_urls)
+        sys.stderr.write(f"Appended {len(urls)} URLs to batch {batch_id} (indexes {first}-"
+                         f"{first + len(urls) - 1})\n")
+        return {"batch_id": batch_id, **given}
 
     def _checked_resume(self, spargs: dict[str, str]) -> dict[str, object]:
         """``-a batch_id``: an unfinished stored batch, with run-time options for this run only."""

@@ -176,3 +176,25 @@ def page_content(html: str, base_url: str, formats: tuple[str, ...]) -> dict[str
     if "markdown" in formats:
         content["markdown"] = page_markdown(html, base_url)
     return content or None
+
+
+def page_metadata(html: str, base_url: str) -> dict[str, str]:
+    """The record of a page read without a schema: title, description, language, canonical
+    URL (those the page states)."""
+    tree = _parse(html, base_url)
+    if tree is None:
+        return {}
+
+    def first(xpath: str) -> str:
+        values = [" ".join(str(v).split()) for v in tree.xpath(xpath)]
+        return next((value for value in values if value), "")
+
+    found = {
+        "title": first("//meta[@property='og:title']/@content") or first("//title/text()")
+        or first("//h1//text()"),
+        "description": first("//meta[@name='description']/@content")
+        or first("//meta[@property='og:description']/@content"),
+        "language": first("/html/@lang"),
+        "canonical_url": first("//link[@rel='canonical']/@href"),
+    }
+    return {key: value for key, value in found.items() if value}

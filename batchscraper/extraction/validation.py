@@ -47,13 +47,16 @@ Keyword = Callable[[Any, Any, Any, dict[str, Any]], Iterator[ValidationError]]
 
 @dataclass(frozen=True)
 class ValidationSettings:
-    """How long validating one record may take (``BATCH_VALIDATION_TIMEOUT``, seconds)."""
+    """How long validating one record may take (``BATCH_VALIDATION_TIMEOUT``, seconds), and
+    how large a record without a schema may be (``BATCH_FREE_FORM_MAX_BYTES``)."""
 
     timeout: float
+    free_form_max_bytes: int = 65_536
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> ValidationSettings:
-        return cls(timeout=settings.getfloat("BATCH_VALIDATION_TIMEOUT"))
+        return cls(timeout=settings.getfloat("BATCH_VALIDATION_TIMEOUT"),
+                   free_form_max_bytes=settings.getint("BATCH_FREE_FORM_MAX_BYTES"))
 
 
 # -- keywords --------------------------------------------------------------------------

@@ -22,9 +22,22 @@ from batchscraper.exceptions import (
     BatchInputError,
     InvalidOptionError,
     InvalidURLsError,
+    LLMRequiredError,
     TooLargeError,
 )
+from batchscraper.inputs.extraction import (
+    NEEDS_LLM,
+    URL_EXTRACTION_KEYS,
+    check_formats,
+    url_extraction,
+)
+from batchscraper.inputs.retention import (
+    MAX_CONTENT_RETENTION_DAYS,
+    content_kept_problems,
+    expires_in_seconds,
+)
 from batchscraper.inputs.schemas import SchemaLimits, parse_schema
+from batchscraper.llm.config import LLMConfig
 from batchscraper.proxies import ProxyEndpoint, parse_proxies, redacted
 from batchscraper.render import BROWSER_KEYS, check_browser_options
 
@@ -37,10 +50,12 @@ MODE_ALIASES = {
     "headless": "always",
     "fetch": "never",
 }
-FORMATS = ("json", "markdown", "text", "html")
 GROUNDING_MODES = ("auto", "flag", "strict")
 TEMPLATE_MODES = ("auto", "off", "only")
-URL_KEYS = {"url", "render_js", "mode", "wait_for", "headers", "timeout", "proxy", *BROWSER_KEYS}
+URL_KEYS = {
+    "url", "render_js", "mode", "wait_for", "headers", "timeout", "proxy", *BROWSER_KEYS,
+    *URL_EXTRACTION_KEYS,
+}
 # the browser's connections go through the crawl's egress guard, which does not chain to
 # user proxies: a page that must go through a proxy is never rendered
 PROXY_WITH_BROWSER = "a proxy cannot be used with render_js 'always' (the browser path has none)"
@@ -52,7 +67,8 @@ MAX_LISTED_URL_ERRORS = 10  # in the message
 
 @dataclass(frozen=True)
 class Limits:
-    """Batch-size limits; the defaults come from ``BATCH_MAX_*`` settings."""
+    """What this deployment accepts: batch sizes (``BATCH_MAX_*`` settings), and whether an
+    LLM endpoint is configured (a batch without a schema but with a prompt needs one)."""
 
     max_urls: int = 10_000
     max_total_items: int = 5_000
@@ -60,11 +76,15 @@ class Limits:
     # ``@file`` arguments are read from this machine's disk: the command line's
     # privilege only; over HTTP an ``@`` reference is an error, never a file read
     read_files: bool = False
+    llm_configured: bool = True
+    default_expires_in: int | None = None  # seconds: BATCH_RETENTION_DAYS (None: keep)
 
     @classmethod
     def from_settings(cls, settings: Any, *, read_files: bool = False) -> Limits:
         return cls(
             read_files=read_files,
+            llm_configured=LLMConfig.from_settings(settings).configured,
+            default_expires_in=round(settings.getfloat("BATCH_RETENTION_DAYS") * 86_400) or None,
             max_urls=settings.getint("BATCH_MAX_URLS"),
             max_total_items=settings.getint("BATCH_MAX_TOTAL_ITEMS"),
             schema=SchemaLimits(
@@ -85,15 +105,28 @@ class UrlSpec:
     timeout: float | None = None
     browser: dict[str, Any] | None = None  # actions, screenshot, cookies, user_agent, viewport
     proxy: tuple[ProxyEndpoint, ...] | None = None
+    # formats, extraction_schema, extraction_prompt, cache, cost_controls (inputs.extraction)
+    extraction: dict[str, Any] | None = None
+    # why the entry is not a usable URL (``ignore_invalid_urls``: stored as a failed item)
+    invalid: str | None = None
 
     def fetch_key(self) -> str:
         """Identical keys are fetched once (duplicate URLs share one fetch)."""
         proxies = [proxy.url for proxy in self.proxy] if self.proxy else None
         return json.dumps(
             [self.url, self.render_js, self.wait_for, self.headers, self.timeout, self.browser,
-             proxies],
+             proxies, self.extraction],
             sort_keys=True,
         )
+
+    def request(self) -> dict[str, Any]:
+        """What the URL's object gave besides ``url``, as stored on its item."""
+        given = {
+            "render_js": self.render_js, "wait_for": self.wait_for, "headers": self.headers,
+            "timeout": self.timeout,
+        }
+        return {key: value for key, value in given.items() if value is not None} | (
+            self.browser or {}) | (self.extraction or {})
 
 
 @dataclass(frozen=True)
@@ -123,6 +156,10 @@ class BatchOptions:
     timeout_per_url: float = 30.0
     render_js: str = "auto"
     fail_fast: bool = False
+    ignore_invalid_urls: bool = False
+    expires_in: int | None = None  # seconds; None: kept (see inputs.retention)
+    content_retention_days: int | None = None
+    store_content: bool = True
     formats: tuple[str, ...] = ("json",)
     date_filter: DateFilter | None = None
     retries: int = 2
@@ -154,9 +191,11 @@ OPTION_RANGES: dict[str, tuple[str, float, float]] = {
     "max_llm_calls": ("int", 0, 10_000_000),
     "max_cost_usd": ("float", 0, 1_000_000),
     "max_age": ("int", 0, 31_536_000),  # seconds; a year
+    "content_retention_days": ("int", 1, MAX_CONTENT_RETENTION_DAYS),
 }
 # options whose default is "no limit"
-NULLABLE_OPTIONS = frozenset({"max_llm_calls", "max_cost_usd"})
+NULLABLE_OPTIONS = frozenset({"max_llm_calls", "max_cost_usd", "expires_in",
+                              "content_retention_days"})
 OPTION_NAMES = {f.name for f in fields(BatchOptions)}
 # what a resumed batch (``-a batch_id=...``) may change for one run; the rest shapes its records
 RUN_TIME_OPTIONS = ("concurrency", "timeout_per_url", "retries")
@@ -167,7 +206,7 @@ class BatchSpec:
     """A fully validated batch, ready to be stored."""
 
     urls: list[UrlSpec]
-    schema: dict[str, Any]
+    schema: dict[str, Any] | None  # None: prompt-only or content-only (inputs.extraction)
     prompt: str | None = None
     options: BatchOptions = field(default_factory=BatchOptions)
 
@@ -197,34 +236,108 @@ def parse_batch(
             problems.append((name, exc))
             return None
 
-    url_specs = checked("urls", _required_urls, urls, limits)
-    schema_doc = checked("schema", _required_schema, schema, limits)
+    try:  # first, for ignore_invalid_urls; its problems are listed after the URLs'
+        batch_options: BatchOptions | None = parse_options(options, limits, **option_args)
+        options_problem = None
+    except BatchInputError as exc:
+        batch_options, options_problem = None, exc
+    ignore = batch_options is not None and batch_options.ignore_invalid_urls
+    url_specs = checked("urls", _required_urls, urls, limits, ignore)
+    schema_doc = checked("schema", _optional_schema, schema, limits)
     prompt_text = checked("prompt", parse_prompt, prompt)
-    batch_options = checked("options", parse_options, options, limits, **option_args)
-    if schema_doc is not None and batch_options is not None:
+    if options_problem is not None:
+        problems.append(("options", options_problem))
+    schema_ok = schema_doc is not None or schema in (None, "")
+    if schema_ok and batch_options is not None:
         checked("options", check_date_filter, batch_options.date_filter, schema_doc)
+        checked("options", check_schemaless_options, batch_options, schema_doc)
     if url_specs is not None and batch_options is not None:
         checked("urls", check_proxied_urls, url_specs, batch_options)
+        checked("options", check_content_kept, batch_options, url_specs)
+    if schema_ok and not limits.llm_configured:
+        checked("prompt", check_llm_for_prompt, schema_doc, prompt_text)
+        if url_specs is not None:
+            checked("urls", check_llm_for_url_prompts, url_specs, schema_doc)
     if problems:
         raise input_problems(problems)
+    assert batch_options is not None
     return BatchSpec(urls=url_specs, schema=schema_doc, prompt=prompt_text, options=batch_options)
 
 
-def _required_urls(urls: Any, limits: Limits) -> list[UrlSpec]:
+def parse_more_urls(
+    urls: Any, batch: Mapping[str, Any], limits: Limits = Limits()
+) -> list[UrlSpec]:
+    """URLs to append to the stored ``batch``, checked as its own URLs were (its
+    ``ignore_invalid_urls``; a URL prompt without a schema needs an LLM)."""
+    stored = batch["options"]
+    options = parse_options(stored, replace(limits, max_total_items=stored["max_total_items"]))
+    try:
+        specs = _required_urls(urls, limits, options.ignore_invalid_urls)
+        if not limits.llm_configured:
+            check_llm_for_url_prompts(specs, batch.get("schema"))
+    except BatchInputError as exc:  # reported as for a new batch: field, code, index
+        raise input_problems([("urls", exc)]) from None
+    return specs
+
+
+def _required_urls(urls: Any, limits: Limits, ignore_invalid: bool) -> list[UrlSpec]:
     if urls is None or urls == "":
         raise BatchInputError("urls: missing; give a list, a comma-separated string or @file")
-    return parse_urls(urls, limits)
+    return parse_urls(urls, limits, ignore_invalid=ignore_invalid)
 
 
-def _required_schema(schema: Any, limits: Limits) -> dict[str, Any]:
+def _optional_schema(schema: Any, limits: Limits) -> dict[str, Any] | None:
+    """The batch's schema; None when there is none (prompt-only or content-only)."""
     if schema is None or schema == "":
-        raise BatchInputError("schema: missing; give a JSON Schema, a field list or @file")
+        return None
     return parse_schema(_read_at_file(schema, "schema", limits), limits.schema)
 
 
-def check_date_filter(date_filter: DateFilter | None, schema: dict[str, Any]) -> None:
+def check_llm_for_prompt(schema: dict[str, Any] | None, prompt: str | None) -> None:
+    """A prompt without a schema is answered by an LLM only."""
+    if schema is None and prompt:
+        raise LLMRequiredError(f"prompt: {NEEDS_LLM}")
+
+
+def check_llm_for_url_prompts(urls: list[UrlSpec], schema: dict[str, Any] | None) -> None:
+    """URLs whose ``extraction_prompt`` has no schema (their own or the batch's) need an LLM."""
+    problems = [
+        {"index": index, "url": spec.url, "reason": NEEDS_LLM}
+        for index, spec in enumerate(urls)
+        if spec.extraction and spec.extraction.get("extraction_prompt")
+        and schema is None and not spec.extraction.get("extraction_schema")
+    ]
+    if problems:
+        raise LLMRequiredError(
+            f"urls: {len(problems)} with extraction_prompt and no schema: {NEEDS_LLM}",
+            details=problems[:MAX_REPORTED_URL_ERRORS],
+        )
+
+
+def check_schemaless_options(options: BatchOptions, schema: dict[str, Any] | None) -> None:
+    """Options that need the batch's schema: list pages and the date filter."""
+    if schema is not None:
+        return
+    problems = []
+    if options.max_items_per_url > 1:
+        problems.append({"option": "max_items_per_url",
+                         "message": "max_items_per_url: above 1 needs a schema"})
+    if options.date_filter is not None:
+        problems.append({"option": "date_filter", "message": "date_filter: needs a schema"})
+    if problems:
+        raise InvalidOptionError("; ".join(p["message"] for p in problems), details=problems)
+
+
+def check_content_kept(options: BatchOptions, urls: list[UrlSpec]) -> None:
+    """``store_content: false`` and nothing that would keep page content."""
+    problems = content_kept_problems(options.store_content, options.formats, urls)
+    if problems:
+        raise InvalidOptionError("; ".join(p["message"] for p in problems), details=problems)
+
+
+def check_date_filter(date_filter: DateFilter | None, schema: dict[str, Any] | None) -> None:
     """A ``date_filter`` must name a field of the schema, or it would filter nothing."""
-    fields = schema.get("properties")
+    fields = schema.get("properties") if schema is not None else None
     if date_filter is None or not isinstance(fields, dict) or date_filter.field in fields:
         return
     message = (f"date_filter.field: {date_filter.field!r} is not a field of the schema;"
@@ -276,8 +389,14 @@ def parse_prompt(prompt: Any) -> str | None:
 # -- URLs --------------------------------------------------------------------
 
 
-def parse_urls(raw: Any, limits: Limits = Limits()) -> list[UrlSpec]:
-    """Parse URLs from a list, JSON text, a separated string, or ``@file``."""
+def parse_urls(
+    raw: Any, limits: Limits = Limits(), *, ignore_invalid: bool = False
+) -> list[UrlSpec]:
+    """Parse URLs from a list, JSON text, a separated string, or ``@file``.
+
+    ``ignore_invalid``: a bad entry does not refuse the list; it is kept as a
+    :class:`UrlSpec` whose ``invalid`` says why (its item is stored failed).
+    """
     entries = _url_entries(raw, limits)
     if not entries:
         raise InvalidURLsError("urls: the list is empty")
@@ -289,10 +408,12 @@ def parse_urls(raw: Any, limits: Limits = Limits()) -> list[UrlSpec]:
     problems: list[dict[str, Any]] = []
     for index, entry in enumerate(entries):
         try:
-            specs.append(_url_spec(entry))
+            specs.append(_url_spec(entry, limits))
         except ValueError as exc:
             problems.append({"index": index, "url": _shown(entry), "reason": str(exc)})
-    if problems:
+            if ignore_invalid:
+                specs.append(UrlSpec(url=_shown(entry), invalid=str(exc)))
+    if problems and not ignore_invalid:
         shown = "; ".join(f"index {p['index']} ({p['url']!r}): {p['reason']}"
                           for p in problems[:MAX_LISTED_URL_ERRORS])
         more = len(problems) - MAX_LISTED_URL_ERRORS
@@ -351,7 +472,7 @@ def _url_entries_from_file(path: Path) -> list[Any]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def _url_spec(entry: Any) -> UrlSpec:
+def _url_spec(entry: Any, limits: Limits) -> UrlSpec:
     if isinstance(entry, str):
         return UrlSpec(url=check_url(entry))
     if not isinstance(entry, dict):
@@ -392,6 +513,7 @@ def _url_spec(entry: Any) -> UrlSpec:
         timeout=timeout,
         browser=check_browser_options(entry),
         proxy=proxy,
+        extraction=url_extraction(entry, limits.schema),
     )
 
 
@@ -467,7 +589,9 @@ def parse_options(raw: Any = None, limits: Limits = Limits(), **option_args: Any
     if values.get("proxy") and values.get("render_js") == "always":
         message = f"proxy: {PROXY_WITH_BROWSER}"
         raise InvalidOptionError(message, details=[{"option": "proxy", "message": message}])
-    return replace(BatchOptions(max_total_items=limits.max_total_items), **values)
+    defaults = BatchOptions(max_total_items=limits.max_total_items,
+                            expires_in=limits.default_expires_in)
+    return replace(defaults, **values)
 
 
 def _option_value(name: str, value: Any, limits: Limits) -> Any:
@@ -483,16 +607,12 @@ def _option_value(name: str, value: Any, limits: Limits) -> Any:
         if text not in RENDER_MODES:
             raise InvalidOptionError(f"render_js: must be one of {list(RENDER_MODES)}")
         return text
-    if name in ("fail_fast", "robots_txt"):
+    if name == "expires_in":
+        return expires_in_seconds(value)
+    if name in ("fail_fast", "robots_txt", "ignore_invalid_urls", "store_content"):
         return _boolean(name, value)
     if name == "formats":
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list) or not items:
-            raise InvalidOptionError(f"formats: must be a list of {list(FORMATS)}")
-        bad = [item for item in items if item not in FORMATS]
-        if bad:
-            raise InvalidOptionError(f"formats: unknown {bad}; allowed: {list(FORMATS)}")
-        return tuple(dict.fromkeys(items))
+        return check_formats(value, InvalidOptionError)
     if name == "date_filter":
         return _date_filter(value)
     if name == "proxy":

@@ -60,7 +60,8 @@ def parse_labels(name: Any, tags: Any) -> Labels:
 def batch_overview(spec: BatchSpec) -> dict[str, Any]:
     """What the batch list shows besides counters: the busiest domains (URLs each), how many
     domains, the schema's field paths."""
-    hosts = Counter(urlsplit(entry.url).hostname or "" for entry in spec.urls)
+    hosts = Counter(urlsplit(entry.url).hostname or "" for entry in spec.urls
+                    if entry.invalid is None)
     return {
         "domains": [{"domain": host, "urls": n} for host, n in hosts.most_common(TOP_DOMAINS)],
         "domain_count": len(hosts),

@@ -49,7 +49,7 @@ class ChatRequest:
     """
 
     messages: tuple[dict[str, str], ...]
-    schema: dict[str, Any]
+    schema: dict[str, Any] | None  # None: any JSON object (json_object mode)
     prompt_messages: tuple[dict[str, str], ...] | None = None
     max_tokens: int = 4096  # the answer's token cap
     timeout: float | None = None  # seconds for the answer (None: the configured timeout)

@@ -89,12 +89,13 @@ class PageTask:
     batch_id: str
     url: str
     markdown: str
-    schema: dict[str, Any]
+    schema: dict[str, Any] | None  # None: a free-form JSON object (a prompt-only batch)
     prompt: str | None = None
     known: dict[str, Any] | None = None
     max_records: int = 1
     max_calls: int | None = None
     max_cost_usd: float | None = None
+    cache: bool = True  # False: no answer of this batch is read from or kept in llm_cache
 
 
 Messages = tuple[dict[str, str], ...]
@@ -221,8 +222,8 @@ class LLMExtractor:
             exchange.text = answer.text
             exchange.messages = retry_messages
             # the usable answer also answers the first request: a re-run makes no call
-            await self._remember(retry_key, answer)
-        await self._remember(key, answer)
+            await self._remember(task, retry_key, answer)
+        await self._remember(task, key, answer)
         return exchange
 
     async def _repair(
@@ -248,7 +249,7 @@ class LLMExtractor:
         except ValueError:
             self._stat("bad_output")
             return None
-        await self._remember(key, answer)
+        await self._remember(task, key, answer)
         return repaired
 
     # -- calls -----------------------------------------------------------------------
@@ -257,8 +258,8 @@ class LLMExtractor:
         self, task: PageTask, key: str, messages: Variants, usage: Usage
     ) -> _Answer:
         """The answer to ``messages``: from the cache, or from budgeted attempts."""
-        if self.ledger is not None and self.config.cache_enabled:
-            cached = await asyncio.to_thread(self.ledger.cache_get, key)
+        if self.ledger is not None and self.config.cache_enabled and task.cache:
+            cached = await asyncio.to_thread(self.ledger.cache_get, key, task.batch_id)
             if cached is not None:
                 usage.cache_hits += 1
                 self._stat("cache_hits")
@@ -353,13 +354,14 @@ class LLMExtractor:
             return None
         return delay
 
-    async def _remember(self, key: str, answer: _Answer) -> None:
+    async def _remember(self, task: PageTask, key: str, answer: _Answer) -> None:
         """Cache a fresh answer that proved usable."""
         result = answer.fresh
-        if result is None or self.ledger is None or not self.config.cache_enabled:
+        if result is None or self.ledger is None or not self.config.cache_enabled \
+                or not task.cache:
             return
         await asyncio.to_thread(self.ledger.cache_put, key, self.config.model, result.text,
-                                result.tokens_in, result.tokens_out)
+                                result.tokens_in, result.tokens_out, task.batch_id)
 
     async def _reserve(self, task: PageTask) -> None:
         if self.ledger is None or (task.max_calls is None and task.max_cost_usd is None):
@@ -398,10 +400,12 @@ class LLMExtractor:
 
     # -- shapes ------------------------------------------------------------------------
 
-    def _answer_schema(self, task: PageTask) -> dict[str, Any]:
-        return answer_schema(task.schema, task.max_records)
+    def _answer_schema(self, task: PageTask) -> dict[str, Any] | None:
+        return answer_schema(task.schema, task.max_records) if task.schema is not None else None
 
     def _shape(self, task: PageTask, answer: dict[str, Any], usage: Usage) -> Any:
+        if task.schema is None:
+            return answer  # free-form: any JSON object (its size is bounded at validation)
         if task.max_records <= 1:
             return shape_to_schema(answer, task.schema, usage.trimmed)
         records = answer.get(LIST_KEY)

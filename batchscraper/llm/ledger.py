@@ -1,7 +1,9 @@
 """What the LLM path keeps in MongoDB: the answer cache, the call budget, the record quota.
 
 * ``llm_cache``: ``_id`` = hash of (model, prompt, schema, content); the
-  answer text and its token usage. A TTL index expires old answers.
+  answer text and its token usage, and the ``batches`` that used it. A TTL index
+  expires old answers; an answer only expired batches used goes with the last of them
+  (:mod:`batchscraper.store.retention`).
 * ``batches.llm_budget`` ``{calls, cost_usd}``: reserved before each call
   with a conditional ``$inc``, so parallel workers of one batch never go
   past ``max_llm_calls`` together; cost is added once the answer is in.
@@ -46,14 +48,20 @@ class LLMLedger:
 
     # -- cache -------------------------------------------------------------------
 
-    def cache_get(self, key: str) -> dict[str, Any] | None:
-        """The cached answer for ``key``: ``{text, tokens_in, tokens_out}``, or None."""
-        return self.cache.find_one({"_id": key}, {"text": 1, "tokens_in": 1, "tokens_out": 1})
+    def cache_get(self, key: str, batch_id: str) -> dict[str, Any] | None:
+        """The cached answer for ``key``: ``{text, tokens_in, tokens_out}``, or None; the
+        answer notes that ``batch_id`` used it (retention removes it with its last batch)."""
+        return self.cache.find_one_and_update(
+            {"_id": key}, {"$addToSet": {"batches": batch_id}},
+            {"text": 1, "tokens_in": 1, "tokens_out": 1},
+        )
 
-    def cache_put(self, key: str, model: str, text: str, tokens_in: int, tokens_out: int) -> None:
+    def cache_put(self, key: str, model: str, text: str, tokens_in: int, tokens_out: int,
+                  batch_id: str) -> None:
         """Remember an answer; a concurrent writer of the same key wins harmlessly."""
         doc = {"_id": key, "model": model, "text": text, "tokens_in": tokens_in,
-               "tokens_out": tokens_out, "created_at": dt.datetime.now(dt.UTC)}
+               "tokens_out": tokens_out, "created_at": dt.datetime.now(dt.UTC),
+               "batches": [batch_id]}
         with contextlib.suppress(DuplicateKeyError):
             self.cache.insert_one(doc)
 

@@ -52,11 +52,19 @@ def _shingles(text: str) -> set[str]:
 _SYSTEM_SHINGLES = _shingles(SYSTEM_PROMPT)
 
 
+#: the answer format of a request without a schema (a prompt-only batch)
+FREE_FORM_ANSWER = (
+    "There is no answer schema: reply with one JSON object whose keys (snake_case) name what "
+    "the task asks for, and whose values are copied from the page (null when it does not "
+    "state them). JSON only."
+)
+
+
 @dataclass(frozen=True)
 class PromptParts:
     """Everything a request for one page (or chunk) is built from."""
 
-    schema: dict[str, Any]
+    schema: dict[str, Any] | None
     prompt: str | None
     page: str
     url: str
@@ -90,7 +98,9 @@ def user_message(parts: PromptParts, schema_in_prompt: bool) -> str:
             f"The page is long and sent in parts; this is part {parts.part[0]} of "
             f"{parts.part[1]}. Use null for what this part does not show."
         )
-    if schema_in_prompt:
+    if parts.schema is None:
+        lines.append(FREE_FORM_ANSWER)
+    elif schema_in_prompt:
         lines.append("Answer schema (JSON Schema); reply with JSON only:\n"
                      + json.dumps(parts.schema, ensure_ascii=False, sort_keys=True))
     else:
@@ -221,9 +231,10 @@ def _nullable(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def response_format(mode: str, schema: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``response_format`` of a request in ``mode`` (None: plain text)."""
-    if mode == "json_schema":
+def response_format(mode: str, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``response_format`` of a request in ``mode`` (None: plain text); a request
+    without a schema asks for any JSON object."""
+    if mode == "json_schema" and schema is not None:
         strict = strict_schema(schema)
         return {
             "type": "json_schema",
@@ -233,7 +244,7 @@ def response_format(mode: str, schema: dict[str, Any]) -> dict[str, Any] | None:
                 "strict": strict is not None,
             },
         }
-    if mode == "json_object":
+    if mode in ("json_schema", "json_object"):
         return {"type": "json_object"}
     return None
 
@@ -254,13 +265,15 @@ _DEFAULT_ITEMS = 20
 _MIN_BUDGET = 256
 
 
-def output_budget(schema: dict[str, Any], cap: int) -> int:
+def output_budget(schema: dict[str, Any] | None, cap: int) -> int:
     """The answer's token cap (``max_tokens``): what ``schema``'s values can need, at most ``cap``.
 
     Sized from the schema (fields, nested objects, arrays by ``maxItems``,
     strings by ``maxLength``) so that a model stuck repeating itself is cut off
     early; an answer that still hits the cap is retried with a larger one.
     """
+    if schema is None:  # a free-form answer: only the cap bounds it
+        return cap
     return max(min(_MIN_BUDGET, cap), min(cap, _OVERHEAD_TOKENS + _size(schema, "")))
 
 

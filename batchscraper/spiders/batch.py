@@ -305,10 +305,11 @@ class BatchSpider(scrapy.Spider):
     def _answers_schema(self, html: str, url: str) -> bool:
         """Whether the page's structured data alone makes a record that satisfies the schema:
         then the browser could add nothing, and the page is never rendered."""
-        if self.run.options.max_items_per_url > 1:
+        schema = self.run.schema
+        if self.run.options.max_items_per_url > 1 or schema is None:
             return False
         try:
-            checker = checker_for(self.run.batch_id, self.run.schema, self.validation.timeout)
+            checker = checker_for(self.run.batch_id, schema, self.validation.timeout)
             data, _ = map_to_schema(parse_structured_data(html, url), checker.schema)
             return bool(data) and not checker.fields_to_ask(data)
         except BatchError:  # the checker's own failures: the pipelines will say what they are

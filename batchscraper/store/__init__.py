@@ -16,8 +16,8 @@ All methods are blocking pymongo calls: the Scrapy side calls them through
 :mod:`~batchscraper.store.base` (client, indexes, transactions, helpers),
 :mod:`~batchscraper.store.transitions` (item statuses and their moves),
 :mod:`~batchscraper.store.batches` (lifecycle), :mod:`~batchscraper.store.leases`,
-:mod:`~batchscraper.store.results` (records, screenshots, domain health) and
-:mod:`~batchscraper.store.reads`.
+:mod:`~batchscraper.store.results` (records, screenshots, domain health),
+:mod:`~batchscraper.store.reads` and :mod:`~batchscraper.store.retention`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from batchscraper.store.batches import (
 from batchscraper.store.leases import ItemLeases
 from batchscraper.store.reads import ItemReads
 from batchscraper.store.results import BREAKER_SEVERITY, ItemResults, merge_domain_health
+from batchscraper.store.retention import BatchRetention
 from batchscraper.store.transitions import (
     ITEM_STATUSES,
     ItemStatus,
@@ -66,7 +67,7 @@ __all__ = [
 ]
 
 
-class BatchStore(BatchLifecycle, ItemLeases, ItemResults, ItemReads):
+class BatchStore(BatchLifecycle, ItemLeases, ItemResults, ItemReads, BatchRetention):
     """Batches and items in one MongoDB database."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -11,22 +12,22 @@ from pymongo.client_session import ClientSession
 from pymongo.errors import DuplicateKeyError
 
 from batchscraper.events import batch_started_event
-from batchscraper.exceptions import BatchStateError
-from batchscraper.inputs import BatchSpec
+from batchscraper.exceptions import BatchStateError, InvalidURLsError
+from batchscraper.inputs import BatchSpec, UrlSpec
 from batchscraper.inputs.labels import batch_overview
 from batchscraper.monitors import alert_event, monitor_results
 from batchscraper.proxies import SECRETS, redacted, secrets_document
 from batchscraper.store.base import (
-    COUNTER_KEYS,
     FINAL_BATCH_STATUSES,
     final_status,
     item_id,
     utcnow,
 )
-from batchscraper.store.transitions import ItemTransitions
+from batchscraper.store.transitions import ItemTransitions, initial_counters
 from batchscraper.webhooks import OUTBOX, batch_completed_event
 
 INSERT_CHUNK = 1_000
+EXPIRING = "expiring"  # {_id: batch id, expires_at}: what the retention sweep will remove
 
 
 def new_batch_id() -> str:
@@ -47,6 +48,8 @@ class BatchLifecycle(ItemTransitions):
         batch_id = new_batch_id()
         now = utcnow()
         total = len(spec.urls)
+        expires_in = spec.options.expires_in
+        expires_at = now + dt.timedelta(seconds=expires_in) if expires_in else None
         batch = {
             "_id": batch_id,
             "status": "pending",
@@ -57,10 +60,11 @@ class BatchLifecycle(ItemTransitions):
             "schema": spec.schema,
             "prompt": spec.prompt,
             "options": spec.options.to_dict(),
-            "counters": {key: 0 for key in COUNTER_KEYS} | {"total": total, "pending": total},
-            "failures": {},  # failed items per error code
+            # failed items per error code under "failures"
+            **initial_counters(total, {InvalidURLsError.code: invalid_count(spec)}),
             "error": None,
             "overview": batch_overview(spec),
+            "expires_at": expires_at,  # a TTL index removes it then (and the retention sweep)
             **(extra or {}),
         }
         first_of, copies = duplicate_groups(spec)  # once per batch, not per chunk
@@ -73,17 +77,37 @@ class BatchLifecycle(ItemTransitions):
                 self.db[SECRETS].insert_one(secrets)
             for start in range(0, total, INSERT_CHUNK):
                 docs = self._item_docs(batch_id, spec, first_of, copies, start, INSERT_CHUNK)
+                if expires_at is not None:
+                    for doc in docs:
+                        doc["expires_at"] = expires_at
                 self.items.insert_many(docs, ordered=False)
+            if expires_at is not None:  # the sweep finds it here even once TTL removed the batch
+                self.db[EXPIRING].insert_one({"_id": batch_id, "expires_at": expires_at})
             self.batches.insert_one(batch)
         except Exception:
             self.items.delete_many({"batch_id": batch_id})
             self.db[SECRETS].delete_one({"_id": batch_id})
+            self.db[EXPIRING].delete_one({"_id": batch_id})
             raise
         return batch
 
     def proxy_secrets(self, batch_id: str) -> dict[str, Any] | None:
         """The batch's proxy URLs with their credentials (never served by the API)."""
         return self.db[SECRETS].find_one({"_id": batch_id})
+
+    def append_urls(self, batch_id: str, urls: list[UrlSpec], max_total: int) -> int:
+        """Add ``urls`` after the batch's items (reopening it if it ended); their first index.
+
+        Duplicates among them share a fetch, as in a new batch.
+        """
+        spec = BatchSpec(urls=urls, schema=None)
+        first_of, copies = duplicate_groups(spec)
+        failed = invalid_count(spec)
+        return self.append_items(
+            batch_id, len(urls), failed,
+            lambda first: self._item_docs(batch_id, spec, first_of, copies, 0, len(urls), first),
+            max_total,
+        )
 
     @staticmethod
     def _item_docs(
@@ -93,11 +117,14 @@ class BatchLifecycle(ItemTransitions):
         copies: dict[int, list[int]],
         start: int,
         count: int,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
-        """The pending item documents of ``count`` URLs from ``start``."""
+        """The pending item documents of ``count`` URLs from ``start``; ``offset``: the batch
+        index of ``spec.urls[0]`` (URLs appended to a batch)."""
         docs = []
-        for index in range(start, min(start + count, len(spec.urls))):
-            url = spec.urls[index]
+        for position in range(start, min(start + count, len(spec.urls))):
+            url = spec.urls[position]
+            index = offset + position
             doc: dict[str, Any] = {
                 "_id": item_id(batch_id, index),
                 "batch_id": batch_id,
@@ -106,25 +133,20 @@ class BatchLifecycle(ItemTransitions):
                 "status": "pending",
                 "attempts": 0,
             }
-            overrides: dict[str, Any] = {
-                key: value
-                for key, value in (
-                    ("render_js", url.render_js),
-                    ("wait_for", url.wait_for),
-                    ("headers", url.headers),
-                    ("timeout", url.timeout),
-                )
-                if value is not None
-            }
-            overrides.update(url.browser or {})
+            if url.invalid is not None:  # kept as a failed item (ignore_invalid_urls)
+                error = InvalidURLsError(url.invalid).to_dict()
+                doc.update(status="failed", error=error, finished_at=utcnow(), data=None)
+                docs.append(doc)
+                continue
+            overrides = url.request()
             if url.proxy:
                 overrides["proxy"] = redacted(url.proxy)
             if overrides:
                 doc["request"] = overrides
-            if index in first_of:
-                doc["dup_of"] = first_of[index]
-            elif index in copies:
-                doc["duplicates"] = copies[index]
+            if position in first_of:
+                doc["dup_of"] = offset + first_of[position]
+            elif position in copies:
+                doc["duplicates"] = [offset + i for i in copies[position]]
             docs.append(doc)
         return docs
 
@@ -220,12 +242,19 @@ class BatchLifecycle(ItemTransitions):
         self.batches.update_one({"_id": batch_id}, {"$set": {"error": error}})
 
 
+def invalid_count(spec: BatchSpec) -> int:
+    """Entries of the list that are not URLs (kept with ``ignore_invalid_urls``)."""
+    return sum(url.invalid is not None for url in spec.urls)
+
+
 def duplicate_groups(spec: BatchSpec) -> tuple[dict[int, int], dict[int, list[int]]]:
     """Duplicate URLs of a batch: each duplicate's first index, and each first's duplicates."""
     first_index: dict[str, int] = {}
     first_of: dict[int, int] = {}
     copies: dict[int, list[int]] = {}
     for index, url in enumerate(spec.urls):
+        if url.invalid is not None:
+            continue
         first = first_index.setdefault(url.fetch_key(), index)
         if first != index:
             first_of[index] = first

@@ -26,6 +26,7 @@ import datetime as dt
 import re
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -34,13 +35,16 @@ from pymongo.client_session import ClientSession
 
 from batchscraper.changes import change_increments
 from batchscraper.exceptions import (
+    BatchNotFoundError,
     BatchStateError,
     CancelledError,
+    InvalidURLsError,
     ItemError,
     NothingToRetryError,
+    TooLargeError,
     WorkerLostError,
 )
-from batchscraper.store.base import item_id, utcnow
+from batchscraper.store.base import COUNTER_KEYS, StoreBase, item_id, utcnow
 from batchscraper.store.events import FinishEvents
 
 
@@ -97,6 +101,16 @@ def counters_for_transition(old: ItemStatus, new: ItemStatus, count: int = 1) ->
     if count == 0:
         return {}
     return {f"counters.{old}": -count, f"counters.{new}": count}
+
+
+def initial_counters(total: int, failed: dict[str, int]) -> dict[str, Any]:
+    """A new batch's ``counters`` and ``failures``: every item pending, except those stored
+    failed from the start (``failed``: how many per error code, e.g. ``INVALID_URL``)."""
+    dead = sum(failed.values())
+    counters = {key: 0 for key in COUNTER_KEYS} | {
+        "total": total, "pending": total - dead, "failed": dead}
+    return {"counters": counters, "failures": {failure_code({"code": code}): n
+                                               for code, n in failed.items() if n}}
 
 
 def failure_code(error: dict[str, Any] | None) -> str:
@@ -333,7 +347,9 @@ class ItemTransitions(FinishEvents):
                 f"batch {batch_id} is {batch['status']}; only a finished batch"
                 " (completed, partial, failed) can be retried"
             )
-        query: dict[str, Any] = {"batch_id": batch_id, "status": "failed"}
+        # an entry that was never a URL (ignore_invalid_urls) stays failed
+        query: dict[str, Any] = {"batch_id": batch_id, "status": "failed",
+                                 "error.code": {"$ne": InvalidURLsError.code}}
         if only_retryable:
             query["error.retryable"] = True
         reset = {
@@ -368,6 +384,60 @@ class ItemTransitions(FinishEvents):
                 f"batch {batch_id} has no {'retryable ' if only_retryable else ''}failed items"
             )
         return moved
+
+    def append_items(
+        self,
+        batch_id: str,
+        count: int,
+        failed: int,
+        item_docs: Callable[[int], list[dict[str, Any]]],
+        max_total: int,
+    ) -> int:
+        """New items at the end of a batch (``count``, of which ``failed`` are stored failed
+        with ``INVALID_URL``); returns their first index.
+
+        ``item_docs(first)`` makes their documents once their indexes are known. The batch's
+        ``total`` is the precondition of the counter write, so concurrent appends get
+        consecutive ranges; a finished batch (completed, partial, failed) is reopened:
+        ``pending`` again, for a new job. A cancelled batch stays cancelled (INVALID_STATE).
+        """
+
+        def work(session: ClientSession | None) -> int:
+            while True:
+                batch = self.batches.find_one({"_id": batch_id}, session=session)
+                if batch is None:
+                    raise BatchNotFoundError(f"no batch {batch_id!r}")
+                if batch["status"] == "cancelled" or batch.get("cancel_requested"):
+                    raise BatchStateError(
+                        f"batch {batch_id} is cancelled; URLs cannot be added to it")
+                first = batch["counters"]["total"]
+                if first + count > max_total:
+                    raise TooLargeError(
+                        f"urls: the batch would hold {first + count} URLs; the limit is "
+                        f"{max_total} (BATCH_MAX_URLS)")
+                inc = {"counters.total": count, "counters.pending": count - failed}
+                if failed:
+                    inc["counters.failed"] = failed
+                    inc["failures." + failure_code({"code": InvalidURLsError.code})] = failed
+                reopen = {"status": "pending", "finished_at": None} if batch["status"] in (
+                    "completed", "partial", "failed") else {}
+                update: dict[str, Any] = {"$inc": inc}
+                if reopen:
+                    update["$set"] = reopen
+                reserved = self.batches.update_one(
+                    {"_id": batch_id, "counters.total": first, "status": batch["status"]},
+                    update, session=session,
+                ).modified_count
+                if reserved:
+                    break
+            docs = item_docs(first)
+            if batch.get("expires_at") is not None:  # they go with the batch
+                for doc in docs:
+                    doc["expires_at"] = batch["expires_at"]
+            self.items.insert_many(docs, ordered=False, session=session)
+            return int(first)
+
+        return self._atomic(work)
 
     def cancel_unfinished(self, batch_id: str, reason: str) -> int:
         """pending|running -> cancelled for every unfinished item of the batch."""

@@ -85,7 +85,7 @@ class TemplateStep:
         self.run = run
         self.stats = stats
         self.key: dict[str, Any] = {"owner": run.batch.get("owner"),
-                                    "schema_fp": schema_fingerprint(run.schema)}
+                                    "schema_fp": schema_fingerprint(run.schema or {})}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, run: BatchRun) -> TemplateStep | None:
