@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from scrapy.settings import BaseSettings
+
 from batchscraper.exceptions import (
     BatchInputError,
     InvalidOptionError,
@@ -61,7 +63,7 @@ class Limits:
     read_files: bool = False
 
     @classmethod
-    def from_settings(cls, settings: Any, *, read_files: bool = False) -> Limits:
+    def from_settings(cls, settings: BaseSettings, *, read_files: bool = False) -> Limits:
         return cls(
             read_files=read_files,
             max_urls=settings.getint("BATCH_MAX_URLS"),
