@@ -14,9 +14,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from playwright.async_api import Page
-from scrapy import Request
+from playwright.async_api import Request as PlaywrightRequest
+from scrapy import Request, Spider
+from scrapy.crawler import Crawler
 from scrapy.exceptions import DownloadTimeoutError
 from scrapy.http import Response
+from scrapy.settings import BaseSettings
 from scrapy.utils.misc import load_object
 from scrapy_playwright.handler import DEFAULT_CONTEXT_NAME, ScrapyPlaywrightDownloadHandler
 
@@ -46,7 +49,7 @@ class PageWatch:
     hops and worker requests included, WebSockets, workers and popups.
     """
 
-    def __init__(self, on_popup: Callable[[Any], object]) -> None:
+    def __init__(self, on_popup: Callable[[Page], object]) -> None:
         self.targets: dict[tuple[str, int], str] = {}  # (host, port) -> first URL asking for it
         self.on_popup = on_popup
 
@@ -58,7 +61,7 @@ class PageWatch:
             "popup": self.saw_popup,
         }
 
-    def detach(self, page: Any) -> None:
+    def detach(self, page: Page | None) -> None:
         """Take the handlers off a page that will be reused for another download."""
         if page is not None:
             for event, handler in self.handlers().items():
@@ -73,7 +76,7 @@ class PageWatch:
                 port = parts.port or DEFAULT_PORTS[parts.scheme]
                 self.targets.setdefault((normalised_host(parts.hostname), port), request.url)
 
-    def saw_popup(self, popup: Any) -> None:
+    def saw_popup(self, popup: Page) -> None:
         self.saw_request(popup)
         popup.on("request", self.saw_request)
         self.on_popup(popup)
@@ -105,7 +108,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
       crashed browser is relaunched by scrapy-playwright itself).
     """
 
-    def __init__(self, crawler: Any) -> None:
+    def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
         # started with the first browser: a crawl that renders nothing listens on nothing
         self.egress = egress_guard(crawler.settings)
@@ -135,7 +138,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
             self.config.launch_options["args"] = [*self.launch_args, *egress_args(self.egress)]
         await super()._maybe_launch_browser()
 
-    def _is_blocked_resource(self, request: Any) -> bool:
+    def _is_blocked_resource(self, request: PlaywrightRequest) -> bool:
         return request.resource_type in self.blocked_resource_types
 
     def _close_popup(self, popup: Page) -> None:
@@ -143,7 +146,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         self.closing.add(task)
         task.add_done_callback(self.closing.discard)
 
-    async def _download_request(self, request: Request, spider: Any = None) -> Response:
+    async def _download_request(self, request: Request, spider: Spider | None = None) -> Response:
         while not self.admitting.is_set():
             await self.admitting.wait()
         context = request.meta.setdefault("playwright_context", DEFAULT_CONTEXT_NAME)
@@ -166,7 +169,9 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
                     self.restarting = False
                     self.admitting.set()
 
-    async def _download_in_tab(self, request: Request, spider: Any, context: str) -> Response:
+    async def _download_in_tab(
+        self, request: Request, spider: Spider | None, context: str
+    ) -> Response:
         idle = self.idle_pages.get(context, [])
         done = 0
         while idle:
@@ -294,7 +299,7 @@ async def close_quietly(page: Page | None) -> None:
         await responds(page.close())
 
 
-def egress_guard(settings: Any) -> EgressGuard:
+def egress_guard(settings: BaseSettings) -> EgressGuard:
     """The crawl's egress guard (not started), with the crawl's address policy."""
     return EgressGuard(
         guard_policy(settings),

@@ -16,6 +16,7 @@ from typing import Any
 
 import lxml.html
 from lxml.etree import ParserError
+from scrapy.settings import BaseSettings
 from scrapy_playwright.page import PageMethod
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
@@ -82,7 +83,7 @@ class RenderConfig:
     settle_max_ms: int
 
     @classmethod
-    def from_settings(cls, settings: Any) -> RenderConfig:
+    def from_settings(cls, settings: BaseSettings) -> RenderConfig:
         return cls(
             chromium_path=chromium_executable(settings.get("BATCH_CHROMIUM_PATH")),
             max_pages=settings.getint("BATCH_BROWSER_MAX_PAGES"),

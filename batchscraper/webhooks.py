@@ -30,6 +30,7 @@ from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
+from scrapy.settings import BaseSettings
 
 from batchscraper.downloadermiddlewares.ssrf import (
     AddressPolicy,
@@ -221,7 +222,7 @@ class WebhookConfig:
     max_answer_bytes: int
 
     @classmethod
-    def from_settings(cls, settings: Any) -> WebhookConfig:
+    def from_settings(cls, settings: BaseSettings) -> WebhookConfig:
         return cls(
             poll_interval=settings.getfloat("BATCH_WEBHOOK_POLL_INTERVAL"),
             timeout=settings.getfloat("BATCH_WEBHOOK_TIMEOUT"),

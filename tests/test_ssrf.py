@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from scrapy.settings import Settings
@@ -16,7 +18,7 @@ from batchscraper.downloadermiddlewares.ssrf import (
     parse_ip_literal,
 )
 from batchscraper.store import BatchStore
-from tests.conftest import batch_id_from
+from tests.conftest import REPO, batch_id_from
 
 BLOCKED = [
     "http://127.0.0.1/",
@@ -99,6 +101,60 @@ def test_resolver_refuses_a_rebound_address():
     with pytest.raises(FetchBlockedError):
         resolver._checked("127.0.0.1", "rebind.example")
     assert "rebind.example" in blocked_by_resolver
+
+
+# GuardedResolver resolving through a running reactor, as a crawl's does: the reactor
+# cannot be restarted, so it runs in a process of its own; prints one answer per lookup
+RESOLVE_WITH_REACTOR = """
+import json, sys
+from scrapy.utils.reactor import install_reactor
+install_reactor("twisted.internet.asyncioreactor.AsyncioSelectorReactor")
+from scrapy.utils.test import get_crawler
+from twisted.internet import defer, reactor
+from batchscraper import settings as project_settings
+from batchscraper.downloadermiddlewares.ssrf import GuardedResolver, blocked_by_resolver
+
+def resolve(overrides, name):
+    settings = {k: getattr(project_settings, k) for k in dir(project_settings) if k.isupper()}
+    crawler = get_crawler(settings_dict={**settings, **overrides})
+    return GuardedResolver.from_crawler(crawler, reactor).getHostByName(name).addCallbacks(
+        lambda address: {"address": address},
+        lambda failure: {"error": type(failure.value).__name__,
+                         "blocked": blocked_by_resolver.get(name)},
+    )
+
+@defer.inlineCallbacks
+def main():
+    try:
+        answers = []
+        for overrides, name in json.loads(sys.argv[1]):
+            answers.append((yield resolve(overrides, name)))
+        print(json.dumps(answers))
+    finally:
+        reactor.stop()
+
+reactor.callWhenRunning(main)
+reactor.run()
+"""
+
+
+def test_resolver_checks_what_the_reactor_resolves():
+    """localhost: refused by default, allowed by BATCH_ALLOWED_NETWORKS or as a BATCH_PROXIES
+    host; the refusal is remembered under the name (reported as FETCH_BLOCKED)."""
+    lookups = [
+        ({}, "localhost"),
+        ({"BATCH_ALLOWED_NETWORKS": ["127.0.0.0/8"]}, "localhost"),
+        ({"BATCH_PROXIES": ["http://localhost:3128"]}, "localhost"),
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", RESOLVE_WITH_REACTOR, json.dumps(lookups)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    refused, allowed, trusted = json.loads(result.stdout)
+    assert refused["error"] == "FetchBlockedError"
+    assert "127.0.0.1 is not public" in refused["blocked"]
+    assert allowed == trusted == {"address": "127.0.0.1"}
 
 
 @pytest.mark.slow

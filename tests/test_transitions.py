@@ -12,7 +12,12 @@ import pytest
 
 from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore, ItemStatus, counters_for_transition, item_id
-from batchscraper.store.transitions import TRANSITIONS, TransitionError, check_transition
+from batchscraper.store.transitions import (
+    TRANSITIONS,
+    ItemTransitions,
+    TransitionError,
+    check_transition,
+)
 from tests.conftest import assert_counters_match_items
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}}
@@ -47,6 +52,15 @@ def test_the_table_allows_exactly_its_moves(old: ItemStatus, new: ItemStatus):
     else:
         with pytest.raises(TransitionError):
             check_transition(old, new)
+
+
+def test_the_table_names_the_operations_that_make_its_moves():
+    operations = {
+        name for name, value in vars(ItemTransitions).items()
+        if callable(value) and not name.startswith("_")
+    }
+    named = {name for names in TRANSITIONS.values() for name in names}
+    assert named == operations  # each operation makes a move of the table, and only they do
 
 
 def test_claim_release_finish_cancel_move_items_and_counters_together(store: BatchStore):

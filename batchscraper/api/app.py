@@ -25,7 +25,7 @@ import logging
 import re
 import sys
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import PyMongoError
 from scrapy.utils.misc import load_object
@@ -33,7 +33,9 @@ from scrapyd.app import application as scrapyd_application
 from scrapyd.exceptions import ConfigError
 from twisted.application.internet import TCPServer, UNIXServer
 from twisted.application.service import IServiceCollection
+from twisted.python.components import Componentized
 from twisted.web.resource import Resource
+from twisted.web.server import Request
 from twisted.web.static import Data
 
 from batchscraper.api.auth import ApiKeys, ScrapydAuth
@@ -48,9 +50,13 @@ from batchscraper.api.service import BatchService
 from batchscraper.store import store_for, utcnow
 from batchscraper.webhooks import WebhookConfig, WebhookOutbox
 
+if TYPE_CHECKING:  # importing scrapyd.website builds resources (deprecated ones, too)
+    from scrapyd.config import Config
+    from scrapyd.website import Root
+
 logger = logging.getLogger(__name__)
 
-_APIS: weakref.WeakKeyDictionary[Any, BatchApi] = weakref.WeakKeyDictionary()
+_APIS: weakref.WeakKeyDictionary[Componentized, BatchApi] = weakref.WeakKeyDictionary()
 # a path prefix as a reverse proxy announces it: segments of URL path characters
 PATH_PREFIX = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*")
 
@@ -58,7 +64,7 @@ PATH_PREFIX = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*")
 class BatchApi:
     """Everything the API's resources share, built once per Scrapyd application."""
 
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Root) -> None:
         _log_to_scrapyd()
         scrapyd_config = root.scheduler.config
         settings = api_settings(scrapyd_config)
@@ -96,7 +102,7 @@ class BatchApi:
             self.config.project, store.db.name, "on" if self.keys.enabled else "off (open API)",
         )
 
-    def _jobs(self, root: Any) -> ScrapydJobs:
+    def _jobs(self, root: Root) -> ScrapydJobs:
         """Jobs on this Scrapyd and on the other nodes of ``BATCH_API_NODES``."""
         try:
             nodes = parse_nodes(self.config.nodes)
@@ -112,7 +118,7 @@ class BatchApi:
         return ScrapydJobs(root, self.config.project, self.config.job_settings, nodes, remote)
 
     @classmethod
-    def of(cls, root: Any) -> BatchApi:
+    def of(cls, root: Root) -> BatchApi:
         """The application's instance, created by the first API resource Scrapyd builds."""
         if root.app not in _APIS:
             _APIS[root.app] = cls(root)
@@ -131,7 +137,7 @@ class BatchApi:
         """
         return (utcnow() - dt.timedelta(seconds=self.config.changes_overlap)).isoformat()
 
-    def base(self, request: Any) -> str:
+    def base(self, request: Request) -> str:
         """The path prefix a reverse proxy announces, for links and ``Location`` headers.
 
         Only a plain path is taken: ``//host`` or a URL there would send
@@ -150,7 +156,7 @@ FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
 class ApiFront(Resource):
     """Routes the API's paths to its resources; everything else to Scrapyd (and its auth)."""
 
-    def __init__(self, scrapyd_root: Any, mounts: dict[bytes, Resource]) -> None:
+    def __init__(self, scrapyd_root: Root, mounts: dict[bytes, Resource]) -> None:
         super().__init__()
         self.scrapyd_root = scrapyd_root
         self.mounts = {**mounts, b"favicon.ico": Data(FAVICON, "image/svg+xml")}
@@ -164,7 +170,7 @@ class ApiFront(Resource):
         return self.scrapyd_root.render(request)
 
 
-def application(config: Any) -> Any:
+def application(config: Config) -> Componentized:
     """Scrapyd's application, with the batch API's ``[services]`` served before its basic auth."""
     app = scrapyd_application(config)
     api = _APIS.get(app)

@@ -21,7 +21,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from batchscraper.api.views import json_default
@@ -35,6 +35,7 @@ from batchscraper.exceptions import (
 
 if TYPE_CHECKING:
     from batchscraper.api.app import BatchApi
+    from batchscraper.api.auth import Caller
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +84,11 @@ class ApiResource(Resource):
         """Nothing lies below this path (a trailing slash aside): a JSON 404."""
         return self if path == b"" else NotFound(self.api)
 
-    def caller(self, request: Any) -> Any:
+    def caller(self, request: Request) -> Caller:
         """The authenticated caller (401 otherwise)."""
         return self.api.keys.identify(request)
 
-    def base(self, request: Any) -> str:
+    def base(self, request: Request) -> str:
         """The path prefix a reverse proxy announces (Scrapyd's ``prefix_header``)."""
         return self.api.base(request)
 
@@ -103,7 +104,7 @@ class NotFound(ApiResource):
         return self
 
 
-def query_int(request: Any, name: str, default: int, low: int, high: int) -> int:
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
     """An integer query parameter within [low, high]; 400 otherwise."""
     values = request.args.get(name.encode())
     if not values:
@@ -114,7 +115,7 @@ def query_int(request: Any, name: str, default: int, low: int, high: int) -> int
     return int(text)
 
 
-def query_error_code(request: Any) -> str | None:
+def query_error_code(request: Request) -> str | None:
     """The ``error_code`` filter (an error code such as ``HTTP_ERROR``); 400 when malformed."""
     values = request.args.get(b"error_code")
     if not values:
@@ -125,7 +126,7 @@ def query_error_code(request: Any) -> str | None:
     return text
 
 
-def query_text(request: Any, name: str, max_length: int) -> str:
+def query_text(request: Request, name: str, max_length: int) -> str:
     """A free-text query parameter (empty when absent); 400 past ``max_length`` characters."""
     values = request.args.get(name.encode())
     text = values[0].decode("utf-8", "replace") if values else ""
@@ -134,7 +135,7 @@ def query_text(request: Any, name: str, max_length: int) -> str:
     return text
 
 
-def query_choice(request: Any, name: str, choices: tuple[str, ...]) -> str | None:
+def query_choice(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
     """A query parameter that must be one of ``choices`` (None when absent); 400 otherwise."""
     values = request.args.get(name.encode())
     if not values:
@@ -145,7 +146,9 @@ def query_choice(request: Any, name: str, choices: tuple[str, ...]) -> str | Non
     return text
 
 
-def write_json(request: Any, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+def write_json(
+    request: Request, status: int, body: Any, headers: dict[str, str] | None = None
+) -> None:
     """Finish ``request`` with a JSON body (unless the client has gone)."""
     if request.finished or getattr(request, "_disconnected", False):
         return
@@ -170,7 +173,7 @@ def error_headers(error: BatchError) -> dict[str, str]:
     return {"WWW-Authenticate": 'Bearer realm="batchscraper"'} if error.http_status == 401 else {}
 
 
-def send_error(failure: Failure, request: Any, headers: dict[str, str] | None = None) -> None:
+def send_error(failure: Failure, request: Request, headers: dict[str, str] | None = None) -> None:
     """Answer with the error's status and ``{"error": {code, message, details}}``."""
     error = failure.value
     if isinstance(error, ConnectionFailure):
@@ -184,7 +187,7 @@ def send_error(failure: Failure, request: Any, headers: dict[str, str] | None = 
                                                              **error_headers(error)})
 
 
-def _send_response(response: JsonResponse | None, request: Any) -> None:
+def _send_response(response: JsonResponse | None, request: Request) -> None:
     if response is not None:
         write_json(request, response.status, response.body, response.headers)
 

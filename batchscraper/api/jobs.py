@@ -14,7 +14,7 @@ import logging
 import signal
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet import defer, error, reactor
@@ -22,6 +22,10 @@ from twisted.python.failure import Failure
 
 from batchscraper.api.nodes import RemoteJobs, ScrapydNode
 from batchscraper.exceptions import ServiceUnavailableError
+
+if TYPE_CHECKING:  # importing scrapyd.website builds resources (deprecated ones, too)
+    from scrapyd.launcher import ScrapyProcessProtocol
+    from scrapyd.website import Root
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ class ScrapydJobs:
 
     def __init__(
         self,
-        root: Any,
+        root: Root,
         project: str,
         settings: dict[str, str],
         nodes: list[ScrapydNode | None] | None = None,
@@ -177,7 +181,7 @@ class CrawlShutdown(Service):
 
     name = "batchscraper-crawl-shutdown"
 
-    def __init__(self, root: Any, grace: float) -> None:
+    def __init__(self, root: Root, grace: float) -> None:
         self.root = root
         self.grace = grace
 
@@ -201,7 +205,7 @@ class CrawlShutdown(Service):
         return ended.addBoth(all_ended)
 
 
-def _ended(process: Any) -> defer.Deferred[None]:
+def _ended(process: ScrapyProcessProtocol) -> defer.Deferred[None]:
     """Fires when the crawl process has ended (after Scrapyd's own bookkeeping)."""
     ended: defer.Deferred[None] = defer.Deferred()
 
@@ -213,7 +217,7 @@ def _ended(process: Any) -> defer.Deferred[None]:
     return ended
 
 
-def _kill_remaining(processes: list[Any]) -> None:
+def _kill_remaining(processes: list[ScrapyProcessProtocol]) -> None:
     for process in processes:
         if process.end_time is None:
             logger.warning("Shutdown: crawl %s (pid %s) did not stop in time; killed",
@@ -221,6 +225,6 @@ def _kill_remaining(processes: list[Any]) -> None:
             _signal(process, "KILL")
 
 
-def _signal(process: Any, name: str) -> None:
+def _signal(process: ScrapyProcessProtocol, name: str) -> None:
     with contextlib.suppress(error.ProcessExitedAlready):
         process.transport.signalProcess(name)

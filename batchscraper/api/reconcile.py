@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from scrapy.settings import BaseSettings
 from twisted.application.service import Service
 from twisted.internet import defer, task, threads
 
@@ -54,7 +55,7 @@ class ReconcileConfig:
     max_resumes: int
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ReconcileConfig:
+    def from_settings(cls, settings: BaseSettings) -> ReconcileConfig:
         return cls(
             enabled=settings.getbool("BATCH_RECONCILE_ENABLED"),
             interval=settings.getfloat("BATCH_RECONCILE_INTERVAL"),

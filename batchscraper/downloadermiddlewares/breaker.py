@@ -21,14 +21,19 @@ import logging
 import weakref
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from scrapy import Request
+from scrapy.core.downloader import Slot
 from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Response
+from scrapy.settings import BaseSettings
 
 from batchscraper.exceptions import DomainCircuitOpenError, FetchError
+
+if TYPE_CHECKING:
+    from batchscraper.store.results import DomainHealthEntry
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +55,7 @@ class BreakerConfig:
     max_domains: int
 
     @classmethod
-    def from_settings(cls, settings: Any) -> BreakerConfig:
+    def from_settings(cls, settings: BaseSettings) -> BreakerConfig:
         window = settings.getint("BATCH_BREAKER_WINDOW")
         codes = settings.getlist("BATCH_BREAKER_HTTP_CODES")
         return cls(
@@ -82,7 +87,7 @@ class DomainState:
     def __post_init__(self) -> None:
         self.recent = deque(maxlen=self.window)
 
-    def health(self, domain: str) -> dict[str, Any]:
+    def health(self, domain: str) -> DomainHealthEntry:
         """The entry written on the batch document."""
         return {
             "domain": domain,
@@ -111,7 +116,7 @@ class DomainHealth:
             self.domains.move_to_end(domain)
         return state
 
-    def top(self, count: int) -> list[dict[str, Any]]:
+    def top(self, count: int) -> list[DomainHealthEntry]:
         """Health entries of the ``count`` domains with the most requests."""
         ranked = sorted(self.domains.items(), key=lambda pair: pair[1].requests, reverse=True)
         return [state.health(domain) for domain, state in ranked[:count]]
@@ -178,7 +183,7 @@ class CircuitBreakerMiddleware:
         elif state.state == SLOWED:
             self._recover(domain, state, slot)
 
-    def _strike(self, domain: str, state: DomainState, rate: float, slot: Any) -> None:
+    def _strike(self, domain: str, state: DomainState, rate: float, slot: Slot | None) -> None:
         state.strikes += 1
         state.recent.clear()  # the next judgement is made at the new pace
         if state.strikes >= self.config.strikes:
@@ -200,7 +205,7 @@ class CircuitBreakerMiddleware:
         logger.info("Slowing down %s: %.0f%% errors, delay now %.2fs", domain, rate * 100,
                     state.delay)
 
-    def _recover(self, domain: str, state: DomainState, slot: Any) -> None:
+    def _recover(self, domain: str, state: DomainState, slot: Slot | None) -> None:
         state.state, state.strikes = CLOSED, 0
         if slot is not None and state.delay_before is not None:
             slot.delay = state.delay = state.delay_before
@@ -210,7 +215,7 @@ class CircuitBreakerMiddleware:
         assert self.crawler.engine is not None
         return str(self.crawler.engine.downloader.get_slot_key(request))
 
-    def _slot(self, domain: str) -> Any:
+    def _slot(self, domain: str) -> Slot | None:
         assert self.crawler.engine is not None
         return self.crawler.engine.downloader.slots.get(domain)
 

@@ -25,15 +25,16 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from scrapy import Request
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from scrapy.resolver import CachingThreadedResolver
+from scrapy.settings import BaseSettings
+from twisted.internet.base import ReactorBase
 from twisted.internet.defer import Deferred
 
 from batchscraper.exceptions import FetchBlockedError
@@ -60,7 +61,7 @@ class AddressPolicy:
     allowed_ports: frozenset[int] = frozenset()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> AddressPolicy:
+    def from_settings(cls, settings: BaseSettings) -> AddressPolicy:
         try:
             networks = tuple(
                 ipaddress.ip_network(text.strip(), strict=False)
@@ -227,7 +228,7 @@ ALLOW_ALL = AddressPolicy(
 )
 
 
-def guard_policy(settings: Any) -> AddressPolicy:
+def guard_policy(settings: BaseSettings) -> AddressPolicy:
     """The policy of a crawl or of the API (webhooks): ``BATCH_ALLOWED_NETWORKS`` and
     ``BATCH_ALLOWED_PORTS``, or every address when ``BATCH_SSRF_GUARD_ENABLED`` is off."""
     if not settings.getbool("BATCH_SSRF_GUARD_ENABLED"):
@@ -250,7 +251,7 @@ class GuardedResolver(CachingThreadedResolver):
     trusted_names: frozenset[str] = frozenset()  # the operator's proxies (BATCH_PROXIES)
 
     @classmethod
-    def from_crawler(cls, crawler: Crawler, reactor: Any) -> GuardedResolver:
+    def from_crawler(cls, crawler: Crawler, reactor: ReactorBase) -> GuardedResolver:
         resolver = super().from_crawler(crawler, reactor)
         resolver.policy = guard_policy(crawler.settings)
         resolver.trusted_names = frozenset(
@@ -259,7 +260,7 @@ class GuardedResolver(CachingThreadedResolver):
         )
         return resolver
 
-    def getHostByName(self, name: str, timeout: Any = ()) -> Deferred[str]:
+    def getHostByName(self, name: str, timeout: Sequence[int] = ()) -> Deferred[str]:
         return super().getHostByName(name, timeout).addCallback(self._checked, name)
 
     def _checked(self, address: str, name: str) -> str:

@@ -21,6 +21,7 @@ from twisted.internet import defer, task
 
 from batchscraper.downloadermiddlewares.breaker import domain_health
 from batchscraper.run import BatchRun, batch_run
+from batchscraper.store.results import DomainHealthEntry
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,6 @@ class DomainHealthWriter:
                 self.run.batch_id, self.run.worker_id, entries, self.config.top
             )
 
-    def _entries(self) -> list[dict[str, Any]]:
+    def _entries(self) -> list[DomainHealthEntry]:
         health = domain_health(self.crawler)
         return health.top(self.config.top) if health is not None else []

@@ -21,6 +21,7 @@ from typing import Any
 
 from pypdf import PdfReader
 from pypdf.errors import PyPdfError
+from scrapy.settings import BaseSettings
 
 from batchscraper.exceptions import ContentTooLargeError, PdfUnreadableError
 
@@ -38,7 +39,7 @@ class PdfLimits:
     timeout: float = 20.0
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PdfLimits:
+    def from_settings(cls, settings: BaseSettings) -> PdfLimits:
         return cls(
             max_pages=settings.getint("BATCH_PDF_MAX_PAGES"),
             max_bytes=settings.getint("BATCH_PDF_MAX_BYTES"),

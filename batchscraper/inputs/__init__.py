@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from scrapy.settings import BaseSettings
+
 from batchscraper.exceptions import (
     BatchInputError,
     InvalidOptionError,
@@ -80,7 +82,7 @@ class Limits:
     default_expires_in: int | None = None  # seconds: BATCH_RETENTION_DAYS (None: keep)
 
     @classmethod
-    def from_settings(cls, settings: Any, *, read_files: bool = False) -> Limits:
+    def from_settings(cls, settings: BaseSettings, *, read_files: bool = False) -> Limits:
         return cls(
             read_files=read_files,
             llm_configured=LLMConfig.from_settings(settings).configured,

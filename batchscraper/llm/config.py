@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from scrapy.settings import BaseSettings
+
 RESPONSE_FORMATS = ("auto", "json_schema", "json_object", "text")
 #: the key sent when a local server (Ollama, llama.cpp, vLLM) needs none
 PLACEHOLDER_API_KEY = "not-needed"
@@ -50,7 +52,7 @@ class LLMConfig:
         return (tokens_in * price_in + tokens_out * price_out) / TOKENS_PER_PRICE_UNIT
 
     @classmethod
-    def from_settings(cls, settings: Any) -> LLMConfig:
+    def from_settings(cls, settings: BaseSettings) -> LLMConfig:
         response_format = settings.get("BATCH_LLM_RESPONSE_FORMAT", "auto")
         if response_format not in RESPONSE_FORMATS:
             raise ValueError(

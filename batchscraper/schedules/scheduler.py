@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
+from scrapy.settings import BaseSettings
 
 from batchscraper.api.auth import Caller
 from batchscraper.api.service import BatchService
@@ -51,7 +52,7 @@ class ScheduleConfig:
     seconds_field: bool
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ScheduleConfig:
+    def from_settings(cls, settings: BaseSettings) -> ScheduleConfig:
         return cls(
             enabled=settings.getbool("BATCH_SCHEDULE_ENABLED"),
             interval=settings.getfloat("BATCH_SCHEDULE_INTERVAL"),

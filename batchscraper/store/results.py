@@ -7,7 +7,7 @@ status change: :meth:`~batchscraper.store.transitions.ItemTransitions.finish_ite
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypedDict
 
 import gridfs
 from bson import ObjectId
@@ -18,6 +18,22 @@ from batchscraper.store.base import (
 )
 
 BREAKER_SEVERITY = {"closed": 0, "slowed": 1, "open": 2}
+
+
+class DomainHealthEntry(TypedDict):
+    """One domain's requests, errors, download delay and breaker state, as a worker saw them."""
+
+    domain: str
+    requests: int
+    errors: int
+    delay: float
+    breaker: str
+
+
+class MergedDomainHealth(DomainHealthEntry, total=False):
+    """A domain's health summed over a batch's workers, with its error rate."""
+
+    error_rate: float
 
 
 class ItemResults(StoreBase):
@@ -38,7 +54,7 @@ class ItemResults(StoreBase):
         return bucket.open_download_stream(ObjectId(file_id)).read()
 
     def save_domain_health(
-        self, batch_id: str, worker: str, entries: list[dict[str, Any]], top: int
+        self, batch_id: str, worker: str, entries: list[DomainHealthEntry], top: int
     ) -> None:
         """Store one worker's per-domain health; ``domains``: every worker's merged, top ``top``.
 
@@ -61,14 +77,14 @@ class ItemResults(StoreBase):
 
 
 def merge_domain_health(
-    workers: Iterable[list[dict[str, Any]]], top: int
-) -> list[dict[str, Any]]:
+    workers: Iterable[list[DomainHealthEntry]], top: int
+) -> list[MergedDomainHealth]:
     """Per-domain health summed over workers: the ``top`` domains with the most requests.
 
     Delays and breaker states are per process: the largest delay and the
     most severe state (open > slowed > closed) are shown.
     """
-    merged: dict[str, dict[str, Any]] = {}
+    merged: dict[str, MergedDomainHealth] = {}
     for entries in workers:
         for entry in entries:
             seen = merged.setdefault(

@@ -61,23 +61,25 @@ ITEM_STATUSES = tuple(ItemStatus)
 UNFINISHED = (ItemStatus.PENDING, ItemStatus.LEASED, ItemStatus.RUNNING)
 HELD = (ItemStatus.LEASED, ItemStatus.RUNNING)  # statuses of an item a worker holds a lease on
 # (old, new) -> the operation that makes the move; no other move exists
-TRANSITIONS: dict[tuple[ItemStatus, ItemStatus], str] = {
-    (ItemStatus.PENDING, ItemStatus.LEASED): "claim",
-    (ItemStatus.LEASED, ItemStatus.RUNNING): "start",
-    (ItemStatus.RUNNING, ItemStatus.LEASED): "reclaim",
-    (ItemStatus.LEASED, ItemStatus.PENDING): "release",
-    (ItemStatus.RUNNING, ItemStatus.PENDING): "release",
+# the ItemTransitions operations that make each move (tests/test_transitions.py checks them)
+TRANSITIONS: dict[tuple[ItemStatus, ItemStatus], tuple[str, ...]] = {
+    (ItemStatus.PENDING, ItemStatus.LEASED): ("claim",),
+    (ItemStatus.LEASED, ItemStatus.RUNNING): ("start",),
+    (ItemStatus.RUNNING, ItemStatus.LEASED): ("reclaim",),
+    (ItemStatus.LEASED, ItemStatus.PENDING): ("release",),
+    (ItemStatus.RUNNING, ItemStatus.PENDING): ("release",),
     # finished before its start was written, or refused before the downloader
-    (ItemStatus.LEASED, ItemStatus.COMPLETED): "finish",
-    (ItemStatus.LEASED, ItemStatus.FAILED): "finish, give_up",
-    (ItemStatus.RUNNING, ItemStatus.COMPLETED): "finish",
-    (ItemStatus.RUNNING, ItemStatus.FAILED): "finish, give_up",
-    (ItemStatus.PENDING, ItemStatus.COMPLETED): "finish (a duplicate URL's copy)",
-    (ItemStatus.PENDING, ItemStatus.FAILED): "finish (a duplicate URL's copy), give_up",
-    (ItemStatus.PENDING, ItemStatus.CANCELLED): "cancel_unfinished",
-    (ItemStatus.LEASED, ItemStatus.CANCELLED): "cancel_unfinished",
-    (ItemStatus.RUNNING, ItemStatus.CANCELLED): "cancel_unfinished",
-    (ItemStatus.FAILED, ItemStatus.PENDING): "retry_failed",
+    (ItemStatus.LEASED, ItemStatus.COMPLETED): ("finish_items",),
+    (ItemStatus.LEASED, ItemStatus.FAILED): ("finish_items", "give_up"),
+    (ItemStatus.RUNNING, ItemStatus.COMPLETED): ("finish_items",),
+    (ItemStatus.RUNNING, ItemStatus.FAILED): ("finish_items", "give_up"),
+    # finish_items from pending: a duplicate URL's copy, finished with its original
+    (ItemStatus.PENDING, ItemStatus.COMPLETED): ("finish_items",),
+    (ItemStatus.PENDING, ItemStatus.FAILED): ("finish_items", "give_up"),
+    (ItemStatus.PENDING, ItemStatus.CANCELLED): ("cancel_unfinished",),
+    (ItemStatus.LEASED, ItemStatus.CANCELLED): ("cancel_unfinished",),
+    (ItemStatus.RUNNING, ItemStatus.CANCELLED): ("cancel_unfinished",),
+    (ItemStatus.FAILED, ItemStatus.PENDING): ("retry_failed",),
 }
 # the fields a failed record keeps from the record it replaces
 FAILED_RECORD_KEEPS = (
