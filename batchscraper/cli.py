@@ -44,8 +44,9 @@ DEMO_SCHEMA = [
     {"field": "price", "type": "number", "required": True, "example": 9.99},
     {"field": "in_stock", "type": "boolean", "example": True},
 ]
-# a few URLs that fail, to show how errors are recorded
-DEMO_FAILING = ("/status/404", "/binary", "/redirect-loop", "/plain/1")
+# a page without structured data (read by the page heuristics), and a few URLs that fail,
+# to show how errors are recorded
+DEMO_EXTRA = ("/plain/1", "/status/404", "/binary", "/redirect-loop")
 
 
 def demo(pages: int, port: int) -> int:
@@ -60,7 +61,7 @@ def demo(pages: int, port: int) -> int:
     with _example_site(port) as site:
         served_port = int(site.base_url.rsplit(":", 1)[1])
         urls = [site.url(f"/products/{n}") for n in range(1, pages + 1)]
-        urls += [site.url(path) for path in DEMO_FAILING]
+        urls += [site.url(path) for path in DEMO_EXTRA]
         (workdir / "urls.txt").write_text("\n".join(urls) + "\n")
         (workdir / "schema.json").write_text(json.dumps(DEMO_SCHEMA, indent=2))
         command = shlex.join([

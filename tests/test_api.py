@@ -405,7 +405,9 @@ def test_scrapyd_endpoints_need_basic_auth(scrapyd: ScrapydServer, openapi: dict
     assert scrapyd.call("GET", "/batches", owner=None, headers=bearer).status == 200
     assert set(openapi["paths"]) == {
         "/batches", "/batches/{batch_id}", "/batches/{batch_id}/items",
-        "/batches/{batch_id}/retry", "/batches/{batch_id}/urls", "/openapi.json",
+        "/batches/{batch_id}/retry", "/batches/{batch_id}/urls", "/batches/{batch_id}/changes",
+        "/schedules", "/schedules/{schedule_id}", "/schedules/{schedule_id}/run",
+        "/schedules/{schedule_id}/runs", "/openapi.json",
     }
 
 

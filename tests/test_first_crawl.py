@@ -140,7 +140,7 @@ def test_the_demo_prints_a_command_that_runs_as_pasted(
                                 capture_output=True, text=True, timeout=180)
     assert pasted.returncode == 1, pasted.stderr[-3000:]  # partial: the demo's failing URLs
     batch = store.get_batch(batch_id_from(pasted))
-    assert batch["counters"]["completed"] == 2
+    assert batch["counters"]["completed"] == 3  # two products and the plain page
     assert batch["options"]["concurrency"] == 16
     codes = {item["error"]["code"] for item in store.iter_items(batch["_id"]) if item["error"]}
     assert "FETCH_BLOCKED" not in codes and codes

@@ -81,6 +81,8 @@ TRANSITIONS: dict[tuple[ItemStatus, ItemStatus], tuple[str, ...]] = {
     (ItemStatus.RUNNING, ItemStatus.CANCELLED): ("cancel_unfinished",),
     (ItemStatus.FAILED, ItemStatus.PENDING): ("retry_failed",),
 }
+#: operations that add items (pending, or failed INVALID_URL) instead of moving them
+CREATIONS: tuple[str, ...] = ("append_items",)
 # the fields a failed record keeps from the record it replaces
 FAILED_RECORD_KEEPS = (
     "batch_id", "index", "url", "attempts",
