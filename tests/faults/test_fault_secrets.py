@@ -91,8 +91,9 @@ def test_no_secret_in_logs_records_or_answers(
     webhook_secret = new_secret()
     fake = FakeLLM().start()
     receiver = Receiver(free_port()).start()
+    # heuristics off: the plain pages go to the LLM, so the key is used
     job_settings = {**FAST_JOB_SETTINGS, "BATCH_LLM_RETRY_BACKOFF_BASE": "0.05",
-                    "BATCH_LLM_CACHE_ENABLED": "False"}
+                    "BATCH_LLM_CACHE_ENABLED": "False", "BATCH_HEURISTICS_ENABLED": "False"}
     home = tmp_path / "scrapyd"
     server = start_fault_scrapyd(
         home, own_store.uri, keys=True,  # type: ignore[attr-defined]
