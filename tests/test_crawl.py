@@ -102,9 +102,10 @@ def test_mixed_batch_of_200_urls(crawl, site: ExampleSite, store: BatchStore, tm
     assert all("body" not in record for record in exported)
     assert f"Batch {batch_id} partial" in result.stderr
 
-    # running the same batch again finds nothing to do and counts nothing twice
+    # the batch has ended: running it again is refused (pointing to rerun_of / retry)
+    # and counts nothing twice
     again = crawl(batch_id=batch_id)
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.returncode == 2 and "INVALID_STATE" in again.stderr, again.stderr[-3000:]
     assert store.get_batch(batch_id)["counters"] == batch["counters"]
 
 
