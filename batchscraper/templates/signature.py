@@ -73,7 +73,8 @@ def similarity(first: Iterable[int], second: Iterable[int]) -> float:
 
 def schema_fingerprint(schema: dict[str, Any]) -> str:
     """A short hash of the batch schema: templates serve batches of the same schema."""
-    text = json.dumps(schema, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(schema, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                      default=str)  # a stored {"$ref", "$id"} reads back as a DBRef
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
