@@ -33,7 +33,7 @@ from typing import Any
 
 from scrapy.settings import BaseSettings
 from twisted.application.service import Service
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, reactor, task, threads
 
 from batchscraper.api.jobs import ScrapydJobs, new_job_ids
 from batchscraper.store import BatchStore, final_status, utcnow
@@ -136,6 +136,8 @@ class ReconcileService(Service):
 
     def tick(self) -> defer.Deferred:
         """One scan; errors (MongoDB away) are logged and the next scan runs as usual."""
+        if getattr(reactor, "_stopped", False):  # shutting down: the crawls are being stopped
+            return defer.succeed(None)
         d = defer.ensureDeferred(self.scan())
         d.addErrback(lambda f: logger.warning("Reconciler scan failed: %s", f.value))
         return d
