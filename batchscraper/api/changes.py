@@ -18,7 +18,14 @@ from typing import Any
 from twisted.internet.threads import deferToThread
 
 from batchscraper.api.app import BatchApi
-from batchscraper.api.http import ApiResource, Backpressure, JsonResponse, query_choice, query_int
+from batchscraper.api.http import (
+    NDJSON,
+    ApiResource,
+    JsonResponse,
+    query_choice,
+    query_int,
+    stream_ndjson,
+)
 from batchscraper.api.views import item_record, json_default, pagination
 from batchscraper.changes import CHANGE_STATUSES
 from batchscraper.exceptions import BatchInputError
@@ -26,7 +33,6 @@ from batchscraper.store import BatchStore
 
 logger = logging.getLogger(__name__)
 
-NDJSON = "application/x-ndjson"
 DEFAULT_CHANGES = tuple(status for status in CHANGE_STATUSES if status != "unchanged")
 # what a change record shows: where, what it is now, and what changed
 CHANGE_FIELDS = {"batch_id": 1, "index": 1, "url": 1, "status": 1, "change": 1, "data": 1,
@@ -110,23 +116,4 @@ class Changes(ApiResource):
             return b"".join(json.dumps(item_record(doc), default=json_default).encode() + b"\n"
                             for doc in docs)
 
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", NDJSON.encode())
-        request.setHeader(b"cache-control", b"no-store")
-        pace = Backpressure()
-        request.registerProducer(pace, True)
-        try:
-            while not pace.stopped:
-                lines = await deferToThread(next_lines)
-                if lines is None:
-                    break
-                request.write(lines)
-                await pace.wait()
-        except Exception:
-            logger.exception("NDJSON stream of the changes of %s broke off", batch_id)
-            request.unregisterProducer()
-            request.loseConnection()
-            return
-        request.unregisterProducer()
-        if not pace.stopped:
-            request.finish()
+        await stream_ndjson(request, next_lines, f"the changes of {batch_id}")

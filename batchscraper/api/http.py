@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.errors import ConnectionFailure
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
+from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -216,3 +217,33 @@ class Backpressure:
     async def wait(self) -> None:
         if self._resumed is not None:
             await self._resumed
+
+
+NDJSON = "application/x-ndjson"
+
+
+async def stream_ndjson(request: Request, next_lines: Callable[[], bytes | None],
+                        what: str) -> None:
+    """Answer 200 with NDJSON: ``next_lines()`` (run in a thread) until it returns None,
+    pausing while the client is not reading; a failure cuts the stream off without the
+    final chunk, so the client sees it is incomplete."""
+    request.setResponseCode(200)
+    request.setHeader(b"content-type", NDJSON.encode())
+    request.setHeader(b"cache-control", b"no-store")
+    pace = Backpressure()
+    request.registerProducer(pace, True)
+    try:
+        while not pace.stopped:
+            lines = await deferToThread(next_lines)
+            if lines is None:
+                break
+            request.write(lines)
+            await pace.wait()
+    except Exception:
+        logger.exception("NDJSON stream of %s broke off", what)
+        request.unregisterProducer()
+        request.loseConnection()
+        return
+    request.unregisterProducer()
+    if not pace.stopped:
+        request.finish()

@@ -15,12 +15,13 @@ from batchscraper.api.app import BatchApi
 from batchscraper.api.changes import Changes
 from batchscraper.api.dashboard import ItemScreenshot
 from batchscraper.api.http import (
+    NDJSON,
     ApiResource,
-    Backpressure,
     JsonResponse,
     query_choice,
     query_int,
     query_text,
+    stream_ndjson,
 )
 from batchscraper.api.itemquery import ItemQuery, read_item_query
 from batchscraper.api.jobs import new_job_ids
@@ -47,7 +48,6 @@ from batchscraper.store import FINAL_BATCH_STATUSES
 logger = logging.getLogger(__name__)
 
 BATCH_STATUSES = ("pending", "running", *FINAL_BATCH_STATUSES)
-NDJSON = "application/x-ndjson"
 MAX_SEARCH = 200
 
 
@@ -248,26 +248,7 @@ class Items(BatchPart):
                 for doc in docs
             )
 
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", NDJSON.encode())
-        request.setHeader(b"cache-control", b"no-store")
-        pace = Backpressure()
-        request.registerProducer(pace, True)
-        try:
-            while not pace.stopped:
-                lines = await deferToThread(next_lines)
-                if lines is None:
-                    break
-                request.write(lines)
-                await pace.wait()
-        except Exception:
-            logger.exception("NDJSON stream of %s broke off", batch["_id"])
-            request.unregisterProducer()
-            request.loseConnection()  # no final chunk: the client sees the stream is incomplete
-            return
-        request.unregisterProducer()
-        if not pace.stopped:
-            request.finish()
+        await stream_ndjson(request, next_lines, batch["_id"])
 
 
 class Retry(BatchPart):
