@@ -40,7 +40,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchscraper.mongo import _alive, _free_port, _locked
+from batchscraper.mongo import _STARTED, _alive, _free_port, _locked
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +268,7 @@ def ensure_running(
                 process.kill()
                 raise RuntimeError(f"llama-server did not start; see {cache / 'server.log'}")
             time.sleep(0.25)
+        _STARTED.append(process)  # not collected while it runs ("subprocess is still running")
         (cache / "server.json").write_text(json.dumps({"port": port, "pid": process.pid}))
         return port
 
@@ -283,6 +284,9 @@ def stop(cache: Path | None = None) -> bool:
         if not state or not _ours(state["pid"]):
             return False
         _terminate(state["pid"])
+        for process in [p for p in _STARTED if p.pid == state["pid"]]:
+            process.poll()  # records the exit, so the Popen is not "still running" at exit
+            _STARTED.remove(process)
         return True
 
 

@@ -22,6 +22,8 @@ All methods are blocking pymongo calls: the Scrapy side calls them through
 
 from __future__ import annotations
 
+import atexit
+
 from batchscraper.mongo import connect, database_name, mongo_uri
 from batchscraper.store.base import (
     COUNTER_KEYS,
@@ -80,5 +82,6 @@ def store_for(uri: str | None = None) -> BatchStore:
     if uri not in _STORES:
         store = BatchStore(connect(uri), database_name(uri))
         store.ensure_indexes()
+        atexit.register(store.client.close)  # an unclosed client warns when collected at exit
         _STORES[uri] = store
     return _STORES[uri]
