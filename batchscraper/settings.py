@@ -54,10 +54,21 @@ RETRY_EXCEPTIONS = [
     "playwright.async_api.Error",  # navigation failures, a crashed or restarted browser
 ]
 
+# Scrapy's parts for crawls that follow links (allowed domains, depth, referers, URL
+# length, HTTP auth) are off: a batch fetches the URLs it was given and their redirects,
+# so each would only cost every page a pass for nothing
 DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,
+    "scrapy.downloadermiddlewares.httpauth.HttpAuthMiddleware": None,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "batchscraper.downloadermiddlewares.ssrf.SsrfGuardMiddleware": 50,
     "batchscraper.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
+}
+SPIDER_MIDDLEWARES = {
+    "scrapy.spidermiddlewares.referer.RefererMiddleware": None,
+    "scrapy.spidermiddlewares.urllength.UrlLengthMiddleware": None,
+    "scrapy.spidermiddlewares.depth.DepthMiddleware": None,
+    "scrapy.spidermiddlewares.metacopy.MetaCopyDetectionMiddleware": None,
 }
 ITEM_PIPELINES = {
     "pipelines.extract.ExtractPipeline": 100,
@@ -154,8 +165,8 @@ BATCH_LEASE_SECONDS = 120.0  # a dead worker's items are reclaimed after this
 BATCH_CANCEL_CHECK_INTERVAL = 2.0  # seconds between checks of the batch's cancel flag
 BATCH_RETRY_BACKOFF_BASE = 0.5  # seconds; doubled per attempt
 BATCH_RETRY_BACKOFF_MAX = 30.0  # seconds; also caps a server's Retry-After
-BATCH_STORE_FLUSH_ITEMS = 32  # item records written per transaction, at most...
-BATCH_STORE_FLUSH_SECONDS = 0.05  # ...or after this long
+BATCH_STORE_FLUSH_ITEMS = 64  # item records written per transaction, at most...
+BATCH_STORE_FLUSH_SECONDS = 0.2  # ...or after this long
 BATCH_PROGRESS_INTERVAL = 5.0  # seconds between progress lines on the console
 # `scrapy crawl batch` exits 1 unless the batch completed (False: Scrapy's usual 0)
 BATCH_CRAWL_EXIT_BY_STATUS = True

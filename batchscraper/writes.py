@@ -4,7 +4,12 @@ Concurrent transactions that all move the same batch document's counters
 conflict with each other; on the embedded server enough of them at once
 retried into a livelock. So every write of a spider process — claims, lease
 renewals, releases and item records — runs on a single thread, and item
-records are grouped into one transaction per flush (``BATCH_STORE_FLUSH_*``).
+records are grouped into one transaction per flush (``BATCH_STORE_FLUSH_*``):
+at most ``BATCH_STORE_FLUSH_ITEMS`` records, written ``BATCH_STORE_FLUSH_SECONDS``
+after the first of them arrived or as soon as there are that many. One group
+is written at a time: records that arrive while a group is being written wait
+for it and go together in the next, so a fast crawl writes bigger groups, not
+more transactions queued behind each other.
 
 Writes that fail because MongoDB is unreachable (restarting, failing over)
 are retried ``BATCH_STORE_RETRIES`` times with a doubling wait; every store
@@ -82,7 +87,8 @@ class SerialWriter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writes")
         self._pending: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._writing: set[asyncio.Future[None]] = set()  # keeps running flushes referenced
+        self._writing: asyncio.Future[None] | None = None  # the group being written
+        self._due = False  # the pending records' time came while a group was being written
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` on the write thread, retried while MongoDB is unreachable."""
@@ -105,11 +111,24 @@ class SerialWriter:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        group, self._pending = self._pending, []
+        if self._writing is not None:  # they go when the group being written is done
+            self._due = True
+            return
+        group = self._pending[: self.flush_items]
+        del self._pending[: len(group)]
         if group:
-            task = asyncio.ensure_future(self._write(group))
-            self._writing.add(task)
-            task.add_done_callback(self._writing.discard)
+            self._due = False
+            self._writing = asyncio.ensure_future(self._write(group))
+            self._writing.add_done_callback(self._written)
+
+    def _written(self, _: asyncio.Future[None]) -> None:
+        self._writing = None
+        if not self._pending:
+            return
+        if self._due or len(self._pending) >= self.flush_items:
+            self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.flush_seconds, self._flush)
 
     async def _write(self, group: list[tuple[dict[str, Any], asyncio.Future[bool]]]) -> None:
         records = [record for record, _ in group]

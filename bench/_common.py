@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -25,6 +27,42 @@ def bench_store() -> tuple[BatchStore, str]:
     store = BatchStore(connect(uri), database_name(uri))
     store.ensure_indexes()
     return store, uri
+
+
+def mongo_server_pid() -> int:
+    """The pid of the embedded MongoDB server :func:`bench_store` uses."""
+    return int(json.loads((home_dir() / "mongo.json").read_text())["pid"])
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of process ``pid``, or of this process's finished children."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+class BusyLoad:
+    """``count`` processes that each keep one core busy, for a busy machine on demand."""
+
+    def __init__(self, count: int) -> None:
+        self.processes = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(count)]
+
+    def __enter__(self) -> BusyLoad:
+        for process in self.processes:
+            process.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self.processes:
+            process.kill()
+            process.join()
 
 
 def descendants(pid: int) -> list[int]:

@@ -18,10 +18,8 @@ items after every run (each item finished exactly once).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -32,22 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchscraper.demo.site import ExampleSite
 from batchscraper.inputs import parse_batch
-from batchscraper.mongo import home_dir
 from batchscraper.store import BatchStore
-from bench._common import REPO, bench_store, record
+from bench._common import REPO, bench_store, cpu_seconds, mongo_server_pid, record
 from bench.throughput import SCHEMA
 
 DISTINCT_PAGES = 200  # the example site caches this many generated pages
 STAT = re.compile(r"'batch/items/(completed|failed)': (\d+)")
-
-
-def cpu_seconds(pid: int | None = None) -> float:
-    """CPU time (user + system) of process ``pid``, or of this process's finished children."""
-    if pid is None:
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return usage.ru_utime + usage.ru_stime
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_processes(batch_id: str, count: int, uri: str) -> tuple[float, list[int], float]:
@@ -116,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     options = {"concurrency": args.concurrency, "formats": args.formats.split(",")}
     store, uri = bench_store()
-    server_pid = json.loads((home_dir() / "mongo.json").read_text())["pid"]
+    server_pid = mongo_server_pid()
     runs = []
     with ExampleSite() as site:
         urls = [

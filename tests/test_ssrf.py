@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 
 import pytest
+from scrapy import Request
 from scrapy.settings import Settings
 
 from batchscraper.demo.site import ExampleSite
@@ -14,6 +16,8 @@ from batchscraper.downloadermiddlewares.ssrf import (
     AddressPolicy,
     FetchBlockedError,
     GuardedResolver,
+    IPAddress,
+    SsrfGuardMiddleware,
     blocked_by_resolver,
     parse_ip_literal,
 )
@@ -91,6 +95,50 @@ def test_allow_list_and_ports():
         policy.check_url("http://10.0.0.1/")
     with pytest.raises(FetchBlockedError, match="BATCH_ALLOWED_PORTS"):
         policy.check_url("http://93.184.215.14:8080/")
+
+
+class CountingPolicy(AddressPolicy):
+    """A policy whose DNS answers come from ``answers`` (host -> address), counted."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        super().__init__()
+        self.answers = answers
+        self.lookups: list[str] = []
+
+    def addresses_to_connect(self, host: str, port: int, resolver: object = None,
+                             ) -> list[IPAddress]:
+        self.lookups.append(host)
+        if host not in self.answers:
+            raise OSError("no such name")
+        return super().addresses_to_connect(host, port, lambda *_: [
+            parse_ip_literal(self.answers[host])])
+
+
+def test_the_middleware_resolves_a_name_once_and_not_a_literal():
+    policy = CountingPolicy({"shop.example": "93.184.215.14", "inside.example": "10.0.0.7"})
+    middleware = SsrfGuardMiddleware(policy)
+
+    async def fetch(url: str) -> str | None:
+        try:
+            await middleware.process_request(Request(url))
+        except FetchBlockedError as exc:
+            return str(exc)
+        return None
+
+    async def main() -> list[str | None]:
+        urls = [f"http://shop.example/p/{n}" for n in range(5)]
+        urls += ["http://93.184.215.14/a", "http://10.0.0.8/b"]
+        urls += ["http://inside.example/1", "http://inside.example/2"]
+        urls += ["http://gone.example/1", "http://gone.example/2"]
+        return [await fetch(url) for url in urls]
+
+    problems = asyncio.run(main())
+    assert problems[:6] == [None] * 6  # the public name and the public literal pass
+    assert problems[6] and "10.0.0.8" in problems[6]  # a literal is checked without DNS
+    assert problems[7] == problems[8] and "10.0.0.7" in problems[7]  # refused from memory too
+    assert problems[9:] == [None, None]  # a name that does not resolve fails later, DNS_ERROR
+    # one lookup per name, none for literals; an unresolved name is asked again
+    assert policy.lookups == ["shop.example", "inside.example", "gone.example", "gone.example"]
 
 
 def test_resolver_refuses_a_rebound_address():

@@ -22,9 +22,9 @@ networks (e.g. ``127.0.0.0/8``); it is empty by default.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -205,11 +205,23 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
 
 
+#: how long a host name's check holds (Scrapy's DNS cache holds answers as long); the
+#: connection itself is checked again by :class:`GuardedResolver`
+NAME_CHECK_SECONDS = 60.0
+NAME_CHECK_MEMORY = 10_000
+
+
 class SsrfGuardMiddleware:
-    """Downloader middleware: refuse requests to non-public targets with FETCH_BLOCKED."""
+    """Downloader middleware: refuse requests to non-public targets with FETCH_BLOCKED.
+
+    An IP literal is checked without DNS; a name is resolved off the reactor
+    thread once per ``NAME_CHECK_SECONDS`` (not once per page of its site).
+    """
 
     def __init__(self, policy: AddressPolicy) -> None:
         self.policy = policy
+        # (host, port) -> (monotonic expiry, the problem or None)
+        self._names: dict[tuple[str, int], tuple[float, str | None]] = {}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> SsrfGuardMiddleware:
@@ -219,8 +231,28 @@ class SsrfGuardMiddleware:
 
     async def process_request(self, request: Request) -> None:
         host, port = self.policy.check_url(request.url)
-        with contextlib.suppress(OSError):  # a name that does not resolve: DNS_ERROR later
+        if parse_ip_literal(host) is not None:  # check_url checked the address itself
+            return
+        problem = await self._name_problem(host, port)
+        if problem is not None:
+            raise FetchBlockedError(problem)
+
+    async def _name_problem(self, host: str, port: int) -> str | None:
+        now = time.monotonic()
+        known = self._names.get((host, port))
+        if known is not None and known[0] > now:
+            return known[1]
+        try:
             await asyncio.to_thread(self.policy.addresses_to_connect, host, port)
+            problem = None
+        except FetchBlockedError as exc:
+            problem = str(exc)
+        except OSError:  # a name that does not resolve: DNS_ERROR later, asked again next time
+            return None
+        if len(self._names) >= NAME_CHECK_MEMORY:
+            self._names.clear()
+        self._names[(host, port)] = (now + NAME_CHECK_SECONDS, problem)
+        return problem
 
 
 ALLOW_ALL = AddressPolicy(

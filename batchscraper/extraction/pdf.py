@@ -19,8 +19,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from pypdf import PdfReader
-from pypdf.errors import PyPdfError
 from scrapy.settings import BaseSettings
 
 from batchscraper.exceptions import ContentTooLargeError, PdfUnreadableError
@@ -91,6 +89,9 @@ def is_pdf(content_type: str, body: bytes) -> bool:
 
 def read_pdf(body: bytes, max_pages: int) -> PdfDocument:
     """The text of the first ``max_pages`` pages and the document information (blocking)."""
+    from pypdf import PdfReader  # here: most crawls never meet a PDF (~60 ms of import)
+    from pypdf.errors import PyPdfError
+
     try:
         reader = PdfReader(io.BytesIO(body))
         if reader.is_encrypted and not reader.decrypt(""):

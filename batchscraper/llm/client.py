@@ -19,15 +19,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
-
-import openai
 
 from batchscraper.exceptions import LLMError, LLMRateLimitedError, LLMTimeoutError
 from batchscraper.llm.config import PLACEHOLDER_API_KEY, LLMConfig
 from batchscraper.llm.prompts import response_format
 from batchscraper.llm.tokens import count_tokens
+
+if TYPE_CHECKING:  # imported when first used: a crawl without an LLM skips its ~0.5 s import
+    import openai
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,8 @@ class OpenAIChatClient:
 
     def _openai(self) -> openai.AsyncOpenAI:
         if self._client is None:
+            import openai
+
             self._client = openai.AsyncOpenAI(
                 api_key=self.config.api_key or PLACEHOLDER_API_KEY,
                 base_url=self.config.base_url or None,
@@ -128,6 +131,8 @@ class OpenAIChatClient:
         return urlsplit(self.config.base_url or OPENAI_URL).netloc or "the LLM endpoint"
 
     async def complete(self, request: ChatRequest) -> ChatResult:
+        import openai
+
         events: list[str] = []
         while True:
             mode = self._mode
