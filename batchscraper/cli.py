@@ -3,8 +3,8 @@
 ``batchscraper demo`` runs a real batch against the bundled example site,
 so a fresh machine with no internet sees the whole flow: fetch, extract,
 validate, store in MongoDB, export. ``batchscraper serve`` starts Scrapyd
-with the batch API; ``submit``, ``status``, ``list``, ``cancel``, ``retry``
-and ``export`` talk to it (``--url``/``BATCHSCRAPER_API_URL``,
+with the batch API; ``submit``, ``status``, ``list``, ``cancel``, ``retry``,
+``export``, ``schedule`` and ``templates`` talk to it (``--url``/``BATCHSCRAPER_API_URL``,
 ``--api-key``/``BATCHSCRAPER_API_KEY``).
 """
 
@@ -31,6 +31,7 @@ from batchscraper.inputs.profiles import PROFILE_PREFIX
 from batchscraper.mongo import ensure_embedded_server, home_dir
 from batchscraper.schedules.cli import add_schedule_parser, schedule_command
 from batchscraper.store import store_for
+from batchscraper.templates.cli import add_templates_parser, templates_command
 
 EXIT_BAD_INPUT = 2
 EXIT_NOT_COMPLETED = 1  # `scrapy crawl batch` and `--wait`: the batch did not complete
@@ -223,6 +224,8 @@ def api_command(args: argparse.Namespace) -> int:
     client = BatchClient(args.url, args.api_key)
     if args.command == "schedule":
         return schedule_command(client, args, _out, _json_arg, _url_entries)
+    if args.command == "templates":
+        return templates_command(client, args, _out)
     if args.command == "submit":
         webhook = None
         if args.webhook_url:
@@ -327,6 +330,7 @@ def _add_api_commands(commands: Any) -> None:
     listing.add_argument("--limit", type=int)
     listing.add_argument("--status")
     add_schedule_parser(commands, client_options)
+    add_templates_parser(commands, client_options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -221,6 +221,24 @@ class BatchClient:
         query = _query(page=page, limit=limit)
         return self._json("GET", f"/schedules/{_quote(schedule_id)}/runs{query}")
 
+    # -- learned templates ----------------------------------------------------------
+
+    def list_templates(
+        self, *, page: int = 1, limit: int | None = None, status: str | None = None,
+        host: str | None = None, batch_id: str | None = None,
+    ) -> dict[str, Any]:
+        """``GET /templates``: the caller's templates, newest first (``batch_id``: the ones
+        that batch used or learned)."""
+        query = _query(page=page, limit=limit, status=status, host=host, batch_id=batch_id)
+        return self._json("GET", f"/templates{query}")
+
+    def get_template(self, template_id: str) -> dict[str, Any]:
+        """``GET /templates/{id}``: with its selectors (``rules``) and samples."""
+        return self._json("GET", f"/templates/{_quote(template_id)}")
+
+    def delete_template(self, template_id: str) -> dict[str, Any]:
+        return self._json("DELETE", f"/templates/{_quote(template_id)}")
+
     # -- transport ---------------------------------------------------------------
 
     def _json(

@@ -7,7 +7,9 @@ prompt: headings give names, ``SKU:``/``Brand:`` lines, ``$`` prices, "In
 stock", ``By <author> on``, ISO dates. Tests can queue faults for the next
 requests (429 with Retry-After, 500, 503, hang, invalid JSON, non-conforming
 JSON, an answer cut off at the token cap), make it reject ``json_schema``
-response formats, and read what it was sent. Like a gullible model, it obeys a page that asks for the system prompt
+response formats, and read what it was sent. Benchmarks can give each answer a
+latency and make every Nth answer sloppy (an optional field it could fill left
+null). Like a gullible model, it obeys a page that asks for the system prompt
 (by copying it into a ``description`` field) and adds an extra key: the
 client side has to defend against that.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,11 +60,14 @@ class FakeLLM:
         self.faults: deque[Fault] = deque()
         self.reject_json_schema = False
         self.labelled = False  # also answer any field from a "<Field>: value" line or table row
+        self.latency = 0.0  # seconds each answer takes (a real model's pace, for benchmarks)
+        self.sloppy_every = 0  # every Nth answer misses one optional field it could fill
         self.pages: dict[str, str] = {}
         self.tokens_in = 0
         self.tokens_out = 0
         self.answered = 0
         self.spent = 0  # faulted requests a real server may have worked on (500, hang)
+        self._records_answered = 0
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -81,6 +87,8 @@ class FakeLLM:
             self.faults.clear()
             self.reject_json_schema = False
             self.labelled = False
+            self.latency = 0.0
+            self.sloppy_every = self._records_answered = 0
             self.tokens_in = self.tokens_out = self.answered = self.spent = 0
 
     @property
@@ -159,11 +167,18 @@ class FakeLLM:
             record = {name: _labelled(name, sub, page) if value is None else value
                       for (name, sub), value in zip(properties.items(), record.values(),
                                                     strict=True)}
+        if self.sloppy_every and self._sloppy_turn():
+            _miss_one(record, properties)
         if INJECTION_TRIGGER in page.lower():
             if "description" in record:
                 record["description"] = system
             record["hacked"] = True
         return json.dumps(record)
+
+    def _sloppy_turn(self) -> bool:
+        with self._lock:
+            self._records_answered += 1
+            return self._records_answered % self.sloppy_every == 0
 
     def account(self, body: dict[str, Any], text: str) -> dict[str, int]:
         prompt = sum(count_tokens(m.get("content") or "") for m in body.get("messages") or [])
@@ -217,6 +232,14 @@ def _field(name: str, schema: dict[str, Any], page: str) -> Any:
     if value is None and "array" in _types(schema):
         return []
     return value
+
+
+def _miss_one(record: dict[str, Any], properties: dict[str, Any]) -> None:
+    """Null the first optional (nullable) field that has a value, as a sloppy model does."""
+    for name, sub in properties.items():
+        if "null" in _types(sub) and record.get(name) not in (None, [], ""):
+            record[name] = None
+            return
 
 
 def _labelled(name: str, schema: dict[str, Any], page: str) -> Any:
@@ -295,6 +318,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": "unknown endpoint"}})
             return
         fault = self.fake._take_fault(body)
+        if self.fake.latency:
+            time.sleep(self.fake.latency)
         if fault is not None and fault.kind in ("500", "hang"):
             with self.fake._lock:
                 self.fake.spent += 1

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,3 +292,40 @@ def test_crawl_counts_template_pages(crawl, store: BatchStore, fake_llm: FakeLLM
         assert {k: v for k, v in item["data"].items() if v is not None} == truth(n)
         assert item["extraction"]["template"] and item["llm_calls"] == 0
         assert item["evidence"]["colour"] == "template"
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_batch_learn_the_template_once(
+        crawl, store: BatchStore, fake_llm: FakeLLM) -> None:
+    fake_llm.labelled = True
+    tenant = owner()
+    with TemplateShop() as site:
+        urls = [site.url(f"/item/{n}") for n in range(1, 41)]
+        spec = parse_batch(urls, SCHEMA, options={"concurrency": 2, "render_js": "never"})
+        batch_id = store.create_batch(spec, owner=tenant)["_id"]
+        # small leases, so both processes meet the new page shape from their first pages
+        settings = fake_llm.settings(BATCH_HEURISTICS_ENABLED=True, BATCH_CLAIM_CHUNK=2,
+                                     BATCH_TEMPLATE_AUDIT_EVERY=0,
+                                     SCRAPER_SLOT_MAX_ACTIVE_SIZE=1)
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda _: crawl(batch_id=batch_id, settings=settings),
+                                    range(2)))
+    for result in results:
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert sum("Template tpl_" in r.stderr and " learned: " in r.stderr for r in results) == 1
+    batch = store.get_batch(batch_id)
+    (doc,) = TemplateStore(store.db).list(tenant)  # the rival a race created was removed
+    assert doc["status"] == "active" and doc["attempts"] == 1
+    assert batch["counters"]["templates_learned"] == 1
+    assert batch["templates"] == {doc["_id"]: {
+        "learned": 1, "pages": batch["counters"]["template_pages"]}}
+    items = list(store.iter_items(batch_id))
+    assert batch["counters"]["completed"] == 40
+    scraped = [re.search(r"'item_scraped_count': (\d+)", r.stderr) for r in results]
+    assert all(found and int(found.group(1)) > 0 for found in scraped)  # both did work
+    served = [i for i in items if i["extraction"]["method"] == "template"]
+    assert served and {i["extraction"]["template"] for i in served} == {doc["_id"]}
+    for item in items:
+        n = int(item["url"].rsplit("/", 1)[1])
+        assert {k: v for k, v in item["data"].items() if v is not None} == truth(n), n
+    assert batch["counters"]["llm_calls"] == fake_llm.calls == 40 - len(served)

@@ -23,6 +23,7 @@ from batchscraper.inputs import OPTION_RANGES, URL_KEYS, BatchOptions
 from batchscraper.inputs.extraction import FORMATS
 from batchscraper.schedules.openapi import SCHEDULE_ERRORS, schedule_paths, schedule_schemas
 from batchscraper.store import FINAL_BATCH_STATUSES, ITEM_STATUSES
+from batchscraper.templates.openapi import BATCH_TEMPLATES, template_paths, template_schemas
 
 VERSION = "1.0.0"
 BATCH_STATUSES = ["pending", "running", *FINAL_BATCH_STATUSES]
@@ -273,6 +274,7 @@ def _schemas() -> dict[str, Any]:
                     {"url": {"type": "string"}, "status": {"type": ["string", "null"]},
                      "deliveries": {"type": "array", "items": {"type": "object"}}},
                     ["url", "deliveries"])]},
+                "templates": BATCH_TEMPLATES,
                 **STATE_PROPERTIES,
             },
             ["failures", "domains", "jobs"],
@@ -479,7 +481,8 @@ def openapi_document(keys_enabled: bool) -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}, {"apiKeyHeader": []}] if keys_enabled else [],
         "paths": {**_paths(), **change_paths(_operation, _json, _param),
-                  **schedule_paths(_operation, _json, _param)},
+                  **schedule_paths(_operation, _json, _param),
+                  **template_paths(_operation, _json, _param)},
         "webhooks": {
             "batch.completed": {
                 "post": {
@@ -493,7 +496,8 @@ def openapi_document(keys_enabled: bool) -> dict[str, Any]:
             **event_webhooks(),
         },
         "components": {
-            "schemas": {**_schemas(), **change_schemas(), **schedule_schemas()},
+            "schemas": {**_schemas(), **change_schemas(), **schedule_schemas(),
+                        **template_schemas()},
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer"},
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

@@ -86,6 +86,7 @@ def batch_state(
         # (> 0: a batch finished before failures were counted goes negative when retried)
         "failures": {code: n for code, n in (batch.get("failures") or {}).items() if n > 0},
         "domains": batch.get("domains", []),
+        "templates": batch.get("templates") or {},  # per learned template: its pages here
         "jobs": [
             {**job, "active": job["id"] in active_jobs} for job in batch.get("jobs", [])
         ],

@@ -46,6 +46,7 @@ from batchscraper.exceptions import (
 )
 from batchscraper.store.base import COUNTER_KEYS, StoreBase, item_id, utcnow
 from batchscraper.store.events import FinishEvents
+from batchscraper.templates.store import TEMPLATE_ID
 
 
 class ItemStatus(StrEnum):
@@ -521,17 +522,28 @@ def _usage_increments(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _template_increments(record: dict[str, Any], copies: int) -> dict[str, int]:
-    """Learned templates' counters: pages they extracted, misses, learned ones, audits."""
+    """Learned templates' counters: pages they extracted, misses, learned ones, audits; each
+    also per template, under ``templates.<id>`` (the batch page's templates and hit rates)."""
     extraction = record.get("extraction") or {}
-    audit = extraction.get("template_audit")
-    events = {
-        "counters.template_pages": extraction.get("method") == "template",
-        "counters.template_misses": bool(extraction.get("template_miss")),
-        "counters.templates_learned": bool(extraction.get("template_learned")),
-        "counters.template_audits": audit is not None,
-        "counters.template_disagreements": audit is not None and not audit.get("agreed"),
-    }
-    return {key: 1 + copies for key, happened in events.items() if happened}
+    audit = extraction.get("template_audit") or {}
+    served = extraction.get("method") == "template"
+    disagreed = bool(audit) and not audit.get("agreed")
+    # (batch counter, per-template counter, the template; True: a miss with no template)
+    events = (
+        ("template_pages", "pages", extraction.get("template") if served else None),
+        ("template_misses", "misses", extraction.get("template_miss")),
+        ("templates_learned", "learned", extraction.get("template_learned")),
+        ("template_audits", "audits", audit.get("template")),
+        ("template_disagreements", "disagreements", audit.get("template") if disagreed else None),
+    )
+    inc: dict[str, int] = {}
+    for counter, name, template_id in events:
+        if not template_id:
+            continue
+        inc[f"counters.{counter}"] = 1 + copies
+        if isinstance(template_id, str) and TEMPLATE_ID.fullmatch(template_id):
+            inc[f"templates.{template_id}.{name}"] = 1 + copies
+    return inc
 
 
 def _record_count(record: dict[str, Any]) -> int:

@@ -14,18 +14,31 @@ learn one template at once. All methods are blocking pymongo calls.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 
 from batchscraper.templates.signature import similarity
 
 #: a template's statuses; ``retired`` ones no longer match pages
-LIVE_STATUSES = ("learning", "verifying", "active", "abandoned")
+STATUSES = ("learning", "verifying", "active", "retired", "abandoned")
+LIVE_STATUSES = tuple(status for status in STATUSES if status != "retired")
 #: what a page match reads (samples are read only to learn)
 MATCH_FIELDS = {"samples": 0}
+#: what the API reads of a template: no page HTML, no shape hashes
+READ_FIELDS = {"samples.html": 0, "shape": 0}
+#: ... and in lists, of its samples only their URLs
+PAGE_FIELDS = {"samples.html": 0, "samples.answer": 0, "shape": 0}
+Documents = list[dict[str, Any]]
+#: a template's id (``tpl_`` and 16 hex digits)
+TEMPLATE_ID = re.compile(r"tpl_[0-9a-f]{16}")
+
+
+def new_template_id() -> str:
+    return f"tpl_{uuid.uuid4().hex[:16]}"
 
 
 def utcnow() -> dt.datetime:
@@ -41,6 +54,7 @@ class TemplateStore:
     def ensure_indexes(self) -> None:
         self.templates.create_index([("owner", ASCENDING), ("host", ASCENDING),
                                      ("schema_fp", ASCENDING), ("status", ASCENDING)])
+        self.templates.create_index([("owner", ASCENDING), ("created_at", DESCENDING)])
 
     # -- matching -------------------------------------------------------------------
 
@@ -61,7 +75,7 @@ class TemplateStore:
             {**key}, {"version": 1})), default=0)
         now = utcnow()
         doc = {
-            "_id": f"tpl_{uuid.uuid4().hex[:16]}", **key, "version": version,
+            "_id": new_template_id(), **key, "version": version,
             "shape": sorted(shape), "status": "learning", "rules": None, "samples": [],
             "attempts": 0, "checked": 0, "hits": 0, "misses": 0, "audits": 0,
             "disagreements": 0, "window": [], "batch_id": batch_id,
@@ -168,11 +182,20 @@ class TemplateStore:
 
     def list(self, owner: str | None, **query: Any) -> list[dict[str, Any]]:
         """An owner's templates, newest first, without their samples' pages."""
-        found = self.templates.find({"owner": owner, **query}, {"samples.html": 0, "shape": 0})
+        found = self.templates.find({"owner": owner, **query}, READ_FIELDS)
         return list(found.sort("created_at", -1))
 
+    def page(self, query: dict[str, Any], page: int, limit: int) -> tuple[Documents, int]:
+        """One page of the templates ``query`` matches, newest first, and how many match;
+        without samples' pages and answers (their URLs stay)."""
+        total = self.templates.count_documents(query)
+        cursor = (self.templates.find(query, PAGE_FIELDS)
+                  .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+                  .skip((page - 1) * limit).limit(limit))
+        return list(cursor), total
+
     def get(self, template_id: str) -> dict[str, Any] | None:
-        return self.templates.find_one({"_id": template_id}, {"samples.html": 0, "shape": 0})
+        return self.templates.find_one({"_id": template_id}, READ_FIELDS)
 
     def delete(self, template_id: str) -> bool:
         return self.templates.delete_one({"_id": template_id}).deleted_count == 1

@@ -9,6 +9,7 @@ import {
   codesPanel, domainsPanel, inputsPanel, jobsPanel, progressPanel, webhookPanel,
 } from './batch-panels.js';
 import { recordsPanel } from './batch-records.js';
+import { templatesPanel } from './batch-templates.js';
 import { badge, h, replace } from './dom.js';
 import { FINAL_STATUSES, Pace } from './format.js';
 
@@ -72,9 +73,11 @@ export async function renderBatch(view, ctx) {
   const inputs = inputsPanel();
   const monitors = monitorsPanel();
   const changes = changesPanel(ctx, path);
+  const templates = templatesPanel(ctx, batchId);
   const panes = {
     overview: h('div', { id: 'tab-overview' },
-      monitors.element, changes.element, codes.element, domains.element, items.element,
+      monitors.element, changes.element, codes.element, templates.element, domains.element,
+      items.element,
       webhook.element, jobs.element, inputs.element),
     records: h('div', { id: 'tab-records' }, records.element),
   };
@@ -119,6 +122,7 @@ export async function renderBatch(view, ctx) {
     jobs.draw(batch.jobs || []);
     monitors.draw(batch.monitors);
     changes.draw(batch);
+    templates.draw(batch);
   };
 
   inputs.draw(detail);
