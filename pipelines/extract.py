@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,20 +83,30 @@ class StructuredResult:
     data: Any  # a record, or a list of records on list pages
     evidence: dict[str, str]
     visible: int = 0
+    ask: frozenset[str] = frozenset()  # a single record's fields still to ask an LLM for
 
 
-def structured_step(html: str, url: str, schema: dict[str, Any], many: bool,
+def marked_up(evidence: dict[str, str]) -> bool:
+    """Whether a record comes from the page's markup (JSON-LD, microdata): trusted as it is;
+    one guessed from the page's text is completed by the LLM when one is configured."""
+    return any(set(source.split("+")) & MARKUP_SOURCES for source in evidence.values())
+
+
+def structured_step(html: str, url: str, checker: RecordChecker, many: bool,
                     heuristics: bool = True) -> StructuredResult:
-    """Structured data of one page: a record, or records plus the page's visible card count.
+    """Structured data of one page: a record and the fields it still lacks, or records plus
+    the page's visible card count (one trip off the reactor thread for all of it).
 
     Page heuristics fill what a single record still lacks, unless ``heuristics`` is off.
     """
+    schema = checker.schema
     sd = parse_structured_data(html, url)
     if not many:
         data, evidence = map_to_schema(sd, schema)
-        if not heuristics:
-            return StructuredResult(data, evidence)
-        return StructuredResult(*fill_missing(html, url, schema, data, evidence))
+        if heuristics:
+            data, evidence = fill_missing(html, url, schema, data, evidence)
+        ask = checker.fields_to_ask(data, not marked_up(evidence))
+        return StructuredResult(data, evidence, ask=frozenset(ask))
     records, evidence = structured_records(sd, schema)
     return StructuredResult(records, evidence, visible_record_count(pruned_tree(html, url)))
 
@@ -173,12 +184,15 @@ class ExtractPipeline:
             await self._schemaless(item, plan, checker, url)
             return
         if item.body is not None:
-            found = await asyncio.to_thread(structured_step, item.body, url, checker.schema, many,
+            found = await asyncio.to_thread(structured_step, item.body, url, checker, many,
                                             self.heuristics)
         else:
             found = StructuredResult([] if many else {}, {})
-        for source in found.evidence.values():
-            self._stat(f"extract/fields/{source}")
+            if not many:
+                ask = await asyncio.to_thread(checker.fields_to_ask, {}, True)
+                found = StructuredResult({}, {}, ask=frozenset(ask))
+        for source, count in Counter(found.evidence.values()).items():
+            self._stat(f"extract/fields/{source}", count)
         # what was found stays on the item if a schema check below fails
         item.data, item.evidence = found.data or None, found.evidence or None
         if many:
@@ -229,10 +243,7 @@ class ExtractPipeline:
         url: str, prompt: str | None,
     ) -> None:
         data, evidence = dict(found.data), dict(found.evidence)
-        # a record the page's markup (JSON-LD, microdata) made is trusted as it is; one
-        # guessed from the page's text is completed by the LLM when one is configured
-        marked_up = any(set(source.split("+")) & MARKUP_SOURCES for source in evidence.values())
-        ask = await asyncio.to_thread(checker.fields_to_ask, data, not marked_up)
+        ask = set(found.ask)
         template = None if self.templates is None else \
             await self.templates.fit(item, url, checker, ask, data, evidence)
         if template is not None and template.served:

@@ -17,6 +17,7 @@ from batchscraper.extraction.heuristics import (
 from batchscraper.extraction.heuristics.articles import clean_author, strip_site_name
 from batchscraper.extraction.heuristics.page import PageReader
 from batchscraper.extraction.heuristics.products import gtin_valid
+from batchscraper.extraction.validation import RecordChecker
 from batchscraper.store import BatchStore
 from pipelines.extract import structured_step
 from tests.conftest import assert_counters_match_items, batch_id_from
@@ -235,7 +236,8 @@ def test_extraction_method(evidence: dict[str, str], method: str) -> None:
 def test_structured_step_keeps_structured_values_and_fills_the_rest() -> None:
     html = page(head='<meta property="og:title" content="From OpenGraph">',
                 title="Page title", body="<h1>Heading</h1><p>Brand: Acme</p><p>€5.00</p>")
-    found = structured_step(html, URL, obj(name=STR, brand=STR, price=NUM), many=False)
+    checker = RecordChecker(obj(name=STR, brand=STR, price=NUM))
+    found = structured_step(html, URL, checker, many=False)
     assert found.data == {"name": "From OpenGraph", "brand": "Acme", "price": 5.0}
     assert found.evidence == {"name": "og", "brand": "label", "price": "pattern"}
 
