@@ -103,6 +103,8 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
     - Playwright bounds navigation and page methods, but not everything: closing a page
       after its browser was killed can wait forever, and one such request would keep the
       batch from finishing. Past the deadline the download fails with a (retryable) timeout.
+    - The Playwright driver (a Node process) starts with the first page to render, not
+      with the crawl.
     - After ``BATCH_BROWSER_RESTART_PAGES`` pages no new download starts; when the last
       running one ends the browser is closed, and the next page launches a fresh one (a
       crashed browser is relaunched by scrapy-playwright itself).
@@ -130,12 +132,24 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         self.admitting = asyncio.Event()
         self.admitting.set()
         self.restarting = False
+        self.driver_lock = asyncio.Lock()
+
+    async def _maybe_launch_in_thread(self) -> None:
+        """Nothing at engine start: the Playwright driver starts with the first page to render.
+
+        scrapy-playwright starts it when the engine starts, and the engine waits for it
+        (about a second, per scheme's handler) before the first request of every crawl,
+        rendering or not.
+        """
 
     async def _maybe_launch_browser(self) -> None:
         """Launch the browser (if none runs) only with its egress guard listening."""
         if not self.egress.running:
             self.egress.start()  # OSError: the download fails, no browser runs unguarded
             self.config.launch_options["args"] = [*self.launch_args, *egress_args(self.egress)]
+        async with self.driver_lock:
+            if getattr(self, "browser_provider", None) is None:
+                await self._launch()
         await super()._maybe_launch_browser()
 
     def _is_blocked_resource(self, request: PlaywrightRequest) -> bool:

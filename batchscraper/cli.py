@@ -201,7 +201,8 @@ def _status_line(batch: dict[str, Any]) -> str:
     return (f"{batch['batch_id']}  {batch['status']:<9} {batch['progress']['percent']:5.1f}%  "
             f"completed={counters['completed']} failed={counters['failed']} "
             f"cancelled={counters['cancelled']} pending={counters['pending']} "
-            f"running={counters['running']} total={counters['total']}")
+            f"leased={counters.get('leased', 0)} running={counters['running']} "
+            f"total={counters['total']}")
 
 
 def change_line(record: dict[str, Any]) -> str:

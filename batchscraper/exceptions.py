@@ -392,6 +392,12 @@ class ForbiddenError(BatchError):
     http_status = 403
 
 
+class AdminRequiredError(ForbiddenError):
+    """Only an admin key may do this, such as list another owner's batches (HTTP 403)."""
+
+    code = "ADMIN_REQUIRED"
+
+
 class MethodNotAllowedError(BatchError):
     """The path exists but does not answer this HTTP method (HTTP 405)."""
 

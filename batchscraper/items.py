@@ -37,8 +37,8 @@ class PageItem:
     cost_usd: float = 0.0
     extraction: dict[str, Any] | None = None  # how the record was made (method, chunks, grounding)
     screenshot: dict[str, Any] | None = None
-    pdf: dict[str, Any] | None = None
-    cache: str | None = None  # with max_age: hit, revalidated or miss  # a PDF page's pages and document information
+    pdf: dict[str, Any] | None = None  # a PDF page's pages and document information
+    cache: str | None = None  # with max_age: hit, revalidated or miss
     body: str | None = field(default=None, repr=False)
     screenshot_png: bytes | None = field(default=None, repr=False)
 

@@ -183,9 +183,13 @@ BATCH_APP_SHELL_MAX_TEXT = 400  # visible characters below which a page may be a
 
 # -- HTTP API and webhooks (Scrapyd services in batchscraper/api) --------------
 # In the Scrapyd process these can also be set in scrapyd.conf's [batchscraper] section.
-# API keys: "key:owner" pairs separated by commas (several keys may share an owner).
+# API keys: "key:owner" pairs separated by commas (several keys may share an owner);
+# "key:owner:admin" is an admin key: it sees and manages every owner's batches and schedules.
 # Empty: the API is open and Scrapyd must bind to a loopback address.
 BATCH_API_KEYS = os.environ.get("BATCH_API_KEYS", "")
+# Batches and schedules stored without an owner (by `scrapy crawl`, or before API keys were
+# turned on) belong to this owner (one of BATCH_API_KEYS'); empty: only admin keys see them.
+BATCH_API_DEFAULT_OWNER = os.environ.get("BATCH_API_DEFAULT_OWNER", "")
 BATCH_API_PROJECT = "batchscraper"  # Scrapyd project whose `batch` spider runs API batches
 # Scrapy settings given to every job the API schedules (-s NAME=VALUE), e.g.
 # {"BATCH_ALLOWED_NETWORKS": "10.0.0.0/8"}; in scrapyd.conf write it as JSON.

@@ -417,6 +417,9 @@ def test_scrapyd_endpoints_need_basic_auth(scrapyd: ScrapydServer, openapi: dict
         ({"BATCH_API_KEYS": "", "SCRAPYD_BIND_ADDRESS": "0.0.0.0"}, "refusing to serve"),
         ({"BATCH_API_KEYS": "k1:alice", "SCRAPYD_USERNAME": ""}, "basic auth is not"),
         ({"BATCH_API_KEYS": "k1-without-owner"}, "is not key:owner"),
+        ({"BATCH_API_KEYS": "k1:alice:root"}, "is not key:owner or key:owner:admin"),
+        ({"BATCH_API_KEYS": "k1:alice", "BATCH_API_DEFAULT_OWNER": "zed"},
+         "no key of BATCH_API_KEYS has owner 'zed'"),
     ],
 )
 def test_unsafe_configurations_refuse_to_start(

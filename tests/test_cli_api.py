@@ -47,6 +47,7 @@ def test_submit_profile_and_wait_keeps_stdout_for_the_answer(
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 0
     assert status.stdout.splitlines() == status.stderr.splitlines()[-1:]  # the final line
+    assert "pending=0 leased=0 running=0 total=1" in status.stdout
 
 
 def test_a_closed_output_pipe_is_a_quiet_exit(

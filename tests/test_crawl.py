@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from batchscraper.demo.site import ExampleSite, product_expected
+from batchscraper.extensions.progress import progress_line
 from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
 from tests.conftest import assert_counters_match_items, batch_id_from
@@ -185,3 +186,11 @@ def test_reextract_from_a_batch_without_content_is_refused(crawl, site: ExampleS
     assert again.returncode == 2
     assert "INVALID_STATE" in again.stderr and "kept no page content" in again.stderr
     assert store.batches.count_documents({}) == before
+
+
+def test_the_progress_line_shows_requests_in_flight_and_leased_items():
+    counters = {"total": 200, "pending": 40, "leased": 24, "running": 8, "completed": 125,
+                "failed": 3, "cancelled": 0}
+    assert progress_line("b_1", counters, 840.0) == (
+        "b_1: 128/200 done (64%), 3 failed, 8 running, 24 leased, 840 pages/min, ETA 5s"
+    )

@@ -818,3 +818,54 @@ def test_records_tab_named_batches_and_charts(
     assert [url for url in requests if "include=content" in url][-1].endswith(
         "page=106&limit=1&include=content")
     store.cancel_batch(batch_id)
+
+
+CSV_FIXED = ["index", "url", "status", "http_status", "render_mode", "error_code",
+             "error_message"]
+
+
+def export_csv(page: Page, scrapyd: ScrapydServer, batch_id: str) -> list[list[str]]:
+    """The batch page's CSV export, as rows (the header first); the key is entered once."""
+    page.goto(f"{scrapyd.url}/ui/#/batches/{batch_id}")
+    if not page.evaluate("sessionStorage.length"):
+        enter_key(page, KEYS["alice"])
+    expect(page.locator("#batch-id")).to_have_text(batch_id)
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    return list(csv.reader(io.StringIO(Path(download.value.path()).read_text())))
+
+
+def test_csv_export_has_a_column_per_field(
+    ui: Watched, scrapyd: ScrapydServer, store: BatchStore
+) -> None:
+    one = store.create_batch(parse_batch([f"https://a.example/p/{n}" for n in range(3)],
+                                         RECORD_SCHEMA), owner="alice")["_id"]
+    store.mark_running(one)
+    finish_records(store, one, range(3))
+    header, *rows = export_csv(ui.page, scrapyd, one)
+    # no `record` column (it numbers a list page's records); nested objects as a.b
+    assert header == [*CSV_FIXED, "data.name", "data.price", "data.offers.currency", "data.tags"]
+    assert rows[1][:3] == ["1", "https://a.example/p/1", "completed"]
+    assert rows[1][7:] == ["Product 1", "1", "EUR", '["new","sale","blue","xl"]']
+
+    lists = store.create_batch(parse_batch(["https://b.example/list", "https://b.example/one"],
+                                           RECORD_SCHEMA, None, {"max_items_per_url": 5}),
+                               owner="alice")["_id"]
+    store.mark_running(lists)
+    claimed = store.claim(lists, "test-worker", range(2), 600)
+    data = [[{"name": "A", "price": 1.5, "offers": {"currency": "USD"}},
+             {"name": "B", "offers": {"currency": "EUR", "note": "x"}, "stock": 3}],
+            {"name": "C", "price": 2}]
+    assert all(store.finish_items([
+        {"batch_id": lists, "index": doc["index"], "url": doc["url"], "status": "completed",
+         "data": data[doc["index"]], "validation": {"valid": True, "errors": []}}
+        for doc in claimed]))
+    header, *rows = export_csv(ui.page, scrapyd, lists)
+    # a list page's records each get a row, numbered; fields outside the schema come last
+    assert header == [*CSV_FIXED, "record", "data.name", "data.price", "data.offers.currency",
+                      "data.tags", "data.offers.note", "data.stock"]
+    assert [row[:1] + row[7:] for row in rows] == [
+        ["0", "0", "A", "1.5", "USD", "", "", ""],
+        ["0", "1", "B", "", "EUR", "", "x", "3"],
+        ["1", "", "C", "2", "", "", "", ""],
+    ]

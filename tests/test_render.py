@@ -294,3 +294,36 @@ def test_killed_browser_is_restarted_and_items_retried(
     ]
     batch = store.get_batch(items[0]["batch_id"])
     assert batch["counters"]["completed"] == 24 and batch["status"] == "completed"
+
+
+def test_a_crawl_that_renders_nothing_starts_no_browser_driver(
+    mongo_uri: str, batch_home: Path, site: ExampleSite, store: BatchStore, tmp_path: Path
+):
+    """No Playwright driver (Node) nor Chromium runs unless a page is rendered.
+
+    scrapy-playwright starts its driver when the engine starts, and every crawl's first
+    request waited for it (about a second); it now starts with the first page to render.
+    """
+    before = site.hits("/slow")
+    urls = [site.url("/slow?delay=3"), site.url("/app-shell/3")]
+    command = [sys.executable, "-m", "scrapy", "crawl", "batch", "-a", "urls=" + ",".join(urls),
+               "-a", f"schema={SCHEMA}", "-a", "render_js=never", "-a", "retries=0",
+               "-s", "BATCH_ALLOWED_NETWORKS=127.0.0.0/8", "-s", "BATCH_CRAWL_EXIT_BY_STATUS=0"]
+    env = {**os.environ, "MONGO_URI": mongo_uri, "BATCHSCRAPER_HOME": str(batch_home)}
+    log = tmp_path / "crawl.log"
+    seen: set[str] = set()
+    with log.open("w") as out, subprocess.Popen(command, cwd=REPO, env=env, stderr=out) as crawl:
+        deadline = time.monotonic() + 120
+        while site.hits("/slow") == before:  # the crawl has started fetching
+            assert time.monotonic() < deadline and crawl.poll() is None, "no request came"
+            time.sleep(0.05)
+        while crawl.poll() is None and time.monotonic() < deadline:
+            seen |= {comm(child) for child in descendants(crawl.pid)}
+            time.sleep(0.1)
+    stderr = log.read_text()
+    assert crawl.returncode == 0, stderr[-3000:]
+    # the driver's process calls itself node-MainThread
+    assert not [name for name in seen if name.startswith("node") or "chrom" in name], seen
+    items = list(store.iter_items(batch_id_from(subprocess.CompletedProcess([], 0, "", stderr))))
+    assert [item["render_mode"] for item in items] == ["fetch", "fetch"]
+    assert items[0]["status"] == "completed"

@@ -69,7 +69,7 @@ class BatchApi:
         scrapyd_config = root.scheduler.config
         settings = api_settings(scrapyd_config)
         try:
-            self.keys = ApiKeys.from_setting(settings.get("BATCH_API_KEYS"))
+            self.keys = ApiKeys.from_settings(settings)
         except ValueError as exc:
             raise ConfigError(f"batchscraper: {exc}") from None
         check_exposure(scrapyd_config, self.keys.enabled)

@@ -33,7 +33,8 @@ AS_OF = {"type": "string", "format": "date-time",
 ERRORS = {
     400: "Malformed request: bad JSON, wrong shape, bad query parameter (INVALID_INPUT)",
     401: "No API key, or an unknown one (UNAUTHORIZED)",
-    403: "The batch belongs to another API key's owner (FORBIDDEN)",
+    403: "The batch belongs to another API key's owner (FORBIDDEN); only an admin key may "
+    "list another owner's batches (ADMIN_REQUIRED)",
     404: "No such batch (NOT_FOUND)",
     405: "Method not allowed here (METHOD_NOT_ALLOWED)",
     409: "Wrong state: finished batch, nothing to retry, Idempotency-Key reused with "
@@ -204,6 +205,9 @@ def _schemas() -> dict[str, Any]:
         "BatchSummary": obj(
             {
                 "batch_id": {"type": "string", "pattern": "^b_[0-9a-f]{32}$"},
+                "owner": {"type": ["string", "null"], "description": "the owner of the API "
+                          "key that submitted it; null: stored without one (scrapy crawl, "
+                          "or before API keys), BATCH_API_DEFAULT_OWNER's"},
                 "name": {"type": ["string", "null"]},
                 "tags": {"type": "array", "items": {"type": "string"}},
                 "overview": {"oneOf": [{"type": "null"}, obj(
@@ -398,14 +402,18 @@ def _paths() -> dict[str, Any]:
                              "content": {"application/json": {"schema": ref("BatchSubmit")}}},
             ),
             "get": _operation(
-                "The caller's batches, newest first",
+                "The caller's batches (an admin key: every owner's), newest first",
                 {200: _json("BatchList", "One page of batches")},
-                [400, 401],
+                [400, 401, 403],
                 parameters=[page, limit, _param("status", {"enum": BATCH_STATUSES},
                                                 "only batches with this status"),
                             _param("q", {"type": "string", "maxLength": 200},
                                    "words that must each appear in the batch's id, name, "
-                                   "tags, domains or field names (any case)")],
+                                   "tags, domains or field names (any case)"),
+                            _param("owner", {"type": "string", "maxLength": 200},
+                                   "only this owner's batches (an admin key sees every "
+                                   "owner's; another key may name only its own: else 403 "
+                                   "ADMIN_REQUIRED)")],
             ),
         },
         "/batches/{batch_id}": {

@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 BATCH_STATUSES = ("pending", "running", *FINAL_BATCH_STATUSES)
 MAX_SEARCH = 200
+MAX_OWNER = 200
 
 
 class Batches(ApiResource):
@@ -128,8 +129,9 @@ class Batches(ApiResource):
         limit = query_int(request, "limit", config.page_size, 1, config.max_batches_limit)
         status = query_choice(request, "status", BATCH_STATUSES)
         search = query_text(request, "q", MAX_SEARCH)
+        owner = query_text(request, "owner", MAX_OWNER).strip() or None
         batches, total = await deferToThread(
-            self.api.service.list_batches, caller, page, limit, status, search
+            self.api.service.list_batches, caller, page, limit, status, search, owner
         )
         base = self.base(request)
         return JsonResponse(

@@ -44,7 +44,8 @@ def schedule_service(api: BatchApi, root: Any) -> ScheduleService:
         config = ScheduleConfig.from_settings(api_settings(root.scheduler.config))
         store = ScheduleStore(api.service.store.db)
         store.ensure_indexes()  # Scrapyd is starting: blocking is fine
-        scheduler = Scheduler(store, api.service, config)
+        scheduler = Scheduler(store, api.service, config,
+                              default_owner=api.keys.default_owner)
         _SCHEDULES[api] = ScheduleService(store, scheduler, api.service)
         if config.enabled:
             SchedulerLoop(scheduler, api).setServiceParent(root.app)

@@ -198,14 +198,15 @@ class BatchService:
         return batch
 
     def list_batches(
-        self, caller: Caller, page: int, limit: int, status: str | None, search: str = ""
+        self, caller: Caller, page: int, limit: int, status: str | None, search: str = "",
+        owner: str | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of the caller's batches, newest first, and how many there are.
 
         ``search``: words that must each appear (any case) in the batch's id, name,
-        tags, domains or field names.
+        tags, domains or field names. ``owner``: only that owner's (an admin's filter).
         """
-        query: dict[str, Any] = {} if caller.owner is None else {"owner": caller.owner}
+        query = caller.owner_query(owner)
         if status is not None:
             query["status"] = status
         if search.strip():

@@ -39,6 +39,7 @@ def batch_summary(batch: dict[str, Any], base: str = "") -> dict[str, Any]:
     counters = {**dict.fromkeys(ITEM_STATUSES, 0), **batch["counters"]}
     return {
         "batch_id": batch["_id"],
+        "owner": batch.get("owner"),
         "name": batch.get("name"),
         "tags": batch.get("tags") or [],
         "status": batch["status"],

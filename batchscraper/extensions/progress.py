@@ -93,7 +93,10 @@ def _done(counters: dict[str, int]) -> int:
 
 
 def progress_line(batch_id: str, counters: dict[str, int], pages_per_minute: float) -> str:
-    """``b_…: 120/200 done (60%), 3 failed, 840 pages/min, ETA 6s``."""
+    """``b_…: 120/200 done (60%), 3 failed, 8 running, 24 leased, 840 pages/min, ETA 6s``.
+
+    ``running``: requests in flight; ``leased``: items this batch's workers hold, waiting.
+    """
     total = counters["total"]
     done = _done(counters)
     left = total - done
@@ -101,5 +104,6 @@ def progress_line(batch_id: str, counters: dict[str, int], pages_per_minute: flo
     percent = 100 * done // total if total else 100
     return (
         f"{batch_id}: {done}/{total} done ({percent}%), {counters['failed']} failed, "
+        f"{counters['running']} running, {counters.get('leased', 0)} leased, "
         f"{pages_per_minute:.0f} pages/min, ETA {eta}"
     )

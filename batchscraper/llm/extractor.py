@@ -14,9 +14,10 @@ backoff (``Retry-After`` honoured) until ``BATCH_LLM_RETRIES`` or the item's
 deadline (``BATCH_LLM_ITEM_DEADLINE``) runs out, each retry logged. An attempt
 the server may have worked on (a timeout, a 5xx) counts as a call. An answer
 cut off at its token cap is asked again once with four times the cap (at most
-``BATCH_LLM_MAX_OUTPUT_TOKENS``), then fails with LLM_OUTPUT_TRUNCATED. When the merged answer fails the caller's check
-(coercion and validation), the model is asked once more with the errors; if the
-budget refuses that repair, the first answer is kept.
+``BATCH_LLM_MAX_OUTPUT_TOKENS``), then fails with LLM_OUTPUT_TRUNCATED. When the
+merged answer fails the caller's check (coercion and validation), the model is
+asked once more with the errors; if the budget refuses that repair, the first
+answer is kept.
 """
 
 from __future__ import annotations

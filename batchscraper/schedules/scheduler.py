@@ -85,11 +85,13 @@ class Scheduler:
         batches: BatchService,
         config: ScheduleConfig,
         clock: Callable[[], dt.datetime] = utcnow,
+        default_owner: str | None = None,  # BATCH_API_DEFAULT_OWNER (with API keys on)
     ) -> None:
         self.store = store
         self.batches = batches
         self.config = config
         self.clock = clock
+        self.default_owner = default_owner
 
     def scan(self) -> list[Fired]:
         """Handle every due tick once; what each did."""
@@ -155,7 +157,9 @@ class Scheduler:
         }
         if key is not None:
             extra["schedule_tick"] = key
-        caller = Caller(owner=schedule.get("owner"))
+        # a schedule stored without an owner is the default owner's, like such a batch
+        caller = Caller(owner=schedule.get("owner") or self.default_owner,
+                        default_owner=self.default_owner)
         previous = (schedule.get("last_run") or {}).get("batch_id")
         if previous and template.get("compare_to") is None:  # compare with the previous run
             try:

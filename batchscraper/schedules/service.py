@@ -72,12 +72,12 @@ class ScheduleService:
         if not SCHEDULE_ID.fullmatch(schedule_id):
             raise BatchNotFoundError(f"no schedule {schedule_id[:80]!r}")
         doc = self.store.get(schedule_id)
-        if caller.owner is not None and doc.get("owner") != caller.owner:
+        if not caller.owns(doc):
             raise ForbiddenError(f"schedule {schedule_id} belongs to another API key")
         return doc
 
     def page(self, caller: Caller, page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        return self.store.page(caller.owner, page, limit)
+        return self.store.page(caller.owner_query(), page, limit)
 
     def update(self, caller: Caller, schedule_id: str, body: Any) -> tuple[dict[str, Any],
                                                                          str | None]:

@@ -54,10 +54,9 @@ class ScheduleStore:
         return doc
 
     def page(
-        self, owner: str | None, page: int, limit: int
+        self, query: dict[str, Any], page: int, limit: int
     ) -> tuple[list[dict[str, Any]], int]:
-        """One page of the owner's schedules (every one when ``owner`` is None), newest first."""
-        query = {} if owner is None else {"owner": owner}
+        """One page of the schedules that match ``query`` (an owner's), newest first."""
         total = self.schedules.count_documents(query)
         cursor = (
             self.schedules.find(query)

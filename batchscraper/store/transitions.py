@@ -44,7 +44,7 @@ from batchscraper.exceptions import (
     TooLargeError,
     WorkerLostError,
 )
-from batchscraper.store.base import COUNTER_KEYS, StoreBase, item_id, utcnow
+from batchscraper.store.base import COUNTER_KEYS, item_id, utcnow
 from batchscraper.store.events import FinishEvents
 from batchscraper.templates.store import TEMPLATE_ID
 

@@ -2,7 +2,7 @@
 thread).
 
 An owner's templates serve only that owner's batches, so a caller reads and deletes only its
-own (another owner's is 403, an unknown id 404); with the API open (no keys) every template.
+own (another owner's is 403, an unknown id 404); an admin key and the open API (no keys) every template.
 Deleting one removes that version: the next page of its shape starts learning it again.
 """
 
@@ -37,7 +37,7 @@ class TemplateService:
              limit: int) -> tuple[list[dict[str, Any]], int]:
         """One page of the caller's templates, newest first; ``batch_id``: those the batch used
         or learned (the batch must be the caller's: 404, 403)."""
-        query: dict[str, Any] = {} if caller.owner is None else {"owner": caller.owner}
+        query: dict[str, Any] = caller.owner_query()  # every owner's for admins
         if found.host:
             query["host"] = found.host
         if found.status:
@@ -52,7 +52,7 @@ class TemplateService:
         doc = self.store.get(template_id) if TEMPLATE_ID.fullmatch(template_id) else None
         if doc is None:
             raise BatchNotFoundError(f"no template {template_id[:80]!r}")
-        if caller.owner is not None and doc.get("owner") != caller.owner:
+        if not caller.owns(doc):
             raise ForbiddenError(f"template {template_id} belongs to another API key")
         return doc
 

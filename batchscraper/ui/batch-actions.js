@@ -4,8 +4,9 @@ import { h } from './dom.js';
 import { FINAL_STATUSES } from './format.js';
 import { exportRecords } from './export.js';
 
-// `after.refresh()` reloads the page's data; `after.restartPace()` forgets the pace so far.
-export function actionsPanel(ctx, batchId, after) {
+// `after.refresh()` reloads the page's data; `after.restartPace()` forgets the pace so far;
+// `columns`: the schema's field paths, the CSV export's record columns.
+export function actionsPanel(ctx, batchId, after, columns) {
   const path = `batches/${batchId}`;
   const cancel = h('button', { type: 'button', id: 'cancel-batch', class: 'danger' }, 'Cancel batch');
   const retry = h('button', { type: 'button', id: 'retry-failed' }, 'Retry failed');
@@ -45,7 +46,7 @@ export function actionsPanel(ctx, batchId, after) {
     button.addEventListener('click', async () => {
       button.disabled = true;
       try {
-        const written = await exportRecords(ctx.api, batchId, format);
+        const written = await exportRecords(ctx.api, batchId, format, columns);
         ctx.notify(`Exported ${written} record(s) as ${format.toUpperCase()}.`);
       } catch (error) {
         ctx.fail(error);

@@ -59,7 +59,8 @@ export async function renderBatch(view, ctx) {
     syncAddress(batchId, query);
   };
   const items = itemsPanel(ctx, path, ctx.query, address);
-  const records = recordsPanel(ctx, path, detail.overview?.fields || fieldPaths(detail.schema));
+  const columns = detail.overview?.fields || fieldPaths(detail.schema);
+  const records = recordsPanel(ctx, path, columns);
   const codes = codesPanel(ctx, path, (code) => items.setFilters('failed', code));
   const domains = domainsPanel(ctx, path);
   const progress = progressPanel();
@@ -67,7 +68,7 @@ export async function renderBatch(view, ctx) {
   const actions = actionsPanel(ctx, batchId, {
     refresh: () => refresh({ forceScan: true }),
     restartPace: () => { state.pace = new Pace(); },
-  });
+  }, columns);
   const webhook = webhookPanel();
   const jobs = jobsPanel();
   const inputs = inputsPanel();

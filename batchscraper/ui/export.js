@@ -4,37 +4,67 @@
 const FIXED_COLUMNS = ['index', 'url', 'status', 'http_status', 'render_mode', 'error_code', 'error_message'];
 const FORMULA_START = /^[=+\-@\t\r]/; // spreadsheets would run these as formulas
 
-export async function exportRecords(api, batchId, format) {
+// `columns`: the schema's field paths (a.b), the CSV's record columns in their order
+export async function exportRecords(api, batchId, format, columns) {
   const records = [];
   for await (const record of api.records(`batches/${batchId}/items`)) records.push(record);
-  const text = format === 'csv' ? toCsv(records) : records.map((r) => `${JSON.stringify(r)}\n`).join('');
+  const text = format === 'csv' ? toCsv(records, columns) : records.map((r) => `${JSON.stringify(r)}\n`).join('');
   const type = format === 'csv' ? 'text/csv' : 'application/x-ndjson';
   download(new Blob([text], { type }), `${batchId}.${format}`);
   return records.length;
 }
 
-function toCsv(records) {
+// One row per record: a list page's records each get a row, numbered in a `record` column
+// (only when some page has a list); one `data.<path>` column per schema field (an object
+// without properties in the schema: as JSON), then the fields outside the schema, flattened.
+function toCsv(items, columns) {
+  const inSchema = (path) => columns.some((column) => path === column || path.startsWith(`${column}.`));
+  const extra = [];
   const rows = [];
-  const fields = [];
-  for (const record of records) {
-    const many = Array.isArray(record.data);
-    const datas = many ? record.data : [record.data];
-    datas.forEach((data, number) => {
-      const values = data && typeof data === 'object' ? data : {};
-      for (const name of Object.keys(values)) if (!fields.includes(name)) fields.push(name);
-      rows.push({ record, data: values, number: many ? number : '' });
+  let lists = false;
+  for (const item of items) {
+    const many = Array.isArray(item.data);
+    lists ||= many;
+    (many ? item.data : [item.data]).forEach((record, number) => {
+      const flat = flatten(record);
+      for (const path of Object.keys(flat)) if (!inSchema(path) && !extra.includes(path)) extra.push(path);
+      rows.push({ item, record, flat, number: many ? number : '' });
     });
   }
-  const header = [...FIXED_COLUMNS, 'record', ...fields.map((name) => `data.${name}`)];
+  const header = [...FIXED_COLUMNS, ...(lists ? ['record'] : []),
+    ...[...columns, ...extra].map((path) => `data.${path}`)];
   const lines = [header.map(cell).join(',')];
-  for (const { record, data, number } of rows) {
+  for (const { item, record, flat, number } of rows) {
     lines.push([
-      record.index, record.url, record.status, record.http_status, record.render_mode,
-      record.error?.code, record.error?.message, number,
-      ...fields.map((name) => data[name]),
+      item.index, item.url, item.status, item.http_status, item.render_mode,
+      item.error?.code, item.error?.message, ...(lists ? [number] : []),
+      ...columns.map((column) => valueAt(record, column)), ...extra.map((path) => flat[path]),
     ].map(cell).join(','));
   }
   return `${lines.join('\r\n')}\r\n`;
+}
+
+// A record's values by a.b path; arrays (and values that are not objects) are leaves.
+function flatten(record, prefix = '', into = {}) {
+  if (!isObject(record)) return into;
+  for (const [name, value] of Object.entries(record)) {
+    if (isObject(value)) flatten(value, `${prefix}${name}.`, into);
+    else into[prefix + name] = value;
+  }
+  return into;
+}
+
+function valueAt(record, path) {
+  let value = record;
+  for (const key of path.split('.')) {
+    if (!isObject(value)) return undefined;
+    value = value[key];
+  }
+  return value;
+}
+
+function isObject(value) {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
 function cell(value) {
