@@ -407,7 +407,8 @@ def test_scrapyd_endpoints_need_basic_auth(scrapyd: ScrapydServer, openapi: dict
         "/batches", "/batches/{batch_id}", "/batches/{batch_id}/items",
         "/batches/{batch_id}/retry", "/batches/{batch_id}/urls", "/batches/{batch_id}/changes",
         "/schedules", "/schedules/{schedule_id}", "/schedules/{schedule_id}/run",
-        "/schedules/{schedule_id}/runs", "/openapi.json",
+        "/schedules/{schedule_id}/runs", "/templates", "/templates/{template_id}",
+        "/openapi.json",
     }
 
 

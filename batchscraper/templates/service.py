@@ -2,7 +2,8 @@
 thread).
 
 An owner's templates serve only that owner's batches, so a caller reads and deletes only its
-own (another owner's is 403, an unknown id 404); an admin key and the open API (no keys) every template.
+own (another owner's is 403, an unknown id 404); an admin key and the open API (no keys)
+see every template.
 Deleting one removes that version: the next page of its shape starts learning it again.
 """
 
