@@ -137,6 +137,17 @@ class MemorySampler:
             self.process.append(rss_bytes(self.root))
 
 
+def http_crawl_settings(concurrency: int, **extra: Any) -> dict[str, Any]:
+    """Settings of a bench crawl of the local site over HTTP (no browser), ``extra`` on top."""
+    return {
+        "BATCH_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "LOG_LEVEL": "INFO",
+        "CONCURRENT_REQUESTS_PER_DOMAIN": concurrency,
+        "BATCH_BROWSER_ENABLED": False,
+        **extra,
+    }
+
+
 def run_crawl(
     args: dict[str, Any], settings: dict[str, Any], env: dict[str, str], interval: float = 0.2
 ) -> tuple[subprocess.CompletedProcess[str], MemorySampler]:

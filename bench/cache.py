@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import resource
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,8 @@ from batchscraper.demo.site import ExampleSite
 from batchscraper.downloadermiddlewares.pagecache import COLLECTION
 from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
-from bench._common import bench_store, record, run_crawl
+from bench._common import bench_store, cpu_seconds, http_crawl_settings, record, run_crawl
 from bench.throughput import SCHEMA, elapsed
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def crawl(store: BatchStore, uri: str, urls: list[str], concurrency: int,
@@ -43,14 +37,13 @@ def crawl(store: BatchStore, uri: str, urls: list[str], concurrency: int,
     """One crawl of a fresh batch: pages/s, CPU s per 1,000 pages, its cache counters."""
     options = {"concurrency": concurrency, "render_js": "never", "max_age": max_age}
     batch_id = store.create_batch(parse_batch(urls, SCHEMA, options=options))["_id"]
-    cpu = children_cpu()
+    cpu = cpu_seconds()
     result, _ = run_crawl(
         {"batch_id": batch_id},
-        {"BATCH_ALLOWED_NETWORKS": "127.0.0.0/8", "LOG_LEVEL": "INFO",
-         "CONCURRENT_REQUESTS_PER_DOMAIN": concurrency, "BATCH_BROWSER_ENABLED": False},
+        http_crawl_settings(concurrency),
         {"MONGO_URI": uri},
     )
-    cpu = children_cpu() - cpu
+    cpu = cpu_seconds() - cpu
     counters = store.get_batch(batch_id)["counters"]
     seconds = elapsed(result.stderr)
     return {

@@ -28,7 +28,7 @@ from batchscraper.demo.site import ExampleSite
 from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
 from batchscraper.webhooks import OUTBOX, new_secret
-from bench._common import bench_store, record, run_crawl
+from bench._common import bench_store, http_crawl_settings, record, run_crawl
 from bench.throughput import SCHEMA, elapsed
 
 HOOK = "https://hooks.example/batches"
@@ -41,8 +41,7 @@ def crawl(store: BatchStore, uri: str, urls: list[str], concurrency: int,
     batch_id = store.create_batch(parse_batch(urls, SCHEMA, options=options), extra=extra)["_id"]
     result, _ = run_crawl(
         {"batch_id": batch_id},
-        {"BATCH_ALLOWED_NETWORKS": "127.0.0.0/8", "LOG_LEVEL": "INFO",
-         "CONCURRENT_REQUESTS_PER_DOMAIN": concurrency, "BATCH_BROWSER_ENABLED": False},
+        http_crawl_settings(concurrency),
         {"MONGO_URI": uri},
     )
     batch = store.get_batch(batch_id)

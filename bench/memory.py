@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from batchscraper.demo.site import ExampleSite
 from batchscraper.inputs import Limits, parse_batch
 from batchscraper.store import BatchStore
-from bench._common import bench_store, mb, record, run_crawl
+from bench._common import bench_store, http_crawl_settings, mb, record, run_crawl
 from bench.throughput import SCHEMA, elapsed
 
 TARGET = 1.2
@@ -45,16 +45,8 @@ def crawl_batch(
     batch_id = store.create_batch(spec)["_id"]
     del urls, spec
     started = time.monotonic()
-    result, memory = run_crawl(
-        {"batch_id": batch_id},
-        {
-            "BATCH_ALLOWED_NETWORKS": "127.0.0.0/8",
-            "LOG_LEVEL": "INFO",
-            "CONCURRENT_REQUESTS_PER_DOMAIN": concurrency,
-            "BATCH_BROWSER_ENABLED": False,
-        },
-        {"MONGO_URI": uri},
-    )
+    result, memory = run_crawl({"batch_id": batch_id}, http_crawl_settings(concurrency),
+                               {"MONGO_URI": uri})
     counters = store.get_batch(batch_id)["counters"]
     if counters["completed"] + counters["failed"] != size:
         raise SystemExit(f"batch {batch_id} did not finish: {counters}")

@@ -41,6 +41,7 @@ from bench._common import (
     BusyLoad,
     bench_store,
     cpu_seconds,
+    http_crawl_settings,
     mb,
     mongo_server_pid,
     record,
@@ -111,7 +112,8 @@ class CPU:
 
     def __exit__(self, *exc: object) -> None:
         after = self._now()
-        self.crawl, self.mongodb, self.site = (a - b for a, b in zip(after, self._before, strict=True))
+        spent = (a - b for a, b in zip(after, self._before, strict=True))
+        self.crawl, self.mongodb, self.site = spent
 
     def _now(self) -> tuple[float, float, float]:
         server = cpu_seconds(self.server_pid) if self.server_pid else 0.0
@@ -132,17 +134,8 @@ def spider_run(
     spec = parse_batch(urls, SCHEMA, options={"concurrency": concurrency, "render_js": "never"})
     batch_id = store.create_batch(spec)["_id"]
     with CPU(mongo_server_pid()) as cpu:
-            result, memory = run_crawl(
-            {"batch_id": batch_id},
-            {
-                "BATCH_ALLOWED_NETWORKS": "127.0.0.0/8",
-                "LOG_LEVEL": "INFO",
-                "CONCURRENT_REQUESTS_PER_DOMAIN": concurrency,
-                "BATCH_BROWSER_ENABLED": False,
-                **extra,
-            },
-            {"MONGO_URI": uri},
-        )
+        result, memory = run_crawl({"batch_id": batch_id},
+                                   http_crawl_settings(concurrency, **extra), {"MONGO_URI": uri})
     counters = store.get_batch(batch_id)["counters"]
     recount = store.aggregate_counters(batch_id)
     if {key: counters[key] for key in recount} != recount:
