@@ -18,11 +18,10 @@ a receiver de-duplicates on ``webhook-id``:
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
-from batchscraper.webhooks import BATCH_COMPLETED, batch_links
+from batchscraper.webhooks import BATCH_COMPLETED, batch_links, outbox_event
 
 BATCH_STARTED = "batch.started"
 ITEM_COMPLETED = "item.completed"
@@ -61,28 +60,6 @@ def wants(webhook: dict[str, Any] | None, event: str) -> bool:
     if not webhook or not webhook.get("url"):
         return False
     return event in (webhook.get("events") or DEFAULT_EVENTS)
-
-
-def outbox_event(
-    msg_id: str, event: str, batch_id: str, webhook: dict[str, Any], data: dict[str, Any]
-) -> dict[str, Any]:
-    """An outbox document for ``event``, its payload with the webhook's ``metadata``."""
-    now = dt.datetime.now(dt.UTC)
-    payload = {"type": event, "timestamp": now.isoformat(), "metadata": webhook.get("metadata"),
-               "data": data}
-    return {
-        "_id": msg_id,
-        "type": event,
-        "batch_id": batch_id,
-        "url": webhook["url"],
-        "secret": webhook["secret"],
-        "body": json.dumps(payload, separators=(",", ":"), default=str),
-        "status": "pending",
-        "attempts": 0,
-        "created_at": now,
-        "next_attempt_at": now,
-        "lease_until": now,
-    }
 
 
 def item_events(record: dict[str, Any], webhook: dict[str, Any] | None) -> list[dict[str, Any]]:

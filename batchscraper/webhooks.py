@@ -175,26 +175,29 @@ def batch_completed_event(batch: dict[str, Any]) -> dict[str, Any] | None:
     if not webhook or BATCH_COMPLETED not in (webhook.get("events") or [BATCH_COMPLETED]):
         return None
     msg_id = f"msg_{batch['_id']}_{batch.get('finished_runs', 1)}"
+    return outbox_event(msg_id, BATCH_COMPLETED, batch["_id"], webhook, {
+        "batch_id": batch["_id"],
+        "status": batch["status"],
+        "counters": batch["counters"],
+        "created_at": _iso(batch.get("created_at")),
+        "finished_at": _iso(batch.get("finished_at")),
+        "error": batch.get("error"),
+        "monitors": batch.get("monitors"),
+        "links": batch_links(batch["_id"]),
+    })
+
+
+def outbox_event(
+    msg_id: str, event: str, batch_id: str, webhook: dict[str, Any], data: dict[str, Any]
+) -> dict[str, Any]:
+    """An outbox document for ``event``, its payload with the webhook's ``metadata``."""
     now = dt.datetime.now(dt.UTC)
-    payload = {
-        "type": BATCH_COMPLETED,
-        "timestamp": now.isoformat(),
-        "metadata": webhook.get("metadata"),
-        "data": {
-            "batch_id": batch["_id"],
-            "status": batch["status"],
-            "counters": batch["counters"],
-            "created_at": _iso(batch.get("created_at")),
-            "finished_at": _iso(batch.get("finished_at")),
-            "error": batch.get("error"),
-            "monitors": batch.get("monitors"),
-            "links": batch_links(batch["_id"]),
-        },
-    }
+    payload = {"type": event, "timestamp": now.isoformat(), "metadata": webhook.get("metadata"),
+               "data": data}
     return {
         "_id": msg_id,
-        "type": BATCH_COMPLETED,
-        "batch_id": batch["_id"],
+        "type": event,
+        "batch_id": batch_id,
         "url": webhook["url"],
         "secret": webhook["secret"],
         "body": json.dumps(payload, separators=(",", ":"), default=str),
