@@ -16,8 +16,7 @@ import time
 from io import BytesIO
 from typing import Any, NamedTuple, cast
 
-from twisted.application.service import Service
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -26,6 +25,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
+from batchscraper.api.periodic import PeriodicService
 from batchscraper.downloadermiddlewares.ssrf import (
     ALLOW_ALL,
     AddressPolicy,
@@ -40,39 +40,22 @@ USER_AGENT = b"batchscraper-webhooks/1"
 ERROR_TEXT_CHARS = 300
 
 
-class WebhookDelivery(Service):
+class WebhookDelivery(PeriodicService):
     """Sends due outbox events from the Scrapyd process, every ``poll_interval`` seconds."""
 
     name = "batchscraper-webhooks"
+    what = "Webhook outbox scan"
 
     def __init__(self, outbox: WebhookOutbox, policy: AddressPolicy = ALLOW_ALL) -> None:
+        super().__init__(outbox.config.poll_interval)
         self.outbox = outbox
         self.config = outbox.config
         self.policy = policy
         self.tls = BrowserLikePolicyForHTTPS()
-        self.loop = task.LoopingCall(self.tick)
 
-    def startService(self) -> None:
-        super().startService()
-        self.loop.start(self.config.poll_interval, now=True).addErrback(self._loop_failed)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self.loop.running:
-            self.loop.stop()
-
-    def _loop_failed(self, failure: Any) -> None:
-        logger.error("Webhook delivery stopped: %s", failure.getTraceback())
-
-    async def _tick(self) -> None:
+    async def scan(self) -> None:
         events = await threads.deferToThread(self.outbox.claim_due)
         await defer.DeferredList([defer.ensureDeferred(self.send(e)) for e in events])
-
-    def tick(self) -> defer.Deferred:
-        """One scan of the outbox; errors are logged and the next scan runs as usual."""
-        d = defer.ensureDeferred(self._tick())
-        d.addErrback(lambda f: logger.warning("Webhook outbox scan failed: %s", f.value))
-        return d
 
     async def send(self, event: dict[str, Any]) -> str:
         """One delivery attempt of ``event``, recorded; returns the event's new status."""

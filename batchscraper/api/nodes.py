@@ -18,11 +18,12 @@ from io import BytesIO
 from typing import Any, cast
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-from twisted.application.service import Service
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
+
+from batchscraper.api.periodic import PeriodicService
 
 logger = logging.getLogger(__name__)
 
@@ -61,32 +62,26 @@ def parse_nodes(entries: list[str]) -> list[ScrapydNode | None]:
     return nodes or [None]
 
 
-class RemoteJobs(Service):
+class RemoteJobs(PeriodicService):
     """Schedules, cancels and tracks the ``batch`` jobs of one project on remote nodes."""
 
     name = "batchscraper-nodes"
+    what = "Scrapyd node poll"
 
     def __init__(
         self, nodes: list[ScrapydNode], project: str, timeout: float, poll_interval: float
     ) -> None:
+        super().__init__(poll_interval)
         self.nodes = nodes
         self.project = project
         self.timeout = timeout
         self.agent = Agent(reactor)
         self.active: dict[str, set[str]] = {node.url: set() for node in nodes}
         self.answering: dict[str, bool] = {node.url: True for node in nodes}
-        self.loop = task.LoopingCall(self.poll)
-        self.poll_interval = poll_interval
 
     def startService(self) -> None:
-        super().startService()
-        if self.nodes:
-            self.loop.start(self.poll_interval, now=True)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self.loop.running:
-            self.loop.stop()
+        if self.nodes:  # else nothing to poll
+            super().startService()
 
     def active_jobs(self) -> set[str]:
         """Job ids queued or running on any remote node, as of the last poll."""
@@ -107,11 +102,10 @@ class RemoteJobs(Service):
         body = urlencode({"project": self.project, "job": job_id}).encode()
         await self._call(node, b"POST", "cancel.json", body)
 
-    def poll(self) -> defer.Deferred[Any]:
+    async def scan(self) -> None:
         """Refresh which jobs are active on each node and which nodes answer."""
-        return defer.DeferredList(
-            [defer.ensureDeferred(self._poll_node(node)) for node in self.nodes]
-        )
+        await defer.DeferredList([defer.ensureDeferred(self._poll_node(node))
+                                  for node in self.nodes])
 
     async def _poll_node(self, node: ScrapydNode) -> None:
         try:

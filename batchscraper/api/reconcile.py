@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from scrapy.settings import BaseSettings
-from twisted.application.service import Service
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import reactor, threads
 
 from batchscraper.api.jobs import ScrapydJobs, new_job_ids
+from batchscraper.api.periodic import PeriodicService
 from batchscraper.store import BatchStore, final_status, utcnow
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def resumes_of(batch: dict[str, Any]) -> int:
     return sum(1 for job in batch.get("jobs") or [] if job.get("kind") == RESUME_KIND)
 
 
-class ReconcileService(Service):
+class ReconcileService(PeriodicService):
     """Looks for abandoned batches every ``interval`` seconds and resumes or finalizes them.
 
     ``jobs`` is the API's :class:`~batchscraper.api.jobs.ScrapydJobs` (reactor
@@ -108,6 +108,8 @@ class ReconcileService(Service):
     """
 
     name = "batchscraper-reconciler"
+    what = "Reconciler scan"
+    scan_at_start = False
 
     def __init__(
         self,
@@ -116,33 +118,16 @@ class ReconcileService(Service):
         record_jobs: Callable[[str, list[str], str], None],
         config: ReconcileConfig,
     ) -> None:
+        super().__init__(config.interval)
         self.reconciler = reconciler
         self.jobs = jobs
         self.record_jobs = record_jobs
         self.config = config
         self.suspects: dict[str, float] = {}  # batch id -> when it first looked abandoned
-        self.loop = task.LoopingCall(self.tick)
-
-    def startService(self) -> None:
-        super().startService()
-        self.loop.start(self.config.interval, now=False).addErrback(
-            lambda failure: logger.error("Reconciler stopped: %s", failure.getTraceback())
-        )
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self.loop.running:
-            self.loop.stop()
-
-    def tick(self) -> defer.Deferred:
-        """One scan; errors (MongoDB away) are logged and the next scan runs as usual."""
-        if getattr(reactor, "_stopped", False):  # shutting down: the crawls are being stopped
-            return defer.succeed(None)
-        d = defer.ensureDeferred(self.scan())
-        d.addErrback(lambda f: logger.warning("Reconciler scan failed: %s", f.value))
-        return d
 
     async def scan(self) -> None:
+        if getattr(reactor, "_stopped", False):  # shutting down: the crawls are being stopped
+            return
         batches = await threads.deferToThread(self.reconciler.leaseless)
         now = time.monotonic()
         abandoned = {

@@ -19,13 +19,13 @@ import logging
 import weakref
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet import defer, task, threads
+from twisted.internet import threads
 from twisted.internet.threads import deferToThread
 
 from batchscraper.api.app import BatchApi
 from batchscraper.api.config import api_settings
 from batchscraper.api.http import ApiResource, JsonResponse, query_int
+from batchscraper.api.periodic import PeriodicService
 from batchscraper.api.resources import queue_jobs
 from batchscraper.api.submit import check_body_headers, read_json_body
 from batchscraper.api.views import batch_summary, pagination
@@ -52,31 +52,16 @@ def schedule_service(api: BatchApi, root: Any) -> ScheduleService:
     return _SCHEDULES[api]
 
 
-class SchedulerLoop(Service):
+class SchedulerLoop(PeriodicService):
     """Fires due ticks every ``interval`` seconds; errors are logged, the next scan runs."""
 
     name = "batchscraper-scheduler"
+    what = "Scheduler scan"
 
     def __init__(self, scheduler: Scheduler, api: BatchApi) -> None:
+        super().__init__(scheduler.config.interval)
         self.scheduler = scheduler
         self.api = api
-        self.loop = task.LoopingCall(self.tick)
-
-    def startService(self) -> None:
-        super().startService()
-        self.loop.start(self.scheduler.config.interval, now=True).addErrback(
-            lambda failure: logger.error("Scheduler stopped: %s", failure.getTraceback())
-        )
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self.loop.running:
-            self.loop.stop()
-
-    def tick(self) -> defer.Deferred:
-        d = defer.ensureDeferred(self.scan())
-        d.addErrback(lambda f: logger.warning("Scheduler scan failed: %s", f.value))
-        return d
 
     async def scan(self) -> None:
         for fired in await threads.deferToThread(self.scheduler.scan):
