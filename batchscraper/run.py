@@ -68,6 +68,11 @@ class BatchRun:
     def prompt(self) -> str | None:
         return self.batch.get("prompt")
 
+    @property
+    def reextract_from(self) -> str | None:
+        """The batch whose stored pages this one extracts again (no fetching), if any."""
+        return self.batch.get("reextract_from")
+
     def plan(self, index: int) -> ItemPlan:
         """How item ``index`` is extracted: its URL's own options, else the batch's."""
         doc = self.inflight.get(index) or {}

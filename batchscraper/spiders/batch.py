@@ -107,7 +107,7 @@ class BatchSpider(scrapy.Spider):
         self.raw_inputs = {"urls": urls, "schema": schema, "prompt": prompt, "options": options}
         self.option_args = option_args
         self.job_id = _job
-        self.reextract_from = reextract_from
+        self.reextract_from = reextract_from  # a new batch's source (-a reextract_from=...)
         self.stop_reason: str | None = None
 
     @classmethod
@@ -148,9 +148,7 @@ class BatchSpider(scrapy.Spider):
     def _open_batch(self, store: BatchStore, settings: BaseSettings) -> dict[str, Any]:
         """Load the batch named by ``batch_id``, or create it from the CLI inputs."""
         if self.resume_id:
-            batch = store.get_batch(self.resume_id)
-            self.reextract_from = batch.get("reextract_from")
-            return batch
+            return store.get_batch(self.resume_id)
         if self.spec is None:
             self.spec = parse_batch(
                 limits=Limits.from_settings(settings, read_files=True),
@@ -189,9 +187,9 @@ class BatchSpider(scrapy.Spider):
         housekeeping = asyncio.ensure_future(self.leaser.housekeeping())
         try:
             async for doc in self.leaser.items():
-                if self.reextract_from:  # the page comes from the source batch, not the web
+                if run.reextract_from:  # the page comes from the source batch, not the web
                     yield await asyncio.to_thread(
-                        stored_page_item, run.store, self.reextract_from, doc, run.batch_id
+                        stored_page_item, run.store, run.reextract_from, doc, run.batch_id
                     )
                 else:
                     yield self.request_for(doc)
@@ -247,7 +245,7 @@ class BatchSpider(scrapy.Spider):
         doc = self.run.inflight.get(item.index)
         if doc is None or item.render_mode != "fetch" or self.render_policy(doc) != "auto":
             return None
-        if self.reextract_from or not item.error or item.error["code"] not in ESCALATE_ON:
+        if self.run.reextract_from or not item.error or item.error["code"] not in ESCALATE_ON:
             return None
         request = self.request_for(doc, escalation=f"auto: {item.error['code']} after fetch")
         # what the fetched attempt cost (LLM use) stays on the item's record
