@@ -7,6 +7,7 @@ site over HTTP, and ``scrapy crawl batch`` run as a subprocess.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,11 @@ import pytest
 from batchscraper.mongo import connect, database_name, ensure_embedded_server, stop_embedded_server
 from batchscraper.store import BatchStore
 from tests.hostile_site import HostileSite
+
+# Tests stop servers and crawls with Ctrl-C (SIGINT). A shell that starts pytest in the
+# background (`bash .ci/run &`) makes it ignore SIGINT, every child inherits that, and Python
+# and Twisted then never install their handlers: the child would sleep through the signal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 CRAWL_TIMEOUT = 180
