@@ -84,6 +84,7 @@ class StructuredResult:
     evidence: dict[str, str]
     visible: int = 0
     ask: frozenset[str] = frozenset()  # a single record's fields still to ask an LLM for
+    failed: ValidationFailedError | None = None  # checking the record did (what was found stays)
 
 
 def marked_up(evidence: dict[str, str]) -> bool:
@@ -105,7 +106,10 @@ def structured_step(html: str, url: str, checker: RecordChecker, many: bool,
         data, evidence = map_to_schema(sd, schema)
         if heuristics:
             data, evidence = fill_missing(html, url, schema, data, evidence)
-        ask = checker.fields_to_ask(data, not marked_up(evidence))
+        try:
+            ask = checker.fields_to_ask(data, not marked_up(evidence))
+        except ValidationFailedError as exc:  # VALIDATION_TIMEOUT: the item fails, data kept
+            return StructuredResult(data, evidence, failed=exc)
         return StructuredResult(data, evidence, ask=frozenset(ask))
     records, evidence = structured_records(sd, schema)
     return StructuredResult(records, evidence, visible_record_count(pruned_tree(html, url)))
@@ -195,6 +199,8 @@ class ExtractPipeline:
             self._stat(f"extract/fields/{source}", count)
         # what was found stays on the item if a schema check below fails
         item.data, item.evidence = found.data or None, found.evidence or None
+        if found.failed is not None:
+            raise found.failed
         if many:
             await self._list_page(item, checker, found, url, plan.prompt)
         else:
