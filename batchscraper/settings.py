@@ -291,7 +291,11 @@ BATCH_TEMPLATE_WINDOW = 10  # recent misses and audits judged for retirement
 BATCH_TEMPLATE_RETIRE_SHARE = 0.3  # more bad ones than this share of the window retires it
 BATCH_TEMPLATE_RETIRE_MIN = 3  # ... when at least this many are bad
 BATCH_TEMPLATE_SAMPLE_MAX_BYTES = 500_000  # larger pages are not kept as samples
-BATCH_TEMPLATE_LEASE_SECONDS = 60.0  # a worker's hold on learning one template
+BATCH_TEMPLATE_LEASE_SECONDS = 60.0  # a worker's hold on learning one template (and its pages)
+# While a template is learned or verified, only the pages its learning needs go to the LLM;
+# the shape's other pages wait for the outcome, at most this long (then the LLM answers them)
+BATCH_TEMPLATE_HOLD_SECONDS = 300.0
+BATCH_TEMPLATE_HOLD_POLL_SECONDS = 0.5  # how often a waiting worker reads the template's state
 
 # -- performance and scale-out -------------------------------------------------------
 # Scrapyd nodes the API schedules a batch's jobs onto, dealt round-robin: "local" (this

@@ -10,13 +10,25 @@ fingerprint) and shape, and:
   ``BATCH_TEMPLATE_AUDIT_EVERY`` is an audit: the LLM is asked as well and its
   answer compared. A page the template cannot fill is a miss and goes to the
   LLM; misses and audit disagreements over a sliding window retire the template.
-- a page of a ``learning`` template goes to the LLM; its grounded answer is a
-  sample. From ``BATCH_TEMPLATE_SAMPLES`` samples one worker (a lease) learns
-  rules, which become a candidate (``verifying``).
-- a page of a ``verifying`` template goes to the LLM too and is compared:
-  ``BATCH_TEMPLATE_VERIFY_PAGES`` agreeing pages make the candidate active;
-  a disagreement drops it and learning starts again with that page as one
-  more sample, at most ``BATCH_TEMPLATE_MAX_ATTEMPTS`` times.
+- a page of a ``learning`` template goes to the LLM when the template still
+  needs a sample (it claims one); its grounded answer is a sample. From
+  ``BATCH_TEMPLATE_SAMPLES`` samples one worker (a lease) learns rules, which
+  become a candidate (``verifying``). Rules that cannot serve the shape's pages
+  (a required field the LLM never found: the pages do not fit the schema; a
+  field no selector reproduces) are not proposed: learning tries again with
+  one more sample or gives up (``abandoned``: its pages go to the LLM).
+- a page of a ``verifying`` template goes to the LLM too, when the candidate
+  still needs a held-out page, and is compared: ``BATCH_TEMPLATE_VERIFY_PAGES``
+  agreeing pages make the candidate active; a disagreement drops it and
+  learning starts again with that page as one more sample, at most
+  ``BATCH_TEMPLATE_MAX_ATTEMPTS`` times.
+- the shape's other pages are held (:mod:`.holds`) until the template changes,
+  then matched again, at most ``BATCH_TEMPLATE_HOLD_SECONDS`` (then the LLM
+  answers them). When the crawl stops (cancel, shutdown) a held page is given
+  back unfinished (dropped here; its lease is released, a later run does it).
+- a new shape of a host whose other shape has an active template tries that
+  template's rules first (a layout variant): they are verified like any
+  candidate, and a disagreeing page becomes the first sample.
 
 The batch option ``templates``: ``auto`` (default), ``off``, or ``only``:
 once a host has an active template for the schema, a page that no active
@@ -27,20 +39,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from scrapy.crawler import Crawler
+from scrapy.exceptions import DropItem
 
 from batchscraper.exceptions import TemplateMissError
 from batchscraper.extraction.validation import RecordChecker
 from batchscraper.items import PageItem
 from batchscraper.llm.merge import is_empty, shape_to_schema
 from batchscraper.run import BatchRun
+from batchscraper.templates.holds import TemplateHolds
 from batchscraper.templates.selectors import (
     RuleFailed,
     Sample,
     apply_rules,
+    field_kind,
     learn_rules,
     same_value,
 )
@@ -60,7 +77,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class PageTemplate:
     """One page's template and what it is for: ``served``, ``learn``, ``verify``, ``audit``,
-    ``miss`` (the LLM answers; the template learns or is checked) or ``none``."""
+    ``miss`` (the LLM answers; the template learns or is checked), ``held`` (waiting for
+    the template's learning) or ``none``."""
 
     role: str
     template_id: str | None = None
@@ -69,23 +87,43 @@ class PageTemplate:
     tree: Any = None
     ask: frozenset[str] = frozenset()
     values: dict[str, Any] | None = field(default_factory=dict)  # what the template read
+    required: frozenset[str] = frozenset()  # the schema's required fields
+    claim: str | None = None  # the LLM answer of the template's learning this page gives
+    attempt: int = 0  # the candidate a ``verify`` page checks
+    rev: int = 0  # the template's revision this page was matched against
+    ticket: int = 0  # when this process matched it (see TemplateHolds.wait)
+    touched: bool = False  # this match changed the template (its waiters match again)
 
     @property
     def served(self) -> bool:
         return self.role == "served"
 
 
+@dataclass(frozen=True)
+class PageShape:
+    """What matching reads of a page once, however often it is matched."""
+
+    html: str
+    url: str
+    tree: Any
+    shape: frozenset[int]
+    key: dict[str, Any]
+
+
 class TemplateStep:
     """Template matching, extraction and learning for one crawl."""
 
     def __init__(self, config: TemplateSettings, store: TemplateStore, run: BatchRun,
-                 stats: Any) -> None:
+                 crawler: Crawler | None = None) -> None:
         self.config = config
         self.store = store
         self.run = run
-        self.stats = stats
-        self.key: dict[str, Any] = {"owner": run.batch.get("owner"),
-                                    "schema_fp": schema_fingerprint(run.schema or {})}
+        self.crawler = crawler
+        self.stats = crawler.stats if crawler is not None else None
+        self.holds = TemplateHolds(config.hold_poll_seconds)
+        self._fingerprints: dict[int, str] = {}
+        self._learning: set[str] = set()  # templates this process is learning now
+        self._lock = threading.Lock()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, run: BatchRun) -> TemplateStep | None:
@@ -95,18 +133,39 @@ class TemplateStep:
             return None
         store = TemplateStore(run.store.db)
         store.ensure_indexes()
-        return cls(config, store, run, crawler.stats)
+        return cls(config, store, run, crawler)
 
     # -- before the LLM ----------------------------------------------------------------
 
     async def fit(self, item: PageItem, url: str, checker: RecordChecker, ask: set[str],
                   data: dict[str, Any], evidence: dict[str, str]) -> PageTemplate | None:
-        """The page's template; when ``served``, ``item`` is done (extracted, or failed)."""
+        """The page's template; when ``served``, ``item`` is done (extracted, or failed).
+
+        A page whose template is being learned waits here for the outcome (see the
+        module docstring); DropItem when the crawl stops meanwhile.
+        """
         mode = self.run.options.templates
         if mode == "off" or item.body is None or not ask:
             return None
-        page = await asyncio.to_thread(self._match, item.body, url, checker, frozenset(ask),
-                                       data, mode == "only")
+        shaped = await asyncio.to_thread(self._shape, item.body, url, checker)
+        if shaped is None:
+            return None
+        args = (shaped, checker, frozenset(ask), data, mode == "only")
+        deadline = time.monotonic() + self.config.hold_seconds
+        page = await self._matched(args, hold=True)
+        if page.role == "held":
+            self._stat("held")
+        while page.role == "held":
+            if not await self.holds.wait(page.template_id or "", page.ticket, page.rev,
+                                         deadline, self._revision, self._stopping):
+                if self._stopping():
+                    self._stat("held_dropped")
+                    raise DropItem(f"the crawl stops: {url} waited for template "
+                                   f"{page.template_id} and is given back unfinished", "DEBUG")
+                self._stat("hold_timeouts")
+                page = await self._matched(args, hold=False)
+                break
+            page = await self._matched(args, hold=True)
         if page.role == "miss" and mode == "only":
             self._stat("misses")
             item.fail(TemplateMissError(
@@ -117,38 +176,98 @@ class TemplateStep:
             self._serve(item, checker, page, data, evidence)
         return page
 
-    def _match(self, html: str, url: str, checker: RecordChecker, ask: frozenset[str],
-               data: dict[str, Any], only: bool) -> PageTemplate:
+    async def _matched(self, args: tuple[PageShape, RecordChecker, frozenset[str],
+                                         dict[str, Any], bool], hold: bool) -> PageTemplate:
+        ticket = self.holds.ticket()
+        page = await asyncio.to_thread(self._match, *args, hold)
+        page.ticket = ticket
+        if page.touched and page.template_id is not None:
+            self.holds.changed(page.template_id)
+        return page
+
+    async def _revision(self, template_id: str) -> int | None:
+        return await asyncio.to_thread(self.store.revision, template_id)
+
+    def _stopping(self) -> bool:
+        """The crawl is stopping: cancelled, failed fast, or shut down."""
+        engine = self.crawler.engine if self.crawler is not None else None
+        return self.run.stopped() or (engine is not None and not engine.running)
+
+    def _shape(self, html: str, url: str, checker: RecordChecker) -> PageShape | None:
         tree = page_tree(html)
         if tree is None:
-            return PageTemplate("none")
-        shape = page_shape(tree)
-        key = {**self.key, "host": site_of(url)}
+            return None
+        fingerprint = self._fingerprints.get(id(checker))
+        if fingerprint is None:
+            fingerprint = self._fingerprints[id(checker)] = schema_fingerprint(checker.schema)
+        key = {"owner": self.run.batch.get("owner"), "schema_fp": fingerprint,
+               "host": site_of(url)}
+        return PageShape(html, url, tree, page_shape(tree), key)
+
+    def _match(self, shaped: PageShape, checker: RecordChecker, ask: frozenset[str],
+               data: dict[str, Any], only: bool, hold: bool) -> PageTemplate:
+        key = shaped.key
         live = self.store.live(key["owner"], key["host"], key["schema_fp"])
-        scored = [(similarity(shape, doc["shape"]), doc) for doc in live]
+        scored = [(similarity(shaped.shape, doc["shape"]), doc) for doc in live]
         best = max(scored, key=lambda pair: pair[0], default=(0.0, None))
         doc = best[1] if best[0] >= self.config.similarity else None
         # "only": once the host has an active template, pages no active one fits are misses
         strict = only and any(other["status"] == "active" for other in live)
-        page = PageTemplate("none", html=html, url=url, tree=tree, ask=ask)
+        page = PageTemplate("none", html=shaped.html, url=shaped.url, tree=shaped.tree,
+                            ask=ask, required=frozenset(checker.required))
         if doc is None:
             if strict:
                 page.role = "miss"
                 return page
-            doc = self.store.create(key, shape, self.run.batch_id, self.config.similarity)
+            doc = self.store.create(key, shaped.shape, self.run.batch_id, self.config.similarity,
+                                    self._sibling_rules(live, page))
             self._stat("created")
-        page.template_id = doc["_id"]
+        page.template_id, page.rev = doc["_id"], int(doc.get("rev") or 0)
         status = doc["status"]
-        if status == "learning":
-            page.role = "learn"
-        elif status == "verifying":
-            page.role = "verify"
-            page.values = self._read(tree, doc["rules"], ask)
+        if status in ("learning", "verifying"):
+            self._learning_page(page, doc, checker, hold)
         elif status == "active":
             self._use(page, doc, checker, data)
         elif strict:  # abandoned: this shape cannot be learned
             page.role = "miss"
         return page
+
+    def _learning_page(self, page: PageTemplate, doc: dict[str, Any], checker: RecordChecker,
+                       hold: bool) -> None:
+        """A page of a template being learned: it gives a needed answer, or it is held."""
+        attempts = int(doc.get("attempts") or 0)
+        if doc["status"] == "learning":
+            needed = self.config.samples_needed(attempts) - len(doc.get("samples") or [])
+            if needed <= 0:  # the samples are in: learn, if the worker that should did not
+                page.touched = self._learn(doc["_id"], checker)
+        else:
+            needed = self.config.verify_pages - int(doc.get("checked") or 0)
+        if hold:
+            page.claim = self.store.claim(doc, needed, self.run.worker_id,
+                                          self.config.lease_seconds)
+            if page.claim is None:
+                page.role = "held"
+                return
+        page.attempt = attempts
+        if doc["status"] == "learning":
+            page.role = "learn"
+        else:
+            page.role = "verify"
+            page.values = self._read(page.tree, doc["rules"], page.ask)
+
+    def _sibling_rules(self, live: list[dict[str, Any]], page: PageTemplate
+                       ) -> dict[str, Any] | None:
+        """Rules of another active shape of the key that fill this page's required fields."""
+        for doc in sorted(live, key=lambda other: -int(other.get("hits") or 0)):
+            rules = doc.get("rules") or {}
+            if doc["status"] != "active" or not page.ask <= set(rules):
+                continue
+            values = self._read(page.tree, rules, page.ask)
+            if values is not None and all(not is_empty(values.get(name))
+                                          for name in page.required & page.ask):
+                self._stat("seeded")
+                return dict(rules)
+        return None
 
     def _use(self, page: PageTemplate, doc: dict[str, Any], checker: RecordChecker,
              data: dict[str, Any]) -> None:
@@ -156,7 +275,7 @@ class TemplateStep:
         values = self._read(page.tree, rules, page.ask) if page.ask <= set(rules) else None
         kept = checker.valid_values(data, set(page.ask))
         present = {k: v for k, v in (values or {}).items() if not is_empty(v)}
-        if values is None or any(name not in present for name in checker.required
+        if values is None or any(name not in present for name in page.required
                                  if name in page.ask) \
                 or checker.error_lines([{**kept, **present}], set(present)):
             page.role = "miss"
@@ -192,17 +311,30 @@ class TemplateStep:
     # -- after the LLM ---------------------------------------------------------------
 
     async def answered(self, page: PageTemplate, answer: dict[str, Any],
-                       grounding: dict[str, bool]) -> dict[str, Any]:
+                       grounding: dict[str, bool], checker: RecordChecker) -> dict[str, Any]:
         """Learn from, verify or audit with the LLM's answer; the ``extraction`` notes."""
         if page.template_id is None or page.role in ("none", "served"):
             return {}
         grounded = {name: answer.get(name) for name in page.ask
                     if grounding.get(name, True) or is_empty(answer.get(name))}
-        return await asyncio.to_thread(self._answered, page, grounded)
+        notes = await asyncio.to_thread(self._answered, page, grounded, checker)
+        if page.role in ("learn", "verify"):
+            self.holds.changed(page.template_id)
+        return notes
 
-    def _answered(self, page: PageTemplate, answer: dict[str, Any]) -> dict[str, Any]:
+    async def unanswered(self, page: PageTemplate | None) -> None:
+        """The LLM gave no answer for a page that claimed one: another page asks instead."""
+        if page is None or page.claim is None or page.template_id is None:
+            return
+        claim, page.claim = page.claim, None
+        await asyncio.to_thread(self.store.unclaim, page.template_id, claim)
+        self.holds.changed(page.template_id)
+
+    def _answered(self, page: PageTemplate, answer: dict[str, Any],
+                  checker: RecordChecker) -> dict[str, Any]:
         template_id = page.template_id
         assert template_id is not None
+        claim, page.claim = page.claim, None
         if page.role == "miss":
             return {"template_miss": template_id}
         if page.role == "audit":
@@ -215,57 +347,96 @@ class TemplateStep:
             return {"template_audit": {"template": template_id, "agreed": agreed}}
         if page.role == "verify":
             if page.values is not None and self._agrees(page, answer):
-                if self.store.verified(template_id, self.config.verify_pages):
+                if self.store.verified(template_id, page.attempt, self.config.verify_pages,
+                                       claim):
                     self._stat("learned")
                     logger.info("Template %s learned: %s fields", template_id, len(page.ask))
                     return {"template_learned": template_id}
                 return {}
-            self.store.refuted(template_id)
+            self.store.refuted(template_id, page.attempt)
             self._stat("refuted")
-        if self._keep_sample(template_id, page, answer) >= self.config.samples:
-            self._learn(template_id)
+        if len(page.html) > self.config.sample_max_bytes:
+            if claim is not None:
+                self.store.unclaim(template_id, claim)
+            return {}
+        sample = {"url": page.url, "html": page.html, "answer": answer}
+        kept = self.store.add_sample(template_id, sample, self.config.samples_kept, claim)
+        if kept >= self.config.samples:
+            self._learn(template_id, checker)
         return {}
 
     def _agrees(self, page: PageTemplate, answer: dict[str, Any]) -> bool:
-        """The template reproduces every required field and most of the others."""
+        """The template reproduces every required field (filled) and most of the others."""
         values = page.values or {}
         compared = [name for name in answer if name in values]
         if not compared:
             return False
         equal = {name for name in compared if same_value(values[name], answer[name])}
-        required = set(self.run.checker(None).required) & set(compared)
-        return required <= equal and len(equal) >= self.config.agreement * len(compared)
+        required = page.required & set(compared)
+        filled = all(not is_empty(values[name]) for name in required)
+        return filled and required <= equal \
+            and len(equal) >= self.config.agreement * len(compared)
 
-    def _keep_sample(self, template_id: str, page: PageTemplate, answer: dict[str, Any]) -> int:
-        if len(page.html) > self.config.sample_max_bytes:
-            return 0
-        sample = {"url": page.url, "html": page.html, "answer": answer}
-        return self.store.add_sample(template_id, sample, self.config.samples_kept)
+    def _learn(self, template_id: str, checker: RecordChecker) -> bool:
+        """Rules from the template's samples, by the one worker holding its lease; True
+        when the template moved on (a candidate, one more attempt, or given up)."""
+        with self._lock:
+            if template_id in self._learning:
+                return False
+            self._learning.add(template_id)
+        try:
+            worker = self.run.worker_id
+            if not self.store.lease(template_id, worker, self.config.lease_seconds):
+                return False
+            doc = self.store.templates.find_one({"_id": template_id},
+                                                {"attempts": 1, "status": 1, "samples": 1})
+            if doc is None or doc["status"] != "learning" or \
+                    len(doc["samples"]) < self.config.samples_needed(doc["attempts"]):
+                self.store.release(template_id, worker)
+                return False
+            if doc["attempts"] >= self.config.max_attempts:
+                self._give_up(template_id, f"{doc['attempts']} candidates failed")
+                return True
+            self._propose(template_id, doc, checker)
+            return True
+        finally:
+            with self._lock:
+                self._learning.discard(template_id)
 
-    def _learn(self, template_id: str) -> None:
-        """Rules from the template's samples, by the one worker holding its lease."""
+    def _propose(self, template_id: str, doc: dict[str, Any], checker: RecordChecker) -> None:
+        """Propose the samples' rules, or try again, or give up when they cannot serve."""
         worker = self.run.worker_id
-        if not self.store.lease(template_id, worker, self.config.lease_seconds):
-            return
-        doc = self.store.templates.find_one({"_id": template_id}, {"attempts": 1, "status": 1})
-        if doc is None or doc["status"] != "learning":
-            self.store.release(template_id, worker)
-            return
-        if doc["attempts"] >= self.config.max_attempts:
-            self.store.give_up(template_id, worker, f"{doc['attempts']} candidates disagreed "
-                                                    "with held-out pages")
-            self._stat("abandoned")
-            return
-        samples = [Sample(page_tree(s["html"]), s["answer"])
-                   for s in self.store.samples(template_id)]
-        properties = self.run.checker(None).properties
-        rules = learn_rules([s for s in samples if s.tree is not None], properties)
+        samples = [Sample(tree, s["answer"]) for s in doc["samples"]
+                   if (tree := page_tree(s["html"])) is not None]
+        rules = learn_rules(samples, checker.properties)
+        answered = {name for sample in samples for name in sample.answer}
+        absent = sorted(name for name in checker.required
+                        if name in answered and (rules.get(name) or {}).get("absent"))
+        unlearnable = sorted(name for name in answered - set(rules)
+                             if field_kind(checker.properties.get(name) or {}) is None)
+        missed = sorted(answered - set(rules))
         if not rules:
-            self.store.give_up(template_id, worker, "no selector reproduces the samples")
-            self._stat("abandoned")
-            return
-        self.store.propose(template_id, rules, worker)
-        self._stat("candidates")
+            self._give_up(template_id, "no selector reproduces the samples")
+        elif absent:
+            self._give_up(template_id, f"the LLM found no {', '.join(absent)} on its samples: "
+                                       "pages of this shape do not fit the schema")
+        elif unlearnable:
+            self._give_up(template_id, f"{', '.join(unlearnable)}: a type templates do not "
+                                       "learn")
+        elif missed:
+            if doc["attempts"] + 1 >= self.config.max_attempts:
+                self._give_up(template_id, f"no selector reproduces {', '.join(missed)}")
+            else:
+                self.store.retry(template_id, worker)
+                self._stat("retries")
+        else:
+            self.store.propose(template_id, rules, worker)
+            self._stat("candidates")
+
+    def _give_up(self, template_id: str, reason: str) -> None:
+        self.store.give_up(template_id, self.run.worker_id, reason)
+        self._stat("abandoned")
+        logger.info("Template %s abandoned: %s (its pages go to the LLM)", template_id, reason)
 
     def _retired(self, template_id: str, retired: bool) -> None:
         if retired:
