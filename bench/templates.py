@@ -17,8 +17,10 @@ sometimes does. Each run is a fresh batch of a fresh owner (no template reuse be
 
 Accuracy: the schema's fields equal to the page's truth (numbers equal, strings equal after
 whitespace folding, an empty optional field equal to null) over product pages; a failed item
-scores 0. CPU: the crawl process's user + system seconds (the fake LLM runs in this process and
-is not counted). Prints each run, the ratios against (a), and one JSON line.
+scores 0. CPU per page: the crawl process's user + system seconds (``cpu_ms_per_page``), the
+embedded MongoDB server's (``mongo_cpu_ms_per_page``) and this process's, which serves the shop
+and the fake LLM (``sites_cpu_ms_per_page``): on a small machine they share its cores. Prints
+each run, the ratios against (a), and one JSON line.
 
     python bench/templates.py [--pages 1000] [--concurrency 16] [--latency 0.5]
         [--sloppy-every 20]
@@ -41,7 +43,7 @@ from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
 from batchscraper.templates.selectors import same_value
 from batchscraper.templates.store import STATUSES
-from bench._common import bench_store, record, run_crawl
+from bench._common import bench_store, cpu_seconds, mongo_server_pid, record, run_crawl
 from bench.throughput import elapsed
 from tests.fakellm import FakeLLM
 
@@ -76,6 +78,11 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def product_number(url: str) -> int | None:
     kind, _, number = urlsplit(url).path.strip("/").partition("/")
     return int(number) if kind == "item" else None
@@ -102,7 +109,8 @@ def crawl(store: BatchStore, uri: str, fake: FakeLLM, urls: list[str], mode: str
     options = {"concurrency": concurrency, "render_js": "never", "retries": 0,
                "templates": mode}
     batch_id = store.create_batch(parse_batch(urls, SCHEMA, options=options), owner=owner)["_id"]
-    calls, cpu = fake.calls, children_cpu()
+    calls, cpu, sites = fake.calls, children_cpu(), own_cpu()
+    mongo = cpu_seconds(mongo_server_pid())
     settings = fake.settings(BATCH_HEURISTICS_ENABLED=True)
     result, _ = run_crawl(
         {"batch_id": batch_id},
@@ -111,6 +119,7 @@ def crawl(store: BatchStore, uri: str, fake: FakeLLM, urls: list[str], mode: str
         {"MONGO_URI": uri},
     )
     cpu, calls = children_cpu() - cpu, fake.calls - calls
+    mongo, sites = cpu_seconds(mongo_server_pid()) - mongo, own_cpu() - sites
     seconds = elapsed(result.stderr)
     counters = store.get_batch(batch_id)["counters"]
     products = [item for item in store.iter_items(batch_id) if product_number(item["url"])]
@@ -126,6 +135,8 @@ def crawl(store: BatchStore, uri: str, fake: FakeLLM, urls: list[str], mode: str
         "accuracy": accuracy(products),
         "pages_per_s": round(len(urls) / seconds, 1),
         "cpu_ms_per_page": round(1000 * cpu / len(urls), 2),
+        "mongo_cpu_ms_per_page": round(1000 * mongo / len(urls), 2),
+        "sites_cpu_ms_per_page": round(1000 * sites / len(urls), 2),
         "completed": counters["completed"],
         "failed": counters["failed"],
         **{name: counters.get(name, 0) for name in TEMPLATE_COUNTERS},

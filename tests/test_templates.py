@@ -126,8 +126,9 @@ class Shop:
         return TemplateStore(self.store.db).list(self.run.batch.get("owner"))
 
 
-@pytest.fixture()
-def shop(store: BatchStore, mongo_uri: str, fake_llm: FakeLLM) -> Iterator[Callable[..., Shop]]:
+@pytest.fixture(name="shop")
+def shop_fixture(store: BatchStore, mongo_uri: str, fake_llm: FakeLLM
+                 ) -> Iterator[Callable[..., Shop]]:
     writers: list[SerialWriter] = []
     fake_llm.labelled = True
 

@@ -124,6 +124,7 @@ class TemplateStep:
         self._fingerprints: dict[int, str] = {}
         self._learning: set[str] = set()  # templates this process is learning now
         self._lock = threading.Lock()
+        self._creating = threading.Lock()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, run: BatchRun) -> TemplateStep | None:
@@ -190,8 +191,12 @@ class TemplateStep:
 
     def _stopping(self) -> bool:
         """The crawl is stopping: cancelled, failed fast, or shut down."""
-        engine = self.crawler.engine if self.crawler is not None else None
-        return self.run.stopped() or (engine is not None and not engine.running)
+        if self.run.stopped() or self.crawler is None:
+            return self.run.stopped()
+        try:
+            return not self.crawler.engine.running
+        except RuntimeError:  # no engine: the pipeline runs outside a crawl
+            return False
 
     def _shape(self, html: str, url: str, checker: RecordChecker) -> PageShape | None:
         tree = page_tree(html)
@@ -206,11 +211,7 @@ class TemplateStep:
 
     def _match(self, shaped: PageShape, checker: RecordChecker, ask: frozenset[str],
                data: dict[str, Any], only: bool, hold: bool) -> PageTemplate:
-        key = shaped.key
-        live = self.store.live(key["owner"], key["host"], key["schema_fp"])
-        scored = [(similarity(shaped.shape, doc["shape"]), doc) for doc in live]
-        best = max(scored, key=lambda pair: pair[0], default=(0.0, None))
-        doc = best[1] if best[0] >= self.config.similarity else None
+        live, doc = self._best(shaped)
         # "only": once the host has an active template, pages no active one fits are misses
         strict = only and any(other["status"] == "active" for other in live)
         page = PageTemplate("none", html=shaped.html, url=shaped.url, tree=shaped.tree,
@@ -219,9 +220,13 @@ class TemplateStep:
             if strict:
                 page.role = "miss"
                 return page
-            doc = self.store.create(key, shaped.shape, self.run.batch_id, self.config.similarity,
-                                    self._sibling_rules(live, page))
-            self._stat("created")
+            with self._creating:  # this process's pages of a new shape create it once
+                live, doc = self._best(shaped)
+                if doc is None:
+                    doc = self.store.create(shaped.key, shaped.shape, self.run.batch_id,
+                                            self.config.similarity,
+                                            self._sibling_rules(live, page))
+                    self._stat("created")
         page.template_id, page.rev = doc["_id"], int(doc.get("rev") or 0)
         status = doc["status"]
         if status in ("learning", "verifying"):
@@ -231,6 +236,14 @@ class TemplateStep:
         elif strict:  # abandoned: this shape cannot be learned
             page.role = "miss"
         return page
+
+    def _best(self, shaped: PageShape) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """The key's live templates, and the one the page's shape fits best (if any)."""
+        key = shaped.key
+        live = self.store.live(key["owner"], key["host"], key["schema_fp"])
+        scored = [(similarity(shaped.shape, doc["shape"]), doc) for doc in live]
+        best = max(scored, key=lambda pair: pair[0], default=(0.0, None))
+        return live, best[1] if best[0] >= self.config.similarity else None
 
     def _learning_page(self, page: PageTemplate, doc: dict[str, Any], checker: RecordChecker,
                        hold: bool) -> None:
