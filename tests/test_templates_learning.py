@@ -233,7 +233,8 @@ def serve_pages(pages: dict[str, bytes]) -> Iterator[str]:
 def corpus_cases() -> dict[str, dict[str, Any]]:
     dev = CORPUS / "dev"
     return {folder.name: {"page": (folder / "page.html").read_bytes(),
-                          "schema": json.loads((folder / "schema.json").read_text())}
+                          "schema": json.loads((folder / "schema.json").read_text()),
+                          "expected": json.loads((folder / "expected.json").read_text())}
             for folder in sorted(dev.iterdir()) if folder.is_dir()}
 
 
@@ -255,13 +256,16 @@ def corpus_scores(store: BatchStore, batch_id: str, cases: dict[str, Any],
 @pytest.mark.skipif(not (CORPUS / "dev").is_dir(), reason="no ../shared/corpus/dev")
 def test_no_dev_corpus_page_gets_worse(crawl, store: BatchStore, fake_llm: FakeLLM,
                                        tmp_path: Path) -> None:
-    """Every case's page, each with its own schema, from one local host (as one site):
-    templates on must score each page as templates off does, and serve none of them."""
+    """Every case's page, each with its own schema, from one local host (as one site), the
+    LLM answering each page's ground truth: with templates on, every page scores what it
+    scores with templates off, and none is served by a template (no shape of the corpus has
+    the K+2 pages a template needs)."""
     cases = corpus_cases()
-    fake_llm.labelled = True
     scores = {}
     tenant = owner()
     with serve_pages({case_id: case["page"] for case_id, case in cases.items()}) as base:
+        fake_llm.truths = {f"{base}/{case_id}": case["expected"]
+                           for case_id, case in cases.items()}
         urls = [{"url": f"{base}/{case_id}", "extraction_schema": case["schema"]}
                 for case_id, case in cases.items()]
         for mode in ("off", "auto"):
