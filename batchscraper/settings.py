@@ -295,7 +295,9 @@ BATCH_TEMPLATE_LEASE_SECONDS = 60.0  # a worker's hold on learning one template 
 # While a template is learned or verified, only the pages its learning needs go to the LLM;
 # the shape's other pages wait for the outcome, at most this long (then the LLM answers them)
 BATCH_TEMPLATE_HOLD_SECONDS = 300.0
-BATCH_TEMPLATE_HOLD_POLL_SECONDS = 0.5  # how often a waiting worker reads the template's state
+# how often a worker reads templates again: a host's active ones when matching, and the
+# state of one being learned while pages wait (and how often it saves its hit counts)
+BATCH_TEMPLATE_POLL_SECONDS = 0.5
 
 # -- performance and scale-out -------------------------------------------------------
 # Scrapyd nodes the API schedules a batch's jobs onto, dealt round-robin: "local" (this

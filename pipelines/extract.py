@@ -148,6 +148,10 @@ class ExtractPipeline:
         heuristics = crawler.settings.getbool("BATCH_HEURISTICS_ENABLED", True)
         return cls(crawler, batch_run(crawler), config, validation, heuristics)
 
+    async def close_spider(self) -> None:
+        if self.templates is not None:
+            await asyncio.to_thread(self.templates.save_hits)
+
     async def process_item(self, item: PageItem) -> PageItem:
         stored = (item.content or {}).get("markdown") or (item.content or {}).get("text")
         if item.status == "failed" or (item.body is None and not stored):

@@ -51,6 +51,7 @@ def extract_together(run: Shop, pages: list[tuple[str, str]],
             await asyncio.sleep(0.3)
             during()
         done = await asyncio.gather(*tasks, return_exceptions=True)
+        await run.pipeline.close_spider()
         client = run.pipeline.extractor.client if run.pipeline.extractor else None
         if isinstance(client, OpenAIChatClient) and client._client is not None:
             await client._client.close()
@@ -148,7 +149,7 @@ def test_a_page_held_too_long_goes_to_the_llm(shop, fake_llm: FakeLLM) -> None:
 def test_held_pages_are_given_back_unfinished_when_the_crawl_stops(
         shop, fake_llm: FakeLLM) -> None:
     fake_llm.latency = 1.0
-    run = shop(owner(), BATCH_TEMPLATE_AUDIT_EVERY=0, BATCH_TEMPLATE_HOLD_POLL_SECONDS=0.05)
+    run = shop(owner(), BATCH_TEMPLATE_AUDIT_EVERY=0, BATCH_TEMPLATE_POLL_SECONDS=0.05)
     stopping = []
     run.run.stopped = lambda: bool(stopping)
     results = extract_together(run, products(1, 10), during=lambda: stopping.append(True))

@@ -23,7 +23,7 @@ class TemplateSettings:
     sample_max_bytes: int = 500_000
     lease_seconds: float = 60.0
     hold_seconds: float = 300.0
-    hold_poll_seconds: float = 0.5
+    poll_seconds: float = 0.5
 
     def samples_needed(self, attempts: int) -> int:
         """Samples a learning round needs: one more for each earlier candidate that failed."""
@@ -50,5 +50,5 @@ class TemplateSettings:
             sample_max_bytes=settings.getint("BATCH_TEMPLATE_SAMPLE_MAX_BYTES"),
             lease_seconds=settings.getfloat("BATCH_TEMPLATE_LEASE_SECONDS"),
             hold_seconds=settings.getfloat("BATCH_TEMPLATE_HOLD_SECONDS"),
-            hold_poll_seconds=settings.getfloat("BATCH_TEMPLATE_HOLD_POLL_SECONDS"),
+            poll_seconds=settings.getfloat("BATCH_TEMPLATE_POLL_SECONDS"),
         )

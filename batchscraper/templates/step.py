@@ -120,11 +120,16 @@ class TemplateStep:
         self.run = run
         self.crawler = crawler
         self.stats = crawler.stats if crawler is not None else None
-        self.holds = TemplateHolds(config.hold_poll_seconds)
+        self.holds = TemplateHolds(config.poll_seconds)
         self._fingerprints: dict[int, str] = {}
         self._learning: set[str] = set()  # templates this process is learning now
         self._lock = threading.Lock()
         self._creating = threading.Lock()
+        # a host's live templates as last read (an active one is trusted for poll_seconds)
+        self._live: dict[tuple[Any, ...], tuple[float, list[dict[str, Any]]]] = {}
+        self._hits: dict[str, int] = {}  # pages each template served in this process
+        self._unsaved: dict[str, int] = {}  # ... not yet added to its stored hits
+        self._saved_at = time.monotonic()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, run: BatchRun) -> TemplateStep | None:
@@ -211,7 +216,9 @@ class TemplateStep:
 
     def _match(self, shaped: PageShape, checker: RecordChecker, ask: frozenset[str],
                data: dict[str, Any], only: bool, hold: bool) -> PageTemplate:
-        live, doc = self._best(shaped)
+        live, doc = self._best(shaped, fresh=False)
+        if doc is None or doc["status"] != "active":  # learning moves on: read it now
+            live, doc = self._best(shaped)
         # "only": once the host has an active template, pages no active one fits are misses
         strict = only and any(other["status"] == "active" for other in live)
         page = PageTemplate("none", html=shaped.html, url=shaped.url, tree=shaped.tree,
@@ -237,10 +244,16 @@ class TemplateStep:
             page.role = "miss"
         return page
 
-    def _best(self, shaped: PageShape) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-        """The key's live templates, and the one the page's shape fits best (if any)."""
+    def _best(self, shaped: PageShape, fresh: bool = True
+              ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """The key's live templates, and the one the page's shape fits best (if any);
+        unless ``fresh``, as read at most ``poll_seconds`` ago."""
         key = shaped.key
-        live = self.store.live(key["owner"], key["host"], key["schema_fp"])
+        cache_key = (key["owner"], key["host"], key["schema_fp"])
+        read_at, live = self._live.get(cache_key, (0.0, []))
+        if fresh or time.monotonic() - read_at > self.config.poll_seconds:
+            live = self.store.live(*cache_key)
+            self._live[cache_key] = (time.monotonic(), live)
         scored = [(similarity(shaped.shape, doc["shape"]), doc) for doc in live]
         best = max(scored, key=lambda pair: pair[0], default=(0.0, None))
         return live, best[1] if best[0] >= self.config.similarity else None
@@ -294,11 +307,31 @@ class TemplateStep:
             page.role = "miss"
             retired = self.store.outcome(doc["_id"], True, "misses", *self._window())
             self._retired(doc["_id"], retired)
+            self._live.clear()  # a miss may be the site changing: trust no cached template
             return
         page.values = values
-        hits = self.store.hit(doc["_id"])
         audit_every = self.config.audit_every
+        hits = self._hit(doc["_id"])
         page.role = "audit" if audit_every and hits % audit_every == 0 else "served"
+
+    def _hit(self, template_id: str) -> int:
+        """Count a page the template served; its count in this process (audits are every
+        ``audit_every``th of them). The counts are saved every ``poll_seconds``."""
+        with self._lock:
+            hits = self._hits[template_id] = self._hits.get(template_id, 0) + 1
+            self._unsaved[template_id] = self._unsaved.get(template_id, 0) + 1
+            due = time.monotonic() - self._saved_at >= self.config.poll_seconds
+        if due:
+            self.save_hits()
+        return hits
+
+    def save_hits(self) -> None:
+        """Add this process's unsaved hit counts to the stored templates (blocking)."""
+        with self._lock:
+            unsaved, self._unsaved = self._unsaved, {}
+            self._saved_at = time.monotonic()
+        if unsaved:
+            self.store.add_hits(unsaved)
 
     @staticmethod
     def _read(tree: Any, rules: dict[str, Any], ask: frozenset[str]) -> dict[str, Any] | None:

@@ -211,12 +211,10 @@ class TemplateStore:
 
     # -- use ----------------------------------------------------------------------------
 
-    def hit(self, template_id: str) -> int:
-        """Count one page the template extracted; returns its hit count."""
-        doc = self.templates.find_one_and_update(
-            {"_id": template_id}, {"$inc": {"hits": 1}}, projection={"hits": 1},
-            return_document=ReturnDocument.AFTER)
-        return int(doc["hits"]) if doc else 0
+    def add_hits(self, hits: dict[str, int]) -> None:
+        """Count pages the templates extracted (a worker saves its counts now and then)."""
+        for template_id, count in hits.items():
+            self.templates.update_one({"_id": template_id}, {"$inc": {"hits": count}})
 
     def outcome(self, template_id: str, bad: bool, counter: str, window: int,
                 retire_share: float, retire_min: int) -> bool:
