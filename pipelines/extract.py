@@ -66,7 +66,8 @@ from batchscraper.llm.ledger import LLMLedger
 from batchscraper.llm.merge import is_empty, merge_record_lists, shape_to_schema
 from batchscraper.llm.prompts import leaks_instructions
 from batchscraper.run import FREE_FORM_SCHEMA, BatchRun, ItemPlan, batch_run
-from batchscraper.templates.step import PageTemplate, TemplateStep
+from batchscraper.templates.learning import PageTemplate
+from batchscraper.templates.step import TemplateStep
 
 logger = logging.getLogger(__name__)
 

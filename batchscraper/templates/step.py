@@ -1,4 +1,4 @@
-"""The extract pipeline's use of templates: match a page, extract it, or learn from its answer.
+"""The extract pipeline's use of templates: match a page, extract it, or hold it back.
 
 :meth:`TemplateStep.fit` runs before the LLM would be asked for a page's
 ``fields_to_ask``. It finds the page's template by key (owner, host, schema
@@ -30,6 +30,11 @@ fingerprint) and shape, and:
   template's rules first (a layout variant): they are verified like any
   candidate, and a disagreeing page becomes the first sample.
 
+What the LLM's answers then do (samples, candidates, verdicts, audits) is
+:mod:`.learning`'s. A worker trusts its read of a host's active templates for
+``BATCH_TEMPLATE_POLL_SECONDS`` and counts their hits in memory (saved every
+poll and at close), so a served page costs no MongoDB round trip.
+
 The batch option ``templates``: ``auto`` (default), ``off``, or ``only``:
 once a host has an active template for the schema, a page that no active
 template fits fails with TEMPLATE_MISS instead of going to the LLM.
@@ -41,7 +46,7 @@ import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from scrapy.crawler import Crawler
@@ -53,13 +58,10 @@ from batchscraper.items import PageItem
 from batchscraper.llm.merge import is_empty, shape_to_schema
 from batchscraper.run import BatchRun
 from batchscraper.templates.holds import TemplateHolds
+from batchscraper.templates.learning import PageTemplate, TemplateLearner
 from batchscraper.templates.selectors import (
     RuleFailed,
-    Sample,
     apply_rules,
-    field_kind,
-    learn_rules,
-    same_value,
 )
 from batchscraper.templates.settings import TemplateSettings
 from batchscraper.templates.signature import (
@@ -72,31 +74,6 @@ from batchscraper.templates.signature import (
 from batchscraper.templates.store import TemplateStore
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PageTemplate:
-    """One page's template and what it is for: ``served``, ``learn``, ``verify``, ``audit``,
-    ``miss`` (the LLM answers; the template learns or is checked), ``held`` (waiting for
-    the template's learning) or ``none``."""
-
-    role: str
-    template_id: str | None = None
-    html: str = ""
-    url: str = ""
-    tree: Any = None
-    ask: frozenset[str] = frozenset()
-    values: dict[str, Any] | None = field(default_factory=dict)  # what the template read
-    required: frozenset[str] = frozenset()  # the schema's required fields
-    claim: str | None = None  # the LLM answer of the template's learning this page gives
-    attempt: int = 0  # the candidate a ``verify`` page checks
-    rev: int = 0  # the template's revision this page was matched against
-    ticket: int = 0  # when this process matched it (see TemplateHolds.wait)
-    touched: bool = False  # this match changed the template (its waiters match again)
-
-    @property
-    def served(self) -> bool:
-        return self.role == "served"
 
 
 @dataclass(frozen=True)
@@ -122,7 +99,7 @@ class TemplateStep:
         self.stats = crawler.stats if crawler is not None else None
         self.holds = TemplateHolds(config.poll_seconds)
         self._fingerprints: dict[int, str] = {}
-        self._learning: set[str] = set()  # templates this process is learning now
+        self.learner = TemplateLearner(config, store, run.worker_id, self._stat)
         self._lock = threading.Lock()
         self._creating = threading.Lock()
         # a host's live templates as last read (an active one is trusted for poll_seconds)
@@ -265,7 +242,7 @@ class TemplateStep:
         if doc["status"] == "learning":
             needed = self.config.samples_needed(attempts) - len(doc.get("samples") or [])
             if needed <= 0:  # the samples are in: learn, if the worker that should did not
-                page.touched = self._learn(doc["_id"], checker)
+                page.touched = self.learner.learn(doc["_id"], checker)
         else:
             needed = self.config.verify_pages - int(doc.get("checked") or 0)
         if hold:
@@ -305,8 +282,8 @@ class TemplateStep:
                                  if name in page.ask) \
                 or checker.error_lines([{**kept, **present}], set(present)):
             page.role = "miss"
-            retired = self.store.outcome(doc["_id"], True, "misses", *self._window())
-            self._retired(doc["_id"], retired)
+            retired = self.store.outcome(doc["_id"], True, "misses", *self.learner.window())
+            self.learner.retired(doc["_id"], retired)
             self._live.clear()  # a miss may be the site changing: trust no cached template
             return
         page.values = values
@@ -363,7 +340,7 @@ class TemplateStep:
             return {}
         grounded = {name: answer.get(name) for name in page.ask
                     if grounding.get(name, True) or is_empty(answer.get(name))}
-        notes = await asyncio.to_thread(self._answered, page, grounded, checker)
+        notes = await asyncio.to_thread(self.learner.answered, page, grounded, checker)
         if page.role in ("learn", "verify"):
             self.holds.changed(page.template_id)
         return notes
@@ -375,123 +352,6 @@ class TemplateStep:
         claim, page.claim = page.claim, None
         await asyncio.to_thread(self.store.unclaim, page.template_id, claim)
         self.holds.changed(page.template_id)
-
-    def _answered(self, page: PageTemplate, answer: dict[str, Any],
-                  checker: RecordChecker) -> dict[str, Any]:
-        template_id = page.template_id
-        assert template_id is not None
-        claim, page.claim = page.claim, None
-        if page.role == "miss":
-            return {"template_miss": template_id}
-        if page.role == "audit":
-            agreed = self._agrees(page, answer)
-            retired = self.store.outcome(template_id, not agreed, "audits", *self._window())
-            self._stat("audits")
-            if not agreed:
-                self._stat("disagreements")
-            self._retired(template_id, retired)
-            return {"template_audit": {"template": template_id, "agreed": agreed}}
-        if page.role == "verify":
-            if page.values is not None and self._agrees(page, answer):
-                if self.store.verified(template_id, page.attempt, self.config.verify_pages,
-                                       claim):
-                    self._stat("learned")
-                    logger.info("Template %s learned: %s fields", template_id, len(page.ask))
-                    return {"template_learned": template_id}
-                return {}
-            self.store.refuted(template_id, page.attempt)
-            self._stat("refuted")
-        if len(page.html) > self.config.sample_max_bytes:
-            if claim is not None:
-                self.store.unclaim(template_id, claim)
-            return {}
-        sample = {"url": page.url, "html": page.html, "answer": answer}
-        kept = self.store.add_sample(template_id, sample, self.config.samples_kept, claim)
-        if kept >= self.config.samples:
-            self._learn(template_id, checker)
-        return {}
-
-    def _agrees(self, page: PageTemplate, answer: dict[str, Any]) -> bool:
-        """The template reproduces every required field (filled) and most of the others."""
-        values = page.values or {}
-        compared = [name for name in answer if name in values]
-        if not compared:
-            return False
-        equal = {name for name in compared if same_value(values[name], answer[name])}
-        required = page.required & set(compared)
-        filled = all(not is_empty(values[name]) for name in required)
-        return filled and required <= equal \
-            and len(equal) >= self.config.agreement * len(compared)
-
-    def _learn(self, template_id: str, checker: RecordChecker) -> bool:
-        """Rules from the template's samples, by the one worker holding its lease; True
-        when the template moved on (a candidate, one more attempt, or given up)."""
-        with self._lock:
-            if template_id in self._learning:
-                return False
-            self._learning.add(template_id)
-        try:
-            worker = self.run.worker_id
-            if not self.store.lease(template_id, worker, self.config.lease_seconds):
-                return False
-            doc = self.store.templates.find_one({"_id": template_id},
-                                                {"attempts": 1, "status": 1, "samples": 1})
-            if doc is None or doc["status"] != "learning" or \
-                    len(doc["samples"]) < self.config.samples_needed(doc["attempts"]):
-                self.store.release(template_id, worker)
-                return False
-            if doc["attempts"] >= self.config.max_attempts:
-                self._give_up(template_id, f"{doc['attempts']} candidates failed")
-                return True
-            self._propose(template_id, doc, checker)
-            return True
-        finally:
-            with self._lock:
-                self._learning.discard(template_id)
-
-    def _propose(self, template_id: str, doc: dict[str, Any], checker: RecordChecker) -> None:
-        """Propose the samples' rules, or try again, or give up when they cannot serve."""
-        worker = self.run.worker_id
-        samples = [Sample(tree, s["answer"]) for s in doc["samples"]
-                   if (tree := page_tree(s["html"])) is not None]
-        rules = learn_rules(samples, checker.properties)
-        answered = {name for sample in samples for name in sample.answer}
-        absent = sorted(name for name in checker.required
-                        if name in answered and (rules.get(name) or {}).get("absent"))
-        unlearnable = sorted(name for name in answered - set(rules)
-                             if field_kind(checker.properties.get(name) or {}) is None)
-        missed = sorted(answered - set(rules))
-        if not rules:
-            self._give_up(template_id, "no selector reproduces the samples")
-        elif absent:
-            self._give_up(template_id, f"the LLM found no {', '.join(absent)} on its samples: "
-                                       "pages of this shape do not fit the schema")
-        elif unlearnable:
-            self._give_up(template_id, f"{', '.join(unlearnable)}: a type templates do not "
-                                       "learn")
-        elif missed:
-            if doc["attempts"] + 1 >= self.config.max_attempts:
-                self._give_up(template_id, f"no selector reproduces {', '.join(missed)}")
-            else:
-                self.store.retry(template_id, worker)
-                self._stat("retries")
-        else:
-            self.store.propose(template_id, rules, worker)
-            self._stat("candidates")
-
-    def _give_up(self, template_id: str, reason: str) -> None:
-        self.store.give_up(template_id, self.run.worker_id, reason)
-        self._stat("abandoned")
-        logger.info("Template %s abandoned: %s (its pages go to the LLM)", template_id, reason)
-
-    def _retired(self, template_id: str, retired: bool) -> None:
-        if retired:
-            self._stat("retired")
-            logger.warning("Template %s retired: too many misses or audit disagreements "
-                           "(the site changed?); it will be learned again", template_id)
-
-    def _window(self) -> tuple[int, float, int]:
-        return self.config.window, self.config.retire_share, self.config.retire_min
 
     def _stat(self, key: str) -> None:
         if self.stats is not None:
