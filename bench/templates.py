@@ -13,7 +13,9 @@ sometimes does. Each run is a fresh batch of a fresh owner (no template reuse be
 (b) ``templates: auto`` on the same pages;
 (c) the same owner's second batch on other product pages: templates reused, no learning;
 (d) ``templates: auto`` on a shop whose product template changes half-way (``switch_at``):
-    the old template's misses retire it and a new one is learned; accuracy of both halves.
+    the old template's misses retire it and a new one is learned; accuracy of both halves;
+(b') with ``--compare PATH``, (b) again (a fresh owner) crawled by the code of another
+    checkout (``--compare ../main``: before/after figures in one run).
 
 Accuracy: the schema's fields equal to the page's truth (numbers equal, strings equal after
 whitespace folding, an empty optional field equal to null) over product pages; a failed item
@@ -23,7 +25,7 @@ and the fake LLM (``sites_cpu_ms_per_page``): on a small machine they share its 
 each run, the ratios against (a), and one JSON line.
 
     python bench/templates.py [--pages 1000] [--concurrency 16] [--latency 0.5]
-        [--sloppy-every 20]
+        [--sloppy-every 20] [--compare PATH]
 """
 
 from __future__ import annotations
@@ -43,7 +45,14 @@ from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
 from batchscraper.templates.selectors import same_value
 from batchscraper.templates.store import STATUSES
-from bench._common import bench_store, cpu_seconds, mongo_server_pid, record, run_crawl
+from bench._common import (
+    REPO,
+    bench_store,
+    cpu_seconds,
+    mongo_server_pid,
+    record,
+    run_crawl,
+)
 from bench.throughput import elapsed
 from tests.fakellm import FakeLLM
 
@@ -104,7 +113,7 @@ def accuracy(items: list[dict[str, Any]]) -> float | None:
 
 
 def crawl(store: BatchStore, uri: str, fake: FakeLLM, urls: list[str], mode: str, owner: str,
-          concurrency: int) -> dict[str, Any]:
+          concurrency: int, code: Path = REPO) -> dict[str, Any]:
     """One crawl of a fresh batch; its figures, and its product pages' records."""
     options = {"concurrency": concurrency, "render_js": "never", "retries": 0,
                "templates": mode}
@@ -116,7 +125,7 @@ def crawl(store: BatchStore, uri: str, fake: FakeLLM, urls: list[str], mode: str
         {"batch_id": batch_id},
         {**settings, "BATCH_ALLOWED_NETWORKS": "127.0.0.0/8", "LOG_LEVEL": "INFO",
          "CONCURRENT_REQUESTS_PER_DOMAIN": concurrency, "BATCH_BROWSER_ENABLED": False},
-        {"MONGO_URI": uri},
+        {"MONGO_URI": uri}, code=code,
     )
     cpu, calls = children_cpu() - cpu, fake.calls - calls
     mongo, sites = cpu_seconds(mongo_server_pid()) - mongo, own_cpu() - sites
@@ -157,6 +166,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per LLM call")
     parser.add_argument("--sloppy-every", type=int, default=20,
                         help="every Nth LLM answer misses an optional field (0: never)")
+    parser.add_argument("--compare", type=Path, metavar="PATH",
+                        help="also crawl run (b) with the code of this checkout")
     args = parser.parse_args()
     store, uri = bench_store()
     fake = FakeLLM().start()
@@ -172,6 +183,10 @@ def main() -> None:
                 "reused": crawl(store, uri, fake, shop_urls(shop, args.pages + 1, args.pages),
                                 "auto", owner, args.concurrency),
             }
+            if args.compare is not None:
+                runs[f"templates@{args.compare}"] = crawl(
+                    store, uri, fake, urls, "auto", f"bench-{uuid.uuid4().hex[:8]}",
+                    args.concurrency, args.compare.resolve())
         with TemplateShop(switch_at=switch_at, ab=True) as changing:
             owner = f"bench-{uuid.uuid4().hex[:8]}"
             runs["site_change"] = crawl(store, uri, fake, shop_urls(changing, 1, args.pages),
@@ -203,6 +218,13 @@ def main() -> None:
           f"reused: {summary['reused_calls_per_page']} calls/page; site change at page "
           f"{switch_at}: accuracy {halves[0]} -> {halves[1]} "
           f"(x{summary['site_change_second_half_ratio']}, target >= 0.95)")
+    if args.compare is not None:
+        other = figures[f"templates@{args.compare}"]
+        print(f"the code at {args.compare} on run (b): {other['calls_per_page']} calls/page "
+              f"(product pages {other['calls_per_product_page']}), x"
+              f"{ratio(other['pages_per_s'], base['pages_per_s'])} pages/s; this code: "
+              f"x{ratio(used['calls_per_page'], other['calls_per_page'])} calls, "
+              f"x{ratio(used['pages_per_s'], other['pages_per_s'])} pages/s")
     record("templates", {"pages": args.pages, "concurrency": args.concurrency,
                          "latency": args.latency, "sloppy_every": args.sloppy_every,
                          **summary, "runs": figures})
