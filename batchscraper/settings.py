@@ -295,6 +295,9 @@ BATCH_TEMPLATE_LEASE_SECONDS = 60.0  # a worker's hold on learning one template 
 # While a template is learned or verified, only the pages its learning needs go to the LLM;
 # the shape's other pages wait for the outcome, at most this long (then the LLM answers them)
 BATCH_TEMPLATE_HOLD_SECONDS = 300.0
+# ... and while the waiting pages' bodies stay under this (Scrapy stops downloading for every
+# host when its scraper slot holds SCRAPER_SLOT_MAX_ACTIVE_SIZE, 5 MB): later ones go to the LLM
+BATCH_TEMPLATE_HOLD_MAX_BYTES = 2_500_000
 # how often a worker reads templates again: a host's active ones when matching, and the
 # state of one being learned while pages wait (and how often it saves its hit counts)
 BATCH_TEMPLATE_POLL_SECONDS = 0.5

@@ -146,6 +146,17 @@ def test_a_page_held_too_long_goes_to_the_llm(shop, fake_llm: FakeLLM) -> None:
     assert fake_llm.calls == 12  # every page waited past its hold: the LLM answered it
 
 
+def test_pages_past_the_hold_budget_go_to_the_llm(shop, fake_llm: FakeLLM) -> None:
+    fake_llm.latency = 0.3
+    one_page = len(item_page(1)) + 100
+    run = shop(owner(), BATCH_TEMPLATE_AUDIT_EVERY=0, BATCH_TEMPLATE_HOLD_MAX_BYTES=one_page)
+    items = completed(extract_together(run, products(1, 12)))
+    assert all(i.status == "completed" for i in items)
+    # one page waits; the others would fill Scrapy's scraper slot and are answered meanwhile
+    assert run.stat("held") == 1 and run.stat("hold_full") >= 6
+    assert fake_llm.calls >= 10
+
+
 def test_held_pages_are_given_back_unfinished_when_the_crawl_stops(
         shop, fake_llm: FakeLLM) -> None:
     fake_llm.latency = 1.0

@@ -26,6 +26,17 @@ class TemplateHolds:
         self._watched: set[str] = set()
         self._clock = itertools.count(1)
         self._changed_at: dict[str, int] = {}  # when each template last changed here
+        self.held_bytes = 0  # the bodies of the pages waiting
+
+    def take(self, size: int, limit: int) -> bool:
+        """Room for one more waiting page of ``size`` bytes (False: past ``limit``)."""
+        if self.held_bytes + size > limit:
+            return False
+        self.held_bytes += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held_bytes -= size
 
     def ticket(self) -> int:
         """Now, for :meth:`wait`: a page takes one before it matches."""

@@ -23,6 +23,7 @@ class TemplateSettings:
     sample_max_bytes: int = 500_000
     lease_seconds: float = 60.0
     hold_seconds: float = 300.0
+    hold_max_bytes: int = 2_500_000
     poll_seconds: float = 0.5
 
     def samples_needed(self, attempts: int) -> int:
@@ -50,5 +51,6 @@ class TemplateSettings:
             sample_max_bytes=settings.getint("BATCH_TEMPLATE_SAMPLE_MAX_BYTES"),
             lease_seconds=settings.getfloat("BATCH_TEMPLATE_LEASE_SECONDS"),
             hold_seconds=settings.getfloat("BATCH_TEMPLATE_HOLD_SECONDS"),
+            hold_max_bytes=settings.getint("BATCH_TEMPLATE_HOLD_MAX_BYTES"),
             poll_seconds=settings.getfloat("BATCH_TEMPLATE_POLL_SECONDS"),
         )

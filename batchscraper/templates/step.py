@@ -87,6 +87,10 @@ class PageShape:
     key: dict[str, Any]
 
 
+#: what a page is matched with: its shape, checker, asked fields, known values, ``only``
+MatchArgs = tuple[PageShape, RecordChecker, frozenset[str], dict[str, Any], bool]
+
+
 class TemplateStep:
     """Template matching, extraction and learning for one crawl."""
 
@@ -134,21 +138,9 @@ class TemplateStep:
         if shaped is None:
             return None
         args = (shaped, checker, frozenset(ask), data, mode == "only")
-        deadline = time.monotonic() + self.config.hold_seconds
         page = await self._matched(args, hold=True)
         if page.role == "held":
-            self._stat("held")
-        while page.role == "held":
-            if not await self.holds.wait(page.template_id or "", page.ticket, page.rev,
-                                         deadline, self._revision, self._stopping):
-                if self._stopping():
-                    self._stat("held_dropped")
-                    raise DropItem(f"the crawl stops: {url} waited for template "
-                                   f"{page.template_id} and is given back unfinished", "DEBUG")
-                self._stat("hold_timeouts")
-                page = await self._matched(args, hold=False)
-                break
-            page = await self._matched(args, hold=True)
+            page = await self._wait_for_template(page, args, len(item.body))
         if page.role == "miss" and mode == "only":
             self._stat("misses")
             item.fail(TemplateMissError(
@@ -159,8 +151,33 @@ class TemplateStep:
             self._serve(item, checker, page, data, evidence)
         return page
 
-    async def _matched(self, args: tuple[PageShape, RecordChecker, frozenset[str],
-                                         dict[str, Any], bool], hold: bool) -> PageTemplate:
+    async def _wait_for_template(self, page: PageTemplate, args: MatchArgs, size: int
+                                 ) -> PageTemplate:
+        """Hold the page until its template changes, and match it again; the LLM's after
+        ``BATCH_TEMPLATE_HOLD_SECONDS``, or when held pages reach ``BATCH_TEMPLATE_HOLD_MAX_BYTES``
+        (Scrapy stops downloading when its scraper slot fills)."""
+        if not self.holds.take(size, self.config.hold_max_bytes):
+            self._stat("hold_full")
+            return await self._matched(args, hold=False)
+        self._stat("held")
+        deadline = time.monotonic() + self.config.hold_seconds
+        try:
+            while page.role == "held":
+                if not await self.holds.wait(page.template_id or "", page.ticket, page.rev,
+                                             deadline, self._revision, self._stopping):
+                    if self._stopping():
+                        self._stat("held_dropped")
+                        raise DropItem(f"the crawl stops: {page.url} waited for template "
+                                       f"{page.template_id} and is given back unfinished",
+                                       "DEBUG")
+                    self._stat("hold_timeouts")
+                    return await self._matched(args, hold=False)
+                page = await self._matched(args, hold=True)
+            return page
+        finally:
+            self.holds.give_back(size)
+
+    async def _matched(self, args: MatchArgs, hold: bool) -> PageTemplate:
         ticket = self.holds.ticket()
         page = await asyncio.to_thread(self._match, *args, hold)
         page.ticket = ticket
