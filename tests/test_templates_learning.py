@@ -13,7 +13,9 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,14 +24,14 @@ from typing import Any
 import pytest
 from scrapy.exceptions import DropItem
 
-from batchscraper.demo.shop import item_page, item_truth, list_page
+from batchscraper.demo.shop import TemplateShop, item_page, item_truth, list_page
 from batchscraper.inputs import parse_batch
 from batchscraper.items import PageItem
 from batchscraper.llm.client import OpenAIChatClient
 from batchscraper.store import BatchStore
 from batchscraper.templates.store import TemplateStore
 from tests.fakellm import FakeLLM, fake_llm_fixture, fake_llm_server_fixture  # noqa: F401
-from tests.test_templates import HOST, Shop, owner, shop_fixture, truth  # noqa: F401
+from tests.test_templates import HOST, SCHEMA, Shop, owner, shop_fixture, truth  # noqa: F401
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
@@ -171,6 +173,32 @@ def test_held_pages_are_given_back_unfinished_when_the_crawl_stops(
     assert (len(items), len(dropped)) == (3, 7)
     assert fake_llm.calls == 3
     assert run.stat("held_dropped") == 7
+
+
+@pytest.mark.slow
+def test_cancelling_a_batch_drops_its_held_pages_without_asking_the_llm(
+        crawl, store: BatchStore, fake_llm: FakeLLM) -> None:
+    fake_llm.labelled, fake_llm.latency = True, 3.0
+    with TemplateShop() as site:
+        urls = [site.url(f"/item/{n}") for n in range(1, 61)]
+        spec = parse_batch(urls, SCHEMA, options={"concurrency": 8, "render_js": "never"})
+        batch_id = store.create_batch(spec, owner=owner())["_id"]
+        # leased a few at a time: the spider checks for a cancel while it still leases
+        settings = fake_llm.settings(BATCH_HEURISTICS_ENABLED=True, BATCH_CLAIM_CHUNK=4,
+                                     BATCH_CANCEL_CHECK_INTERVAL=0.2)
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(crawl, batch_id=batch_id, settings=settings)
+            while fake_llm.calls < 3 and not running.done():  # the samples are being answered
+                time.sleep(0.05)
+            store.cancel_batch(batch_id)
+            # the held pages stop waiting (BATCH_TEMPLATE_HOLD_SECONDS is 300 s, longer than
+            # the crawl fixture waits): the crawl ends once the samples' answers are in
+            result = running.result()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert fake_llm.calls == 3
+    counters = store.get_batch(batch_id)["counters"]
+    assert counters["cancelled"] + counters["completed"] == 60 and counters["cancelled"] >= 57
+    assert "'batch/templates/held_dropped': " in result.stderr
 
 
 # -- verification ------------------------------------------------------------------------

@@ -139,6 +139,9 @@ class TemplateStep:
             return None
         args = (shaped, checker, frozenset(ask), data, mode == "only")
         page = await self._matched(args, hold=True)
+        if page.claim is not None and self._stopping():  # its answer would come too late
+            await self.unanswered(page)
+            self._drop(page)
         if page.role == "held":
             page = await self._wait_for_template(page, args, len(item.body))
         if page.role == "miss" and mode == "only":
@@ -166,16 +169,19 @@ class TemplateStep:
                 if not await self.holds.wait(page.template_id or "", page.ticket, page.rev,
                                              deadline, self._revision, self._stopping):
                     if self._stopping():
-                        self._stat("held_dropped")
-                        raise DropItem(f"the crawl stops: {page.url} waited for template "
-                                       f"{page.template_id} and is given back unfinished",
-                                       "DEBUG")
+                        self._drop(page)
                     self._stat("hold_timeouts")
                     return await self._matched(args, hold=False)
                 page = await self._matched(args, hold=True)
             return page
         finally:
             self.holds.give_back(size)
+
+    def _drop(self, page: PageTemplate) -> None:
+        """The crawl stops: the page is given back unfinished (its lease is released)."""
+        self._stat("held_dropped")
+        raise DropItem(f"the crawl stops: {page.url} waited for template {page.template_id} "
+                       "and is given back unfinished", "DEBUG")
 
     async def _matched(self, args: MatchArgs, hold: bool) -> PageTemplate:
         ticket = self.holds.ticket()
