@@ -56,6 +56,7 @@ class BatchRun:
     # the spider's own decisions: re-render an item in the browser, and stop the crawl
     escalation_for: Callable[[PageItem], Request | None]
     stop: Callable[[str], None]
+    stopped: Callable[[], bool] = lambda: False  # the spider stops (stop was called)
     _checker: RecordChecker | None = field(default=None, init=False, repr=False)
 
     @property

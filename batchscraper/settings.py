@@ -295,7 +295,16 @@ BATCH_TEMPLATE_WINDOW = 10  # recent misses and audits judged for retirement
 BATCH_TEMPLATE_RETIRE_SHARE = 0.3  # more bad ones than this share of the window retires it
 BATCH_TEMPLATE_RETIRE_MIN = 3  # ... when at least this many are bad
 BATCH_TEMPLATE_SAMPLE_MAX_BYTES = 500_000  # larger pages are not kept as samples
-BATCH_TEMPLATE_LEASE_SECONDS = 60.0  # a worker's hold on learning one template
+BATCH_TEMPLATE_LEASE_SECONDS = 60.0  # a worker's hold on learning one template (and its pages)
+# While a template is learned or verified, only the pages its learning needs go to the LLM;
+# the shape's other pages wait for the outcome, at most this long (then the LLM answers them)
+BATCH_TEMPLATE_HOLD_SECONDS = 300.0
+# ... and while the waiting pages' bodies stay under this (Scrapy stops downloading for every
+# host when its scraper slot holds SCRAPER_SLOT_MAX_ACTIVE_SIZE, 5 MB): later ones go to the LLM
+BATCH_TEMPLATE_HOLD_MAX_BYTES = 2_500_000
+# how often a worker reads templates again: a host's active ones when matching, and the
+# state of one being learned while pages wait (and how often it saves its hit counts)
+BATCH_TEMPLATE_POLL_SECONDS = 0.5
 
 # -- performance and scale-out -------------------------------------------------------
 # Scrapyd nodes the API schedules a batch's jobs onto, dealt round-robin: "local" (this

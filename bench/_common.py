@@ -149,9 +149,11 @@ def http_crawl_settings(concurrency: int, **extra: Any) -> dict[str, Any]:
 
 
 def run_crawl(
-    args: dict[str, Any], settings: dict[str, Any], env: dict[str, str], interval: float = 0.2
+    args: dict[str, Any], settings: dict[str, Any], env: dict[str, str], interval: float = 0.2,
+    code: Path = REPO,
 ) -> tuple[subprocess.CompletedProcess[str], MemorySampler]:
-    """``scrapy crawl batch`` in a subprocess, sampling its memory while it runs."""
+    """``scrapy crawl batch`` in a subprocess, sampling its memory while it runs; ``code``:
+    the checkout whose code crawls (another one's, for before/after figures in one run)."""
     command = [sys.executable, "-m", "scrapy", "crawl", "batch"]
     for key, value in args.items():
         command += ["-a", f"{key}={value}"]
@@ -159,7 +161,7 @@ def run_crawl(
     for key, value in {"BATCH_CRAWL_EXIT_BY_STATUS": False, **settings}.items():
         command += ["-s", f"{key}={value}"]
     with subprocess.Popen(
-        command, cwd=REPO, env={**os.environ, **env}, text=True,
+        command, cwd=code, env={**os.environ, **env, "PYTHONPATH": str(code)}, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     ) as process, MemorySampler(process.pid, interval) as sampler:
         stdout, stderr = process.communicate()

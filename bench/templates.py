@@ -13,15 +13,19 @@ sometimes does. Each run is a fresh batch of a fresh owner (no template reuse be
 (b) ``templates: auto`` on the same pages;
 (c) the same owner's second batch on other product pages: templates reused, no learning;
 (d) ``templates: auto`` on a shop whose product template changes half-way (``switch_at``):
-    the old template's misses retire it and a new one is learned; accuracy of both halves.
+    the old template's misses retire it and a new one is learned; accuracy of both halves;
+(b') with ``--compare PATH``, (b) again (a fresh owner) crawled by the code of another
+    checkout (``--compare ../main``: before/after figures in one run).
 
 Accuracy: the schema's fields equal to the page's truth (numbers equal, strings equal after
 whitespace folding, an empty optional field equal to null) over product pages; a failed item
-scores 0. CPU: the crawl process's user + system seconds (the fake LLM runs in this process and
-is not counted). Prints each run, the ratios against (a), and one JSON line.
+scores 0. CPU per page: the crawl process's user + system seconds (``cpu_ms_per_page``), the
+embedded MongoDB server's (``mongo_cpu_ms_per_page``) and this process's, which serves the shop
+and the fake LLM (``sites_cpu_ms_per_page``): on a small machine they share its cores. Prints
+each run, the ratios against (a), and one JSON line.
 
     python bench/templates.py [--pages 1000] [--concurrency 16] [--latency 0.5]
-        [--sloppy-every 20]
+        [--sloppy-every 20] [--compare PATH]
 """
 
 from __future__ import annotations
@@ -41,7 +45,14 @@ from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
 from batchscraper.templates.selectors import same_value
 from batchscraper.templates.store import STATUSES
-from bench._common import bench_store, record, run_crawl
+from bench._common import (
+    REPO,
+    bench_store,
+    cpu_seconds,
+    mongo_server_pid,
+    record,
+    run_crawl,
+)
 from bench.throughput import elapsed
 from tests.fakellm import FakeLLM
 
@@ -76,6 +87,11 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def product_number(url: str) -> int | None:
     kind, _, number = urlsplit(url).path.strip("/").partition("/")
     return int(number) if kind == "item" else None
@@ -97,20 +113,22 @@ def accuracy(items: list[dict[str, Any]]) -> float | None:
 
 
 def crawl(store: BatchStore, uri: str, fake: FakeLLM, urls: list[str], mode: str, owner: str,
-          concurrency: int) -> dict[str, Any]:
+          concurrency: int, code: Path = REPO) -> dict[str, Any]:
     """One crawl of a fresh batch; its figures, and its product pages' records."""
     options = {"concurrency": concurrency, "render_js": "never", "retries": 0,
                "templates": mode}
     batch_id = store.create_batch(parse_batch(urls, SCHEMA, options=options), owner=owner)["_id"]
-    calls, cpu = fake.calls, children_cpu()
+    calls, cpu, sites = fake.calls, children_cpu(), own_cpu()
+    mongo = cpu_seconds(mongo_server_pid())
     settings = fake.settings(BATCH_HEURISTICS_ENABLED=True)
     result, _ = run_crawl(
         {"batch_id": batch_id},
         {**settings, "BATCH_ALLOWED_NETWORKS": "127.0.0.0/8", "LOG_LEVEL": "INFO",
          "CONCURRENT_REQUESTS_PER_DOMAIN": concurrency, "BATCH_BROWSER_ENABLED": False},
-        {"MONGO_URI": uri},
+        {"MONGO_URI": uri}, code=code,
     )
     cpu, calls = children_cpu() - cpu, fake.calls - calls
+    mongo, sites = cpu_seconds(mongo_server_pid()) - mongo, own_cpu() - sites
     seconds = elapsed(result.stderr)
     counters = store.get_batch(batch_id)["counters"]
     products = [item for item in store.iter_items(batch_id) if product_number(item["url"])]
@@ -126,6 +144,8 @@ def crawl(store: BatchStore, uri: str, fake: FakeLLM, urls: list[str], mode: str
         "accuracy": accuracy(products),
         "pages_per_s": round(len(urls) / seconds, 1),
         "cpu_ms_per_page": round(1000 * cpu / len(urls), 2),
+        "mongo_cpu_ms_per_page": round(1000 * mongo / len(urls), 2),
+        "sites_cpu_ms_per_page": round(1000 * sites / len(urls), 2),
         "completed": counters["completed"],
         "failed": counters["failed"],
         **{name: counters.get(name, 0) for name in TEMPLATE_COUNTERS},
@@ -146,6 +166,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per LLM call")
     parser.add_argument("--sloppy-every", type=int, default=20,
                         help="every Nth LLM answer misses an optional field (0: never)")
+    parser.add_argument("--compare", type=Path, metavar="PATH",
+                        help="also crawl run (b) with the code of this checkout")
     args = parser.parse_args()
     store, uri = bench_store()
     fake = FakeLLM().start()
@@ -161,6 +183,10 @@ def main() -> None:
                 "reused": crawl(store, uri, fake, shop_urls(shop, args.pages + 1, args.pages),
                                 "auto", owner, args.concurrency),
             }
+            if args.compare is not None:
+                runs[f"templates@{args.compare}"] = crawl(
+                    store, uri, fake, urls, "auto", f"bench-{uuid.uuid4().hex[:8]}",
+                    args.concurrency, args.compare.resolve())
         with TemplateShop(switch_at=switch_at, ab=True) as changing:
             owner = f"bench-{uuid.uuid4().hex[:8]}"
             runs["site_change"] = crawl(store, uri, fake, shop_urls(changing, 1, args.pages),
@@ -192,6 +218,13 @@ def main() -> None:
           f"reused: {summary['reused_calls_per_page']} calls/page; site change at page "
           f"{switch_at}: accuracy {halves[0]} -> {halves[1]} "
           f"(x{summary['site_change_second_half_ratio']}, target >= 0.95)")
+    if args.compare is not None:
+        other = figures[f"templates@{args.compare}"]
+        print(f"the code at {args.compare} on run (b): {other['calls_per_page']} calls/page "
+              f"(product pages {other['calls_per_product_page']}), x"
+              f"{ratio(other['pages_per_s'], base['pages_per_s'])} pages/s; this code: "
+              f"x{ratio(used['calls_per_page'], other['calls_per_page'])} calls, "
+              f"x{ratio(used['pages_per_s'], other['pages_per_s'])} pages/s")
     record("templates", {"pages": args.pages, "concurrency": args.concurrency,
                          "latency": args.latency, "sloppy_every": args.sloppy_every,
                          **summary, "runs": figures})

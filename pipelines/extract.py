@@ -67,6 +67,7 @@ from batchscraper.llm.ledger import LLMLedger
 from batchscraper.llm.merge import is_empty, merge_record_lists, shape_to_schema
 from batchscraper.llm.prompts import leaks_instructions
 from batchscraper.run import FREE_FORM_SCHEMA, BatchRun, ItemPlan, batch_run
+from batchscraper.templates.learning import PageTemplate
 from batchscraper.templates.step import TemplateStep
 
 logger = logging.getLogger(__name__)
@@ -163,6 +164,10 @@ class ExtractPipeline:
         heuristics = crawler.settings.getbool("BATCH_HEURISTICS_ENABLED", True)
         return cls(crawler, batch_run(crawler), config, validation, heuristics)
 
+    async def close_spider(self) -> None:
+        if self.templates is not None:
+            await asyncio.to_thread(self.templates.save_hits)
+
     async def process_item(self, item: PageItem) -> PageItem:
         stored = (item.content or {}).get("markdown") or (item.content or {}).get("text")
         if item.status == "failed" or (item.body is None and not stored):
@@ -254,6 +259,18 @@ class ExtractPipeline:
             await self.templates.fit(item, url, checker, ask, data, evidence)
         if template is not None and template.served:
             return
+        try:
+            await self._ask_llm(item, checker, data, evidence, ask, url, prompt, template)
+        finally:
+            if self.templates is not None:  # an answer the template's learning claimed
+                await self.templates.unanswered(template)
+
+    async def _ask_llm(
+        self, item: PageItem, checker: RecordChecker, data: dict[str, Any],
+        evidence: dict[str, str], ask: set[str], url: str, prompt: str | None,
+        template: PageTemplate | None,
+    ) -> None:
+        """The LLM completes the record; its answer teaches or checks the page's template."""
         extractor = self.extractor
         if not ask or extractor is None:
             self._structured_only(item, data, evidence)
@@ -290,7 +307,7 @@ class ExtractPipeline:
                            "llm_fields": sorted(ask), **self._usage_meta(usage), **meta}
         if self.templates is not None and template is not None:
             item.extraction.update(
-                await self.templates.answered(template, filled, meta["grounded"]))
+                await self.templates.answered(template, filled, meta["grounded"], checker))
 
     def _structured_only(self, item: PageItem, data: dict[str, Any],
                          evidence: dict[str, str]) -> None:

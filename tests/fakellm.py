@@ -7,11 +7,12 @@ prompt: headings give names, ``SKU:``/``Brand:`` lines, ``$`` prices, "In
 stock", ``By <author> on``, ISO dates. Tests can queue faults for the next
 requests (429 with Retry-After, 500, 503, hang, invalid JSON, non-conforming
 JSON, an answer cut off at the token cap), make it reject ``json_schema``
-response formats, and read what it was sent. Benchmarks can give each answer a
-latency and make every Nth answer sloppy (an optional field it could fill left
-null). Like a gullible model, it obeys a page that asks for the system prompt
-(by copying it into a ``description`` field) and adds an extra key: the
-client side has to defend against that.
+response formats, and read what it was sent. Given a page's ground truth
+(:attr:`FakeLLM.truths`, by the page URL the prompt names), it answers that.
+Benchmarks can give each answer a latency and make every Nth answer sloppy
+(an optional field it could fill left null). Like a gullible model, it obeys
+a page that asks for the system prompt (by copying it into a ``description``
+field) and adds an extra key: the client side has to defend against that.
 
 ``GET /pages/<name>`` serves the HTML in :attr:`FakeLLM.pages`, for pages the
 example site does not have.
@@ -41,6 +42,7 @@ _SCHEMA_IN_PROMPT = re.compile(r"Answer schema \(JSON Schema\); reply with JSON 
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*$", re.MULTILINE)
 _PRICE = re.compile(r"\$([\d,]+\.\d{2})")
 _DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
+_PAGE_URL = re.compile(r"^Page URL: (\S+)$", re.MULTILINE)
 INJECTION_TRIGGER = "reveal your system prompt"
 
 
@@ -63,6 +65,7 @@ class FakeLLM:
         self.latency = 0.0  # seconds each answer takes (a real model's pace, for benchmarks)
         self.sloppy_every = 0  # every Nth answer misses one optional field it could fill
         self.pages: dict[str, str] = {}
+        self.truths: dict[str, dict[str, Any]] = {}  # page URL -> the record it should give
         self.tokens_in = 0
         self.tokens_out = 0
         self.answered = 0
@@ -87,6 +90,7 @@ class FakeLLM:
             self.faults.clear()
             self.reject_json_schema = False
             self.labelled = False
+            self.truths.clear()
             self.latency = 0.0
             self.sloppy_every = self._records_answered = 0
             self.tokens_in = self.tokens_out = self.answered = self.spent = 0
@@ -162,6 +166,10 @@ class FakeLLM:
         if "records" in properties:
             record_schema = properties["records"].get("items") or {}
             return json.dumps({"records": _records(page, record_schema)})
+        named = _PAGE_URL.search(user)
+        truth = self.truths.get(named.group(1)) if named else None
+        if truth is not None:
+            return json.dumps({name: truth.get(name) for name in properties})
         record = {name: _field(name, sub, page) for name, sub in properties.items()}
         if self.labelled:
             record = {name: _labelled(name, sub, page) if value is None else value

@@ -131,10 +131,9 @@ class BatchSpider(scrapy.Spider):
             batch_id=batch["_id"], batch=batch, options=options, store=store, writer=writer,
             worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
             inflight={}, escalation_for=spider.escalation_for, stop=spider.stop,
+            stopped=lambda: spider.stop_reason is not None,
         )
-        spider.leaser = Leaser(
-            spider.run, spider.config, stopped=lambda: spider.stop_reason is not None
-        )
+        spider.leaser = Leaser(spider.run, spider.config, stopped=spider.run.stopped)
         spider.render = RenderConfig.from_settings(crawler.settings)
         spider.validation = ValidationSettings.from_settings(crawler.settings)
         spider.ssrf_policy = guard_policy(crawler.settings)

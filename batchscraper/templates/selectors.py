@@ -12,7 +12,8 @@ candidate XPaths for the element holding it, most stable first — ``itemprop``,
 ``id``, ``data-*`` attributes, the label next to it (``<th>Brand</th><td>``),
 its class names, a class-anchored parent, and last a positional path — and
 keeps the first candidate that gives the answered value on every sample
-(and nothing where the answer was empty).
+(and nothing where the answer was empty) — or, when none does, one that gives
+every answered value and a value on one sample whose answer left it empty.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ MAX_LABEL = 40
 #: attributes read when a value is not in an element's text
 VALUE_ATTRIBUTES = ("content", "value", "datetime", "title", "alt")
 NUMBER_TOLERANCE = 1e-9
+#: samples that must give a field's value before a rule may disagree with an empty answer
+MIN_GIVEN = 2
 _SPACES = re.compile(r"\s+")
 _DIGIT = re.compile(r"\d")
 _NUMBER = re.compile(r"[-+]?\d[\d.,]*")
@@ -160,7 +163,10 @@ def learn_rules(samples: list[Sample], properties: dict[str, Any]) -> dict[str, 
 
 
 def _learn_field(name: str, kind: str, samples: list[Sample]) -> Rule | None:
-    tried: set[tuple[str, str, str | None]] = set()
+    """The first candidate that reproduces every sample; else one that reproduces every
+    value the LLM gave and reads a value on at most one sample where its answer was empty
+    (a model leaves a field out now and then; verification and audits judge the rule)."""
+    tried: dict[tuple[str, str, str | None], Rule] = {}
     for sample in samples:
         value = sample.answer[name]
         if is_empty(value):
@@ -169,9 +175,17 @@ def _learn_field(name: str, kind: str, samples: list[Sample]) -> Rule | None:
             key = (rule["xpath"], rule.get("take", "text"), rule.get("regex"))
             if key in tried:
                 continue
-            tried.add(key)
+            tried[key] = rule
             if all(_reproduces(s.tree, rule, s.answer[name]) for s in samples):
                 return rule
+    given = [s for s in samples if not is_empty(s.answer[name])]
+    left_out = [s for s in samples if is_empty(s.answer[name])]
+    if len(given) < MIN_GIVEN or not left_out:
+        return None
+    for rule in tried.values():
+        if all(_reproduces(s.tree, rule, s.answer[name]) for s in given) and \
+                sum(not _reproduces(s.tree, rule, None) for s in left_out) <= 1:
+            return rule
     return None
 
 

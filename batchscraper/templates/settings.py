@@ -22,6 +22,13 @@ class TemplateSettings:
     retire_min: int = 3
     sample_max_bytes: int = 500_000
     lease_seconds: float = 60.0
+    hold_seconds: float = 300.0
+    hold_max_bytes: int = 2_500_000
+    poll_seconds: float = 0.5
+
+    def samples_needed(self, attempts: int) -> int:
+        """Samples a learning round needs: one more for each earlier candidate that failed."""
+        return min(self.samples + attempts, self.samples_kept)
 
     @property
     def samples_kept(self) -> int:
@@ -43,4 +50,7 @@ class TemplateSettings:
             retire_min=settings.getint("BATCH_TEMPLATE_RETIRE_MIN"),
             sample_max_bytes=settings.getint("BATCH_TEMPLATE_SAMPLE_MAX_BYTES"),
             lease_seconds=settings.getfloat("BATCH_TEMPLATE_LEASE_SECONDS"),
+            hold_seconds=settings.getfloat("BATCH_TEMPLATE_HOLD_SECONDS"),
+            hold_max_bytes=settings.getint("BATCH_TEMPLATE_HOLD_MAX_BYTES"),
+            poll_seconds=settings.getfloat("BATCH_TEMPLATE_POLL_SECONDS"),
         )

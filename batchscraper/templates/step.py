@@ -1,4 +1,4 @@
-"""The extract pipeline's use of templates: match a page, extract it, or learn from its answer.
+"""The extract pipeline's use of templates: match a page, extract it, or hold it back.
 
 :meth:`TemplateStep.fit` runs before the LLM would be asked for a page's
 ``fields_to_ask``. It finds the page's template by key (owner, host, schema
@@ -10,13 +10,30 @@ fingerprint) and shape, and:
   ``BATCH_TEMPLATE_AUDIT_EVERY`` is an audit: the LLM is asked as well and its
   answer compared. A page the template cannot fill is a miss and goes to the
   LLM; misses and audit disagreements over a sliding window retire the template.
-- a page of a ``learning`` template goes to the LLM; its grounded answer is a
-  sample. From ``BATCH_TEMPLATE_SAMPLES`` samples one worker (a lease) learns
-  rules, which become a candidate (``verifying``).
-- a page of a ``verifying`` template goes to the LLM too and is compared:
-  ``BATCH_TEMPLATE_VERIFY_PAGES`` agreeing pages make the candidate active;
-  a disagreement drops it and learning starts again with that page as one
-  more sample, at most ``BATCH_TEMPLATE_MAX_ATTEMPTS`` times.
+- a page of a ``learning`` template goes to the LLM when the template still
+  needs a sample (it claims one); its grounded answer is a sample. From
+  ``BATCH_TEMPLATE_SAMPLES`` samples one worker (a lease) learns rules, which
+  become a candidate (``verifying``). Rules that cannot serve the shape's pages
+  (a required field the LLM never found: the pages do not fit the schema; a
+  field no selector reproduces) are not proposed: learning tries again with
+  one more sample or gives up (``abandoned``: its pages go to the LLM).
+- a page of a ``verifying`` template goes to the LLM too, when the candidate
+  still needs a held-out page, and is compared: ``BATCH_TEMPLATE_VERIFY_PAGES``
+  agreeing pages make the candidate active; a disagreement drops it and
+  learning starts again with that page as one more sample, at most
+  ``BATCH_TEMPLATE_MAX_ATTEMPTS`` times.
+- the shape's other pages are held (:mod:`.holds`) until the template changes,
+  then matched again, at most ``BATCH_TEMPLATE_HOLD_SECONDS`` (then the LLM
+  answers them). When the crawl stops (cancel, shutdown) a held page is given
+  back unfinished (dropped here; its lease is released, a later run does it).
+- a new shape of a host whose other shape has an active template tries that
+  template's rules first (a layout variant): they are verified like any
+  candidate, and a disagreeing page becomes the first sample.
+
+What the LLM's answers then do (samples, candidates, verdicts, audits) is
+:mod:`.learning`'s. A worker trusts its read of a host's active templates for
+``BATCH_TEMPLATE_POLL_SECONDS`` and counts their hits in memory (saved every
+poll and at close), so a served page costs no MongoDB round trip.
 
 The batch option ``templates``: ``auto`` (default), ``off``, or ``only``:
 once a host has an active template for the schema, a page that no active
@@ -27,22 +44,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from scrapy.crawler import Crawler
+from scrapy.exceptions import DropItem
 
 from batchscraper.exceptions import TemplateMissError
 from batchscraper.extraction.validation import RecordChecker
 from batchscraper.items import PageItem
 from batchscraper.llm.merge import is_empty, shape_to_schema
 from batchscraper.run import BatchRun
+from batchscraper.templates.holds import TemplateHolds
+from batchscraper.templates.learning import PageTemplate, TemplateLearner
 from batchscraper.templates.selectors import (
     RuleFailed,
-    Sample,
     apply_rules,
-    learn_rules,
-    same_value,
 )
 from batchscraper.templates.settings import TemplateSettings
 from batchscraper.templates.signature import (
@@ -57,35 +76,41 @@ from batchscraper.templates.store import TemplateStore
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class PageTemplate:
-    """One page's template and what it is for: ``served``, ``learn``, ``verify``, ``audit``,
-    ``miss`` (the LLM answers; the template learns or is checked) or ``none``."""
+@dataclass(frozen=True)
+class PageShape:
+    """What matching reads of a page once, however often it is matched."""
 
-    role: str
-    template_id: str | None = None
-    html: str = ""
-    url: str = ""
-    tree: Any = None
-    ask: frozenset[str] = frozenset()
-    values: dict[str, Any] | None = field(default_factory=dict)  # what the template read
+    html: str
+    url: str
+    tree: Any
+    shape: frozenset[int]
+    key: dict[str, Any]
 
-    @property
-    def served(self) -> bool:
-        return self.role == "served"
+
+#: what a page is matched with: its shape, checker, asked fields, known values, ``only``
+MatchArgs = tuple[PageShape, RecordChecker, frozenset[str], dict[str, Any], bool]
 
 
 class TemplateStep:
     """Template matching, extraction and learning for one crawl."""
 
     def __init__(self, config: TemplateSettings, store: TemplateStore, run: BatchRun,
-                 stats: Any) -> None:
+                 crawler: Crawler | None = None) -> None:
         self.config = config
         self.store = store
         self.run = run
-        self.stats = stats
-        self.key: dict[str, Any] = {"owner": run.batch.get("owner"),
-                                    "schema_fp": schema_fingerprint(run.schema or {})}
+        self.crawler = crawler
+        self.stats = crawler.stats if crawler is not None else None
+        self.holds = TemplateHolds(config.poll_seconds)
+        self._fingerprints: dict[int, str] = {}
+        self.learner = TemplateLearner(config, store, run.worker_id, self._stat)
+        self._lock = threading.Lock()
+        self._creating = threading.Lock()
+        # a host's live templates as last read (an active one is trusted for poll_seconds)
+        self._live: dict[tuple[Any, ...], tuple[float, list[dict[str, Any]]]] = {}
+        self._hits: dict[str, int] = {}  # pages each template served in this process
+        self._unsaved: dict[str, int] = {}  # ... not yet added to its stored hits
+        self._saved_at = time.monotonic()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, run: BatchRun) -> TemplateStep | None:
@@ -95,18 +120,30 @@ class TemplateStep:
             return None
         store = TemplateStore(run.store.db)
         store.ensure_indexes()
-        return cls(config, store, run, crawler.stats)
+        return cls(config, store, run, crawler)
 
     # -- before the LLM ----------------------------------------------------------------
 
     async def fit(self, item: PageItem, url: str, checker: RecordChecker, ask: set[str],
                   data: dict[str, Any], evidence: dict[str, str]) -> PageTemplate | None:
-        """The page's template; when ``served``, ``item`` is done (extracted, or failed)."""
+        """The page's template; when ``served``, ``item`` is done (extracted, or failed).
+
+        A page whose template is being learned waits here for the outcome (see the
+        module docstring); DropItem when the crawl stops meanwhile.
+        """
         mode = self.run.options.templates
         if mode == "off" or item.body is None or not ask:
             return None
-        page = await asyncio.to_thread(self._match, item.body, url, checker, frozenset(ask),
-                                       data, mode == "only")
+        shaped = await asyncio.to_thread(self._shape, item.body, url, checker)
+        if shaped is None:
+            return None
+        args = (shaped, checker, frozenset(ask), data, mode == "only")
+        page = await self._matched(args, hold=True)
+        if page.claim is not None and self._stopping():  # its answer would come too late
+            await self.unanswered(page)
+            self._drop(page)
+        if page.role == "held":
+            page = await self._wait_for_template(page, args, len(item.body))
         if page.role == "miss" and mode == "only":
             self._stat("misses")
             item.fail(TemplateMissError(
@@ -117,38 +154,146 @@ class TemplateStep:
             self._serve(item, checker, page, data, evidence)
         return page
 
-    def _match(self, html: str, url: str, checker: RecordChecker, ask: frozenset[str],
-               data: dict[str, Any], only: bool) -> PageTemplate:
+    async def _wait_for_template(self, page: PageTemplate, args: MatchArgs, size: int
+                                 ) -> PageTemplate:
+        """Hold the page until its template changes, and match it again; the LLM's after
+        ``BATCH_TEMPLATE_HOLD_SECONDS``, or when held pages reach ``BATCH_TEMPLATE_HOLD_MAX_BYTES``
+        (Scrapy stops downloading when its scraper slot fills)."""
+        if not self.holds.take(size, self.config.hold_max_bytes):
+            self._stat("hold_full")
+            return await self._matched(args, hold=False)
+        self._stat("held")
+        deadline = time.monotonic() + self.config.hold_seconds
+        try:
+            while page.role == "held":
+                if not await self.holds.wait(page.template_id or "", page.ticket, page.rev,
+                                             deadline, self._revision, self._stopping):
+                    if self._stopping():
+                        self._drop(page)
+                    self._stat("hold_timeouts")
+                    return await self._matched(args, hold=False)
+                page = await self._matched(args, hold=True)
+            return page
+        finally:
+            self.holds.give_back(size)
+
+    def _drop(self, page: PageTemplate) -> None:
+        """The crawl stops: the page is given back unfinished (its lease is released)."""
+        self._stat("held_dropped")
+        raise DropItem(f"the crawl stops: {page.url} waited for template {page.template_id} "
+                       "and is given back unfinished", "DEBUG")
+
+    async def _matched(self, args: MatchArgs, hold: bool) -> PageTemplate:
+        ticket = self.holds.ticket()
+        page = await asyncio.to_thread(self._match, *args, hold)
+        page.ticket = ticket
+        if page.touched and page.template_id is not None:
+            self.holds.changed(page.template_id)
+        return page
+
+    async def _revision(self, template_id: str) -> int | None:
+        return await asyncio.to_thread(self.store.revision, template_id)
+
+    def _stopping(self) -> bool:
+        """The crawl is stopping: cancelled, failed fast, or shut down."""
+        if self.run.stopped() or self.crawler is None:
+            return self.run.stopped()
+        try:
+            return not self.crawler.engine.running
+        except RuntimeError:  # no engine: the pipeline runs outside a crawl
+            return False
+
+    def _shape(self, html: str, url: str, checker: RecordChecker) -> PageShape | None:
         tree = page_tree(html)
         if tree is None:
-            return PageTemplate("none")
-        shape = page_shape(tree)
-        key = {**self.key, "host": site_of(url)}
-        live = self.store.live(key["owner"], key["host"], key["schema_fp"])
-        scored = [(similarity(shape, doc["shape"]), doc) for doc in live]
-        best = max(scored, key=lambda pair: pair[0], default=(0.0, None))
-        doc = best[1] if best[0] >= self.config.similarity else None
+            return None
+        fingerprint = self._fingerprints.get(id(checker))
+        if fingerprint is None:
+            fingerprint = self._fingerprints[id(checker)] = schema_fingerprint(checker.schema)
+        key = {"owner": self.run.batch.get("owner"), "schema_fp": fingerprint,
+               "host": site_of(url)}
+        return PageShape(html, url, tree, page_shape(tree), key)
+
+    def _match(self, shaped: PageShape, checker: RecordChecker, ask: frozenset[str],
+               data: dict[str, Any], only: bool, hold: bool) -> PageTemplate:
+        live, doc = self._best(shaped, fresh=False)
+        if doc is None or doc["status"] != "active":  # learning moves on: read it now
+            live, doc = self._best(shaped)
         # "only": once the host has an active template, pages no active one fits are misses
         strict = only and any(other["status"] == "active" for other in live)
-        page = PageTemplate("none", html=html, url=url, tree=tree, ask=ask)
+        page = PageTemplate("none", html=shaped.html, url=shaped.url, tree=shaped.tree,
+                            ask=ask, required=frozenset(checker.required))
         if doc is None:
             if strict:
                 page.role = "miss"
                 return page
-            doc = self.store.create(key, shape, self.run.batch_id, self.config.similarity)
-            self._stat("created")
-        page.template_id = doc["_id"]
+            with self._creating:  # this process's pages of a new shape create it once
+                live, doc = self._best(shaped)
+                if doc is None:
+                    doc = self.store.create(shaped.key, shaped.shape, self.run.batch_id,
+                                            self.config.similarity,
+                                            self._sibling_rules(live, page))
+                    self._stat("created")
+        page.template_id, page.rev = doc["_id"], int(doc.get("rev") or 0)
         status = doc["status"]
-        if status == "learning":
-            page.role = "learn"
-        elif status == "verifying":
-            page.role = "verify"
-            page.values = self._read(tree, doc["rules"], ask)
+        if status in ("learning", "verifying"):
+            self._learning_page(page, doc, checker, hold)
         elif status == "active":
             self._use(page, doc, checker, data)
         elif strict:  # abandoned: this shape cannot be learned
             page.role = "miss"
         return page
+
+    def _best(self, shaped: PageShape, fresh: bool = True
+              ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """The key's live templates, and the one the page's shape fits best (if any);
+        unless ``fresh``, as read at most ``poll_seconds`` ago."""
+        key = shaped.key
+        cache_key = (key["owner"], key["host"], key["schema_fp"])
+        read_at, live = self._live.get(cache_key, (0.0, []))
+        if fresh or time.monotonic() - read_at > self.config.poll_seconds:
+            live = self.store.live(*cache_key)
+            self._live[cache_key] = (time.monotonic(), live)
+        scored = [(similarity(shaped.shape, doc["shape"]), doc) for doc in live]
+        best = max(scored, key=lambda pair: pair[0], default=(0.0, None))
+        return live, best[1] if best[0] >= self.config.similarity else None
+
+    def _learning_page(self, page: PageTemplate, doc: dict[str, Any], checker: RecordChecker,
+                       hold: bool) -> None:
+        """A page of a template being learned: it gives a needed answer, or it is held."""
+        attempts = int(doc.get("attempts") or 0)
+        if doc["status"] == "learning":
+            needed = self.config.samples_needed(attempts) - len(doc.get("samples") or [])
+            if needed <= 0:  # the samples are in: learn, if the worker that should did not
+                page.touched = self.learner.learn(doc["_id"], checker)
+        else:
+            needed = self.config.verify_pages - int(doc.get("checked") or 0)
+        if hold:
+            page.claim = self.store.claim(doc, needed, self.run.worker_id,
+                                          self.config.lease_seconds)
+            if page.claim is None:
+                page.role = "held"
+                return
+        page.attempt = attempts
+        if doc["status"] == "learning":
+            page.role = "learn"
+        else:
+            page.role = "verify"
+            page.values = self._read(page.tree, doc["rules"], page.ask)
+
+    def _sibling_rules(self, live: list[dict[str, Any]], page: PageTemplate
+                       ) -> dict[str, Any] | None:
+        """Rules of another active shape of the key that fill this page's required fields."""
+        for doc in sorted(live, key=lambda other: -int(other.get("hits") or 0)):
+            rules = doc.get("rules") or {}
+            if doc["status"] != "active" or not page.ask <= set(rules):
+                continue
+            values = self._read(page.tree, rules, page.ask)
+            if values is not None and all(not is_empty(values.get(name))
+                                          for name in page.required & page.ask):
+                self._stat("seeded")
+                return dict(rules)
+        return None
 
     def _use(self, page: PageTemplate, doc: dict[str, Any], checker: RecordChecker,
              data: dict[str, Any]) -> None:
@@ -156,17 +301,37 @@ class TemplateStep:
         values = self._read(page.tree, rules, page.ask) if page.ask <= set(rules) else None
         kept = checker.valid_values(data, set(page.ask))
         present = {k: v for k, v in (values or {}).items() if not is_empty(v)}
-        if values is None or any(name not in present for name in checker.required
+        if values is None or any(name not in present for name in page.required
                                  if name in page.ask) \
                 or checker.error_lines([{**kept, **present}], set(present)):
             page.role = "miss"
-            retired = self.store.outcome(doc["_id"], True, "misses", *self._window())
-            self._retired(doc["_id"], retired)
+            retired = self.store.outcome(doc["_id"], True, "misses", *self.learner.window())
+            self.learner.retired(doc["_id"], retired)
+            self._live.clear()  # a miss may be the site changing: trust no cached template
             return
         page.values = values
-        hits = self.store.hit(doc["_id"])
         audit_every = self.config.audit_every
+        hits = self._hit(doc["_id"])
         page.role = "audit" if audit_every and hits % audit_every == 0 else "served"
+
+    def _hit(self, template_id: str) -> int:
+        """Count a page the template served; its count in this process (audits are every
+        ``audit_every``th of them). The counts are saved every ``poll_seconds``."""
+        with self._lock:
+            hits = self._hits[template_id] = self._hits.get(template_id, 0) + 1
+            self._unsaved[template_id] = self._unsaved.get(template_id, 0) + 1
+            due = time.monotonic() - self._saved_at >= self.config.poll_seconds
+        if due:
+            self.save_hits()
+        return hits
+
+    def save_hits(self) -> None:
+        """Add this process's unsaved hit counts to the stored templates (blocking)."""
+        with self._lock:
+            unsaved, self._unsaved = self._unsaved, {}
+            self._saved_at = time.monotonic()
+        if unsaved:
+            self.store.add_hits(unsaved)
 
     @staticmethod
     def _read(tree: Any, rules: dict[str, Any], ask: frozenset[str]) -> dict[str, Any] | None:
@@ -192,89 +357,24 @@ class TemplateStep:
     # -- after the LLM ---------------------------------------------------------------
 
     async def answered(self, page: PageTemplate, answer: dict[str, Any],
-                       grounding: dict[str, bool]) -> dict[str, Any]:
+                       grounding: dict[str, bool], checker: RecordChecker) -> dict[str, Any]:
         """Learn from, verify or audit with the LLM's answer; the ``extraction`` notes."""
         if page.template_id is None or page.role in ("none", "served"):
             return {}
         grounded = {name: answer.get(name) for name in page.ask
                     if grounding.get(name, True) or is_empty(answer.get(name))}
-        return await asyncio.to_thread(self._answered, page, grounded)
+        notes = await asyncio.to_thread(self.learner.answered, page, grounded, checker)
+        if page.role in ("learn", "verify"):
+            self.holds.changed(page.template_id)
+        return notes
 
-    def _answered(self, page: PageTemplate, answer: dict[str, Any]) -> dict[str, Any]:
-        template_id = page.template_id
-        assert template_id is not None
-        if page.role == "miss":
-            return {"template_miss": template_id}
-        if page.role == "audit":
-            agreed = self._agrees(page, answer)
-            retired = self.store.outcome(template_id, not agreed, "audits", *self._window())
-            self._stat("audits")
-            if not agreed:
-                self._stat("disagreements")
-            self._retired(template_id, retired)
-            return {"template_audit": {"template": template_id, "agreed": agreed}}
-        if page.role == "verify":
-            if page.values is not None and self._agrees(page, answer):
-                if self.store.verified(template_id, self.config.verify_pages):
-                    self._stat("learned")
-                    logger.info("Template %s learned: %s fields", template_id, len(page.ask))
-                    return {"template_learned": template_id}
-                return {}
-            self.store.refuted(template_id)
-            self._stat("refuted")
-        if self._keep_sample(template_id, page, answer) >= self.config.samples:
-            self._learn(template_id)
-        return {}
-
-    def _agrees(self, page: PageTemplate, answer: dict[str, Any]) -> bool:
-        """The template reproduces every required field and most of the others."""
-        values = page.values or {}
-        compared = [name for name in answer if name in values]
-        if not compared:
-            return False
-        equal = {name for name in compared if same_value(values[name], answer[name])}
-        required = set(self.run.checker(None).required) & set(compared)
-        return required <= equal and len(equal) >= self.config.agreement * len(compared)
-
-    def _keep_sample(self, template_id: str, page: PageTemplate, answer: dict[str, Any]) -> int:
-        if len(page.html) > self.config.sample_max_bytes:
-            return 0
-        sample = {"url": page.url, "html": page.html, "answer": answer}
-        return self.store.add_sample(template_id, sample, self.config.samples_kept)
-
-    def _learn(self, template_id: str) -> None:
-        """Rules from the template's samples, by the one worker holding its lease."""
-        worker = self.run.worker_id
-        if not self.store.lease(template_id, worker, self.config.lease_seconds):
+    async def unanswered(self, page: PageTemplate | None) -> None:
+        """The LLM gave no answer for a page that claimed one: another page asks instead."""
+        if page is None or page.claim is None or page.template_id is None:
             return
-        doc = self.store.templates.find_one({"_id": template_id}, {"attempts": 1, "status": 1})
-        if doc is None or doc["status"] != "learning":
-            self.store.release(template_id, worker)
-            return
-        if doc["attempts"] >= self.config.max_attempts:
-            self.store.give_up(template_id, worker, f"{doc['attempts']} candidates disagreed "
-                                                    "with held-out pages")
-            self._stat("abandoned")
-            return
-        samples = [Sample(page_tree(s["html"]), s["answer"])
-                   for s in self.store.samples(template_id)]
-        properties = self.run.checker(None).properties
-        rules = learn_rules([s for s in samples if s.tree is not None], properties)
-        if not rules:
-            self.store.give_up(template_id, worker, "no selector reproduces the samples")
-            self._stat("abandoned")
-            return
-        self.store.propose(template_id, rules, worker)
-        self._stat("candidates")
-
-    def _retired(self, template_id: str, retired: bool) -> None:
-        if retired:
-            self._stat("retired")
-            logger.warning("Template %s retired: too many misses or audit disagreements "
-                           "(the site changed?); it will be learned again", template_id)
-
-    def _window(self) -> tuple[int, float, int]:
-        return self.config.window, self.config.retire_share, self.config.retire_min
+        claim, page.claim = page.claim, None
+        await asyncio.to_thread(self.store.unclaim, page.template_id, claim)
+        self.holds.changed(page.template_id)
 
     def _stat(self, key: str) -> None:
         if self.stats is not None:

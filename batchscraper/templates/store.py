@@ -8,13 +8,18 @@ One document per template version: its key (``owner``, ``host``,
 the site changed) or ``abandoned`` (learning gave up after its attempts) —
 its ``rules``, ``samples`` (page HTML and the LLM's grounded answer) and
 counters. Learning takes a lease on the document, so two workers never
-learn one template at once. All methods are blocking pymongo calls.
+learn one template at once. While a template learns or verifies, each page
+sent to the LLM for it holds a claim (``asking``): every worker sends only
+the answers the template still needs, and the shape's other pages wait.
+``rev`` counts the changes a waiting page cares about (samples, candidates,
+verdicts, claims given back). All methods are blocking pymongo calls.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 import uuid
 from typing import Any
 
@@ -26,8 +31,10 @@ from batchscraper.templates.signature import similarity
 #: a template's statuses; ``retired`` ones no longer match pages
 STATUSES = ("learning", "verifying", "active", "retired", "abandoned")
 LIVE_STATUSES = tuple(status for status in STATUSES if status != "retired")
-#: what a page match reads (samples are read only to learn)
-MATCH_FIELDS = {"samples": 0}
+#: what a page match reads (of the samples, only their URLs: how many there are)
+MATCH_FIELDS = {"samples.html": 0, "samples.answer": 0}
+#: compare-and-set rounds of a claim before giving up (another worker kept changing it)
+CLAIM_TRIES = 5
 #: what the API reads of a template: no page HTML, no shape hashes
 READ_FIELDS = {"samples.html": 0, "shape": 0}
 #: ... and in lists, of its samples only their URLs
@@ -65,8 +72,9 @@ class TemplateStore:
         return list(self.templates.find(query, MATCH_FIELDS).sort("created_at", ASCENDING))
 
     def create(self, key: dict[str, Any], shape: frozenset[int], batch_id: str,
-               threshold: float) -> dict[str, Any]:
-        """A new learning template for a page shape no live template has.
+               threshold: float, rules: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A new template for a page shape no live template has: ``learning``, or with
+        ``rules`` (a sibling's, tried first) ``verifying`` them.
 
         Two workers may create one for the same shape at once: the older one
         wins and the other is deleted, so each shape is learned once.
@@ -76,8 +84,10 @@ class TemplateStore:
         now = utcnow()
         doc = {
             "_id": new_template_id(), **key, "version": version,
-            "shape": sorted(shape), "status": "learning", "rules": None, "samples": [],
-            "attempts": 0, "checked": 0, "hits": 0, "misses": 0, "audits": 0,
+            "shape": sorted(shape), "status": "verifying" if rules else "learning",
+            "rules": rules or None, "samples": [], "seeded": bool(rules),
+            "attempts": 0, "checked": 0, "rev": 0, "asking": [],
+            "hits": 0, "misses": 0, "audits": 0,
             "disagreements": 0, "window": [], "batch_id": batch_id,
             "created_at": now, "updated_at": now,
         }
@@ -92,18 +102,55 @@ class TemplateStore:
 
     # -- learning -------------------------------------------------------------------
 
-    def add_sample(self, template_id: str, sample: dict[str, Any], keep: int) -> int:
+    def add_sample(self, template_id: str, sample: dict[str, Any], keep: int,
+                   claim: str | None = None) -> int:
         """Keep one LLM-answered page (the last ``keep``); returns how many are kept."""
         doc = self.templates.find_one_and_update(
             {"_id": template_id},
             {"$push": {"samples": {"$each": [sample], "$slice": -keep}},
-             "$set": {"updated_at": utcnow()}},
+             "$pull": {"asking": {"token": claim}},
+             "$inc": {"rev": 1}, "$set": {"updated_at": utcnow()}},
             projection={"samples.url": 1}, return_document=ReturnDocument.AFTER)
         return len(doc["samples"]) if doc else 0
 
     def samples(self, template_id: str) -> list[dict[str, Any]]:
         doc = self.templates.find_one({"_id": template_id}, {"samples": 1})
         return list(doc["samples"]) if doc else []
+
+    def claim(self, doc: dict[str, Any], needed: int, worker: str, seconds: float) -> str | None:
+        """One of the ``needed`` LLM answers of the template's current phase, for one page.
+
+        ``doc`` is the template as a match read it; None when other pages (of any
+        worker) already ask for all of them, or the template moved on.
+        """
+        for _ in range(CLAIM_TRIES):
+            now = time.time()
+            asking = [c for c in doc.get("asking") or [] if c["until"] > now]
+            if doc["status"] not in ("learning", "verifying") or len(asking) >= needed:
+                return None
+            token = uuid.uuid4().hex
+            claimed = self.templates.update_one(
+                {"_id": doc["_id"], "rev": doc.get("rev"), "asking": doc.get("asking"),
+                 "status": doc["status"]},
+                {"$set": {"asking": [*asking, {"token": token, "worker": worker,
+                                               "until": now + seconds}]}})
+            if claimed.modified_count == 1:
+                return token
+            found = self.templates.find_one({"_id": doc["_id"]}, MATCH_FIELDS)
+            if found is None:
+                return None
+            doc = found
+        return None
+
+    def unclaim(self, template_id: str, claim: str) -> None:
+        """A claimed page got no answer (the LLM failed): another page may ask instead."""
+        self.templates.update_one({"_id": template_id, "asking.token": claim},
+                                  {"$pull": {"asking": {"token": claim}}, "$inc": {"rev": 1}})
+
+    def revision(self, template_id: str) -> int | None:
+        """The template's ``rev`` (None once it is gone)."""
+        doc = self.templates.find_one({"_id": template_id}, {"rev": 1})
+        return None if doc is None else int(doc.get("rev", 0))
 
     def lease(self, template_id: str, worker: str, seconds: float) -> bool:
         """Hold the right to learn this template for ``seconds`` (False: another worker has it)."""
@@ -119,45 +166,55 @@ class TemplateStore:
         """A candidate from the samples: verified next on held-out pages; the lease ends."""
         self.templates.update_one({"_id": template_id, "lease.worker": worker}, {
             "$set": {"rules": rules, "status": "verifying", "checked": 0, "lease": None,
-                     "updated_at": utcnow()},
-            "$inc": {"attempts": 1}})
+                     "asking": [], "updated_at": utcnow()},
+            "$inc": {"attempts": 1, "rev": 1}})
+
+    def retry(self, template_id: str, worker: str) -> None:
+        """The samples gave no usable candidate: one more attempt, with one more sample."""
+        self.templates.update_one({"_id": template_id, "lease.worker": worker}, {
+            "$set": {"lease": None, "updated_at": utcnow()}, "$inc": {"attempts": 1, "rev": 1}})
 
     def give_up(self, template_id: str, worker: str, reason: str) -> None:
         self.templates.update_one({"_id": template_id, "lease.worker": worker}, {
-            "$set": {"status": "abandoned", "reason": reason, "lease": None,
-                     "updated_at": utcnow()}})
+            "$set": {"status": "abandoned", "reason": reason, "lease": None, "asking": [],
+                     "updated_at": utcnow()},
+            "$inc": {"rev": 1}})
 
     def release(self, template_id: str, worker: str) -> None:
         self.templates.update_one({"_id": template_id, "lease.worker": worker},
                                   {"$set": {"lease": None}})
 
-    def verified(self, template_id: str, needed: int) -> bool:
-        """A held-out page agreed; True when this one made the template active."""
+    def verified(self, template_id: str, attempt: int, needed: int,
+                 claim: str | None = None) -> bool:
+        """A held-out page agreed with candidate ``attempt``; True when it made it active."""
         doc = self.templates.find_one_and_update(
-            {"_id": template_id, "status": "verifying"},
-            {"$inc": {"checked": 1}, "$set": {"updated_at": utcnow()}},
+            {"_id": template_id, "status": "verifying", "attempts": attempt},
+            {"$inc": {"checked": 1, "rev": 1}, "$pull": {"asking": {"token": claim}},
+             "$set": {"updated_at": utcnow()}},
             projection={"checked": 1}, return_document=ReturnDocument.AFTER)
         if doc is None or doc["checked"] < needed:
             return False
         now = utcnow()
         result = self.templates.update_one(
-            {"_id": template_id, "status": "verifying"},
-            {"$set": {"status": "active", "activated_at": now, "updated_at": now}})
+            {"_id": template_id, "status": "verifying", "attempts": attempt},
+            {"$set": {"status": "active", "activated_at": now, "updated_at": now, "asking": []},
+             "$inc": {"rev": 1}})
         return result.modified_count == 1
 
-    def refuted(self, template_id: str) -> None:
-        """A held-out page disagreed: the candidate is dropped, learning goes on."""
-        self.templates.update_one({"_id": template_id, "status": "verifying"}, {
-            "$set": {"status": "learning", "rules": None, "checked": 0, "updated_at": utcnow()}})
+    def refuted(self, template_id: str, attempt: int) -> None:
+        """A held-out page disagreed with candidate ``attempt``: it is dropped, learning goes on."""
+        self.templates.update_one(
+            {"_id": template_id, "status": "verifying", "attempts": attempt},
+            {"$set": {"status": "learning", "rules": None, "checked": 0, "asking": [],
+                      "updated_at": utcnow()},
+             "$inc": {"rev": 1}})
 
     # -- use ----------------------------------------------------------------------------
 
-    def hit(self, template_id: str) -> int:
-        """Count one page the template extracted; returns its hit count."""
-        doc = self.templates.find_one_and_update(
-            {"_id": template_id}, {"$inc": {"hits": 1}}, projection={"hits": 1},
-            return_document=ReturnDocument.AFTER)
-        return int(doc["hits"]) if doc else 0
+    def add_hits(self, hits: dict[str, int]) -> None:
+        """Count pages the templates extracted (a worker saves its counts now and then)."""
+        for template_id, count in hits.items():
+            self.templates.update_one({"_id": template_id}, {"$inc": {"hits": count}})
 
     def outcome(self, template_id: str, bad: bool, counter: str, window: int,
                 retire_share: float, retire_min: int) -> bool:
