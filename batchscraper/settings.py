@@ -166,7 +166,7 @@ BATCH_CANCEL_CHECK_INTERVAL = 2.0  # seconds between checks of the batch's cance
 BATCH_RETRY_BACKOFF_BASE = 0.5  # seconds; doubled per attempt
 BATCH_RETRY_BACKOFF_MAX = 30.0  # seconds; also caps a server's Retry-After
 BATCH_STORE_FLUSH_ITEMS = 64  # item records written per transaction, at most...
-BATCH_STORE_FLUSH_SECONDS = 0.2  # ...or after this long
+BATCH_STORE_FLUSH_SECONDS = 0.05  # ...or after this long
 BATCH_PROGRESS_INTERVAL = 5.0  # seconds between progress lines on the console
 # `scrapy crawl batch` exits 1 unless the batch completed (False: Scrapy's usual 0)
 BATCH_CRAWL_EXIT_BY_STATUS = True
