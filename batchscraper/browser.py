@@ -19,13 +19,12 @@ from scrapy import Request, Spider
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DownloadTimeoutError
 from scrapy.http import Response
-from scrapy.settings import BaseSettings
-from scrapy.utils.misc import load_object
 from scrapy_playwright.handler import DEFAULT_CONTEXT_NAME, ScrapyPlaywrightDownloadHandler
 
-from batchscraper.downloadermiddlewares.ssrf import FetchBlockedError, guard_policy, normalised_host
-from batchscraper.egress import EgressGuard, Refusal
+from batchscraper.downloadermiddlewares.ssrf import FetchBlockedError, normalised_host
+from batchscraper.egress import EgressGuard, Refusal, Route, crawl_guard
 from batchscraper.exceptions import DNSError
+from batchscraper.upstream import UpstreamProxyError
 
 # A browser download (navigation, page methods, settle, page close) gets this long in all
 # before it is abandoned: twice the page timeout, plus a margin for the browser itself.
@@ -113,7 +112,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
         # started with the first browser: a crawl that renders nothing listens on nothing
-        self.egress = egress_guard(crawler.settings)
+        self.egress = crawl_guard(crawler)
         self.launch_args = list(self.config.launch_options.get("args", ()))
         self.closing: set[asyncio.Future[None]] = set()  # popups being closed
         # resource types not loaded (images, fonts...): a saving, not a guard (the egress
@@ -144,9 +143,8 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
 
     async def _maybe_launch_browser(self) -> None:
         """Launch the browser (if none runs) only with its egress guard listening."""
-        if not self.egress.running:
-            self.egress.start()  # OSError: the download fails, no browser runs unguarded
-            self.config.launch_options["args"] = [*self.launch_args, *egress_args(self.egress)]
+        self.egress.start()  # OSError: the download fails, no browser runs unguarded
+        self.config.launch_options["args"] = [*self.launch_args, *egress_args(self.egress)]
         async with self.driver_lock:
             if getattr(self, "browser_provider", None) is None:
                 await self._launch()
@@ -163,7 +161,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
     async def _download_request(self, request: Request, spider: Spider | None = None) -> Response:
         while not self.admitting.is_set():
             await self.admitting.wait()
-        context = request.meta.setdefault("playwright_context", DEFAULT_CONTEXT_NAME)
+        context = context_for(request)
         self.running[context] += 1
         self.pages_since_launch += 1
         if self.restart_after and self.pages_since_launch >= self.restart_after:
@@ -207,7 +205,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
             watch.detach(page)
             await close_quietly(page)
             if isinstance(exc, Exception):
-                self._check_refusals(watch, mark, request.url, failed=True)
+                self._check_refusals(watch, mark, request, failed=True)
             if isinstance(exc, TimeoutError):
                 raise DownloadTimeoutError(
                     f"the browser did not finish {request.url} within {deadline:.0f}s"
@@ -216,19 +214,23 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         page = request.meta.pop("playwright_page", None)
         watch.detach(page)
         try:
-            self._check_refusals(watch, mark, request.url, failed=False)
+            self._check_refusals(watch, mark, request, failed=False)
         except FetchBlockedError:
             await close_quietly(page)
             raise
         await self._release_tab(context, page, done + 1)
         return response
 
-    def _check_refusals(self, watch: PageWatch, mark: int, url: str, failed: bool) -> None:
+    def _check_refusals(
+        self, watch: PageWatch, mark: int, request: Request, failed: bool
+    ) -> None:
         """Fail the download if the egress guard refused a connection this page asked for.
 
         Nothing was sent for a refused request, but the page is not what the site
-        serves: FETCH_BLOCKED, naming the refused URL. A name the guard could not
-        resolve failed the navigation itself: DNS_ERROR.
+        serves: FETCH_BLOCKED, naming the refused URL. When the page's proxy failed
+        on the page's own URL, the proxy is to blame (the rotation middleware
+        benches it). A name the guard could not resolve failed the navigation
+        itself: DNS_ERROR.
         """
         refusals = self.egress.refusals_since(mark)
         if not refusals:
@@ -238,7 +240,15 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
             self.stats.inc_value("batch/egress/refused", len(blocked))
             refused_url, refusal = blocked[0]
             raise FetchBlockedError(f"the browser asked for {refused_url}: {refusal.reason}")
-        host = (urlsplit(url).hostname or "").lower()
+        parts = urlsplit(request.url)
+        host = normalised_host(parts.hostname or "")
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme, 80)
+        route: Route | None = request.meta.get("batch_egress_route")
+        failed_proxy = [r for _, r in watch.refused(refusals, "proxy")
+                        if route is not None and (r.route, r.host, r.port) == (
+                            route.number, host, port)]
+        if failed_proxy:
+            raise UpstreamProxyError(None, failed_proxy[0].reason)
         unresolved = [r for _, r in watch.refused(refusals, "unresolved") if r.host == host]
         if failed and unresolved:
             raise DNSError(unresolved[0].reason)
@@ -313,13 +323,26 @@ async def close_quietly(page: Page | None) -> None:
         await responds(page.close())
 
 
-def egress_guard(settings: BaseSettings) -> EgressGuard:
-    """The crawl's egress guard (not started), with the crawl's address policy."""
-    return EgressGuard(
-        guard_policy(settings),
-        resolve=load_object(settings.get("BATCH_EGRESS_RESOLVER")),
-        connect_timeout=settings.getfloat("BATCH_EGRESS_CONNECT_TIMEOUT"),
-    )
+def context_for(request: Request) -> str:
+    """The browser context a request renders in, set in its meta.
+
+    Its own (``playwright_context``: the shared one, or one for its per-URL
+    options), or, on a proxy's route, a context of those options whose proxy
+    is that route of the egress guard (``bypass`` keeps loopback on it too).
+    """
+    meta = request.meta
+    base = meta.setdefault("batch_context", meta.get("playwright_context", DEFAULT_CONTEXT_NAME))
+    options = meta.setdefault("batch_context_kwargs", meta.get("playwright_context_kwargs") or {})
+    route: Route | None = meta.get("batch_egress_route")
+    if route is None:
+        name, kwargs = base, options
+    else:
+        name = f"{base}|route-{route.number}"
+        kwargs = {**options, "proxy": {"server": route.url, "bypass": "<-loopback>"}}
+    meta["playwright_context"] = name
+    if kwargs:
+        meta["playwright_context_kwargs"] = kwargs
+    return name
 
 
 def egress_args(guard: EgressGuard) -> list[str]:

@@ -3,6 +3,7 @@
 ``CountingProxy()`` forwards absolute-form requests (``GET http://host/path``) and
 tunnels ``CONNECT``; with ``credentials=("user", "password")`` it answers 407 to a
 request without that Basic login; with ``refuse=True`` it answers 407 to everything.
+``host`` is the loopback address it listens on (127.0.0.1 unless given).
 """
 
 from __future__ import annotations
@@ -87,23 +88,32 @@ def _relay(client: socket.socket, upstream: socket.socket) -> None:
 class CountingProxy:
     """A forward proxy in a daemon thread; ``requests`` lists (method, target) it saw."""
 
-    def __init__(self, credentials: tuple[str, str] | None = None, refuse: bool = False) -> None:
+    def __init__(
+        self,
+        credentials: tuple[str, str] | None = None,
+        refuse: bool = False,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.credentials = credentials
         self.refuse = refuse
         self.requests: list[tuple[str, str]] = []
         self.logins: list[str | None] = []
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = _Server((host, 0), _Handler)
         self._server.proxy = self
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         daemon=True)
+
+    @property
+    def host(self) -> str:
+        return str(self._server.server_address[0])
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
 
     def url(self, login: str = "") -> str:
-        return f"http://{login + '@' if login else ''}127.0.0.1:{self.port}"
+        return f"http://{login + '@' if login else ''}{self.host}:{self.port}"
 
     def record(self, method: str, target: str, login: str | None) -> None:
         with self._lock:
@@ -125,10 +135,10 @@ class CountingProxy:
         self._server.server_close()
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 nothing listens on (connection refused)."""
+def closed_port(host: str = "127.0.0.1") -> int:
+    """A port on ``host`` nothing listens on (connection refused)."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
 
 
