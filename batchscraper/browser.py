@@ -277,12 +277,6 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         if wrapper is not None:
             await responds(wrapper.context.close())
 
-    async def _close(self) -> None:
-        try:
-            await super()._close()
-        finally:
-            await asyncio.to_thread(self.egress.stop)
-
     async def _restart_browser(self) -> None:
         """Close the browser (no page runs); the next page launches a fresh one."""
         self.idle_pages.clear()

@@ -276,6 +276,8 @@ class EgressGuard:
             await self._serve(route, reader, writer)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass  # the client went away, or sent what is not HTTP
+        except asyncio.CancelledError:
+            pass  # the guard is stopping: the connection closes, as every other one
         finally:
             self._tasks.discard(task)
             writer.close()
@@ -397,11 +399,12 @@ _crawl_guards: weakref.WeakKeyDictionary[Crawler, EgressGuard] = weakref.WeakKey
 
 
 def crawl_guard(crawler: Crawler) -> EgressGuard:
-    """The crawl's one egress guard, shared by the browser and the proxy middleware.
+    """The crawl's one egress guard, shared by the browser handlers (``http`` and
+    ``https``: one each, with a browser each) and the proxy middleware.
 
     Made (not started) at the first ask, with the crawl's address policy,
     ``BATCH_EGRESS_RESOLVER`` and ``BATCH_EGRESS_CONNECT_TIMEOUT``; stopped when
-    the engine stops.
+    the engine stops (no download runs then), never by one of its users.
     """
     guard = _crawl_guards.get(crawler)
     if guard is None:
