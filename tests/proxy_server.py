@@ -3,7 +3,8 @@
 ``CountingProxy()`` forwards absolute-form requests (``GET http://host/path``) and
 tunnels ``CONNECT``; with ``credentials=("user", "password")`` it answers 407 to a
 request without that Basic login; with ``refuse=True`` it answers 407 to everything.
-``host`` is the loopback address it listens on (127.0.0.1 unless given).
+``host`` is the loopback address it listens on (127.0.0.1 unless given); with ``tls`` (a
+server context) it is an ``https://`` proxy.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import contextlib
 import socket
 import socketserver
+import ssl
 import threading
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +28,16 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
     proxy: CountingProxy
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, address = super().get_request()
+        if self.proxy.tls is not None:  # the handshake happens in the handler's thread
+            conn = self.proxy.tls.wrap_socket(conn, server_side=True,
+                                              do_handshake_on_connect=False)
+        return conn, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (e.g. did not trust the TLS certificate): nothing to print."""
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -93,8 +105,10 @@ class CountingProxy:
         credentials: tuple[str, str] | None = None,
         refuse: bool = False,
         host: str = "127.0.0.1",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.credentials = credentials
+        self.tls = tls
         self.refuse = refuse
         self.requests: list[tuple[str, str]] = []
         self.logins: list[str | None] = []
@@ -113,7 +127,8 @@ class CountingProxy:
         return int(self._server.server_address[1])
 
     def url(self, login: str = "") -> str:
-        return f"http://{login + '@' if login else ''}{self.host}:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{login + '@' if login else ''}{self.host}:{self.port}"
 
     def record(self, method: str, target: str, login: str | None) -> None:
         with self._lock:

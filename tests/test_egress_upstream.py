@@ -22,6 +22,7 @@ from batchscraper.proxies import parse_proxy
 from tests.egress_sites import PUBLIC_ADDRESS, CountingServer, attack_hosts
 from tests.proxy_server import CountingProxy, closed_port
 from tests.socks_server import Socks5Proxy
+from tests.tls_certs import self_signed, server_context
 
 POLICY = AddressPolicy(allowed_networks=(ipaddress.ip_network(f"{PUBLIC_ADDRESS}/32"),))
 PASSWORD = "up-pw-3c9e10aa"  # must never appear in a refusal
@@ -177,3 +178,35 @@ def test_a_users_proxy_at_a_refused_address_is_refused_the_operators_is_trusted(
     assert f"proxy {internal.url()}" in refusal.reason and "not public" in refusal.reason
     assert b"A public product" in operator
     assert internal.requests == [("GET", f"http://{PUBLIC_ADDRESS}:{port}/p/x")]
+
+
+@pytest.mark.parametrize("trusted_certificate", [True, False])
+def test_an_https_proxy_is_spoken_to_over_tls_with_its_certificate_checked(
+    hosts, tmp_path, monkeypatch, trusted_certificate
+):
+    public, _ = hosts
+    port = public.server_address[1]
+    certificate = self_signed(PUBLIC_ADDRESS, tmp_path)
+    if trusted_certificate:  # the system's CAs, as OpenSSL reads them, plus the test's
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+    guard = EgressGuard(POLICY, resolver, connect_timeout=5)
+    guard.start()
+    try:
+        with CountingProxy(credentials=("user", PASSWORD), host=PUBLIC_ADDRESS,
+                           tls=server_context(certificate)) as proxy:
+            route = route_to(guard, proxy.url(f"user:{PASSWORD}"))
+            plain = exchange(route, get(PUBLIC_ADDRESS, port, "/p/harmless"))
+            tunnelled = exchange(route, f"CONNECT {PUBLIC_ADDRESS}:{port} HTTP/1.1\r\n\r\n",
+                                 then=inner_get("/p/harmless"))
+    finally:
+        guard.stop()
+    if trusted_certificate:
+        assert b"A public product" in plain and b"A public product" in tunnelled
+        assert [method for method, _ in proxy.requests] == ["GET", "CONNECT"]
+        assert guard.refusals_since(0) == []
+    else:
+        assert plain.startswith(b"HTTP/1.1 502") and tunnelled.startswith(b"HTTP/1.1 502")
+        assert proxy.requests == []  # nothing was sent to a proxy not proven to be it
+        refusals = guard.refusals_since(0)
+        assert [r.kind for r in refusals] == ["proxy", "proxy"]
+        assert "CERTIFICATE_VERIFY_FAILED" in refusals[0].reason, refusals[0].reason

@@ -33,6 +33,7 @@ from batchscraper.store import BatchStore
 from tests.conftest import assert_counters_match_items, batch_id_from
 from tests.proxy_server import CountingProxy, closed_port
 from tests.socks_server import Socks5Proxy
+from tests.tls_certs import self_signed, server_context
 from tests.test_downloadermiddlewares import DummySpider, project
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"},
@@ -333,3 +334,22 @@ def test_crawl_through_socks5_proxies_benches_the_one_refusing_the_login(
     assert store.get_batch(batch_id)["options"]["proxy"] == [
         refusing.url("***:***"), good.url("***:***", "socks5h")]
     assert_counters_match_items(store, batch_id)
+
+
+@pytest.mark.slow
+def test_crawl_through_an_https_proxy_speaks_tls_to_it(
+    crawl, site: ExampleSite, store: BatchStore, tmp_path: Any, monkeypatch: Any
+) -> None:
+    """TLS to the proxy: Scrapy does not for https pages; the egress guard does, for all."""
+    certificate = self_signed("127.0.0.1", tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))  # the crawl trusts the test's CA
+    with CountingProxy(credentials=("user", PASSWORD), tls=server_context(certificate)) as proxy:
+        urls = [site.url(f"/products/{n}") for n in (51, 52)]
+        result = crawl(urls=json.dumps(urls), schema=json.dumps(SCHEMA),
+                       options=json.dumps({"proxy": proxy.url(f"user:{PASSWORD}"), "retries": 0}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    batch_id = batch_id_from(result)
+    assert [item["status"] for item in store.iter_items(batch_id)] == ["completed"] * 2
+    assert sorted(target for _, target in proxy.requests) == sorted(urls)
+    assert PASSWORD not in stored_text(store, batch_id) and PASSWORD not in result.stderr
+    assert store.get_batch(batch_id)["options"]["proxy"] == [proxy.url("***:***")]
