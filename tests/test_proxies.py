@@ -33,8 +33,8 @@ from batchscraper.store import BatchStore
 from tests.conftest import assert_counters_match_items, batch_id_from
 from tests.proxy_server import CountingProxy, closed_port
 from tests.socks_server import Socks5Proxy
-from tests.tls_certs import self_signed, server_context
 from tests.test_downloadermiddlewares import DummySpider, project
+from tests.tls_certs import self_signed, server_context
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"},
                                            "price": {"type": "number"}},

@@ -18,7 +18,7 @@ def self_signed(address: str, directory: Path) -> Path:
     """Write ``cert.pem`` (a CA certificate for ``address``, to trust) and ``key.pem``."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
