@@ -16,20 +16,14 @@ resolver disabled, WebRTC kept off UDP), so every HTTP request, HTTPS
   on a proxy's route, to the proxy (:mod:`batchscraper.upstream`), and
 - refuses anything else with 403 before a byte is sent upstream.
 
-**Routes.** Each way out is a :class:`Route` with a listener of its own on
+**Routes.** Each way out is a :class:`Route` with its own listener on
 127.0.0.1: route 0 goes straight to targets (the browser's launch proxy); a
-route through a user's or the operator's proxy is opened on first use, and a
-browser context whose ``proxy`` is that route's URL (or Scrapy's
-``meta["proxy"]``, for a SOCKS or ``https://`` proxy) goes through it. The
-target is checked the same way on every route (a name that does not resolve
-here is not sent to the proxy); a user's proxy is itself checked like a
-target, and its checked address is the one connected to; the operator's
-(``BATCH_PROXIES``) are trusted.
-
-Refusals and proxy failures are kept in a short log that the browser's
-download handler (:mod:`batchscraper.browser`) and the proxy middleware read
-to fail the item with ``FETCH_BLOCKED`` (naming the refused URL) or to bench
-the proxy.
+route through a proxy (:mod:`batchscraper.upstream`) opens at first use, for a
+browser context's ``proxy`` or Scrapy's ``meta["proxy"]``. Targets are checked
+alike on every route; a user's proxy is checked like a target too (the
+operator's ``BATCH_PROXIES`` are trusted). Refusals and proxy failures go to a
+short log, read by the browser's handler and the proxy middleware (to fail an
+item with ``FETCH_BLOCKED``, or to bench a proxy).
 
 The proxy runs its own asyncio loop in a thread of the crawl process: it keeps
 serving the browser even while the reactor thread is busy, and costs no
@@ -306,9 +300,8 @@ class EgressGuard:
             else:
                 up_writer.write(outgoing_request(method, url, version, header_block, login))
                 try:
-                    await forward_response_head(
-                        up_reader, writer, self._proxy_status(route, host, port, url)
-                    )
+                    await forward_response_head(up_reader, writer, None if login is None else (
+                        lambda status: self._check_login(route, host, port, url, status)))
                 except Refused as refused:
                     writer.write(refusal_answer(refused))
                     await writer.drain()
@@ -317,19 +310,10 @@ class EgressGuard:
         finally:
             up_writer.close()
 
-    def _proxy_status(
-        self, route: Route, host: str, port: int, url: str
-    ) -> Callable[[int], None] | None:
-        """A check of the final status an HTTP proxy answered: its 407 is its own failure."""
-        proxy = route.upstream
-        if proxy is None or proxy.is_socks:
-            return None
-
-        def check(status: int) -> None:
-            if status == PROXY_AUTH_REQUIRED:
-                raise self._proxy_failed(route, host, port, url, login_refused(proxy))
-
-        return check
+    def _check_login(self, route: Route, host: str, port: int, url: str, status: int) -> None:
+        """An HTTP proxy's 407 to a request it was to pass on is its own failure."""
+        if status == PROXY_AUTH_REQUIRED and route.upstream is not None:
+            raise self._proxy_failed(route, host, port, url, login_refused(route.upstream))
 
     def _proxy_failed(self, route: Route, host: str, port: int, url: str, reason: str) -> Refused:
         """Log the route's proxy as failed (to be benched); the answer the client gets."""
