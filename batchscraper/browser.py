@@ -38,6 +38,7 @@ TAB_MAX_PAGES = 200
 
 
 DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+ROUTE_CONTEXT = f"{DEFAULT_CONTEXT_NAME}|route-"  # a proxy's context (no per-URL options)
 
 
 class PageWatch:
@@ -98,7 +99,10 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
       ``playwright_page``). A tab whose download failed is closed, never reused; a tab
       has its garbage collected every ``TAB_GC_EVERY`` pages and is retired after
       ``TAB_MAX_PAGES``. URLs with their own ``user_agent`` or ``viewport`` get a
-      context for those options, closed when its last page is done.
+      context for those options, closed when its last page is done. Pages through a
+      proxy render in a context per proxy (its proxy: the egress guard's route through
+      it); up to ``BATCH_BROWSER_MAX_PAGES`` idle ones are kept for their tabs, the least
+      recently used closed first. Idle tabs are at most ``BATCH_BROWSER_MAX_PAGES`` in all.
     - Playwright bounds navigation and page methods, but not everything: closing a page
       after its browser was killed can wait forever, and one such request would keep the
       batch from finishing. Past the deadline the download fails with a (retryable) timeout.
@@ -124,7 +128,9 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         self.restart_after = crawler.settings.getint("BATCH_BROWSER_RESTART_PAGES")
         # downloads that hold a tab; the rest wait here, not on a context's page limit
         # (which idle tabs in the pool also count)
-        self.tabs = asyncio.Semaphore(crawler.settings.getint("BATCH_BROWSER_MAX_PAGES"))
+        self.max_pages = crawler.settings.getint("BATCH_BROWSER_MAX_PAGES")
+        self.tabs = asyncio.Semaphore(self.max_pages)
+        self.route_contexts: dict[str, None] = {}  # proxies' contexts, least recently used first
         self.idle_pages: dict[str, list[tuple[Page, int]]] = {}  # context -> (tab, pages done)
         self.pages_since_launch = 0
         self.running: Counter[str] = Counter()  # context -> downloads in it
@@ -171,7 +177,9 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
                 return await self._download_in_tab(request, spider, context)
         finally:
             self.running[context] -= 1
-            if context != DEFAULT_CONTEXT_NAME and not self.running[context]:
+            if context.startswith(ROUTE_CONTEXT) and not self.running[context]:
+                await self._keep_route_context(context)
+            elif context != DEFAULT_CONTEXT_NAME and not self.running[context]:
                 await self._close_context(context)
             if not (self.admitting.is_set() or self.running.total() or self.restarting):
                 self.restarting = True
@@ -262,6 +270,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         # #fragment is loaded rather than scrolled to
         if (
             done >= TAB_MAX_PAGES
+            or sum(len(tabs) for tabs in self.idle_pages.values()) >= self.max_pages
             or context not in self.context_wrappers
             or not await responds(page.goto("about:blank"))
             or (done % TAB_GC_EVERY == 0 and not await responds(collect_garbage(page)))
@@ -269,6 +278,17 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
             await close_quietly(page)
             return
         self.idle_pages.setdefault(context, []).append((page, done))
+
+    async def _keep_route_context(self, name: str) -> None:
+        """Keep an idle proxy's context (its tabs are reused), closing the least recently
+        used idle ones beyond ``BATCH_BROWSER_MAX_PAGES``."""
+        self.route_contexts.pop(name, None)
+        self.route_contexts[name] = None
+        idle = [context for context in self.route_contexts if not self.running[context]]
+        for context in idle[: max(len(idle) - self.max_pages, 0)]:
+            if not self.running[context]:  # a page may have started in it meanwhile
+                self.route_contexts.pop(context, None)
+                await self._close_context(context)
 
     async def _close_context(self, name: str) -> None:
         """Close a context of per-URL options (and its tabs) once no page runs in it."""
@@ -280,6 +300,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
     async def _restart_browser(self) -> None:
         """Close the browser (no page runs); the next page launches a fresh one."""
         self.idle_pages.clear()
+        self.route_contexts.clear()
         self.pages_since_launch = 0
         browser = self.__dict__.pop("browser", None)
         if browser is None:
@@ -331,7 +352,7 @@ def context_for(request: Request) -> str:
     if route is None:
         name, kwargs = base, options
     else:
-        name = f"{base}|route-{route.number}"
+        name = f"{base}|route-{route.number}"  # ROUTE_CONTEXT when base is the shared one
         kwargs = {**options, "proxy": {"server": route.url, "bypass": "<-loopback>"}}
     meta["playwright_context"] = name
     if kwargs:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from batchscraper.demo.site import ExampleSite
 from batchscraper.store import BatchStore
 from tests.conftest import assert_counters_match_items, batch_id_from
 from tests.egress_sites import PUBLIC_ADDRESS, SCRIPTED_NAME, CountingServer, attack_hosts
@@ -112,3 +113,26 @@ def test_failing_proxies_are_benched_on_the_browser_path_and_none_left_is_proxy_
     assert items[4]["error"]["retryable"] is True
     assert store.get_batch(batch_id)["failures"] == {"PROXY_FAILED": 1}
     assert_counters_match_items(store, batch_id)
+
+
+def test_pages_through_many_proxies_keep_their_domains_proxy_with_one_tab(
+    crawl, store: BatchStore
+) -> None:
+    """Three domains, three proxies, one tab: each domain keeps its proxy while the browser
+    switches between the proxies' contexts (idle ones kept, the oldest closed)."""
+    with ExampleSite(host="127.0.0.3") as one, ExampleSite(host="127.0.0.4") as two, \
+            ExampleSite(host="127.0.0.5") as three, \
+            CountingProxy() as p1, CountingProxy() as p2, CountingProxy() as p3:
+        bases = [site.base_url for site in (one, two, three)]
+        urls = [f"{base}/app-shell/{60 + n}" for n in range(3) for base in bases]
+        result = crawl(urls=json.dumps(urls), schema=SCHEMA,
+                       settings={"BATCH_BROWSER_MAX_PAGES": 1},
+                       options=json.dumps({"proxy": [p.url() for p in (p1, p2, p3)],
+                                           "render_js": "always", "retries": 0,
+                                           "concurrency": 1}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    items = list(store.iter_items(batch_id_from(result)))
+    assert [(i["status"], i["render_mode"]) for i in items] == [("completed", "headless")] * 9
+    assert [i["data"]["name"] for i in items[:3]] == ["Product 60"] * 3
+    seen = [{target.split("/app-shell")[0] for _, target in p.requests} for p in (p1, p2, p3)]
+    assert sorted(map(sorted, seen)) == sorted([base] for base in bases), seen
