@@ -22,7 +22,8 @@ from scrapy.http import Response
 from scrapy_playwright.handler import DEFAULT_CONTEXT_NAME, ScrapyPlaywrightDownloadHandler
 
 from batchscraper.downloadermiddlewares.ssrf import FetchBlockedError, normalised_host
-from batchscraper.egress import EgressGuard, Refusal, Route, crawl_guard
+from batchscraper.egress import EgressGuard, crawl_guard
+from batchscraper.egress_routes import Refusal, Route
 from batchscraper.exceptions import DNSError
 from batchscraper.upstream import UpstreamProxyError
 

@@ -38,10 +38,8 @@ import logging
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from scrapy import signals
@@ -54,7 +52,6 @@ from batchscraper.downloadermiddlewares.ssrf import (
     IPAddress,
     Resolver,
     guard_policy,
-    normalised_host,
 )
 from batchscraper.egress_http import (
     MAX_HEAD_BYTES,
@@ -65,6 +62,7 @@ from batchscraper.egress_http import (
     relay,
     request_target,
 )
+from batchscraper.egress_routes import Refusal, RefusalLog, Route, RouteTable
 from batchscraper.proxies import ProxyEndpoint
 from batchscraper.upstream import (
     PROXY_AUTH_REQUIRED,
@@ -79,59 +77,32 @@ from batchscraper.upstream import (
 
 logger = logging.getLogger(__name__)
 
-REFUSAL_MEMORY = 1_000  # the log keeps the latest refusals only
 RESOLVER_THREADS = 8  # names resolved at once; a slow DNS server holds one each
 STOP_SECONDS = 10.0
-DIRECT = 0  # the route straight to targets
-
-
-@dataclass(frozen=True)
-class Route:
-    """A way out of the guard, with its own loopback listener: direct, or through a proxy."""
-
-    number: int
-    port: int
-    upstream: ProxyEndpoint | None = None
-    trusted: bool = False  # the operator's proxy: its own address is not checked
-
-    @property
-    def url(self) -> str:
-        """Where a client connects to go this way (it carries no credentials)."""
-        return f"http://127.0.0.1:{self.port}"
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A connection the guard did not make: ``kind`` is ``blocked``, ``unresolved``, or
-    ``proxy`` (the route's proxy failed: to be benched)."""
-
-    number: int
-    kind: str
-    host: str
-    port: int
-    url: str
-    reason: str
-    route: int = DIRECT
 
 
 class EgressGuard:
     """A loopback forward proxy that connects only to addresses the policy allows."""
 
-    def __init__(self, policy: AddressPolicy, resolve: Resolver, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        resolve: Resolver,
+        connect_timeout: float,
+        max_routes: int | None = None,
+    ) -> None:
         self.policy = policy
         self.resolve = resolve
         self.connect_timeout = connect_timeout
         self.port = 0  # route 0's
         self.connections = 0
         self.cpu_seconds = 0.0  # the guard thread's CPU time (not its resolvers'), once stopped
-        self._refusals: deque[Refusal] = deque(maxlen=REFUSAL_MEMORY)
-        self._numbered = 0
-        self._lock = threading.Lock()
+        self.refusals = RefusalLog()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resolvers: ThreadPoolExecutor | None = None  # made by start()
         self._thread: threading.Thread | None = None
-        self._servers: list[asyncio.Server] = []
-        self._routes: dict[tuple[ProxyEndpoint | None, bool], Route] = {}
+        self.routes = RouteTable(max_routes)
+        self._servers: dict[int, asyncio.Server] = {}  # by route number (the guard's thread)
         self._tasks: set[asyncio.Task[None]] = set()
         self._dialer = ProxyDialer(self._checked_addresses, resolve)
 
@@ -154,6 +125,8 @@ class EgressGuard:
         """
         if self.running:
             return
+        self.routes.clear()
+        self._servers = {}
         self._loop = asyncio.new_event_loop()
         self._resolvers = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="egress-dns")
         self._dialer.executor = self._resolvers
@@ -171,17 +144,23 @@ class EgressGuard:
             raise errors[0]
 
     async def route(self, upstream: ProxyEndpoint, trusted: bool) -> Route:
-        """The route through ``upstream`` (listening from its first use); starts the guard.
+        """The route through ``upstream``, held (kept listening) until :meth:`release`.
 
+        Its listener opens at first use (the guard starts if need be); beyond
+        ``max_routes``, the least recently used routes nobody holds are closed.
         Awaited on the crawl's own event loop.
         """
         self.start()
-        known = self._routes.get((upstream, trusted))
-        if known is not None:
-            return known
+        held = self.routes.hold((upstream, trusted))
+        if held is not None:
+            return held
         assert self._loop is not None
         opening = asyncio.run_coroutine_threadsafe(self._listen(upstream, trusted), self._loop)
         return await asyncio.wrap_future(opening)
+
+    def release(self, route: Route) -> None:
+        """The request that held ``route`` is done with it."""
+        self.routes.release(route)
 
     def stop(self) -> None:
         """Close the listeners and every open connection, then end the thread."""
@@ -201,7 +180,7 @@ class EgressGuard:
         assert self._loop is not None
         asyncio.set_event_loop(self._loop)
         try:
-            self.port = self._loop.run_until_complete(self._listen(None, True)).port
+            self.port = self._loop.run_until_complete(self._listen(None, True, hold=False)).port
         except OSError as exc:
             errors.append(exc)
             self._loop.close()
@@ -211,24 +190,28 @@ class EgressGuard:
         self._loop.run_forever()
         self._loop.close()
 
-    async def _listen(self, upstream: ProxyEndpoint | None, trusted: bool) -> Route:
-        known = self._routes.get((upstream, trusted))
+    async def _listen(
+        self, upstream: ProxyEndpoint | None, trusted: bool, hold: bool = True
+    ) -> Route:
+        known = self.routes.hold((upstream, trusted)) if hold else None
         if known is not None:
             return known
-        number = len(self._routes)
+        for idle in self.routes.make_room():  # their open connections go on
+            self._servers.pop(idle.number).close()
         routes: list[Route] = []  # the route, once its port is known
 
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await self._accept(routes[0], reader, writer)
 
         server = await asyncio.start_server(accept, "127.0.0.1", 0, limit=MAX_HEAD_BYTES)
-        routes.append(Route(number, server.sockets[0].getsockname()[1], upstream, trusted))
-        self._servers.append(server)
-        self._routes[(upstream, trusted)] = routes[0]
+        port = server.sockets[0].getsockname()[1]
+        routes.append(Route(self.routes.next_number(), port, upstream, trusted))
+        self._servers[routes[0].number] = server
+        self.routes.add(routes[0], hold)
         return routes[0]
 
     async def _shutdown(self) -> None:
-        for server in self._servers:
+        for server in self._servers.values():
             server.close()
         for task in list(self._tasks):
             task.cancel()
@@ -239,24 +222,14 @@ class EgressGuard:
 
     def mark(self) -> int:
         """A position in the refusal log: :meth:`refusals_since` returns what came after."""
-        with self._lock:
-            return self._numbered
+        return self.refusals.mark()
 
     def refusals_since(self, mark: int) -> list[Refusal]:
-        with self._lock:
-            return [refusal for refusal in self._refusals if refusal.number > mark]
+        return self.refusals.since(mark)
 
     def refusal_for(self, route: int, host: str, port: int, mark: int) -> Refusal | None:
         """The latest refusal since ``mark`` of a connection to ``host:port`` on ``route``."""
-        host = normalised_host(host)
-        found = [r for r in self.refusals_since(mark)
-                 if (r.route, r.host, r.port) == (route, host, port)]
-        return found[-1] if found else None
-
-    def _log(self, kind: str, host: str, port: int, url: str, reason: str, route: int) -> None:
-        with self._lock:
-            self._numbered += 1
-            self._refusals.append(Refusal(self._numbered, kind, host, port, url, reason, route))
+        return self.refusals.latest_for(route, host, port, mark)
 
     # -- serving (the guard's thread) -------------------------------------------------
 
@@ -320,7 +293,7 @@ class EgressGuard:
         assert route.upstream is not None
         if not reason.startswith("proxy "):
             reason = f"proxy {route.upstream.redacted}: {reason}"
-        self._log("proxy", host, port, url, reason, route.number)
+        self.refusals.add("proxy", host, port, url, reason, route.number)
         logger.info("Egress guard could not go through %s", reason)
         return Refused(502, reason)
 
@@ -349,7 +322,7 @@ class EgressGuard:
         except FetchBlockedError as exc:  # a user's proxy at an address the policy refuses
             assert proxy is not None
             reason = f"proxy {proxy.redacted}: {exc.message}"
-            self._log("blocked", host, port, url, reason, route.number)
+            self.refusals.add("blocked", host, port, url, reason, route.number)
             raise Refused(403, reason) from None
         except UpstreamProxyError as exc:
             raise self._proxy_failed(route, host, port, url, exc.reason) from None
@@ -365,12 +338,12 @@ class EgressGuard:
                 self.connect_timeout,
             )
         except FetchBlockedError as exc:
-            self._log("blocked", host, port, url, exc.message, route.number)
+            self.refusals.add("blocked", host, port, url, exc.message, route.number)
             logger.info("Egress guard refused %s: %s", url, exc.message)
             raise Refused(403, exc.message) from None
         except (OSError, TimeoutError) as exc:
             reason = f"cannot resolve {host}: {exc or 'no answer in time'}"
-            self._log("unresolved", host, port, url, reason, route.number)
+            self.refusals.add("unresolved", host, port, url, reason, route.number)
             raise Refused(502, reason) from None
 
     def _checked_addresses(self, host: str, port: int) -> list[IPAddress]:
@@ -397,6 +370,7 @@ def crawl_guard(crawler: Crawler) -> EgressGuard:
             guard_policy(settings),
             resolve=load_object(settings.get("BATCH_EGRESS_RESOLVER")),
             connect_timeout=settings.getfloat("BATCH_EGRESS_CONNECT_TIMEOUT"),
+            max_routes=settings.getint("BATCH_EGRESS_MAX_ROUTES"),
         )
         _crawl_guards[crawler] = guard
         crawler.signals.connect(_stopper(guard), signal=signals.engine_stopped, weak=False)

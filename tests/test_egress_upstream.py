@@ -16,8 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from batchscraper.downloadermiddlewares.ssrf import AddressPolicy, IPAddress, resolve
-from batchscraper.egress import EgressGuard, Route
+from batchscraper.egress import EgressGuard
 from batchscraper.egress_http import BLOCKED_HEADER
+from batchscraper.egress_routes import Route
 from batchscraper.proxies import parse_proxy
 from tests.egress_sites import PUBLIC_ADDRESS, CountingServer, attack_hosts
 from tests.proxy_server import CountingProxy, closed_port
@@ -210,3 +211,27 @@ def test_an_https_proxy_is_spoken_to_over_tls_with_its_certificate_checked(
         refusals = guard.refusals_since(0)
         assert [r.kind for r in refusals] == ["proxy", "proxy"]
         assert "CERTIFICATE_VERIFY_FAILED" in refusals[0].reason, refusals[0].reason
+
+
+def test_routes_nobody_holds_are_closed_beyond_the_bound_the_held_ones_never(hosts):
+    """A listener per proxy in use, not per proxy ever used (a session per URL is common)."""
+    public, _ = hosts
+    port = public.server_address[1]
+    guard = EgressGuard(POLICY, resolver, connect_timeout=5, max_routes=3)  # direct + 2
+    guard.start()
+    try:
+        with CountingProxy(host=PUBLIC_ADDRESS) as proxy:
+            sessions = [f"http://session-{n}:pw@{PUBLIC_ADDRESS}:{proxy.port}" for n in range(3)]
+            first, second = route_to(guard, sessions[0]), route_to(guard, sessions[1])
+            guard.release(first)  # its request is over; the second's is not
+            third = route_to(guard, sessions[2])  # no room: the first one closes
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", first.port), timeout=5).close()
+            for held in (second, third):
+                assert b"A public product" in exchange(held, get(PUBLIC_ADDRESS, port, "/p/a"))
+            again = route_to(guard, sessions[0])  # reopened, as a new route
+            assert (again.number, again.upstream) == (4, first.upstream) and again != first
+            assert b"A public product" in exchange(again, get(PUBLIC_ADDRESS, port, "/p/a"))
+    finally:
+        guard.stop()
+    assert len(proxy.requests) == 3

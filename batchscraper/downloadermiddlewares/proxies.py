@@ -50,8 +50,9 @@ from scrapy.statscollectors import StatsCollector
 from twisted.internet.error import ConnectError, DNSLookupError
 
 from batchscraper.downloadermiddlewares.ssrf import AddressPolicy, guard_policy
-from batchscraper.egress import EgressGuard, Refusal, crawl_guard
+from batchscraper.egress import EgressGuard, crawl_guard
 from batchscraper.egress_http import BLOCKED_HEADER
+from batchscraper.egress_routes import Refusal
 from batchscraper.exceptions import DNSError, FetchBlockedError, ProxyFailedError
 from batchscraper.proxies import ProxyEndpoint, parse_proxies, via_egress_guard
 from batchscraper.upstream import UpstreamProxyError
@@ -142,7 +143,7 @@ class ProxyRotationMiddleware:
         browser = bool(request.meta.get("playwright"))
         route = None
         if browser or via_egress_guard(proxy):
-            route = await self.guard.route(proxy, trusted)
+            route = await self.guard.route(proxy, trusted)  # held until the download is over
             request.meta["batch_egress_mark"] = self.guard.mark()
         request.meta["batch_egress_route"] = route
         if not browser:  # HttpProxyMiddleware moves the credentials out
@@ -194,6 +195,7 @@ class ProxyRotationMiddleware:
         proxy: ProxyEndpoint | None = request.meta.get("batch_proxy")
         if proxy is None:
             return response
+        self._release_route(request)
         if BLOCKED_HEADER.encode() in response.headers:  # perhaps the guard's own answer
             refusal = self._guard_refusal(request)
             if refusal is not None:
@@ -214,6 +216,7 @@ class ProxyRotationMiddleware:
         proxy: ProxyEndpoint | None = request.meta.get("batch_proxy")
         if proxy is None:
             return None
+        self._release_route(request)
         if isinstance(exception, UpstreamProxyError):  # the guard's report, for the browser
             return self._failed(request, proxy, exception.reason)
         refusal = self._guard_refusal(request)
@@ -222,6 +225,12 @@ class ProxyRotationMiddleware:
         if not _is_proxy_failure(exception):
             return None
         return self._failed(request, proxy, type(exception).__name__)
+
+    def _release_route(self, request: Request) -> None:
+        """The download is over: the guard may close the route when it needs room."""
+        route = request.meta.get("batch_egress_route")
+        if route is not None:
+            self.guard.release(route)
 
     def _guard_refusal(self, request: Request) -> Refusal | None:
         """What the egress guard reported for an HTTP fetch on one of its routes."""
