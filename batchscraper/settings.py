@@ -119,8 +119,8 @@ BATCH_ALLOWED_PORTS: list[int] = []  # empty: any port
 # checked (through a proxy: resolving, connecting and the proxy's handshake together)
 BATCH_EGRESS_RESOLVER = "batchscraper.downloadermiddlewares.ssrf.resolve"
 BATCH_EGRESS_CONNECT_TIMEOUT = 10.0
-# the guard listens on a loopback port per proxy in use (its route): at most this many are
-# kept beyond those a request in flight holds, the least recently used closed first
+# the guard listens on a loopback port per proxy in use (its route): beyond this many, the
+# least recently used ones no request in flight holds are closed
 BATCH_EGRESS_MAX_ROUTES = 128
 
 # Proxies (fetched and rendered pages). The batch option `proxy` (or a URL's own) comes first;
