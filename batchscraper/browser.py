@@ -224,7 +224,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         watch.detach(page)
         try:
             self._check_refusals(watch, mark, request, failed=False)
-        except FetchBlockedError:
+        except (FetchBlockedError, UpstreamProxyError):  # the tab is not reused
             await close_quietly(page)
             raise
         await self._release_tab(context, page, done + 1)
