@@ -19,13 +19,13 @@ from scrapy import Request, Spider
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DownloadTimeoutError
 from scrapy.http import Response
-from scrapy.settings import BaseSettings
-from scrapy.utils.misc import load_object
 from scrapy_playwright.handler import DEFAULT_CONTEXT_NAME, ScrapyPlaywrightDownloadHandler
 
-from batchscraper.downloadermiddlewares.ssrf import FetchBlockedError, guard_policy, normalised_host
-from batchscraper.egress import EgressGuard, Refusal
+from batchscraper.downloadermiddlewares.ssrf import FetchBlockedError, normalised_host
+from batchscraper.egress import EgressGuard, crawl_guard
+from batchscraper.egress_routes import Refusal, Route
 from batchscraper.exceptions import DNSError
+from batchscraper.upstream import UpstreamProxyError
 
 # A browser download (navigation, page methods, settle, page close) gets this long in all
 # before it is abandoned: twice the page timeout, plus a margin for the browser itself.
@@ -39,6 +39,7 @@ TAB_MAX_PAGES = 200
 
 
 DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+ROUTE_CONTEXT = f"{DEFAULT_CONTEXT_NAME}|route-"  # a proxy's context (no per-URL options)
 
 
 class PageWatch:
@@ -99,7 +100,10 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
       ``playwright_page``). A tab whose download failed is closed, never reused; a tab
       has its garbage collected every ``TAB_GC_EVERY`` pages and is retired after
       ``TAB_MAX_PAGES``. URLs with their own ``user_agent`` or ``viewport`` get a
-      context for those options, closed when its last page is done.
+      context for those options, closed when its last page is done. Pages through a
+      proxy render in a context per proxy (its proxy: the egress guard's route through
+      it); up to ``BATCH_BROWSER_MAX_PAGES`` idle ones are kept for their tabs, the least
+      recently used closed first. Idle tabs are at most ``BATCH_BROWSER_MAX_PAGES`` in all.
     - Playwright bounds navigation and page methods, but not everything: closing a page
       after its browser was killed can wait forever, and one such request would keep the
       batch from finishing. Past the deadline the download fails with a (retryable) timeout.
@@ -113,7 +117,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
         # started with the first browser: a crawl that renders nothing listens on nothing
-        self.egress = egress_guard(crawler.settings)
+        self.egress = crawl_guard(crawler)
         self.launch_args = list(self.config.launch_options.get("args", ()))
         self.closing: set[asyncio.Future[None]] = set()  # popups being closed
         # resource types not loaded (images, fonts...): a saving, not a guard (the egress
@@ -125,7 +129,9 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         self.restart_after = crawler.settings.getint("BATCH_BROWSER_RESTART_PAGES")
         # downloads that hold a tab; the rest wait here, not on a context's page limit
         # (which idle tabs in the pool also count)
-        self.tabs = asyncio.Semaphore(crawler.settings.getint("BATCH_BROWSER_MAX_PAGES"))
+        self.max_pages = crawler.settings.getint("BATCH_BROWSER_MAX_PAGES")
+        self.tabs = asyncio.Semaphore(self.max_pages)
+        self.route_contexts: dict[str, None] = {}  # proxies' contexts, least recently used first
         self.idle_pages: dict[str, list[tuple[Page, int]]] = {}  # context -> (tab, pages done)
         self.pages_since_launch = 0
         self.running: Counter[str] = Counter()  # context -> downloads in it
@@ -144,9 +150,8 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
 
     async def _maybe_launch_browser(self) -> None:
         """Launch the browser (if none runs) only with its egress guard listening."""
-        if not self.egress.running:
-            self.egress.start()  # OSError: the download fails, no browser runs unguarded
-            self.config.launch_options["args"] = [*self.launch_args, *egress_args(self.egress)]
+        self.egress.start()  # OSError: the download fails, no browser runs unguarded
+        self.config.launch_options["args"] = [*self.launch_args, *egress_args(self.egress)]
         async with self.driver_lock:
             if getattr(self, "browser_provider", None) is None:
                 await self._launch()
@@ -163,7 +168,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
     async def _download_request(self, request: Request, spider: Spider | None = None) -> Response:
         while not self.admitting.is_set():
             await self.admitting.wait()
-        context = request.meta.setdefault("playwright_context", DEFAULT_CONTEXT_NAME)
+        context = context_for(request)
         self.running[context] += 1
         self.pages_since_launch += 1
         if self.restart_after and self.pages_since_launch >= self.restart_after:
@@ -173,7 +178,9 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
                 return await self._download_in_tab(request, spider, context)
         finally:
             self.running[context] -= 1
-            if context != DEFAULT_CONTEXT_NAME and not self.running[context]:
+            if context.startswith(ROUTE_CONTEXT) and not self.running[context]:
+                await self._keep_route_context(context)
+            elif context != DEFAULT_CONTEXT_NAME and not self.running[context]:
                 await self._close_context(context)
             if not (self.admitting.is_set() or self.running.total() or self.restarting):
                 self.restarting = True
@@ -207,7 +214,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
             watch.detach(page)
             await close_quietly(page)
             if isinstance(exc, Exception):
-                self._check_refusals(watch, mark, request.url, failed=True)
+                self._check_refusals(watch, mark, request, failed=True)
             if isinstance(exc, TimeoutError):
                 raise DownloadTimeoutError(
                     f"the browser did not finish {request.url} within {deadline:.0f}s"
@@ -216,19 +223,23 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         page = request.meta.pop("playwright_page", None)
         watch.detach(page)
         try:
-            self._check_refusals(watch, mark, request.url, failed=False)
-        except FetchBlockedError:
+            self._check_refusals(watch, mark, request, failed=False)
+        except (FetchBlockedError, UpstreamProxyError):  # the tab is not reused
             await close_quietly(page)
             raise
         await self._release_tab(context, page, done + 1)
         return response
 
-    def _check_refusals(self, watch: PageWatch, mark: int, url: str, failed: bool) -> None:
+    def _check_refusals(
+        self, watch: PageWatch, mark: int, request: Request, failed: bool
+    ) -> None:
         """Fail the download if the egress guard refused a connection this page asked for.
 
         Nothing was sent for a refused request, but the page is not what the site
-        serves: FETCH_BLOCKED, naming the refused URL. A name the guard could not
-        resolve failed the navigation itself: DNS_ERROR.
+        serves: FETCH_BLOCKED, naming the refused URL. When the page's proxy failed
+        on the page's own URL, the proxy is to blame (the rotation middleware
+        benches it). A name the guard could not resolve failed the navigation
+        itself: DNS_ERROR.
         """
         refusals = self.egress.refusals_since(mark)
         if not refusals:
@@ -238,7 +249,15 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
             self.stats.inc_value("batch/egress/refused", len(blocked))
             refused_url, refusal = blocked[0]
             raise FetchBlockedError(f"the browser asked for {refused_url}: {refusal.reason}")
-        host = (urlsplit(url).hostname or "").lower()
+        parts = urlsplit(request.url)
+        host = normalised_host(parts.hostname or "")
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme, 80)
+        route: Route | None = request.meta.get("batch_egress_route")
+        failed_proxy = [r for _, r in watch.refused(refusals, "proxy")
+                        if route is not None and (r.route, r.host, r.port) == (
+                            route.number, host, port)]
+        if failed_proxy:
+            raise UpstreamProxyError(None, failed_proxy[0].reason)
         unresolved = [r for _, r in watch.refused(refusals, "unresolved") if r.host == host]
         if failed and unresolved:
             raise DNSError(unresolved[0].reason)
@@ -252,6 +271,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         # #fragment is loaded rather than scrolled to
         if (
             done >= TAB_MAX_PAGES
+            or sum(len(tabs) for tabs in self.idle_pages.values()) >= self.max_pages
             or context not in self.context_wrappers
             or not await responds(page.goto("about:blank"))
             or (done % TAB_GC_EVERY == 0 and not await responds(collect_garbage(page)))
@@ -260,6 +280,17 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
             return
         self.idle_pages.setdefault(context, []).append((page, done))
 
+    async def _keep_route_context(self, name: str) -> None:
+        """Keep an idle proxy's context (its tabs are reused), closing the least recently
+        used idle ones beyond ``BATCH_BROWSER_MAX_PAGES``."""
+        self.route_contexts.pop(name, None)
+        self.route_contexts[name] = None
+        idle = [context for context in self.route_contexts if not self.running[context]]
+        for context in idle[: max(len(idle) - self.max_pages, 0)]:
+            if not self.running[context]:  # a page may have started in it meanwhile
+                self.route_contexts.pop(context, None)
+                await self._close_context(context)
+
     async def _close_context(self, name: str) -> None:
         """Close a context of per-URL options (and its tabs) once no page runs in it."""
         self.idle_pages.pop(name, None)
@@ -267,15 +298,10 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         if wrapper is not None:
             await responds(wrapper.context.close())
 
-    async def _close(self) -> None:
-        try:
-            await super()._close()
-        finally:
-            await asyncio.to_thread(self.egress.stop)
-
     async def _restart_browser(self) -> None:
         """Close the browser (no page runs); the next page launches a fresh one."""
         self.idle_pages.clear()
+        self.route_contexts.clear()
         self.pages_since_launch = 0
         browser = self.__dict__.pop("browser", None)
         if browser is None:
@@ -313,13 +339,26 @@ async def close_quietly(page: Page | None) -> None:
         await responds(page.close())
 
 
-def egress_guard(settings: BaseSettings) -> EgressGuard:
-    """The crawl's egress guard (not started), with the crawl's address policy."""
-    return EgressGuard(
-        guard_policy(settings),
-        resolve=load_object(settings.get("BATCH_EGRESS_RESOLVER")),
-        connect_timeout=settings.getfloat("BATCH_EGRESS_CONNECT_TIMEOUT"),
-    )
+def context_for(request: Request) -> str:
+    """The browser context a request renders in, set in its meta.
+
+    Its own (``playwright_context``: the shared one, or one for its per-URL
+    options), or, on a proxy's route, a context of those options whose proxy
+    is that route of the egress guard (``bypass`` keeps loopback on it too).
+    """
+    meta = request.meta
+    base = meta.setdefault("batch_context", meta.get("playwright_context", DEFAULT_CONTEXT_NAME))
+    options = meta.setdefault("batch_context_kwargs", meta.get("playwright_context_kwargs") or {})
+    route: Route | None = meta.get("batch_egress_route")
+    if route is None:
+        name, kwargs = base, options
+    else:
+        name = f"{base}|route-{route.number}"  # ROUTE_CONTEXT when base is the shared one
+        kwargs = {**options, "proxy": {"server": route.url, "bypass": "<-loopback>"}}
+    meta["playwright_context"] = name
+    if kwargs:
+        meta["playwright_context_kwargs"] = kwargs
+    return name
 
 
 def egress_args(guard: EgressGuard) -> list[str]:

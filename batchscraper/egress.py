@@ -1,4 +1,5 @@
-"""The browser's egress guard: a forward proxy that every Chromium connection goes through.
+"""The egress guard: a forward proxy that every browser connection, and every fetch through a
+proxy Scrapy cannot speak to, goes through.
 
 A check on URLs inside the browser (``page.route``) is not a guard: it does not
 see redirect hops, popups, workers or WebSockets, and Chromium resolves names
@@ -11,12 +12,18 @@ resolver disabled, WebRTC kept off UDP), so every HTTP request, HTTPS
 
 - checks the target with the crawl's :class:`~batchscraper.downloadermiddlewares.ssrf.AddressPolicy`
   (scheme, port, local names, every address the name resolves to),
-- connects to exactly the address it checked (the name is resolved once), and
+- connects to exactly the address it checked (the name is resolved once), or,
+  on a proxy's route, to the proxy (:mod:`batchscraper.upstream`), and
 - refuses anything else with 403 before a byte is sent upstream.
 
-Refusals are kept in a short log that the download handler
-(:mod:`batchscraper.browser`) reads to fail the item with ``FETCH_BLOCKED``
-and the refused URL.
+**Routes.** Each way out is a :class:`Route` with its own listener on
+127.0.0.1: route 0 goes straight to targets (the browser's launch proxy); a
+route through a proxy (:mod:`batchscraper.upstream`) opens at first use, for a
+browser context's ``proxy`` or Scrapy's ``meta["proxy"]``. Targets are checked
+alike on every route; a user's proxy is checked like a target too (the
+operator's ``BATCH_PROXIES`` are trusted). Refusals and proxy failures go to a
+short log, read by the browser's handler and the proxy middleware (to fail an
+item with ``FETCH_BLOCKED``, or to bench a proxy).
 
 The proxy runs its own asyncio loop in a thread of the crawl process: it keeps
 serving the browser even while the reactor thread is busy, and costs no
@@ -30,69 +37,74 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
+import weakref
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import Any
+
+from scrapy import signals
+from scrapy.crawler import Crawler
+from scrapy.utils.misc import load_object
 
 from batchscraper.downloadermiddlewares.ssrf import (
     AddressPolicy,
     FetchBlockedError,
     IPAddress,
     Resolver,
-    normalised_host,
+    guard_policy,
+)
+from batchscraper.egress_http import (
+    MAX_HEAD_BYTES,
+    Refused,
+    forward_response_head,
+    outgoing_request,
+    refusal_answer,
+    relay,
+    request_target,
+)
+from batchscraper.egress_routes import Refusal, RefusalLog, Route, RouteTable
+from batchscraper.proxies import ProxyEndpoint
+from batchscraper.upstream import (
+    PROXY_AUTH_REQUIRED,
+    ProxyDialer,
+    Streams,
+    UpstreamProxyError,
+    UpstreamTargetError,
+    basic_login,
+    connect_first,
+    login_refused,
 )
 
 logger = logging.getLogger(__name__)
 
-MAX_HEAD_BYTES = 64 * 1024  # a request or response head longer than this is refused
-PIPE_CHUNK = 64 * 1024
-REFUSAL_MEMORY = 1_000  # the log keeps the latest refusals only
 RESOLVER_THREADS = 8  # names resolved at once; a slow DNS server holds one each
 STOP_SECONDS = 10.0
-HOP_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization"})
-BLOCKED_HEADER = "X-Batchscraper-Blocked"
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A connection the guard did not make: ``kind`` is ``blocked`` or ``unresolved``."""
-
-    number: int
-    kind: str
-    host: str
-    port: int
-    url: str
-    reason: str
-
-
-class Refused(Exception):
-    """A request the guard answers itself, with nothing sent upstream."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 class EgressGuard:
     """A loopback forward proxy that connects only to addresses the policy allows."""
 
-    def __init__(self, policy: AddressPolicy, resolve: Resolver, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        resolve: Resolver,
+        connect_timeout: float,
+        max_routes: int | None = None,
+    ) -> None:
         self.policy = policy
         self.resolve = resolve
         self.connect_timeout = connect_timeout
-        self.port = 0
+        self.port = 0  # route 0's
         self.connections = 0
         self.cpu_seconds = 0.0  # the guard thread's CPU time (not its resolvers'), once stopped
-        self._refusals: deque[Refusal] = deque(maxlen=REFUSAL_MEMORY)
-        self._numbered = 0
-        self._lock = threading.Lock()
+        self.refusals = RefusalLog()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._resolvers: ThreadPoolExecutor | None = None  # made by start()
         self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
+        self.routes = RouteTable(max_routes)
+        self._servers: dict[int, asyncio.Server] = {}  # by route number (the guard's thread)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._dialer = ProxyDialer(self._checked_addresses, resolve)
 
     # -- life cycle (called from the crawl's thread) ------------------------------
 
@@ -106,13 +118,18 @@ class EgressGuard:
         return bool(self.port) and self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        """Listen on a free loopback port, serving from a thread of its own.
+        """Listen on a free loopback port, serving from a thread of its own (if not yet).
 
         Raises ``OSError`` when it cannot listen; the guard is then not running,
         and no browser may be started without it.
         """
+        if self.running:
+            return
+        self.routes.clear()
+        self._servers = {}
         self._loop = asyncio.new_event_loop()
         self._resolvers = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="egress-dns")
+        self._dialer.executor = self._resolvers
         ready = threading.Event()
         errors: list[OSError] = []
         self._thread = threading.Thread(
@@ -126,8 +143,27 @@ class EgressGuard:
             self._resolvers.shutdown(wait=False)
             raise errors[0]
 
+    async def route(self, upstream: ProxyEndpoint, trusted: bool) -> Route:
+        """The route through ``upstream``, held (kept listening) until :meth:`release`.
+
+        Its listener opens at first use (the guard starts if need be); beyond
+        ``max_routes``, the least recently used routes nobody holds are closed.
+        Awaited on the crawl's own event loop.
+        """
+        self.start()
+        held = self.routes.hold((upstream, trusted))
+        if held is not None:
+            return held
+        assert self._loop is not None
+        opening = asyncio.run_coroutine_threadsafe(self._listen(upstream, trusted), self._loop)
+        return await asyncio.wrap_future(opening)
+
+    def release(self, route: Route) -> None:
+        """The request that held ``route`` is done with it."""
+        self.routes.release(route)
+
     def stop(self) -> None:
-        """Close the listener and every open connection, then end the thread."""
+        """Close the listeners and every open connection, then end the thread."""
         thread, loop = self._thread, self._loop
         if thread is None or loop is None:
             return
@@ -144,10 +180,7 @@ class EgressGuard:
         assert self._loop is not None
         asyncio.set_event_loop(self._loop)
         try:
-            self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._accept, "127.0.0.1", 0, limit=MAX_HEAD_BYTES)
-            )
-            self.port = self._server.sockets[0].getsockname()[1]
+            self.port = self._loop.run_until_complete(self._listen(None, True, hold=False)).port
         except OSError as exc:
             errors.append(exc)
             self._loop.close()
@@ -157,9 +190,29 @@ class EgressGuard:
         self._loop.run_forever()
         self._loop.close()
 
+    async def _listen(
+        self, upstream: ProxyEndpoint | None, trusted: bool, hold: bool = True
+    ) -> Route:
+        known = self.routes.hold((upstream, trusted)) if hold else None
+        if known is not None:
+            return known
+        for idle in self.routes.make_room():  # their open connections go on
+            self._servers.pop(idle.number).close()
+        routes: list[Route] = []  # the route, once its port is known
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._accept(routes[0], reader, writer)
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0, limit=MAX_HEAD_BYTES)
+        port = server.sockets[0].getsockname()[1]
+        routes.append(Route(self.routes.next_number(), port, upstream, trusted))
+        self._servers[routes[0].number] = server
+        self.routes.add(routes[0], hold)
+        return routes[0]
+
     async def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers.values():
+            server.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -169,94 +222,129 @@ class EgressGuard:
 
     def mark(self) -> int:
         """A position in the refusal log: :meth:`refusals_since` returns what came after."""
-        with self._lock:
-            return self._numbered
+        return self.refusals.mark()
 
     def refusals_since(self, mark: int) -> list[Refusal]:
-        with self._lock:
-            return [refusal for refusal in self._refusals if refusal.number > mark]
+        return self.refusals.since(mark)
 
-    def _log(self, kind: str, host: str, port: int, url: str, reason: str) -> None:
-        with self._lock:
-            self._numbered += 1
-            self._refusals.append(Refusal(self._numbered, kind, host, port, url, reason))
+    def refusal_for(self, route: int, host: str, port: int, mark: int) -> Refusal | None:
+        """The latest refusal since ``mark`` of a connection to ``host:port`` on ``route``."""
+        return self.refusals.latest_for(route, host, port, mark)
 
     # -- serving (the guard's thread) -------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(
+        self, route: Route, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         try:
-            await self._serve(reader, writer)
+            await self._serve(route, reader, writer)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            pass  # the browser went away, or sent what is not HTTP
+            pass  # the client went away, or sent what is not HTTP
+        except asyncio.CancelledError:
+            pass  # the guard is stopping: the connection closes, as every other one
         finally:
             self._tasks.discard(task)
             writer.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, route: Route, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         request_line, _, header_block = head.partition(b"\r\n")
         method, target, version = request_line.decode("latin-1").split(" ", 2)
         tunnel = method.upper() == "CONNECT"
+        proxy = route.upstream
+        # an HTTP proxy takes a plain http request as it is, with the login added
+        login = basic_login(proxy) if proxy and not proxy.is_socks and not tunnel else None
         try:
-            host, port, url = _target(target, tunnel)
-            upstream = await self._connect(host, port, url)
+            host, port, url = request_target(target, tunnel)
+            up_reader, up_writer = await self._open(route, host, port, url, login is None)
         except Refused as refused:
-            writer.write(_refusal_answer(refused))
+            writer.write(refusal_answer(refused))
             await writer.drain()
             return
         self.connections += 1
-        up_reader, up_writer = upstream
         try:
             if tunnel:
                 writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
             else:
-                up_writer.write(_origin_request(method, url, version, header_block))
+                up_writer.write(outgoing_request(method, url, version, header_block, login))
                 try:
-                    await _forward_response_head(up_reader, writer)
+                    await forward_response_head(up_reader, writer, None if login is None else (
+                        lambda status: self._check_login(route, host, port, url, status)))
                 except Refused as refused:
-                    writer.write(_refusal_answer(refused))
+                    writer.write(refusal_answer(refused))
                     await writer.drain()
                     return
-            await _relay(reader, writer, up_reader, up_writer)
+            await relay(reader, writer, up_reader, up_writer)
         finally:
             up_writer.close()
 
-    async def _connect(
-        self, host: str, port: int, url: str
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Check ``host:port`` and connect to an address just checked (never re-resolved).
+    def _check_login(self, route: Route, host: str, port: int, url: str, status: int) -> None:
+        """An HTTP proxy's 407 to a request it was to pass on is its own failure."""
+        if status == PROXY_AUTH_REQUIRED and route.upstream is not None:
+            raise self._proxy_failed(route, host, port, url, login_refused(route.upstream))
 
-        One deadline, ``connect_timeout``, bounds resolving and connecting together.
+    def _proxy_failed(self, route: Route, host: str, port: int, url: str, reason: str) -> Refused:
+        """Log the route's proxy as failed (to be benched); the answer the client gets."""
+        assert route.upstream is not None
+        if not reason.startswith("proxy "):
+            reason = f"proxy {route.upstream.redacted}: {reason}"
+        self.refusals.add("proxy", host, port, url, reason, route.number)
+        logger.info("Egress guard could not go through %s", reason)
+        return Refused(502, reason)
+
+    async def _open(
+        self, route: Route, host: str, port: int, url: str, tunnelled: bool
+    ) -> Streams:
+        """Check ``host:port``; a connection to it (``tunnelled``) or to the route's proxy.
+
+        One deadline, ``connect_timeout``, bounds resolving, connecting and the
+        proxy's handshake together.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
+        addresses = await self._checked(route, host, port, url)
+        proxy = route.upstream
         try:
-            addresses = await asyncio.wait_for(
+            if proxy is None:
+                return await connect_first(addresses, port, deadline)
+            if not tunnelled:
+                return await self._dialer.connect(proxy, route.trusted, deadline)
+            # socks5:// is sent the address checked here; the others the name
+            targets = list(dict.fromkeys(addresses)) if proxy.scheme == "socks5" else [host]
+            return await self._dialer.tunnel(proxy, route.trusted, targets, port, deadline)
+        except OSError as exc:  # direct only: a proxy's are UpstreamProxyError
+            raise Refused(502, f"cannot connect to {host}:{port}: {exc}") from None
+        except FetchBlockedError as exc:  # a user's proxy at an address the policy refuses
+            assert proxy is not None
+            reason = f"proxy {proxy.redacted}: {exc.message}"
+            self.refusals.add("blocked", host, port, url, reason, route.number)
+            raise Refused(403, reason) from None
+        except UpstreamProxyError as exc:
+            raise self._proxy_failed(route, host, port, url, exc.reason) from None
+        except UpstreamTargetError as exc:
+            raise Refused(502, str(exc)) from None
+
+    async def _checked(self, route: Route, host: str, port: int, url: str) -> list[IPAddress]:
+        """The target's addresses, all allowed; refusals are logged."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
                 loop.run_in_executor(self._resolvers, self._checked_addresses, host, port),
                 self.connect_timeout,
             )
         except FetchBlockedError as exc:
-            self._log("blocked", host, port, url, exc.message)
+            self.refusals.add("blocked", host, port, url, exc.message, route.number)
             logger.info("Egress guard refused %s: %s", url, exc.message)
             raise Refused(403, exc.message) from None
         except (OSError, TimeoutError) as exc:
             reason = f"cannot resolve {host}: {exc or 'no answer in time'}"
-            self._log("unresolved", host, port, url, reason)
+            self.refusals.add("unresolved", host, port, url, reason, route.number)
             raise Refused(502, reason) from None
-        last_error: BaseException | None = None
-        for address in dict.fromkeys(addresses):
-            try:
-                return await asyncio.wait_for(
-                    asyncio.open_connection(str(address), port, limit=MAX_HEAD_BYTES),
-                    max(deadline - loop.time(), 0.0),
-                )
-            except (OSError, TimeoutError) as exc:
-                last_error = exc
-        reason = f"cannot connect to {host}:{port}: {last_error or 'no time left'}"
-        raise Refused(502, reason)
 
     def _checked_addresses(self, host: str, port: int) -> list[IPAddress]:
         """The addresses to connect to, all allowed (blocking: a resolver thread)."""
@@ -264,96 +352,33 @@ class EgressGuard:
         return self.policy.addresses_to_connect(checked, port, self.resolve)
 
 
-def _target(target: str, tunnel: bool) -> tuple[str, int, str]:
-    """(host, port, URL) of a proxy request's target: ``host:port`` or an absolute URL."""
-    if tunnel:
-        parts = urlsplit(f"//{target}")
-        if parts.hostname is None or parts.port is None:
-            raise Refused(400, f"bad CONNECT target {target!r}")
-        return normalised_host(parts.hostname), parts.port, target
-    parts = urlsplit(target)
-    if parts.scheme != "http" or not parts.hostname:
-        raise Refused(400, f"not a proxy request for an http URL: {target[:200]!r}")
-    return normalised_host(parts.hostname), parts.port or 80, target
+_crawl_guards: weakref.WeakKeyDictionary[Crawler, EgressGuard] = weakref.WeakKeyDictionary()
 
 
-def _origin_request(method: str, url: str, version: str, header_block: bytes) -> bytes:
-    """The request as the origin server must see it: path only, one request per connection."""
-    parts = urlsplit(url)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    lines = [f"{method} {path} {version}".encode("latin-1")]
-    for line in header_block.split(b"\r\n"):
-        name = line.partition(b":")[0].strip().lower()
-        if line and name not in HOP_HEADERS:
-            lines.append(line)
-    lines.append(b"Connection: close")
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+def crawl_guard(crawler: Crawler) -> EgressGuard:
+    """The crawl's one egress guard, shared by the browser handlers (``http`` and
+    ``https``: one each, with a browser each) and the proxy middleware.
 
-
-async def _forward_response_head(
-    up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    """Pass the origin's response head on, telling the browser not to reuse the connection.
-
-    The next request on a reused connection could be for another host, and it
-    would be relayed to this origin unchecked: ``Connection: close`` goes right
-    after the final status line, informational (1xx) heads are passed on first,
-    and a head that could hide another ``Connection`` header (a bare LF, a
-    folded line) is refused.
+    Made (not started) at the first ask, with the crawl's address policy,
+    ``BATCH_EGRESS_RESOLVER`` and ``BATCH_EGRESS_CONNECT_TIMEOUT``; stopped when
+    the engine stops (no download runs then), never by one of its users.
     """
-    while True:
-        head = await up_reader.readuntil(b"\r\n\r\n")
-        status_line, *headers = head[:-4].split(b"\r\n")
-        if b"\n" in head[:-4].replace(b"\r\n", b"") or any(
-            line[:1] in (b" ", b"\t") for line in headers
-        ):
-            raise Refused(502, "the origin sent a malformed response head")
-        if not _informational(status_line):
-            break
-        writer.write(head)
-    kept = [line for line in headers if line.partition(b":")[0].strip().lower() not in HOP_HEADERS]
-    writer.write(b"\r\n".join([status_line, b"Connection: close", *kept]) + b"\r\n\r\n")
+    guard = _crawl_guards.get(crawler)
+    if guard is None:
+        settings = crawler.settings
+        guard = EgressGuard(
+            guard_policy(settings),
+            resolve=load_object(settings.get("BATCH_EGRESS_RESOLVER")),
+            connect_timeout=settings.getfloat("BATCH_EGRESS_CONNECT_TIMEOUT"),
+            max_routes=settings.getint("BATCH_EGRESS_MAX_ROUTES"),
+        )
+        _crawl_guards[crawler] = guard
+        crawler.signals.connect(_stopper(guard), signal=signals.engine_stopped, weak=False)
+    return guard
 
 
-def _informational(status_line: bytes) -> bool:
-    """A 1xx status line other than 101 (which would switch protocols: final here)."""
-    parts = status_line.split(b" ", 2)
-    return len(parts) > 1 and parts[1][:1] == b"1" and parts[1] != b"101"
+def _stopper(guard: EgressGuard) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def stop() -> None:
+        await asyncio.to_thread(guard.stop)
 
-
-async def _relay(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    up_reader: asyncio.StreamReader,
-    up_writer: asyncio.StreamWriter,
-) -> None:
-    """Copy both ways until either side closes."""
-    directions = [
-        asyncio.ensure_future(_copy(reader, up_writer)),
-        asyncio.ensure_future(_copy(up_reader, writer)),
-    ]
-    try:
-        await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for direction in directions:
-            direction.cancel()
-        await asyncio.gather(*directions, return_exceptions=True)
-
-
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await reader.read(PIPE_CHUNK):
-            writer.write(data)
-            await writer.drain()
-
-
-def _refusal_answer(refused: Refused) -> bytes:
-    body = f"batchscraper egress guard: {refused.reason}\n".encode()
-    reason = refused.reason.replace("\r", " ").replace("\n", " ")
-    return (
-        f"HTTP/1.1 {refused.status} Refused\r\n"
-        f"{BLOCKED_HEADER}: {reason}\r\n"
-        "Content-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode("latin-1", "replace") + body
+    return stop

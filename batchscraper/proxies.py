@@ -5,6 +5,11 @@ credentials. They never reach a log, an item record, the batch document or
 the API: those hold the redacted form (``http://***:***@host:port``), and the
 full URLs are kept in the ``proxy_secrets`` collection (one document per
 batch, never served), from which the spider reads them.
+
+Schemes: ``http://`` and ``https://`` (TLS to the proxy), ``socks5://`` (the
+target's address, as checked here, is sent to the proxy) and ``socks5h://``
+(the target's name is sent; the proxy resolves it). Which path speaks to which
+proxy is :func:`via_egress_guard`'s answer.
 """
 
 from __future__ import annotations
@@ -13,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-PROXY_SCHEMES = ("http", "https")
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+SOCKS_SCHEMES = ("socks5", "socks5h")
+UNSUPPORTED_SCHEMES = {
+    "socks4": "SOCKS4 has no login and no IPv6: use socks5:// or socks5h://",
+    "socks4a": "SOCKS4a has no login and no IPv6: use socks5h://",
+    "socks": "say which SOCKS: socks5:// (address sent) or socks5h:// (name sent)",
+}
+SOCKS_FIELD_BYTES = 255  # RFC 1929: a SOCKS5 username or password is 1-255 bytes
 REDACTED = "***"
 MAX_PROXIES = 100
 SECRETS = "proxy_secrets"
@@ -54,10 +66,25 @@ class ProxyEndpoint:
     def has_credentials(self) -> bool:
         return self.username is not None
 
+    @property
+    def is_socks(self) -> bool:
+        return self.scheme in SOCKS_SCHEMES
+
+
+def via_egress_guard(proxy: ProxyEndpoint) -> bool:
+    """Whether an HTTP fetch through ``proxy`` goes through the crawl's egress guard.
+
+    Scrapy's ``HttpProxyMiddleware`` speaks to ``http://`` proxies itself; it
+    speaks no SOCKS, and no TLS to a proxy for an ``https`` target, so those
+    fetches go to the egress guard, which chains to the proxy (as every
+    browser connection through a proxy does).
+    """
+    return proxy.scheme != "http"
+
 
 def parse_proxy(text: Any) -> ProxyEndpoint:
-    """A proxy URL (``http://`` or ``https://``, optionally ``user:password@``); ValueError
-    saying what is wrong (never repeating the credentials)."""
+    """A proxy URL (``http``, ``https``, ``socks5`` or ``socks5h``, optionally
+    ``user:password@``); ValueError saying what is wrong (never repeating the credentials)."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("a proxy must be a URL string")
     try:
@@ -67,9 +94,10 @@ def parse_proxy(text: Any) -> ProxyEndpoint:
         raise ValueError("a proxy URL is malformed") from None
     scheme = parts.scheme.lower()
     where = f"{scheme}://{parts.hostname}" if parts.hostname else "a proxy URL"
+    if scheme in UNSUPPORTED_SCHEMES:
+        raise ValueError(f"{where}: {UNSUPPORTED_SCHEMES[scheme]}")
     if scheme not in PROXY_SCHEMES:
-        hint = " (SOCKS proxies are not supported)" if scheme.startswith("socks") else ""
-        raise ValueError(f"{where}: scheme must be one of {list(PROXY_SCHEMES)}{hint}")
+        raise ValueError(f"{where}: scheme must be one of {list(PROXY_SCHEMES)}")
     if not parts.hostname:
         raise ValueError("a proxy URL has no host")
     if port is None or port == 0:
@@ -80,7 +108,18 @@ def parse_proxy(text: Any) -> ProxyEndpoint:
     password = None if parts.password is None else unquote(parts.password)
     if REDACTED in (username, password):
         raise ValueError(f"{where}: its credentials are redacted ({REDACTED}); give them again")
+    if scheme in SOCKS_SCHEMES and username is not None:
+        _check_socks_login(where, username, password)
     return ProxyEndpoint(scheme, parts.hostname, port, username, password)
+
+
+def _check_socks_login(where: str, username: str, password: str | None) -> None:
+    """RFC 1929 sends each of the username and the password as 1 to 255 bytes."""
+    for name, value in (("username", username), ("password", password)):
+        size = len((value or "").encode())
+        if not 1 <= size <= SOCKS_FIELD_BYTES:
+            raise ValueError(f"{where}: a SOCKS5 {name} must be 1 to {SOCKS_FIELD_BYTES} bytes"
+                             f" (this one is {size})")
 
 
 def parse_proxies(value: Any) -> tuple[ProxyEndpoint, ...]:

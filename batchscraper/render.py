@@ -104,9 +104,10 @@ class RenderConfig:
                 "headless": True,
                 "args": list(CHROMIUM_ARGS),
             },
-            # the shared context, plus one per set of per-URL options (user_agent,
-            # viewport) in use, each closed when its last page is done
-            "PLAYWRIGHT_MAX_CONTEXTS": self.max_pages + 1,
+            # the shared context, one per set of per-URL options (user_agent, viewport)
+            # or proxy in use (at most max_pages: a page each), and up to max_pages idle
+            # proxies' contexts kept for their tabs
+            "PLAYWRIGHT_MAX_CONTEXTS": 2 * self.max_pages + 1,
             "PLAYWRIGHT_MAX_PAGES_PER_CONTEXT": self.max_pages,
         }
 

@@ -113,19 +113,25 @@ FEED_EXPORT_FIELDS = [
 BATCH_SSRF_GUARD_ENABLED = True
 BATCH_ALLOWED_NETWORKS: list[str] = []
 BATCH_ALLOWED_PORTS: list[int] = []  # empty: any port
-# the browser's egress guard (a loopback proxy every Chromium connection goes through):
-# how it resolves names (import path of a function (host, port) -> addresses), and how
-# long it waits for a connection to the address it checked
+# the egress guard (a loopback proxy every Chromium connection, and every fetch through a
+# SOCKS or https proxy, goes through): how it resolves names (import path of a function
+# (host, port) -> addresses), and how long it waits for a connection to the address it
+# checked (through a proxy: resolving, connecting and the proxy's handshake together)
 BATCH_EGRESS_RESOLVER = "batchscraper.downloadermiddlewares.ssrf.resolve"
 BATCH_EGRESS_CONNECT_TIMEOUT = 10.0
+# the guard listens on a loopback port per proxy in use (its route): beyond this many, the
+# least recently used ones no request in flight holds are closed
+BATCH_EGRESS_MAX_ROUTES = 128
 
-# Proxies (HTTP fetches). The batch option `proxy` (or a URL's own) comes first; else every
-# request goes through the operator's BATCH_PROXIES (http:// or https:// URLs, with
-# credentials if needed; trusted: they may be on private addresses). A domain keeps its proxy
-# until it fails (connect error, 407, BATCH_PROXY_MAX_BANS answers in BATCH_PROXY_BAN_CODES in
-# a row); a failed proxy is benched BATCH_PROXY_BENCH_SECONDS, doubled per failure in a row,
-# at most BATCH_PROXY_BENCH_MAX_SECONDS, and the request goes through another (PROXY_FAILED
-# when none is left).
+# Proxies (fetched and rendered pages). The batch option `proxy` (or a URL's own) comes first;
+# else every request goes through the operator's BATCH_PROXIES (http://, https://, socks5://
+# or socks5h:// URLs, with credentials if needed; trusted: they may be on private addresses;
+# all but http:// ones, and every rendered page's, go through the egress guard, which chains
+# to them). A domain keeps its proxy until it fails (connect error, 407 or a refused SOCKS5
+# login, BATCH_PROXY_MAX_BANS answers in BATCH_PROXY_BAN_CODES in a row); a failed proxy is
+# benched BATCH_PROXY_BENCH_SECONDS, doubled per failure in a row, at most
+# BATCH_PROXY_BENCH_MAX_SECONDS, and the request goes through another (PROXY_FAILED when
+# none is left).
 BATCH_PROXY_ENABLED = True
 BATCH_PROXIES: list[str] = []
 BATCH_PROXY_BENCH_SECONDS = 30.0

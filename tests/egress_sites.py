@@ -26,6 +26,14 @@ PUBLIC_ADDRESS = "127.0.0.2"
 INTERNAL_ADDRESS = "127.0.0.1"
 REBINDING_NAME = "rebind.test"
 PUBLIC_NAME = "A public product"
+SCRIPTED_NAME = "A product only a browser sees"
+# its data is written by a script: only a rendered page has it
+SCRIPTED_PAGE = (
+    "<html><head></head><body><script>const l = document.createElement('script');"
+    "l.type = 'application/ld+json'; l.textContent = JSON.stringify("
+    + json.dumps({"@context": "https://schema.org", "@type": "Product", "name": SCRIPTED_NAME})
+    + "); document.head.appendChild(l);</script></body></html>"
+)
 PUBLIC_LD = (
     '<script type="application/ld+json">'
     + json.dumps({"@context": "https://schema.org", "@type": "Product", "name": PUBLIC_NAME})
@@ -120,6 +128,9 @@ def public_handler(canary: str) -> type[BaseHTTPRequestHandler]:
                 time.sleep(2)
             if parts.path == "/data":
                 self._send("text/plain", "public data ")
+                return
+            if parts.path == "/p/scripted":
+                self._send("text/html", SCRIPTED_PAGE)
                 return
             html = pages.get(parts.path, "")
             self._send("text/html", f"<html><head>{PUBLIC_LD}</head><body>{html}</body></html>")

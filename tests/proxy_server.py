@@ -3,6 +3,8 @@
 ``CountingProxy()`` forwards absolute-form requests (``GET http://host/path``) and
 tunnels ``CONNECT``; with ``credentials=("user", "password")`` it answers 407 to a
 request without that Basic login; with ``refuse=True`` it answers 407 to everything.
+``host`` is the loopback address it listens on (127.0.0.1 unless given); with ``tls`` (a
+server context) it is an ``https://`` proxy.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import contextlib
 import socket
 import socketserver
+import ssl
 import threading
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +28,16 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
     proxy: CountingProxy
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, address = super().get_request()
+        if self.proxy.tls is not None:  # the handshake happens in the handler's thread
+            conn = self.proxy.tls.wrap_socket(conn, server_side=True,
+                                              do_handshake_on_connect=False)
+        return conn, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (e.g. did not trust the TLS certificate): nothing to print."""
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -87,23 +100,35 @@ def _relay(client: socket.socket, upstream: socket.socket) -> None:
 class CountingProxy:
     """A forward proxy in a daemon thread; ``requests`` lists (method, target) it saw."""
 
-    def __init__(self, credentials: tuple[str, str] | None = None, refuse: bool = False) -> None:
+    def __init__(
+        self,
+        credentials: tuple[str, str] | None = None,
+        refuse: bool = False,
+        host: str = "127.0.0.1",
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.credentials = credentials
+        self.tls = tls
         self.refuse = refuse
         self.requests: list[tuple[str, str]] = []
         self.logins: list[str | None] = []
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = _Server((host, 0), _Handler)
         self._server.proxy = self
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         daemon=True)
+
+    @property
+    def host(self) -> str:
+        return str(self._server.server_address[0])
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
 
     def url(self, login: str = "") -> str:
-        return f"http://{login + '@' if login else ''}127.0.0.1:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{login + '@' if login else ''}{self.host}:{self.port}"
 
     def record(self, method: str, target: str, login: str | None) -> None:
         with self._lock:
@@ -125,10 +150,10 @@ class CountingProxy:
         self._server.server_close()
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 nothing listens on (connection refused)."""
+def closed_port(host: str = "127.0.0.1") -> int:
+    """A port on ``host`` nothing listens on (connection refused)."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
 
 

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from batchscraper.downloadermiddlewares.ssrf import AddressPolicy, IPAddress
-from batchscraper.egress import BLOCKED_HEADER, EgressGuard
+from batchscraper.egress import EgressGuard
+from batchscraper.egress_http import BLOCKED_HEADER
 from tests.egress_sites import PUBLIC_ADDRESS, CountingServer, attack_hosts
 
 POLICY = AddressPolicy(allowed_networks=(ipaddress.ip_network(f"{PUBLIC_ADDRESS}/32"),))

@@ -17,6 +17,7 @@ from tests.api_fixtures import (  # noqa: F401  (fixtures)
 )
 from tests.conftest import assert_counters_match_items
 from tests.proxy_server import CountingProxy
+from tests.socks_server import Socks5Proxy
 from tests.test_api import submit, wait_final
 
 pytestmark = pytest.mark.slow
@@ -29,37 +30,50 @@ PASSWORD = "api-pw-51d0c9e2"
 def test_proxy_credentials_are_never_served_nor_stored_in_clear(
     scrapyd: ScrapydServer, openapi: dict, site: ExampleSite, store: BatchStore
 ) -> None:
-    with CountingProxy(credentials=("api", PASSWORD)) as proxy:
-        urls = [site.url(f"/products/{n}") for n in (31, 32)]
+    with CountingProxy(credentials=("api", PASSWORD)) as proxy, \
+            Socks5Proxy(credentials=("api", PASSWORD)) as socks:
+        urls: list = [site.url(f"/products/{n}") for n in (31, 32)]
         urls.append({"url": site.url("/products/33"), "proxy": proxy.url(f"api:{PASSWORD}")})
+        urls.append({"url": site.url("/products/34"), "proxy": socks.url(f"api:{PASSWORD}")})
         body = {"urls": urls, "fields": FIELDS,
                 "options": {"proxy": [proxy.url(f"api:{PASSWORD}")], "retries": 0}}
         batch_id = submit(scrapyd, body)["batch_id"]
         final = wait_final(scrapyd, batch_id)
     assert final["status"] == "completed", final
     assert len(proxy.requests) == 3
+    assert len(socks.requests) == 1 and socks.logins == [("api", PASSWORD)]
     served = [scrapyd.call("GET", path).body.decode() for path in (
         f"/batches/{batch_id}", f"/batches/{batch_id}/items", "/batches")]
     detail = json.loads(served[0])
     assert_matches(openapi, "BatchDetail", detail)
     assert detail["options"]["proxy"] == [proxy.url("***:***")]
+    items = json.loads(served[1])["items"]
+    assert items[3]["request"]["proxy"] == [socks.url("***:***")]
     for text in (*served, json.dumps(store.get_batch(batch_id), default=str),
                  json.dumps(list(store.iter_items(batch_id)), default=str), scrapyd.log_tail()):
         assert PASSWORD not in text
     assert_counters_match_items(store, batch_id)
 
 
+@pytest.mark.parametrize(
+    ("options", "url_proxy", "code", "says"),
+    [
+        ({"proxy": f"socks4://u:{PASSWORD}@127.0.0.1:1080"}, None, "INVALID_OPTION", "SOCKS4"),
+        ({"proxy": "socks://127.0.0.1:1080"}, None, "INVALID_OPTION", "say which SOCKS"),
+        ({}, f"socks5://{'u' * 256}:{PASSWORD}@127.0.0.1:1080", "INVALID_URL", "255 bytes"),
+        ({}, "gopher://127.0.0.1:70", "INVALID_URL", "scheme must be one of"),
+    ],
+)
 def test_bad_proxy_option_is_a_422_and_stores_nothing(
-    scrapyd: ScrapydServer, openapi: dict, store: BatchStore
+    scrapyd: ScrapydServer, openapi: dict, store: BatchStore,
+    options: dict, url_proxy: str | None, code: str, says: str,
 ) -> None:
     before = store.batches.count_documents({}), store.db["proxy_secrets"].count_documents({})
-    body = {"urls": ["https://example.com/"], "fields": FIELDS,
-            "options": {"proxy": f"socks5://u:{PASSWORD}@127.0.0.1:1080"}}
-    error = assert_error(openapi, scrapyd.call("POST", "/batches", body), 422, "INVALID_OPTION")
-    assert "SOCKS" in error["message"] and PASSWORD not in json.dumps(error)
-    body = {"urls": ["https://example.com/"], "fields": FIELDS,
-            "options": {"proxy": "http://127.0.0.1:3128", "render_js": "always"}}
-    assert_error(openapi, scrapyd.call("POST", "/batches", body), 422, "INVALID_OPTION")
+    url: object = {"url": "https://example.com/", "proxy": url_proxy} if url_proxy else (
+        "https://example.com/")
+    body = {"urls": [url], "fields": FIELDS, "options": options}
+    error = assert_error(openapi, scrapyd.call("POST", "/batches", body), 422, code)
+    assert says in json.dumps(error) and PASSWORD not in json.dumps(error)
     after = store.batches.count_documents({}), store.db["proxy_secrets"].count_documents({})
     assert after == before
 

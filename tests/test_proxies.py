@@ -32,7 +32,9 @@ from batchscraper.proxies import parse_proxies
 from batchscraper.store import BatchStore
 from tests.conftest import assert_counters_match_items, batch_id_from
 from tests.proxy_server import CountingProxy, closed_port
+from tests.socks_server import Socks5Proxy
 from tests.test_downloadermiddlewares import DummySpider, project
+from tests.tls_certs import self_signed, server_context
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"},
                                            "price": {"type": "number"}},
@@ -63,10 +65,24 @@ def test_proxy_option_takes_one_url_or_a_list_and_stores_it_redacted() -> None:
     assert per_url.urls[0].proxy is not None and per_url.urls[0].proxy[0].host == "c.example"
 
 
+def test_socks5_proxies_are_accepted_with_their_login() -> None:
+    spec = batch_with({"proxy": [f"socks5://user:{PASSWORD}@socks.example:1080",
+                                 "socks5h://socks.example:1081"]})
+    first, second = spec.options.proxy
+    assert (first.scheme, first.username, first.password, second.scheme) == (
+        "socks5", "user", PASSWORD, "socks5h")
+    assert spec.options.to_dict()["proxy"] == ["socks5://***:***@socks.example:1080",
+                                               "socks5h://socks.example:1081"]
+
+
 @pytest.mark.parametrize(
     ("proxy", "says"),
     [
-        ("socks5://user:pw@host.example:1080", "SOCKS proxies are not supported"),
+        ("socks4://user:pw@host.example:1080", "SOCKS4 has no login and no IPv6"),
+        ("socks4a://host.example:1080", "use socks5h://"),
+        ("socks://host.example:1080", "say which SOCKS"),
+        (f"socks5://{'u' * 256}:pw@host.example:1080", "username must be 1 to 255 bytes"),
+        ("socks5://user:@host.example:1080", "password must be 1 to 255 bytes"),
         ("ftp://host.example:21", "scheme must be one of"),
         ("http://host.example", "give the proxy's port"),
         ("http://host.example:8080/path", "no path"),
@@ -83,24 +99,21 @@ def test_bad_proxy_options_are_refused_without_echoing_credentials(proxy: Any, s
     assert "pw" not in caught.value.message.replace("proxy", "")
 
 
-def test_a_proxy_cannot_go_with_the_browser() -> None:
-    with pytest.raises(InvalidOptionError, match="render_js 'always'"):
-        batch_with({"proxy": "http://h.example:1", "render_js": "always"})
-    with pytest.raises(InvalidURLsError) as caught:
-        batch_with({"proxy": "http://h.example:1"},
-                   ["https://example.com/",
-                    {"url": "https://example.com/b", "render_js": "always"}])
-    assert caught.value.details[0]["index"] == 1
-    with pytest.raises(InvalidURLsError, match="index 0"):
-        batch_with({}, [{"url": "https://example.com/", "proxy": "http://h.example:1",
-                         "mode": "js"}])
+def test_a_proxy_goes_with_the_browser() -> None:
+    """The browser's connections go through the egress guard, which chains to the proxy."""
+    spec = batch_with({"proxy": "http://h.example:1", "render_js": "always"})
+    assert spec.options.render_js == "always" and spec.options.proxy
+    spec = batch_with({}, [{"url": "https://example.com/", "proxy": "socks5://h.example:1",
+                            "mode": "js"}])
+    assert spec.urls[0].render_js == "always" and spec.urls[0].proxy
 
 
 def test_a_bad_per_url_proxy_names_its_index() -> None:
     with pytest.raises(InvalidURLsError) as caught:
         batch_with({}, ["https://example.com/", {"url": "https://example.com/b",
-                                                 "proxy": f"socks5://u:{PASSWORD}@h:1"}])
+                                                 "proxy": f"socks4://u:{PASSWORD}@h:1"}])
     assert caught.value.code == "INVALID_URL" and caught.value.details[0]["index"] == 1
+    assert "SOCKS4" in json.dumps(caught.value.details)
     assert PASSWORD not in json.dumps(caught.value.details)
 
 
@@ -188,6 +201,32 @@ def test_bans_in_a_row_bench_a_proxy_and_a_tunnel_407_is_the_proxys_failure() ->
     target_down = TunnelError("Could not open CONNECT tunnel with proxy 203.0.113.2:8080 "
                               "[b'HTTP/1.1 502 Bad Gateway\\r\\n']")
     assert middleware.process_exception(rerouted, target_down) is None  # the target's problem
+    # Scrapy's own wording of a CONNECT answer
+    scrapy_407 = TunnelError("Could not open CONNECT tunnel with proxy 203.0.113.1:8080 "
+                             "[{'status': 407, 'reason': b'Proxy Authentication Required'}]")
+    again = proxied(PUBLIC, POOL)
+    asyncio.run(middleware.process_request(again))
+    with pytest.raises(ProxyFailedError):  # benched: the last one that was left
+        middleware.process_exception(again, scrapy_407)
+    assert middleware.stats.get_value("batch/proxy/benched") == 3
+
+
+def test_socks_and_browser_requests_go_through_the_guards_route_of_their_proxy() -> None:
+    """One choice for both paths: the domain's proxy, reached through the egress guard."""
+    middleware = rotation(BATCH_ALLOWED_NETWORKS=["203.0.113.0/24"])
+    pool = parse_proxies([f"socks5://u:{PASSWORD}@203.0.113.7:1080"])
+    try:
+        fetch = proxied("http://93.184.215.5/a", pool)
+        asyncio.run(middleware.process_request(fetch))
+        render = Request("http://93.184.215.5/b", meta={"batch_proxies": pool, "playwright": True})
+        asyncio.run(middleware.process_request(render))
+    finally:
+        middleware.guard.stop()
+    route = fetch.meta["batch_egress_route"]
+    assert (route.upstream, route.trusted) == (pool[0], False)
+    assert fetch.meta["proxy"] == route.url == f"http://127.0.0.1:{route.port}"  # no login
+    assert render.meta["batch_egress_route"] == route and "proxy" not in render.meta
+    assert render.meta["batch_proxy"] == fetch.meta["batch_proxy"] == pool[0]
 
 
 def test_a_users_proxy_must_pass_the_address_policy_the_operators_need_not() -> None:
@@ -266,3 +305,51 @@ def test_crawl_with_every_proxy_failing_fails_its_items_with_proxy_failed(
     assert site.hits("/products/21") == hits  # nothing reached the site
     assert store.get_batch(batch_id)["failures"] == {"PROXY_FAILED": 3}
     assert_counters_match_items(store, batch_id)
+
+
+@pytest.mark.slow
+def test_crawl_through_socks5_proxies_benches_the_one_refusing_the_login(
+    crawl, site: ExampleSite, second_site: ExampleSite, store: BatchStore
+) -> None:
+    """Scrapy speaks no SOCKS: these fetches go through the egress guard, chained to them."""
+    with Socks5Proxy(credentials=("user", PASSWORD)) as good, \
+            Socks5Proxy(credentials=("user", "another")) as refusing:
+        pool = [refusing.url(f"user:{PASSWORD}"), good.url(f"user:{PASSWORD}", "socks5h")]
+        urls = [site.url(f"/products/{n}") for n in (41, 42, 43)]
+        urls += [second_site.url(f"/products/{n}") for n in (44, 45, 46)]
+        result = crawl(urls=json.dumps(urls), schema=json.dumps(SCHEMA),
+                       options=json.dumps({"proxy": pool, "retries": 0, "concurrency": 2}),
+                       settings={"BATCH_PROXY_BENCH_SECONDS": 600})
+    assert result.returncode == 0, result.stderr[-3000:]
+    batch_id = batch_id_from(result)
+    items = list(store.iter_items(batch_id))
+    assert [item["status"] for item in items] == ["completed"] * 6, [i.get("error") for i in items]
+    assert items[0]["data"]["name"] == "Product 41"
+    # every page went through the good proxy (an IPv4 target: sent as an address), logged in
+    targets = {f"http://{host}:{port}" for _, host, port in good.requests}
+    assert targets == {site.base_url, second_site.base_url}
+    assert len(good.requests) >= 6 and set(good.logins) == {("user", PASSWORD)}
+    assert 1 <= len(refusing.requests) + len(refusing.logins) <= 4
+    assert PASSWORD not in stored_text(store, batch_id) and PASSWORD not in result.stderr
+    assert store.get_batch(batch_id)["options"]["proxy"] == [
+        refusing.url("***:***"), good.url("***:***", "socks5h")]
+    assert_counters_match_items(store, batch_id)
+
+
+@pytest.mark.slow
+def test_crawl_through_an_https_proxy_speaks_tls_to_it(
+    crawl, site: ExampleSite, store: BatchStore, tmp_path: Any, monkeypatch: Any
+) -> None:
+    """TLS to the proxy: Scrapy does not for https pages; the egress guard does, for all."""
+    certificate = self_signed("127.0.0.1", tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))  # the crawl trusts the test's CA
+    with CountingProxy(credentials=("user", PASSWORD), tls=server_context(certificate)) as proxy:
+        urls = [site.url(f"/products/{n}") for n in (51, 52)]
+        result = crawl(urls=json.dumps(urls), schema=json.dumps(SCHEMA),
+                       options=json.dumps({"proxy": proxy.url(f"user:{PASSWORD}"), "retries": 0}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    batch_id = batch_id_from(result)
+    assert [item["status"] for item in store.iter_items(batch_id)] == ["completed"] * 2
+    assert sorted(target for _, target in proxy.requests) == sorted(urls)
+    assert PASSWORD not in stored_text(store, batch_id) and PASSWORD not in result.stderr
+    assert store.get_batch(batch_id)["options"]["proxy"] == [proxy.url("***:***")]

@@ -52,9 +52,12 @@ ERRORS = {
 
 PROXY = {
     "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 100}],
-    "description": "http:// or https:// proxy URL(s), with user:password@ if needed; rotated "
-    "per domain, a failing one benched (PROXY_FAILED when all fail); served redacted "
-    "(***:***); not with render_js always",
+    "description": "http://, https://, socks5:// (the checked address is sent to the proxy) "
+    "or socks5h:// (the name is sent) proxy URL(s), with user:password@ if needed; "
+    "socks4/socks4a/socks are refused (INVALID_OPTION, per URL INVALID_URL). Used for fetched "
+    "and rendered pages alike (the browser goes through the egress guard, chained to the "
+    "proxy); rotated per domain, a failing one benched (PROXY_FAILED when all fail); served "
+    "redacted (***:***)",
 }
 FORMAT_LIST = {"type": "array", "items": {"enum": list(FORMATS)}, "minItems": 1}
 # the per-URL keys that need more than a name (the rest are described in the README)

@@ -9,17 +9,29 @@ at most ``BATCH_PROXY_BENCH_MAX_SECONDS``) and the request goes through another
 (not counted as a retry). When none is left the request fails with
 ``PROXY_FAILED``.
 
-This middleware only sets ``request.meta["proxy"]``; Scrapy's
-``HttpProxyMiddleware`` (after it) turns the credentials into the
-``Proxy-Authorization`` header. A user's proxy must pass the crawl's address
-policy like a target (else it is an SSRF door into our network); the operator's
-are trusted. The SSRF guard still checks every target.
+The same choice is made for both paths, from one state (a domain keeps its
+proxy whether its page is fetched or rendered):
+
+- an HTTP fetch through an ``http://`` proxy gets ``request.meta["proxy"]``;
+  Scrapy's ``HttpProxyMiddleware`` (after this one) turns the credentials into
+  the ``Proxy-Authorization`` header;
+- an HTTP fetch through a ``socks5://``, ``socks5h://`` or ``https://`` proxy
+  (which Scrapy does not speak) gets the egress guard's route through that
+  proxy as its ``meta["proxy"]`` (no credentials: the guard holds them);
+- a browser request gets the route in ``meta["batch_egress_route"]``, and the
+  browser's handler renders it in a context whose proxy is that route.
+
+What the guard reports for a route (the proxy failed, a target refused) is read
+back from its log. A user's proxy must pass the crawl's address policy like a
+target (else it is an SSRF door into our network); the operator's are trusted.
+The SSRF guard still checks every target.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,8 +50,12 @@ from scrapy.statscollectors import StatsCollector
 from twisted.internet.error import ConnectError, DNSLookupError
 
 from batchscraper.downloadermiddlewares.ssrf import AddressPolicy, guard_policy
-from batchscraper.exceptions import FetchBlockedError, ProxyFailedError
-from batchscraper.proxies import ProxyEndpoint, parse_proxies
+from batchscraper.egress import EgressGuard, crawl_guard
+from batchscraper.egress_http import BLOCKED_HEADER
+from batchscraper.egress_routes import Refusal
+from batchscraper.exceptions import DNSError, FetchBlockedError, ProxyFailedError
+from batchscraper.proxies import ProxyEndpoint, parse_proxies, via_egress_guard
+from batchscraper.upstream import UpstreamProxyError
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +65,8 @@ PROXY_EXCEPTIONS = (
     ConnectError, DNSLookupError, DownloadConnectionRefusedError, CannotResolveHostError,
 )
 PROXY_AUTH_REQUIRED = 407
+# the status in a TunnelError's message: Scrapy's {'status': 407, ...}, or the raw answer
+TUNNEL_STATUS = re.compile(r"'status': (\d{3})|HTTP/1\.[01] (\d{3})")
 
 
 @dataclass(frozen=True)
@@ -75,11 +93,13 @@ class ProxyRotationMiddleware:
         config: ProxyConfig,
         policy: AddressPolicy,
         stats: StatsCollector,
+        guard: EgressGuard,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.policy = policy
         self.stats = stats
+        self.guard = guard
         self.clock = clock
         self.states: dict[ProxyEndpoint, ProxyState] = {}
         self.sticky: dict[tuple[Pool, str], ProxyEndpoint] = {}
@@ -104,14 +124,13 @@ class ProxyRotationMiddleware:
             max_bans=settings.getint("BATCH_PROXY_MAX_BANS"),
         )
         assert crawler.stats is not None
-        return cls(config, guard_policy(settings), crawler.stats)
+        return cls(config, guard_policy(settings), crawler.stats, crawl_guard(crawler))
 
     # -- requests ----------------------------------------------------------------
 
     async def process_request(self, request: Request) -> None:
-        if request.meta.get("playwright"):
-            return  # the browser's connections go through the egress guard
         pool: Pool = request.meta.get("batch_proxies") or ()
+        trusted = not pool  # the operator's
         if pool:
             await self._check_user_proxies(pool)
         else:
@@ -119,9 +138,16 @@ class ProxyRotationMiddleware:
         if not pool:
             return
         proxy = self._choose(pool, _domain(request), request.meta.get("proxies_tried", ()))
-        request.meta["proxy"] = proxy.url  # HttpProxyMiddleware moves the credentials out
         request.meta["batch_proxy"] = proxy
         request.meta["batch_proxy_pool"] = pool
+        browser = bool(request.meta.get("playwright"))
+        route = None
+        if browser or via_egress_guard(proxy):
+            route = await self.guard.route(proxy, trusted)  # held until the download is over
+            request.meta["batch_egress_mark"] = self.guard.mark()
+        request.meta["batch_egress_route"] = route
+        if not browser:  # HttpProxyMiddleware moves the credentials out
+            request.meta["proxy"] = route.url if route else proxy.url
         self.stats.inc_value("batch/proxy/requests")
 
     async def _check_user_proxies(self, pool: Pool) -> None:
@@ -169,6 +195,11 @@ class ProxyRotationMiddleware:
         proxy: ProxyEndpoint | None = request.meta.get("batch_proxy")
         if proxy is None:
             return response
+        self._release_route(request)
+        if BLOCKED_HEADER.encode() in response.headers:  # perhaps the guard's own answer
+            refusal = self._guard_refusal(request)
+            if refusal is not None:
+                return self._refused(request, proxy, refusal)
         state = self.states.setdefault(proxy, ProxyState())
         if response.status == PROXY_AUTH_REQUIRED:
             return self._failed(request, proxy, "answered 407 Proxy Authentication Required")
@@ -183,9 +214,41 @@ class ProxyRotationMiddleware:
 
     def process_exception(self, request: Request, exception: Exception) -> Request | None:
         proxy: ProxyEndpoint | None = request.meta.get("batch_proxy")
-        if proxy is None or not _is_proxy_failure(exception):
+        if proxy is None:
+            return None
+        self._release_route(request)
+        if isinstance(exception, UpstreamProxyError):  # the guard's report, for the browser
+            return self._failed(request, proxy, exception.reason)
+        refusal = self._guard_refusal(request)
+        if refusal is not None:
+            return self._refused(request, proxy, refusal)
+        if not _is_proxy_failure(exception):
             return None
         return self._failed(request, proxy, type(exception).__name__)
+
+    def _release_route(self, request: Request) -> None:
+        """The download is over: the guard may close the route when it needs room."""
+        route = request.meta.get("batch_egress_route")
+        if route is not None:
+            self.guard.release(route)
+
+    def _guard_refusal(self, request: Request) -> Refusal | None:
+        """What the egress guard reported for an HTTP fetch on one of its routes."""
+        route = request.meta.get("batch_egress_route")
+        if route is None or request.meta.get("playwright"):
+            return None  # the browser's handler reads the guard's log itself
+        parts = urlsplit(request.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return self.guard.refusal_for(route.number, parts.hostname or "", port,
+                                      request.meta.get("batch_egress_mark", 0))
+
+    def _refused(self, request: Request, proxy: ProxyEndpoint, refusal: Refusal) -> Request:
+        """The guard's report: its proxy failed (bench it), or the target was refused."""
+        if refusal.kind == "proxy":
+            return self._failed(request, proxy, refusal.reason)
+        if refusal.kind == "blocked":
+            raise FetchBlockedError(refusal.reason)
+        raise DNSError(refusal.reason)
 
     def _failed(self, request: Request, proxy: ProxyEndpoint, reason: str) -> Request:
         """Bench ``proxy`` and send the request through another one (PROXY_FAILED if none)."""
@@ -211,5 +274,7 @@ def _domain(request: Request) -> str:
 def _is_proxy_failure(exception: Exception) -> bool:
     if isinstance(exception, TunnelError):  # the proxy's CONNECT answer, or none at all
         text = str(exception)
-        return f" {PROXY_AUTH_REQUIRED} " in text or "b''" in text
+        found = TUNNEL_STATUS.search(text)
+        status = next((int(group) for group in found.groups() if group), 0) if found else 0
+        return status == PROXY_AUTH_REQUIRED or "b''" in text
     return isinstance(exception, PROXY_EXCEPTIONS)

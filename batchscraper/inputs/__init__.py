@@ -58,9 +58,6 @@ URL_KEYS = {
     "url", "render_js", "mode", "wait_for", "headers", "timeout", "proxy", *BROWSER_KEYS,
     *URL_EXTRACTION_KEYS,
 }
-# the browser's connections go through the crawl's egress guard, which does not chain to
-# user proxies: a page that must go through a proxy is never rendered
-PROXY_WITH_BROWSER = "a proxy cannot be used with render_js 'always' (the browser path has none)"
 MAX_URL_LENGTH = 2048
 MAX_PROMPT_CHARS = 4000
 MAX_REPORTED_URL_ERRORS = 50  # in details
@@ -254,7 +251,6 @@ def parse_batch(
         checked("options", check_date_filter, batch_options.date_filter, schema_doc)
         checked("options", check_schemaless_options, batch_options, schema_doc)
     if url_specs is not None and batch_options is not None:
-        checked("urls", check_proxied_urls, url_specs, batch_options)
         checked("options", check_content_kept, batch_options, url_specs)
     if schema_ok and not limits.llm_configured:
         checked("prompt", check_llm_for_prompt, schema_doc, prompt_text)
@@ -345,20 +341,6 @@ def check_date_filter(date_filter: DateFilter | None, schema: dict[str, Any] | N
     message = (f"date_filter.field: {date_filter.field!r} is not a field of the schema;"
                f" one of {sorted(fields)}")
     raise InvalidOptionError(message, details=[{"option": "date_filter", "message": message}])
-
-
-def check_proxied_urls(urls: list[UrlSpec], options: BatchOptions) -> None:
-    """A URL that must render in the browser cannot go through the batch's proxies."""
-    if not options.proxy:
-        return
-    problems = [{"index": index, "url": spec.url, "reason": PROXY_WITH_BROWSER}
-                for index, spec in enumerate(urls)
-                if spec.render_js == "always" and spec.proxy is None]
-    if problems:
-        raise InvalidURLsError(
-            f"urls: {len(problems)} invalid: render_js 'always' with the batch's proxy; "
-            + PROXY_WITH_BROWSER, details=problems[:MAX_REPORTED_URL_ERRORS],
-        )
 
 
 def input_problems(problems: list[tuple[str, BatchInputError]]) -> BatchInputError:
@@ -505,8 +487,6 @@ def _url_spec(entry: Any, limits: Limits) -> UrlSpec:
             proxy = parse_proxies(proxy)
         except ValueError as exc:
             raise ValueError(f"proxy: {exc}") from None
-        if render == "always":
-            raise ValueError(PROXY_WITH_BROWSER)
     return UrlSpec(
         url=check_url(entry.get("url")),
         render_js=render,
@@ -588,9 +568,6 @@ def parse_options(raw: Any = None, limits: Limits = Limits(), **option_args: Any
         if unknown:
             messages.insert(0, f"options: unknown {sorted(unknown)}; known: {sorted(OPTION_NAMES)}")
         raise InvalidOptionError("; ".join(messages), details=problems)
-    if values.get("proxy") and values.get("render_js") == "always":
-        message = f"proxy: {PROXY_WITH_BROWSER}"
-        raise InvalidOptionError(message, details=[{"option": "proxy", "message": message}])
     defaults = BatchOptions(max_total_items=limits.max_total_items,
                             expires_in=limits.default_expires_in)
     return replace(defaults, **values)

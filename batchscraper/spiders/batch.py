@@ -205,14 +205,13 @@ class BatchSpider(scrapy.Spider):
             "download_timeout": timeout,
             "max_retry_times": self.run.options.retries,
         }
+        if proxies := self.proxies_for(doc):  # fetched or rendered, through the same proxies
+            meta["batch_proxies"] = proxies
         if escalation or self.render_policy(doc) == "always":
             meta.update(browser_meta(overrides, timeout, self.render))
             meta["render_reason"] = escalation or "render_js: always"
-        else:
-            if proxies := self.proxies_for(doc):
-                meta["batch_proxies"] = proxies
-            if self.run.options.max_age:
-                meta["max_age"] = self.run.options.max_age
+        elif self.run.options.max_age:
+            meta["max_age"] = self.run.options.max_age
         headers = dict(overrides.get("headers") or {})
         if overrides.get("cookies"):
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in overrides["cookies"].items())
@@ -230,13 +229,7 @@ class BatchSpider(scrapy.Spider):
         return self.proxies.for_item(doc["index"], (doc.get("request") or {}).get("proxy"))
 
     def render_policy(self, doc: dict[str, Any]) -> str:
-        """``always``, ``never`` or ``auto``: the URL's own ``render_js``, else the batch's.
-
-        A page that goes through a user's proxy is never rendered: the browser's egress
-        guard does not chain to it (and ``always`` with a proxy is refused at submit).
-        """
-        if self.proxies_for(doc):
-            return "never"
+        """``always``, ``never`` or ``auto``: the URL's own ``render_js``, else the batch's."""
         return str((doc.get("request") or {}).get("render_js") or self.run.options.render_js)
 
     def escalation_for(self, item: PageItem) -> scrapy.Request | None:
