@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from batchscraper.demo.shop import PRODUCT_SCHEMA as SCHEMA
 from batchscraper.demo.shop import TemplateShop, item_truth
 from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
@@ -56,17 +57,6 @@ from bench._common import (
 from bench.throughput import elapsed
 from tests.fakellm import FakeLLM
 
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string"},
-        "price": {"type": "number"},
-        "colour": {"type": "string"},
-        "material": {"type": "string"},
-        "rating": {"type": "number"},
-    },
-    "required": ["name", "price", "rating"],
-}
 LISTING_EVERY = 50
 TEMPLATE_COUNTERS = ("template_pages", "template_misses", "templates_learned",
                      "template_audits", "template_disagreements")

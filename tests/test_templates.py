@@ -21,6 +21,7 @@ import pytest
 from scrapy.crawler import Crawler
 from scrapy.utils.test import get_crawler
 
+from batchscraper.demo.shop import PRODUCT_SCHEMA as SCHEMA
 from batchscraper.demo.shop import TemplateShop, item_page, item_truth, list_page
 from batchscraper.inputs import parse_batch
 from batchscraper.items import PageItem
@@ -36,17 +37,6 @@ from tests.conftest import batch_id_from
 from tests.fakellm import FakeLLM, fake_llm_fixture, fake_llm_server_fixture  # noqa: F401
 from tests.test_pipelines import DummySpider, Recorded, project
 
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string"},
-        "price": {"type": "number"},
-        "colour": {"type": "string"},
-        "material": {"type": "string"},
-        "rating": {"type": "number"},
-    },
-    "required": ["name", "price", "rating"],
-}
 ASKED = ("colour", "material", "rating")  # what the page heuristics cannot find
 HOST = "shop.test"
 

@@ -15,6 +15,18 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+#: what a batch asks of the shop's item pages (its tests and bench/templates.py)
+PRODUCT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "price": {"type": "number"},
+        "colour": {"type": "string"},
+        "material": {"type": "string"},
+        "rating": {"type": "number"},
+    },
+    "required": ["name", "price", "rating"],
+}
 COLOURS = ("Red", "Oak brown", "Slate grey", "Forest green", "Ivory", "Navy blue")
 MATERIALS = ("Oak", "Walnut veneer", "Recycled steel", "Linen", "Bamboo")
 WORDS = ("sturdy", "hand finished", "made to last", "easy to assemble", "water resistant",
