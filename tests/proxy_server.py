@@ -15,7 +15,7 @@ import socket
 import socketserver
 import ssl
 import threading
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 HEAD_LIMIT = 64 * 1024
@@ -97,7 +97,34 @@ def _relay(client: socket.socket, upstream: socket.socket) -> None:
     upstream.close()
 
 
-class CountingProxy:
+class ThreadedProxy:
+    """A proxy server in daemon threads on ``host`` (a free port), for a ``with`` block."""
+
+    def __init__(self, server: socketserver.ThreadingTCPServer) -> None:
+        self._lock = threading.Lock()
+        self._server = server
+        self._server.proxy = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
+
+    @property
+    def host(self) -> str:
+        return str(self._server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class CountingProxy(ThreadedProxy):
     """A forward proxy in a daemon thread; ``requests`` lists (method, target) it saw."""
 
     def __init__(
@@ -112,19 +139,7 @@ class CountingProxy:
         self.refuse = refuse
         self.requests: list[tuple[str, str]] = []
         self.logins: list[str | None] = []
-        self._lock = threading.Lock()
-        self._server = _Server((host, 0), _Handler)
-        self._server.proxy = self
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
-
-    @property
-    def host(self) -> str:
-        return str(self._server.server_address[0])
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
+        super().__init__(_Server((host, 0), _Handler))
 
     def url(self, login: str = "") -> str:
         scheme = "https" if self.tls else "http"
@@ -141,13 +156,6 @@ class CountingProxy:
         expected = base64.b64encode(":".join(self.credentials).encode()).decode()
         return header == f"Basic {expected}"
 
-    def __enter__(self) -> CountingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def closed_port(host: str = "127.0.0.1") -> int:

@@ -14,10 +14,8 @@ import contextlib
 import ipaddress
 import socket
 import socketserver
-import threading
-from typing import Any
 
-from tests.proxy_server import _relay
+from tests.proxy_server import ThreadedProxy, _relay
 
 ATYP_NAMES = {1: "ipv4", 3: "name", 4: "ipv6"}
 
@@ -93,7 +91,7 @@ class _Handler(socketserver.BaseRequestHandler):
         _relay(conn, upstream)
 
 
-class Socks5Proxy:
+class Socks5Proxy(ThreadedProxy):
     """A SOCKS5 server in a daemon thread."""
 
     def __init__(
@@ -108,19 +106,7 @@ class Socks5Proxy:
         self.names = names or {}
         self.requests: list[tuple[str, str, int]] = []
         self.logins: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-        self._server = _Server((host, 0), _Handler)
-        self._server.proxy = self
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
-
-    @property
-    def host(self) -> str:
-        return str(self._server.server_address[0])
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
+        super().__init__(_Server((host, 0), _Handler))
 
     def url(self, login: str = "", scheme: str = "socks5") -> str:
         return f"{scheme}://{login + '@' if login else ''}{self.host}:{self.port}"
@@ -132,11 +118,3 @@ class Socks5Proxy:
     def record_login(self, login: tuple[str, str]) -> None:
         with self._lock:
             self.logins.append(login)
-
-    def __enter__(self) -> Socks5Proxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
