@@ -20,17 +20,26 @@ whitespace collapsed, numbers by value (``17.5 == 17.50``, ``2 == 2.0``).
 ``{"old": ..., "new": ...}`` (a list page's records compare as one field,
 ``data``); ``ignore_fields`` (field paths, ``a.b`` for a nested one) are left
 out of the comparison.
+
+The old and new values kept on one change are bounded: beyond
+:data:`MAX_CHANGE_VALUE_BYTES` of JSON in all, the largest fields keep only
+their sizes, ``{"values_omitted": true, "old_bytes": n, "new_bytes": m}``
+(both records hold the values). Unbounded, a record of a few MB whose large
+field changed would carry it three times: over MongoDB's 16 MiB document
+limit, and in every ``item.changed`` webhook.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from typing import Any
 
 CHANGE_STATUSES = ("new", "changed", "unchanged", "gone", "failed_now", "recovered")
 GONE_HTTP_STATUSES = frozenset({404, 410})
 LIST_FIELD = "data"  # the name a list page's records compare under
+MAX_CHANGE_VALUE_BYTES = 256 * 1024  # old and new values kept on one change, JSON bytes in all
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,9 @@ def item_change(
         if not was_completed:
             return {"status": "recovered"}
         fields = field_changes(previous.get("data"), record.get("data"), ignore_fields)
-        return {"status": "changed", "fields": fields} if fields else {"status": "unchanged"}
+        if not fields:
+            return {"status": "unchanged"}
+        return {"status": "changed", "fields": bounded_values(fields, MAX_CHANGE_VALUE_BYTES)}
     if record.get("status") == "failed" and was_completed:
         gone = record.get("http_status") in GONE_HTTP_STATUSES
         return {"status": "gone" if gone else "failed_now"}
@@ -92,6 +103,27 @@ def field_changes(old: Any, new: Any, ignore_fields: tuple[str, ...] = ()) -> di
         if normalised(before, nested) != normalised(after, nested):
             changes[name] = {"old": before, "new": after}
     return changes
+
+
+def bounded_values(fields: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """``fields`` with the old and new values of the largest left out (their sizes kept) until
+    the values kept weigh at most ``max_bytes`` of JSON."""
+    sizes = {name: (json_size(pair["old"]), json_size(pair["new"]))
+             for name, pair in fields.items()}
+    total = sum(old + new for old, new in sizes.values())
+    bounded = dict(fields)
+    for name in sorted(sizes, key=lambda field: sum(sizes[field]), reverse=True):
+        if total <= max_bytes:
+            break
+        old, new = sizes[name]
+        bounded[name] = {"values_omitted": True, "old_bytes": old, "new_bytes": new}
+        total -= old + new
+    return bounded
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact JSON (UTF-8)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
 
 
 def normalised(value: Any, ignore_fields: tuple[str, ...] = ()) -> Any:

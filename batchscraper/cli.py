@@ -208,11 +208,17 @@ def _status_line(batch: dict[str, Any]) -> str:
 def change_line(record: dict[str, Any]) -> str:
     """One changed item: index, change, URL, then each changed field as old -> new."""
     change = record.get("change") or {}
-    fields = "  ".join(f"{name}: {json.dumps(values.get('old'), ensure_ascii=False)} -> "
-                       f"{json.dumps(values.get('new'), ensure_ascii=False)}"
+    fields = "  ".join(f"{name}: {_old_to_new(values)}"
                        for name, values in (change.get("fields") or {}).items())
     line = f"{record['index']:>6}  {change.get('status', '-'):<10} {record['url']}  {fields}"
     return line.rstrip()
+
+
+def _old_to_new(values: dict[str, Any]) -> str:
+    if values.get("values_omitted"):  # too large to keep on the change: their sizes
+        return f"({values['old_bytes']} -> {values['new_bytes']} bytes, values omitted)"
+    return (f"{json.dumps(values.get('old'), ensure_ascii=False)} -> "
+            f"{json.dumps(values.get('new'), ensure_ascii=False)}")
 
 
 def wait_exit_code(final: dict[str, Any]) -> int:

@@ -253,7 +253,11 @@ class WebhookOutbox:
         self.events.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
 
     def claim_due(self, limit: int = CLAIM_LIMIT) -> list[dict[str, Any]]:
-        """Lease the pending events that are due, so one Scrapyd sends each at a time."""
+        """Lease the pending events that are due, so one Scrapyd sends each at a time.
+
+        The lease outlasts an attempt (twice its timeout); an event whose node died
+        mid-attempt, its attempt unrecorded, is due again once the lease ends.
+        """
         now = dt.datetime.now(dt.UTC)
         due = {"status": "pending", "next_attempt_at": {"$lte": now}, "lease_until": {"$lte": now}}
         lease = now + dt.timedelta(seconds=self.config.timeout * 2)

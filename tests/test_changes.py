@@ -6,6 +6,7 @@ In-process against the embedded MongoDB-wire server; assertions read the stored 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -18,7 +19,14 @@ from batchscraper.api.auth import Caller
 from batchscraper.api.config import ApiConfig
 from batchscraper.api.service import BatchService
 from batchscraper.api.submit import read_submission
-from batchscraper.changes import CHANGE_STATUSES, item_change, normalised
+from batchscraper.changes import (
+    CHANGE_STATUSES,
+    MAX_CHANGE_VALUE_BYTES,
+    bounded_values,
+    item_change,
+    normalised,
+)
+from batchscraper.cli import change_line
 from batchscraper.exceptions import ForbiddenError, InvalidCompareError, InvalidScheduleError
 from batchscraper.mongo import connect
 from batchscraper.schedules.scheduler import ScheduleConfig, Scheduler
@@ -137,6 +145,41 @@ def test_each_finish_writes_its_change_and_the_batch_counts_them(service: BatchS
     assert assert_changes_match_items(store, second["_id"]) == {"changed": 1, "unchanged": 1,
                                                                  "recovered": 1}
     assert changes_of(store, second["_id"])[2] is None
+
+
+def test_huge_old_and_new_values_keep_only_their_sizes(service: BatchService) -> None:
+    """A 6 MB field that changed: its old and new values would put the record over MongoDB's
+    16 MiB (data + old + new); the change keeps their sizes, and the other fields' values."""
+    store = service.store
+    big = 6 * 1024 * 1024
+    first = submit(service, urls=URLS[:1])
+    finish(store, first["_id"], {0: product("Mug", 19.99, "a" * big)})
+    second = submit(service, urls=URLS[:1], compare_to=first["_id"],
+                    webhook={"url": "https://hooks.example/in", "events": ["item.changed"]})
+    finish(store, second["_id"], {0: product("Mug", 17.49, "b" * big)})
+    change = {"status": "changed", "fields": {
+        "price": {"old": 19.99, "new": 17.49},
+        "seen_at": {"values_omitted": True, "old_bytes": big + 2, "new_bytes": big + 2},
+    }}
+    assert changes_of(store, second["_id"]) == {0: change}
+    stored = store.items.find_one({"_id": item_id(second["_id"], 0)})
+    assert (stored["status"], len(stored["data"]["seen_at"])) == ("completed", big)
+    assert assert_changes_match_items(store, second["_id"]) == {"changed": 1}
+    (event,) = store.db["webhook_outbox"].find({"batch_id": second["_id"]})
+    assert json.loads(event["body"])["data"]["change"] == change
+    assert change_line({"index": 0, "url": URLS[0], "change": change}) == (
+        f"     0  changed    {URLS[0]}  price: 19.99 -> 17.49  "
+        f"seen_at: ({big + 2} -> {big + 2} bytes, values omitted)")
+
+    # the largest go first, until what is kept fits; values under the bound are all kept
+    half = MAX_CHANGE_VALUE_BYTES // 2
+    fields = {"a": {"old": "x" * half, "new": "y" * half}, "b": {"old": 1, "new": 2},
+              "c": {"old": "x" * (half // 2), "new": "y" * (half // 2)}}
+    assert bounded_values(fields, MAX_CHANGE_VALUE_BYTES) == {
+        "a": {"values_omitted": True, "old_bytes": half + 2, "new_bytes": half + 2},
+        "b": fields["b"], "c": fields["c"]}
+    small = {"b": fields["b"], "c": fields["c"]}
+    assert bounded_values(small, MAX_CHANGE_VALUE_BYTES) == small
 
 
 def test_urls_at_other_positions_and_new_urls_find_their_previous_record(

@@ -7,6 +7,7 @@ skip or a miss). Bad input over HTTP and the CLI store nothing.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import subprocess
 import sys
@@ -36,10 +37,13 @@ pytestmark = pytest.mark.slow
 
 FIELDS = [{"field": "name", "type": "string", "required": True},
           {"field": "price", "type": "number"}]
-EVERY_3S = "*/3 * * * * *"
-# ticks every few seconds; a run interrupted by the shutdown is resumed within seconds
+# ticks every few seconds; a run interrupted by the shutdown is resumed within seconds; a tick
+# found more than 1.5 s late counts as late (what catch_up is about)
 QUICK = {"batch_schedule_seconds_field": "true", "batch_schedule_interval": "0.3",
-         "batch_reconcile_interval": "0.5", "batch_reconcile_grace": "1"}
+         "batch_reconcile_interval": "0.5", "batch_reconcile_grace": "1",
+         "batch_schedule_misfire_grace": "1.5"}
+# two nodes scanning this often both find most ticks due before either has moved it on: a race
+RACING = {**QUICK, "batch_schedule_interval": "0.05"}
 FINAL = ("completed", "partial", "failed", "cancelled")
 
 
@@ -58,34 +62,30 @@ def test_ticks_fire_once_each_across_two_nodes_and_a_restart(
     mongo_uri: str, tmp_path: Path, site: ExampleSite
 ) -> None:
     uri = own_database(mongo_uri)
-    node_a = start_scrapyd(tmp_path / "a", uri, api_settings=QUICK)
-    node_b = start_scrapyd(tmp_path / "b", uri, api_settings=QUICK)
+    node_a = start_scrapyd(tmp_path / "a", uri, api_settings=RACING)
+    node_b = start_scrapyd(tmp_path / "b", uri, api_settings=RACING)
     try:
-        # queue: the catch-up tick waits for the run the shutdown interrupted (resumed by the
-        # reconciler) instead of being skipped
-        body = {"name": "prices", "cron": EVERY_3S, "overlap": "queue",
+        # queue: a catch-up tick that finds a run the shutdown interrupted waits for it (resumed
+        # by the reconciler) instead of being skipped
+        body = {"name": "prices", "cron": "*/4 * * * * *", "overlap": "queue",
                 "batch": {"urls": [site.url(f"/products/{n}") for n in (1, 2)],
                           "fields": FIELDS, "options": {"retries": 0}}}
         created = node_a.call("POST", "/schedules", body)
         assert created.status == 201, created.body
         schedule_id = created.json()["schedule_id"]
         assert created.headers["Location"] == f"/schedules/{schedule_id}"
-        wait_for(lambda: len(runs_of(node_a, schedule_id)) >= 3, timeout=60, what="3 runs")
+        wait_for(lambda: len(runs_of(node_a, schedule_id)) >= 3 and
+                 all_final(node_a, schedule_id), timeout=90, what="3 runs, ended")
 
-        # the service goes down (both nodes) for several ticks; one node comes back
+        # the service goes down (both nodes) between two ticks, for several; one node comes back
         node_a.stop()
         node_b.stop()
-        down_at = dt.datetime.now(dt.UTC)
-        before = {run["batch_id"] for run in runs_of_db(uri, schedule_id)}
-        time.sleep(7)
-        node_a = start_scrapyd(tmp_path / "a", uri, api_settings=QUICK)
-        catch_up = wait_for(lambda: [r for r in runs_of(node_a, schedule_id)
-                                     if r["batch_id"] not in before], timeout=60, what="catch-up")
-        # the catch-up run is the first tick missed while down: one run for all of them
-        assert dt.datetime.fromisoformat(catch_up[-1]["schedule"]["tick"]) <= down_at + \
-            dt.timedelta(seconds=3)
+        before = {run["batch_id"]: run["tick"] for run in runs_of_db(uri, schedule_id)}
+        time.sleep(9)
+        up_at = dt.datetime.now(dt.UTC)
+        node_a = start_scrapyd(tmp_path / "a", uri, api_settings=RACING)
         wait_for(lambda: len(runs_of(node_a, schedule_id)) >= len(before) + 2, timeout=60,
-                 what="a tick after the catch-up")
+                 what="the catch-up run and a tick after it")
         paused = node_a.call("PATCH", f"/schedules/{schedule_id}", {"enabled": False}).json()
         assert (paused["enabled"], paused["next_run_at"]) == (False, None)
         runs = wait_for(lambda: all_final(node_a, schedule_id), timeout=90, what="runs to end")
@@ -93,27 +93,93 @@ def test_ticks_fire_once_each_across_two_nodes_and_a_restart(
         node_a.stop()
         node_b.stop()
 
+    # catch_up one: the first tick missed while down ran, once for all the ticks missed
+    stored = stored_schedule(uri, schedule_id)
+    timing = Timing(stored["cron"], parse_timezone(stored["timezone"]))
+    later = sorted(dt.datetime.fromisoformat(run["schedule"]["tick"]) for run in runs
+                   if run["batch_id"] not in before)
+    first_missed = timing.next_after(max(before.values()).replace(tzinfo=dt.UTC))
+    assert [tick for tick in later if tick < up_at] == [first_missed], (later, up_at)
     ticks = [run["schedule"]["tick"] for run in runs]
     assert len(ticks) == len(set(ticks)), "a tick made two batches"
     assert {run["status"] for run in runs} == {"completed"}
+    assert stored_schedule(uri, schedule_id)["counters"]["missed"] >= 1  # while down
+    # the others: a skip (the previous run still busy) or a miss (folded into the catch-up run)
+    assert_every_tick_counted(uri, schedule_id, runs)
+
+
+def test_overlap_skip_and_catch_up_none_across_a_restart(
+    mongo_uri: str, tmp_path: Path, site: ExampleSite
+) -> None:
+    """``overlap: skip``: a run slower than the ticks is never joined by another, the ticks
+    meanwhile are skipped. ``catch_up: none``: ticks missed while the service was down are
+    dropped, not run when it comes back. Every tick is a run, a skip or a miss."""
+    uri = own_database(mongo_uri)
+    node = start_scrapyd(tmp_path / "node", uri, api_settings=QUICK)
+    try:
+        slow = {"name": "slow", "cron": "*/2 * * * * *",  # a run takes longer than 2 s
+                "batch": {"urls": [site.url("/slow?delay=4")], "fields": FIELDS,
+                          "options": {"retries": 0}}}
+        # queue: a tick that finds a run the shutdown interrupted waits for it (not skipped),
+        # so only catch_up keeps a tick missed while down from running
+        quick = {"name": "quick", "cron": "*/5 * * * * *", "catch_up": "none", "overlap": "queue",
+                 "batch": {"urls": [site.url("/products/5")], "fields": FIELDS,
+                           "options": {"retries": 0}}}
+        slow_id, quick_id = (node.call("POST", "/schedules", body).json()["schedule_id"]
+                             for body in (slow, quick))
+        wait_for(lambda: len(runs_of(node, slow_id)) >= 2, timeout=90, what="2 slow runs")
+        # the service goes down just after a quick run ended, for more than one of its ticks
+        wait_for(lambda: [r for r in runs_of(node, quick_id) if r["status"] in FINAL],
+                 timeout=60, what="a quick run to end")
+        node.stop()
+        down_at = dt.datetime.now(dt.UTC)
+        quick_before = len(runs_of_db(uri, quick_id))
+        time.sleep(8)
+        up_at = dt.datetime.now(dt.UTC)
+        node = start_scrapyd(tmp_path / "node", uri, api_settings=QUICK)
+        wait_for(lambda: len(runs_of(node, quick_id)) > quick_before, timeout=60,
+                 what="a quick run after the restart")
+        for schedule_id in (slow_id, quick_id):
+            node.call("PATCH", f"/schedules/{schedule_id}", {"enabled": False})
+        slow_runs = wait_for(lambda: all_final(node, slow_id), timeout=120, what="slow runs")
+        quick_runs = wait_for(lambda: all_final(node, quick_id), timeout=60, what="quick runs")
+    finally:
+        node.stop()
+
+    # skip: each slow run began after the one before had ended; the ticks meanwhile skipped
+    spans = sorted((dt.datetime.fromisoformat(run["created_at"]),
+                    dt.datetime.fromisoformat(run["finished_at"])) for run in slow_runs)
+    for before, after in itertools.pairwise(spans):
+        assert after[0] >= before[1], spans
+    assert stored_schedule(uri, slow_id)["counters"]["skipped"] >= 2
+    # none: no run for a tick while the service was down; those ticks count as missed
+    ticks = sorted(dt.datetime.fromisoformat(run["schedule"]["tick"]) for run in quick_runs)
+    assert not [tick for tick in ticks if down_at < tick < up_at], ticks
+    assert stored_schedule(uri, quick_id)["counters"]["missed"] >= 1
+    for schedule_id, runs in ((slow_id, slow_runs), (quick_id, quick_runs)):
+        assert {run["status"] for run in runs} == {"completed"}
+        assert_every_tick_counted(uri, schedule_id, runs)
+
+
+def assert_every_tick_counted(uri: str, schedule_id: str, runs: list[dict[str, Any]]) -> None:
+    """From the first run's tick to the one the paused schedule waits for, every tick is a run,
+    a skip or a miss, once."""
     stored = stored_schedule(uri, schedule_id)
     counters = stored["counters"]
     assert counters["runs"] == len(runs)
-    assert counters["missed"] >= 1  # the ticks while the service was down
-    # every tick from the first run's to the one it waited for when paused is a run, a skip
-    # (the previous run still busy) or a miss (folded into the catch-up run)
-    first_tick = min(dt.datetime.fromisoformat(tick) for tick in ticks)
+    first_tick = min(dt.datetime.fromisoformat(run["schedule"]["tick"]) for run in runs)
     timing = Timing(stored["cron"], parse_timezone(stored["timezone"]))
     ticks_between = 1 + timing.count_between(
         first_tick, stored["next_run_at"] - dt.timedelta(seconds=1))
-    assert counters["runs"] + counters["skipped"] + counters["missed"] == ticks_between
+    assert counters["runs"] + counters["skipped"] + counters["missed"] == ticks_between, counters
 
 
 def runs_of_db(uri: str, schedule_id: str) -> list[dict[str, Any]]:
     client = connect(uri)
     try:
         db = client.get_default_database()
-        return [{"batch_id": b["_id"]} for b in db["batches"].find({"schedule.id": schedule_id})]
+        return [{"batch_id": b["_id"], "tick": b["schedule"]["tick"]}
+                for b in db["batches"].find({"schedule.id": schedule_id})]
     finally:
         client.close()
 
@@ -219,6 +285,7 @@ def test_bad_schedules_are_refused_over_http_and_nothing_is_stored(
                              "INVALID_SCHEDULE")
         assert [(d["field"], d["code"]) for d in error["details"]] == [
             ("batch.rerun_of", "NOT_FOUND")]
+        assert counts() == before
         bobs = scrapyd.call("POST", "/batches", {"urls": [site.url("/products/4")],
                                                  "fields": FIELDS}, owner="bob").json()
         before = counts()

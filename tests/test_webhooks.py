@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +224,84 @@ def _down_then_up(store: BatchStore, uri: str, tmp_path: Path) -> None:
 ])
 def test_a_refusal_is_logged_as_its_status_with_the_answer_apart(answer, fields):
     assert answer.attempt_fields() == fields
+
+
+class StallingReceiver:
+    """A webhook endpoint that holds its first request without answering (the node sending it
+    dies meanwhile), then answers 204; it notes when each request arrived."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[float, dict[str, str], bytes]] = []
+        self.release = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.received.append((time.time(), dict(self.headers), body))
+                if len(receiver.received) == 1:
+                    receiver.release.wait(60)
+                    return  # the connection closes without an answer
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/hook"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.slow
+def test_an_event_claimed_by_a_node_that_died_is_sent_again_after_its_lease(
+    mongo_uri: str, tmp_path: Path
+) -> None:
+    """Node A claims the event and dies mid-delivery; node B, running all along on the same
+    MongoDB, leaves it alone while A's lease (2 x BATCH_WEBHOOK_TIMEOUT) holds, then sends it."""
+    uri = mongo_uri.replace(f"/{database_name(mongo_uri)}?", "/batchscraper_webhook_lease?")
+    store = BatchStore(connect(uri), database_name(uri))
+    receiver = StallingReceiver()
+    settings = {"batch_webhook_timeout": "12"}  # a lease of 24 s: B is up well within it
+    nodes: list[ScrapydServer] = []
+    try:
+        store.ensure_indexes()
+        secret = new_secret()
+        spec = parse_batch(["https://example.com/1"], FIELDS)
+        batch_id = store.create_batch(
+            spec, extra={"webhook": {"url": receiver.url, "secret": secret, "deliveries": []}}
+        )["_id"]
+        nodes.append(start_scrapyd(tmp_path / "a", uri, keys=False, api_settings=settings))
+        store.cancel_batch(batch_id)  # final status: the event is in the outbox
+        wait_for(lambda: receiver.received, what="node A's attempt")
+        lease_until = store.db[OUTBOX].find_one({"batch_id": batch_id})["lease_until"]
+        nodes.append(start_scrapyd(tmp_path / "b", uri, keys=False, api_settings=settings))
+        os.killpg(nodes[0].process.pid, signal.SIGKILL)  # A dies holding the lease
+        nodes[0].process.wait()
+        event = wait_for(lambda: store.db[OUTBOX].find_one({"_id": f"msg_{batch_id}_1",
+                                                            "status": "delivered"}),
+                         timeout=90, what="delivery by node B")
+    finally:
+        for node in nodes:
+            node.stop()
+        receiver.close()
+        store.client.drop_database(store.db.name)
+        store.client.close()
+    (first_at, *_), (again_at, headers, raw) = receiver.received  # no third attempt
+    lease_end = lease_until.replace(tzinfo=dt.UTC).timestamp()
+    assert again_at - first_at > 20  # B left the event alone while A held it...
+    assert lease_end - 1 <= again_at <= lease_end + 10  # ...and sent it once the lease ended
+    assert {k.lower(): v for k, v in headers.items()}["webhook-id"] == f"msg_{batch_id}_1"
+    assert verify_webhook(secret, headers, raw)["data"]["batch_id"] == batch_id
+    # A's attempt was never recorded: the event was delivered at its first recorded attempt
+    assert (event["attempts"], [entry["ok"] for entry in event["log"]]) == (1, [True])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchscraper.changes import CHANGE_STATUSES
+from batchscraper.changes import CHANGE_STATUSES, MAX_CHANGE_VALUE_BYTES
 from batchscraper.events import EVENT_TYPES, MAX_METADATA_BYTES
 
 COMPARE_PROPERTIES = {
@@ -59,10 +59,22 @@ def change_schemas() -> dict[str, Any]:
             "description": "the item against its URL's record in the batch compared with",
             "properties": {
                 "status": {"enum": list(CHANGE_STATUSES)},
-                "fields": {"type": "object", "description": "changed fields: {old, new} each",
-                           "additionalProperties": {"type": "object",
-                                                    "properties": {"old": {}, "new": {}},
-                                                    "required": ["old", "new"]}},
+                "fields": {
+                    "type": "object",
+                    "description": "changed fields: {old, new} each; a field whose values are "
+                                   f"too large to keep (over {MAX_CHANGE_VALUE_BYTES} bytes of "
+                                   "JSON on the change, largest first) keeps only their sizes",
+                    "additionalProperties": {"oneOf": [
+                        {"type": "object", "properties": {"old": {}, "new": {}},
+                         "required": ["old", "new"]},
+                        {"type": "object",
+                         "properties": {"values_omitted": {"const": True},
+                                        "old_bytes": {"type": "integer"},
+                                        "new_bytes": {"type": "integer"}},
+                         "required": ["values_omitted", "old_bytes", "new_bytes"],
+                         "additionalProperties": False},
+                    ]},
+                },
             },
             "required": ["status"],
         },

@@ -8,6 +8,11 @@ import { count } from './format.js';
 const STATUSES = ['new', 'changed', 'unchanged', 'gone', 'failed_now', 'recovered'];
 const SHOWN = 50; // changed items on the page; the rest through the API (/changes, NDJSON)
 
+// values too large to keep on the change (values_omitted) show their sizes
+const oldToNew = (values) => (values.values_omitted
+  ? `${count(values.old_bytes)} → ${count(values.new_bytes)} bytes (values omitted)`
+  : `${JSON.stringify(values.old)} → ${JSON.stringify(values.new)}`);
+
 export function changesPanel(ctx, path) {
   const element = h('section', { id: 'changes', class: 'panel', hidden: true });
   let drawn = '';
@@ -27,8 +32,7 @@ export function changesPanel(ctx, path) {
           h('td', {}, item.change.status),
           h('td', { class: 'clip', title: item.url }, item.url),
           h('td', {}, Object.entries(item.change.fields || {}).map(([name, values]) => h('div', {},
-            h('strong', {}, name), ': ', JSON.stringify(values.old), ' → ',
-            JSON.stringify(values.new)))))))) : null,
+            h('strong', {}, name), ': ', oldToNew(values)))))))) : null,
       answer.pagination.total > SHOWN
         ? h('p', { class: 'hint' }, `${count(SHOWN)} of ${count(answer.pagination.total)} shown`)
         : null);
