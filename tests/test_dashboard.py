@@ -475,6 +475,8 @@ def test_why_items_failed_counts_are_the_api_failures(
     expect_codes_table(page, scrapyd, batch_id, failures)
     assert failures == assert_counters_match_items(store, batch_id)["failures"]
     expect(page.locator("#error-codes tbody tr").first.locator("td").nth(2)).to_contain_text("404")
+    # both examples shown: no fetch left to redraw the table under the click below
+    expect(page.locator("#error-codes tr[data-code=TIMEOUT] td").nth(2)).not_to_be_empty()
     # the Domains panel still counts its failed items per host, by code
     expect(page.locator("#domains-table tbody tr").first.locator("td").last).to_have_text(
         "5 HTTP_ERROR 3 · TIMEOUT 2"

@@ -66,8 +66,13 @@ export function codesPanel(ctx, path, pick) {
     .filter(([, n]) => n > 0)
     .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
 
+  let drawn = '';
   const draw = () => {
     const rows = counts();
+    const signature = JSON.stringify(
+      rows.map(([code, n]) => [code, n, examples.get(code)?.message]));
+    if (signature === drawn) return; // nothing new: leave the buttons (and a click) alone
+    drawn = signature;
     element.hidden = !rows.length;
     replace(element,
       h('h2', {}, 'Why items failed'),
