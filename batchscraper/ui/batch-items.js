@@ -42,6 +42,10 @@ export function itemsPanel(ctx, path, address, changed) {
     state.code = state.status === 'failed' ? code : '';
     state.page = 1;
     statusFilter.value = state.status;
+    if (state.code && ![...codeFilter.options].some((option) => option.value === state.code)) {
+      codeFilter.append(h('option', { value: state.code }, state.code));
+    }
+    codeFilter.value = state.code; // a finished batch's page is not redrawn to show it
     reload();
   };
   const goPage = (page) => {
