@@ -43,6 +43,34 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class CPU:
+    """CPU seconds spent, while the block runs, by the crawl (a finished child), the MongoDB
+    server and the example site (this process's threads)."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+
+    def __enter__(self) -> CPU:
+        self._before = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after = self._now()
+        spent = (a - b for a, b in zip(after, self._before, strict=True))
+        self.crawl, self.mongodb, self.site = spent
+
+    def _now(self) -> tuple[float, float, float]:
+        server = cpu_seconds(self.server_pid) if self.server_pid else 0.0
+        return cpu_seconds(), server, cpu_seconds(os.getpid())
+
+    def per_page(self, pages: int) -> dict[str, float]:
+        return {
+            f"{side}_cpu_ms_per_page": round(seconds * 1000 / pages, 2)
+            for side, seconds in (("crawl", self.crawl), ("mongodb", self.mongodb),
+                                  ("site", self.site))
+        }
+
+
 def _spin() -> None:
     while True:
         pass
