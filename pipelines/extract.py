@@ -52,10 +52,15 @@ from batchscraper.extraction.content import (
     prepare_page,
     pruned_tree,
 )
-from batchscraper.extraction.heuristics import extraction_method, fill_missing
+from batchscraper.extraction.heuristics import extraction_method, fill_missing, missing_fields
 from batchscraper.extraction.listing import structured_records, visible_record_count
 from batchscraper.extraction.shaping import tokens
-from batchscraper.extraction.structured import map_to_schema, parse_structured_data
+from batchscraper.extraction.structured import (
+    StructuredData,
+    jsonld_from_text,
+    map_to_schema,
+    parse_structured_data,
+)
 from batchscraper.extraction.validation import RecordChecker, ValidationSettings
 from batchscraper.inputs.extraction import kept_formats
 from batchscraper.items import PageItem
@@ -102,9 +107,11 @@ def structured_step(html: str, url: str, checker: RecordChecker, many: bool,
     Page heuristics fill what a single record still lacks, unless ``heuristics`` is off.
     """
     schema = checker.schema
-    sd = parse_structured_data(html, url)
+    jsonld = jsonld_from_text(html)
     if not many:
-        data, evidence = map_to_schema(sd, schema)
+        data, evidence = map_to_schema(StructuredData(jsonld=jsonld), schema)
+        if not jsonld or any(missing_fields(schema, data)):  # else the page's tree adds nothing
+            data, evidence = map_to_schema(parse_structured_data(html, url, jsonld), schema)
         if heuristics:
             data, evidence = fill_missing(html, url, schema, data, evidence)
         try:
@@ -112,7 +119,7 @@ def structured_step(html: str, url: str, checker: RecordChecker, many: bool,
         except ValidationFailedError as exc:  # VALIDATION_TIMEOUT: the item fails, data kept
             return StructuredResult(data, evidence, failed=exc)
         return StructuredResult(data, evidence, ask=frozenset(ask))
-    records, evidence = structured_records(sd, schema)
+    records, evidence = structured_records(parse_structured_data(html, url, jsonld), schema)
     return StructuredResult(records, evidence, visible_record_count(pruned_tree(html, url)))
 
 

@@ -15,6 +15,7 @@ import pytest
 from batchscraper.extraction.coerce import coerce_to_schema, parse_number
 from batchscraper.extraction.structured import (
     StructuredData,
+    jsonld_from_text,
     map_to_schema,
     parse_structured_data,
     structured_data_from_tree,
@@ -430,3 +431,22 @@ def test_corpus_covered_cases_accuracy() -> None:
               for cid, res in result["per_case"].items()}
     accuracy = result["overall"]["field_accuracy"]
     assert accuracy >= COVERED_MIN_ACCURACY, {cid: m for cid, m in misses.items() if m}
+
+
+@pytest.mark.parametrize("html", [
+    page(jsonld(PRODUCT)),
+    page(jsonld({"@context": "https://schema.org", "@graph": [PRODUCT, {"@type": "Organization",
+                                                                       "name": "Acme"}]})),
+    page("<script type='application/ld+json'>[" + json.dumps(PRODUCT) + ", 7]</script>"),
+    page('<SCRIPT data-x="1" type="application/ld+json" id="ld">' + json.dumps(PRODUCT)
+         + "</SCRIPT >"),
+    page('<script type="application/ld+json">// generated\n' + json.dumps(PRODUCT) + "</script>"),
+    page('<script type="application/ld+json">{broken</script>' + jsonld(PRODUCT)),
+    page("<!-- " + jsonld({"@type": "Product", "name": "commented out"}) + " -->"
+         + jsonld(PRODUCT)),
+    page('<script type="application/ld+jsonx">{"@type": "Product"}</script>'
+         '<script type="text/javascript">var x = "application/ld+json";</script>'),
+    page(body="<p>no structured data</p>"),
+])
+def test_jsonld_read_from_the_text_is_the_jsonld_of_the_tree(html: str) -> None:
+    assert jsonld_from_text(html) == parse_structured_data(html, BASE_URL).jsonld

@@ -242,6 +242,22 @@ def test_structured_step_keeps_structured_values_and_fills_the_rest() -> None:
     assert found.evidence == {"name": "og", "brand": "label", "price": "pattern"}
 
 
+def test_structured_step_reads_the_page_tree_only_for_what_json_ld_lacks() -> None:
+    """JSON-LD that answers every field is the record; JSON-LD that lacks one is completed
+    from the page's microdata and text, JSON-LD values kept."""
+    ld = '<script type="application/ld+json">{"@type": "Product", "name": "LD name"}</script>'
+    microdata = ('<div itemscope itemtype="https://schema.org/Product">'
+                 '<span itemprop="name">LD name</span><span itemprop="brand">Acme</span>'
+                 "</div>")
+    html = page(head=ld, body=microdata + "<p>\u20ac5.00</p>")
+    found = structured_step(html, URL, RecordChecker(obj(name=STR)), many=False)
+    assert (found.data, found.evidence) == ({"name": "LD name"}, {"name": "jsonld"})
+    found = structured_step(html, URL, RecordChecker(obj(name=STR, brand=STR, price=NUM)),
+                            many=False)
+    assert found.data == {"name": "LD name", "brand": "Acme", "price": 5.0}
+    assert found.evidence == {"name": "jsonld", "brand": "microdata", "price": "pattern"}
+
+
 @pytest.mark.parametrize("html", ["", "<<<>>>", "<html><body></body></html>", "\x00" * 10])
 def test_unusable_pages_never_raise(html: str) -> None:
     assert fill_missing(html, URL, PRODUCT_SCHEMA, {}, {}) == ({}, {})

@@ -10,6 +10,7 @@ type. The schema.org knowledge it uses lives in
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import extruct
+import jstyleson
 import lxml.html
-from extruct.jsonld import JsonLdExtractor
+from extruct.jsonld import HTML_OR_JS_COMMENTLINE
 from w3lib.encoding import html_to_unicode
 
 from batchscraper.extraction import synonyms as syn
@@ -35,6 +37,12 @@ MAX_DEPTH = 6
 #: How deep the node tree is walked when collecting entities for list fields.
 MAX_WALK_DEPTH = 8
 _JSONLD_XPATH = '//script[@type="application/ld+json"]'
+#: the same scripts found in the page's text, without building its tree
+_JSONLD_SCRIPT = re.compile(
+    r"""<script\b[^>]*?\btype\s*=\s*(["']?)application/ld\+json\1(?=[\s/>])[^>]*>(.*?)</script\s*>""",
+    re.IGNORECASE | re.DOTALL,
+)
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _TITLE_SEPARATORS = (" | ", " - ", " \u2013 ", " \u2014 ", " :: ", " \u00b7 ")
 
 
@@ -59,12 +67,15 @@ class StructuredData:
 
 
 # =========================================================================== parsing
-def parse_structured_data(html: str | bytes, base_url: str) -> StructuredData:
+def parse_structured_data(
+    html: str | bytes, base_url: str, jsonld: list[Node] | None = None
+) -> StructuredData:
     """Parse JSON-LD, microdata and OpenGraph from ``html``; never raises.
 
     Bytes are decoded with the page's declared encoding (BOM, ``<meta charset>``,
     UTF-8 fallback). Broken markup yields empty parts instead of errors, and one
-    broken JSON-LD script does not hide the others.
+    broken JSON-LD script does not hide the others. ``jsonld``: the page's JSON-LD when
+    :func:`jsonld_from_text` already read it.
     """
     try:
         text = html if isinstance(html, str) else html_to_unicode(None, html)[1]
@@ -75,33 +86,56 @@ def parse_structured_data(html: str | bytes, base_url: str) -> StructuredData:
     except Exception:
         logger.debug("could not parse page %s", base_url, exc_info=True)
         return StructuredData()
-    return structured_data_from_tree(tree, base_url)
+    return structured_data_from_tree(tree, base_url, jsonld)
 
 
-def structured_data_from_tree(tree: lxml.html.HtmlElement, base_url: str) -> StructuredData:
-    """Same as :func:`parse_structured_data` for a tree the caller already parsed."""
+def structured_data_from_tree(
+    tree: lxml.html.HtmlElement, base_url: str, jsonld: list[Node] | None = None
+) -> StructuredData:
+    """Same as :func:`parse_structured_data` for a tree the caller already parsed (and the
+    page's JSON-LD, when :func:`jsonld_from_text` already read it)."""
     return StructuredData(
-        jsonld=_extract_jsonld(tree, base_url),
+        jsonld=_extract_jsonld(tree) if jsonld is None else jsonld,
         microdata=_extract_syntax(tree, base_url, "microdata"),
         opengraph=_merge_opengraph(_extract_syntax(tree, base_url, "opengraph")),
     )
 
 
-def _extract_jsonld(tree: lxml.html.HtmlElement, base_url: str) -> list[Node]:
-    extractor = JsonLdExtractor()
-    items: list[Node] = []
+def jsonld_from_text(html: str) -> list[Node]:
+    """The page's JSON-LD nodes, read from its ``<script type="application/ld+json">``
+    elements by pattern, without parsing the page into a tree (the same nodes
+    :func:`parse_structured_data` finds; scripts inside HTML comments are left out)."""
+    if "ld+json" not in html:
+        return []
+    if "<!--" in html:
+        html = _HTML_COMMENT.sub("", html)
+    return _jsonld_nodes(match.group(2) for match in _JSONLD_SCRIPT.finditer(html))
+
+
+def _extract_jsonld(tree: lxml.html.HtmlElement) -> list[Node]:
     try:
         scripts = tree.xpath(_JSONLD_XPATH)
     except Exception:
-        return items
+        return []
+    return _jsonld_nodes(script.xpath("string()") for script in scripts)
+
+
+def _jsonld_nodes(scripts: Iterable[str]) -> list[Node]:
+    """Top-level JSON-LD nodes of these script texts (as extruct reads them: lenient JSON,
+    leading comment lines tolerated); an unparsable script is skipped, not fatal."""
+    items: list[Node] = []
     for script in scripts:
         try:
-            found = extractor.extract_items(script, base_url=base_url)
+            try:
+                found = json.loads(script, strict=False)
+            except ValueError:
+                found = jstyleson.loads(HTML_OR_JS_COMMENTLINE.sub("", script), strict=False)
         except Exception:
-            logger.debug("skipping unparsable JSON-LD script on %s", base_url, exc_info=True)
+            logger.debug("skipping an unparsable JSON-LD script", exc_info=True)
             continue
-        for item in found:
-            items.extend(_flatten_graph(item))
+        for item in found if isinstance(found, list) else [found]:
+            if item:
+                items.extend(_flatten_graph(item))
     return items
 
 
