@@ -12,46 +12,23 @@ const ZONE_LIST = 'schedule-zones';
 // `detail`: the batch as GET /batches/{id} reads it (its id, name and monitor rules).
 export function scheduleFormPanel(ctx, detail) {
   const errors = new FieldErrors((name) => `schedule-${name}`);
-  const inputs = {
-    name: h('input', { id: 'schedule-name', maxlength: 200, value: detail.name || '',
-      placeholder: 'e.g. nightly prices' }),
-    cron: h('input', { id: 'schedule-cron', class: 'mono', placeholder: '0 3 * * *', spellcheck: 'false',
-      autocomplete: 'off' }),
-    timezone: h('input', { id: 'schedule-timezone', list: ZONE_LIST, value: browserZone(),
-      spellcheck: 'false', autocomplete: 'off' }),
-  };
-  const keepMonitors = detail.monitor_rules
-    ? h('input', { type: 'checkbox', id: 'schedule-monitors', checked: true }) : null;
+  const fields = scheduleFields(detail, errors);
   const create = h('button', { type: 'submit', class: 'primary', id: 'create-schedule' }, 'Create schedule');
   const form = h('form', { id: 'schedule-form', class: 'panel', hidden: true, novalidate: true },
     h('h2', {}, 'Schedule this batch'),
     h('p', { class: 'hint' }, 'Each run crawls this batch’s URLs again with its schema and options, '
       + 'and is compared with the run before it.'),
     errors.slot('form', 'banner banner-error', 'schedule-'),
-    h('div', { class: 'schedule-fields' },
-      fieldRow('name', 'Name', inputs.name, 'optional; the runs are named after it', errors),
-      fieldRow('cron', 'Cron', inputs.cron, 'minute hour day month weekday: 0 3 * * * is 03:00 daily', errors),
-      fieldRow('timezone', 'Time zone', inputs.timezone, 'IANA name: the cron’s hours are in it', errors)),
-    keepMonitors ? h('label', { class: 'inline' }, keepMonitors, ' run its monitors on every run ',
-      h('code', {}, JSON.stringify(detail.monitor_rules))) : null,
-    zoneList(),
+    fields.element,
     h('div', { class: 'actions' }, create,
       h('button', { type: 'button', class: 'quiet', onclick: () => { form.hidden = true; } }, 'Cancel')));
-
-  const body = () => {
-    const batch = { rerun_of: detail.batch_id };
-    if (keepMonitors?.checked) batch.monitors = detail.monitor_rules;
-    const request = { cron: inputs.cron.value.trim(), timezone: inputs.timezone.value.trim() || 'UTC', batch };
-    if (inputs.name.value.trim()) request.name = inputs.name.value.trim();
-    return request;
-  };
 
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     errors.clearAll(form);
     create.disabled = true;
     try {
-      const schedule = await ctx.api.json('POST', 'schedules', { body: body() });
+      const schedule = await ctx.api.json('POST', 'schedules', { body: fields.value() });
       ctx.navigate(`#/schedules/${schedule.schedule_id}`, `Schedule created: next run `
         + `${zonedTime(schedule.next_run_at, schedule.timezone)} (${schedule.timezone}).`);
     } catch (failure) {
@@ -66,7 +43,40 @@ export function scheduleFormPanel(ctx, detail) {
     open() {
       form.hidden = false;
       form.scrollIntoView({ block: 'nearest' });
-      inputs.cron.focus();
+      fields.focus();
+    },
+  };
+}
+
+// The name, cron line, time zone and monitors choice; `value()`: the POST /schedules body.
+function scheduleFields(detail, errors) {
+  const name = h('input', { id: 'schedule-name', maxlength: 200, value: detail.name || '',
+    placeholder: 'e.g. nightly prices' });
+  const cron = h('input', { id: 'schedule-cron', class: 'mono', placeholder: '0 3 * * *',
+    spellcheck: 'false', autocomplete: 'off' });
+  const timezone = h('input', { id: 'schedule-timezone', list: ZONE_LIST, value: browserZone(),
+    spellcheck: 'false', autocomplete: 'off' });
+  const keepMonitors = detail.monitor_rules
+    ? h('input', { type: 'checkbox', id: 'schedule-monitors', checked: true }) : null;
+  return {
+    element: [
+      h('div', { class: 'schedule-fields' },
+        fieldRow('name', 'Name', name, 'optional; the runs are named after it', errors),
+        fieldRow('cron', 'Cron', cron, 'minute hour day month weekday: 0 3 * * * is 03:00 daily', errors),
+        fieldRow('timezone', 'Time zone', timezone, 'IANA name: the cron’s hours are in it', errors)),
+      keepMonitors ? h('label', { class: 'inline' }, keepMonitors, ' run its monitors on every run ',
+        h('code', {}, JSON.stringify(detail.monitor_rules))) : null,
+      zoneList(),
+    ],
+    value() {
+      const batch = { rerun_of: detail.batch_id };
+      if (keepMonitors?.checked) batch.monitors = detail.monitor_rules;
+      const body = { cron: cron.value.trim(), timezone: timezone.value.trim() || 'UTC', batch };
+      if (name.value.trim()) body.name = name.value.trim();
+      return body;
+    },
+    focus() {
+      cron.focus();
     },
   };
 }
