@@ -189,7 +189,7 @@ class ScheduleRuns(SchedulePart):
         base = self.base(request)
         return JsonResponse({
             "schedule_id": self.schedule_id,
-            "runs": [{**batch_summary(b, base), "schedule": run_view(b)} for b in batches],
+            "runs": [run_entry(b, base) for b in batches],
             "pagination": pagination(page, limit, total),
         })
 
@@ -237,6 +237,18 @@ def schedule_view(
         "created_at": doc["created_at"],
         "updated_at": doc["updated_at"],
         "links": schedule_links(doc["_id"], base),
+    }
+
+
+def run_entry(batch: dict[str, Any], base: str = "") -> dict[str, Any]:
+    """One of a schedule's runs: the batch's summary, what made it, the run it compared with,
+    its items per change status and its monitor results (null until there are some)."""
+    return {
+        **batch_summary(batch, base),
+        "schedule": run_view(batch),
+        "compare_to": (batch.get("compare") or {}).get("to"),
+        "changes": batch.get("changes"),
+        "monitors": batch.get("monitors"),
     }
 
 

@@ -1,9 +1,11 @@
-// The dashboard: a hash router over three views, the API key prompt, shared dialogs.
+// The dashboard: a hash router over its views, the API key prompt, shared dialogs.
 
 import { Api } from './api.js';
 import { renderBatch } from './batch.js';
 import { replace } from './dom.js';
 import { renderList } from './list.js';
+import { renderSchedule } from './schedule.js';
+import { renderSchedules } from './schedules.js';
 import { renderSubmit } from './submit.js';
 
 const api = new Api(new URL('../', document.baseURI));
@@ -12,11 +14,14 @@ const notice = document.getElementById('notice');
 const keyDialog = document.getElementById('key-dialog');
 const keyInput = document.getElementById('key-input');
 let current = null;
+let carried = null; // a notice for the view being navigated to
 
 const ROUTES = [
   [/^\/$/, renderList, 'list'],
   [/^\/new$/, renderSubmit, 'new'],
   [/^\/batches\/(b_[0-9a-f]{32})$/, renderBatch, 'list'],
+  [/^\/schedules$/, renderSchedules, 'schedules'],
+  [/^\/schedules\/(s_[0-9a-f]{32})$/, renderSchedule, 'schedules'],
 ];
 
 // What a view gets: the API, its route, and timers/fetches that stop when it is left.
@@ -48,7 +53,9 @@ class ViewContext {
     for (const timer of this.timers) clearTimeout(timer);
   }
 
-  navigate(hash) {
+  // `notice`: text the next view shows (the notice line is cleared on every route)
+  navigate(hash, notice = null) {
+    carried = notice;
     location.hash = hash;
   }
 
@@ -74,7 +81,8 @@ function showNotice(text, kind) {
 
 async function route() {
   if (current) current.close();
-  showNotice('', 'info');
+  showNotice(carried || '', 'info');
+  carried = null;
   const [path, search = ''] = (location.hash.slice(1) || '/').split('?');
   const match = ROUTES.find(([pattern]) => pattern.test(path));
   const [pattern, render, nav] = match || ROUTES[0];

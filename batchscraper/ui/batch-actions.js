@@ -1,18 +1,21 @@
-// A batch's actions: cancel, retry the failed items, export the records.
+// A batch's actions: cancel, retry the failed items, export the records, schedule it.
 
 import { h } from './dom.js';
 import { FINAL_STATUSES } from './format.js';
 import { exportRecords } from './export.js';
 
 // `after.refresh()` reloads the page's data; `after.restartPace()` forgets the pace so far;
-// `columns`: the schema's field paths, the CSV export's record columns.
-export function actionsPanel(ctx, batchId, after, columns) {
+// `columns`: the schema's field paths, the CSV export's record columns; `scheduleForm`: the
+// "Schedule this batch" form the button opens.
+export function actionsPanel(ctx, batchId, after, columns, scheduleForm) {
   const path = `batches/${batchId}`;
   const cancel = h('button', { type: 'button', id: 'cancel-batch', class: 'danger' }, 'Cancel batch');
   const retry = h('button', { type: 'button', id: 'retry-failed' }, 'Retry failed');
   const onlyRetryable = h('input', { type: 'checkbox', id: 'only-retryable' });
   const exportJsonl = h('button', { type: 'button', id: 'export-jsonl' }, 'Export JSONL');
   const exportCsv = h('button', { type: 'button', id: 'export-csv' }, 'Export CSV');
+  const schedule = h('button', { type: 'button', id: 'schedule-batch', onclick: () => scheduleForm.open() },
+    'Schedule this batch');
 
   cancel.addEventListener('click', async () => {
     if (!(await ctx.confirm(`Cancel batch ${batchId}? Unfinished items become cancelled.`))) return;
@@ -60,7 +63,7 @@ export function actionsPanel(ctx, batchId, after, columns) {
     element: h('div', { class: 'actions' },
       cancel, retry,
       h('label', { class: 'inline' }, onlyRetryable, ' only retryable errors'),
-      h('span', { class: 'spacer' }), exportJsonl, exportCsv),
+      h('span', { class: 'spacer' }), exportJsonl, exportCsv, schedule),
     draw(batch) {
       const final = FINAL_STATUSES.includes(batch.status);
       cancel.disabled = final;

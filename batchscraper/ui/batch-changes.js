@@ -13,9 +13,11 @@ const oldToNew = (values) => (values.values_omitted
   ? `${count(values.old_bytes)} → ${count(values.new_bytes)} bytes (values omitted)`
   : `${JSON.stringify(values.old)} → ${JSON.stringify(values.new)}`);
 
-export function changesPanel(ctx, path) {
+// `focus`: scroll the panel into view when it is first shown.
+export function changesPanel(ctx, path, { focus = false } = {}) {
   const element = h('section', { id: 'changes', class: 'panel', hidden: true });
   let drawn = '';
+  let scrolled = !focus;
 
   const show = (batch, answer) => {
     replace(element,
@@ -46,7 +48,12 @@ export function changesPanel(ctx, path) {
       if (!batch.compare_to || signature === drawn) return;
       drawn = signature;
       ctx.api.json('GET', `${path}/changes`, { query: { limit: SHOWN } })
-        .then((answer) => { if (!ctx.closed) show(batch, answer); })
+        .then((answer) => {
+          if (ctx.closed) return;
+          show(batch, answer);
+          if (!scrolled) element.scrollIntoView({ block: 'start' });
+          scrolled = true;
+        })
         .catch((error) => { drawn = ''; ctx.fail(error); });
     },
   };

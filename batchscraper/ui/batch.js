@@ -12,6 +12,7 @@ import { recordsPanel } from './batch-records.js';
 import { templatesPanel } from './batch-templates.js';
 import { badge, h, replace } from './dom.js';
 import { FINAL_STATUSES, Pace } from './format.js';
+import { scheduleFormPanel } from './schedule-form.js';
 
 const POLL_MS = 1500;
 const IDLE_POLL_MS = 10_000; // a finished batch changes only when someone retries it
@@ -65,15 +66,17 @@ export async function renderBatch(view, ctx) {
   const domains = domainsPanel(ctx, path);
   const progress = progressPanel();
   const chart = chartPanel();
+  const scheduleForm = scheduleFormPanel(ctx, detail);
   const actions = actionsPanel(ctx, batchId, {
     refresh: () => refresh({ forceScan: true }),
     restartPace: () => { state.pace = new Pace(); },
-  }, columns);
+  }, columns, scheduleForm);
   const webhook = webhookPanel();
   const jobs = jobsPanel();
   const inputs = inputsPanel();
   const monitors = monitorsPanel();
-  const changes = changesPanel(ctx, path);
+  // ?view=changes (a schedule's run links so): the page opens at the Changes panel
+  const changes = changesPanel(ctx, path, { focus: ctx.query.get('view') === 'changes' });
   const templates = templatesPanel(ctx, batchId);
   const panes = {
     overview: h('div', { id: 'tab-overview' },
@@ -101,6 +104,7 @@ export async function renderBatch(view, ctx) {
       h('h1', {}, 'Batch ', h('span', { class: 'mono', id: 'batch-id' }, batchId)), status,
       labels(detail)),
     actions.element,
+    scheduleForm.element,
     error,
     progress.element,
     chart.element,

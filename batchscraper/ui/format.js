@@ -11,6 +11,35 @@ export function dateTime(iso) {
   return when ? when.toLocaleString() : '–';
 }
 
+// A moment as the wall clock of `timeZone` shows it: "2025-03-30 03:00" (in a zone this
+// browser does not know: UTC, marked so).
+export function zonedTime(iso, timeZone) {
+  const when = time(iso);
+  if (!when) return '–';
+  try {
+    return wallClock(when, timeZone);
+  } catch {
+    return `${wallClock(when, 'UTC')} UTC`;
+  }
+}
+
+function wallClock(when, timeZone) {
+  const format = new Intl.DateTimeFormat('en-US', {
+    timeZone, year: 'numeric', month: '2-digit', day: '2-digit',
+    hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
+  });
+  const part = Object.fromEntries(format.formatToParts(when).map((p) => [p.type, p.value]));
+  return `${part.year}-${part.month}-${part.day} ${part.hour}:${part.minute}`;
+}
+
+// How long until a moment: "in 5 h 3 min" (a moment past: "due").
+export function until(iso, now = Date.now()) {
+  const when = time(iso);
+  if (!when) return '';
+  const ms = when.getTime() - now;
+  return ms > 0 ? `in ${duration(ms, true)}` : 'due';
+}
+
 export function age(iso, now = Date.now()) {
   const when = time(iso);
   return when ? `${duration(now - when.getTime(), true)} ago` : '–';

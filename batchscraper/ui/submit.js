@@ -2,6 +2,7 @@
 // prompt and options; the API's 4xx errors are shown next to the field they concern.
 
 import { h, replace } from './dom.js';
+import { FieldErrors } from './field-errors.js';
 import { FormError, schemaSection } from './schema-input.js';
 import { fileUrlEntries, textEntries } from './url-lists.js';
 
@@ -74,38 +75,6 @@ export async function renderSubmit(view, ctx) {
     }
   });
   urls.count();
-}
-
-// The error line under each field, by name ('form' for what belongs to no field).
-class FieldErrors {
-  constructor() {
-    this.slots = {};
-    this.inputId = (name) => name;
-  }
-
-  slot(name, kind = 'field-error') {
-    this.slots[name] = h('p', { class: kind, id: `error-${name}`, role: 'alert', hidden: true });
-    return this.slots[name];
-  }
-
-  show(name, message, details) {
-    const target = this.slots[name] || this.slots.form;
-    replace(target, message, details);
-    target.hidden = false;
-    const input = document.getElementById(this.inputId(name));
-    if (input) input.setAttribute('aria-invalid', 'true');
-    target.scrollIntoView({ block: 'center' });
-  }
-
-  clear(name) {
-    this.slots[name].hidden = true;
-    replace(this.slots[name]);
-  }
-
-  clearAll(form) {
-    for (const name of Object.keys(this.slots)) this.clear(name);
-    for (const input of form.querySelectorAll('[aria-invalid="true"]')) input.removeAttribute('aria-invalid');
-  }
 }
 
 // A name and tags to find the batch by (both optional; tags separated by commas).
