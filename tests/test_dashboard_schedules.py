@@ -204,6 +204,7 @@ def test_schedule_from_a_batch_listed_paused_resumed_run_and_deleted(
     expect(page.locator("#changes h2 a")).to_have_text(first)
     expect(page.locator("#changes #change-counts dd[data-change=unchanged]")).to_have_text(
         str(runs["runs"][0]["changes"]["unchanged"]))
+    expect(page.locator(f".made-by-schedule a[href='#/schedules/{schedule_id}']")).to_have_count(1)
 
     # delete: gone from the list and the store; its batches stay
     page.click("a[data-nav=schedules]")

@@ -81,6 +81,7 @@ def batch_state(
         **batch_summary(batch, base),
         "error": batch.get("error"),
         "rerun_of": batch.get("rerun_of"),
+        "schedule": batch.get("schedule"),  # {id, tick, trigger} of a schedule's run
         "compare_to": (batch.get("compare") or {}).get("to"),
         "changes": batch.get("changes"),  # items per change status, when it compares
         "monitors": batch.get("monitors"),  # each monitor's result once the batch ended

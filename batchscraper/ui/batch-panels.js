@@ -10,6 +10,7 @@ const SCAN_EVERY_MS = 5000;
 const LIVE_SCAN_LIMIT = 1000;
 const EXAMPLE_EVERY_MS = 5000;
 const BATCH_ID = /^b_[0-9a-f]{32}$/;
+const SCHEDULE_ID = /^s_[0-9a-f]{32}$/;
 // leased: held by a worker, its request still queued there; running: in flight
 const COUNTERS = ['pending', 'leased', 'running', 'completed', 'failed', 'cancelled'];
 
@@ -247,6 +248,10 @@ export function inputsPanel() {
         batch.prompt ? h('details', {}, h('summary', {}, 'Prompt'), h('pre', {}, batch.prompt)) : null,
         BATCH_ID.test(batch.rerun_of || '')
           ? h('p', {}, 'Re-run of ', h('a', { href: `#/batches/${batch.rerun_of}` }, batch.rerun_of))
+          : null,
+        SCHEDULE_ID.test((batch.schedule || {}).id || '')
+          ? h('p', { class: 'made-by-schedule' }, 'Run of schedule ',
+            h('a', { href: `#/schedules/${batch.schedule.id}` }, batch.schedule.id))
           : null);
     },
   };
