@@ -444,6 +444,8 @@ def test_corpus_covered_cases_accuracy() -> None:
     page('<script type="application/ld+json">{broken</script>' + jsonld(PRODUCT)),
     page("<!-- " + jsonld({"@type": "Product", "name": "commented out"}) + " -->"
          + jsonld(PRODUCT)),
+    page('<script type="application/ld+json"><!-- ' + json.dumps(PRODUCT) + " --></script>"
+         "<!-- a comment -->"),
     page('<script type="application/ld+jsonx">{"@type": "Product"}</script>'
          '<script type="text/javascript">var x = "application/ld+json";</script>'),
     page(body="<p>no structured data</p>"),

@@ -37,12 +37,13 @@ MAX_DEPTH = 6
 #: How deep the node tree is walked when collecting entities for list fields.
 MAX_WALK_DEPTH = 8
 _JSONLD_XPATH = '//script[@type="application/ld+json"]'
-#: the same scripts found in the page's text, without building its tree
+#: the same scripts found in the page's text, without building its tree: an HTML comment is
+#: matched whole (and skipped) where it starts before a script, as a parser would skip it
 _JSONLD_SCRIPT = re.compile(
-    r"""<script\b[^>]*?\btype\s*=\s*(["']?)application/ld\+json\1(?=[\s/>])[^>]*>(.*?)</script\s*>""",
+    r"""<!--.*?-->|<script\b[^>]*?\btype\s*=\s*(["']?)application/ld\+json\1(?=[\s/>])[^>]*>"""
+    r"""(.*?)</script\s*>""",
     re.IGNORECASE | re.DOTALL,
 )
-_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _TITLE_SEPARATORS = (" | ", " - ", " \u2013 ", " \u2014 ", " :: ", " \u00b7 ")
 
 
@@ -107,9 +108,8 @@ def jsonld_from_text(html: str) -> list[Node]:
     :func:`parse_structured_data` finds; scripts inside HTML comments are left out)."""
     if "ld+json" not in html:
         return []
-    if "<!--" in html:
-        html = _HTML_COMMENT.sub("", html)
-    return _jsonld_nodes(match.group(2) for match in _JSONLD_SCRIPT.finditer(html))
+    scripts = (match.group(2) for match in _JSONLD_SCRIPT.finditer(html))
+    return _jsonld_nodes(script for script in scripts if script is not None)
 
 
 def _extract_jsonld(tree: lxml.html.HtmlElement) -> list[Node]:
