@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from scrapy.settings import Settings
+from scrapy.utils.conf import build_component_list
 
 from batchscraper.demo.site import ExampleSite
 from batchscraper.store import BatchStore
@@ -53,11 +54,12 @@ def sockets_of(pid: int) -> set[int]:
     return inodes
 
 
-def test_project_settings_turn_telnet_and_remote_control_off() -> None:
+def test_project_settings_load_no_telnet_console_or_remote_control() -> None:
     settings = Settings()
     settings.setmodule("batchscraper.settings")
-    assert settings.getbool("TELNETCONSOLE_ENABLED") is False
-    assert settings.getbool("REMOTE_CONTROL_ENABLED") is False
+    extensions = build_component_list(settings.getwithbase("EXTENSIONS"))
+    assert "scrapy.extensions.corestats.CoreStats" in extensions  # Scrapy's defaults read
+    assert not [path for path in extensions if "telnet" in path or "remote_control" in path]
 
 
 @pytest.mark.slow
