@@ -17,17 +17,15 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from scrapy.utils.conf import closest_scrapy_cfg
 
+from batchscraper.batchargs import add_batch_arguments, batch_body
 from batchscraper.client import BatchApiError, BatchClient
 from batchscraper.demo.site import ExampleSite
-from batchscraper.exceptions import BatchError, BatchInputError
-from batchscraper.inputs import Limits, parse_urls
-from batchscraper.inputs.profiles import PROFILE_PREFIX
+from batchscraper.exceptions import BatchError
 from batchscraper.mongo import ensure_embedded_server, home_dir
 from batchscraper.schedules.cli import add_schedule_parser, schedule_command
 from batchscraper.store import store_for
@@ -168,41 +166,30 @@ def _progress(batch: dict[str, Any]) -> None:
     sys.stderr.flush()
 
 
-def _json_arg(value: str | None, name: str) -> Any:
-    """A JSON argument given inline or as ``@file``."""
-    if value is None:
-        return None
-    if name == "schema" and value.strip().lower().startswith(PROFILE_PREFIX):
-        return value.strip()  # a built-in schema, resolved by the API like by `scrapy crawl`
-    text = value
-    if value.startswith("@"):
-        try:
-            text = Path(value[1:]).read_text(encoding="utf-8-sig")
-        except OSError as exc:
-            raise BatchInputError(f"{name}: cannot read {value[1:]}: {exc.strerror}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BatchInputError(f"{name}: not valid JSON: {exc.msg}") from None
-
-
-def _url_entries(raw: str) -> list[Any]:
-    """URLs as ``-a urls=`` takes them, parsed by the shared parser, as JSON entries."""
-    entries: list[Any] = []
-    for spec in parse_urls(raw, Limits(max_urls=sys.maxsize, read_files=True)):
-        entry = {key: value for key, value in asdict(spec).items() if value is not None}
-        entry.update(entry.pop("browser", None) or {})
-        entries.append(entry if len(entry) > 1 else spec.url)
-    return entries
-
-
 def _status_line(batch: dict[str, Any]) -> str:
+    """A batch's id, status, progress and counters; its monitors' results once it ended."""
     counters = batch["counters"]
-    return (f"{batch['batch_id']}  {batch['status']:<9} {batch['progress']['percent']:5.1f}%  "
+    line = (f"{batch['batch_id']}  {batch['status']:<9} {batch['progress']['percent']:5.1f}%  "
             f"completed={counters['completed']} failed={counters['failed']} "
             f"cancelled={counters['cancelled']} pending={counters['pending']} "
             f"leased={counters.get('leased', 0)} running={counters['running']} "
             f"total={counters['total']}")
+    results = batch.get("monitors")
+    return f"{line}  monitors: {monitors_text(results)}" if results else line
+
+
+def monitors_text(results: list[dict[str, Any]]) -> str:
+    """Each monitor's result: ``name=value ok|FAILED (min|max threshold)``, comma-separated."""
+    return ", ".join(
+        f"{result['name']}={result['value']:g} {'ok' if result['ok'] else 'FAILED'} "
+        f"({'max' if result['name'].startswith('max_') else 'min'} {result['threshold']:g})"
+        for result in results
+    )
+
+
+def error_line(command: str, exc: Exception) -> str:
+    """An error as one line: the message names every problem (the API's and the CLI's do)."""
+    return " ".join(f"batchscraper {command}: error: {exc}".splitlines())
 
 
 def change_line(record: dict[str, Any]) -> str:
@@ -230,28 +217,12 @@ def api_command(args: argparse.Namespace) -> int:
     """Run one of the HTTP API subcommands."""
     client = BatchClient(args.url, args.api_key)
     if args.command == "schedule":
-        return schedule_command(client, args, _out, _json_arg, _url_entries)
+        return schedule_command(client, args, _out, monitors_text)
     if args.command == "templates":
         return templates_command(client, args, _out)
     if args.command == "submit":
-        webhook = None
-        if args.webhook_url:
-            webhook = {"url": args.webhook_url}
-            if args.webhook_secret:
-                webhook["secret"] = args.webhook_secret
-        batch = client.submit(
-            _url_entries(args.urls) if args.urls else None,
-            _json_arg(args.schema, "schema"),
-            prompt=args.prompt,
-            options=_json_arg(args.options, "options"),
-            webhook=webhook,
-            rerun_of=args.rerun_of,
-            idempotency_key=args.idempotency_key,
-            name=args.name,
-            tags=args.tag,
-            compare_to=args.compare_to,
-            ignore_fields=args.ignore_field,
-        )
+        batch = client.submit(**batch_body(args), rerun_of=args.rerun_of, name=args.name,
+                              tags=args.tag, idempotency_key=args.idempotency_key)
         _out(json.dumps(batch, indent=2))
         if args.wait:
             return wait_exit_code(client.wait(batch["batch_id"], progress=_progress))
@@ -302,19 +273,12 @@ def _add_api_commands(commands: Any) -> None:
     client_options.add_argument("--url", help=f"API root (BATCHSCRAPER_API_URL, {DEFAULT_API})")
     client_options.add_argument("--api-key", help="API key (BATCHSCRAPER_API_KEY)")
     submit = commands.add_parser("submit", parents=[client_options], help="submit a batch")
-    submit.add_argument("--urls", help="as -a urls=: a,b / @urls.txt|.json|.jsonl|.csv / JSON")
-    submit.add_argument("--schema", help="JSON Schema or field list, inline or @file")
-    submit.add_argument("--prompt")
-    submit.add_argument("--options", help="JSON object, inline or @file")
-    submit.add_argument("--webhook-url")
-    submit.add_argument("--webhook-secret", help="whsec_...; generated (and shown) if omitted")
+    add_batch_arguments(submit)
     submit.add_argument("--idempotency-key")
     submit.add_argument("--rerun-of", metavar="BATCH_ID", help="re-run a batch's inputs")
     submit.add_argument("--name", help="a name to find the batch by (list, dashboard)")
     submit.add_argument("--tag", action="append", help="a free tag; repeat for more")
     submit.add_argument("--wait", action="store_true", help="poll until the batch ends")
-    submit.add_argument("--compare-to", metavar="BATCH_ID", help="each item's change against it")
-    submit.add_argument("--ignore-field", action="append", help="left out of --compare-to")
     changes = commands.add_parser("changes", parents=[client_options],
                                   help="what changed against the batch compared with")
     changes.add_argument("batch_id")
@@ -367,13 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except BatchApiError as exc:
-        sys.stderr.write(f"batchscraper {args.command}: error: {exc}\n")
-        if isinstance(exc.details, list) and args.command != "schedule":  # its message names each
-            for detail in exc.details[:10]:
-                sys.stderr.write(f"  {json.dumps(detail)}\n")
+        sys.stderr.write(error_line(args.command, exc) + "\n")
         return EXIT_BAD_INPUT if 400 <= exc.status < 500 else 1
     except BatchError as exc:
-        sys.stderr.write(f"batchscraper {args.command}: error: {exc}\n")
+        sys.stderr.write(error_line(args.command, exc) + "\n")
         return EXIT_BAD_INPUT
     except OSError as exc:
         sys.stderr.write(f"batchscraper {args.command}: cannot reach the API: {exc}\n")

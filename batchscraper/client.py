@@ -73,19 +73,24 @@ class BatchClient:
         *,
         prompt: str | None = None,
         options: dict[str, Any] | None = None,
-        webhook: dict[str, str] | None = None,
+        webhook: dict[str, Any] | None = None,
         rerun_of: str | None = None,
         idempotency_key: str | None = None,
         name: str | None = None,
         tags: list[str] | None = None,
         compare_to: str | None = None,
         ignore_fields: list[str] | None = None,
+        monitors: dict[str, Any] | None = None,
         wait: float | None = None,
     ) -> dict[str, Any]:
         """``POST /batches``; returns the 202 body (``batch_id``, ``status``, ``total``, ...).
 
-        ``wait`` (seconds, at most 60; small batches only): the server answers 200 with the
-        ``results`` in input order when the batch ends within it, else the usual 202 body.
+        ``webhook``: ``{"url", "secret", "events": [...], "metadata": {...}}`` (or only a
+        ``url``); ``monitors``: rules judged when the batch ends, e.g.
+        ``{"min_field_coverage": {"price": 0.98}}``; ``compare_to``: a batch whose records each
+        item is compared with (``ignore_fields`` left out). ``wait`` (seconds, at most 60;
+        small batches only): the server answers 200 with the ``results`` in input order when
+        the batch ends within it, else the usual 202 body.
         """
         body = {
             key: value
@@ -93,6 +98,7 @@ class BatchClient:
                 ("urls", urls), ("schema", schema), ("prompt", prompt), ("options", options),
                 ("webhook", webhook), ("rerun_of", rerun_of), ("name", name), ("tags", tags),
                 ("compare_to", compare_to), ("ignore_fields", ignore_fields),
+                ("monitors", monitors),
             )
             if value is not None
         }

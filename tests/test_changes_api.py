@@ -1,5 +1,5 @@
-"""Change detection end to end: a real Scrapyd runs a schedule twice against a local shop whose
-price changes and whose page disappears between the runs; the second run's stored items and
+"""Change detection end to end: a real Scrapyd runs a schedule twice against the example site,
+which reprices a product and takes a page down between the runs; the second run's stored items and
 counts say changed (old -> new), gone and unchanged, and ``GET /batches/{id}/changes`` serves
 them (pages and NDJSON, owner-scoped). Bad ``compare_to`` / ``ignore_fields`` store nothing.
 """
@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from batchscraper.client import verify_webhook
+from batchscraper.demo.site import ExampleSite, product_expected
 from batchscraper.mongo import connect
 from tests.api_fixtures import (  # noqa: F401  (fixtures)
     KEYS,
@@ -38,58 +37,15 @@ FIELDS = [{"field": "name", "type": "string", "required": True},
           {"field": "price", "type": "number"}]
 
 
-class Shop:
-    """A local shop whose products (name, price) the test changes between runs."""
-
-    def __init__(self, products: dict[int, tuple[str, str | None]]) -> None:
-        self.products = dict(products)
-        shop = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                number = self.path.rsplit("/", 1)[-1]
-                found = shop.products.get(int(number)) if number.isdigit() else None
-                if found is None:
-                    self.send_error(404)
-                    return
-                body = shop.page(*found)
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    @staticmethod
-    def page(name: str, price: str | None) -> bytes:
-        """A product page; without a price (None), the page shows none anywhere."""
-        ld: dict[str, Any] = {"@context": "https://schema.org", "@type": "Product", "name": name}
-        shown = ""
-        if price is not None:
-            ld["offers"] = {"@type": "Offer", "price": price, "priceCurrency": "EUR"}
-            shown = f'<p class="price">{price} EUR</p>'
-        return (f'<!DOCTYPE html><html><head><title>{name}</title><script type="application/'
-                f'ld+json">{json.dumps(ld)}</script></head><body><h1>{name}</h1>{shown}'
-                '</body></html>').encode()
-
-    def url(self, number: int) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}/products/{number}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(name="shop")
-def shop_fixture() -> Iterator[Shop]:
-    running = Shop({1: ("Mug", "19.99"), 2: ("Cup", "5.00"), 3: ("Jar", "7.00")})
-    yield running
-    running.close()
+def shop_fixture() -> Iterator[ExampleSite]:
+    """The example site, this test's own: what it reprices and takes down stays here."""
+    with ExampleSite() as running:
+        yield running
+
+
+def product_url(shop: ExampleSite, n: int) -> str:
+    return shop.url(f"/products/{n}")
 
 
 def cli_runner(scrapyd: ScrapydServer) -> Any:
@@ -113,12 +69,12 @@ def run_schedule(scrapyd: ScrapydServer, schedule_id: str) -> dict[str, Any]:
 
 
 def test_a_price_change_and_a_gone_page_between_two_runs_of_a_schedule(
-    scrapyd: ScrapydServer, openapi: dict, shop: Shop, mongo_uri: str, receiver: Receiver
+    scrapyd: ScrapydServer, openapi: dict, shop: ExampleSite, mongo_uri: str, receiver: Receiver
 ) -> None:
     webhook = {"url": receiver.url, "secret": SECRET, "metadata": {"watch": "prices"},
                "events": ["item.changed", "batch.completed"]}
     body = {"name": "watch prices", "cron": "0 3 * * *",
-            "batch": {"urls": [shop.url(n) for n in (1, 2, 3)], "fields": FIELDS,
+            "batch": {"urls": [product_url(shop, n) for n in (1, 2, 3)], "fields": FIELDS,
                       "options": {"retries": 0}, "webhook": webhook}}
     created = scrapyd.call("POST", "/schedules", body)
     assert created.status == 201, created.body
@@ -126,8 +82,9 @@ def test_a_price_change_and_a_gone_page_between_two_runs_of_a_schedule(
     first = run_schedule(scrapyd, schedule_id)
     assert first["status"] == "completed" and first["compare_to"] is None
 
-    shop.products[1] = ("Mug", "17.49")  # the price drops
-    del shop.products[3]  # the page is taken down
+    old_price = product_expected(1)["price"]
+    shop.reprice(1, 7.49)  # the price drops
+    shop.take_down(3)  # the page is taken down (404)
     second = run_schedule(scrapyd, schedule_id)
     assert second["status"] == "partial"
     state = scrapyd.call("GET", f"/batches/{second['batch_id']}?limit=0").json()
@@ -149,7 +106,7 @@ def test_a_price_change_and_a_gone_page_between_two_runs_of_a_schedule(
     finally:
         client.close()
     assert stored == {
-        0: {"status": "changed", "fields": {"price": {"old": 19.99, "new": 17.49}}},
+        0: {"status": "changed", "fields": {"price": {"old": old_price, "new": 7.49}}},
         1: {"status": "unchanged"},
         2: {"status": "gone"},
     }
@@ -160,12 +117,12 @@ def test_a_price_change_and_a_gone_page_between_two_runs_of_a_schedule(
     assert [(item["index"], item["change"]["status"]) for item in page["items"]] == [
         (0, "changed"), (2, "gone")
     ]
-    assert page["items"][0]["data"]["price"] == 17.49
+    assert page["items"][0]["data"]["price"] == 7.49
     assert page["pagination"]["total"] == 2
     second_page = scrapyd.call("GET", changes_path + "?limit=1&page=2").json()
     assert [item["index"] for item in second_page["items"]] == [2]
     unchanged = scrapyd.call("GET", changes_path + "?change=unchanged").json()
-    assert [item["url"] for item in unchanged["items"]] == [shop.url(2)]
+    assert [item["url"] for item in unchanged["items"]] == [product_url(shop, 2)]
     streamed = scrapyd.call("GET", changes_path + "?format=ndjson")
     assert streamed.headers["Content-Type"].startswith("application/x-ndjson")
     assert [json.loads(line)["index"] for line in streamed.body.splitlines()] == [0, 2]
@@ -196,17 +153,17 @@ def test_a_price_change_and_a_gone_page_between_two_runs_of_a_schedule(
     shown = cli("changes", second["batch_id"])
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines() == [
-        f"     0  changed    {shop.url(1)}  price: 19.99 -> 17.49",
-        f"     2  gone       {shop.url(3)}",
+        f"     0  changed    {product_url(shop, 1)}  price: {old_price} -> 7.49",
+        f"     2  gone       {product_url(shop, 3)}",
     ]
     gone = cli("changes", second["batch_id"], "--change", "gone", "--json")
-    assert [json.loads(line)["url"] for line in gone.stdout.splitlines()] == [shop.url(3)]
+    assert [json.loads(line)["url"] for line in gone.stdout.splitlines()] == [product_url(shop, 3)]
 
 
 def test_bad_compare_settings_are_refused_over_http_and_nothing_is_stored(
-    scrapyd: ScrapydServer, openapi: dict, shop: Shop, mongo_uri: str
+    scrapyd: ScrapydServer, openapi: dict, shop: ExampleSite, mongo_uri: str
 ) -> None:
-    made = scrapyd.call("POST", "/batches", {"urls": [shop.url(2)], "fields": FIELDS})
+    made = scrapyd.call("POST", "/batches", {"urls": [product_url(shop, 2)], "fields": FIELDS})
     assert made.status == 202, made.body
     source = made.json()["batch_id"]
     client = connect(mongo_uri)
@@ -214,7 +171,7 @@ def test_bad_compare_settings_are_refused_over_http_and_nothing_is_stored(
         batches = client.get_default_database()["batches"]
         before = batches.count_documents({})
         refused = scrapyd.call("POST", "/batches", {
-            "urls": [shop.url(2)], "fields": [{"field": "title", "type": "string"}],
+            "urls": [product_url(shop, 2)], "fields": [{"field": "title", "type": "string"}],
             "compare_to": source, "ignore_fields": ["price"],
         })
         error = assert_error(openapi, refused, 422, "INVALID_COMPARE")
@@ -222,11 +179,11 @@ def test_bad_compare_settings_are_refused_over_http_and_nothing_is_stored(
             ("ignore_fields[0]", "INVALID_COMPARE"), ("compare_to", "SCHEMA_MISMATCH")
         ]
         cli = cli_runner(scrapyd)(
-            "submit", "--urls", shop.url(2), "--schema", json.dumps(FIELDS),
+            "submit", "--urls", product_url(shop, 2), "--schema", json.dumps(FIELDS),
             "--compare-to", source, "--ignore-field", "colour")
         assert cli.returncode == 2 and "INVALID_COMPARE" in cli.stderr, cli.stderr
         other_owner = scrapyd.call("POST", "/batches", {
-            "urls": [shop.url(2)], "fields": FIELDS, "compare_to": source}, owner="bob")
+            "urls": [product_url(shop, 2)], "fields": FIELDS, "compare_to": source}, owner="bob")
         assert_error(openapi, other_owner, 403, "FORBIDDEN")
         assert batches.count_documents({}) == before
     finally:
@@ -234,10 +191,10 @@ def test_bad_compare_settings_are_refused_over_http_and_nothing_is_stored(
 
 
 def test_a_field_coverage_monitor_alerts_when_the_site_stops_serving_the_field(
-    scrapyd: ScrapydServer, openapi: dict, shop: Shop, receiver: Receiver
+    scrapyd: ScrapydServer, openapi: dict, shop: ExampleSite, receiver: Receiver
 ) -> None:
     body = {"name": "price coverage", "cron": "0 3 * * *",
-            "batch": {"urls": [shop.url(n) for n in (1, 2, 3)], "fields": FIELDS,
+            "batch": {"urls": [product_url(shop, n) for n in (1, 2, 3)], "fields": FIELDS,
                       "options": {"retries": 0},
                       "monitors": {"min_field_coverage": {"price": 0.9}, "min_records": 3},
                       "webhook": {"url": receiver.url, "secret": SECRET,
@@ -250,8 +207,8 @@ def test_a_field_coverage_monitor_alerts_when_the_site_stops_serving_the_field(
         ("min_field_coverage.price", True), ("min_records", True)
     ]
 
-    shop.products[1] = ("Mug", None)  # the site stops serving the price on two pages
-    shop.products[2] = ("Cup", None)
+    shop.reprice(1, None)  # the site stops serving the price on two pages
+    shop.reprice(2, None)
     second = run_schedule(scrapyd, schedule_id)
     assert second["status"] == "completed"
     state = scrapyd.call("GET", f"/batches/{second['batch_id']}?limit=0").json()

@@ -324,6 +324,90 @@ def test_index_links(site: ExampleSite) -> None:
         assert f'href="{path}"' in body.decode()
 
 
+def visible_prices(body: bytes) -> list[str]:
+    """The prices a reader sees on a page (its text outside tags, scripts and styles)."""
+    text = re.sub(r"<script.*?</script>|<style.*?</style>|<[^>]+>", " ", body.decode(), flags=re.S)
+    return re.findall(r"\$[0-9][0-9,]*\.[0-9]{2}", text)
+
+
+def test_a_repriced_product_shows_its_new_price_in_data_and_text(site: ExampleSite) -> None:
+    listed = product_expected(3)
+    with ExampleSite() as changing:
+        first_tag = fetch(changing.url("/etag/3"))[1]["ETag"]
+        changing.reprice(3, 17.49)
+        status, _, body = fetch(changing.url("/products/3"))
+        assert status == 200
+        (ld,) = json_ld(body)
+        assert (ld["offers"]["price"], ld["offers"]["priceCurrency"]) == ("17.49", "USD")
+        assert visible_prices(body) == ["$17.49"]
+        microdata = fetch(changing.url("/microdata/3"))[2]
+        assert 'itemprop="price" content="17.49">$17.49</span>' in microdata.decode()
+        assert visible_prices(fetch(changing.url("/plain/3"))[2]) == ["$17.49"]
+        assert changing.product(3) == {**listed, "price": 17.49}
+        # a client holding the old ETag gets the new page, not a 304
+        request = urllib.request.Request(changing.url("/etag/3"),
+                                         headers={"If-None-Match": first_tag})
+        with _FOLLOW.open(request, timeout=10) as answer:
+            assert answer.status == 200
+            assert answer.headers["ETag"] != first_tag
+            assert json_ld(answer.read())[0]["offers"]["price"] == "17.49"
+        # other products, and every other site, still show the listed prices
+        assert changing.product(4) == product_expected(4)
+        assert visible_prices(fetch(changing.url("/products/4"))[2]) == [
+            f"${product_expected(4)['price']:,.2f}"]
+    assert visible_prices(fetch(site.url("/products/3"))[2]) == [f"${listed['price']:,.2f}"]
+
+
+def test_a_product_repriced_to_none_shows_no_price(site: ExampleSite) -> None:
+    with ExampleSite() as changing:
+        changing.reprice(5, None)
+        for path in ("/products/5", "/microdata/5", "/plain/5"):
+            status, _, body = fetch(changing.url(path))
+            assert status == 200, path
+            assert visible_prices(body) == [], path
+            assert 'class="price"' not in body.decode() and "priceCurrency" not in body.decode()
+        (ld,) = json_ld(fetch(changing.url("/products/5"))[2])
+        assert ld["offers"] == {"@type": "Offer", "availability": "https://schema.org/InStock"}
+        assert ld["name"] == "Product 5"
+        assert changing.product(5) == {**product_expected(5), "price": None, "currency": None}
+
+
+def test_a_page_taken_down_answers_404_or_410(site: ExampleSite) -> None:
+    with ExampleSite() as changing:
+        assert changing.take_down(2) == "/products/2"
+        assert changing.take_down(changing.url("/articles/4"), status=410) == "/articles/4"
+        status, _, body = fetch(changing.url("/products/2"))
+        assert (status, json_ld(body)) == (404, [])
+        status, _, body = fetch(changing.url("/articles/4?page=1"))
+        assert status == 410 and "410 Gone" in body.decode()
+        assert changing.hits("/products/2") == 1
+        # only those paths: the product's other pages and other products stay up
+        assert fetch(changing.url("/plain/2"))[0] == 200
+        assert json_ld(fetch(changing.url("/products/1"))[2])[0]["name"] == "Product 1"
+    assert fetch(site.url("/products/2"))[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.reprice(0, 1.0), "no product 0"),
+        (lambda s: s.reprice(1, -1), "price: a number, 0 or more, or None; got -1"),
+        (lambda s: s.reprice(1, "9.99"), "got '9.99'"),
+        (lambda s: s.reprice(1, True), "got True"),
+        (lambda s: s.reprice(1, float("nan")), "got nan"),
+        (lambda s: s.take_down(1, status=500), "status: one of [404, 410], got 500"),
+        (lambda s: s.take_down("products/1"), "a path starting with /"),
+    ],
+)
+def test_bad_changes_are_refused_and_change_nothing(change: Any, message: str) -> None:
+    with ExampleSite() as changing:
+        before = fetch(changing.url("/products/1"))[2]
+        with pytest.raises(ValueError, match=re.escape(message)):
+            change(changing)
+        assert changing.product(1) == product_expected(1)
+        assert fetch(changing.url("/products/1"))[2] == before
+
+
 def test_main_serves_quietly() -> None:
     command = [sys.executable, "-m", "batchscraper.demo.site", "--port", "0"]
     with subprocess.Popen(

@@ -11,6 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 from batchscraper.api.openapi_changes import (
+    DETAIL_PROPERTIES,
     ITEM_PROPERTIES,
     STATE_PROPERTIES,
     SUBMIT_PROPERTIES,
@@ -42,8 +43,12 @@ ERRORS = {
     413: "Too many URLs or request body too large (TOO_LARGE)",
     415: "The body declares a type other than application/json (UTF-8) (UNSUPPORTED_MEDIA_TYPE)",
     422: "Invalid URLs (per-index details), schema, options or webhook "
-    "(INVALID_URL, INVALID_SCHEMA, INVALID_OPTION, INVALID_WEBHOOK); a prompt without a "
-    "schema and no LLM endpoint configured (INVALID_INPUT); schedules: "
+    "(INVALID_URL, INVALID_SCHEMA, INVALID_OPTION, INVALID_WEBHOOK: webhook.url, .secret, "
+    ".events[i], .metadata); monitors (INVALID_MONITORS: monitors.<rule>[.<field or code>]); "
+    "compare_to / ignore_fields (INVALID_COMPARE; details: NOT_FOUND or SCHEMA_MISMATCH for "
+    "compare_to, INVALID_COMPARE for ignore_fields[i]); details list every problem with its "
+    "field and code; a prompt without a schema and no LLM endpoint configured "
+    "(INVALID_INPUT); schedules: "
     + SCHEDULE_ERRORS,
     503: "Scrapyd has no such project, or the database is unreachable (SERVICE_UNAVAILABLE); "
     "the batch is stored but its job could not be queued (JOB_NOT_SCHEDULED, details.batch_id)",
@@ -251,6 +256,7 @@ def _schemas() -> dict[str, Any]:
                 "schema": {"type": ["object", "null"]},
                 "prompt": {"type": ["string", "null"]},
                 "options": {"type": "object"},
+                **DETAIL_PROPERTIES,
                 "items": {"type": "array", "items": ref("ItemRecord")},
                 "items_pagination": ref("Pagination"),
                 "as_of": AS_OF,

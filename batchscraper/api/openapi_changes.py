@@ -1,7 +1,7 @@
 """The OpenAPI parts of change detection (the item ``change``, the batch's ``changes`` counts,
 ``compare_to`` / ``ignore_fields`` on submit, ``GET /batches/{batch_id}/changes``) and of event
 webhooks (``webhook.events`` / ``webhook.metadata``, the events' payloads) and of monitors
-(``monitors`` on submit, their results on the batch)."""
+(``monitors`` on submit, their rules and results on the batch)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,10 @@ MONITOR_RESULT = {
                    "threshold": {"type": "number"}, "ok": {"type": "boolean"}},
 }
 SUBMIT_PROPERTIES = {**COMPARE_PROPERTIES, "monitors": MONITOR_RULES}
+DETAIL_PROPERTIES = {
+    "monitor_rules": {"oneOf": [{"type": "null"}, MONITOR_RULES],
+                      "description": "the monitors given at submit (their results: monitors)"},
+}
 STATE_PROPERTIES = {
     "monitors": {"oneOf": [{"type": "null"}, {"type": "array", "items": MONITOR_RESULT}],
                  "description": "each monitor's result, once the batch ended"},

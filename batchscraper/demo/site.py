@@ -1,7 +1,10 @@
 """A local example shop served over real HTTP on 127.0.0.1, for the demo and the tests.
 
 Pages are deterministic functions of the URL, so tests can compare scraped records with
-:func:`product_expected` / :func:`article_expected`.  Serve by hand with
+:func:`product_expected` / :func:`article_expected`.  Between two runs a site can change like a
+real shop: :meth:`ExampleSite.reprice` gives a product another price (or none) and
+:meth:`ExampleSite.take_down` removes a page (404 or 410); :meth:`ExampleSite.product` is then
+what that site's product pages describe.  Serve by hand with
 ``python -m batchscraper.demo.site --port 8000``.
 """
 
@@ -19,9 +22,10 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import date, timedelta
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from batchscraper.demo.pdf import encrypted_pdf, text_pdf
@@ -32,6 +36,9 @@ MAX_N = 100_000
 BRANDS = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark")
 AUTHORS = ("Ada Lovelace", "Grace Hopper", "Alan Turing", "Katherine Johnson", "Edsger Dijkstra")
 HTML_TYPE = "text/html; charset=utf-8"
+LISTED: Final = "listed"  # a product page's price: the one product_expected lists
+GONE_STATUSES = (404, 410)
+Price = float | None | Literal["listed"]  # another price; None: the page shows no price
 _W = re.compile(r"\w+").findall
 _WORDS = _W("""durable lightweight premium compact ergonomic versatile reliable
 modern stainless waterproof wireless portable sleek robust quiet powerful design finish battery
@@ -129,15 +136,23 @@ def _layout(title: str, main: str, head_extra: str = "") -> bytes:
     ).encode()
 
 
-def _product_ld(n: int) -> dict[str, Any]:
-    """schema.org Product JSON-LD for product ``n``."""
-    e = product_expected(n)
-    offer = {
-        "@type": "Offer",
-        "price": f"{e['price']:.2f}",
-        "priceCurrency": e["currency"],
-        "availability": "https://schema.org/" + ("InStock" if e["in_stock"] else "OutOfStock"),
-    }
+def _priced(n: int, price: Price) -> dict[str, Any]:
+    """Product ``n``'s record at ``price`` (None: no price, so no currency either)."""
+    record = product_expected(n)
+    if price is None:
+        record.update(price=None, currency=None)
+    elif price != LISTED:
+        record["price"] = price
+    return record
+
+
+def _product_ld(n: int, price: Price = LISTED) -> dict[str, Any]:
+    """schema.org Product JSON-LD for product ``n`` (its Offer without a price when None)."""
+    e = _priced(n, price)
+    offer = {"@type": "Offer"}
+    if e["price"] is not None:
+        offer.update(price=f"{e['price']:.2f}", priceCurrency=e["currency"])
+    offer["availability"] = "https://schema.org/" + ("InStock" if e["in_stock"] else "OutOfStock")
     return {
         "@context": "https://schema.org",
         "@type": "Product",
@@ -150,17 +165,21 @@ def _product_ld(n: int) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=512)
-def product_page(n: int, variant: str = "jsonld") -> bytes:
-    """Product page; variant ``jsonld``, ``plain`` (OpenGraph only), ``microdata`` or ``small``."""
-    e, ld = product_expected(n), _product_ld(n)
+def product_page(n: int, variant: str = "jsonld", price: Price = LISTED) -> bytes:
+    """Product page; variant ``jsonld``, ``plain`` (OpenGraph only), ``microdata`` or ``small``.
+
+    ``price``: shown instead of the listed one, in the structured data and the visible text
+    alike; None: the page shows no price anywhere.
+    """
+    e, ld = _priced(n, price), _product_ld(n, price)
     name = f"Plain {n}" if variant == "plain" else e["name"]
-    shown, sku = f"${e['price']:,.2f}", e["sku"]
+    shown, sku = "" if e["price"] is None else f"${e['price']:,.2f}", e["sku"]
+    shown_p = f'<p class="price">{shown}</p>\n' if shown else ""
     head = ld_script(ld) if variant in ("jsonld", "small") else ""
     if variant == "small":
         return (
             f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{name}'
-            f'</title>\n{head}</head>\n<body><h1>{name}</h1>\n<p class="price">{shown}</p>\n'
-            "</body></html>\n"
+            f"</title>\n{head}</head>\n<body><h1>{name}</h1>\n{shown_p}</body></html>\n"
         ).encode()
     stock = "In stock" if e["in_stock"] else "Out of stock"
     body = _paragraphs(n, 22_000 + n * 7919 % 28_000)
@@ -180,15 +199,16 @@ def product_page(n: int, variant: str = "jsonld") -> bytes:
             f'<h1 itemprop="name">{name}</h1>\n<p>SKU: <span itemprop="sku">{sku}</span></p>\n'
             f'<p>Brand: <span itemprop="brand">{e["brand"]}</span></p>\n'
             '<div itemprop="offers" itemscope itemtype="https://schema.org/Offer">\n'
-            f'<span class="price" itemprop="price" content="{e["price"]:.2f}">{shown}</span>\n'
-            f'<meta itemprop="priceCurrency" content="USD">\n<link itemprop="availability" '
+            + (f'<span class="price" itemprop="price" content="{e["price"]:.2f}">{shown}</span>\n'
+               '<meta itemprop="priceCurrency" content="USD">\n' if shown else "")
+            + '<link itemprop="availability" '
             f'href="{ld["offers"]["availability"]}"><span>{stock}</span>\n</div>\n'
             f'<div itemprop="description">\n{body}</div>\n</article>\n'
         )
     else:
         main += (
             f'<article class="product">\n<h1>{name}</h1>\n<p class="sku">SKU: {sku}</p>\n'
-            f'<p class="brand">Brand: {e["brand"]}</p>\n<p class="price">{shown}</p>\n'
+            f'<p class="brand">Brand: {e["brand"]}</p>\n{shown_p}'
             f'<p class="stock">{stock}</p>\n<button class="add" data-sku="{sku}">Add to cart'
             f'</button>\n<section class="description">\n<h2>Description</h2>\n{body}</section>\n'
             "</article>\n"
@@ -247,10 +267,11 @@ def list_page(n: int, count: int = 10) -> bytes:
     return _layout(f"Catalogue page {n}", main, ld_script(ld))
 
 
-def app_shell_page(n: int) -> bytes:
+def app_shell_page(n: int, price: Price = LISTED) -> bytes:
     """JavaScript app shell that renders product ``n`` (and its JSON-LD) after 50 ms."""
-    e = product_expected(n)
-    data = {"name": e["name"], "price": f"${e['price']:,.2f}", "ld": _product_ld(n)}
+    e = _priced(n, price)
+    shown = "" if e["price"] is None else f"${e['price']:,.2f}"
+    data = {"name": e["name"], "price": shown, "ld": _product_ld(n, price)}
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Shop</title>'
         "</head>\n<body><noscript>You need to enable JavaScript to run this app.</noscript>\n"
@@ -265,15 +286,15 @@ def app_shell_page(n: int) -> bytes:
     ).encode()
 
 
-def js_data_page(n: int) -> bytes:
+def js_data_page(n: int, price: Price = LISTED) -> bytes:
     """A readable page whose structured data (product ``n``'s JSON-LD) only JavaScript adds."""
     script = (
         "<script>setTimeout(function(){var l=document.createElement('script');"
         "l.type='application/ld+json';l.textContent=JSON.stringify("
-        + json.dumps(_product_ld(n)).replace("</", "<\\/")
+        + json.dumps(_product_ld(n, price)).replace("</", "<\\/")
         + ");document.head.appendChild(l);},50);</script>\n</body>"
     )
-    return product_page(n, "plain").replace(b"</body>", script.encode(), 1)
+    return product_page(n, "plain", price).replace(b"</body>", script.encode(), 1)
 
 
 _PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00\x00\x00\x01\x00\x08\x06\x00\x00"
@@ -338,13 +359,13 @@ _PDF_PAGES: dict[str, tuple[Callable[[int], bytes], str]] = {
     "pdf-encrypted": (lambda n: encrypted_pdf(product_pdf(n), "secret"), "application/pdf"),
     "pdf-broken": (lambda n: product_pdf(n)[:200], "application/pdf"),
 }
-_N_PAGES: dict[str, Callable[[int], bytes]] = {
-    "products": product_page,
-    "plain": lambda n: product_page(n, "plain"),
-    "microdata": lambda n: product_page(n, "microdata"),
+# a product's own pages: they show the price the site gives it now (ExampleSite.reprice)
+_PRODUCT_PAGES: dict[str, Callable[[int, Price], bytes]] = {
+    "products": lambda n, price: product_page(n, "jsonld", price),
+    "plain": lambda n, price: product_page(n, "plain", price),
+    "microdata": lambda n, price: product_page(n, "microdata", price),
     "app-shell": app_shell_page,
     "js-data": js_data_page,
-    "articles": article_page,
 }
 
 
@@ -363,6 +384,7 @@ class ShopHandler(BaseHTTPRequestHandler):
     """Request handler implementing the example-site routes (subclass and extend ``route``)."""
 
     server: _Server
+    site: ExampleSite  # the site this request is served by
     protocol_version = "HTTP/1.1"
     server_version = "ExampleSite/1.0"
     timeout = 30
@@ -371,10 +393,15 @@ class ShopHandler(BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
-        """Count the hit, then route; malformed numbers give 400."""
+        """Count the hit, then route (a page taken down: its status); malformed numbers: 400."""
         parts = urlsplit(self.path)
-        self.count = self.server.site._record(parts.path)
+        self.site = self.server.site
+        self.count = self.site._record(parts.path)
         self.query = parse_qs(parts.query)
+        gone = self.site.taken_down(parts.path)
+        if gone is not None:
+            self.send_page(gone, f"<h1>{gone} {HTTPStatus(gone).phrase}</h1>")
+            return
         try:
             self.route(parts.path)
         except ValueError as exc:
@@ -389,8 +416,10 @@ class ShopHandler(BaseHTTPRequestHandler):
         num = int(arg) if re.fullmatch(r"[0-9]{1,9}", arg) else -1
         if path in _STATIC:
             self.send_page(*_STATIC[path])
-        elif kind in _N_PAGES and 1 <= num <= MAX_N:
-            self.send_page(200, _N_PAGES[kind](num))
+        elif kind in _PRODUCT_PAGES and 1 <= num <= MAX_N:
+            self.send_page(200, _PRODUCT_PAGES[kind](num, self.site.price_of(num)))
+        elif kind == "articles" and 1 <= num <= MAX_N:
+            self.send_page(200, article_page(num))
         elif kind == "etag" and 1 <= num <= MAX_N:
             self.validated(num)
         elif kind in _PDF_PAGES and 1 <= num <= MAX_N:
@@ -437,13 +466,14 @@ class ShopHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def validated(self, n: int) -> None:
-        """Product ``n`` with an ETag and Last-Modified; 304 when the client has it."""
-        tag = f'"product-{n}-v1"'
+        """Product ``n`` with an ETag (a new one after each reprice) and Last-Modified; 304
+        when the client has it."""
+        tag = f'"product-{n}-v{self.site.version_of(n)}"'
         headers = {"ETag": tag, "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT"}
         if self.headers.get("If-None-Match") == tag:
             self.send_page(304, b"", headers=headers)
         else:
-            self.send_page(200, product_page(n), headers=headers)
+            self.send_page(200, product_page(n, price=self.site.price_of(n)), headers=headers)
 
     def qnum(self, name: str, default: float, lo: float, hi: float) -> float:
         """Numeric query parameter clamped to ``[lo, hi]``; ValueError if malformed."""
@@ -463,7 +493,11 @@ class ShopHandler(BaseHTTPRequestHandler):
 
 
 class ExampleSite:
-    """The example shop, served by a threaded HTTP server in a daemon thread."""
+    """The example shop, served by a threaded HTTP server in a daemon thread.
+
+    Its changes (:meth:`reprice`, :meth:`take_down`) are its own: another instance, or the
+    module's page functions, still serve the listed shop.
+    """
 
     handler: type[ShopHandler] = ShopHandler
 
@@ -472,6 +506,9 @@ class ExampleSite:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._hits: dict[str, int] = {}
+        self._prices: dict[int, float | None] = {}  # products repriced: their price now
+        self._versions: dict[int, int] = {}  # times each was repriced (its ETag's version)
+        self._gone: dict[str, int] = {}  # pages taken down: the status they answer
         self._lock = threading.Lock()
 
     def start(self) -> ExampleSite:
@@ -508,6 +545,54 @@ class ExampleSite:
         """Number of requests received for ``path`` (query string ignored)."""
         with self._lock:
             return self._hits.get(urlsplit(path).path, 0)
+
+    def reprice(self, n: int, price: float | None) -> None:
+        """Product ``n``'s pages show ``price`` from now on, in their structured data and their
+        visible text; None: they show no price at all (the site stopped serving the field).
+
+        The product's own pages follow (``/products``, ``/plain``, ``/microdata``, ``/etag``
+        with a new ETag, ``/app-shell``, ``/js-data``); listing pages and PDFs keep the listed
+        price.
+        """
+        if not 1 <= n <= MAX_N:
+            raise ValueError(f"no product {n}: 1 to {MAX_N}")
+        if price is not None and (isinstance(price, bool) or not isinstance(price, int | float)
+                                  or not 0 <= price < float("inf")):
+            raise ValueError(f"price: a number, 0 or more, or None; got {price!r}")
+        with self._lock:
+            self._prices[n] = None if price is None else round(float(price), 2)
+            self._versions[n] = self._versions.get(n, 0) + 1
+
+    def take_down(self, page: int | str, status: int = 404) -> str:
+        """Remove a page: product ``n``'s ``/products/<n>``, or a path; it answers ``status``
+        (404 or 410) from now on. Returns the path."""
+        if status not in GONE_STATUSES:
+            raise ValueError(f"status: one of {list(GONE_STATUSES)}, got {status!r}")
+        path = f"/products/{page}" if isinstance(page, int) else urlsplit(page).path
+        if not path.startswith("/"):
+            raise ValueError(f"page: a product number or a path starting with /, got {page!r}")
+        with self._lock:
+            self._gone[path] = status
+        return path
+
+    def product(self, n: int) -> dict[str, Any]:
+        """The record product ``n``'s pages describe now (:func:`product_expected`, repriced)."""
+        return _priced(n, self.price_of(n))
+
+    def price_of(self, n: int) -> Price:
+        """Product ``n``'s price now: :data:`LISTED` unless it was repriced."""
+        with self._lock:
+            return self._prices.get(n, LISTED)
+
+    def version_of(self, n: int) -> int:
+        """1 for a product as listed, one more for each reprice."""
+        with self._lock:
+            return 1 + self._versions.get(n, 0)
+
+    def taken_down(self, path: str) -> int | None:
+        """The status a page taken down answers, or None while it is up."""
+        with self._lock:
+            return self._gone.get(path)
 
     def _record(self, path: str) -> int:
         """Count one request for ``path`` and return the new total."""

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from batchscraper.batchargs import add_batch_arguments, batch_body, one_error
 from batchscraper.client import BatchClient
 from batchscraper.exceptions import BatchInputError
 
@@ -27,12 +28,8 @@ def add_schedule_parser(commands: Any, client_options: argparse.ArgumentParser) 
     add.add_argument("--paused", action="store_true", help="store it disabled")
     add.add_argument("--from", dest="rerun_of", metavar="BATCH_ID",
                      help="each run re-runs this batch's inputs")
-    add.add_argument("--urls", help="as submit --urls")
-    add.add_argument("--schema", help="as submit --schema")
-    add.add_argument("--prompt")
-    add.add_argument("--options", help="JSON object, inline or @file")
-    add.add_argument("--webhook-url")
-    add.add_argument("--webhook-secret")
+    # as submit's; without --compare-to each run compares with the schedule's previous run
+    add_batch_arguments(add)
     listing = actions.add_parser("list", parents=[client_options], help="your schedules")
     listing.add_argument("--page", type=int, default=1)
     listing.add_argument("--limit", type=int)
@@ -47,13 +44,13 @@ def schedule_command(
     client: BatchClient,
     args: argparse.Namespace,
     out: Callable[[str], None],
-    json_arg: Callable[[str | None, str], Any],
-    url_entries: Callable[[str], list[Any]],
+    monitors_text: Callable[[list[dict[str, Any]]], str],
 ) -> int:
-    """Run one ``schedule`` action; the helpers are the CLI's own (output, JSON args, URLs)."""
+    """Run one ``schedule`` action; the helpers are the CLI's own (a line of output, a line
+    of monitor results)."""
     if args.action == "add":
         answer = client.create_schedule(
-            args.cron, _template(args, json_arg, url_entries), name=args.name,
+            args.cron, _template(args), name=args.name,
             timezone=args.timezone, catch_up=args.catch_up, overlap=args.overlap,
             enabled=False if args.paused else None,
         )
@@ -66,10 +63,15 @@ def schedule_command(
         out(f"page {pages['page']}/{pages['total_pages']}, {pages['total']} schedules"
             if pages["total"] else "no schedules")
     elif args.action == "show":
-        out(json.dumps(client.get_schedule(args.schedule_id), indent=2))
+        schedule = client.get_schedule(args.schedule_id)
+        out(json.dumps(schedule, indent=2))
+        last = schedule.get("last_run") or {}
         for run in client.schedule_runs(args.schedule_id, limit=5)["runs"]:
-            out(f"  {run['batch_id']}  {run['status']:<9} {run['schedule']['trigger']:<6} "
-                f"tick={run['schedule']['tick'] or '-'}  created={run['created_at']}")
+            line = (f"  {run['batch_id']}  {run['status']:<9} {run['schedule']['trigger']:<6} "
+                    f"tick={run['schedule']['tick'] or '-'}  created={run['created_at']}")
+            if run["batch_id"] == last.get("batch_id") and last.get("monitors"):
+                line += f"  monitors: {monitors_text(last['monitors'])}"
+            out(line)
     elif args.action in ("pause", "resume"):
         answer = client.update_schedule(args.schedule_id, enabled=args.action == "resume")
         out(schedule_line(answer))
@@ -94,21 +96,19 @@ def schedule_line(schedule: dict[str, Any]) -> str:
             + (f"  name={schedule['name']!r}" if schedule.get("name") else ""))
 
 
-def _template(
-    args: argparse.Namespace,
-    json_arg: Callable[[str | None, str], Any],
-    url_entries: Callable[[str], list[Any]],
-) -> dict[str, Any]:
-    """The batch each run makes: ``--from`` a batch, or URLs and a schema (as ``submit``)."""
+def _template(args: argparse.Namespace) -> dict[str, Any]:
+    """The batch each run makes: ``--from`` a batch, or URLs and a schema (as ``submit``),
+    with its webhook, monitors and comparison settings."""
+    problems = []
     if bool(args.rerun_of) == bool(args.urls):
-        raise BatchInputError("give --from BATCH_ID or --urls (with --schema), not both")
-    template: dict[str, Any] = {"rerun_of": args.rerun_of} if args.rerun_of else {
-        "urls": url_entries(args.urls), "schema": json_arg(args.schema, "schema")}
-    for key, value in (("prompt", args.prompt), ("options", json_arg(args.options, "options"))):
-        if value is not None:
-            template[key] = value
-    if args.webhook_url:
-        template["webhook"] = {"url": args.webhook_url}
-        if args.webhook_secret:
-            template["webhook"]["secret"] = args.webhook_secret
+        problems.append(BatchInputError("give --from BATCH_ID or --urls (with --schema), "
+                                        "not both"))
+    try:
+        template = batch_body(args)
+    except BatchInputError as exc:
+        problems.append(exc)
+    if problems:
+        raise one_error(problems)
+    if args.rerun_of:
+        template["rerun_of"] = args.rerun_of
     return template

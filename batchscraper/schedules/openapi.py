@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from batchscraper.api.openapi_changes import MONITOR_RESULT
 from batchscraper.schedules.spec import CATCH_UP, OVERLAP
 
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -33,15 +34,20 @@ def schedule_schemas() -> dict[str, Any]:
                     "description": "a tick while the previous run is unfinished: skip it, or "
                                    "queue it until that run ends"},
         "enabled": {"type": "boolean", "default": True},
-        "batch": {"type": "object", "description": "a POST /batches body (BatchSubmit), "
-                                                   "or {\"rerun_of\": \"b_...\"}"},
+        "batch": {**_ref("BatchSubmit"),
+                  "description": "each run's POST /batches body, or {\"rerun_of\": \"b_...\"} "
+                                 "(its inputs, read at every run), with its webhook (events, "
+                                 "metadata; the secret is never shown again), monitors (judged "
+                                 "on every run) and compare_to / ignore_fields (without "
+                                 "compare_to, each run compares with the previous run)"},
     }
     run = _obj({"batch_id": {"type": "string"}, "tick": NULLABLE_TIME,
                 "trigger": {"enum": ["tick", "manual"]}, "created_at": {"type": "string"},
                 "status": {"type": ["string", "null"]},
                 "counters": {"oneOf": [{"type": "null"}, _ref("Counters")]},
                 "changes": {"oneOf": [{"type": "null"}, _ref("ChangeCounts")]},
-                "monitors": {"type": ["array", "null"]}},
+                "monitors": {"oneOf": [{"type": "null"},
+                                       {"type": "array", "items": MONITOR_RESULT}]}},
                ["batch_id", "trigger"])
     schedule_of_run = _obj({"id": {"type": "string"}, "tick": NULLABLE_TIME,
                             "trigger": {"enum": ["tick", "manual"]}}, ["id", "trigger"])
