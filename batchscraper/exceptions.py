@@ -45,6 +45,20 @@ class BatchInputError(BatchError):
     http_status = 400
 
 
+def every_problem(errors: list[BatchInputError]) -> BatchInputError:
+    """One error for several refusals of one request: the first one's code and status, every
+    message, and ``details`` listing every problem (each with its own code)."""
+    if len(errors) == 1:
+        return errors[0]
+    details: list[Any] = []
+    for error in errors:
+        if isinstance(error.details, list):
+            details += error.details
+        else:
+            details.append({"code": error.code, "message": error.message})
+    return type(errors[0])("; ".join(error.message for error in errors), details=details)
+
+
 class LLMRequiredError(BatchInputError):
     """Well-formed input this deployment cannot serve: a prompt without a schema needs an LLM
     endpoint, and none is configured (HTTP 422, code ``INVALID_INPUT``)."""

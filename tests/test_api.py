@@ -300,6 +300,17 @@ def test_refused_requests_store_nothing(
             ]
     assert b"root:" not in cases[-2][0].body
     assert cases[0][0].headers["WWW-Authenticate"].startswith("Bearer")
+    # several kinds of problem in one request: one answer lists them all, each with its code
+    webhook = {"url": "https://h.example/", "secret": "plain", "events": ["item.eaten"]}
+    for body, codes in (
+        ({**good, "webhook": webhook, "monitors": {"min_records": -1}},
+         ["INVALID_WEBHOOK", "INVALID_WEBHOOK", "INVALID_MONITORS"]),
+        ({**good, "urls": ["ftp://x/"], "webhook": webhook},
+         ["INVALID_WEBHOOK", "INVALID_WEBHOOK", "INVALID_URL"]),
+    ):
+        error = assert_error(openapi, scrapyd.call("POST", "/batches", body), 422,
+                             "INVALID_WEBHOOK")
+        assert [detail.get("code", error["code"]) for detail in error["details"]] == codes
     assert stored_counts(store) == before
 
 

@@ -271,6 +271,9 @@ def _schemas() -> dict[str, Any]:
                              "description": "with include=timeline: items finished per UTC "
                                             "minute, keyed by minutes since 1970"},
                 "rerun_of": {"type": ["string", "null"]},
+                "schedule": {"oneOf": [{"type": "null"},
+                                       {"$ref": "#/components/schemas/ScheduleOfRun"}],
+                             "description": "the schedule whose run the batch is"},
                 "failures": {"type": "object", "additionalProperties": {"type": "integer"},
                              "description": "failed items per error code"},
                 "domains": {"type": "array", "items": obj(
@@ -285,6 +288,8 @@ def _schemas() -> dict[str, Any]:
                     ["id", "kind", "active"])},
                 "webhook": {"oneOf": [{"type": "null"}, obj(
                     {"url": {"type": "string"}, "status": {"type": ["string", "null"]},
+                     "events": {"type": "array", "items": {"type": "string"}},
+                     "metadata": {"type": ["object", "null"]},
                      "deliveries": {"type": "array", "items": {"type": "object"}}},
                     ["url", "deliveries"])]},
                 "templates": BATCH_TEMPLATES,

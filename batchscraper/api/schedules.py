@@ -28,7 +28,7 @@ from batchscraper.api.http import ApiResource, JsonResponse, query_int
 from batchscraper.api.periodic import PeriodicService
 from batchscraper.api.resources import queue_jobs
 from batchscraper.api.submit import check_body_headers, read_json_body
-from batchscraper.api.views import batch_summary, pagination
+from batchscraper.api.views import batch_summary, pagination, schedule_of_run
 from batchscraper.schedules.scheduler import ScheduleConfig, Scheduler
 from batchscraper.schedules.service import ScheduleService
 from batchscraper.schedules.store import ScheduleStore
@@ -171,7 +171,7 @@ class ScheduleRun(SchedulePart):
         job_ids = [job["id"] for job in batch.get("jobs", [])]
         queue_jobs(self.api, batch["_id"], job_ids)
         answer = {**batch_summary(batch, self.base(request)), "jobs": job_ids,
-                  "schedule": run_view(batch)}
+                  "schedule": schedule_of_run(batch)}
         return JsonResponse(answer, 202, {"Location": answer["links"]["self"]})
 
 
@@ -245,16 +245,8 @@ def run_entry(batch: dict[str, Any], base: str = "") -> dict[str, Any]:
     its items per change status and its monitor results (null until there are some)."""
     return {
         **batch_summary(batch, base),
-        "schedule": run_view(batch),
+        "schedule": schedule_of_run(batch),
         "compare_to": (batch.get("compare") or {}).get("to"),
         "changes": batch.get("changes"),
         "monitors": batch.get("monitors"),
     }
-
-
-def run_view(batch: dict[str, Any]) -> dict[str, Any] | None:
-    """Which schedule made the batch, for which tick and how (tick or manual)."""
-    schedule = batch.get("schedule")
-    if not schedule:
-        return None
-    return {"id": schedule["id"], "tick": schedule.get("tick"), "trigger": schedule["trigger"]}

@@ -28,6 +28,7 @@ from batchscraper.exceptions import (
     IdempotencyInProgressError,
     InvalidURLsError,
     TooLargeError,
+    every_problem,
 )
 from batchscraper.inputs import BatchSpec, parse_batch, parse_more_urls
 from batchscraper.inputs.labels import data_field_paths
@@ -152,9 +153,23 @@ class BatchService:
             schema = source["schema"] if schema is None else schema
             prompt = source.get("prompt") if prompt is None else prompt
             options = source["options"] if options is None else options
-        spec = parse_batch(urls, schema, prompt, options, self.config.limits)
-        self.compare_of(caller, submission, spec)  # a schedule's template is checked here
-        read_monitors(submission.monitors, data_field_paths(spec.schema))
+        errors: list[BatchInputError] = []  # every refusal of the request, in one answer
+        if submission.webhook_error is not None:
+            errors.append(submission.webhook_error)
+        try:
+            spec = parse_batch(urls, schema, prompt, options, self.config.limits)
+        except BatchInputError as exc:
+            raise every_problem([*errors, exc]) from None
+        for check in (
+            lambda: self.compare_of(caller, submission, spec),  # a schedule's template too
+            lambda: read_monitors(submission.monitors, data_field_paths(spec.schema)),
+        ):
+            try:
+                check()
+            except BatchInputError as exc:
+                errors.append(exc)
+        if errors:
+            raise every_problem(errors)
         return spec
 
     def compare_of(

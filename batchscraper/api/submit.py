@@ -78,6 +78,7 @@ class Submission:
     compare_to: Any = None
     ignore_fields: Any = None
     monitors: Any = None  # checked by batchscraper.monitors
+    webhook_error: InvalidWebhookError | None = None  # refused with the request's other problems
     synchronous: bool = False  # Runo's ``async_mode: false``: answer with the results if small
 
 
@@ -156,13 +157,18 @@ def read_submission(body: Any) -> Submission:
     async_mode = body.get("async_mode")
     if async_mode is not None and not isinstance(async_mode, bool):
         raise BatchInputError("async_mode: must be true or false")
+    try:
+        webhook, webhook_error = _webhook(_one_of(body, WEBHOOK_NAMES)), None
+    except InvalidWebhookError as exc:
+        webhook, webhook_error = None, exc
     return Submission(
         urls=body.get("urls"),
         schema=schema,
         prompt=_one_of(body, PROMPT_NAMES),
         options=_options(body.get("options"), body.get("output")),
         synchronous=async_mode is False,
-        webhook=_webhook(_one_of(body, WEBHOOK_NAMES)),
+        webhook=webhook,
+        webhook_error=webhook_error,
         rerun_of=rerun_of,
         labels=parse_labels(body.get("name"), body.get("tags")),
         fingerprint=request_fingerprint(body),

@@ -81,7 +81,7 @@ def batch_state(
         **batch_summary(batch, base),
         "error": batch.get("error"),
         "rerun_of": batch.get("rerun_of"),
-        "schedule": batch.get("schedule"),  # {id, tick, trigger} of a schedule's run
+        "schedule": schedule_of_run(batch),
         "compare_to": (batch.get("compare") or {}).get("to"),
         "changes": batch.get("changes"),  # items per change status, when it compares
         "monitors": batch.get("monitors"),  # each monitor's result once the batch ended
@@ -94,6 +94,8 @@ def batch_state(
         ],
         "webhook": {
             "url": webhook["url"],
+            "events": webhook.get("events") or ["batch.completed"],
+            "metadata": webhook.get("metadata"),
             "status": webhook.get("status"),
             "deliveries": webhook.get("deliveries", []),
         }
@@ -106,3 +108,11 @@ def item_record(doc: dict[str, Any]) -> dict[str, Any]:
     """One item's record with its keys as extracted, without the store's bookkeeping fields."""
     record = readable_record(doc)
     return {key: value for key, value in record.items() if key not in HIDDEN_ITEM_FIELDS}
+
+
+def schedule_of_run(batch: dict[str, Any]) -> dict[str, Any] | None:
+    """Which schedule made the batch, for which tick and how (tick or manual)."""
+    schedule = batch.get("schedule")
+    if not schedule:
+        return None
+    return {"id": schedule["id"], "tick": schedule.get("tick"), "trigger": schedule["trigger"]}

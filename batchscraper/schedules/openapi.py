@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchscraper.api.openapi_changes import MONITOR_RESULT
+from batchscraper.api.openapi_changes import MONITOR_RESULT, STATE_PROPERTIES
 from batchscraper.schedules.spec import CATCH_UP, OVERLAP
 
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -49,9 +49,10 @@ def schedule_schemas() -> dict[str, Any]:
                 "monitors": {"oneOf": [{"type": "null"},
                                        {"type": "array", "items": MONITOR_RESULT}]}},
                ["batch_id", "trigger"])
-    schedule_of_run = _obj({"id": {"type": "string"}, "tick": NULLABLE_TIME,
-                            "trigger": {"enum": ["tick", "manual"]}}, ["id", "trigger"])
+    schedule_of_run = _ref("ScheduleOfRun")
     return {
+        "ScheduleOfRun": _obj({"id": {"type": "string"}, "tick": NULLABLE_TIME,
+                               "trigger": {"enum": ["tick", "manual"]}}, ["id", "trigger"]),
         "ScheduleCreate": _obj(fields, ["cron", "batch"], additionalProperties=False),
         "ScheduleChange": _obj(fields, additionalProperties=False),
         "Schedule": _obj(
@@ -83,7 +84,8 @@ def schedule_schemas() -> dict[str, Any]:
         "ScheduleRuns": _obj(
             {"schedule_id": {"type": "string"},
              "runs": {"type": "array", "items": {"allOf": [_ref("BatchSummary"), _obj(
-                 {"schedule": schedule_of_run}, ["schedule"])]}},
+                 {"schedule": schedule_of_run, **STATE_PROPERTIES},
+                 ["schedule", *STATE_PROPERTIES])]}},
              "pagination": _ref("Pagination")},
             ["schedule_id", "runs", "pagination"],
         ),
