@@ -41,6 +41,7 @@ from bench._common import (
     REPO,
     BusyLoad,
     bench_store,
+    compiled,
     http_crawl_settings,
     mb,
     mongo_server_pid,
@@ -68,6 +69,7 @@ def elapsed(stderr: str) -> float:
 
 
 def bare_scrapy(urls: list[str], concurrency: int) -> float:
+    compiled(REPO)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
         handle.write("\n".join(urls))
     command = [
