@@ -93,13 +93,15 @@ def test_ticks_fire_once_each_across_two_nodes_and_a_restart(
         node_a.stop()
         node_b.stop()
 
-    # catch_up one: the first tick missed while down ran, once for all the ticks missed
+    # catch_up one: one run, once for all the ticks missed, of a tick missed while down (or
+    # of the tick a run busy at the shutdown held back: overlap queue)
     stored = stored_schedule(uri, schedule_id)
     timing = Timing(stored["cron"], parse_timezone(stored["timezone"]))
     later = sorted(dt.datetime.fromisoformat(run["schedule"]["tick"]) for run in runs
                    if run["batch_id"] not in before)
     first_missed = timing.next_after(max(before.values()).replace(tzinfo=dt.UTC))
-    assert [tick for tick in later if tick < up_at] == [first_missed], (later, up_at)
+    caught_up = [tick for tick in later if tick < up_at]
+    assert len(caught_up) == 1 and first_missed <= caught_up[0], (later, first_missed, up_at)
     ticks = [run["schedule"]["tick"] for run in runs]
     assert len(ticks) == len(set(ticks)), "a tick made two batches"
     assert {run["status"] for run in runs} == {"completed"}
