@@ -34,9 +34,9 @@ fingerprint) and shape, and:
   template's rules first (a layout variant): they are verified like any
   candidate, and a disagreeing page becomes the first sample. When no active
   template's rules fill it and another shape of the key is learning rules from
-  samples, the new shape's page waits for that one (once), whose rules may fit
-  it: an A/B layout met while the first layout is learned costs its held-out
-  pages only.
+  answers on their way, the new shape's page waits for that one (once), whose
+  rules may fit it: an A/B layout met while the first layout is learned costs
+  its held-out pages only.
 
 What the LLM's answers then do (samples, candidates, verdicts, audits) is
 :mod:`.learning`'s. A worker trusts its read of a host's active templates for
@@ -370,7 +370,7 @@ class TemplateStep:
         """The template's values fill the page's required fields (but those it reads absent:
         the page does not fit the schema, as the LLM said of its shape) and are valid."""
         present = {k: v for k, v in values.items() if not is_empty(v)}
-        if any(name not in present for name in page.required & page.ask - page.lacks):
+        if any(name not in present for name in (page.required & page.ask) - page.lacks):
             return False
         kept = checker.valid_values(data, set(page.ask))
         record = {**kept, **present, **dict.fromkeys(page.lacks)}

@@ -224,8 +224,9 @@ class TemplateStore:
 
     def outcome(self, template_id: str, bad: bool, counter: str, window: int,
                 retire_share: float, retire_min: int) -> bool:
-        """Count a miss or an audit, and the agreeing ones in a row (``streak``: they space
-        the audits out); True when this retired the template (site changed)."""
+        """Count a miss or an audit (a disagreeing one in ``disagreements`` too), and the
+        agreeing ones in a row (``streak``: they space the audits out); True when this
+        retired the template (site changed)."""
         counts = {counter: 1, **({"disagreements": 1} if bad and counter == "audits" else {})}
         update: dict[str, Any] = {
             "$inc": {**counts, **({} if bad else {"streak": 1})},
