@@ -30,13 +30,8 @@ fingerprint) and shape, and:
   then matched again, at most ``BATCH_TEMPLATE_HOLD_SECONDS`` (then the LLM
   answers them). When the crawl stops (cancel, shutdown) a held page is given
   back unfinished (dropped here; its lease is released, a later run does it).
-- a new shape of a host whose other shape has an active template tries that
-  template's rules first (a layout variant): they are verified like any
-  candidate, and a disagreeing page becomes the first sample. When no active
-  template's rules fill it and another shape of the key is learning rules from
-  answers on their way, the new shape's page waits for that one (once), whose
-  rules may fit it: an A/B layout met while the first layout is learned costs
-  its held-out pages only.
+- a page of a new shape starts from another shape's rules, or waits for another
+  shape's learning (:mod:`.siblings`): an A/B layout costs its held-out pages.
 
 What the LLM's answers then do (samples, candidates, verdicts, audits) is
 :mod:`.learning`'s. A worker trusts its read of a host's active templates for
@@ -67,11 +62,9 @@ from batchscraper.llm.merge import is_empty, shape_to_schema
 from batchscraper.run import BatchRun
 from batchscraper.templates.holds import TemplateHolds
 from batchscraper.templates.learning import PageTemplate, TemplateLearner, lacking
-from batchscraper.templates.selectors import (
-    RuleFailed,
-    apply_rules,
-)
+from batchscraper.templates.selectors import read_values
 from batchscraper.templates.settings import TemplateSettings
+from batchscraper.templates.siblings import learning_sibling, sibling_rules
 from batchscraper.templates.signature import (
     page_shape,
     page_tree,
@@ -256,8 +249,8 @@ class TemplateStep:
         held_here = self.holds.holding()
         live, doc = self._best(shaped)
         if doc is None:
-            seed = self._sibling_rules(live, page)
-            sibling = self._learning_sibling(live, waited, held_here) \
+            seed = sibling_rules(live, page)
+            sibling = learning_sibling(live, waited, held_here) \
                 if seed is None and hold else None
             if sibling is not None:  # its rules may fit this shape too: wait for them
                 page.role, page.on_sibling = "held", True
@@ -317,43 +310,13 @@ class TemplateStep:
             page.role = "learn"
         else:
             page.role = "verify"
-            page.values = self._read(page.tree, doc["rules"], page.ask)
+            page.values = read_values(page.tree, doc["rules"], page.ask)
             page.lacks = lacking(doc["rules"], page.required & page.ask)
-
-    def _sibling_rules(self, live: list[dict[str, Any]], page: PageTemplate
-                       ) -> dict[str, Any] | None:
-        """Rules of another active shape of the key that fill this page's required fields."""
-        for doc in sorted(live, key=lambda other: -int(other.get("hits") or 0)):
-            rules = doc.get("rules") or {}
-            if doc["status"] != "active" or not page.ask <= set(rules):
-                continue
-            values = self._read(page.tree, rules, page.ask)
-            if values is not None and all(not is_empty(values.get(name))
-                                          for name in page.required & page.ask):
-                return dict(rules)
-        return None
-
-    def _learning_sibling(self, live: list[dict[str, Any]], waited: str | None,
-                          held_here: frozenset[str]) -> dict[str, Any] | None:
-        """The key's oldest template learning rules of its own, from answers on their way
-        (claimed, or its pages wait here for them): a page of a new shape waits for it, as
-        its rules may fit. Not one whose learning waits for pages of its shape, nor one
-        verifying a sibling's rules (an active template's, tried already); once it is
-        done, the page waits for no other (``waited``)."""
-        now = time.time()
-        learning = [doc for doc in live
-                    if (doc["status"] == "learning"
-                        or (doc["status"] == "verifying" and doc.get("attempts")))
-                    and (doc["_id"] in held_here
-                         or any(claim["until"] > now for claim in doc.get("asking") or []))]
-        if waited is not None:
-            return next((doc for doc in learning if doc["_id"] == waited), None)
-        return learning[0] if learning else None
 
     def _use(self, page: PageTemplate, doc: dict[str, Any], checker: RecordChecker,
              data: dict[str, Any]) -> None:
         rules = doc["rules"] or {}
-        values = self._read(page.tree, rules, page.ask) if page.ask <= set(rules) else None
+        values = read_values(page.tree, rules, page.ask) if page.ask <= set(rules) else None
         page.lacks = lacking(rules, page.required & page.ask)
         if values is None or not self._fills(page, values, checker, data):
             page.role = "miss"
@@ -399,13 +362,6 @@ class TemplateStep:
             self._saved_at = time.monotonic()
         if unsaved:
             self.store.add_hits(unsaved)
-
-    @staticmethod
-    def _read(tree: Any, rules: dict[str, Any], ask: frozenset[str]) -> dict[str, Any] | None:
-        try:
-            return apply_rules(tree, {name: rule for name, rule in rules.items() if name in ask})
-        except RuleFailed:
-            return None
 
     def _serve(self, item: PageItem, checker: RecordChecker, page: PageTemplate,
                data: dict[str, Any], evidence: dict[str, str]) -> None:
