@@ -298,7 +298,11 @@ BATCH_TEMPLATE_VERIFY_PAGES = 2  # further LLM-answered pages a candidate must r
 BATCH_TEMPLATE_MAX_ATTEMPTS = 3  # candidates refuted before learning a shape gives up
 BATCH_TEMPLATE_SIMILARITY = 0.75  # page-shape Jaccard similarity of pages of one template
 BATCH_TEMPLATE_AGREEMENT = 0.95  # share of fields a template must reproduce (required: all)
-BATCH_TEMPLATE_AUDIT_EVERY = 100  # every Nth template page is also asked from the LLM (0: none)
+# A template's pages are audited (also asked from the LLM and compared): the gap between audits
+# is AUDIT_EVERY pages after a bad outcome (a miss, a disagreement), doubled by each agreeing
+# comparison in a row (its held-out pages included), at most AUDIT_MAX_EVERY (0: no audits)
+BATCH_TEMPLATE_AUDIT_EVERY = 100
+BATCH_TEMPLATE_AUDIT_MAX_EVERY = 1000
 BATCH_TEMPLATE_WINDOW = 10  # recent misses and audits judged for retirement
 BATCH_TEMPLATE_RETIRE_SHARE = 0.3  # more bad ones than this share of the window retires it
 BATCH_TEMPLATE_RETIRE_MIN = 3  # ... when at least this many are bad

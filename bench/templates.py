@@ -121,16 +121,22 @@ def crawl(store: BatchStore, uri: str, fake: FakeLLM, urls: list[str], mode: str
     mongo, sites = cpu_seconds(mongo_server_pid()) - mongo, own_cpu() - sites
     seconds = elapsed(result.stderr)
     counters = store.get_batch(batch_id)["counters"]
-    products = [item for item in store.iter_items(batch_id) if product_number(item["url"])]
+    items = list(store.iter_items(batch_id))
+    products = [item for item in items if product_number(item["url"])]
+    listings = [item for item in items if not product_number(item["url"])]
     templates = store.db["templates"]
     figures = {
         "mode": mode,
         "pages": len(urls),
         "llm_calls": calls,
         "calls_per_page": round(calls / len(urls), 4),
-        # listing pages never fit the product schema (rating missing): each costs calls
         "calls_per_product_page": round(sum(i.get("llm_calls") or 0 for i in products)
                                         / len(products), 4),
+        # listing pages never fit the product schema (no rating): they fail validation, with
+        # the LLM's answer (and its repair) or with a template learned from those answers
+        "listing_calls": sum(i.get("llm_calls") or 0 for i in listings),
+        "listings_by_template": sum((i.get("extraction") or {}).get("method") == "template"
+                                    for i in listings),
         "accuracy": accuracy(products),
         "pages_per_s": round(len(urls) / seconds, 1),
         "cpu_ms_per_page": round(1000 * cpu / len(urls), 2),

@@ -203,15 +203,27 @@ def test_a_miss_falls_back_to_the_llm_and_a_changed_site_is_relearned(
     assert (run.stat("retired"), run.stat("learned")) == (1, 2)
 
 
-def test_audits_compare_with_the_llm(shop, fake_llm: FakeLLM) -> None:
-    run = shop(owner(), BATCH_TEMPLATE_AUDIT_EVERY=5)
-    items = run.extract([(n, item_page(n)) for n in range(1, 26)])
-    audits = [i for i in items if "template_audit" in i.extraction]
-    assert len(audits) == 4  # hits 5, 10, 15, 20 of 20 template pages
-    assert all(a.extraction["template_audit"]["agreed"] for a in audits)
-    assert all(a.llm_calls == 1 and a.extraction["method"] != "template" for a in audits)
+def test_audits_compare_with_the_llm_and_space_out_while_they_agree(
+        shop, fake_llm: FakeLLM) -> None:
+    # the template is read again for every page: each audit's outcome sets the next gap
+    run = shop(owner(), BATCH_TEMPLATE_AUDIT_EVERY=1, BATCH_TEMPLATE_AUDIT_MAX_EVERY=8,
+               BATCH_TEMPLATE_POLL_SECONDS=0)
+    # the 12th page the template fits is answered wrongly (a value that is on the page)
+    fake_llm.truths[f"http://{HOST}/item/17"] = {**item_truth(17), "colour": "Oakline Chair 17"}
+    items = run.extract([(n, item_page(n)) for n in range(1, 46)])
+    fitted = items[5:]  # after 3 samples and 2 held-out pages
+    audited = [k for k, item in enumerate(fitted, 1) if "template_audit" in item.extraction]
+    # the 2 held-out pages agreed: gap 4, then doubled per agreeing audit (at most 8); the
+    # disagreement brings it back to 1
+    assert audited == [4, 12, 13, 15, 19, 27, 35]
+    verdicts = [fitted[k - 1].extraction["template_audit"]["agreed"] for k in audited]
+    assert verdicts == [True, False, True, True, True, True, True]
+    assert all(fitted[k - 1].llm_calls == 1 and fitted[k - 1].extraction["method"] != "template"
+               for k in audited)
+    assert fake_llm.calls == 5 + 7
     (doc,) = run.templates()
-    assert (doc["audits"], doc["disagreements"], doc["status"]) == (4, 0, "active")
+    assert (doc["audits"], doc["disagreements"], doc["status"]) == (7, 1, "active")
+    assert doc["streak"] == 5 and (run.stat("audits"), run.stat("disagreements")) == (7, 1)
 
 
 def test_a_later_batch_reuses_templates_of_its_owner_only(shop, fake_llm: FakeLLM) -> None:
@@ -261,7 +273,7 @@ def test_crawl_counts_template_pages(crawl, store: BatchStore, fake_llm: FakeLLM
         urls = [site.url(f"/item/{n}") for n in range(1, 41)]
         result = crawl(urls=",".join(urls), schema=json.dumps(SCHEMA), render_js="never",
                        concurrency=1, settings=fake_llm.settings(
-                           BATCH_TEMPLATE_AUDIT_EVERY=10,
+                           BATCH_TEMPLATE_AUDIT_EVERY=2,
                            # one page in the pipeline at a time: learning is done in 5 pages
                            SCRAPER_SLOT_MAX_ACTIVE_SIZE=1))
     assert result.returncode == 0, result.stderr[-3000:]

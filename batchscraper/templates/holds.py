@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -27,6 +28,8 @@ class TemplateHolds:
         self._clock = itertools.count(1)
         self._changed_at: dict[str, int] = {}  # when each template last changed here
         self.held_bytes = 0  # the bodies of the pages waiting
+        self._waiting: dict[str, int] = {}  # pages waiting for their own template, by its id
+        self._waiting_lock = threading.Lock()  # matching reads it from worker threads
 
     def take(self, size: int, limit: int) -> bool:
         """Room for one more waiting page of ``size`` bytes (False: past ``limit``)."""
@@ -37,6 +40,25 @@ class TemplateHolds:
 
     def give_back(self, size: int) -> None:
         self.held_bytes -= size
+
+    def waits_for(self, template_id: str | None, before: str | None) -> str | None:
+        """A page now waits for its own template ``template_id`` (None: for none), instead
+        of ``before``; returns ``template_id``."""
+        if template_id == before:
+            return template_id
+        with self._waiting_lock:
+            if before is not None:
+                self._waiting[before] -= 1
+                if not self._waiting[before]:
+                    del self._waiting[before]
+            if template_id is not None:
+                self._waiting[template_id] = self._waiting.get(template_id, 0) + 1
+        return template_id
+
+    def holding(self) -> frozenset[str]:
+        """The templates some page of this process waits for (their answers are claimed)."""
+        with self._waiting_lock:
+            return frozenset(self._waiting)
 
     def ticket(self) -> int:
         """Now, for :meth:`wait`: a page takes one before it matches."""

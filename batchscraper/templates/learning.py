@@ -3,11 +3,14 @@
 A page the LLM answered for its template (see :mod:`.step`) is a sample
 (``learn``), a held-out page checking a candidate (``verify``), or an audit
 of an active template. With enough samples, the one worker holding the
-template's lease learns rules (:func:`~.selectors.learn_rules`); rules that
-cannot serve the shape's pages are not proposed: a required field the LLM
-found on no sample (the pages do not fit the schema) or a field of a type
-templates do not learn gives up the shape (``abandoned``: its pages go to the
-LLM), a field no selector reproduces costs an attempt and one more sample.
+template's lease learns rules (:func:`~.selectors.learn_rules`). A required
+field the LLM found on no sample is learned as absent: the shape's pages do
+not fit the schema (a listing page under a product schema), and once verified
+like any candidate the template gives them the record the LLM gives them, which
+fails validation, without a call. Rules that cannot serve the shape's pages
+are not proposed: a field of a type templates do not learn gives up the shape
+(``abandoned``: its pages go to the LLM), a field no selector reproduces costs
+an attempt and one more sample.
 """
 
 from __future__ import annotations
@@ -42,16 +45,23 @@ class PageTemplate:
     ask: frozenset[str] = frozenset()
     values: dict[str, Any] | None = field(default_factory=dict)  # what the template read
     required: frozenset[str] = frozenset()  # the schema's required fields
+    lacks: frozenset[str] = frozenset()  # ... the template reads absent (see :func:`lacking`)
     claim: str | None = None  # the LLM answer of the template's learning this page gives
     attempt: int = 0  # the candidate a ``verify`` page checks
     rev: int = 0  # the template's revision this page was matched against
     ticket: int = 0  # when this process matched it (see TemplateHolds.wait)
     touched: bool = False  # this match changed the template (its waiters match again)
+    on_sibling: bool = False  # ``held`` for another shape's template (``template_id``)
 
     @property
     def served(self) -> bool:
         return self.role == "served"
 
+
+def lacking(rules: dict[str, Any], required: frozenset[str]) -> frozenset[str]:
+    """Required fields the rules read absent: the LLM found them on none of the samples, so
+    the shape's pages do not fit the schema (a listing page under a product schema)."""
+    return frozenset(name for name in required if (rules.get(name) or {}).get("absent"))
 
 
 class TemplateLearner:
@@ -104,14 +114,16 @@ class TemplateLearner:
         return {}
 
     def agrees(self, page: PageTemplate, answer: dict[str, Any]) -> bool:
-        """The template reproduces every required field (filled) and most of the others."""
+        """The template reproduces every required field (filled, unless the template reads
+        it absent) and most of the others."""
         values = page.values or {}
         compared = [name for name in answer if name in values]
         if not compared:
             return False
         equal = {name for name in compared if same_value(values[name], answer[name])}
         required = page.required & set(compared)
-        filled = all(not is_empty(values[name]) for name in required)
+        # a required field the template reads absent agrees only with an answer without it
+        filled = all(not is_empty(values[name]) for name in required - page.lacks)
         return filled and required <= equal \
             and len(equal) >= self.config.agreement * len(compared)
 
@@ -148,16 +160,11 @@ class TemplateLearner:
                    if (tree := page_tree(s["html"])) is not None]
         rules = learn_rules(samples, checker.properties)
         answered = {name for sample in samples for name in sample.answer}
-        absent = sorted(name for name in checker.required
-                        if name in answered and (rules.get(name) or {}).get("absent"))
         unlearnable = sorted(name for name in answered - set(rules)
                              if field_kind(checker.properties.get(name) or {}) is None)
         missed = sorted(answered - set(rules))
         if not rules:
             self._give_up(template_id, "no selector reproduces the samples")
-        elif absent:
-            self._give_up(template_id, f"the LLM found no {', '.join(absent)} on its samples: "
-                                       "pages of this shape do not fit the schema")
         elif unlearnable:
             self._give_up(template_id, f"{', '.join(unlearnable)}: a type templates do not "
                                        "learn")
@@ -168,7 +175,11 @@ class TemplateLearner:
                 self.store.retry(template_id, worker)
                 self._stat("retries")
         else:
-            self.store.propose(template_id, rules, worker)
+            lacks = lacking(rules, frozenset(checker.required))
+            reason = f"the LLM found no {', '.join(sorted(lacks))} on its pages: they do not " \
+                     "fit the schema (they fail validation, as the LLM's answers do)" \
+                if lacks else None
+            self.store.propose(template_id, rules, worker, reason)
             self._stat("candidates")
 
     def _give_up(self, template_id: str, reason: str) -> None:

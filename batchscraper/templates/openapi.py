@@ -47,7 +47,9 @@ def template_schemas() -> dict[str, Any]:
             "version": {"type": "integer", "minimum": 1,
                         "description": "1 + the versions of this key before it (relearned)"},
             "status": {"enum": list(STATUSES)},
-            "reason": {"type": ["string", "null"], "description": "why retired or abandoned"},
+            "reason": {"type": ["string", "null"],
+                       "description": "why retired or abandoned, or why its pages do not fit "
+                                      "the schema (a required field it learned as absent)"},
             "fields": {"type": "array", "items": {"type": "string"},
                        "description": "the fields its selectors extract"},
             "samples_kept": COUNT,

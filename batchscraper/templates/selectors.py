@@ -141,6 +141,14 @@ def apply_rules(tree: Any, rules: dict[str, Rule]) -> dict[str, Any]:
     return {name: apply_rule(tree, rule) for name, rule in rules.items()}
 
 
+def read_values(tree: Any, rules: dict[str, Rule], ask: frozenset[str]) -> dict[str, Any] | None:
+    """The ``ask`` fields' values the rules read on this page; None when one cannot read."""
+    try:
+        return apply_rules(tree, {name: rule for name, rule in rules.items() if name in ask})
+    except RuleFailed:
+        return None
+
+
 # -- learning ---------------------------------------------------------------------------
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+#: doublings of the audit gap counted at most (the gap is capped long before)
+MAX_DOUBLINGS = 32
+
 
 @dataclass(frozen=True)
 class TemplateSettings:
@@ -17,6 +20,7 @@ class TemplateSettings:
     similarity: float = 0.75
     agreement: float = 0.95
     audit_every: int = 100
+    audit_max_every: int = 1000
     window: int = 10
     retire_share: float = 0.3
     retire_min: int = 3
@@ -29,6 +33,14 @@ class TemplateSettings:
     def samples_needed(self, attempts: int) -> int:
         """Samples a learning round needs: one more for each earlier candidate that failed."""
         return min(self.samples + attempts, self.samples_kept)
+
+    def audit_gap(self, streak: int) -> int:
+        """Pages between a template's audits after ``streak`` agreeing comparisons with the
+        LLM in a row: ``audit_every`` doubled by each, at most ``audit_max_every`` (0: none)."""
+        if not self.audit_every:
+            return 0
+        doubled = self.audit_every * 2 ** min(max(streak, 0), MAX_DOUBLINGS)
+        return min(doubled, max(self.audit_max_every, self.audit_every))
 
     @property
     def samples_kept(self) -> int:
@@ -45,6 +57,7 @@ class TemplateSettings:
             similarity=settings.getfloat("BATCH_TEMPLATE_SIMILARITY"),
             agreement=settings.getfloat("BATCH_TEMPLATE_AGREEMENT"),
             audit_every=settings.getint("BATCH_TEMPLATE_AUDIT_EVERY"),
+            audit_max_every=settings.getint("BATCH_TEMPLATE_AUDIT_MAX_EVERY"),
             window=settings.getint("BATCH_TEMPLATE_WINDOW"),
             retire_share=settings.getfloat("BATCH_TEMPLATE_RETIRE_SHARE"),
             retire_min=settings.getint("BATCH_TEMPLATE_RETIRE_MIN"),

@@ -6,10 +6,14 @@ fingerprint) and shape, and:
 
 - an ``active`` template whose rules cover the asked fields extracts them; the
   record is checked (required fields filled, schema valid) and the page is
-  done without an LLM call (``extraction.method: "template"``). One page in
-  ``BATCH_TEMPLATE_AUDIT_EVERY`` is an audit: the LLM is asked as well and its
-  answer compared. A page the template cannot fill is a miss and goes to the
-  LLM; misses and audit disagreements over a sliding window retire the template.
+  done without an LLM call (``extraction.method: "template"``). A template
+  that reads a required field absent (the LLM found it on none of the shape's
+  pages: they do not fit the schema) gives its pages the record the LLM gave
+  them, which fails validation (``extraction.template_lacks``). Some pages are
+  audits (:meth:`TemplateSettings.audit_gap`: the gap doubles with each
+  agreeing comparison in a row): the LLM is asked as well and its answer
+  compared. A page the template cannot fill is a miss and goes to the LLM;
+  misses and audit disagreements over a sliding window retire the template.
 - a page of a ``learning`` template goes to the LLM when the template still
   needs a sample (it claims one); its grounded answer is a sample. From
   ``BATCH_TEMPLATE_SAMPLES`` samples one worker (a lease) learns rules, which
@@ -26,9 +30,8 @@ fingerprint) and shape, and:
   then matched again, at most ``BATCH_TEMPLATE_HOLD_SECONDS`` (then the LLM
   answers them). When the crawl stops (cancel, shutdown) a held page is given
   back unfinished (dropped here; its lease is released, a later run does it).
-- a new shape of a host whose other shape has an active template tries that
-  template's rules first (a layout variant): they are verified like any
-  candidate, and a disagreeing page becomes the first sample.
+- a page of a new shape starts from another shape's rules, or waits for another
+  shape's learning (:mod:`.siblings`): an A/B layout costs its held-out pages.
 
 What the LLM's answers then do (samples, candidates, verdicts, audits) is
 :mod:`.learning`'s. A worker trusts its read of a host's active templates for
@@ -58,12 +61,10 @@ from batchscraper.items import PageItem
 from batchscraper.llm.merge import is_empty, shape_to_schema
 from batchscraper.run import BatchRun
 from batchscraper.templates.holds import TemplateHolds
-from batchscraper.templates.learning import PageTemplate, TemplateLearner
-from batchscraper.templates.selectors import (
-    RuleFailed,
-    apply_rules,
-)
+from batchscraper.templates.learning import PageTemplate, TemplateLearner, lacking
+from batchscraper.templates.selectors import read_values
 from batchscraper.templates.settings import TemplateSettings
+from batchscraper.templates.siblings import learning_sibling, sibling_rules
 from batchscraper.templates.signature import (
     page_shape,
     page_tree,
@@ -108,7 +109,7 @@ class TemplateStep:
         self._creating = threading.Lock()
         # a host's live templates as last read (an active one is trusted for poll_seconds)
         self._live: dict[tuple[Any, ...], tuple[float, list[dict[str, Any]]]] = {}
-        self._hits: dict[str, int] = {}  # pages each template served in this process
+        self._since_audit: dict[str, int] = {}  # pages each served here since its last audit
         self._unsaved: dict[str, int] = {}  # ... not yet added to its stored hits
         self._saved_at = time.monotonic()
 
@@ -164,17 +165,22 @@ class TemplateStep:
             return await self._matched(args, hold=False)
         self._stat("held")
         deadline = time.monotonic() + self.config.hold_seconds
+        waited = None  # the other shape's template this page waits for (once)
+        own = None  # its own template, while the page waits for it
         try:
             while page.role == "held":
+                waited = page.template_id if page.on_sibling else waited
+                own = self.holds.waits_for(None if page.on_sibling else page.template_id, own)
                 if not await self.holds.wait(page.template_id or "", page.ticket, page.rev,
                                              deadline, self._revision, self._stopping):
                     if self._stopping():
                         self._drop(page)
                     self._stat("hold_timeouts")
                     return await self._matched(args, hold=False)
-                page = await self._matched(args, hold=True)
+                page = await self._matched(args, hold=True, waited=waited)
             return page
         finally:
+            self.holds.waits_for(None, own)
             self.holds.give_back(size)
 
     def _drop(self, page: PageTemplate) -> None:
@@ -183,9 +189,10 @@ class TemplateStep:
         raise DropItem(f"the crawl stops: {page.url} waited for template {page.template_id} "
                        "and is given back unfinished", "DEBUG")
 
-    async def _matched(self, args: MatchArgs, hold: bool) -> PageTemplate:
+    async def _matched(self, args: MatchArgs, hold: bool, waited: str | None = None
+                       ) -> PageTemplate:
         ticket = self.holds.ticket()
-        page = await asyncio.to_thread(self._match, *args, hold)
+        page = await asyncio.to_thread(self._match, *args, hold, waited)
         page.ticket = ticket
         if page.touched and page.template_id is not None:
             self.holds.changed(page.template_id)
@@ -215,7 +222,8 @@ class TemplateStep:
         return PageShape(html, url, tree, page_shape(tree), key)
 
     def _match(self, shaped: PageShape, checker: RecordChecker, ask: frozenset[str],
-               data: dict[str, Any], only: bool, hold: bool) -> PageTemplate:
+               data: dict[str, Any], only: bool, hold: bool, waited: str | None = None
+               ) -> PageTemplate:
         live, doc = self._best(shaped, fresh=False)
         if doc is None or doc["status"] != "active":  # learning moves on: read it now
             live, doc = self._best(shaped)
@@ -223,17 +231,41 @@ class TemplateStep:
         strict = only and any(other["status"] == "active" for other in live)
         page = PageTemplate("none", html=shaped.html, url=shaped.url, tree=shaped.tree,
                             ask=ask, required=frozenset(checker.required))
+        if doc is not None:
+            self._dispatch(page, doc, checker, data, hold, strict)
+        elif strict:
+            page.role = "miss"
+        else:
+            # this process's pages of a new shape create it once, and the first one claims
+            # its answer before a page of another new shape looks for a learning sibling
+            with self._creating:
+                self._new_shape(page, shaped, checker, data, hold, waited)
+        return page
+
+    def _new_shape(self, page: PageTemplate, shaped: PageShape, checker: RecordChecker,
+                   data: dict[str, Any], hold: bool, waited: str | None) -> None:
+        """A page no live template fits: it creates its shape's template (with an active
+        sibling's rules when they fill it), or waits for a sibling's learning."""
+        held_here = self.holds.holding()
+        live, doc = self._best(shaped)
         if doc is None:
-            if strict:
-                page.role = "miss"
-                return page
-            with self._creating:  # this process's pages of a new shape create it once
-                live, doc = self._best(shaped)
-                if doc is None:
-                    doc = self.store.create(shaped.key, shaped.shape, self.run.batch_id,
-                                            self.config.similarity,
-                                            self._sibling_rules(live, page))
-                    self._stat("created")
+            seed = sibling_rules(live, page)
+            sibling = learning_sibling(live, waited, held_here) \
+                if seed is None and hold else None
+            if sibling is not None:  # its rules may fit this shape too: wait for them
+                page.role, page.on_sibling = "held", True
+                page.template_id, page.rev = sibling["_id"], int(sibling.get("rev") or 0)
+                return
+            doc = self.store.create(shaped.key, shaped.shape, self.run.batch_id,
+                                    self.config.similarity, seed)
+            self._stat("created")
+            if seed is not None:
+                self._stat("seeded")
+        self._dispatch(page, doc, checker, data, hold, strict=False)
+
+    def _dispatch(self, page: PageTemplate, doc: dict[str, Any], checker: RecordChecker,
+                  data: dict[str, Any], hold: bool, strict: bool) -> None:
+        """What the page does for its template ``doc``, by the template's status."""
         page.template_id, page.rev = doc["_id"], int(doc.get("rev") or 0)
         status = doc["status"]
         if status in ("learning", "verifying"):
@@ -242,7 +274,6 @@ class TemplateStep:
             self._use(page, doc, checker, data)
         elif strict:  # abandoned: this shape cannot be learned
             page.role = "miss"
-        return page
 
     def _best(self, shaped: PageShape, fresh: bool = True
               ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -279,51 +310,50 @@ class TemplateStep:
             page.role = "learn"
         else:
             page.role = "verify"
-            page.values = self._read(page.tree, doc["rules"], page.ask)
-
-    def _sibling_rules(self, live: list[dict[str, Any]], page: PageTemplate
-                       ) -> dict[str, Any] | None:
-        """Rules of another active shape of the key that fill this page's required fields."""
-        for doc in sorted(live, key=lambda other: -int(other.get("hits") or 0)):
-            rules = doc.get("rules") or {}
-            if doc["status"] != "active" or not page.ask <= set(rules):
-                continue
-            values = self._read(page.tree, rules, page.ask)
-            if values is not None and all(not is_empty(values.get(name))
-                                          for name in page.required & page.ask):
-                self._stat("seeded")
-                return dict(rules)
-        return None
+            page.values = read_values(page.tree, doc["rules"], page.ask)
+            page.lacks = lacking(doc["rules"], page.required & page.ask)
 
     def _use(self, page: PageTemplate, doc: dict[str, Any], checker: RecordChecker,
              data: dict[str, Any]) -> None:
         rules = doc["rules"] or {}
-        values = self._read(page.tree, rules, page.ask) if page.ask <= set(rules) else None
-        kept = checker.valid_values(data, set(page.ask))
-        present = {k: v for k, v in (values or {}).items() if not is_empty(v)}
-        if values is None or any(name not in present for name in page.required
-                                 if name in page.ask) \
-                or checker.error_lines([{**kept, **present}], set(present)):
+        values = read_values(page.tree, rules, page.ask) if page.ask <= set(rules) else None
+        page.lacks = lacking(rules, page.required & page.ask)
+        if values is None or not self._fills(page, values, checker, data):
             page.role = "miss"
             retired = self.store.outcome(doc["_id"], True, "misses", *self.learner.window())
             self.learner.retired(doc["_id"], retired)
             self._live.clear()  # a miss may be the site changing: trust no cached template
             return
         page.values = values
-        audit_every = self.config.audit_every
-        hits = self._hit(doc["_id"])
-        page.role = "audit" if audit_every and hits % audit_every == 0 else "served"
+        page.role = "audit" if self._hit(doc) else "served"
 
-    def _hit(self, template_id: str) -> int:
-        """Count a page the template served; its count in this process (audits are every
-        ``audit_every``th of them). The counts are saved every ``poll_seconds``."""
+    @staticmethod
+    def _fills(page: PageTemplate, values: dict[str, Any], checker: RecordChecker,
+               data: dict[str, Any]) -> bool:
+        """The template's values fill the page's required fields (but those it reads absent:
+        the page does not fit the schema, as the LLM said of its shape) and are valid."""
+        present = {k: v for k, v in values.items() if not is_empty(v)}
+        if any(name not in present for name in (page.required & page.ask) - page.lacks):
+            return False
+        kept = checker.valid_values(data, set(page.ask))
+        record = {**kept, **present, **dict.fromkeys(page.lacks)}
+        return not checker.error_lines([record], set(present))
+
+    def _hit(self, doc: dict[str, Any]) -> bool:
+        """Count a page the template served; True when it is due for an audit: the
+        template's audit gap (:meth:`TemplateSettings.audit_gap`) of pages served in this
+        process since its last audit here. The counts are saved every ``poll_seconds``."""
+        template_id = doc["_id"]
+        gap = self.config.audit_gap(int(doc.get("streak") or 0))
         with self._lock:
-            hits = self._hits[template_id] = self._hits.get(template_id, 0) + 1
             self._unsaved[template_id] = self._unsaved.get(template_id, 0) + 1
-            due = time.monotonic() - self._saved_at >= self.config.poll_seconds
-        if due:
+            since = self._since_audit.get(template_id, 0) + 1
+            audit = bool(gap) and since >= gap
+            self._since_audit[template_id] = 0 if audit else since
+            save = time.monotonic() - self._saved_at >= self.config.poll_seconds
+        if save:
             self.save_hits()
-        return hits
+        return audit
 
     def save_hits(self) -> None:
         """Add this process's unsaved hit counts to the stored templates (blocking)."""
@@ -332,13 +362,6 @@ class TemplateStep:
             self._saved_at = time.monotonic()
         if unsaved:
             self.store.add_hits(unsaved)
-
-    @staticmethod
-    def _read(tree: Any, rules: dict[str, Any], ask: frozenset[str]) -> dict[str, Any] | None:
-        try:
-            return apply_rules(tree, {name: rule for name, rule in rules.items() if name in ask})
-        except RuleFailed:
-            return None
 
     def _serve(self, item: PageItem, checker: RecordChecker, page: PageTemplate,
                data: dict[str, Any], evidence: dict[str, str]) -> None:
@@ -352,6 +375,9 @@ class TemplateStep:
                          **{k: "template" for k, v in filled.items() if v is not None}}
         item.extraction = {"method": "template", "template": page.template_id,
                            "template_fields": sorted(page.ask)}
+        if page.lacks:  # the record fails validation, as the LLM's answers of its shape did
+            item.extraction["template_lacks"] = sorted(page.lacks)
+            self._stat("unfit_pages")
         self._stat("pages")
 
     # -- after the LLM ---------------------------------------------------------------

@@ -7,12 +7,14 @@ One document per template version: its key (``owner``, ``host``,
 (extracting pages), ``retired`` (too many misses or audit disagreements:
 the site changed) or ``abandoned`` (learning gave up after its attempts) —
 its ``rules``, ``samples`` (page HTML and the LLM's grounded answer) and
-counters. Learning takes a lease on the document, so two workers never
-learn one template at once. While a template learns or verifies, each page
-sent to the LLM for it holds a claim (``asking``): every worker sends only
-the answers the template still needs, and the shape's other pages wait.
-``rev`` counts the changes a waiting page cares about (samples, candidates,
-verdicts, claims given back). All methods are blocking pymongo calls.
+counters (``streak``: its agreeing comparisons with the LLM in a row, held-out
+pages and audits, which space its audits out). Learning takes a lease on the
+document, so two workers never learn one template at once. While a template
+learns or verifies, each page sent to the LLM for it holds a claim
+(``asking``): every worker sends only the answers the template still needs,
+and the shape's other pages wait. ``rev`` counts the changes a waiting page
+cares about (samples, candidates, verdicts, claims given back). All methods
+are blocking pymongo calls.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ class TemplateStore:
             "shape": sorted(shape), "status": "verifying" if rules else "learning",
             "rules": rules or None, "samples": [], "seeded": bool(rules),
             "attempts": 0, "checked": 0, "rev": 0, "asking": [],
-            "hits": 0, "misses": 0, "audits": 0,
+            "hits": 0, "misses": 0, "audits": 0, "streak": 0,
             "disagreements": 0, "window": [], "batch_id": batch_id,
             "created_at": now, "updated_at": now,
         }
@@ -162,11 +164,13 @@ class TemplateStore:
             {"_id": template_id, **free}, {"$set": {"lease": {"worker": worker, "until": until}}})
         return result.modified_count == 1
 
-    def propose(self, template_id: str, rules: dict[str, Any], worker: str) -> None:
-        """A candidate from the samples: verified next on held-out pages; the lease ends."""
+    def propose(self, template_id: str, rules: dict[str, Any], worker: str,
+                reason: str | None = None) -> None:
+        """A candidate from the samples: verified next on held-out pages; the lease ends.
+        ``reason``: why its pages do not fit the schema (a required field it reads absent)."""
         self.templates.update_one({"_id": template_id, "lease.worker": worker}, {
             "$set": {"rules": rules, "status": "verifying", "checked": 0, "lease": None,
-                     "asking": [], "updated_at": utcnow()},
+                     "asking": [], "reason": reason, "updated_at": utcnow()},
             "$inc": {"attempts": 1, "rev": 1}})
 
     def retry(self, template_id: str, worker: str) -> None:
@@ -195,9 +199,11 @@ class TemplateStore:
         if doc is None or doc["checked"] < needed:
             return False
         now = utcnow()
+        # its held-out pages are its first agreeing comparisons with the LLM (audits follow)
         result = self.templates.update_one(
             {"_id": template_id, "status": "verifying", "attempts": attempt},
-            {"$set": {"status": "active", "activated_at": now, "updated_at": now, "asking": []},
+            {"$set": {"status": "active", "activated_at": now, "updated_at": now, "asking": [],
+                      "streak": doc["checked"]},
              "$inc": {"rev": 1}})
         return result.modified_count == 1
 
@@ -206,7 +212,7 @@ class TemplateStore:
         self.templates.update_one(
             {"_id": template_id, "status": "verifying", "attempts": attempt},
             {"$set": {"status": "learning", "rules": None, "checked": 0, "asking": [],
-                      "updated_at": utcnow()},
+                      "reason": None, "updated_at": utcnow()},
              "$inc": {"rev": 1}})
 
     # -- use ----------------------------------------------------------------------------
@@ -218,11 +224,16 @@ class TemplateStore:
 
     def outcome(self, template_id: str, bad: bool, counter: str, window: int,
                 retire_share: float, retire_min: int) -> bool:
-        """Count a miss or an audit; True when this retired the template (site changed)."""
+        """Count a miss or an audit (a disagreeing one in ``disagreements`` too), and the
+        agreeing ones in a row (``streak``: they space the audits out); True when this
+        retired the template (site changed)."""
+        counts = {counter: 1, **({"disagreements": 1} if bad and counter == "audits" else {})}
+        update: dict[str, Any] = {
+            "$inc": {**counts, **({} if bad else {"streak": 1})},
+            "$push": {"window": {"$each": [int(bad)], "$slice": -window}},
+            "$set": {"updated_at": utcnow(), **({"streak": 0} if bad else {})}}
         doc = self.templates.find_one_and_update(
-            {"_id": template_id},
-            {"$inc": {counter: 1}, "$push": {"window": {"$each": [int(bad)], "$slice": -window}},
-             "$set": {"updated_at": utcnow()}},
+            {"_id": template_id}, update,
             projection={"window": 1, "status": 1}, return_document=ReturnDocument.AFTER)
         if doc is None or doc["status"] != "active":
             return False
