@@ -165,6 +165,20 @@ def test_broken_jsonld_does_not_hide_other_scripts() -> None:
     assert parse_structured_data(page(broken), BASE_URL).jsonld == []
 
 
+@pytest.mark.parametrize("wrapped", [
+    "<![CDATA[ {json} ]]>", "//<![CDATA[\n{json}\n//]]>", "<!-- {json} -->",
+    "<!--//<![CDATA[\n{json}\n//]]>-->",
+])
+def test_jsonld_wrapped_in_cdata_or_a_comment(wrapped: str) -> None:
+    node = {"@type": "NewsArticle", "headline": "Wrapped",
+            "publisher": {"@type": "Organization", "name": "Voodoo Press"}}
+    script = wrapped.replace("{json}", json.dumps(node))
+    html = page(f'<script type="application/ld+json">{script}</script>')
+    data, evidence = extract(html, obj(title=STR, site_name=STR))
+    assert data == {"title": "Wrapped", "site_name": "Voodoo Press"}
+    assert evidence == {"title": "jsonld", "site_name": "jsonld"}
+
+
 @pytest.mark.parametrize("html", ["", "   ", b"", b"\x00\xff\xfe garbage <<<>>>", "<html",
                                   "<?xml version='1.0' encoding='utf-8'?><html></html>"])
 def test_unparsable_input_never_raises(html: str | bytes) -> None:

@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 
 from batchscraper.demo.site import list_page, product_page
+from batchscraper.exceptions import LLMError, LLMTimeoutError
 from batchscraper.extraction.content import prepare_page, pruned_tree
 from batchscraper.extraction.listing import visible_record_count
 from batchscraper.extraction.validation import RecordChecker
 from batchscraper.inputs.profiles import profile_names
-from batchscraper.exceptions import LLMError, LLMTimeoutError
 from batchscraper.inputs.schemas import parse_schema
 from batchscraper.llm.client import ChatRequest, OpenAIChatClient, _retry_after
 from batchscraper.llm.config import LLMConfig

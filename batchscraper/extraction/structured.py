@@ -10,6 +10,7 @@ type. The schema.org knowledge it uses lives in
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -35,6 +36,9 @@ MAX_DEPTH = 6
 #: How deep the node tree is walked when collecting entities for list fields.
 MAX_WALK_DEPTH = 8
 _JSONLD_XPATH = '//script[@type="application/ld+json"]'
+#: What pages wrap a JSON-LD script's JSON in: CDATA markers and HTML comments, with or
+#: without a leading ``//`` (XHTML habits that JSON parsers refuse).
+_JSONLD_WRAPPER = re.compile(r"^\s*(?://\s*)?(?:<!\[CDATA\[|<!--)|(?://\s*)?(?:\]\]>|-->)\s*$")
 _TITLE_SEPARATORS = (" | ", " - ", " \u2013 ", " \u2014 ", " :: ", " \u00b7 ")
 
 
@@ -98,11 +102,24 @@ def _extract_jsonld(tree: lxml.html.HtmlElement, base_url: str) -> list[Node]:
         try:
             found = extractor.extract_items(script, base_url=base_url)
         except Exception:
-            logger.debug("skipping unparsable JSON-LD script on %s", base_url, exc_info=True)
-            continue
+            found = _unwrapped_jsonld(script)
+            if found is None:
+                logger.debug("skipping unparsable JSON-LD script on %s", base_url, exc_info=True)
+                continue
         for item in found:
             items.extend(_flatten_graph(item))
     return items
+
+
+def _unwrapped_jsonld(script: lxml.html.HtmlElement) -> list[Any] | None:
+    """The JSON of a script wrapped in CDATA markers or an HTML comment; None if not JSON."""
+    text = _JSONLD_WRAPPER.sub("", script.text_content() or "")
+    text = _JSONLD_WRAPPER.sub("", text.strip())  # both ends may be wrapped twice
+    try:
+        data = json.loads(text, strict=False)
+    except ValueError:
+        return None
+    return data if isinstance(data, list) else [data]
 
 
 def _flatten_graph(item: Any) -> list[Node]:
