@@ -92,6 +92,25 @@ def test_title_without_heading_drops_the_site_name() -> None:
     assert fill(html, obj(title=STR))[1] == {"title": "title"}
 
 
+def test_a_structured_teaser_gives_way_to_the_text_it_begins() -> None:
+    teaser = PARAGRAPHS.split("</p>")[0].removeprefix("<p>")[:120] + "\u2026"
+    html = page(head=('<script type="application/ld+json">{"@type": "NewsArticle", '
+                      f'"headline": "Bridge news", "articleBody": "{teaser}"}}</script>'),
+                title="Bridge news", body=f"<article><h1>Bridge news</h1>{PARAGRAPHS}</article>")
+    checker = RecordChecker(obj(title=STR, article_body=STR))
+    found = structured_step(html, URL, checker, many=False)
+    assert found.data["article_body"].startswith("Paragraph 1 of the story")
+    assert "Paragraph 8" in found.data["article_body"]
+    assert found.evidence == {"title": "jsonld", "article_body": "trafilatura"}
+    # a teaser the page does not continue stays as the markup gave it
+    other = page(head=('<script type="application/ld+json">{"@type": "NewsArticle", '
+                       f'"articleBody": "{teaser}"}}</script>'),
+                 body="<article><p>Nothing like it here, only a short note.</p></article>")
+    kept = structured_step(other, URL, checker, many=False)
+    assert kept.data["article_body"] == teaser
+    assert kept.evidence["article_body"] == "jsonld"
+
+
 @pytest.mark.parametrize(("raw", "expected"), [
     ("By Jane Doe", "Jane Doe"),
     ("Jeffrey Gettleman; JEFFREY GETTLEMAN", "Jeffrey Gettleman"),

@@ -13,7 +13,9 @@ the structured-data mapper's :class:`..shaping.Shaper` puts them on the user's
 fields with the same synonyms and type shaping. Only fields, and leaves of
 nested objects, that are still missing are filled; a finder runs only when
 one of its properties could fill one of them (nothing runs when structured
-data answered every field; trafilatura only for article fields).
+data answered every field; trafilatura only for article fields). A structured
+text that ends in an ellipsis is a teaser (a JSON-LD ``articleBody`` cut
+after a paragraph): it is replaced when the page holds the text it begins.
 
 Every value is taken from the page and carries its evidence: ``meta``,
 ``itemprop``, ``heading``, ``title``, ``trafilatura``, ``time``,
@@ -24,6 +26,8 @@ Every value is taken from the page and carries its evidence: ``meta``,
 from __future__ import annotations
 
 import logging
+import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,6 +43,12 @@ logger = logging.getLogger(__name__)
 STRUCTURED_SOURCES = frozenset({"jsonld", "microdata", "og"})
 #: How deep nested schema objects are walked and mapped.
 MAX_DEPTH = 4
+#: Shortest text ending in an ellipsis that is taken for a teaser of a longer one.
+TEASER_MIN_CHARS = 80
+#: Share of a teaser's words the page's text must hold to be the text it begins.
+TEASER_OVERLAP = 0.8
+_ELLIPSIS = re.compile(r"(?:\u2026|\.\.\.|\[(?:\u2026|\.\.\.)\])\s*$")
+_WORD = re.compile(r"\w+")
 
 Finder = Callable[[PageReader], Facts]
 #: (lower-cased schema.org properties a finder can give, finder); earlier finders win.
@@ -70,15 +80,40 @@ def fill_missing(
     filled field (``"label"``, or ``"microdata+pattern"`` when a nested object
     was completed). Never raises: on any failure the record stays as it was.
     """
-    wanted = wanted_properties(schema, data)
+    teasers = {name: value for name, value in data.items() if is_teaser(value)}
+    kept = {name: value for name, value in data.items() if name not in teasers}
+    wanted = wanted_properties(schema, kept)
     if not wanted:
         return data, evidence
     try:
         facts = collect_facts(PageReader(html, url), wanted)
-        return merge_facts(schema, data, evidence, facts)
+        filled, why = merge_facts(schema, kept, {name: source for name, source in
+                                                 evidence.items() if name not in teasers},
+                                  facts)
     except Exception:
         logger.exception("page heuristics failed on %s", url)
         return data, evidence
+    for name, teaser in teasers.items():
+        if not continues(teaser, filled.get(name)):
+            filled[name], why[name] = teaser, evidence[name]
+    order = list(schema["properties"])
+    return ({k: filled[k] for k in order if k in filled},
+            {k: why[k] for k in order if k in why})
+
+
+def is_teaser(value: Any) -> bool:
+    """Whether ``value`` is a long text cut short with an ellipsis."""
+    return isinstance(value, str) and len(value) >= TEASER_MIN_CHARS and bool(
+        _ELLIPSIS.search(value))
+
+
+def continues(teaser: str, text: Any) -> bool:
+    """Whether ``text`` is longer than ``teaser`` and holds (nearly) all of its words."""
+    if not isinstance(text, str) or len(text) <= len(teaser):
+        return False
+    wanted = Counter(_WORD.findall(teaser.casefold()))
+    found = wanted & Counter(_WORD.findall(text.casefold()))
+    return sum(found.values()) >= TEASER_OVERLAP * sum(wanted.values())
 
 
 def extraction_method(evidence: dict[str, str]) -> str:
