@@ -291,6 +291,20 @@ def test_variants_skip_incomplete_elements() -> None:
         {"name": "3 pack", "sku": "F3", "price": 5.29}]}
 
 
+def test_a_grouping_field_next_to_a_plain_value_of_a_like_named_key() -> None:
+    product = {"@type": "Product", "name": "Weather Station", "sku": "WS 570 II",
+               "identifier": "8592733020681", "gtin13": "8592733020681",
+               "author": "Jane Doe"}
+    schema = obj(name=STR, identifiers=obj(sku=STR, gtin=STR),
+                 author=obj(name=STR, url=STR))
+    data, evidence = extract(page(jsonld(product)), schema)
+    # "identifier" holds a plain value, not the group: sku and gtin come from the product;
+    # a plain "author" is not the product's own name and url
+    assert data == {"name": "Weather Station",
+                    "identifiers": {"sku": "WS 570 II", "gtin": "8592733020681"}}
+    assert evidence == {"name": "jsonld", "identifiers": "jsonld"}
+
+
 def test_description_hint_and_unrelated_entities() -> None:
     product = dict(PRODUCT, productID="pid-9")
     schema = obj(retailer_id={"type": "string", "description": "The productID of the item"},
