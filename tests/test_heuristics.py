@@ -210,6 +210,18 @@ def test_recipe_lists_under_headings_times_and_servings() -> None:
     assert evidence["servings"] == "label"
 
 
+@pytest.mark.parametrize(("times", "expected"), [
+    ("<p>Ready in :</p><p>1:15 h</p>", 75),  # clock-style, on the line below its label
+    ("<p>Prep time: 20 mins</p><p>Cook time: 1 hr</p>", 80),  # no total: their sum
+    ("<p>Cook Time</p><p>30 minutes</p>", 30),  # the one given
+])
+def test_recipe_total_time(times: str, expected: int) -> None:
+    html = page(title="Stew", body=f"<h1>Stew</h1>{times}<p>A hearty dish.</p>")
+    data, evidence = fill(html, obj(total_time_minutes=INT))
+    assert data == {"total_time_minutes": expected}
+    assert evidence == {"total_time_minutes": "label"}
+
+
 def test_recipe_lists_by_class_and_paragraphs() -> None:
     html = page(title="Soup", body=(
         "<h1>Soup</h1><div class='recipe-ingredients'><ul><li><span>1</span> <span>onion"

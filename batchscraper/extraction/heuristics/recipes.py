@@ -6,6 +6,7 @@ import re
 
 import lxml.html
 
+from batchscraper.extraction.coerce import parse_duration_seconds
 from batchscraper.extraction.heuristics import words
 from batchscraper.extraction.heuristics.articles import Facts
 from batchscraper.extraction.heuristics.page import PageReader, text_of
@@ -39,7 +40,11 @@ def step_facts(page: PageReader) -> Facts:
 
 
 def time_facts(page: PageReader) -> Facts:
-    """Times and servings written as ``Total time: 1 hr 10 mins``, ``Serves 4``."""
+    """Times and servings written as ``Total time: 1 hr 10 mins``, ``Serves 4``.
+
+    A page that gives preparation and cooking times but no total has, as total,
+    their sum (schema.org's ``totalTime``; the one of them given when alone).
+    """
     facts: Facts = {}
     for prop, pattern in (("totalTime", words.TOTAL_TIME_LABEL),
                           ("prepTime", words.PREP_TIME_LABEL),
@@ -47,6 +52,10 @@ def time_facts(page: PageReader) -> Facts:
         value = labelled(page.lines, pattern, _duration)
         if value:
             facts[prop] = (value, "label")
+    parts = [parse_duration_seconds(facts[prop][0]) for prop in ("prepTime", "cookTime")
+             if prop in facts]
+    if "totalTime" not in facts and parts and None not in parts:
+        facts["totalTime"] = (f"PT{round(sum(p or 0 for p in parts))}S", "label")
     servings = labelled(page.lines, words.SERVINGS_LABEL, _servings)
     if servings:
         facts["recipeYield"] = (servings, "label")

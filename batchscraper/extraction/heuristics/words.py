@@ -159,5 +159,6 @@ SERVINGS_LABEL = label(r"servings|serves|serving size|yields?|makes|portions?|po
                        r"personen|pour|porciones|raciones|porzioni|porcje|personnes")
 DURATION_TEXT = re.compile(
     r"^(?:(?:about|around|approx\.?|approximately|ca\.?|circa|~)\s*)?"
-    r"(?:\d+(?:[.,]\d+)?\s*(?:d|days?|h|hrs?|hours?|m|mins?|minutes?)\b[\s,and]*)+",
+    r"(?:\d{1,3}:[0-5]\d(?::[0-5]\d)?(?:\s*(?:h|hrs?|hours?)\b)?"
+    r"|(?:\d+(?:[.,]\d+)?\s*(?:d|days?|h|hrs?|hours?|m|mins?|minutes?)\b[\s,and]*)+)",
     re.IGNORECASE)
