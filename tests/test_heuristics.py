@@ -233,6 +233,69 @@ def test_recipe_lists_by_class_and_paragraphs() -> None:
         "Chop the onion.", "Simmer in the stock for 20 minutes."]
 
 
+def test_recipe_lists_by_repeated_class_names() -> None:
+    html = page(title="Bowl", body=(
+        "<h1>Bowl</h1><div class='recipe-ingredients-instructions'>"
+        "<div class='recipe-ingredients'><ul><li>1 cup beans</li><li>2 tomatoes</li></ul>"
+        "</div><ul class='nutrition'><li>Calories 428</li><li>Fat 19g</li></ul>"
+        "<div class='recipe-steps'><div class='step step-1'><strong>Step 1</strong> "
+        "<p>Warm the beans.</p></div><div class='step step-2'><strong>Step 2</strong> "
+        "<p>Char the tomatoes.</p></div></div></div>"))
+    data, _ = fill(html, RECIPE_SCHEMA)
+    # the container naming both lists names neither; the innermost ingredient container wins
+    assert data["ingredients"] == ["1 cup beans", "2 tomatoes"]
+    assert data["steps"] == [{"position": 1, "text": "Step 1 Warm the beans."},
+                             {"position": 2, "text": "Step 2 Char the tomatoes."}]
+    spans = page(title="Salad", body=(
+        "<h1>Salad</h1><ul><li><span class='ingredient-amount'>1</span> <span "
+        "class='ingredient-name'>lettuce</span></li><li><span class='ingredient-amount'>2"
+        "</span> <span class='ingredient-name'>radishes</span></li></ul>"))
+    # inline elements named "ingredient" stand for the list item they are in
+    assert fill(spans, RECIPE_SCHEMA)[0]["ingredients"] == ["1 lettuce", "2 radishes"]
+
+
+def test_recipe_ingredients_end_at_prose_and_steps_follow_them() -> None:
+    html = page(title="Ribs", body=(
+        "<h1>Ribs</h1><p>Ingredients</p><ul><li>1 rack of ribs</li><li>1 cup sugar</li></ul>"
+        "<p><span>Optional</span><br></p><ul><li>Your favourite sauce</li></ul>"
+        "<p>Prepare the smoker at 275 degrees and let it settle for a while.</p>"
+        "<footer><ul><li>Facebook</li><li>Twitter</li></ul></footer>"))
+    data, _ = fill(html, RECIPE_SCHEMA)
+    assert data["ingredients"] == ["1 rack of ribs", "1 cup sugar", "Your favourite sauce"]
+    numbered = page(title="Sandwich", body=(
+        "<h1>Sandwich</h1><h4>INGREDIENTS</h4><ul><li><p>Baguette</p></li><li><p>Bacon</p>"
+        "</li></ul><h4>RECIPE</h4><ol><li><p>Cook the bacon</p></li><li><p>Fill the "
+        "baguette</p></li></ol><h4>MORE</h4><ul><li>Wraps</li><li>Salads</li></ul>"))
+    data, evidence = fill(numbered, RECIPE_SCHEMA)
+    assert data["ingredients"] == ["Baguette", "Bacon"]
+    assert data["steps"] == [{"position": 1, "text": "Cook the bacon"},
+                             {"position": 2, "text": "Fill the baguette"}]
+    assert evidence["steps"] == "structure"
+    # an unnumbered list of a few words after the ingredients is not a method
+    links = numbered.replace("<ol>", "<ul>").replace("</ol>", "</ul>")
+    assert "steps" not in fill(links, RECIPE_SCHEMA)[0]
+
+
+def test_a_structured_list_of_one_item_gives_way_to_the_pages_steps() -> None:
+    first = "Place the beans in a bowl and heat a small skillet over medium-high heat."
+    second = "Add the tomatoes and cook until charred, about 3 minutes, then serve."
+    recipe = ('<script type="application/ld+json">{"@type": "Recipe", "name": "Bowl", '
+              f'"recipeInstructions": [{{"@type": "HowToStep", "text": "{first} {second}"}}]}}'
+              '</script>')
+    body = (f"<h1>Bowl</h1><div class='instructions'><div class='step'><p>{first}</p></div>"
+            f"<div class='step'><p>{second}</p></div></div>")
+    checker = RecordChecker(RECIPE_SCHEMA)
+    found = structured_step(page(body, head=recipe, title="Bowl"), URL, checker, many=False)
+    assert found.data["steps"] == [{"text": first, "position": 1},
+                                   {"text": second, "position": 2}]
+    assert found.evidence["steps"] == "structure"
+    # a page list of other words leaves the markup's one step as it was
+    other = body.replace(second, "Subscribe to our newsletter for more recipes every week.")
+    kept = structured_step(page(other, head=recipe, title="Bowl"), URL, checker, many=False)
+    assert kept.data["steps"] == [{"text": f"{first} {second}", "position": 1}]
+    assert kept.evidence["steps"] == "jsonld"
+
+
 # -- what runs, and the pipeline hook -------------------------------------------------------
 
 
