@@ -164,6 +164,20 @@ def test_product_values_that_are_not_there_stay_missing() -> None:
     assert data == {"name": "Trail Shoe X", "offer": {"price": 25.0, "in_stock": True}}
 
 
+@pytest.mark.parametrize(("details", "in_stock"), [
+    ("<p>Verfügbarkeit:</p><p>Verfügbar</p><p>Sold out elsewhere</p>", True),  # labelled
+    ("<dl><dt>Availability:</dt><dd>Currently unavailable</dd></dl>", False),
+    ("<p>Free delivery available</p><p>Sold out</p>", False),  # stock words before "available"
+    ("<p>Delivery available</p>", True),  # only "available"
+    ("<button>Add to your basket</button>", True),
+    ("<p>Out of stock</p><button>Add to cart</button>", False),  # "stock" ends, not labels
+    ("<p>Reviews</p>", None),
+])
+def test_product_availability(details: str, in_stock: bool | None) -> None:
+    data, _ = fill(product_page(details), obj(offer=obj(in_stock=BOOL)))
+    assert data.get("offer", {}).get("in_stock") is in_stock
+
+
 def test_itemprop_without_itemscope_and_structured_values_win() -> None:
     html = product_page("<span itemprop='sku'>99-1</span><link itemprop='availability' "
                         "href='https://schema.org/InStock'>")

@@ -32,15 +32,27 @@ def offer_facts(page: PageReader) -> Facts:
             if code:
                 facts["offers.priceCurrency"] = (code, "pattern")
             break
-    # the stock words nearest below the heading: further down are other products' cards
-    for line in page.window(lead=0):
-        if words.OUT_OF_STOCK.search(line):
-            facts["offers.availability"] = ("OutOfStock", "pattern")
-            break
-        if words.IN_STOCK.search(line):
-            facts["offers.availability"] = ("InStock", "pattern")
-            break
+    # a labelled state first; else the stock words nearest below the heading (further down
+    # are other products' cards), and only without any, a word that says "available"
+    below = page.window(lead=0)
+    availability = labelled(page.window(), words.AVAILABILITY_LABEL, available) or next(
+        (state for state in map(stock_state, below) if state), None) or next(
+        (state for state in map(available, below) if state), None)
+    if availability:
+        facts["offers.availability"] = (availability, "pattern")
     return facts
+
+
+def stock_state(text: str) -> str | None:
+    """``InStock``/``OutOfStock`` when ``text`` says so (out-of-stock words first)."""
+    if words.OUT_OF_STOCK.search(text):
+        return "OutOfStock"
+    return "InStock" if words.IN_STOCK.search(text) else None
+
+
+def available(text: str) -> str | None:
+    """:func:`stock_state`, or ``InStock`` when ``text`` only says "available"."""
+    return stock_state(text) or ("InStock" if words.AVAILABLE.search(text) else None)
 
 
 def label_facts(page: PageReader) -> Facts:

@@ -95,25 +95,31 @@ OUT_OF_STOCK = re.compile(
     r"loppuunmyyty|esgotado|indisponível|nem elérhető|elfogyott|stoc epuizat)\b",
     re.IGNORECASE)
 IN_STOCK = re.compile(
-    r"\b(?:in stock|add to (?:cart|basket|bag|trolley)|buy now|available now|"
+    r"\b(?:in stock|add to (?:your |my )?(?:cart|basket|bag|trolley)|buy now|available now|"
     r"auf lager|sofort lieferbar|lieferbar|vorrätig|in den (?:warenkorb|einkaufswagen)|"
-    r"en stock|ajouter au panier|disponible|en existencia|añadir al carrito|"
-    r"disponibile|aggiungi al carrello|op voorraad|in winkelwagen|leverbaar|"
-    r"dostępny|do koszyka|skladom|do košíka|skladem|do košíku|na zalogi|v košarico|"
+    r"en stock|ajouter au panier|en existencia|añadir al carrito|"
+    r"aggiungi al carrello|op voorraad|in winkelwagen|leverbaar|"
+    r"do koszyka|skladom|do košíka|skladem|do košíku|na zalogi|v košarico|"
     r"i lager|på lager|lägg i varukorgen|em estoque|adicionar ao carrinho|raktáron|"
     r"kosárba|în stoc)\b",
+    re.IGNORECASE)
+#: Words that say "available" without saying "in stock": read when no stock words are near.
+AVAILABLE = re.compile(
+    r"\b(?:available|verfügbar|disponible|disponibile|disponível|beschikbaar|dostępn[ya]|"
+    r"dostupn[éýáoa]|dobavljiv[oa]?|na voljo|elérhető|tilgængelig|tillgänglig|"
+    r"tilgjengelig|saatavilla)\b",
     re.IGNORECASE)
 
 # --------------------------------------------------------------------------- labels
 def label(words: str, *, colon: bool = False) -> re.Pattern[str]:
     """A label (``|``-separated alternatives), capturing the text after it.
 
-    With ``colon`` the label must end its line or be followed by ``:``
-    (``Brand: Acme``, not ``Manufacturer's guarantee``).
+    With ``colon`` the label must be followed by ``:`` or be its line's only text
+    (``Brand: Acme``, not ``Manufacturer's guarantee`` nor ``Out of stock``).
     """
-    end = r"(?![^\W\d_])" + (r"\s*(?::\s*(?P<value>.*)|$)" if colon else (
+    end = r"(?![^\W\d_])" + (r"\s*(?::\s*(?P<value>.*)|(?(alone)$|(?!)))" if colon else (
         r"\s*(?:[:#.]|\bno\.?\b|\bnr\.?\b)?\s*(?P<value>.*)$"))
-    return re.compile(rf"(?:^|(?<=[\s(|,;]))(?:{words}){end}", re.IGNORECASE)
+    return re.compile(rf"(?:(?P<alone>^)|(?<=[\s(|,;]))(?:{words}){end}", re.IGNORECASE)
 
 
 SKU_LABEL = label(
@@ -132,6 +138,11 @@ MPN_LABEL = label(r"mpn|(?:manufacturer\s?)?part\s?(?:#|no\.?|number)|model\s?(?
 BRAND_LABEL = label(r"brand|(?:make\s?/\s?)?manufacturer|make|marke|hersteller|marque|"
                     r"fabricant|marca|fabricante|produttore|merk|fabrikant|producent|marka|"
                     r"výrobca|výrobce|značka|proizvajalec|znamka|gyártó|märke|mærke", colon=True)
+AVAILABILITY_LABEL = label(
+    r"availability|stock status|stock|verfügbarkeit|lieferstatus|disponibilité|"
+    r"disponibilidad|disponibilità|disponibilidade|beschikbaarheid|voorraad|dostępność|"
+    r"dostupnost|dostupnosť|razpoložljivost|zaloga|elérhetőség|készlet|lagerstatus",
+    colon=True)
 #: A label value that is itself the next label (``Brand: SKU: 123``).
 NEXT_LABEL = re.compile(r"\s+\S[^:]{0,25}:\s.*$")
 
