@@ -273,7 +273,7 @@ class ExtractPipeline:
         """The LLM completes the record; its answer teaches or checks the page's template."""
         extractor = self.extractor
         if not ask or extractor is None:
-            self._structured_only(item, data, evidence)
+            self._structured_only(item, checker, data, evidence)
             return
         self._stat("llm/pages")
         kept = await asyncio.to_thread(checker.valid_values, data, ask)
@@ -309,7 +309,7 @@ class ExtractPipeline:
             item.extraction.update(
                 await self.templates.answered(template, filled, meta["grounded"], checker))
 
-    def _structured_only(self, item: PageItem, data: dict[str, Any],
+    def _structured_only(self, item: PageItem, checker: RecordChecker, data: dict[str, Any],
                          evidence: dict[str, str]) -> None:
         if not data:
             self._stat("extract/empty")
@@ -317,7 +317,7 @@ class ExtractPipeline:
                 "no structured data in the page (JSON-LD, microdata, OpenGraph) matches the schema"
             ).to_dict())
             return
-        item.data = data
+        item.data = checker.with_unstated_nulls(data)
         item.evidence = evidence
         item.extraction = {"method": extraction_method(evidence)}
 
@@ -335,7 +335,7 @@ class ExtractPipeline:
         extractor = self.extractor
         if (valid and enough) or extractor is None:
             if not records:
-                self._structured_only(item, {}, {})
+                self._structured_only(item, checker, {}, {})
                 return
             item.data, item.evidence = records, evidence
             item.extraction = {"method": "structured", **_list_meta(records, found, limit)}
@@ -432,6 +432,8 @@ class ExtractPipeline:
         """The structured record survives: complete when it is valid alone, else fail."""
         if isinstance(exc, BudgetExceededError):
             await self._budget_error(item)
+        if isinstance(data, dict):
+            data = checker.with_unstated_nulls(data) if data else data
         item.data = data or None
         item.evidence = evidence or None
         item.extraction = {"method": extraction_method(evidence) if data else "llm",

@@ -384,3 +384,21 @@ def test_crawl_without_llm_fills_plain_pages(crawl, site: ExampleSite, store: Ba
         assert item["extraction"]["method"] == "structured+heuristic"
         assert item["llm_calls"] == 0
     assert assert_counters_match_items(store, batch_id)["counters"]["completed"] == 2
+
+
+@pytest.mark.slow
+def test_crawl_without_llm_says_null_for_a_required_nullable_field_it_cannot_find(
+        crawl, site: ExampleSite, store: BatchStore, tmp_path) -> None:
+    """A field the schema requires but lets be null, absent from the page: the record is
+    complete with a null there (not VALIDATION_FAILED for want of the field)."""
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object", "required": ["name", "warranty"], "properties": {'
+                      '"name": {"type": "string"}, "warranty": {"type": ["string", "null"]}}}')
+    result = crawl(urls=site.url("/plain/3"), schema=f"@{schema}", render_js="never",
+                   settings={"BATCH_LLM_ENABLED": False})
+    batch_id = batch_id_from(result)
+    (item,) = store.iter_items(batch_id)
+    assert item["status"] == "completed", item.get("error")
+    assert item["data"] == {"name": "Plain 3", "warranty": None}
+    assert item["evidence"] == {"name": "og"}
+    assert assert_counters_match_items(store, batch_id)["counters"]["completed"] == 1
