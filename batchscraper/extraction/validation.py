@@ -31,7 +31,7 @@ from scrapy.settings import BaseSettings
 from batchscraper.exceptions import BatchError, ValidationFailedError, ValidationTimeoutError
 from batchscraper.extraction.coerce import coerce_to_schema
 from batchscraper.extraction.patterns import compile_pattern
-from batchscraper.llm.merge import is_empty
+from batchscraper.llm.merge import allows_null, is_empty
 
 MAX_CACHED_CHECKERS = 32
 MAX_MESSAGE_CHARS = 300
@@ -363,12 +363,9 @@ def _with_nulls(value: Any, schema: Any) -> Any:
 
 
 def _allows_null(schema: Any) -> bool:
-    if not isinstance(schema, dict):
-        return False
-    declared = schema.get("type")
-    types = declared if isinstance(declared, list) else [declared]
-    enum = schema.get("enum")
-    return "null" in types and (not isinstance(enum, list) or None in enum)
+    enum = schema.get("enum") if isinstance(schema, dict) else None
+    return isinstance(schema, dict) and allows_null(schema) and (
+        not isinstance(enum, list) or None in enum)
 
 
 @functools.lru_cache(maxsize=MAX_CACHED_CHECKERS)
