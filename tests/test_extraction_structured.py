@@ -179,6 +179,13 @@ def test_jsonld_wrapped_in_cdata_or_a_comment(wrapped: str) -> None:
     assert evidence == {"title": "jsonld", "site_name": "jsonld"}
 
 
+def test_opengraph_site_name_without_its_tagline() -> None:
+    html = page('<meta property="og:site_name" content="Daily Example - News you need">'
+                '<meta property="og:title" content="Bridge news | Daily Example">')
+    data, _ = extract(html, obj(title=STR, site_name=STR))
+    assert data == {"title": "Bridge news", "site_name": "Daily Example"}
+
+
 @pytest.mark.parametrize("html", ["", "   ", b"", b"\x00\xff\xfe garbage <<<>>>", "<html",
                                   "<?xml version='1.0' encoding='utf-8'?><html></html>"])
 def test_unparsable_input_never_raises(html: str | bytes) -> None:

@@ -86,6 +86,15 @@ def test_article_byline_and_date_from_the_page_text() -> None:
     assert evidence["author"] == "trafilatura"
 
 
+def test_site_name_and_byline_from_the_markup_are_cleaned() -> None:
+    html = page(head='<meta property="og:site_name" content="Daily Example - News you need">',
+                title="Bridge news", body=(
+                    "<article><h1>Bridge news</h1><span itemprop='author'>Jane Roe - "
+                    f"Apr 16, 2015 8:02 pm UTC</span>{PARAGRAPHS}</article>"))
+    data, _ = fill(html, obj(site_name=STR, author=STR))
+    assert data == {"site_name": "Daily Example", "author": "Jane Roe"}
+
+
 def test_title_without_heading_drops_the_site_name() -> None:
     html = page(title="How to grow tomatoes - Garden Weekly", body="<p>Short.</p>")
     assert fill(html, obj(title=STR))[0] == {"title": "How to grow tomatoes"}
@@ -118,6 +127,8 @@ def test_a_structured_teaser_gives_way_to_the_text_it_begins() -> None:
     ("Laura June Topolsky July 10, 2015", "Laura June Topolsky"),
     ("Tom Gillespie, news reporter", "Tom Gillespie"),
     ("Aleš Vávra před", "Aleš Vávra"),
+    ("Dan Goodin - Apr 16, 2015 8:02 pm UTC", "Dan Goodin"),
+    ("Jane Roe | 2021-03-04", "Jane Roe"),
 ])
 def test_clean_author(raw: str, expected: str) -> None:
     assert clean_author(raw) == expected
@@ -176,6 +187,31 @@ def test_product_values_that_are_not_there_stay_missing() -> None:
 def test_product_availability(details: str, in_stock: bool | None) -> None:
     data, _ = fill(product_page(details), obj(offer=obj(in_stock=BOOL)))
     assert data.get("offer", {}).get("in_stock") is in_stock
+
+
+def test_product_dash_labels_sale_price_and_prices_that_are_not_the_price() -> None:
+    html = product_page(
+        "<p>Free click &amp; collect on orders over €30</p><ul><li>Product Code - 39139301"
+        "</li><li>Brand - Acme Outdoor</li><li>Material - leather</li></ul>",
+        price="<p class='price'>€1.2992% off</p><p>Now €1.299,00</p>")
+    data, evidence = fill(html, PRODUCT_SCHEMA)
+    assert data["offer"]["price"] == 1299.0  # not 1.2 from "€1.2992%" nor the €30
+    assert data["identifiers"] == {"sku": "39139301"}
+    assert data["brand"] == "Acme Outdoor"
+    assert (evidence["identifiers"], evidence["brand"]) == ("label", "label")
+    sale = page(head=('<meta property="product:price:amount" content="36.49">'
+                      '<meta property="product:sale_price:amount" content="32.00">'),
+                title="Panel", body="<h1>Panel</h1>")
+    assert fill(sale, obj(price=NUM))[0] == {"price": 32.0}
+
+
+def test_the_heading_is_placed_by_its_first_line() -> None:
+    """An ``<h1>`` holding a hidden dialog: its price is still the one below its name."""
+    html = page(title="Bloom Ceiling Fan 1250 mm | Shop", body=(
+        "<nav><p>Fans under ₹5,000</p></nav><h1>Bloom Ceiling Fan 1250 mm<div class='dialog'>"
+        "<p>Saved to your list!</p><p>Add to another list</p><p>Create a new list</p></div>"
+        "</h1><p>by Usha</p><p>₹2,433</p>"))
+    assert fill(html, obj(price=NUM))[0] == {"price": 2433.0}
 
 
 def test_itemprop_without_itemscope_and_structured_values_win() -> None:

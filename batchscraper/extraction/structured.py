@@ -289,6 +289,8 @@ class _Mapper:
                     continue
                 if key == "og:title":
                     raw = _strip_site_suffix(raw, og.get("og:site_name"))
+                elif key == "og:site_name":
+                    raw = _without_tagline(raw)
                 value = self.shaper.shape(raw, schema, name, key, depth=0)
                 if not is_empty(value):
                     return value, OPENGRAPH
@@ -335,6 +337,15 @@ def _same_thing(primary: Node, other: Node) -> bool:
     """Whether ``other`` plausibly describes the same record as ``primary``."""
     first, second = _identity(primary), _identity(other)
     return not first or not second or first in second or second in first
+
+
+def _without_tagline(site_name: str) -> str:
+    """``Site - Tagline`` -> ``Site``."""
+    for separator in _TITLE_SEPARATORS:
+        head, found, _ = site_name.partition(separator)
+        if found and head.strip():
+            return head.strip()
+    return site_name
 
 
 def _strip_site_suffix(title: str, site_name: str | None) -> str:

@@ -26,7 +26,8 @@ META_KEYS: dict[str, tuple[str, ...]] = {
     "description": ("description", "og:description", "twitter:description",
                     "dc.description"),
     "inLanguage": ("og:locale", "content-language", "language", "dc.language"),
-    "price": ("product:price:amount", "og:price:amount", "price"),
+    "price": ("product:sale_price:amount", "og:sale_price:amount", "product:price:amount",
+              "og:price:amount", "price"),
     "priceCurrency": ("product:price:currency", "og:price:currency", "pricecurrency"),
     "availability": ("product:availability", "og:availability", "availability"),
     "brand": ("product:brand", "og:brand", "brand"),
@@ -50,7 +51,8 @@ BYLINE_TAIL = re.compile(
     r"contributor|staff|producer)\b.*$)"
     r"|(?:\s+(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|"
     r"aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
-    r"(?:\s+\d.*)?$)",
+    r"(?:\s+\d.*)?$)"
+    r"|(?:\s+[-\u2013\u2014|\u00b7\u2022]\s+(?=.*\d).*$)",  # "- Apr 16, 2015 8:02 pm"
     re.IGNORECASE)
 AUTHOR_SPLIT = re.compile(r"\s*(?:;|,|\band\b|&|\bund\b|\bet\b|\by\b)\s*")
 
@@ -71,7 +73,9 @@ ISO_CURRENCIES = frozenset((
 ))
 _SYMBOLS = "|".join(re.escape(s) for s in sorted(CURRENCY_SYMBOLS, key=len, reverse=True))
 _CODES = "|".join(sorted(ISO_CURRENCIES))
-_AMOUNT = r"\d{1,3}(?:[ .,\u00a0\u202f']\d{3})*(?:[.,]\d{1,2})?(?![\d])|\d+(?:[.,]\d{1,2})?(?!\d)"
+#: An amount that is not the start of a longer number (``2,4332%`` holds none).
+_AMOUNT = (r"\d{1,3}(?:[ .,\u00a0\u202f']\d{3})*(?:[.,]\d{1,2})?(?![.,]?\d)"
+           r"|\d+(?:[.,]\d{1,2})?(?![.,]?\d)")
 #: A currency-marked amount: ``£34.99``, ``3,56 €``, ``EUR 12.00``, ``1.899,00 zł``.
 PRICE = re.compile(
     rf"(?:(?P<pre>{_SYMBOLS}|\b(?:{_CODES})\b)\s?(?P<a1>{_AMOUNT})"
@@ -81,7 +85,8 @@ PRICE = re.compile(
 NOT_SELLING_PRICE = re.compile(
     r"\b(?:was|save|saving|rrp|msrp|uvp|statt|list price|compare at|instead of|"
     r"shipping|delivery|postage|versand|livraison|envío|spedizione|doprava|poštnina|"
-    r"from|ab|dès|desde|per month|/\s?mo|monthly|a month|financ\w*|credit|nectar|points)\b",
+    r"from|ab|dès|desde|per month|/\s?mo|monthly|a month|financ\w*|credit|nectar|points|"
+    r"orders? over|spend over|collect(?:ion)?)\b",
     re.IGNORECASE)
 
 # --------------------------------------------------------------------------- availability
@@ -115,10 +120,14 @@ def label(words: str, *, colon: bool = False) -> re.Pattern[str]:
     """A label (``|``-separated alternatives), capturing the text after it.
 
     With ``colon`` the label must be followed by ``:`` or be its line's only text
-    (``Brand: Acme``, not ``Manufacturer's guarantee`` nor ``Out of stock``).
+    (``Brand: Acme``, not ``Manufacturer's guarantee`` nor ``Out of stock``). A
+    label that starts its line may also be followed by a dash (``Brand - Acme``,
+    a specification table read as text).
     """
-    end = r"(?![^\W\d_])" + (r"\s*(?::\s*(?P<value>.*)|(?(alone)$|(?!)))" if colon else (
-        r"\s*(?:[:#.]|\bno\.?\b|\bnr\.?\b)?\s*(?P<value>.*)$"))
+    end = r"(?![^\W\d_])" + (
+        r"\s*(?:(?::|(?(alone)[-\u2013\u2014](?=\s)|(?!)))\s*(?P<value>.*)|(?(alone)$|(?!)))"
+        if colon else
+        r"\s*(?:[:#.]|[-\u2013\u2014](?=\s)|\bno\.?\b|\bnr\.?\b)?\s*(?P<value>.*)$")
     return re.compile(rf"(?:(?P<alone>^)|(?<=[\s(|,;]))(?:{words}){end}", re.IGNORECASE)
 
 
