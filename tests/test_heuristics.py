@@ -264,12 +264,23 @@ def test_recipe_lists_under_headings_times_and_servings() -> None:
     ("<p>Ready in :</p><p>1:15 h</p>", 75),  # clock-style, on the line below its label
     ("<p>Prep time: 20 mins</p><p>Cook time: 1 hr</p>", 80),  # no total: their sum
     ("<p>Cook Time</p><p>30 minutes</p>", 30),  # the one given
+    ("<p>Prep time</p><p>10</p><p>minutes</p><p>Cook time</p><p>4</p><p>hours</p>", 250),
 ])
 def test_recipe_total_time(times: str, expected: int) -> None:
     html = page(title="Stew", body=f"<h1>Stew</h1>{times}<p>A hearty dish.</p>")
     data, evidence = fill(html, obj(total_time_minutes=INT))
     assert data == {"total_time_minutes": expected}
     assert evidence == {"total_time_minutes": "label"}
+
+
+def test_recipe_nutrition_by_label() -> None:
+    html = page(title="Sausage balls", body=(
+        "<h1>Sausage balls</h1><p>Amount per serving:</p><p><span>Calories: 53</span><span>"
+        "Total Fat: 4g</span></p><p>Protein</p><p>3.5</p><p>g</p>"))
+    schema = obj(nutrition=obj(calories=NUM, protein_grams=NUM, fat_grams=NUM))
+    data, evidence = fill(html, schema)
+    assert data == {"nutrition": {"calories": 53.0, "protein_grams": 3.5, "fat_grams": 4.0}}
+    assert evidence == {"nutrition": "label"}
 
 
 def test_recipe_lists_by_class_and_paragraphs() -> None:

@@ -72,6 +72,8 @@ FINDERS: tuple[tuple[frozenset[str], Finder], ...] = tuple(
         (("recipeInstructions", "step", "steps"), recipes.step_facts),
         (("totalTime", "prepTime", "cookTime", "performTime", "recipeYield", "yield"),
          recipes.time_facts),
+        (("nutrition", "calories", "proteinContent", "fatContent", "carbohydrateContent"),
+         recipes.nutrition_facts),
     ))
 
 

@@ -23,6 +23,8 @@ MAX_HEADING_WORDS = 3
 _HEADINGS = ("h2", "h3", "h4", "h5", "h6")
 _HEADING_LIKE = ("strong", "b", "p", "dt", "span", "div")
 _SERVINGS = re.compile(r"^\d{1,3}(?:\s*(?:-|to|\u2013)\s*\d{1,3})?\b")
+#: A nutrient's amount at the start of a label's value (``53``, ``3 g``, ``401 kcal``).
+_AMOUNT = re.compile(r"^\d+(?:[.,]\d+)?(?:\s?(?:kcal|cal|kj|g|mg)\b)?", re.IGNORECASE)
 _INLINE = frozenset({"span", "a", "strong", "b", "em", "i", "label", "small", "mark"})
 _NUMBERED = re.compile(r"[-_]?\d+$")
 
@@ -66,6 +68,24 @@ def time_facts(page: PageReader) -> Facts:
     if servings:
         facts["recipeYield"] = (servings, "label")
     return facts
+
+
+def nutrition_facts(page: PageReader) -> Facts:
+    """Calories and grams of protein, fat and carbohydrate per serving, as labelled."""
+    facts: Facts = {}
+    for prop, pattern in (("nutrition.calories", words.CALORIES_LABEL),
+                          ("nutrition.proteinContent", words.PROTEIN_LABEL),
+                          ("nutrition.fatContent", words.FAT_LABEL),
+                          ("nutrition.carbohydrateContent", words.CARBOHYDRATE_LABEL)):
+        value = labelled(page.lines, pattern, _amount)
+        if value:
+            facts[prop] = (value, "label")
+    return facts
+
+
+def _amount(raw: str) -> str | None:
+    match = _AMOUNT.match(raw)
+    return match.group(0) if match else None
 
 
 def _duration(raw: str) -> str | None:

@@ -177,6 +177,13 @@ COOK_TIME_LABEL = label(r"cook(?:ing)?\s?time|cook|kochzeit|backzeit|temps de cu
                         r"tiempo de cocción|tempo di cottura|kooktijd|czas gotowania")
 SERVINGS_LABEL = label(r"servings|serves|serving size|yields?|makes|portions?|portionen|"
                        r"personen|pour|porciones|raciones|porzioni|porcje|personnes")
+CALORIES_LABEL = label(r"calories|energy|kalorien|calorías|calorie|kalorie|energia|"
+                       r"energie|kcal", colon=True)
+PROTEIN_LABEL = label(r"protein|proteins|eiweiß|eiweiss|protéines|proteínas|proteine|"
+                      r"białko|bílkoviny", colon=True)
+FAT_LABEL = label(r"(?:total\s)?fat|fett|lipides|grasas|grassi|tłuszcz|tuky", colon=True)
+CARBOHYDRATE_LABEL = label(r"(?:total\s)?carbohydrates?|carbs|kohlenhydrate|glucides|"
+                           r"carbohidratos|carboidrati|węglowodany|sacharidy", colon=True)
 DURATION_TEXT = re.compile(
     r"^(?:(?:about|around|approx\.?|approximately|ca\.?|circa|~)\s*)?"
     r"(?:\d{1,3}:[0-5]\d(?::[0-5]\d)?(?:\s*(?:h|hrs?|hours?)\b)?"
