@@ -417,11 +417,11 @@ class ExtractPipeline:
                 continue
             if is_empty(value):
                 continue
-            grounding[name] = grounded(value, index)
+            grounding[name] = grounded(value, index, name)
             if grounding[name]:
                 continue
             if mode == "strict":
-                values[name] = strip_ungrounded(value, index)
+                values[name] = strip_ungrounded(value, index, name)
             elif mode == "auto":
                 values[name] = strip_invented(name, value, properties.get(name, {}), index)
             if values[name] != value:

@@ -120,6 +120,17 @@ def test_grounding_numbers_dates_and_text():
         "a": "Acme Kettle", "b": None, "c": ["Acme"]}
 
 
+def test_grounding_durations_in_other_units_and_sums_of_two():
+    page = PageIndex.of("Prep time: 30 mins\nCook time: 1 hr\nSmoke for 2.5 hours.\nServes 4")
+    assert grounded(90, page, "total_time_minutes")  # 30 min + 1 hr
+    assert grounded(150, page, "cook_time_minutes") and grounded(1.5, page, "total_hours")
+    assert not grounded(75, page, "total_time_minutes")
+    assert not grounded(90, page, "price")  # only a duration field reads durations
+    assert grounded({"time": {"prep_minutes": 30, "total_minutes": 210}}, page)
+    assert strip_ungrounded({"total_time_minutes": 60, "serving_minutes": 61}, page) == {
+        "total_time_minutes": 60, "serving_minutes": None}
+
+
 def test_checker_asks_only_for_what_is_missing():
     checker = RecordChecker({"type": "object", "required": ["name", "price"], "properties": {
         "name": {"type": "string"}, "price": {"type": "number"}, "sku": {"type": "string"}}})
