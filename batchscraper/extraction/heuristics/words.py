@@ -102,15 +102,16 @@ OUT_OF_STOCK = re.compile(
 IN_STOCK = re.compile(
     r"\b(?:in stock|add to (?:your |my )?(?:cart|basket|bag|trolley)|buy now|available now|"
     r"auf lager|sofort lieferbar|lieferbar|vorrätig|in den (?:warenkorb|einkaufswagen)|"
-    r"en stock|ajouter au panier|en existencia|añadir al carrito|"
-    r"aggiungi al carrello|op voorraad|in winkelwagen|leverbaar|"
-    r"do koszyka|skladom|do košíka|skladem|do košíku|na zalogi|v košarico|"
+    r"en stock|ajouter au panier|disponible|en existencia|añadir al carrito|"
+    r"disponibile|aggiungi al carrello|op voorraad|in winkelwagen|leverbaar|"
+    r"dostępny|do koszyka|skladom|do košíka|skladem|do košíku|na zalogi|v košarico|"
     r"i lager|på lager|lägg i varukorgen|em estoque|adicionar ao carrinho|raktáron|"
     r"kosárba|în stoc)\b",
     re.IGNORECASE)
-#: Words that say "available" without saying "in stock": read when no stock words are near.
+#: Words that say "available" without saying "in stock": read only when no stock words are
+#: below the heading.
 AVAILABLE = re.compile(
-    r"\b(?:available|verfügbar|disponible|disponibile|disponível|beschikbaar|dostępn[ya]|"
+    r"\b(?:available|verfügbar|disponível|beschikbaar|dostępna|"
     r"dostupn[éýáoa]|dobavljiv[oa]?|na voljo|elérhető|tilgængelig|tillgänglig|"
     r"tilgjengelig|saatavilla)\b",
     re.IGNORECASE)
