@@ -14,7 +14,9 @@ corpus's ``score.py`` (next to the corpus folder). Modes:
 * ``local`` (``--llm local``): the project's own llama.cpp server with its
   small model (:mod:`batchscraper.llm.local`, started, or built first, here);
 * ``fake``: the deterministic fake server of the tests (``--fake``), which
-  exercises the LLM path but knows nothing about real pages.
+  exercises the LLM path but knows nothing about real pages;
+* ``heuristics`` (``--heuristics``): the page heuristics alone, in process, with
+  the page's structured data ignored: what a page without markup would get.
 
 Prints, per mode, field accuracy per kind, LLM calls, tokens and LLM seconds
 per page, wall time and the items' error codes; the cases whose JSON-LD covers
@@ -22,7 +24,7 @@ every labeled field (target: >= 0.9, zero LLM calls); and one JSON line with
 everything.
 
     .venv/bin/python bench/extract_accuracy.py [--corpus PATH] [--llm local]
-        [--compare ../main] [--fake] [--cases product-] [-v]
+        [--compare ../main] [--fake] [--heuristics] [--cases product-] [-v]
 """
 
 from __future__ import annotations
@@ -133,6 +135,34 @@ def run_mode(name: str, cases: dict[str, dict[str, Any]], base: str, env: dict[s
     for case_ids, batch_id in batches:
         for case_id, item in zip(case_ids, store.iter_items(batch_id), strict=True):
             items[case_id] = item
+    return summary(name, cases, items, wall, workdir, corpus)
+
+
+def run_heuristics(cases: dict[str, dict[str, Any]], workdir: Path,
+                   corpus: Path) -> dict[str, Any]:
+    """The page heuristics alone on every case (structured data ignored), in this process."""
+    from scrapy.http import HtmlResponse
+
+    from batchscraper.extraction.coerce import coerce_to_schema
+    from batchscraper.extraction.heuristics import fill_missing
+    from batchscraper.extraction.validation import RecordChecker
+
+    started = time.monotonic()
+    items = {}
+    for case_id, case in cases.items():
+        url = f"http://127.0.0.1/{case_id}"
+        html = HtmlResponse(url=url, body=case["page"]).text
+        checker = RecordChecker(case["schema"])
+        data, evidence = fill_missing(html, url, checker.schema, {}, {})
+        data = coerce_to_schema(checker.with_unstated_nulls(data), checker.schema)
+        items[case_id] = {"data": data, "evidence": evidence,
+                          "status": "completed" if not checker.errors(data) else "invalid"}
+    return summary("heuristics", cases, items, time.monotonic() - started, workdir, corpus)
+
+
+def summary(name: str, cases: dict[str, dict[str, Any]], items: dict[str, dict[str, Any]],
+            wall: float, workdir: Path, corpus: Path) -> dict[str, Any]:
+    """One mode's scores (by the corpus's scorer), LLM usage and outcomes."""
     predictions = workdir / f"predictions-{name.replace('/', '_')}.jsonl"
     predictions.write_text("".join(
         json.dumps({"case_id": case_id, "data": item.get("data")
@@ -246,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", type=Path, action="append", default=[],
                         help="also run the no-LLM mode with another checkout's code")
     parser.add_argument("--fake", action="store_true", help="also run against the fake LLM")
+    parser.add_argument("--heuristics", action="store_true",
+                        help="also score the page heuristics alone (structured data ignored)")
     parser.add_argument("--cases", default="", help="only case ids containing this text")
     parser.add_argument("--keep", type=Path,
                         help="copy each mode's predictions.jsonl here (for score.py -v)")
@@ -282,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             results = [run_mode(name, cases, base, mode_env, settings, store, workdir, corpus,
                                 code)
                        for name, mode_env, settings, code in modes]
+            if args.heuristics:
+                results.append(run_heuristics(cases, workdir, corpus))
             if args.keep:
                 args.keep.mkdir(parents=True, exist_ok=True)
                 for kept in workdir.glob("*.jsonl"):

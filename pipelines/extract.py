@@ -45,6 +45,7 @@ from batchscraper.exceptions import (
     ItemError,
     ValidationFailedError,
 )
+from batchscraper.extraction.coerce import coerce_to_schema
 from batchscraper.extraction.content import (
     PageContent,
     page_content,
@@ -69,7 +70,7 @@ from batchscraper.llm.config import LLMConfig
 from batchscraper.llm.extractor import LLMExtractor, PageTask, Usage
 from batchscraper.llm.grounding import PageIndex, grounded, strip_invented, strip_ungrounded
 from batchscraper.llm.ledger import LLMLedger
-from batchscraper.llm.merge import is_empty, merge_record_lists, shape_to_schema
+from batchscraper.llm.merge import is_empty, merge_record_lists, merge_values, shape_to_schema
 from batchscraper.llm.prompts import leaks_instructions
 from batchscraper.run import FREE_FORM_SCHEMA, BatchRun, ItemPlan, batch_run
 from batchscraper.templates.learning import PageTemplate
@@ -280,12 +281,17 @@ class ExtractPipeline:
         """The LLM completes the record; its answer teaches or checks the page's template."""
         extractor = self.extractor
         if not ask or extractor is None:
-            self._structured_only(item, data, evidence)
+            self._structured_only(item, checker, data, evidence)
             return
         self._stat("llm/pages")
         kept = await asyncio.to_thread(checker.valid_values, data, ask)
+        # objects the page filled in part (an offer without its stock state): the LLM
+        # completes them, their values stay
+        partial = {name: value for name, value in data.items() if name in ask
+                   and isinstance(value, dict) and not is_empty(value)}
         page = await self._page(item, url, checker.schema)
-        task = self._task(item, url, page, checker.sub_schema(ask), prompt, known=kept or None)
+        task = self._task(item, url, page, checker.sub_schema(ask), prompt,
+                          known={**kept, **partial} or None)
 
         def check(value: Any) -> list[str]:
             return checker.error_lines([{**kept, **value}], ask)
@@ -305,10 +311,16 @@ class ExtractPipeline:
         filled = {k: v for k, v in answered.items()
                   if not is_empty(v) or (v is None and k in checker.required)}
         filled = shape_to_schema(filled, checker.schema)
-        item.data = {name: ({**kept, **filled})[name] for name in checker.properties
-                     if name in kept or name in filled}
+        completed = await asyncio.to_thread(_completed, checker, partial, shape_to_schema(
+            {name: answered.get(name) for name in partial}, checker.schema))
+        filled.update(completed)
+        item.data = checker.with_unstated_nulls({
+            name: ({**kept, **filled})[name] for name in checker.properties
+            if name in kept or name in filled})
         item.evidence = {**{k: evidence[k] for k in kept if k in evidence},
-                         **{k: "llm" for k, v in filled.items() if v is not None}}
+                         **{k: "llm" for k, v in filled.items() if v is not None},
+                         **{k: f"{evidence[k]}+llm" if k in evidence else "llm"
+                            for k in completed}}
         found_by = extraction_method({k: evidence[k] for k in kept if k in evidence})
         item.extraction = {"method": f"{found_by}+llm" if kept else "llm",
                            "llm_fields": sorted(ask), **self._usage_meta(usage), **meta}
@@ -316,7 +328,7 @@ class ExtractPipeline:
             item.extraction.update(
                 await self.templates.answered(template, filled, meta["grounded"], checker))
 
-    def _structured_only(self, item: PageItem, data: dict[str, Any],
+    def _structured_only(self, item: PageItem, checker: RecordChecker, data: dict[str, Any],
                          evidence: dict[str, str]) -> None:
         if not data:
             self._stat("extract/empty")
@@ -324,7 +336,7 @@ class ExtractPipeline:
                 "no structured data in the page (JSON-LD, microdata, OpenGraph) matches the schema"
             ).to_dict())
             return
-        item.data = data
+        item.data = checker.with_unstated_nulls(data)
         item.evidence = evidence
         item.extraction = {"method": extraction_method(evidence)}
 
@@ -342,7 +354,7 @@ class ExtractPipeline:
         extractor = self.extractor
         if (valid and enough) or extractor is None:
             if not records:
-                self._structured_only(item, {}, {})
+                self._structured_only(item, checker, {}, {})
                 return
             item.data, item.evidence = records, evidence
             item.extraction = {"method": "structured", **_list_meta(records, found, limit)}
@@ -412,11 +424,11 @@ class ExtractPipeline:
                 continue
             if is_empty(value):
                 continue
-            grounding[name] = grounded(value, index)
+            grounding[name] = grounded(value, index, name)
             if grounding[name]:
                 continue
             if mode == "strict":
-                values[name] = strip_ungrounded(value, index)
+                values[name] = strip_ungrounded(value, index, name)
             elif mode == "auto":
                 values[name] = strip_invented(name, value, properties.get(name, {}), index)
             if values[name] != value:
@@ -439,6 +451,8 @@ class ExtractPipeline:
         """The structured record survives: complete when it is valid alone, else fail."""
         if isinstance(exc, BudgetExceededError):
             await self._budget_error(item)
+        if isinstance(data, dict):
+            data = checker.with_unstated_nulls(data) if data else data
         item.data = data or None
         item.evidence = evidence or None
         item.extraction = {"method": extraction_method(evidence) if data else "llm",
@@ -489,6 +503,25 @@ class ExtractPipeline:
         stats = self.crawler.stats
         assert stats is not None
         stats.inc_value(f"batch/{key}", value)
+
+
+def _completed(checker: RecordChecker, partial: dict[str, Any],
+               answered: dict[str, Any]) -> dict[str, Any]:
+    """Objects the page filled in part, completed by the LLM's answer: the page's values win
+    (they were read, not guessed) unless they make the object invalid where the answer is
+    not."""
+    completed = {}
+    for name, known in partial.items():
+        answer = answered.get(name)
+        merged = merge_values(known, answer if isinstance(answer, dict) else None)
+        if merged == answer:
+            continue
+        if isinstance(answer, dict) and name in checker.invalid_fields(
+                coerce_to_schema({name: merged}, checker.schema)) and name not in \
+                checker.invalid_fields(coerce_to_schema({name: answer}, checker.schema)):
+            continue
+        completed[name] = merged
+    return completed
 
 
 def _index(page: PageContent, schema: dict[str, Any]) -> PageIndex:

@@ -166,6 +166,27 @@ def test_broken_jsonld_does_not_hide_other_scripts() -> None:
     assert parse_structured_data(page(broken), BASE_URL).jsonld == []
 
 
+@pytest.mark.parametrize("wrapped", [
+    "<![CDATA[ {json} ]]>", "//<![CDATA[\n{json}\n//]]>", "<!-- {json} -->",
+    "<!--//<![CDATA[\n{json}\n//]]>-->",
+])
+def test_jsonld_wrapped_in_cdata_or_a_comment(wrapped: str) -> None:
+    node = {"@type": "NewsArticle", "headline": "Wrapped",
+            "publisher": {"@type": "Organization", "name": "Voodoo Press"}}
+    script = wrapped.replace("{json}", json.dumps(node))
+    html = page(f'<script type="application/ld+json">{script}</script>')
+    data, evidence = extract(html, obj(title=STR, site_name=STR))
+    assert data == {"title": "Wrapped", "site_name": "Voodoo Press"}
+    assert evidence == {"title": "jsonld", "site_name": "jsonld"}
+
+
+def test_opengraph_site_name_without_its_tagline() -> None:
+    html = page('<meta property="og:site_name" content="Daily Example - News you need">'
+                '<meta property="og:title" content="Bridge news | Daily Example">')
+    data, _ = extract(html, obj(title=STR, site_name=STR))
+    assert data == {"title": "Bridge news", "site_name": "Daily Example"}
+
+
 @pytest.mark.parametrize("html", ["", "   ", b"", b"\x00\xff\xfe garbage <<<>>>", "<html",
                                   "<?xml version='1.0' encoding='utf-8'?><html></html>"])
 def test_unparsable_input_never_raises(html: str | bytes) -> None:
@@ -276,6 +297,20 @@ def test_variants_skip_incomplete_elements() -> None:
     assert data == {"name": "Flea Tablets", "currency": "GBP", "variants": [
         {"name": "6 pack", "sku": "F6", "price": 9.56},
         {"name": "3 pack", "sku": "F3", "price": 5.29}]}
+
+
+def test_a_grouping_field_next_to_a_plain_value_of_a_like_named_key() -> None:
+    product = {"@type": "Product", "name": "Weather Station", "sku": "WS 570 II",
+               "identifier": "8592733020681", "gtin13": "8592733020681",
+               "author": "Jane Doe"}
+    schema = obj(name=STR, identifiers=obj(sku=STR, gtin=STR),
+                 author=obj(name=STR, url=STR))
+    data, evidence = extract(page(jsonld(product)), schema)
+    # "identifier" holds a plain value, not the group: sku and gtin come from the product;
+    # a plain "author" is not the product's own name and url
+    assert data == {"name": "Weather Station",
+                    "identifiers": {"sku": "WS 570 II", "gtin": "8592733020681"}}
+    assert evidence == {"name": "jsonld", "identifiers": "jsonld"}
 
 
 def test_description_hint_and_unrelated_entities() -> None:
@@ -446,6 +481,8 @@ def test_corpus_covered_cases_accuracy() -> None:
          + jsonld(PRODUCT)),
     page('<script type="application/ld+json"><!-- ' + json.dumps(PRODUCT) + " --></script>"
          "<!-- a comment -->"),
+    page('<script type="application/ld+json">//<![CDATA[\n' + json.dumps(PRODUCT)
+         + "\n//]]></script>"),
     page('<script type="application/ld+jsonx">{"@type": "Product"}</script>'
          '<script type="text/javascript">var x = "application/ld+json";</script>'),
     page(body="<p>no structured data</p>"),

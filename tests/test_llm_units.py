@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 
 from batchscraper.demo.site import list_page, product_page
+from batchscraper.exceptions import LLMError, LLMTimeoutError
 from batchscraper.extraction.content import prepare_page, pruned_tree
 from batchscraper.extraction.listing import visible_record_count
 from batchscraper.extraction.validation import RecordChecker
 from batchscraper.inputs.profiles import profile_names
-from batchscraper.exceptions import LLMError, LLMTimeoutError
 from batchscraper.inputs.schemas import parse_schema
 from batchscraper.llm.client import ChatRequest, OpenAIChatClient, _retry_after
 from batchscraper.llm.config import LLMConfig
@@ -118,6 +118,17 @@ def test_grounding_numbers_dates_and_text():
     assert grounded(True, page)
     assert strip_ungrounded({"a": "Acme Kettle", "b": "USD", "c": ["Acme", "Zed"]}, page) == {
         "a": "Acme Kettle", "b": None, "c": ["Acme"]}
+
+
+def test_grounding_durations_in_other_units_and_sums_of_two():
+    page = PageIndex.of("Prep time: 30 mins\nCook time: 1 hr\nSmoke for 2.5 hours.\nServes 4")
+    assert grounded(90, page, "total_time_minutes")  # 30 min + 1 hr
+    assert grounded(150, page, "cook_time_minutes") and grounded(1.5, page, "total_hours")
+    assert not grounded(75, page, "total_time_minutes")
+    assert not grounded(90, page, "price")  # only a duration field reads durations
+    assert grounded({"time": {"prep_minutes": 30, "total_minutes": 210}}, page)
+    assert strip_ungrounded({"total_time_minutes": 60, "serving_minutes": 61}, page) == {
+        "total_time_minutes": 60, "serving_minutes": None}
 
 
 def test_checker_asks_only_for_what_is_missing():

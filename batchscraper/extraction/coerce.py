@@ -153,10 +153,14 @@ _HUMAN_DURATION = re.compile(
     re.IGNORECASE,
 )
 _HUMAN_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+#: A clock-style duration: ``1:15 h``, ``0:45``, ``1:30:00 hrs`` (hours first).
+_CLOCK_DURATION = re.compile(
+    r"^(\d{1,3}):([0-5]\d)(?::([0-5]\d))?\s*(?:h|hrs?|hours?|std\.?|u)?\.?$", re.IGNORECASE)
 
 
 def parse_duration_seconds(value: Any) -> float | None:
-    """Seconds in an ISO-8601 duration (``PT1H30M``) or a plain one (``1 hr 30 mins``)."""
+    """Seconds in an ISO-8601 duration (``PT1H30M``), a plain one (``1 hr 30 mins``) or a
+    clock-style one (``1:15 h``)."""
     if not isinstance(value, str):
         return None
     text = value.strip()
@@ -164,6 +168,10 @@ def parse_duration_seconds(value: Any) -> float | None:
     if match and text.upper() not in ("P", "PT") and not text.upper().endswith("T"):
         return sum(float(amount.replace(",", ".")) * _ISO_PART_SECONDS[part]
                    for part, amount in match.groupdict().items() if amount)
+    clock = _CLOCK_DURATION.match(text)
+    if clock:
+        hours, minutes, seconds = (int(part or 0) for part in clock.groups())
+        return hours * 3600 + minutes * 60 + seconds
     parts = _HUMAN_DURATION.findall(text)
     if not parts:
         return None

@@ -157,19 +157,30 @@ class Shaper:
         """The value of property ``name`` in ``node``, shaped to ``schema``; None if absent."""
         if depth > self.max_depth:
             return None
+        entity = False  # whether a key of the name held a node (else only plain values)
         for path in dict.fromkeys(self._candidate_paths(node, name, schema)):
             segments = path.split(".")
             raw = self.get_path(node, segments)
             if is_empty(raw) or (segments[-1] in syn.REFERENCE_KEYS and isinstance(raw, str)
                                  and _URL.match(raw) and not self.wants_url(name, schema)):
                 continue
+            entity = entity or any(isinstance(self.deref(item), dict)
+                                   for item in (raw if isinstance(raw, list) else [raw]))
             value = self.shape(raw, schema, name, segments[-1], depth)
             if not is_empty(value):
                 return value
-        if "object" in self.types(schema) and not self._is_known(node, name):
-            value = self.map_object(node, schema, depth + 1)  # grouping field: same node
+        if "object" in self.types(schema) and (not self._is_known(node, name) or (
+                not entity and not self._holds_text(schema))):
+            # a grouping field (``identifiers``: sku, gtin, ...) of the same node; a plain
+            # value under a like-named key (``identifier``: "8592...") is not that group
+            value = self.map_object(node, schema, depth + 1)
             return value or None
         return None
+
+    @staticmethod
+    def _holds_text(schema: dict[str, Any]) -> bool:
+        """Whether an object schema has a field a plain value would fill (``name``, ``text``)."""
+        return any(name in (schema.get("properties") or {}) for name in syn.TEXT_KEYS)
 
     def map_object(self, node: Node, schema: dict[str, Any], depth: int) -> dict[str, Any]:
         """Map every property of an object ``schema`` onto ``node``."""

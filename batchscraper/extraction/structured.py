@@ -44,6 +44,9 @@ _JSONLD_SCRIPT = re.compile(
 )
 #: a leading comment line that makes a script's JSON unreadable (extruct.jsonld's pattern)
 _COMMENT_LINE = re.compile(r"^\s*(//.*|<!--.*-->)")
+#: What pages wrap a JSON-LD script's JSON in: CDATA markers and HTML comments, with or
+#: without a leading ``//`` (XHTML habits that JSON parsers refuse).
+_JSONLD_WRAPPER = re.compile(r"^\s*(?://\s*)?(?:<!\[CDATA\[|<!--)|(?://\s*)?(?:\]\]>|-->)\s*$")
 _TITLE_SEPARATORS = (" | ", " - ", " \u2013 ", " \u2014 ", " :: ", " \u00b7 ")
 
 
@@ -122,7 +125,8 @@ def _extract_jsonld(tree: lxml.html.HtmlElement) -> list[Node]:
 
 def _jsonld_nodes(scripts: Iterable[str]) -> list[Node]:
     """Top-level JSON-LD nodes of these script texts (as extruct reads them: lenient JSON,
-    leading comment lines tolerated); an unparsable script is skipped, not fatal."""
+    leading comment lines tolerated, CDATA or comment wrappers removed); an unparsable script
+    is skipped, not fatal."""
     items: list[Node] = []
     for script in scripts:
         try:
@@ -131,12 +135,25 @@ def _jsonld_nodes(scripts: Iterable[str]) -> list[Node]:
             except ValueError:
                 found = jstyleson.loads(_COMMENT_LINE.sub("", script), strict=False)
         except Exception:
-            logger.debug("skipping an unparsable JSON-LD script", exc_info=True)
-            continue
+            found = _unwrapped_jsonld(script)
+            if found is None:
+                logger.debug("skipping an unparsable JSON-LD script", exc_info=True)
+                continue
         for item in found if isinstance(found, list) else [found]:
             if item:
                 items.extend(_flatten_graph(item))
     return items
+
+
+def _unwrapped_jsonld(script: str) -> list[Any] | None:
+    """The JSON of a script wrapped in CDATA markers or an HTML comment; None if not JSON."""
+    text = _JSONLD_WRAPPER.sub("", script)
+    text = _JSONLD_WRAPPER.sub("", text.strip())  # both ends may be wrapped twice
+    try:
+        data = json.loads(text, strict=False)
+    except ValueError:
+        return None
+    return data if isinstance(data, list) else [data]
 
 
 def _flatten_graph(item: Any) -> list[Node]:
@@ -310,6 +327,8 @@ class _Mapper:
                     continue
                 if key == "og:title":
                     raw = _strip_site_suffix(raw, og.get("og:site_name"))
+                elif key == "og:site_name":
+                    raw = _without_tagline(raw)
                 value = self.shaper.shape(raw, schema, name, key, depth=0)
                 if not is_empty(value):
                     return value, OPENGRAPH
@@ -356,6 +375,15 @@ def _same_thing(primary: Node, other: Node) -> bool:
     """Whether ``other`` plausibly describes the same record as ``primary``."""
     first, second = _identity(primary), _identity(other)
     return not first or not second or first in second or second in first
+
+
+def _without_tagline(site_name: str) -> str:
+    """``Site - Tagline`` -> ``Site``."""
+    for separator in _TITLE_SEPARATORS:
+        head, found, _ = site_name.partition(separator)
+        if found and head.strip():
+            return head.strip()
+    return site_name
 
 
 def _strip_site_suffix(title: str, site_name: str | None) -> str:

@@ -31,7 +31,7 @@ from scrapy.settings import BaseSettings
 from batchscraper.exceptions import BatchError, ValidationFailedError, ValidationTimeoutError
 from batchscraper.extraction.coerce import coerce_to_schema
 from batchscraper.extraction.patterns import compile_pattern
-from batchscraper.llm.merge import is_empty
+from batchscraper.llm.merge import allows_null, is_empty
 
 MAX_CACHED_CHECKERS = 32
 MAX_MESSAGE_CHARS = 300
@@ -310,6 +310,14 @@ class RecordChecker:
         return {name: value for name, value in record.items() if name not in invalid
                 and (name not in ask or not is_empty(value))}
 
+    def with_unstated_nulls(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` with ``null`` for each required field it lacks whose schema allows null.
+
+        A required but nullable field asks to be told when the page does not
+        state the value; nested objects (and objects in arrays) get the same.
+        """
+        return _with_nulls(record, self.schema)
+
     def sub_schema(self, fields: set[str]) -> dict[str, Any]:
         """The schema restricted to ``fields`` (what the LLM is asked for)."""
         sub: dict[str, Any] = {
@@ -337,6 +345,27 @@ class RecordChecker:
                     where = "/".join(path) or "(record)"
                     lines.append(f"{f'records[{number}].' if many else ''}{where}: {error.message}")
         return lines
+
+
+def _with_nulls(value: Any, schema: Any) -> Any:
+    if not isinstance(schema, dict):
+        return value
+    if isinstance(value, list):
+        return [_with_nulls(item, schema.get("items")) for item in value]
+    if not isinstance(value, dict):
+        return value
+    properties = schema.get("properties") or {}
+    filled = {name: _with_nulls(item, properties.get(name)) for name, item in value.items()}
+    for name in schema.get("required") or []:
+        if name not in filled and _allows_null(properties.get(name)):
+            filled[name] = None
+    return filled
+
+
+def _allows_null(schema: Any) -> bool:
+    enum = schema.get("enum") if isinstance(schema, dict) else None
+    return isinstance(schema, dict) and allows_null(schema) and (
+        not isinstance(enum, list) or None in enum)
 
 
 @functools.lru_cache(maxsize=MAX_CACHED_CHECKERS)

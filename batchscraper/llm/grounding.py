@@ -4,6 +4,9 @@ Each leaf is compared with the page's visible text after normalization:
 short strings must appear as a substring, long strings must have nearly all
 their words on the page, numbers must appear in any common spelling
 (``1299.0`` matches ``1,299.00`` and ``1.299,00``), dates in any common form.
+A number of a field named for a duration unit (``total_time_minutes``) may
+also be a duration the page states in other units, or the sum of two
+(``90`` from "1 hr 30 min", or from "Prep 30 min" and "Cook 1 hr").
 Booleans and enum-like values cannot be checked that way and count as
 grounded. A value that repeats the system instructions is never grounded.
 """
@@ -16,7 +19,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from batchscraper.extraction.coerce import parse_date, parse_number
+from batchscraper.extraction.coerce import (
+    duration_unit,
+    parse_date,
+    parse_duration_seconds,
+    parse_number,
+)
+from batchscraper.extraction.synonyms import DURATION_UNIT_SECONDS
 from batchscraper.llm.merge import is_empty, normalize_text
 from batchscraper.llm.prompts import leaks_instructions
 
@@ -26,6 +35,12 @@ LONG_STRING_WORDS = 8
 LONG_STRING_COVERAGE = 0.9
 NUMBER_TOLERANCE = 0.005
 _NUMBER = re.compile(r"\d[\d\s.,'\u00a0\u202f]*")
+#: A duration as pages write it: ``1 hr 30 mins``, ``45 minutes``, ``2.5 hours``.
+_DURATION = re.compile(
+    r"(?:\d+(?:[.,]\d+)?\s*(?:d|days?|h|hrs?|hours?|m|mins?|minutes?|s|secs?|seconds?)\b"
+    r"[\s,]*(?:and\s+)?)+", re.IGNORECASE)
+#: Stated durations kept for sums of two (their number grows as its square).
+MAX_DURATIONS = 40
 _WORDS = re.compile(r"\w+")
 _DATE_FORMATS = ("%B %d, %Y", "%b %d, %Y", "%d %B %Y", "%d %b %Y", "%B %d %Y", "%d.%m.%Y",
                  "%m/%d/%Y", "%d/%m/%Y", "%Y/%m/%d", "%d %B, %Y", "%b. %d, %Y")
@@ -39,6 +54,7 @@ class PageIndex:
     flat: str  # the words of the text, joined by single spaces (no punctuation)
     words: frozenset[str]
     numbers: tuple[float, ...]
+    durations: tuple[float, ...] = ()  # seconds: each stated duration, and sums of two
 
     @classmethod
     def of(cls, text: str) -> PageIndex:
@@ -48,33 +64,46 @@ class PageIndex:
             number = parse_number(match.group(0).strip(), lenient=True)
             if number is not None:
                 numbers.append(number)
+        stated = list(dict.fromkeys(
+            seconds for seconds in map(parse_duration_seconds, (
+                m.group(0) for m in _DURATION.finditer(text))) if seconds))[:MAX_DURATIONS]
+        durations = {*stated, *(a + b for i, a in enumerate(stated) for b in stated[i + 1:])}
         words = _WORDS.findall(normalized)
         return cls(text=normalized, flat=" ".join(words), words=frozenset(words),
-                   numbers=tuple(sorted(set(numbers))))
+                   numbers=tuple(sorted(set(numbers))), durations=tuple(sorted(durations)))
 
 
-def grounded(value: Any, page: PageIndex) -> bool:
-    """Whether every leaf of ``value`` can be found on the page."""
+def grounded(value: Any, page: PageIndex, name: str = "") -> bool:
+    """Whether every leaf of ``value`` (the value of field ``name``) can be found on the page."""
     if leaks_instructions(value):
         return False
     if isinstance(value, dict):
-        return all(grounded(v, page) for v in value.values() if not is_empty(v))
+        return all(grounded(v, page, k) for k, v in value.items() if not is_empty(v))
     if isinstance(value, list):
-        return all(grounded(v, page) for v in value if not is_empty(v))
+        return all(grounded(v, page, name) for v in value if not is_empty(v))
     if value is None or isinstance(value, bool):
         return True
     if isinstance(value, (int, float)):
-        return _number_on_page(float(value), page)
+        return _number_on_page(float(value), page) or _duration_on_page(float(value), name, page)
     return _string_on_page(str(value), page)
 
 
-def strip_ungrounded(value: Any, page: PageIndex) -> Any:
+def _duration_on_page(number: float, name: str, page: PageIndex) -> bool:
+    unit = duration_unit(name)
+    if unit is None or not math.isfinite(number):
+        return False
+    seconds = number * DURATION_UNIT_SECONDS[unit]
+    return any(abs(candidate - seconds) <= max(seconds * NUMBER_TOLERANCE, 1)
+               for candidate in page.durations)
+
+
+def strip_ungrounded(value: Any, page: PageIndex, name: str = "") -> Any:
     """``value`` with ungrounded leaves set to None (list elements removed)."""
     if isinstance(value, dict):
-        return {k: strip_ungrounded(v, page) for k, v in value.items()}
+        return {k: strip_ungrounded(v, page, k) for k, v in value.items()}
     if isinstance(value, list):
-        return [strip_ungrounded(v, page) for v in value if grounded(v, page)]
-    return value if grounded(value, page) else None
+        return [strip_ungrounded(v, page, name) for v in value if grounded(v, page, name)]
+    return value if grounded(value, page, name) else None
 
 
 def _number_on_page(number: float, page: PageIndex) -> bool:
@@ -177,7 +206,7 @@ def strip_invented(name: str, value: Any, schema: Any, page: PageIndex) -> Any:
                 and not (element == [] and original != [])]
     if value is None or isinstance(value, bool) or not must_be_copied(name, schema):
         return value
-    return value if grounded(value, page) else None
+    return value if grounded(value, page, name) else None
 
 
 def _object_schema(schema: Any) -> dict[str, Any]:

@@ -15,6 +15,12 @@ nested objects, that are still missing are filled; a finder runs only when
 one of its properties could fill one of them (nothing runs when structured
 data answered every field; trafilatura only for article fields).
 
+Two kinds of structured value stand in for what the page shows, and give way
+to it when the page holds the same words: a text that ends in an ellipsis (a
+JSON-LD ``articleBody`` cut after a paragraph), replaced by the longer text
+it begins; a list of one long item (a recipe's method as one ``HowToStep``),
+replaced by the page's list of the same text in several items.
+
 Every value is taken from the page and carries its evidence: ``meta``,
 ``itemprop``, ``heading``, ``title``, ``trafilatura``, ``time``,
 ``htmldate``, ``pattern`` (prices, stock words), ``label`` (``Brand: X``) or
@@ -24,6 +30,8 @@ Every value is taken from the page and carries its evidence: ``meta``,
 from __future__ import annotations
 
 import logging
+import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,6 +47,12 @@ logger = logging.getLogger(__name__)
 STRUCTURED_SOURCES = frozenset({"jsonld", "microdata", "og"})
 #: How deep nested schema objects are walked and mapped.
 MAX_DEPTH = 4
+#: Shortest text (ending in an ellipsis, or a list's one item) that stands in for more.
+STAND_IN_MIN_CHARS = 80
+#: Share of a stand-in's words the page's value must hold to replace it (both ways for lists).
+STAND_IN_OVERLAP = 0.8
+_ELLIPSIS = re.compile(r"(?:\u2026|\.\.\.|\[(?:\u2026|\.\.\.)\])\s*$")
+_WORD = re.compile(r"\w+")
 
 Finder = Callable[[PageReader], Facts]
 #: (lower-cased schema.org properties a finder can give, finder); earlier finders win.
@@ -58,6 +72,8 @@ FINDERS: tuple[tuple[frozenset[str], Finder], ...] = tuple(
         (("recipeInstructions", "step", "steps"), recipes.step_facts),
         (("totalTime", "prepTime", "cookTime", "performTime", "recipeYield", "yield"),
          recipes.time_facts),
+        (("nutrition", "calories", "proteinContent", "fatContent", "carbohydrateContent"),
+         recipes.nutrition_facts),
     ))
 
 
@@ -70,15 +86,62 @@ def fill_missing(
     filled field (``"label"``, or ``"microdata+pattern"`` when a nested object
     was completed). Never raises: on any failure the record stays as it was.
     """
-    wanted = wanted_properties(schema, data)
+    stand_ins = {name: value for name, value in data.items() if stands_in(value)}
+    kept = {name: value for name, value in data.items() if name not in stand_ins}
+    wanted = wanted_properties(schema, kept)
     if not wanted:
         return data, evidence
     try:
         facts = collect_facts(PageReader(html, url), wanted)
-        return merge_facts(schema, data, evidence, facts)
+        filled, why = merge_facts(schema, kept, {name: source for name, source in
+                                                 evidence.items() if name not in stand_ins},
+                                  facts)
     except Exception:
         logger.exception("page heuristics failed on %s", url)
         return data, evidence
+    for name, value in stand_ins.items():
+        if not replaces(filled.get(name), value):
+            filled[name], why[name] = value, evidence[name]
+    order = list(schema["properties"])
+    return ({k: filled[k] for k in order if k in filled},
+            {k: why[k] for k in order if k in why})
+
+
+def stands_in(value: Any) -> bool:
+    """Whether ``value`` is a long text cut short with an ellipsis, or a list of one long
+    item."""
+    if isinstance(value, str):
+        return len(value) >= STAND_IN_MIN_CHARS and bool(_ELLIPSIS.search(value))
+    return isinstance(value, list) and len(value) == 1 and len(
+        " ".join(_strings(value))) >= STAND_IN_MIN_CHARS
+
+
+def replaces(found: Any, stand_in: Any) -> bool:
+    """Whether the page's ``found`` is the fuller form of ``stand_in``: a longer text that
+    holds (nearly) all of its words, or a longer list of (nearly) the same words."""
+    if isinstance(stand_in, str):
+        return isinstance(found, str) and len(found) > len(stand_in) and _share(
+            stand_in, found) >= STAND_IN_OVERLAP
+    return isinstance(found, list) and len(found) > len(stand_in) and min(
+        _share(stand_in, found), _share(found, stand_in)) >= STAND_IN_OVERLAP
+
+
+def _share(part: Any, whole: Any) -> float:
+    """Share of the words of ``part`` found in ``whole`` (texts at any depth)."""
+    wanted = Counter(_WORD.findall(" ".join(_strings(part)).casefold()))
+    found = wanted & Counter(_WORD.findall(" ".join(_strings(whole)).casefold()))
+    return sum(found.values()) / max(1, sum(wanted.values()))
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 def extraction_method(evidence: dict[str, str]) -> str:

@@ -49,8 +49,7 @@ def meta_facts(page: PageReader) -> Facts:
         value = next((page.meta[key] for key in keys if page.meta.get(key)), None)
         if value is None or (prop == "author" and value.startswith(("http:", "https:"))):
             continue
-        facts[OFFER_PATHS.get(prop, prop)] = (
-            clean_author(value) if prop == "author" else value, "meta")
+        facts[OFFER_PATHS.get(prop, prop)] = (CLEANERS.get(prop, str.strip)(value), "meta")
     lang = page.tree.get("lang") if page.tree is not None else None
     if lang:
         facts.setdefault("inLanguage", (lang, "meta"))
@@ -70,7 +69,8 @@ def itemprop_facts(page: PageReader) -> Facts:
             if prop == "recipeIngredient" and value:
                 ingredients.append(value)
             elif value:
-                facts.setdefault(OFFER_PATHS.get(prop, prop), (value, "itemprop"))
+                facts.setdefault(OFFER_PATHS.get(prop, prop),
+                                 (CLEANERS.get(prop, str.strip)(value), "itemprop"))
     if ingredients:
         facts["recipeIngredient"] = (ingredients, "itemprop")
     return facts
@@ -136,6 +136,12 @@ def clean_author(raw: str) -> str:
         while len(kept) > 1 and kept[-1][:1].islower():  # "Jane Doe před", "... and"
             kept.pop()
         name = " ".join(kept)
+        if any(c.isdigit() for c in name):
+            continue  # a date or a time, not a name
         if name and name.casefold() not in {n.casefold() for n in names}:
             names.append(name)
     return ", ".join(names)
+
+
+#: How the text of a byline or site name found in the markup is cleaned.
+CLEANERS = {"author": clean_author, "publisher": site_name}

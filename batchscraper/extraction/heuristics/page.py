@@ -23,6 +23,8 @@ WINDOW_LINES = 250
 LEAD_LINES = 15
 #: Shortest share of the heading's text a line must hold to be where the heading is.
 HEADING_PART = 0.5
+#: Shortest first line of a heading that places it when no line holds most of its text.
+HEADING_START_CHARS = 20
 #: Share of a heading's words that must be in ``<title>``/og:title for it to be the title.
 TITLE_OVERLAP = 0.6
 BLOCK_TAGS = frozenset({
@@ -116,9 +118,12 @@ class PageReader:
         heading = self.heading
         if heading is None:
             return 0
-        # a heading with block children spans several lines: match its longest part
+        # a heading with block children spans several lines: match its longest part, else
+        # the line it begins with (a name followed by a hidden dialog's text)
         return next((i for i, line in enumerate(self.lines) if heading in line or (
-            line in heading and HEADING_PART * len(heading) <= len(line))), 0)
+            line in heading and HEADING_PART * len(heading) <= len(line))), None) or next(
+            (i for i, line in enumerate(self.lines) if len(line) >= HEADING_START_CHARS
+             and heading.startswith(line)), 0)
 
     def window(self, lead: int = LEAD_LINES) -> list[str]:
         """Lines from ``lead`` above the main heading to :data:`WINDOW_LINES` below it."""

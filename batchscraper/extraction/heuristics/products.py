@@ -15,6 +15,8 @@ MAX_LABEL_VALUE = 60
 MAX_BRAND_WORDS = 5
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9][\w./-]{1,39}$")
 _GTIN_DIGITS = re.compile(r"\b(\d{14}|\d{13}|\d{12}|\d{8})\b")
+_BARE_NUMBER = re.compile(r"^\d+(?:[.,]\d+)?$")
+_UNIT = re.compile(r"^[^\W\d_]{1,12}\.?$")
 
 
 def offer_facts(page: PageReader) -> Facts:
@@ -32,15 +34,27 @@ def offer_facts(page: PageReader) -> Facts:
             if code:
                 facts["offers.priceCurrency"] = (code, "pattern")
             break
-    # the stock words nearest below the heading: further down are other products' cards
-    for line in page.window(lead=0):
-        if words.OUT_OF_STOCK.search(line):
-            facts["offers.availability"] = ("OutOfStock", "pattern")
-            break
-        if words.IN_STOCK.search(line):
-            facts["offers.availability"] = ("InStock", "pattern")
-            break
+    # a labelled state first; else the stock words nearest below the heading (further down
+    # are other products' cards), and only without any, a word that says "available"
+    below = page.window(lead=0)
+    availability = labelled(page.window(), words.AVAILABILITY_LABEL, available) or next(
+        (state for state in map(stock_state, below) if state), None) or next(
+        (state for state in map(available, below) if state), None)
+    if availability:
+        facts["offers.availability"] = (availability, "pattern")
     return facts
+
+
+def stock_state(text: str) -> str | None:
+    """``InStock``/``OutOfStock`` when ``text`` says so (out-of-stock words first)."""
+    if words.OUT_OF_STOCK.search(text):
+        return "OutOfStock"
+    return "InStock" if words.IN_STOCK.search(text) else None
+
+
+def available(text: str) -> str | None:
+    """:func:`stock_state`, or ``InStock`` when ``text`` only says "available"."""
+    return stock_state(text) or ("InStock" if words.AVAILABLE.search(text) else None)
 
 
 def label_facts(page: PageReader) -> Facts:
@@ -59,7 +73,8 @@ def label_facts(page: PageReader) -> Facts:
 
 def labelled(lines: list[str], pattern: re.Pattern[str],
              clean: Callable[[str], str | None]) -> str | None:
-    """The first clean value after ``pattern`` on its line, or alone on the next line."""
+    """The first clean value after ``pattern`` on its line, or alone on the next line (with
+    its unit when that is on the line after: ``10`` / ``minutes``)."""
     for number, line in enumerate(lines):
         match = pattern.search(line)
         if not match:
@@ -67,6 +82,9 @@ def labelled(lines: list[str], pattern: re.Pattern[str],
         raw = (match.group("value") or "").strip()
         if not raw and number + 1 < len(lines):
             raw = lines[number + 1]
+            if _BARE_NUMBER.match(raw) and number + 2 < len(lines) and _UNIT.match(
+                    lines[number + 2]):
+                raw = f"{raw} {lines[number + 2]}"
         value = clean(words.NEXT_LABEL.sub("", raw[:MAX_LABEL_VALUE]).strip())
         if value:
             return value

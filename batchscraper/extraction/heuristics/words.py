@@ -26,7 +26,8 @@ META_KEYS: dict[str, tuple[str, ...]] = {
     "description": ("description", "og:description", "twitter:description",
                     "dc.description"),
     "inLanguage": ("og:locale", "content-language", "language", "dc.language"),
-    "price": ("product:price:amount", "og:price:amount", "price"),
+    "price": ("product:sale_price:amount", "og:sale_price:amount", "product:price:amount",
+              "og:price:amount", "price"),
     "priceCurrency": ("product:price:currency", "og:price:currency", "pricecurrency"),
     "availability": ("product:availability", "og:availability", "availability"),
     "brand": ("product:brand", "og:brand", "brand"),
@@ -50,7 +51,8 @@ BYLINE_TAIL = re.compile(
     r"contributor|staff|producer)\b.*$)"
     r"|(?:\s+(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|"
     r"aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
-    r"(?:\s+\d.*)?$)",
+    r"(?:\s+\d.*)?$)"
+    r"|(?:\s+[-\u2013\u2014|\u00b7\u2022]\s+(?=.*\d).*$)",  # "- Apr 16, 2015 8:02 pm"
     re.IGNORECASE)
 AUTHOR_SPLIT = re.compile(r"\s*(?:;|,|\band\b|&|\bund\b|\bet\b|\by\b)\s*")
 
@@ -71,7 +73,9 @@ ISO_CURRENCIES = frozenset((
 ))
 _SYMBOLS = "|".join(re.escape(s) for s in sorted(CURRENCY_SYMBOLS, key=len, reverse=True))
 _CODES = "|".join(sorted(ISO_CURRENCIES))
-_AMOUNT = r"\d{1,3}(?:[ .,\u00a0\u202f']\d{3})*(?:[.,]\d{1,2})?(?![\d])|\d+(?:[.,]\d{1,2})?(?!\d)"
+#: An amount that is not the start of a longer number (``2,4332%`` holds none).
+_AMOUNT = (r"\d{1,3}(?:[ .,\u00a0\u202f']\d{3})*(?:[.,]\d{1,2})?(?![.,]?\d)"
+           r"|\d+(?:[.,]\d{1,2})?(?![.,]?\d)")
 #: A currency-marked amount: ``£34.99``, ``3,56 €``, ``EUR 12.00``, ``1.899,00 zł``.
 PRICE = re.compile(
     rf"(?:(?P<pre>{_SYMBOLS}|\b(?:{_CODES})\b)\s?(?P<a1>{_AMOUNT})"
@@ -81,7 +85,8 @@ PRICE = re.compile(
 NOT_SELLING_PRICE = re.compile(
     r"\b(?:was|save|saving|rrp|msrp|uvp|statt|list price|compare at|instead of|"
     r"shipping|delivery|postage|versand|livraison|envío|spedizione|doprava|poštnina|"
-    r"from|ab|dès|desde|per month|/\s?mo|monthly|a month|financ\w*|credit|nectar|points)\b",
+    r"from|ab|dès|desde|per month|/\s?mo|monthly|a month|financ\w*|credit|nectar|points|"
+    r"orders? over|spend over|collect(?:ion)?)\b",
     re.IGNORECASE)
 
 # --------------------------------------------------------------------------- availability
@@ -95,7 +100,7 @@ OUT_OF_STOCK = re.compile(
     r"loppuunmyyty|esgotado|indisponível|nem elérhető|elfogyott|stoc epuizat)\b",
     re.IGNORECASE)
 IN_STOCK = re.compile(
-    r"\b(?:in stock|add to (?:cart|basket|bag|trolley)|buy now|available now|"
+    r"\b(?:in stock|add to (?:your |my )?(?:cart|basket|bag|trolley)|buy now|available now|"
     r"auf lager|sofort lieferbar|lieferbar|vorrätig|in den (?:warenkorb|einkaufswagen)|"
     r"en stock|ajouter au panier|disponible|en existencia|añadir al carrito|"
     r"disponibile|aggiungi al carrello|op voorraad|in winkelwagen|leverbaar|"
@@ -103,17 +108,28 @@ IN_STOCK = re.compile(
     r"i lager|på lager|lägg i varukorgen|em estoque|adicionar ao carrinho|raktáron|"
     r"kosárba|în stoc)\b",
     re.IGNORECASE)
+#: Words that say "available" without saying "in stock": read only when no stock words are
+#: below the heading.
+AVAILABLE = re.compile(
+    r"\b(?:available|verfügbar|disponível|beschikbaar|dostępna|"
+    r"dostupn[éýáoa]|dobavljiv[oa]?|na voljo|elérhető|tilgængelig|tillgänglig|"
+    r"tilgjengelig|saatavilla)\b",
+    re.IGNORECASE)
 
 # --------------------------------------------------------------------------- labels
 def label(words: str, *, colon: bool = False) -> re.Pattern[str]:
     """A label (``|``-separated alternatives), capturing the text after it.
 
-    With ``colon`` the label must end its line or be followed by ``:``
-    (``Brand: Acme``, not ``Manufacturer's guarantee``).
+    With ``colon`` the label must be followed by ``:`` or be its line's only text
+    (``Brand: Acme``, not ``Manufacturer's guarantee`` nor ``Out of stock``). A
+    label that starts its line may also be followed by a dash (``Brand - Acme``,
+    a specification table read as text).
     """
-    end = r"(?![^\W\d_])" + (r"\s*(?::\s*(?P<value>.*)|$)" if colon else (
-        r"\s*(?:[:#.]|\bno\.?\b|\bnr\.?\b)?\s*(?P<value>.*)$"))
-    return re.compile(rf"(?:^|(?<=[\s(|,;]))(?:{words}){end}", re.IGNORECASE)
+    end = r"(?![^\W\d_])" + (
+        r"\s*(?:(?::|(?(alone)[-\u2013\u2014](?=\s)|(?!)))\s*(?P<value>.*)|(?(alone)$|(?!)))"
+        if colon else
+        r"\s*(?:[:#.]|[-\u2013\u2014](?=\s)|\bno\.?\b|\bnr\.?\b)?\s*(?P<value>.*)$")
+    return re.compile(rf"(?:(?P<alone>^)|(?<=[\s(|,;]))(?:{words}){end}", re.IGNORECASE)
 
 
 SKU_LABEL = label(
@@ -132,6 +148,11 @@ MPN_LABEL = label(r"mpn|(?:manufacturer\s?)?part\s?(?:#|no\.?|number)|model\s?(?
 BRAND_LABEL = label(r"brand|(?:make\s?/\s?)?manufacturer|make|marke|hersteller|marque|"
                     r"fabricant|marca|fabricante|produttore|merk|fabrikant|producent|marka|"
                     r"výrobca|výrobce|značka|proizvajalec|znamka|gyártó|märke|mærke", colon=True)
+AVAILABILITY_LABEL = label(
+    r"availability|stock status|stock|verfügbarkeit|lieferstatus|disponibilité|"
+    r"disponibilidad|disponibilità|disponibilidade|beschikbaarheid|voorraad|dostępność|"
+    r"dostupnost|dostupnosť|razpoložljivost|zaloga|elérhetőség|készlet|lagerstatus",
+    colon=True)
 #: A label value that is itself the next label (``Brand: SKU: 123``).
 NEXT_LABEL = re.compile(r"\s+\S[^:]{0,25}:\s.*$")
 
@@ -157,7 +178,15 @@ COOK_TIME_LABEL = label(r"cook(?:ing)?\s?time|cook|kochzeit|backzeit|temps de cu
                         r"tiempo de cocción|tempo di cottura|kooktijd|czas gotowania")
 SERVINGS_LABEL = label(r"servings|serves|serving size|yields?|makes|portions?|portionen|"
                        r"personen|pour|porciones|raciones|porzioni|porcje|personnes")
+CALORIES_LABEL = label(r"calories|energy|kalorien|calorías|calorie|kalorie|energia|"
+                       r"energie|kcal", colon=True)
+PROTEIN_LABEL = label(r"protein|proteins|eiweiß|eiweiss|protéines|proteínas|proteine|"
+                      r"białko|bílkoviny", colon=True)
+FAT_LABEL = label(r"(?:total\s)?fat|fett|lipides|grasas|grassi|tłuszcz|tuky", colon=True)
+CARBOHYDRATE_LABEL = label(r"(?:total\s)?carbohydrates?|carbs|kohlenhydrate|glucides|"
+                           r"carbohidratos|carboidrati|węglowodany|sacharidy", colon=True)
 DURATION_TEXT = re.compile(
     r"^(?:(?:about|around|approx\.?|approximately|ca\.?|circa|~)\s*)?"
-    r"(?:\d+(?:[.,]\d+)?\s*(?:d|days?|h|hrs?|hours?|m|mins?|minutes?)\b[\s,and]*)+",
+    r"(?:\d{1,3}:[0-5]\d(?::[0-5]\d)?(?:\s*(?:h|hrs?|hours?)\b)?"
+    r"|(?:\d+(?:[.,]\d+)?\s*(?:d|days?|h|hrs?|hours?|m|mins?|minutes?)\b[\s,and]*)+)",
     re.IGNORECASE)
