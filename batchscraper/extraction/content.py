@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import lxml.html
 from lxml.etree import ParserError
-from markdownify import markdownify
 
 # elements that never carry readable content
 NON_CONTENT_TAGS = (
@@ -109,6 +108,9 @@ def _markdown(tree: lxml.html.HtmlElement, keep_links: bool) -> str:
     body = tree.find("body")
     markup = lxml.html.tostring(body if body is not None else tree, encoding="unicode")
     strip = ["img"] if keep_links else ["img", "a"]
+    # imported with the first page made markdown (markdownify imports bs4: ~0.1 s of CPU)
+    from markdownify import markdownify
+
     text = markdownify(markup, heading_style="ATX", strip=strip, bullets="-")
     text = TRAILING_SPACE.sub("\n", text)
     text = _drop_repeated_lines(BLANK_LINES.sub("\n\n", text)).strip()
