@@ -145,15 +145,14 @@ def _jsonld_nodes(scripts: Iterable[str]) -> list[Node]:
     return items
 
 
-def _unwrapped_jsonld(script: str) -> list[Any] | None:
+def _unwrapped_jsonld(script: str) -> Any:
     """The JSON of a script wrapped in CDATA markers or an HTML comment; None if not JSON."""
     text = _JSONLD_WRAPPER.sub("", script)
     text = _JSONLD_WRAPPER.sub("", text.strip())  # both ends may be wrapped twice
     try:
-        data = json.loads(text, strict=False)
+        return json.loads(text, strict=False)
     except ValueError:
         return None
-    return data if isinstance(data, list) else [data]
 
 
 def _flatten_graph(item: Any) -> list[Node]:
