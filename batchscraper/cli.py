@@ -26,9 +26,9 @@ from batchscraper.batchargs import add_batch_arguments, batch_body
 from batchscraper.client import BatchApiError, BatchClient
 from batchscraper.demo.site import ExampleSite
 from batchscraper.exceptions import BatchError
-from batchscraper.mongo import ensure_embedded_server, home_dir
 from batchscraper.schedules.cli import add_schedule_parser, schedule_command
 from batchscraper.store import store_for
+from batchscraper.store.mongo import ensure_embedded_server, home_dir
 from batchscraper.templates.cli import add_templates_parser, templates_command
 
 EXIT_BAD_INPUT = 2

@@ -19,7 +19,7 @@ from batchscraper.extraction.validation import RecordChecker, checker_for
 from batchscraper.inputs import BatchOptions
 from batchscraper.inputs.extraction import extraction_mode
 from batchscraper.store import BatchStore
-from batchscraper.writes import SerialWriter
+from batchscraper.store.writes import SerialWriter
 
 if TYPE_CHECKING:
     from scrapy import Request

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batchscraper.mongo import connect, database_name, ensure_embedded_server, home_dir
 from batchscraper.store import BatchStore
+from batchscraper.store.mongo import connect, database_name, ensure_embedded_server, home_dir
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results.jsonl"

@@ -40,8 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from batchscraper.inputs import parse_batch
-from batchscraper.mongo import connect, database_name, ensure_embedded_server, stop_embedded_server
 from batchscraper.store import BatchStore
+from batchscraper.store.mongo import (
+    connect,
+    database_name,
+    ensure_embedded_server,
+    stop_embedded_server,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SUBMIT_URLS = 5_000

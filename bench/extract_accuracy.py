@@ -48,8 +48,8 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 sys.path.insert(0, str(REPO))
 
-from batchscraper.mongo import ensure_embedded_server, stop_embedded_server  # noqa: E402
 from batchscraper.store import BatchStore, store_for  # noqa: E402
+from batchscraper.store.mongo import ensure_embedded_server, stop_embedded_server  # noqa: E402
 
 PARALLEL_CRAWLS = 3
 CRAWL_TIMEOUT = 900

@@ -11,7 +11,7 @@ from scrapy.exceptions import DropItem
 
 from batchscraper.items import PageItem
 from batchscraper.run import BatchRun, batch_run
-from batchscraper.storable import storable_record
+from batchscraper.store.storable import storable_record
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class StorePipeline:
             )
         item.body = None
         record = {k: v for k, v in ItemAdapter(item).items() if k not in TRANSIENT_FIELDS}
-        # safe keys, under MongoDB's document size limit (see batchscraper.storable)
+        # safe keys, under MongoDB's document size limit (see batchscraper.store.storable)
         record, too_large = storable_record(record, self.max_record_bytes)
         if too_large is not None:
             item.data = None

@@ -16,8 +16,13 @@ from typing import Any
 
 import pytest
 
-from batchscraper.mongo import connect, database_name, ensure_embedded_server, stop_embedded_server
 from batchscraper.store import BatchStore
+from batchscraper.store.mongo import (
+    connect,
+    database_name,
+    ensure_embedded_server,
+    stop_embedded_server,
+)
 from tests.hostile_site import HostileSite
 
 # Tests stop servers and crawls with Ctrl-C (SIGINT). A shell that starts pytest in the

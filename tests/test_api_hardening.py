@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 
 from batchscraper.demo.site import ExampleSite
-from batchscraper.mongo import connect, database_name
 from batchscraper.store import BatchStore
+from batchscraper.store.mongo import connect, database_name
 from tests.api_fixtures import (  # noqa: F401  (fixtures)
     KEYS,
     SCRAPYD_USER,

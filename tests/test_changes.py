@@ -28,11 +28,11 @@ from batchscraper.changes import (
 )
 from batchscraper.cli import change_line
 from batchscraper.exceptions import ForbiddenError, InvalidCompareError, InvalidScheduleError
-from batchscraper.mongo import connect
 from batchscraper.schedules.scheduler import ScheduleConfig, Scheduler
 from batchscraper.schedules.service import ScheduleService
 from batchscraper.schedules.store import ScheduleStore
 from batchscraper.store import BatchStore, item_id
+from batchscraper.store.mongo import connect
 from tests.conftest import assert_counters_match_items
 
 FIELDS = [{"field": "name", "type": "string"}, {"field": "price", "type": "number"},

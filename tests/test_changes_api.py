@@ -16,7 +16,7 @@ import pytest
 
 from batchscraper.client import verify_webhook
 from batchscraper.demo.site import ExampleSite, product_expected
-from batchscraper.mongo import connect
+from batchscraper.store.mongo import connect
 from tests.api_fixtures import (  # noqa: F401  (fixtures)
     KEYS,
     REPO,

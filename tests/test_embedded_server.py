@@ -27,7 +27,7 @@ os._exit(0)  # killed mid-transaction: no commit, no abort, no endSessions
 @pytest.fixture()
 def server_uri(tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    command = [sys.executable, "-m", "batchscraper.embedded_server", "--port", str(port),
+    command = [sys.executable, "-m", "batchscraper.store.embedded_server", "--port", str(port),
                "--storage-path", str(tmp_path / "db"), "--transaction-lifetime", "2"]
     with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as server:
         uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"

@@ -26,7 +26,7 @@ from batchscraper.inputs import parse_batch
 from batchscraper.items import PageItem
 from batchscraper.run import BatchRun
 from batchscraper.store import BatchStore
-from batchscraper.writes import SerialWriter
+from batchscraper.store.writes import SerialWriter
 from pipelines.escalate import EscalatePipeline
 from pipelines.extract import ExtractPipeline
 from pipelines.store import StorePipeline

@@ -20,12 +20,12 @@ from batchscraper.api.config import ApiConfig
 from batchscraper.api.service import BatchService
 from batchscraper.exceptions import ForbiddenError, InvalidScheduleError
 from batchscraper.inputs import parse_batch
-from batchscraper.mongo import connect
 from batchscraper.schedules.scheduler import ScheduleConfig, Scheduler
 from batchscraper.schedules.service import ScheduleService
 from batchscraper.schedules.store import ScheduleStore
 from batchscraper.schedules.timing import Timing, parse_timezone
 from batchscraper.store import BatchStore
+from batchscraper.store.mongo import connect
 
 FIELDS = [{"field": "name", "type": "string"}, {"field": "price", "type": "number"}]
 URLS = ["https://shop.example/p/1", "https://shop.example/p/2"]

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from batchscraper.demo.site import ExampleSite
-from batchscraper.mongo import connect
 from batchscraper.schedules.timing import Timing, parse_timezone
+from batchscraper.store.mongo import connect
 from tests.api_fixtures import (  # noqa: F401  (fixtures)
     KEYS,
     REPO,

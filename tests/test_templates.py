@@ -28,10 +28,10 @@ from batchscraper.items import PageItem
 from batchscraper.llm.client import OpenAIChatClient
 from batchscraper.run import BatchRun
 from batchscraper.store import BatchStore
+from batchscraper.store.writes import SerialWriter
 from batchscraper.templates.selectors import Sample, apply_rules, learn_rules
 from batchscraper.templates.signature import page_shape, page_tree, similarity
 from batchscraper.templates.store import TemplateStore
-from batchscraper.writes import SerialWriter
 from pipelines.extract import ExtractPipeline
 from tests.conftest import batch_id_from
 from tests.fakellm import FakeLLM, fake_llm_fixture, fake_llm_server_fixture  # noqa: F401

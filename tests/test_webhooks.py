@@ -18,8 +18,8 @@ from batchscraper.client import verify_webhook
 from batchscraper.demo.site import ExampleSite
 from batchscraper.exceptions import WebhookVerificationError
 from batchscraper.inputs import parse_batch
-from batchscraper.mongo import connect, database_name
 from batchscraper.store import BatchStore
+from batchscraper.store.mongo import connect, database_name
 from batchscraper.webhooks import OUTBOX, new_secret, sign, verify
 from tests.api_fixtures import (  # noqa: F401  (fixtures)
     Receiver,

@@ -6,8 +6,8 @@ import datetime as dt
 import math
 from typing import Any
 
-from batchscraper.storable import readable_record
 from batchscraper.store import ITEM_STATUSES
+from batchscraper.store.storable import readable_record
 from batchscraper.webhooks import batch_links
 
 DONE_STATUSES = ("completed", "failed", "cancelled")

@@ -40,7 +40,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchscraper.mongo import _STARTED, _alive, _free_port, _locked
+from batchscraper.store.mongo import _STARTED, _alive, _free_port, _locked
 
 logger = logging.getLogger(__name__)
 

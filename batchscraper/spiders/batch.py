@@ -57,7 +57,7 @@ from batchscraper.render import (
 )
 from batchscraper.run import BatchRun
 from batchscraper.store import BatchStore, store_for
-from batchscraper.writes import SerialWriter
+from batchscraper.store.writes import SerialWriter
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import atexit
 
-from batchscraper.mongo import connect, database_name, mongo_uri
 from batchscraper.store.base import (
     COUNTER_KEYS,
     FINAL_BATCH_STATUSES,
@@ -39,6 +38,7 @@ from batchscraper.store.batches import (
     new_batch_id,
 )
 from batchscraper.store.leases import ItemLeases
+from batchscraper.store.mongo import connect, database_name, mongo_uri
 from batchscraper.store.reads import ItemReads
 from batchscraper.store.results import BREAKER_SEVERITY, ItemResults, merge_domain_health
 from batchscraper.store.retention import BatchRetention

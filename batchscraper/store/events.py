@@ -1,6 +1,6 @@
 """The webhook events of finishing items, written in the same transaction as their records.
 
-A crawl writes its item records in groups (:mod:`batchscraper.writes`); the
+A crawl writes its item records in groups (:mod:`batchscraper.store.writes`); the
 ``item.*`` events its batch's webhook asked for (:mod:`batchscraper.events`)
 go into the outbox in the same transaction as the group, one ``insert_many``,
 and are sent by the service: they add no request to the crawl.

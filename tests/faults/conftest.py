@@ -22,8 +22,8 @@ import pytest
 
 from batchscraper.demo.site import product_expected
 from batchscraper.inputs import parse_batch
-from batchscraper.mongo import connect, database_name
 from batchscraper.store import BatchStore
+from batchscraper.store.mongo import connect, database_name
 from tests.api_fixtures import ScrapydServer, start_scrapyd, wait_for
 from tests.conftest import REPO, assert_counters_match_items
 from tests.hostile_site import HostileSite

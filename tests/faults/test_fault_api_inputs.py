@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from batchscraper.mongo import connect, database_name
 from batchscraper.store import BatchStore
+from batchscraper.store.mongo import connect, database_name
 from tests.api_fixtures import KEYS, Answer, ScrapydServer, assert_matches
 from tests.faults.conftest import PRODUCT_SCHEMA, start_fault_scrapyd
 

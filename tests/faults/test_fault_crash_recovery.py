@@ -14,8 +14,8 @@ import pytest
 
 from batchscraper.demo.site import ExampleSite
 from batchscraper.inputs import parse_batch
-from batchscraper.mongo import connect
 from batchscraper.store import BatchStore, utcnow
+from batchscraper.store.mongo import connect
 from tests.api_fixtures import ScrapydServer, free_port
 from tests.faults.conftest import (
     PRODUCT_SCHEMA,

@@ -17,8 +17,8 @@ import pytest
 
 from batchscraper.demo.site import product_expected
 from batchscraper.inputs import parse_batch
-from batchscraper.storable import readable_record, storable_record, unescape_key
 from batchscraper.store import BatchStore
+from batchscraper.store.storable import readable_record, storable_record, unescape_key
 from tests.conftest import batch_id_from
 from tests.faults.conftest import assert_exact, run_crawl
 from tests.hostile_site import ENCODING_PAGES, HostileSite

@@ -10,7 +10,7 @@ from pymongo.errors import AutoReconnect, DuplicateKeyError
 
 from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
-from batchscraper.writes import SerialWriter, with_retries
+from batchscraper.store.writes import SerialWriter, with_retries
 from tests.faults.conftest import PRODUCT_SCHEMA, assert_exact
 
 

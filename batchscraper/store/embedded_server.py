@@ -1,6 +1,6 @@
 """The embedded MongoDB-wire server (secantusdb), with a transaction reaper.
 
-``python -m batchscraper.embedded_server --port P --storage-path DIR`` runs
+``python -m batchscraper.store.embedded_server --port P --storage-path DIR`` runs
 secantusdb as ``python -m secantus`` does, plus one thing: a thread that aborts
 transactions idle past ``TRANSACTION_LIFETIME_SECONDS``. secantusdb aborts such
 a transaction only when another transactional command arrives, and a plain

@@ -1,10 +1,11 @@
 """MongoDB connection: the one in ``MONGO_URI``, or an embedded server.
 
 With ``MONGO_URI`` unset, the first process that needs a database starts a
-local MongoDB-wire server (secantusdb, see :mod:`batchscraper.embedded_server`) with its data under
-``BATCHSCRAPER_HOME``; every later process (another spider, Scrapyd, the
-tests) finds it through a port file and reuses it. A file lock makes the
-start-or-reuse decision safe between concurrent processes.
+local MongoDB-wire server (secantusdb, see
+:mod:`batchscraper.store.embedded_server`) with its data under
+``BATCHSCRAPER_HOME``; every later process (another spider, Scrapyd, the tests) finds
+it through a port file and reuses it. A file lock makes the start-or-reuse decision
+safe between concurrent processes.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def ensure_embedded_server(home: Path) -> int:
                 [
                     sys.executable,
                     "-m",
-                    "batchscraper.embedded_server",
+                    "batchscraper.store.embedded_server",
                     "--host",
                     "127.0.0.1",
                     "--port",
