@@ -21,7 +21,7 @@ from scrapy.crawler import Crawler
 
 from batchscraper.exceptions import EmptyExtractionError, ItemLimitError, ValidationFailedError
 from batchscraper.extraction.coerce import coerce_to_schema
-from batchscraper.extraction.validation import RecordChecker, ValidationSettings
+from batchscraper.extraction.validation import RecordChecker, RecordError, ValidationSettings
 from batchscraper.inputs import DateFilter
 from batchscraper.items import PageItem
 from batchscraper.llm.ledger import LLMLedger
@@ -37,7 +37,7 @@ class Verdict:
 
     records: list[Any]
     filtered_out: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[RecordError] = field(default_factory=list)
     empty: bool = False
 
 

@@ -18,11 +18,12 @@ import datetime as dt
 import logging
 import math
 import re
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
 
 from batchscraper.extraction.patterns import PatternError, compile_pattern
 from batchscraper.extraction.synonyms import DURATION_UNIT_SECONDS, UNIT_TOKENS
+from batchscraper.jsontypes import JSONObject, JSONValue
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def _parse_digits(digits: str) -> float | None:
     return sign * value if math.isfinite(value) else None
 
 
-def parse_number(value: Any, *, lenient: bool = False) -> float | None:
+def parse_number(value: object, *, lenient: bool = False) -> float | None:
     """Parse a number out of ``value``.
 
     Strict mode (default) accepts plain numbers decorated with currency symbols
@@ -121,7 +122,7 @@ _FALSE_WORDS = frozenset({
 })
 
 
-def parse_bool(value: Any) -> bool | None:
+def parse_bool(value: object) -> bool | None:
     """Booleans from ``true``/``yes``/``in stock``/``https://schema.org/InStock`` & co."""
     if isinstance(value, bool):
         return value
@@ -158,7 +159,7 @@ _CLOCK_DURATION = re.compile(
     r"^(\d{1,3}):([0-5]\d)(?::([0-5]\d))?\s*(?:h|hrs?|hours?|std\.?|u)?\.?$", re.IGNORECASE)
 
 
-def parse_duration_seconds(value: Any) -> float | None:
+def parse_duration_seconds(value: object) -> float | None:
     """Seconds in an ISO-8601 duration (``PT1H30M``), a plain one (``1 hr 30 mins``) or a
     clock-style one (``1:15 h``)."""
     if not isinstance(value, str):
@@ -188,7 +189,7 @@ def duration_unit(field_name: str | None) -> str | None:
     return unit if unit in DURATION_UNIT_SECONDS else None
 
 
-def parse_duration(value: Any, unit: str = DEFAULT_DURATION_UNIT) -> float | None:
+def parse_duration(value: object, unit: str = DEFAULT_DURATION_UNIT) -> float | None:
     """A duration string converted to ``unit`` (minutes by default)."""
     seconds = parse_duration_seconds(value)
     if seconds is None:
@@ -209,7 +210,7 @@ _TEXT_DATE_FORMATS = (
 _MONTHS_IN_YEAR = 12
 
 
-def parse_date(value: Any) -> dt.date | None:
+def parse_date(value: object) -> dt.date | None:
     """The calendar date in ``value`` when it is unambiguous, else None.
 
     ISO dates/datetimes keep the date as written (no timezone shift). US/EU
@@ -253,14 +254,14 @@ def _safe_date(year: int, month: int, day: int) -> dt.date | None:
         return None
 
 
-def normalize_date(value: Any) -> str | None:
+def normalize_date(value: object) -> str | None:
     """``value`` as ``YYYY-MM-DD`` when it holds an unambiguous date, else None."""
     date = parse_date(value)
     return date.isoformat() if date else None
 
 
 # --------------------------------------------------------------------------- schema walk
-def schema_types(schema: dict[str, Any]) -> list[str]:
+def schema_types(schema: Mapping[str, object]) -> list[str]:
     """Declared JSON types of ``schema`` in order; inferred when ``type`` is missing."""
     declared = schema.get("type")
     if isinstance(declared, str):
@@ -274,7 +275,7 @@ def schema_types(schema: dict[str, Any]) -> list[str]:
     return []
 
 
-def _matches(value: Any, json_type: str) -> bool:
+def _matches(value: object, json_type: str) -> bool:
     if json_type == "null":
         return value is None
     if json_type == "boolean":
@@ -293,7 +294,7 @@ def _matches(value: Any, json_type: str) -> bool:
     return False
 
 
-def _convert(value: Any, json_type: str, schema: dict[str, Any], name: str | None) -> Any:
+def _convert(value: JSONValue, json_type: str, schema: JSONObject, name: str | None) -> JSONValue:
     """``value`` converted to ``json_type``, or None when it cannot be."""
     if json_type == "number":
         if isinstance(value, str) and duration_unit(name):
@@ -318,11 +319,12 @@ def _convert(value: Any, json_type: str, schema: dict[str, Any], name: str | Non
     return None
 
 
-def _coerce(value: Any, schema: Any, name: str | None = None) -> Any:
+def _coerce(value: JSONValue, schema: JSONValue, name: str | None = None) -> JSONValue:
     if value is None or not isinstance(schema, dict):
         return value
     for key in ("anyOf", "oneOf"):
-        options = [s for s in schema.get(key) or [] if isinstance(s, dict)]
+        listed = schema.get(key) or []
+        options = [s for s in listed if isinstance(s, dict)] if isinstance(listed, list) else []
         if options:
             return _coerce_options(value, options, name)
     types = schema_types(schema)
@@ -345,7 +347,7 @@ def _coerce(value: Any, schema: Any, name: str | None = None) -> Any:
     return value
 
 
-def _coerce_options(value: Any, options: list[dict[str, Any]], name: str | None) -> Any:
+def _coerce_options(value: JSONValue, options: list[JSONObject], name: str | None) -> JSONValue:
     for option in options:
         types = schema_types(option)
         if types and any(_matches(value, t) for t in types):
@@ -356,17 +358,18 @@ def _coerce_options(value: Any, options: list[dict[str, Any]], name: str | None)
     return value
 
 
-def _coerce_object(value: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    properties = schema.get("properties") or {}
+def _coerce_object(value: JSONObject, schema: JSONObject) -> JSONObject:
+    given = schema.get("properties")
+    properties = given if isinstance(given, dict) else {}
     extra = schema.get("additionalProperties")
-    out: dict[str, Any] = {}
+    out: JSONObject = {}
     for key, item in value.items():
         sub = properties.get(key, extra if isinstance(extra, dict) else None)
         out[key] = _coerce(item, sub, key) if isinstance(sub, dict) else item
     return out
 
 
-def repair_pattern(value: str, schema: dict[str, Any]) -> str:
+def repair_pattern(value: str, schema: Mapping[str, object]) -> str:
     """``value`` trimmed or upper-cased when that makes it match the schema ``pattern``."""
     pattern = schema.get("pattern")
     if not isinstance(pattern, str):
@@ -383,7 +386,7 @@ def repair_pattern(value: str, schema: dict[str, Any]) -> str:
     return value
 
 
-def _coerce_string(value: str, schema: dict[str, Any]) -> str:
+def _coerce_string(value: str, schema: Mapping[str, object]) -> str:
     if schema.get("format") == "date":
         return normalize_date(value) or value
     value = repair_pattern(value, schema)
@@ -396,7 +399,7 @@ def _coerce_string(value: str, schema: dict[str, Any]) -> str:
     return value
 
 
-def coerce_to_schema(data: Any, schema: dict[str, Any]) -> Any:
+def coerce_to_schema(data: JSONValue, schema: JSONObject) -> JSONValue:
     """Coerce ``data`` towards ``schema``; unconvertible values are left as they are.
 
     Handles nested objects and arrays, ``type`` lists such as

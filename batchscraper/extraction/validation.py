@@ -16,10 +16,10 @@ import functools
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import attrs
 from bson.dbref import DBRef
@@ -31,6 +31,7 @@ from scrapy.settings import BaseSettings
 from batchscraper.exceptions import BatchError, ValidationFailedError, ValidationTimeoutError
 from batchscraper.extraction.coerce import coerce_to_schema
 from batchscraper.extraction.patterns import compile_pattern
+from batchscraper.jsontypes import JSONObject, JSONValue
 from batchscraper.llm.merge import allows_null, is_empty
 
 MAX_CACHED_CHECKERS = 32
@@ -42,7 +43,16 @@ DATA_KEYWORDS = frozenset({"enum", "const", "examples", "example", "default"})
 SCHEMA_MAP_KEYWORDS = frozenset({"properties", "patternProperties", "dependentSchemas",
                                  "$defs", "definitions", "dependencies"})
 
-Keyword = Callable[[Any, Any, Any, dict[str, Any]], Iterator[ValidationError]]
+#: A jsonschema keyword function: (validator, the keyword's value, instance, schema).
+Keyword = Callable[[Draft202012Validator, Any, object, JSONObject], Iterator[ValidationError]]
+
+
+class RecordError(TypedDict):
+    """One jsonschema error of a record: which record, where in it, and what is wrong."""
+
+    record: int
+    path: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,8 @@ def time_limit(seconds: float | None) -> Iterator[None]:
 def _bounded(keyword: Keyword) -> Keyword:
     """``keyword`` that first checks the deadline: jsonschema calls one per subschema visit."""
 
-    def check(validator: Any, value: Any, instance: Any, schema: dict[str, Any]) -> Any:
+    def check(validator: Draft202012Validator, value: object, instance: object,
+              schema: JSONObject) -> Iterator[ValidationError]:
         deadline, seconds = _LIMIT.get()
         if time.monotonic() > deadline:
             raise ValidationTimeoutError(
@@ -94,15 +105,16 @@ def _bounded(keyword: Keyword) -> Keyword:
     return check
 
 
-def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Any:
-    if validator.is_type(instance, "string") and not compile_pattern(pattern).search(instance):
+def _pattern(validator: Draft202012Validator, pattern: str, instance: object,
+             schema: JSONObject) -> Iterator[ValidationError]:
+    if isinstance(instance, str) and not compile_pattern(pattern).search(instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
 def _pattern_properties(
-    validator: Any, patterns: dict[str, Any], instance: Any, schema: dict[str, Any]
-) -> Any:
-    if not validator.is_type(instance, "object"):
+    validator: Draft202012Validator, patterns: JSONObject, instance: object, schema: JSONObject
+) -> Iterator[ValidationError]:
+    if not isinstance(instance, dict):
         return
     for pattern, subschema in patterns.items():
         regex = compile_pattern(pattern)
@@ -111,18 +123,20 @@ def _pattern_properties(
                 yield from validator.descend(value, subschema, path=name, schema_path=pattern)
 
 
-def _additional_names(instance: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+def _additional_names(instance: JSONObject, schema: JSONObject) -> list[str]:
     """Names matched by neither ``properties`` nor a ``patternProperties`` pattern."""
     named = schema.get("properties", {})
-    patterns = [compile_pattern(p) for p in schema.get("patternProperties", {})]
+    named = named if isinstance(named, dict) else {}
+    given = schema.get("patternProperties", {})
+    patterns = [compile_pattern(p) for p in given] if isinstance(given, dict) else []
     return [name for name in instance if name not in named
             and not any(regex.search(name) for regex in patterns)]
 
 
 def _additional_properties(
-    validator: Any, additional: Any, instance: Any, schema: dict[str, Any]
-) -> Any:
-    if not validator.is_type(instance, "object"):
+    validator: Draft202012Validator, additional: JSONValue, instance: object, schema: JSONObject
+) -> Iterator[ValidationError]:
+    if not isinstance(instance, dict):
         return
     extras = _additional_names(instance, schema)
     if validator.is_type(additional, "object"):
@@ -133,7 +147,7 @@ def _additional_properties(
         yield ValidationError(f"Additional properties are not allowed ({listed} unexpected)")
 
 
-def canonical(value: Any) -> Any:
+def canonical(value: object) -> tuple[str, object]:
     """A hashable form equal for values JSON Schema calls equal.
 
     ``1`` and ``1.0`` are equal (Python hashes them alike), ``true`` and ``1``
@@ -153,10 +167,11 @@ def canonical(value: Any) -> Any:
     return ("other", repr(value))
 
 
-def _unique_items(validator: Any, unique: Any, instance: Any, schema: dict[str, Any]) -> Any:
-    if not unique or not validator.is_type(instance, "array"):
+def _unique_items(validator: Draft202012Validator, unique: JSONValue, instance: object,
+                  schema: JSONObject) -> Iterator[ValidationError]:
+    if not unique or not isinstance(instance, list):
         return
-    first_at: dict[Any, int] = {}
+    first_at: dict[tuple[str, object], int] = {}
     for index, item in enumerate(instance):
         earlier = first_at.setdefault(canonical(item), index)
         if earlier != index:
@@ -177,7 +192,7 @@ SafeValidator: Any = validators.extend(
 )
 
 
-def _evolve_in_class(validator: Any, **changes: Any) -> Any:
+def _evolve_in_class(validator: Draft202012Validator, **changes: Any) -> Draft202012Validator:
     """``validator`` with ``changes``, of its own class whatever the new schema's ``$schema``.
 
     jsonschema's ``evolve`` (called for every subschema it descends into,
@@ -191,7 +206,8 @@ def _evolve_in_class(validator: Any, **changes: Any) -> Any:
 SafeValidator.evolve = _evolve_in_class
 
 
-def subschema_parts(node: Any, is_schema: bool = True) -> Iterator[tuple[Any, Any, bool]]:
+def subschema_parts(node: JSONValue, is_schema: bool = True
+                    ) -> Iterator[tuple[str | int, JSONValue, bool]]:
     """``(key, child, child_is_schema)`` for each child of ``node`` that may hold subschemas.
 
     In a schema object the values of :data:`DATA_KEYWORDS` are data and left
@@ -208,7 +224,7 @@ def subschema_parts(node: Any, is_schema: bool = True) -> Iterator[tuple[Any, An
                     for key, child in node.items() if key not in DATA_KEYWORDS)
 
 
-def without_dialects(node: Any, is_schema: bool = True) -> Any:
+def without_dialects(node: JSONValue, is_schema: bool = True) -> JSONValue:
     """``node`` without the ``$schema`` keyword of any of its schema objects.
 
     The validator never changes class on a ``$schema`` (:func:`_evolve_in_class`);
@@ -238,17 +254,19 @@ class RecordChecker:
     always ends with a code.
     """
 
-    def __init__(self, schema: dict[str, Any], timeout: float | None = None) -> None:
+    def __init__(self, schema: JSONObject, timeout: float | None = None) -> None:
         self.schema = schema
         self.timeout = timeout
         self.validator = SafeValidator(
             without_dialects(schema), format_checker=Draft202012Validator.FORMAT_CHECKER,
             registry=Registry(),  # nothing is ever retrieved: only the schema's own resources
         )
-        self.properties: dict[str, Any] = dict(schema.get("properties") or {})
+        properties = schema.get("properties") or {}
+        required = schema.get("required") or []
+        self.properties: JSONObject = dict(properties) if isinstance(properties, dict) else {}
         self.required: list[str] = [
-            name for name in schema.get("required") or [] if name in self.properties
-        ]
+            name for name in required if isinstance(name, str) and name in self.properties
+        ] if isinstance(required, list) else []
 
     @contextlib.contextmanager
     def bounded(self) -> Iterator[None]:
@@ -264,11 +282,11 @@ class RecordChecker:
                     f"{type(exc).__name__}: {exc}"[:MAX_MESSAGE_CHARS]
                 ) from exc
 
-    def _iter_errors(self, record: Any) -> list[ValidationError]:
+    def _iter_errors(self, record: JSONValue) -> list[ValidationError]:
         with self.bounded():
             return list(self.validator.iter_errors(record))
 
-    def errors(self, record: Any, number: int = 0) -> list[dict[str, Any]]:
+    def errors(self, record: JSONValue, number: int = 0) -> list[RecordError]:
         """jsonschema errors of one (coerced) record: ``{record, path, message}``."""
         return [
             {
@@ -279,15 +297,16 @@ class RecordChecker:
             for error in self._iter_errors(record)
         ]
 
-    def invalid_fields(self, record: dict[str, Any]) -> set[str]:
+    def invalid_fields(self, record: JSONValue) -> set[str]:
         """Top-level fields that are missing although required, or whose value is invalid."""
-        bad = {name for name in self.required if is_empty(record.get(name))}
+        fields = record if isinstance(record, dict) else {}
+        bad = {name for name in self.required if is_empty(fields.get(name))}
         for error in self._iter_errors(record):
             if error.absolute_path:
                 bad.add(str(error.absolute_path[0]))
         return bad & set(self.properties)
 
-    def fields_to_ask(self, record: dict[str, Any], complete: bool = False) -> set[str]:
+    def fields_to_ask(self, record: JSONObject, complete: bool = False) -> set[str]:
         """What an LLM should fill: every field not validly filled, when any is needed.
 
         Empty when the record already satisfies the schema — every required
@@ -298,29 +317,31 @@ class RecordChecker:
         """
         coerced = coerce_to_schema(record, self.schema)
         invalid = self.invalid_fields(coerced)
-        unfilled = {name for name in self.properties if is_empty(coerced.get(name))}
+        filled = coerced if isinstance(coerced, dict) else {}
+        unfilled = {name for name in self.properties if is_empty(filled.get(name))}
         needed = invalid if self.required and not complete else invalid | unfilled
         if not needed and record:
             return set()
         return invalid | unfilled
 
-    def valid_values(self, record: dict[str, Any], ask: set[str]) -> dict[str, Any]:
+    def valid_values(self, record: JSONObject, ask: set[str]) -> JSONObject:
         """The fields of ``record`` worth keeping next to an LLM's answer for ``ask``."""
         invalid = self.invalid_fields(coerce_to_schema(record, self.schema))
         return {name: value for name, value in record.items() if name not in invalid
                 and (name not in ask or not is_empty(value))}
 
-    def with_unstated_nulls(self, record: dict[str, Any]) -> dict[str, Any]:
+    def with_unstated_nulls(self, record: JSONObject) -> JSONObject:
         """``record`` with ``null`` for each required field it lacks whose schema allows null.
 
         A required but nullable field asks to be told when the page does not
         state the value; nested objects (and objects in arrays) get the same.
         """
-        return _with_nulls(record, self.schema)
+        # an object stays an object: only its fields (and theirs) are filled
+        return cast(JSONObject, _with_nulls(record, self.schema))
 
-    def sub_schema(self, fields: set[str]) -> dict[str, Any]:
+    def sub_schema(self, fields: set[str]) -> JSONObject:
         """The schema restricted to ``fields`` (what the LLM is asked for)."""
-        sub: dict[str, Any] = {
+        sub: JSONObject = {
             "type": "object",
             "properties": {name: self.properties[name] for name in self.properties
                            if name in fields},
@@ -332,7 +353,8 @@ class RecordChecker:
                 sub[key] = self.schema[key]
         return sub
 
-    def error_lines(self, records: list[Any], fields: set[str] | None = None) -> list[str]:
+    def error_lines(self, records: Sequence[JSONValue], fields: set[str] | None = None
+                    ) -> list[str]:
         """Readable errors of coerced records, limited to ``fields`` (for a repair prompt)."""
         lines = []
         many = len(records) > 1
@@ -347,22 +369,24 @@ class RecordChecker:
         return lines
 
 
-def _with_nulls(value: Any, schema: Any) -> Any:
+def _with_nulls(value: JSONValue, schema: JSONValue) -> JSONValue:
     if not isinstance(schema, dict):
         return value
     if isinstance(value, list):
         return [_with_nulls(item, schema.get("items")) for item in value]
     if not isinstance(value, dict):
         return value
-    properties = schema.get("properties") or {}
+    given = schema.get("properties")
+    properties = given if isinstance(given, dict) else {}
     filled = {name: _with_nulls(item, properties.get(name)) for name, item in value.items()}
-    for name in schema.get("required") or []:
-        if name not in filled and _allows_null(properties.get(name)):
+    required = schema.get("required") or []
+    for name in required if isinstance(required, list) else []:
+        if isinstance(name, str) and name not in filled and _allows_null(properties.get(name)):
             filled[name] = None
     return filled
 
 
-def _allows_null(schema: Any) -> bool:
+def _allows_null(schema: JSONValue) -> bool:
     enum = schema.get("enum") if isinstance(schema, dict) else None
     return isinstance(schema, dict) and allows_null(schema) and (
         not isinstance(enum, list) or None in enum)
@@ -374,7 +398,7 @@ def _checker(batch_id: str, schema_json: str, timeout: float | None) -> RecordCh
 
 
 def checker_for(
-    batch_id: str, schema: dict[str, Any], timeout: float | None = None
+    batch_id: str, schema: Mapping[str, object], timeout: float | None = None
 ) -> RecordChecker:
     """The compiled checker of a batch's schema (once per batch and process).
 
@@ -390,7 +414,7 @@ def checker_for(
         ) from exc
 
 
-def _as_object(value: Any) -> dict[str, Any]:
+def _as_object(value: object) -> dict[str, object]:
     """A schema object with both ``$ref`` and ``$id``, which pymongo reads back as a DBRef."""
     if isinstance(value, DBRef):
         return dict(value.as_doc())

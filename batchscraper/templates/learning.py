@@ -19,9 +19,10 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from batchscraper.extraction.validation import RecordChecker
+from batchscraper.jsontypes import JSONObject
 from batchscraper.llm.merge import is_empty
 from batchscraper.templates.selectors import Sample, field_kind, learn_rules, same_value
 from batchscraper.templates.settings import TemplateSettings
@@ -160,8 +161,9 @@ class TemplateLearner:
                    if (tree := page_tree(s["html"])) is not None]
         rules = learn_rules(samples, checker.properties)
         answered = {name for sample in samples for name in sample.answer}
-        unlearnable = sorted(name for name in answered - set(rules)
-                             if field_kind(checker.properties.get(name) or {}) is None)
+        unlearnable = sorted(
+            name for name in answered - set(rules)
+            if field_kind(cast(JSONObject, checker.properties.get(name) or {})) is None)
         missed = sorted(answered - set(rules))
         if not rules:
             self._give_up(template_id, "no selector reproduces the samples")
