@@ -12,10 +12,10 @@ import csv
 import datetime as dt
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from scrapy.settings import BaseSettings
@@ -39,6 +39,7 @@ from batchscraper.inputs.retention import (
     expires_in_seconds,
 )
 from batchscraper.inputs.schemas import SchemaLimits, parse_schema
+from batchscraper.jsontypes import Document, JSONObject
 from batchscraper.llm.config import LLMConfig
 from batchscraper.proxies import ProxyEndpoint, parse_proxies, redacted
 from batchscraper.render import BROWSER_KEYS, check_browser_options
@@ -93,6 +94,9 @@ class Limits:
         )
 
 
+Checked = TypeVar("Checked")
+
+
 @dataclass(frozen=True)
 class UrlSpec:
     """One input URL and its per-URL overrides."""
@@ -102,10 +106,10 @@ class UrlSpec:
     wait_for: str | None = None
     headers: dict[str, str] | None = None
     timeout: float | None = None
-    browser: dict[str, Any] | None = None  # actions, screenshot, cookies, user_agent, viewport
+    browser: dict[str, object] | None = None  # actions, screenshot, cookies, user_agent, viewport
     proxy: tuple[ProxyEndpoint, ...] | None = None
     # formats, extraction_schema, extraction_prompt, cache, cost_controls (inputs.extraction)
-    extraction: dict[str, Any] | None = None
+    extraction: JSONObject | None = None
     # why the entry is not a usable URL (``ignore_invalid_urls``: stored as a failed item)
     invalid: str | None = None
 
@@ -118,7 +122,7 @@ class UrlSpec:
             sort_keys=True,
         )
 
-    def request(self) -> dict[str, Any]:
+    def request(self) -> Document:
         """What the URL's object gave besides ``url``, as stored on its item."""
         given = {
             "render_js": self.render_js, "wait_for": self.wait_for, "headers": self.headers,
@@ -136,7 +140,7 @@ class DateFilter:
     start: dt.date | None = None
     end: dt.date | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, str | None]:
         return {
             "field": self.field,
             "from": self.start.isoformat() if self.start else None,
@@ -170,7 +174,7 @@ class BatchOptions:
     max_age: int = 0
     templates: str = "auto"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> Document:
         """The stored and shown form: proxies redacted (their credentials are kept apart)."""
         out = asdict(self)
         out["proxy"] = redacted(self.proxy)
@@ -205,18 +209,18 @@ class BatchSpec:
     """A fully validated batch, ready to be stored."""
 
     urls: list[UrlSpec]
-    schema: dict[str, Any] | None  # None: prompt-only or content-only (inputs.extraction)
+    schema: JSONObject | None  # None: prompt-only or content-only (inputs.extraction)
     prompt: str | None = None
     options: BatchOptions = field(default_factory=BatchOptions)
 
 
 def parse_batch(
-    urls: Any,
-    schema: Any,
-    prompt: Any = None,
-    options: Any = None,
+    urls: object,
+    schema: object,
+    prompt: object = None,
+    options: object = None,
     limits: Limits = Limits(),
-    **option_args: Any,
+    **option_args: object,
 ) -> BatchSpec:
     """Validate every input and return a :class:`BatchSpec`.
 
@@ -228,7 +232,8 @@ def parse_batch(
     """
     problems: list[tuple[str, BatchInputError]] = []
 
-    def checked(name: str, parse: Any, *args: Any, **kwargs: Any) -> Any:
+    def checked(name: str, parse: Callable[..., Checked], *args: object,
+                **kwargs: object) -> Checked | None:
         try:
             return parse(*args, **kwargs)
         except BatchInputError as exc:
@@ -258,46 +263,47 @@ def parse_batch(
             checked("urls", check_llm_for_url_prompts, url_specs, schema_doc)
     if problems:
         raise input_problems(problems)
-    assert batch_options is not None
+    assert batch_options is not None and url_specs is not None
     return BatchSpec(urls=url_specs, schema=schema_doc, prompt=prompt_text, options=batch_options)
 
 
 def parse_more_urls(
-    urls: Any, batch: Mapping[str, Any], limits: Limits = Limits()
+    urls: object, batch: Mapping[str, object], limits: Limits = Limits()
 ) -> list[UrlSpec]:
     """URLs to append to the stored ``batch``, checked as its own URLs were (its
     ``ignore_invalid_urls``; a URL prompt without a schema needs an LLM)."""
-    stored = batch["options"]
-    options = parse_options(stored, replace(limits, max_total_items=stored["max_total_items"]))
+    stored = cast(Document, batch["options"])  # a batch's options are stored as a document
+    options = parse_options(
+        stored, replace(limits, max_total_items=cast(int, stored["max_total_items"])))
     try:
         specs = _required_urls(urls, limits, options.ignore_invalid_urls)
         if not limits.llm_configured:
-            check_llm_for_url_prompts(specs, batch.get("schema"))
+            check_llm_for_url_prompts(specs, cast("JSONObject | None", batch.get("schema")))
     except BatchInputError as exc:  # reported as for a new batch: field, code, index
         raise input_problems([("urls", exc)]) from None
     return specs
 
 
-def _required_urls(urls: Any, limits: Limits, ignore_invalid: bool) -> list[UrlSpec]:
+def _required_urls(urls: object, limits: Limits, ignore_invalid: bool) -> list[UrlSpec]:
     if urls is None or urls == "":
         raise BatchInputError("urls: missing; give a list, a comma-separated string or @file")
     return parse_urls(urls, limits, ignore_invalid=ignore_invalid)
 
 
-def _optional_schema(schema: Any, limits: Limits) -> dict[str, Any] | None:
+def _optional_schema(schema: object, limits: Limits) -> JSONObject | None:
     """The batch's schema; None when there is none (prompt-only or content-only)."""
     if schema is None or schema == "":
         return None
     return parse_schema(_read_at_file(schema, "schema", limits), limits.schema)
 
 
-def check_llm_for_prompt(schema: dict[str, Any] | None, prompt: str | None) -> None:
+def check_llm_for_prompt(schema: JSONObject | None, prompt: str | None) -> None:
     """A prompt without a schema is answered by an LLM only."""
     if schema is None and prompt:
         raise LLMRequiredError(f"prompt: {NEEDS_LLM}")
 
 
-def check_llm_for_url_prompts(urls: list[UrlSpec], schema: dict[str, Any] | None) -> None:
+def check_llm_for_url_prompts(urls: list[UrlSpec], schema: JSONObject | None) -> None:
     """URLs whose ``extraction_prompt`` has no schema (their own or the batch's) need an LLM."""
     problems = [
         {"index": index, "url": spec.url, "reason": NEEDS_LLM}
@@ -312,7 +318,7 @@ def check_llm_for_url_prompts(urls: list[UrlSpec], schema: dict[str, Any] | None
         )
 
 
-def check_schemaless_options(options: BatchOptions, schema: dict[str, Any] | None) -> None:
+def check_schemaless_options(options: BatchOptions, schema: JSONObject | None) -> None:
     """Options that need the batch's schema: list pages and the date filter."""
     if schema is not None:
         return
@@ -333,7 +339,7 @@ def check_content_kept(options: BatchOptions, urls: list[UrlSpec]) -> None:
         raise InvalidOptionError("; ".join(p["message"] for p in problems), details=problems)
 
 
-def check_date_filter(date_filter: DateFilter | None, schema: dict[str, Any] | None) -> None:
+def check_date_filter(date_filter: DateFilter | None, schema: JSONObject | None) -> None:
     """A ``date_filter`` must name a field of the schema, or it would filter nothing."""
     fields = schema.get("properties") if schema is not None else None
     if date_filter is None or not isinstance(fields, dict) or date_filter.field in fields:
@@ -348,7 +354,7 @@ def input_problems(problems: list[tuple[str, BatchInputError]]) -> BatchInputErr
     naming each problem, and ``details`` listing each (tagged with its ``field`` and
     ``code``: a URL by ``index``, a schema problem by ``path``, an option by ``option``)."""
     first = problems[0][1]
-    details: list[dict[str, Any]] = []
+    details: list[dict[str, object]] = []
     for name, exc in problems:
         entries = exc.details if isinstance(exc.details, list) else [{"message": exc.message}]
         details += [{"field": name, "code": exc.code, **entry} for entry in entries]
@@ -359,7 +365,7 @@ def input_problems(problems: list[tuple[str, BatchInputError]]) -> BatchInputErr
     return error
 
 
-def parse_prompt(prompt: Any) -> str | None:
+def parse_prompt(prompt: object) -> str | None:
     """Return the extraction instructions, or None."""
     if prompt is None or prompt == "":
         return None
@@ -374,7 +380,7 @@ def parse_prompt(prompt: Any) -> str | None:
 
 
 def parse_urls(
-    raw: Any, limits: Limits = Limits(), *, ignore_invalid: bool = False
+    raw: object, limits: Limits = Limits(), *, ignore_invalid: bool = False
 ) -> list[UrlSpec]:
     """Parse URLs from a list, JSON text, a separated string, or ``@file``.
 
@@ -389,7 +395,7 @@ def parse_urls(
             f"urls: {len(entries)} URLs; the limit is {limits.max_urls} (BATCH_MAX_URLS)"
         )
     specs: list[UrlSpec] = []
-    problems: list[dict[str, Any]] = []
+    problems: list[dict[str, object]] = []
     for index, entry in enumerate(entries):
         try:
             specs.append(_url_spec(entry, limits))
@@ -408,7 +414,7 @@ def parse_urls(
     return specs
 
 
-def _url_entries(raw: Any, limits: Limits) -> list[Any]:
+def _url_entries(raw: object, limits: Limits) -> list[object]:
     if isinstance(raw, list):
         return raw
     if not isinstance(raw, str):
@@ -428,7 +434,7 @@ def _url_entries(raw: Any, limits: Limits) -> list[Any]:
     return [part.strip() for part in text.split(separator) if part.strip()]
 
 
-def _url_entries_from_file(path: Path) -> list[Any]:
+def _url_entries_from_file(path: Path) -> list[object]:
     text = _read_file(path, "urls")
     suffix = path.suffix.lower()
     if suffix == ".json":
@@ -456,7 +462,7 @@ def _url_entries_from_file(path: Path) -> list[Any]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def _url_spec(entry: Any, limits: Limits) -> UrlSpec:
+def _url_spec(entry: object, limits: Limits) -> UrlSpec:
     if isinstance(entry, str):
         return UrlSpec(url=check_url(entry))
     if not isinstance(entry, dict):
@@ -499,7 +505,7 @@ def _url_spec(entry: Any, limits: Limits) -> UrlSpec:
     )
 
 
-def check_url(url: Any) -> str:
+def check_url(url: object) -> str:
     """Return ``url`` if it is an absolute http(s) URL we will fetch, else raise ValueError."""
     if not isinstance(url, str) or not url.strip():
         raise ValueError("empty URL")
@@ -526,7 +532,7 @@ def check_url(url: Any) -> str:
     return url
 
 
-def _shown(entry: Any) -> str:
+def _shown(entry: object) -> str:
     text = entry.get("url") if isinstance(entry, dict) else entry
     return str(text)[:200]
 
@@ -534,14 +540,16 @@ def _shown(entry: Any) -> str:
 # -- options -----------------------------------------------------------------
 
 
-def run_time_options(options: BatchOptions, **option_args: Any) -> BatchOptions:
+def run_time_options(options: BatchOptions, **option_args: object) -> BatchOptions:
     """``options`` with the run-time options given for this run (checked like any option)."""
     given = {k: v for k, v in option_args.items() if k in RUN_TIME_OPTIONS and v is not None}
     parsed = parse_options(given)
     return replace(options, **{name: getattr(parsed, name) for name in given})
 
 
-def parse_options(raw: Any = None, limits: Limits = Limits(), **option_args: Any) -> BatchOptions:
+def parse_options(
+    raw: object = None, limits: Limits = Limits(), **option_args: object
+) -> BatchOptions:
     """Parse options from JSON text, ``@file``, a dict, and/or single arguments."""
     raw = _read_at_file(raw, "options", limits) if raw not in (None, "") else {}
     if isinstance(raw, str):
@@ -557,7 +565,7 @@ def parse_options(raw: Any = None, limits: Limits = Limits(), **option_args: Any
     if unknown:
         problems += [{"option": name, "message": f"{name}: unknown option"}
                      for name in sorted(unknown)]
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {}  # each checked by _option_value for its field's type
     for name in sorted(set(merged) & OPTION_NAMES, key=list(merged).index):
         try:
             values[name] = _option_value(name, merged[name], limits)
@@ -573,7 +581,7 @@ def parse_options(raw: Any = None, limits: Limits = Limits(), **option_args: Any
     return replace(defaults, **values)
 
 
-def _option_value(name: str, value: Any, limits: Limits) -> Any:
+def _option_value(name: str, value: object, limits: Limits) -> object:
     if name in NULLABLE_OPTIONS and value in (None, "", "none", "null"):
         return None
     if name in OPTION_RANGES:
@@ -611,8 +619,9 @@ def _option_value(name: str, value: Any, limits: Limits) -> Any:
 
 
 def _in_range(
+    # ``value`` is what the user gave: float() and int() raise TypeError for what they cannot read
     name: str, value: Any, kind: str, low: float, high: float, error: type[Exception]
-) -> Any:
+) -> float:
     try:
         number = float(value) if kind == "float" else int(str(value), 10)
     except (TypeError, ValueError):
@@ -622,7 +631,7 @@ def _in_range(
     return number
 
 
-def _boolean(name: str, value: Any) -> bool:
+def _boolean(name: str, value: object) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -633,7 +642,7 @@ def _boolean(name: str, value: Any) -> bool:
     raise InvalidOptionError(f"{name}: must be true or false")
 
 
-def _date_filter(value: Any) -> DateFilter | None:
+def _date_filter(value: object) -> DateFilter | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -661,7 +670,7 @@ def _date_filter(value: Any) -> DateFilter | None:
 # -- files -------------------------------------------------------------------
 
 
-def _read_at_file(value: Any, argument: str, limits: Limits) -> Any:
+def _read_at_file(value: object, argument: str, limits: Limits) -> object:
     if isinstance(value, str) and value.strip().startswith("@"):
         return _read_file(_file_path(value.strip(), argument, limits), argument)
     return value
