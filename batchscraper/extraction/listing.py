@@ -10,12 +10,12 @@ visibly holds more records than were extracted.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import lxml.html
 
 from batchscraper.extraction import synonyms as syn
 from batchscraper.extraction.structured import StructuredData, guess_family, map_to_schema
+from batchscraper.jsontypes import JSONObject
 
 CARD_TAGS = frozenset({"div", "li", "article", "section", "tr"})
 #: a card has at least this many elements inside and this much text
@@ -26,22 +26,25 @@ MIN_CARDS = 2
 
 
 def structured_records(
-    sd: StructuredData, schema: dict[str, Any]
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    sd: StructuredData, schema: JSONObject
+) -> tuple[list[JSONObject], dict[str, str]]:
     """Records (and per-field evidence) for a list page, from its structured data."""
     family = guess_family(schema)
     families = [family] if family else []
     families += [name for name in syn.TYPE_FAMILIES if name != family]
     for name in families:
         key = f"{name}s"
-        wrapper = {"type": "object", "properties": {key: {"type": "array", "items": schema}}}
+        wrapper: JSONObject = {
+            "type": "object", "properties": {key: {"type": "array", "items": schema}}}
         data, evidence = map_to_schema(sd, wrapper)
-        records = [r for r in data.get(key) or [] if isinstance(r, dict) and r]
+        found = data.get(key) or []
+        records = [r for r in found if isinstance(r, dict) and r] if isinstance(found, list) else []
         if records:
             source = evidence.get(key, "jsonld")
             fields = {field for record in records for field in record}
-            return records, {field: source for field in schema.get("properties", {})
-                             if field in fields}
+            properties = schema.get("properties", {})
+            return records, {field: source for field in properties
+                             if field in fields} if isinstance(properties, dict) else {}
     record, evidence = map_to_schema(sd, schema)
     return ([record], evidence) if record else ([], {})
 

@@ -15,7 +15,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any
+from typing import cast
 
 from batchscraper.extraction import synonyms as syn
 from batchscraper.extraction.coerce import (
@@ -29,8 +29,9 @@ from batchscraper.extraction.coerce import (
     schema_types,
     to_integer,
 )
+from batchscraper.jsontypes import JSONObject, JSONValue
 
-Node = dict[str, Any]
+Node = JSONObject
 #: Joined list items longer than this are separated by newlines, not commas.
 LONG_ITEM_CHARS = 80
 _TOKEN = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
@@ -50,7 +51,7 @@ def tokens(name: str) -> tuple[str, ...]:
     return tuple(token.lower() for token in _TOKEN.findall(name))
 
 
-def is_empty(value: Any) -> bool:
+def is_empty(value: object) -> bool:
     """None, empty string, list or dict."""
     return value is None or value == "" or value == [] or value == {}
 
@@ -91,14 +92,14 @@ class Shaper:
         self.max_depth = max_depth
 
     # ----------------------------------------------------------------- lookup
-    def deref(self, value: Any) -> Any:
+    def deref(self, value: JSONValue) -> JSONValue:
         """Replace a bare JSON-LD reference ``{"@id": ...}`` with the node it names."""
         if isinstance(value, dict) and set(value) <= {"@id", "@type"}:
             node_id = value.get("@id")
             return self.ids.get(node_id, value) if isinstance(node_id, str) else value
         return value
 
-    def get_path(self, value: Any, path: list[str]) -> Any:
+    def get_path(self, value: JSONValue, path: list[str]) -> JSONValue:
         """Follow a dotted path; lists fan out (``author.name`` -> every name)."""
         value = self.deref(value)
         if not path:
@@ -107,7 +108,7 @@ class Shaper:
             if path[0].isdigit():
                 index = int(path[0])
                 return self.get_path(value[index], path[1:]) if index < len(value) else None
-            found: list[Any] = []
+            found: list[JSONValue] = []
             for item in value:
                 sub = self.get_path(item, path)
                 found.extend(sub if isinstance(sub, list) else [] if is_empty(sub) else [sub])
@@ -133,7 +134,7 @@ class Shaper:
         variants.append((*stripped, "content"))
         return list(dict.fromkeys(variants))
 
-    def _candidate_paths(self, node: Node, name: str, schema: dict[str, Any]) -> Iterator[str]:
+    def _candidate_paths(self, node: Node, name: str, schema: JSONObject) -> Iterator[str]:
         keys = {"".join(tokens(k)): k for k in node if not k.startswith("@")}
         key_sets = {tuple(sorted(tokens(k))): k for k in node if not k.startswith("@")}
         if name in node:
@@ -153,7 +154,7 @@ class Shaper:
         return any("".join(words) in keys or "_".join(words) in syn.FIELD_PATHS
                    for words in self.name_variants(name))
 
-    def find_value(self, node: Node, name: str, schema: dict[str, Any], depth: int) -> Any:
+    def find_value(self, node: Node, name: str, schema: JSONObject, depth: int) -> JSONValue:
         """The value of property ``name`` in ``node``, shaped to ``schema``; None if absent."""
         if depth > self.max_depth:
             return None
@@ -178,14 +179,14 @@ class Shaper:
         return None
 
     @staticmethod
-    def _holds_text(schema: dict[str, Any]) -> bool:
+    def _holds_text(schema: JSONObject) -> bool:
         """Whether an object schema has a field a plain value would fill (``name``, ``text``)."""
-        return any(name in (schema.get("properties") or {}) for name in syn.TEXT_KEYS)
+        return any(name in _properties(schema) for name in syn.TEXT_KEYS)
 
-    def map_object(self, node: Node, schema: dict[str, Any], depth: int) -> dict[str, Any]:
+    def map_object(self, node: Node, schema: JSONObject, depth: int) -> JSONObject:
         """Map every property of an object ``schema`` onto ``node``."""
-        out: dict[str, Any] = {}
-        for name, sub in (schema.get("properties") or {}).items():
+        out: JSONObject = {}
+        for name, sub in _properties(schema).items():
             if isinstance(sub, dict):
                 value = self.find_value(node, name, sub, depth)
                 if not is_empty(value):
@@ -194,24 +195,24 @@ class Shaper:
 
     # ----------------------------------------------------------------- shaping
     @staticmethod
-    def types(schema: dict[str, Any]) -> list[str]:
+    def types(schema: JSONObject) -> list[str]:
         """Declared non-null types of a schema (inferred when ``type`` is missing)."""
         return [t for t in schema_types(schema) if t != "null"]
 
     @staticmethod
-    def wants_url(name: str, schema: dict[str, Any]) -> bool:
+    def wants_url(name: str, schema: JSONObject) -> bool:
         """Whether a string field holds a link (format uri or a url/image-like name)."""
         return schema.get("format") in ("uri", "iri", "uri-reference") or bool(
             set(tokens(name)) & syn.URL_FIELD_TOKENS)
 
-    def shape(self, raw: Any, schema: dict[str, Any], name: str, key: str | None,
-              depth: int) -> Any:
+    def shape(self, raw: JSONValue, schema: JSONObject, name: str, key: str | None,
+              depth: int) -> JSONValue:
         """``raw`` shaped to the first declared type it fits; None when it fits none."""
         types = self.types(schema)
         if not types:
             return self._plain(raw)
         for json_type in types:
-            value: Any
+            value: JSONValue
             if json_type == "object":
                 value = self._to_object(raw, schema, depth)
             elif json_type == "array":
@@ -229,7 +230,7 @@ class Shaper:
                 return value
         return None
 
-    def _plain(self, raw: Any) -> Any:
+    def _plain(self, raw: JSONValue) -> JSONValue:
         raw = self.deref(raw)
         if isinstance(raw, str):
             return clean_text(raw)
@@ -239,7 +240,7 @@ class Shaper:
             return [value for value in map(self._plain, raw) if not is_empty(value)]
         return raw
 
-    def _scalars(self, raw: Any) -> list[Any]:
+    def _scalars(self, raw: JSONValue) -> list[JSONValue]:
         raw = self.deref(raw)
         if isinstance(raw, list):
             return [s for item in raw for s in self._scalars(item)]
@@ -248,7 +249,7 @@ class Shaper:
                     for s in self._scalars(raw[k])][:1]
         return [raw]
 
-    def _to_object(self, raw: Any, schema: dict[str, Any], depth: int) -> dict[str, Any] | None:
+    def _to_object(self, raw: JSONValue, schema: JSONObject, depth: int) -> JSONObject | None:
         for item in raw if isinstance(raw, list) else [raw]:
             item = self.deref(item)
             if isinstance(item, dict):
@@ -257,9 +258,9 @@ class Shaper:
                     return mapped
         return None
 
-    def _flatten_items(self, raw: Any, key: str | None) -> list[Any]:
+    def _flatten_items(self, raw: JSONValue, key: str | None) -> list[JSONValue]:
         """List elements, HowToSection / ItemList containers expanded in place."""
-        out: list[Any] = []
+        out: list[JSONValue] = []
         for item in raw if isinstance(raw, list) else [raw]:
             item = self.deref(item)
             if isinstance(item, dict):
@@ -281,30 +282,33 @@ class Shaper:
                 out.append(item)
         return out
 
-    def _to_array(self, raw: Any, schema: dict[str, Any], name: str, key: str | None,
-                  depth: int) -> list[Any] | None:
+    def _to_array(self, raw: JSONValue, schema: JSONObject, name: str, key: str | None,
+                  depth: int) -> list[JSONValue] | None:
         items = schema.get("items")
-        items_schema: dict[str, Any] = items if isinstance(items, dict) else {}
+        items_schema: JSONObject = items if isinstance(items, dict) else {}
         elements = self._flatten_items(raw, key)
         if "object" not in self.types(items_schema):
             shaped = [self.shape(e, items_schema, name, key, depth) for e in elements]
             return [value for value in shaped if not is_empty(value)] or None
         mapped = []
         for element in elements:
-            node = element if isinstance(element, dict) else {"text": element, "name": element}
+            node: Node = (element if isinstance(element, dict)
+                          else {"text": element, "name": element})
             record = self.map_object(node, items_schema, depth + 1)
             if record:
                 mapped.append(record)
-        required = [r for r in items_schema.get("required") or [] if isinstance(r, str)]
+        listed = items_schema.get("required") or []
+        required = [r for r in listed if isinstance(r, str)] if isinstance(listed, list) else []
         mapped = [m for m in mapped if all(r in m or r in syn.POSITION_FIELDS for r in required)]
-        positions = [name for name, sub in (items_schema.get("properties") or {}).items()
-                     if name in syn.POSITION_FIELDS and "integer" in self.types(sub)]
+        positions = [name for name, sub in _properties(items_schema).items()
+                     if name in syn.POSITION_FIELDS and isinstance(sub, dict)
+                     and "integer" in self.types(sub)]
         for rank, record in enumerate(mapped, start=1):
             for position in positions:
                 record[position] = rank
-        return mapped or None
+        return cast("list[JSONValue]", mapped) or None  # records, never changed again
 
-    def _to_text(self, raw: Any, schema: dict[str, Any], name: str) -> str | None:
+    def _to_text(self, raw: JSONValue, schema: JSONObject, name: str) -> str | None:
         raw = self.deref(raw)
         wants_url = self.wants_url(name, schema)
         if isinstance(raw, list):
@@ -340,7 +344,7 @@ class Shaper:
         return self._string_value(clean_text(raw), schema, wants_url)
 
     @staticmethod
-    def _string_value(text: str, schema: dict[str, Any], wants_url: bool) -> str | None:
+    def _string_value(text: str, schema: JSONObject, wants_url: bool) -> str | None:
         if not text:
             return None
         enum_match = _SCHEMA_ORG_ENUM.match(text)
@@ -359,7 +363,7 @@ class Shaper:
                          re.sub(r"[\s_\-]", "", option).casefold() == wanted), None)
         return repair_pattern(text, schema)
 
-    def _to_number(self, raw: Any, name: str, *, integer: bool) -> int | float | None:
+    def _to_number(self, raw: JSONValue, name: str, *, integer: bool) -> int | float | None:
         unit = duration_unit(name)
         for scalar in self._scalars(raw):
             if isinstance(scalar, dict):
@@ -379,6 +383,12 @@ class Shaper:
             if whole is not None:
                 return whole
         return None
+
+
+def _properties(schema: JSONObject) -> JSONObject:
+    """An object schema's ``properties`` (none when it has none or they are not an object)."""
+    properties = schema.get("properties")
+    return properties if isinstance(properties, dict) else {}
 
 
 def _casefold_key(node: Node, key: str) -> str | None:

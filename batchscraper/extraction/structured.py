@@ -15,7 +15,6 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import jstyleson
 import lxml.html
@@ -23,10 +22,11 @@ from w3lib.encoding import html_to_unicode
 
 from batchscraper.extraction import synonyms as syn
 from batchscraper.extraction.shaping import Shaper, is_empty, node_types, tokens
+from batchscraper.jsontypes import JSONObject, JSONValue
 
 logger = logging.getLogger(__name__)
 
-Node = dict[str, Any]
+Node = JSONObject
 JSONLD, MICRODATA, OPENGRAPH = "jsonld", "microdata", "og"
 #: JSON-LD is preferred; microdata fills what it lacks (OpenGraph comes last).
 _SOURCE_RANK = {JSONLD: 0, MICRODATA: 1}
@@ -145,7 +145,7 @@ def _jsonld_nodes(scripts: Iterable[str]) -> list[Node]:
     return items
 
 
-def _unwrapped_jsonld(script: str) -> Any:
+def _unwrapped_jsonld(script: str) -> JSONValue:
     """The JSON of a script wrapped in CDATA markers or an HTML comment; None if not JSON."""
     text = _JSONLD_WRAPPER.sub("", script)
     text = _JSONLD_WRAPPER.sub("", text.strip())  # both ends may be wrapped twice
@@ -155,7 +155,7 @@ def _unwrapped_jsonld(script: str) -> Any:
         return None
 
 
-def _flatten_graph(item: Any) -> list[Node]:
+def _flatten_graph(item: JSONValue) -> list[Node]:
     """Top-level nodes of one JSON-LD document, ``@graph`` members inlined."""
     if isinstance(item, list):
         return [node for sub in item for node in _flatten_graph(sub)]
@@ -195,8 +195,8 @@ def _merge_opengraph(items: list[Node]) -> dict[str, str]:
 
 # =========================================================================== mapping
 def map_to_schema(
-    sd: StructuredData, schema: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, str]]:
+    sd: StructuredData, schema: JSONObject
+) -> tuple[JSONObject, dict[str, str]]:
     """Map the page's structured data onto the top-level properties of ``schema``.
 
     Returns ``(data, evidence)``: ``data`` holds only the properties that were
@@ -213,15 +213,18 @@ def map_to_schema(
         return {}, {}
 
 
-def guess_family(schema: dict[str, Any]) -> str | None:
+def guess_family(schema: JSONObject) -> str | None:
     """The record kind (``product``, ``recipe``, ...) a schema most looks like."""
     words: list[str] = list(tokens(str(schema.get("title") or "")))
-    for name, sub in (schema.get("properties") or {}).items():
+    properties = schema.get("properties") or {}
+    for name, sub in properties.items() if isinstance(properties, dict) else ():
         words.extend(tokens(name))
         if isinstance(sub, dict):
-            for nested in (sub.get("properties") or (sub.get("items") or {}).get("properties")
-                           or {}):
-                words.extend(tokens(nested))
+            items = sub.get("items") or {}
+            nested = sub.get("properties") or (
+                items.get("properties") if isinstance(items, dict) else None) or {}
+            for nested_name in nested if isinstance(nested, dict) else ():
+                words.extend(tokens(nested_name))
     counts = {family: sum(word in keywords for word in words)
               for family, keywords in syn.FAMILY_KEYWORDS.items()}
     best = max(counts, key=lambda family: counts[family])
@@ -237,10 +240,11 @@ def node_families(node: Node) -> set[str]:
 class _Mapper:
     """One mapping run: ranks candidate entities, then fills fields in order."""
 
-    def __init__(self, sd: StructuredData, schema: dict[str, Any]) -> None:
+    def __init__(self, sd: StructuredData, schema: JSONObject) -> None:
         self.sd = sd
         self.schema = schema
-        self.properties: dict[str, Any] = schema["properties"]
+        properties = schema["properties"]  # an object: map_to_schema checked it
+        self.properties: JSONObject = properties if isinstance(properties, dict) else {}
         self.family = guess_family(schema)
         title = tokens(str(schema.get("title") or ""))
         known_types = set().union(*syn.TYPE_FAMILIES.values())
@@ -248,8 +252,8 @@ class _Mapper:
         self.shaper = Shaper(_index_ids(sd.jsonld), MAX_DEPTH)
 
     # ----------------------------------------------------------------- driver
-    def run(self) -> tuple[dict[str, Any], dict[str, str]]:
-        data: dict[str, Any] = {}
+    def run(self) -> tuple[JSONObject, dict[str, str]]:
+        data: JSONObject = {}
         evidence: dict[str, str] = {}
         for source, mapped in self._ranked_entities():
             for name, value in mapped.items():
@@ -274,7 +278,7 @@ class _Mapper:
                         if isinstance(child, dict) and "@type" in child:
                             yield source, child
 
-    def _ranked_entities(self) -> list[tuple[str, dict[str, Any]]]:
+    def _ranked_entities(self) -> list[tuple[str, JSONObject]]:
         """(source, mapped record) for the main entity and compatible fallbacks.
 
         Entities of the schema's kind come first, then JSON-LD before microdata,
@@ -299,7 +303,7 @@ class _Mapper:
         return [(source, mapped) for *_, source, node, mapped in scored
                 if node is primary or _same_thing(primary, node)]
 
-    def _collection(self, name: str, schema: dict[str, Any]) -> tuple[Any, str] | None:
+    def _collection(self, name: str, schema: JSONObject) -> tuple[JSONValue, str] | None:
         """A list field (``events``) filled from every node of the matching type."""
         items = schema.get("items")
         if not isinstance(items, dict) or "array" not in self.shaper.types(schema):
@@ -309,14 +313,14 @@ class _Mapper:
             return None
         singular = re.sub(r"(ies|s)$", lambda m: "y" if m.group(1) == "ies" else "", words[-1])
         for source, nodes in ((JSONLD, self.sd.jsonld), (MICRODATA, self.sd.microdata)):
-            matches = [node for node in _walk(nodes, MAX_WALK_DEPTH)
+            matches: list[JSONValue] = [node for node in _walk(nodes, MAX_WALK_DEPTH)
                        if singular in node_types(node) or singular in node_families(node)]
             value = self.shaper.shape(matches, schema, name, None, depth=0) if matches else None
             if not is_empty(value):
                 return value, source
         return None
 
-    def _opengraph(self, name: str, schema: dict[str, Any]) -> tuple[Any, str] | None:
+    def _opengraph(self, name: str, schema: JSONObject) -> tuple[JSONValue, str] | None:
         og = self.sd.opengraph
         for variant in self.shaper.name_variants(name):
             for key in syn.OG_KEYS.get("_".join(variant), ()):
@@ -335,7 +339,7 @@ class _Mapper:
 
 
 # =========================================================================== helpers
-def _as_list(value: Any) -> list[Any]:
+def _as_list(value: JSONValue) -> list[JSONValue]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
@@ -351,7 +355,7 @@ def _index_ids(nodes: list[Node]) -> dict[str, Node]:
     return index
 
 
-def _walk(values: Iterable[Any], depth: int) -> Iterator[Node]:
+def _walk(values: Iterable[JSONValue], depth: int) -> Iterator[Node]:
     """Every dict reachable from ``values`` (pre-order, bounded depth)."""
     for value in values:
         if isinstance(value, dict):

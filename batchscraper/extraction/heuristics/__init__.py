@@ -33,13 +33,14 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import cast
 
 from batchscraper.extraction import synonyms as syn
 from batchscraper.extraction.heuristics import articles, products, recipes, words
 from batchscraper.extraction.heuristics.articles import Facts
 from batchscraper.extraction.heuristics.page import PageReader
 from batchscraper.extraction.shaping import Shaper, is_empty
+from batchscraper.jsontypes import JSONObject, JSONValue
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +79,8 @@ FINDERS: tuple[tuple[frozenset[str], Finder], ...] = tuple(
 
 
 def fill_missing(
-    html: str, url: str, schema: dict[str, Any], data: dict[str, Any], evidence: dict[str, str]
-) -> tuple[dict[str, Any], dict[str, str]]:
+    html: str, url: str, schema: JSONObject, data: JSONObject, evidence: dict[str, str]
+) -> tuple[JSONObject, dict[str, str]]:
     """``data`` with the fields (and nested leaves) it lacks filled from the page.
 
     Values already in ``data`` are kept. ``evidence`` gains an entry for each
@@ -102,12 +103,12 @@ def fill_missing(
     for name, value in stand_ins.items():
         if not replaces(filled.get(name), value):
             filled[name], why[name] = value, evidence[name]
-    order = list(schema["properties"])
+    order = _property_names(schema)
     return ({k: filled[k] for k in order if k in filled},
             {k: why[k] for k in order if k in why})
 
 
-def stands_in(value: Any) -> bool:
+def stands_in(value: JSONValue) -> bool:
     """Whether ``value`` is a long text cut short with an ellipsis, or a list of one long
     item."""
     if isinstance(value, str):
@@ -116,24 +117,25 @@ def stands_in(value: Any) -> bool:
         " ".join(_strings(value))) >= STAND_IN_MIN_CHARS
 
 
-def replaces(found: Any, stand_in: Any) -> bool:
+def replaces(found: JSONValue, stand_in: JSONValue) -> bool:
     """Whether the page's ``found`` is the fuller form of ``stand_in``: a longer text that
     holds (nearly) all of its words, or a longer list of (nearly) the same words."""
     if isinstance(stand_in, str):
         return isinstance(found, str) and len(found) > len(stand_in) and _share(
             stand_in, found) >= STAND_IN_OVERLAP
-    return isinstance(found, list) and len(found) > len(stand_in) and min(
+    return isinstance(found, list) and isinstance(stand_in, list) and len(found) > len(
+        stand_in) and min(
         _share(stand_in, found), _share(found, stand_in)) >= STAND_IN_OVERLAP
 
 
-def _share(part: Any, whole: Any) -> float:
+def _share(part: JSONValue, whole: JSONValue) -> float:
     """Share of the words of ``part`` found in ``whole`` (texts at any depth)."""
     wanted = Counter(_WORD.findall(" ".join(_strings(part)).casefold()))
     found = wanted & Counter(_WORD.findall(" ".join(_strings(whole)).casefold()))
     return sum(found.values()) / max(1, sum(wanted.values()))
 
 
-def _strings(value: Any) -> Iterator[str]:
+def _strings(value: JSONValue) -> Iterator[str]:
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
@@ -153,9 +155,10 @@ def extraction_method(evidence: dict[str, str]) -> str:
     return "heuristic" if heuristic else "structured"
 
 
-def missing_fields(schema: dict[str, Any], data: Any, depth: int = 0) -> Iterator[str]:
+def missing_fields(schema: JSONObject, data: JSONValue, depth: int = 0) -> Iterator[str]:
     """Names of the schema's properties, at any object depth, that ``data`` lacks."""
-    for name, sub in (schema.get("properties") or {}).items():
+    properties = schema.get("properties") or {}
+    for name, sub in properties.items() if isinstance(properties, dict) else ():
         if not isinstance(sub, dict):
             continue
         value = data.get(name) if isinstance(data, dict) else None
@@ -166,7 +169,7 @@ def missing_fields(schema: dict[str, Any], data: Any, depth: int = 0) -> Iterato
             yield from missing_fields(sub, value, depth + 1)
 
 
-def wanted_properties(schema: dict[str, Any], data: dict[str, Any]) -> set[str]:
+def wanted_properties(schema: JSONObject, data: JSONObject) -> set[str]:
     """Lower-cased schema.org properties that could fill a missing field (a superset).
 
     The last step of each synonym path: ``in_stock`` wants ``availability``
@@ -192,8 +195,8 @@ def collect_facts(page: PageReader, wanted: set[str]) -> Facts:
     return facts
 
 
-def merge_facts(schema: dict[str, Any], data: dict[str, Any], evidence: dict[str, str],
-                facts: Facts) -> tuple[dict[str, Any], dict[str, str]]:
+def merge_facts(schema: JSONObject, data: JSONObject, evidence: dict[str, str],
+                facts: Facts) -> tuple[JSONObject, dict[str, str]]:
     """Map ``facts`` onto ``schema`` and add what ``data`` lacks, with its evidence."""
     if not facts:
         return data, evidence
@@ -208,28 +211,37 @@ def merge_facts(schema: dict[str, Any], data: dict[str, Any], evidence: dict[str
         if combined is data.get(name):
             continue
         data[name] = combined
-        field = {"properties": {name: schema["properties"][name]}}
+        field: JSONObject = {"properties": {name: _properties(schema)[name]}}
         sources = "+".join(source for source, part in by_evidence.items()
                            if shaper.map_object(_node(part), field, depth=0)) or "heuristic"
         evidence[name] = f"{evidence[name]}+{sources}" if name in evidence else sources
-    order = list(schema["properties"])
+    order = _property_names(schema)
     return ({k: data[k] for k in order if k in data},
             {k: evidence[k] for k in order if k in evidence})
 
 
-def _node(facts: Facts) -> dict[str, Any]:
+def _node(facts: Facts) -> JSONObject:
     """A schema.org node from dotted paths (``offers.price`` -> ``{"offers": {...}}``)."""
-    node: dict[str, Any] = {"@type": "Thing"}
+    node: JSONObject = {"@type": "Thing"}
     for path, (value, _) in facts.items():
         *parents, last = path.split(".")
         target = node
         for parent in parents:
-            target = target.setdefault(parent, {})
-        target[last] = value
+            target = cast(JSONObject, target.setdefault(parent, {}))  # paths only nest
+        target[last] = cast(JSONValue, value)  # a text, number or list of texts; not changed
     return node
 
 
-def _fill(current: Any, found: Any) -> Any:
+def _properties(schema: JSONObject) -> JSONObject:
+    """The schema's ``properties`` (an object: :func:`fill_missing` is given object schemas)."""
+    return cast(JSONObject, schema["properties"])
+
+
+def _property_names(schema: JSONObject) -> list[str]:
+    return list(_properties(schema))
+
+
+def _fill(current: JSONValue, found: JSONValue) -> JSONValue:
     """``current`` plus what it lacks from ``found`` (objects completed leaf by leaf)."""
     if is_empty(current):
         return found

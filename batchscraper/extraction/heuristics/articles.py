@@ -7,13 +7,12 @@ property paths mapped to ``(value, evidence)``.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from batchscraper.extraction.coerce import normalize_date
 from batchscraper.extraction.heuristics import words
 from batchscraper.extraction.heuristics.page import TITLE_OVERLAP, PageReader, text_of
 
-Facts = dict[str, tuple[Any, str]]  # schema.org path -> (value, evidence)
+Facts = dict[str, tuple[str | float | list[str], str]]  # schema.org path -> (value, evidence)
 
 #: Paths of product properties found in meta tags and ``itemprop``.
 OFFER_PATHS = {"price": "offers.price", "priceCurrency": "offers.priceCurrency",
