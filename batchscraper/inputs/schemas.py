@@ -11,23 +11,27 @@ library, against the nearest ``$id``), so a schema accepted here validates.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry
 from referencing.exceptions import Unresolvable
-from referencing.jsonschema import DRAFT202012
+from referencing.jsonschema import DRAFT202012, Schema
 
 from batchscraper.exceptions import InvalidSchemaError
 from batchscraper.extraction.patterns import PatternError, compile_pattern, pattern_problem
 from batchscraper.extraction.validation import subschema_parts
 from batchscraper.inputs.profiles import PROFILE_PREFIX, profile_names, profile_schema
+from batchscraper.jsontypes import JSONObject, JSONValue
+
+if TYPE_CHECKING:
+    from referencing._core import Resolver  # not exported by the package itself
 
 # field-list type names -> JSON Schema fragments
-FIELD_TYPES: dict[str, dict[str, Any]] = {
+FIELD_TYPES: dict[str, JSONObject] = {
     "string": {"type": "string"},
     "str": {"type": "string"},
     "text": {"type": "string"},
@@ -66,7 +70,7 @@ class SchemaLimits:
     max_properties: int = 500
 
 
-def parse_schema(raw: Any, limits: SchemaLimits = SchemaLimits()) -> dict[str, Any]:
+def parse_schema(raw: object, limits: SchemaLimits = SchemaLimits()) -> JSONObject:
     """Return the normalized JSON Schema for ``raw``.
 
     ``raw`` is a dict, a field list, JSON text, or ``profile:<name>`` for a
@@ -79,7 +83,7 @@ def parse_schema(raw: Any, limits: SchemaLimits = SchemaLimits()) -> dict[str, A
         raise InvalidSchemaError(f"schema nests deeper than {limits.max_depth} levels") from None
 
 
-def _parse(raw: Any, limits: SchemaLimits) -> dict[str, Any]:
+def _parse(raw: object, limits: SchemaLimits) -> JSONObject:
     if isinstance(raw, str) and raw.strip().lower().startswith(PROFILE_PREFIX):
         name = raw.strip()[len(PROFILE_PREFIX):]
         profile = profile_schema(name)
@@ -115,12 +119,12 @@ def _parse(raw: Any, limits: SchemaLimits) -> dict[str, Any]:
     return schema
 
 
-def fields_to_schema(fields: list[Any]) -> dict[str, Any]:
+def fields_to_schema(fields: Sequence[object]) -> JSONObject:
     """Convert a field list to an object JSON Schema."""
     if not fields:
         raise InvalidSchemaError("field list is empty")
-    properties: dict[str, Any] = {}
-    required: list[str] = []
+    properties: JSONObject = {}
+    required: list[JSONValue] = []
     for index, entry in enumerate(fields):
         name, prop, is_required = _field_to_property(entry, f"[{index}]")
         if name in properties:
@@ -128,13 +132,13 @@ def fields_to_schema(fields: list[Any]) -> dict[str, Any]:
         properties[name] = prop
         if is_required:
             required.append(name)
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    schema: JSONObject = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
     return schema
 
 
-def _field_to_property(entry: Any, where: str) -> tuple[str, dict[str, Any], bool]:
+def _field_to_property(entry: object, where: str) -> tuple[str, JSONObject, bool]:
     if not isinstance(entry, dict):
         raise InvalidSchemaError(f"field entry {where} must be an object with 'field' and 'type'")
     unknown = set(entry) - FIELD_KEYS
@@ -160,7 +164,7 @@ def _field_to_property(entry: Any, where: str) -> tuple[str, dict[str, Any], boo
     return name, prop, bool(entry.get("required", False))
 
 
-def _items_schema(items: Any, where: str) -> dict[str, Any]:
+def _items_schema(items: object, where: str) -> JSONObject:
     if isinstance(items, str):
         if items.lower() not in FIELD_TYPES:
             raise InvalidSchemaError(f"field entry {where} has unknown item type {items!r}")
@@ -172,15 +176,15 @@ def _items_schema(items: Any, where: str) -> dict[str, Any]:
     raise InvalidSchemaError(f"field entry {where} must be a type name or a field list")
 
 
-def _check_size(schema: dict[str, Any], limits: SchemaLimits) -> None:
+def _check_size(schema: JSONObject, limits: SchemaLimits) -> None:
     size = len(json.dumps(schema))
     if size > limits.max_bytes:
         raise InvalidSchemaError(f"schema is {size} bytes; the limit is {limits.max_bytes}")
 
 
-def _check_nesting(schema: dict[str, Any], limits: SchemaLimits) -> None:
+def _check_nesting(schema: JSONObject, limits: SchemaLimits) -> None:
     """Refuse absurd nesting before anything recursive (the metaschema check) sees it."""
-    stack: list[tuple[Any, bool, int]] = [(schema, True, 0)]
+    stack: list[tuple[JSONValue, bool, int]] = [(schema, True, 0)]
     while stack:
         node, is_schema, depth = stack.pop()
         if depth > limits.max_depth:
@@ -210,7 +214,7 @@ _METASCHEMA = Draft202012Validator(Draft202012Validator.META_SCHEMA,
                                    format_checker=_SCHEMA_FORMATS)
 
 
-def _metaschema_problems(schema: dict[str, Any]) -> list[dict[str, str]]:
+def _metaschema_problems(schema: JSONObject) -> list[dict[str, str]]:
     """Every place where ``schema`` breaks the metaschema (a ``pattern`` RE2 refuses too)."""
     problems = []
     for error in _METASCHEMA.iter_errors(schema):
@@ -225,7 +229,7 @@ def _readable(error: ValidationError) -> str:
     return error.message
 
 
-def _where(path: Any) -> str:
+def _where(path: Iterable[str | int]) -> str:
     return "/".join(str(part) for part in path)
 
 
@@ -241,7 +245,7 @@ class _SchemaWalk:
     Problems are reported where they are in the document.
     """
 
-    def __init__(self, root: dict[str, Any], limits: SchemaLimits) -> None:
+    def __init__(self, root: JSONObject, limits: SchemaLimits) -> None:
         self.root = root
         self.limits = limits
         self._locations = dict(_locations(root))
@@ -261,12 +265,12 @@ class _SchemaWalk:
                       "unevaluatedProperties cannot be combined with patternProperties")
         return [{"path": path, "message": message} for path, message in self._problems]
 
-    def _add(self, node: Any, key: str | None, message: str) -> None:
+    def _add(self, node: JSONValue, key: str | None, message: str) -> None:
         path = self._locations.get(id(node), ())
         self._problems[_where((*path, key) if key else path), message] = None
 
-    def _height(self, node: Any, resolver: Any, depth: int, chain: tuple[int, ...],
-                entered: bool = False, is_schema: bool = True) -> int:
+    def _height(self, node: object, resolver: Resolver[Schema], depth: int,
+                chain: tuple[int, ...], entered: bool = False, is_schema: bool = True) -> int:
         """Levels below ``node`` with refs expanded (cut off past the depth limit).
 
         ``is_schema`` is False for a map from names to subschemas (the value of
@@ -286,9 +290,9 @@ class _SchemaWalk:
                     if not (is_schema and key in REF_KEYWORDS)]
         return 1 + max(heights, default=0)
 
-    def _ref_height(self, node: dict[str, Any], key: str, resolver: Any, depth: int,
+    def _ref_height(self, node: JSONObject, key: str, resolver: Resolver[Schema], depth: int,
                     chain: tuple[int, ...]) -> int:
-        ref = node[key]
+        ref = cast(str, node[key])  # _height looks up string refs only
         try:
             resolved = resolver.lookup(ref)
         except Unresolvable as exc:
@@ -304,7 +308,7 @@ class _SchemaWalk:
             )
         return 1 + self._heights[target]
 
-    def _check_node(self, node: dict[str, Any]) -> None:
+    def _check_node(self, node: JSONObject) -> None:
         self._keywords.update(key for key in ("unevaluatedProperties", "patternProperties")
                               if key in node)
         properties = node.get("properties")
@@ -316,9 +320,9 @@ class _SchemaWalk:
                       f"schemas are Draft 2020-12 ({DIALECTS[0]}); this names {dialect!r}")
 
 
-def _locations(root: Any) -> Iterator[tuple[int, tuple[Any, ...]]]:
+def _locations(root: JSONValue) -> Iterator[tuple[int, tuple[str | int, ...]]]:
     """(id, path) of every object and array of the schema outside data keywords."""
-    stack: list[tuple[Any, bool, tuple[Any, ...]]] = [(root, True, ())]
+    stack: list[tuple[JSONValue, bool, tuple[str | int, ...]]] = [(root, True, ())]
     while stack:
         node, is_schema, path = stack.pop()
         yield id(node), path
