@@ -19,11 +19,12 @@ re-run (``rerun_of``) reads them back as they were given.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from batchscraper.exceptions import BatchInputError
 from batchscraper.inputs.profiles import PROFILE_PREFIX, profile_names
 from batchscraper.inputs.schemas import SchemaLimits, parse_schema
+from batchscraper.jsontypes import JSONObject, JSONValue
 
 FORMATS = ("json", "markdown", "text", "html")
 URL_EXTRACTION_KEYS = frozenset({
@@ -40,7 +41,7 @@ CONTENT_DEFAULT_FORMATS = ("markdown",)
 NEEDS_LLM = "a prompt-only batch needs an LLM endpoint (OPENAI_BASE_URL or OPENAI_API_KEY)"
 
 
-def check_formats(value: Any, error: type[Exception]) -> tuple[str, ...]:
+def check_formats(value: object, error: type[Exception]) -> tuple[str, ...]:
     """A list (or comma-separated string) of known formats, without repeats."""
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list) or not items:
@@ -51,7 +52,7 @@ def check_formats(value: Any, error: type[Exception]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def url_extraction(entry: dict[str, Any], limits: SchemaLimits) -> dict[str, Any] | None:
+def url_extraction(entry: Mapping[str, object], limits: SchemaLimits) -> JSONObject | None:
     """The per-URL extraction options of a URL object, checked; None when it has none.
 
     ValueError names the first bad key (the URL's ``reason``).
@@ -59,7 +60,7 @@ def url_extraction(entry: dict[str, Any], limits: SchemaLimits) -> dict[str, Any
     given = {key: entry[key] for key in URL_EXTRACTION_KEYS if entry.get(key) is not None}
     if not given:
         return None
-    out: dict[str, Any] = {}
+    out: JSONObject = {}
     if "extraction_schema" in given and "extraction_profile" in given:
         raise ValueError("give extraction_schema or extraction_profile, not both")
     if "extraction_schema" in given:
@@ -76,7 +77,8 @@ def url_extraction(entry: dict[str, Any], limits: SchemaLimits) -> dict[str, Any
             raise ValueError(f"extraction_prompt must be a string of at most {MAX_PROMPT_CHARS}"
                              " characters")
         out["extraction_prompt"] = prompt
-    formats = list(check_formats(given["formats"], ValueError)) if "formats" in given else []
+    formats: list[JSONValue] = (
+        list(check_formats(given["formats"], ValueError)) if "formats" in given else [])
     if _flag(given, "include_raw_html") and "html" not in formats:
         formats = [*(formats or ["json"]), "html"]
     if formats:
@@ -88,7 +90,7 @@ def url_extraction(entry: dict[str, Any], limits: SchemaLimits) -> dict[str, Any
     return out or None
 
 
-def _schema(raw: Any, limits: SchemaLimits) -> dict[str, Any]:
+def _schema(raw: object, limits: SchemaLimits) -> JSONObject:
     try:
         return parse_schema(raw, limits)
     except BatchInputError as exc:
@@ -98,14 +100,14 @@ def _schema(raw: Any, limits: SchemaLimits) -> dict[str, Any]:
         raise ValueError(f"extraction_schema: {exc.message}") from None
 
 
-def _flag(given: dict[str, Any], key: str) -> bool:
+def _flag(given: Mapping[str, object], key: str) -> bool:
     value = given.get(key, False)
     if not isinstance(value, bool):
         raise ValueError(f"{key} must be true or false")
     return value
 
 
-def _cost_controls(value: Any) -> dict[str, Any]:
+def _cost_controls(value: object) -> JSONObject:
     if not isinstance(value, dict) or set(value) - COST_CONTROL_KEYS:
         raise ValueError(f"cost_controls must be an object with keys {sorted(COST_CONTROL_KEYS)}")
     if not all(isinstance(v, (str, int, float, bool)) for v in value.values()):
@@ -113,7 +115,7 @@ def _cost_controls(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def extraction_mode(schema: Any, prompt: Any) -> str:
+def extraction_mode(schema: Mapping[str, object] | None, prompt: str | None) -> str:
     """``schema``, ``prompt`` (free-form JSON from the LLM) or ``content`` (no data asked)."""
     if schema is not None:
         return "schema"

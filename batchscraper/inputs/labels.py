@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from batchscraper.exceptions import BatchInputError
+from batchscraper.jsontypes import Document
 
 if TYPE_CHECKING:
     from batchscraper.inputs import BatchSpec
@@ -24,12 +25,12 @@ class Labels:
     name: str | None = None
     tags: tuple[str, ...] = ()
 
-    def stored(self) -> dict[str, Any]:
+    def stored(self) -> Document:
         """The fields written on the batch document."""
         return {"name": self.name, "tags": list(self.tags)}
 
 
-def parse_labels(name: Any, tags: Any) -> Labels:
+def parse_labels(name: object, tags: object) -> Labels:
     """``name`` (text, at most 200 characters) and ``tags`` (up to 20 short texts); 400
     ``INVALID_INPUT`` listing every problem."""
     problems: list[dict[str, str]] = []
@@ -54,10 +55,11 @@ def parse_labels(name: Any, tags: Any) -> Labels:
     if problems:
         summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         raise BatchInputError(summary, details=problems)
-    return Labels(name=name.strip() if name else None, tags=tuple(clean))
+    return Labels(name=name.strip() if isinstance(name, str) and name else None,
+                  tags=tuple(clean))
 
 
-def batch_overview(spec: BatchSpec) -> dict[str, Any]:
+def batch_overview(spec: BatchSpec) -> Document:
     """What the batch list shows besides counters: the busiest domains (URLs each), how many
     domains, the schema's field paths."""
     hosts = Counter(urlsplit(entry.url).hostname or "" for entry in spec.urls
@@ -69,7 +71,7 @@ def batch_overview(spec: BatchSpec) -> dict[str, Any]:
     }
 
 
-def data_field_paths(schema: Any, prefix: str = "") -> list[str]:
+def data_field_paths(schema: object, prefix: str = "") -> list[str]:
     """The schema's fields as ``a.b`` paths (nested objects flattened), in schema order."""
     properties = schema.get("properties") if isinstance(schema, dict) else None
     if schema and isinstance(schema, dict) and schema.get("type") == "array":

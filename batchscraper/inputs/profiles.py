@@ -9,20 +9,21 @@ has are required; the rest are nullable.
 from __future__ import annotations
 
 import copy
-from typing import Any
+
+from batchscraper.jsontypes import JSONObject, JSONValue
 
 PROFILE_PREFIX = "profile:"
 
 
-def _nullable(json_type: str, **extra: Any) -> dict[str, Any]:
+def _nullable(json_type: str, **extra: JSONValue) -> JSONObject:
     return {"type": [json_type, "null"], **extra}
 
 
-def _strings() -> dict[str, Any]:
+def _strings() -> JSONObject:
     return {"type": "array", "items": {"type": "string"}}
 
 
-PROFILES: dict[str, dict[str, Any]] = {
+PROFILES: dict[str, JSONObject] = {
     "product": {
         "title": "Product",
         "type": "object",
@@ -146,7 +147,7 @@ def profile_names() -> list[str]:
     return sorted(PROFILES)
 
 
-def profile_schema(name: str) -> dict[str, Any] | None:
+def profile_schema(name: str) -> JSONObject | None:
     """A fresh copy of the built-in schema ``name``, or None when there is none."""
     schema = PROFILES.get(name.strip().lower().replace("-", "_"))
     return copy.deepcopy(schema) if schema is not None else None

@@ -10,9 +10,12 @@ false`` keeps records only: no page content (``formats`` beyond ``json``, per-UR
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 from batchscraper.exceptions import InvalidOptionError
+
+if TYPE_CHECKING:
+    from batchscraper.inputs import UrlSpec
 
 SECONDS_PER = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 DURATION = re.compile(r"(\d{1,9})\s*([smhd])")
@@ -21,7 +24,7 @@ MAX_EXPIRES_IN = 3650 * SECONDS_PER["d"]
 MAX_CONTENT_RETENTION_DAYS = 3650
 
 
-def expires_in_seconds(value: Any) -> int:
+def expires_in_seconds(value: object) -> int:
     """``expires_in`` as seconds: an integer, or digits with a unit (s, m, h, d)."""
     if isinstance(value, str) and not value.strip().isdigit():
         match = DURATION.fullmatch(value.strip().lower())
@@ -41,8 +44,8 @@ def expires_in_seconds(value: Any) -> int:
 
 
 def content_kept_problems(
-    store_content: bool, formats: tuple[str, ...], urls: list[Any]
-) -> list[dict[str, Any]]:
+    store_content: bool, formats: tuple[str, ...], urls: list[UrlSpec]
+) -> list[dict[str, str]]:
     """With ``store_content: false``, what still asks for page content to be kept."""
     if store_content:
         return []
@@ -50,10 +53,15 @@ def content_kept_problems(
     if set(formats) - {"json"}:
         problems.append({"option": "formats", "message": "formats: store_content false keeps "
                          "no page content; give only json"})
-    asking = [index for index, url in enumerate(urls)
-              if set((url.extraction or {}).get("formats") or []) - {"json"}
-              or (url.browser or {}).get("screenshot")]
+    asking = [index for index, url in enumerate(urls) if _asks_for_content(url)]
     if asking:
         problems.append({"option": "store_content", "message": f"store_content: false, but the "
                          f"URLs at indexes {asking[:20]} ask for content or screenshots"})
     return problems
+
+
+def _asks_for_content(url: UrlSpec) -> bool:
+    """Whether a URL's own formats name more than json, or it asks for a screenshot."""
+    formats = (url.extraction or {}).get("formats") or []
+    return bool(set(formats if isinstance(formats, list) else []) - {"json"}) or bool(
+        (url.browser or {}).get("screenshot"))
