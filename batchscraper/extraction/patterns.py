@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from typing import Protocol
 
 import re2
 
@@ -24,8 +24,15 @@ _RE2_OPTIONS.log_errors = False  # a refused pattern is reported to the user, no
 PatternError = re2.error
 
 
+class CompiledPattern(Protocol):
+    """What is used of an RE2 pattern (the ``re2`` package has no type hints)."""
+
+    def search(self, text: str) -> object | None:
+        """The first match in ``text`` (an RE2 match object), or None."""
+
+
 @functools.lru_cache(maxsize=MAX_CACHED_PATTERNS)
-def compile_pattern(pattern: str) -> Any:
+def compile_pattern(pattern: str) -> CompiledPattern:
     """``pattern`` compiled by RE2; raises :data:`PatternError` for what RE2 cannot run."""
     return re2.compile(_ECMA_UNICODE_ESCAPE.sub(r"\1\\x{\2}", pattern), options=_RE2_OPTIONS)
 

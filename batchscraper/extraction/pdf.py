@@ -17,11 +17,15 @@ import html
 import io
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from scrapy.settings import BaseSettings
 
 from batchscraper.exceptions import ContentTooLargeError, PdfUnreadableError
+from batchscraper.jsontypes import Document
+
+if TYPE_CHECKING:
+    from pypdf import DocumentInformation
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ class PdfDocument:
     created: str | None = None
     modified: str | None = None
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> Document:
         """The item record's ``pdf`` entry."""
         return {"pages": self.pages, "pages_read": len(self.pages_text), "title": self.title,
                 "author": self.author, "created": self.created, "modified": self.modified}
@@ -132,12 +136,12 @@ async def pdf_document(body: bytes, limits: PdfLimits) -> PdfDocument:
         ) from None
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     text = str(value).strip() if value is not None else ""
     return text or None
 
 
-def _date(info: Any, name: str) -> str | None:
+def _date(info: DocumentInformation | None, name: str) -> str | None:
     if info is None:
         return None
     try:

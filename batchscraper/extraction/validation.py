@@ -185,7 +185,7 @@ _REPLACED: dict[str, Keyword] = {
     "additionalProperties": _additional_properties,
     "uniqueItems": _unique_items,
 }
-SafeValidator: Any = validators.extend(
+SafeValidator: type[Draft202012Validator] = validators.extend(
     Draft202012Validator,
     validators={name: _bounded(_REPLACED.get(name, keyword))
                 for name, keyword in Draft202012Validator.VALIDATORS.items()},

@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING
 
 import lxml.html
 from lxml.etree import ParserError
 
 from batchscraper.extraction.shaping import tokens
+
+if TYPE_CHECKING:
+    from trafilatura.settings import Document
 
 #: Lines after the main heading where a product's price, labels and stock words are.
 WINDOW_LINES = 250
@@ -130,7 +133,7 @@ class PageReader:
         return self.lines[start:self.heading_line + WINDOW_LINES]
 
     @cached_property
-    def article(self) -> Any:
+    def article(self) -> Document:
         """trafilatura's metadata of the page (byline, date, site name)."""
         # imported with the first page that needs it (trafilatura: ~0.15 s of CPU)
         from trafilatura.metadata import extract_metadata
