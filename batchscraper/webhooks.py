@@ -24,9 +24,9 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
@@ -38,6 +38,7 @@ from batchscraper.downloadermiddlewares.ssrf import (
     IPAddress,
 )
 from batchscraper.exceptions import InvalidWebhookError, WebhookVerificationError
+from batchscraper.jsontypes import Document, JSONObject
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,9 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode()}"
 
 
-def signed_headers(secret: str, msg_id: str, body: bytes, timestamp: int | None = None) -> dict:
+def signed_headers(
+    secret: str, msg_id: str, body: bytes, timestamp: int | None = None
+) -> dict[str, str]:
     """The three Standard Webhooks headers for one delivery attempt."""
     stamp = int(time.time()) if timestamp is None else timestamp
     return {
@@ -96,7 +99,7 @@ def verify(
     *,
     tolerance: int = DEFAULT_TOLERANCE,
     now: float | None = None,
-) -> dict[str, Any]:
+) -> JSONObject:
     """Check a received webhook and return its decoded payload.
 
     ``body`` is the raw request body (a ``str`` is taken as its UTF-8 text);
@@ -124,7 +127,7 @@ def verify(
     if not any(hmac.compare_digest(expected, candidate) for candidate in offered):
         raise WebhookVerificationError("no signature matches")
     try:
-        payload: dict[str, Any] = json.loads(body)
+        payload: JSONObject = json.loads(body)  # signed: an outbox_event body
     except ValueError:
         raise WebhookVerificationError("body is not JSON") from None
     return payload
@@ -154,7 +157,23 @@ def webhook_address(url: str, policy: AddressPolicy) -> IPAddress:
 # -- events --------------------------------------------------------------------
 
 
-def _iso(value: Any) -> Any:
+class OutboxEvent(TypedDict):
+    """A ``webhook_outbox`` document as written: one event to deliver, and its progress."""
+
+    _id: str  # the webhook-id
+    type: str
+    batch_id: str
+    url: str
+    secret: str
+    body: str  # the JSON payload, as signed and sent
+    status: str  # pending, delivered or failed
+    attempts: int
+    created_at: dt.datetime
+    next_attempt_at: dt.datetime
+    lease_until: dt.datetime
+
+
+def _iso(value: object) -> object:
     return value.isoformat() if isinstance(value, dt.datetime) else value
 
 
@@ -164,7 +183,7 @@ def batch_links(batch_id: str, base: str = "") -> dict[str, str]:
     return {"self": own, "items": f"{own}/items", "retry": f"{own}/retry"}
 
 
-def batch_completed_event(batch: dict[str, Any]) -> dict[str, Any] | None:
+def batch_completed_event(batch: Mapping[str, object]) -> OutboxEvent | None:
     """The outbox document announcing that ``batch`` reached its final status.
 
     One per run of the batch to a final status (``finished_runs`` counts them),
@@ -172,10 +191,13 @@ def batch_completed_event(batch: dict[str, Any]) -> dict[str, Any] | None:
     None when the batch has no webhook, or its ``events`` leave this one out.
     """
     webhook = batch.get("webhook")
-    if not webhook or BATCH_COMPLETED not in (webhook.get("events") or [BATCH_COMPLETED]):
+    if not webhook or not isinstance(webhook, Mapping):
+        return None
+    events = webhook.get("events") or [BATCH_COMPLETED]
+    if not isinstance(events, Container) or BATCH_COMPLETED not in events:
         return None
     msg_id = f"msg_{batch['_id']}_{batch.get('finished_runs', 1)}"
-    return outbox_event(msg_id, BATCH_COMPLETED, batch["_id"], webhook, {
+    return outbox_event(msg_id, BATCH_COMPLETED, str(batch["_id"]), webhook, {
         "batch_id": batch["_id"],
         "status": batch["status"],
         "counters": batch["counters"],
@@ -183,13 +205,14 @@ def batch_completed_event(batch: dict[str, Any]) -> dict[str, Any] | None:
         "finished_at": _iso(batch.get("finished_at")),
         "error": batch.get("error"),
         "monitors": batch.get("monitors"),
-        "links": batch_links(batch["_id"]),
+        "links": batch_links(str(batch["_id"])),
     })
 
 
 def outbox_event(
-    msg_id: str, event: str, batch_id: str, webhook: dict[str, Any], data: dict[str, Any]
-) -> dict[str, Any]:
+    msg_id: str, event: str, batch_id: str, webhook: Mapping[str, object],
+    data: Mapping[str, object],
+) -> OutboxEvent:
     """An outbox document for ``event``, its payload with the webhook's ``metadata``."""
     now = dt.datetime.now(dt.UTC)
     payload = {"type": event, "timestamp": now.isoformat(), "metadata": webhook.get("metadata"),
@@ -198,8 +221,8 @@ def outbox_event(
         "_id": msg_id,
         "type": event,
         "batch_id": batch_id,
-        "url": webhook["url"],
-        "secret": webhook["secret"],
+        "url": str(webhook["url"]),
+        "secret": str(webhook["secret"]),
         "body": json.dumps(payload, separators=(",", ":"), default=str),
         "status": "pending",
         "attempts": 0,
@@ -252,7 +275,7 @@ class WebhookOutbox:
     def ensure_indexes(self) -> None:
         self.events.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
 
-    def claim_due(self, limit: int = CLAIM_LIMIT) -> list[dict[str, Any]]:
+    def claim_due(self, limit: int = CLAIM_LIMIT) -> list[Document]:
         """Lease the pending events that are due, so one Scrapyd sends each at a time.
 
         The lease outlasts an attempt (twice its timeout); an event whose node died
@@ -272,9 +295,11 @@ class WebhookOutbox:
                 claimed.append(event)
         return claimed
 
-    def record_attempt(self, event: dict[str, Any], attempt: dict[str, Any]) -> str:
+    def record_attempt(self, event: Mapping[str, object], attempt: Mapping[str, object]) -> str:
         """Store one attempt on the event and on its batch; returns the event's new status."""
-        attempts = event["attempts"] + 1
+        done = event["attempts"]
+        assert isinstance(done, int)  # an OutboxEvent's count
+        attempts = done + 1
         now = dt.datetime.now(dt.UTC)
         if attempt["ok"]:
             status, update = "delivered", {"delivered_at": now}

@@ -183,7 +183,8 @@ class BatchService:
         """A stored batch's URL list, as it was given (per-URL overrides included)."""
         for item in self.store.iter_items(batch["_id"], page=self.config.stream_chunk):
             overrides = item.get("request")  # what the URL's object gave besides "url"
-            yield {"url": item["url"], **overrides} if overrides else item["url"]
+            yield ({"url": item["url"], **overrides} if overrides and isinstance(overrides, dict)
+                   else item["url"])
 
     def invalid_urls(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
         """The entries kept as failed items by ``ignore_invalid_urls``: index, url, reason."""

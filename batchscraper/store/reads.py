@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import Any
 
+from batchscraper.jsontypes import Document, Query
 from batchscraper.store.base import StoreBase, item_id
 from batchscraper.store.transitions import ITEM_STATUSES, failure_code
 
@@ -15,7 +15,7 @@ class ItemReads(StoreBase):
 
     def iter_items(
         self, batch_id: str, start: int = 0, page: int = 500
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[Document]:
         """Every item of the batch in input order, read by ``_id`` ranges."""
         total = self.get_batch(batch_id)["counters"]["total"]
         for first in range(start, total, page):
@@ -23,7 +23,7 @@ class ItemReads(StoreBase):
 
     def items_in_range(
         self, batch_id: str, start: int, stop: int, status: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[Document]:
         """The items ``start`` to ``stop - 1`` (with ``status``, if given), in input order."""
         return self.items_by_index(batch_id, range(start, stop), status)
 
@@ -33,9 +33,9 @@ class ItemReads(StoreBase):
         indexes: Iterable[int],
         status: str | None = None,
         projection: dict[str, int] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Document]:
         """The items at these input positions (with ``status``, if given), in input order."""
-        query: dict[str, Any] = {"_id": {"$in": [item_id(batch_id, i) for i in indexes]}}
+        query: Query = {"_id": {"$in": [item_id(batch_id, i) for i in indexes]}}
         if status is not None:
             query["status"] = status
         return sorted(self.items.find(query, projection), key=lambda doc: doc["index"])
