@@ -28,8 +28,9 @@ class FinishEvents(PreviousRecords):
         events = []
         for record in records:
             webhook = self.finish_settings(str(record["batch_id"])).get("webhook")
-            if webhook and isinstance(webhook, Mapping) and ITEM_EVENTS & set(
-                    webhook.get("events") or ()):
+            if not webhook or not isinstance(webhook, Mapping):
+                continue
+            if ITEM_EVENTS & set(webhook.get("events") or ()):
                 events += item_events(record, webhook)
         if events:
             self.db[OUTBOX].insert_many(events, ordered=False, session=session)

@@ -270,7 +270,7 @@ class ItemTransitions(FinishEvents):
         for record in records:
             check_transition(ItemStatus.RUNNING, str(record["status"]))
         self.attach_changes(records)  # read before the transaction: it changes nothing
-        ids = [record_item_id(record) for record in records]
+        ids = [_record_item_id(record) for record in records]
 
         def work(session: ClientSession | None) -> list[bool]:
             if session is None:
@@ -303,7 +303,7 @@ class ItemTransitions(FinishEvents):
             )
         }
         copy_ids = {
-            _id: duplicate_ids(record, current[_id].get("duplicates"))
+            _id: _duplicate_ids(record, current[_id].get("duplicates"))
             for record, _id in zip(records, ids, strict=True)
             if _id in current
         }
@@ -360,7 +360,7 @@ class ItemTransitions(FinishEvents):
             return None
         copies = 0
         if written.get("duplicates"):
-            ids = duplicate_ids(record, written["duplicates"])
+            ids = _duplicate_ids(record, written["duplicates"])
             copies = self.items.update_many(
                 {"_id": {"$in": ids}, "status": "pending"}, {"$set": copy}, session=session
             ).modified_count
@@ -380,7 +380,7 @@ class ItemTransitions(FinishEvents):
             )
         # an entry that was never a URL (ignore_invalid_urls) stays failed
         query: Query = {"batch_id": batch_id, "status": "failed",
-                                 "error.code": {"$ne": InvalidURLsError.code}}
+                        "error.code": {"$ne": InvalidURLsError.code}}
         if only_retryable:
             query["error.retryable"] = True
         reset = {
@@ -495,12 +495,12 @@ class ItemTransitions(FinishEvents):
         )
 
 
-def record_item_id(record: Mapping[str, object]) -> str:
+def _record_item_id(record: Mapping[str, object]) -> str:
     """The ``_id`` of the item an item record is for."""
     return item_id(str(record["batch_id"]), record_index(record))
 
 
-def duplicate_ids(record: Mapping[str, object], duplicates: Iterable[int] | None) -> list[str]:
+def _duplicate_ids(record: Mapping[str, object], duplicates: Iterable[int] | None) -> list[str]:
     """The ``_id`` of each of ``duplicates`` (indexes of the record's duplicate URLs)."""
     return [item_id(str(record["batch_id"]), index) for index in duplicates or []]
 
