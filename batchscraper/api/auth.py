@@ -18,6 +18,7 @@ import base64
 import binascii
 import hmac
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,7 @@ class Caller:
         """An admin key, or the open API: every owner's batches."""
         return self.owner is None or self.admin
 
-    def owns(self, doc: dict[str, Any]) -> bool:
+    def owns(self, doc: Mapping[str, object]) -> bool:
         """Whether this caller may read and change ``doc`` (a batch or a schedule)."""
         return self.sees_all or (doc.get("owner") or self.default_owner) == self.owner
 
