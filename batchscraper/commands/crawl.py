@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
-
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
+from scrapy import Spider
 from scrapy.crawler import Crawler
 
 from batchscraper.exceptions import BatchError, BatchInputError, BatchStateError
@@ -48,7 +47,7 @@ class Command(ScrapyCrawlCommand):
                 sys.stderr.write(f"scrapy crawl batch: error: {exc}\n")
                 sys.exit(EXIT_BAD_INPUT)
 
-    def _create_crawler(self, spname: Any) -> Crawler:
+    def _create_crawler(self, spname: str | type[Spider]) -> Crawler:
         self.crawler = super()._create_crawler(spname)
         return self.crawler
 
