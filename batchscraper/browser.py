@@ -12,9 +12,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from playwright.async_api import Page
+from playwright.async_api import Page, WebSocket, Worker
 from playwright.async_api import Request as PlaywrightRequest
-from playwright.async_api import WebSocket, Worker
 from scrapy import Request, Spider
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DownloadTimeoutError

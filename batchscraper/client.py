@@ -45,7 +45,7 @@ class Progress(TypedDict):
 
 
 class MonitorOutcome(TypedDict):
-    """One monitor's result once a batch ended (``min_records``, ``min_field_coverage.price``...)."""
+    """One monitor's result once a batch ended (``min_records``, ``min_field_coverage.price``)."""
 
     name: str
     value: float
@@ -346,7 +346,8 @@ class BatchClient:
     ) -> ScheduleRuns:
         """``GET /schedules/{id}/runs``: the schedule's batches, newest first."""
         query = _query(page=page, limit=limit)
-        return cast(ScheduleRuns, self._json("GET", f"/schedules/{_quote(schedule_id)}/runs{query}"))
+        path = f"/schedules/{_quote(schedule_id)}/runs{query}"
+        return cast(ScheduleRuns, self._json("GET", path))
 
     # -- learned templates ----------------------------------------------------------
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from scrapy.commands.crawl import Command as ScrapyCrawlCommand
+
 from scrapy import Spider
+from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.crawler import Crawler
 
 from batchscraper.exceptions import BatchError, BatchInputError, BatchStateError

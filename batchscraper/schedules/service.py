@@ -22,8 +22,8 @@ from batchscraper.exceptions import (
     ForbiddenError,
     InvalidWebhookError,
 )
-from batchscraper.schedules.scheduler import Scheduler, timing_of
 from batchscraper.jsontypes import Document, JSONObject, JSONValue
+from batchscraper.schedules.scheduler import Scheduler, timing_of
 from batchscraper.schedules.spec import (
     Problem,
     ScheduleInput,

@@ -13,6 +13,7 @@ import datetime as dt
 import uuid
 from collections.abc import Mapping
 from typing import NotRequired, TypedDict, cast
+
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 

@@ -46,6 +46,7 @@ from batchscraper.inputs import (
     run_time_options,
 )
 from batchscraper.items import PageItem
+from batchscraper.jsontypes import Document
 from batchscraper.leasing import Leaser, WorkerConfig
 from batchscraper.proxies import ProxyEndpoint, ProxySource
 from batchscraper.reextract import stored_page_item
@@ -56,7 +57,6 @@ from batchscraper.render import (
     screenshot_from,
 )
 from batchscraper.run import BatchRun
-from batchscraper.jsontypes import Document
 from batchscraper.store import BatchStore, store_for
 from batchscraper.store.base import record_index
 from batchscraper.store.writes import SerialWriter
