@@ -161,12 +161,12 @@ class ApiFront(Resource):
         self.scrapyd_root = scrapyd_root
         self.mounts = {**mounts, b"favicon.ico": Data(FAVICON, "image/svg+xml")}
 
-    def getChildWithDefault(self, path: bytes, request: Any) -> Any:
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
         if path in self.mounts:
             return self.mounts[path]
         return self.scrapyd_root.getChildWithDefault(path, request)
 
-    def render(self, request: Any) -> Any:
+    def render(self, request: Request) -> Any:
         return self.scrapyd_root.render(request)
 
 

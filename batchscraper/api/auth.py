@@ -19,11 +19,15 @@ import binascii
 import hmac
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scrapy.settings import BaseSettings
 
 from batchscraper.exceptions import AdminRequiredError, AuthenticationError, ForbiddenError
+
+if TYPE_CHECKING:
+    from scrapyd.config import Config
+    from twisted.web.server import Request
 
 KEY_HEADER = b"x-api-key"
 BEARER = "bearer "
@@ -116,7 +120,7 @@ class ApiKeys:
     def enabled(self) -> bool:
         return bool(self.keys)
 
-    def identify(self, request: Any) -> Caller:
+    def identify(self, request: Request) -> Caller:
         """The caller behind ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; else 401."""
         if not self.keys:
             return Caller(owner=None)
@@ -135,7 +139,7 @@ class ApiKeys:
                       default_owner=self.default_owner)
 
 
-def _offered_key(request: Any) -> str | None:
+def _offered_key(request: Request) -> str | None:
     header = request.getHeader(b"authorization")
     if header:
         text = header.decode("latin-1")
@@ -158,7 +162,7 @@ class ScrapydAuth:
     password: str
 
     @classmethod
-    def from_config(cls, scrapyd_config: Any) -> ScrapydAuth:
+    def from_config(cls, scrapyd_config: Config) -> ScrapydAuth:
         return cls(
             username=os.getenv("SCRAPYD_USERNAME") or scrapyd_config.get("username", ""),
             password=os.getenv("SCRAPYD_PASSWORD") or scrapyd_config.get("password", ""),
@@ -168,7 +172,7 @@ class ScrapydAuth:
     def enabled(self) -> bool:
         return bool(self.username and self.password)
 
-    def accepts(self, request: Any) -> bool:
+    def accepts(self, request: Request) -> bool:
         """Whether ``Authorization: Basic`` holds the configured credentials (constant time)."""
         header = request.getHeader(b"authorization") or b""
         if not header.lower().startswith(BASIC):

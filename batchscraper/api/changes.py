@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.threads import deferToThread
 
@@ -30,6 +30,9 @@ from batchscraper.api.views import item_record, json_default, pagination
 from batchscraper.changes import CHANGE_STATUSES
 from batchscraper.exceptions import BatchInputError
 from batchscraper.store import BatchStore
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ def changed_indexes(store: BatchStore, batch_id: str, statuses: tuple[str, ...])
                   if (doc.get("change") or {}).get("status") in wanted)
 
 
-def read_statuses(request: Any) -> tuple[str, ...]:
+def read_statuses(request: Request) -> tuple[str, ...]:
     """The ``change`` parameter: statuses among :data:`CHANGE_STATUSES` (400 otherwise)."""
     values = request.args.get(b"change")
     if not values:
@@ -70,7 +73,7 @@ class Changes(ApiResource):
         super().__init__(api)
         self.batch_id = batch_id
 
-    async def handle_GET(self, request: Any) -> JsonResponse | None:
+    async def handle_GET(self, request: Request) -> JsonResponse | None:
         caller = self.caller(request)
         config = self.api.config
         statuses = read_statuses(request)
@@ -104,7 +107,7 @@ class Changes(ApiResource):
             "pagination": pagination(page, limit, len(indexes)),
         })
 
-    async def _stream(self, request: Any, batch_id: str, chunks: Iterator[list[int]]) -> None:
+    async def _stream(self, request: Request, batch_id: str, chunks: Iterator[list[int]]) -> None:
         """One change record per line, read chunk by chunk, paced by the client."""
         store = self.api.service.store
 

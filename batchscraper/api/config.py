@@ -6,7 +6,7 @@ import ipaddress
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scrapy.settings import Settings
 from scrapyd.exceptions import ConfigError
@@ -15,12 +15,15 @@ from batchscraper.api.auth import ScrapydAuth
 from batchscraper.downloadermiddlewares.ssrf import AddressPolicy, guard_policy
 from batchscraper.inputs import Limits
 
+if TYPE_CHECKING:
+    from scrapyd.config import Config
+
 SETTINGS_MODULE = "batchscraper.settings"
 OVERRIDES_SECTION = "batchscraper"
 APPLICATION = "batchscraper.api.app.application"
 
 
-def api_settings(scrapyd_config: Any) -> Settings:
+def api_settings(scrapyd_config: Config) -> Settings:
     """The project's settings, overridden by scrapyd.conf's ``[batchscraper]`` section.
 
     Read from the settings module itself (not from ``scrapy.cfg``), so the API
@@ -99,7 +102,7 @@ def node_list(value: Any) -> list[str]:
     return [str(entry).strip() for entry in value or [] if str(entry).strip()]
 
 
-def check_exposure(scrapyd_config: Any, keys_configured: bool) -> None:
+def check_exposure(scrapyd_config: Config, keys_configured: bool) -> None:
     """Refuse to start an unprotected API on a public address, or behind the wrong auth.
 
     Without API keys anyone who reaches the port can submit crawls, so Scrapyd

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from gridfs.errors import NoFile
 from scrapyd.exceptions import ConfigError
@@ -33,6 +33,10 @@ from batchscraper.api.app import BatchApi
 from batchscraper.api.http import ApiResource
 from batchscraper.exceptions import BatchNotFoundError
 from batchscraper.store import item_id
+
+if TYPE_CHECKING:
+    from scrapyd.website import Root
+    from twisted.web.server import Request
 
 UI_PACKAGE, UI_FOLDER = "batchscraper", "ui"
 # what the dashboard is made of (screenshot.png is the README's, not served)
@@ -79,16 +83,16 @@ class Dashboard(Resource):
 
     isLeaf = True
 
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Root) -> None:
         super().__init__()
         self.api = BatchApi.of(root)
         self.api.register(self)
         self.files = load_ui_files()
 
-    def render_GET(self, request: Any) -> bytes:
+    def render_GET(self, request: Request) -> bytes:
         for name, value in SECURITY_HEADERS.items():
             request.setHeader(name.encode(), value.encode())
-        path = b"/".join(request.postpath).decode("utf-8", "replace")
+        path = b"/".join(cast("list[bytes]", request.postpath)).decode("utf-8", "replace")
         if not request.postpath:  # "/ui": relative module URLs need the trailing slash
             request.setResponseCode(301)
             request.setHeader(b"location", (self.api.base(request) + "/ui/").encode())
@@ -114,7 +118,7 @@ class ItemScreenshot(ApiResource):
         self.batch_id = batch_id
         self.index = index
 
-    async def handle_GET(self, request: Any) -> None:
+    async def handle_GET(self, request: Request) -> None:
         caller = self.caller(request)
         if request.postpath != [b"screenshot"] or not ITEM_INDEX.fullmatch(self.index):
             raise BatchNotFoundError("no such endpoint")

@@ -67,7 +67,7 @@ class BodyGate:
     api_paths: frozenset[bytes]  # first path segments the API serves (`batches`, ...)
     keyed_paths: frozenset[bytes]  # those of them that need an API key; the rest take no body
 
-    def refusal(self, request: Any, segment: bytes, length: int | None) -> GateRefusal | None:
+    def refusal(self, request: Request, segment: bytes, length: int | None) -> GateRefusal | None:
         """What the request gets instead of having its body read; None: read it."""
         if segment not in self.api_paths:
             if self.scrapyd_auth.enabled and not self.scrapyd_auth.accepts(request):

@@ -63,7 +63,7 @@ class ApiResource(Resource):
         super().__init__()
         self.api = api
 
-    def render(self, request: Any) -> Any:
+    def render(self, request: Request) -> Any:
         method = request.method.decode("ascii", "replace").upper()
         handler: Callable[..., Any] | None = getattr(
             self, f"handle_{'GET' if method == 'HEAD' else method}", None
@@ -81,7 +81,7 @@ class ApiResource(Resource):
     def allowed_methods(self) -> list[str]:
         return sorted(name[len("handle_") :] for name in dir(self) if name.startswith("handle_"))
 
-    def getChild(self, path: bytes, request: Any) -> Any:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         """Nothing lies below this path (a trailing slash aside): a JSON 404."""
         return self if path == b"" else NotFound(self.api)
 
@@ -97,11 +97,11 @@ class ApiResource(Resource):
 class NotFound(ApiResource):
     """Any path of the API that names no endpoint."""
 
-    def render(self, request: Any) -> Any:
+    def render(self, request: Request) -> Any:
         send_error(Failure(BatchNotFoundError("no such endpoint")), request)
         return NOT_DONE_YET
 
-    def getChild(self, path: bytes, request: Any) -> Any:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         return self
 
 

@@ -12,11 +12,14 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchscraper.api.http import ERROR_CODE
 from batchscraper.exceptions import BatchInputError
 from batchscraper.store import ITEM_STATUSES
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
 
 # the keys of an item record (see the OpenAPI ItemRecord); `fields` picks among them
 ITEM_FIELDS = (
@@ -100,7 +103,7 @@ def sorted_by_field(docs: list[dict[str, Any]], path: str, descending: bool) -> 
     return [doc["index"] for doc in ordered] + sorted(missing)
 
 
-def read_item_query(request: Any, data_fields: list[str]) -> ItemQuery:
+def read_item_query(request: Request, data_fields: list[str]) -> ItemQuery:
     """The item query of ``request``; ``data_fields``: the schema's field paths (``a.b``)."""
     problems: list[dict[str, str]] = []
     args = {name.decode("latin-1"): values[0].decode("utf-8", "replace")

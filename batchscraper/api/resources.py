@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -45,6 +45,11 @@ from batchscraper.exceptions import BatchInputError, JobNotScheduledError
 from batchscraper.inputs.labels import data_field_paths
 from batchscraper.store import FINAL_BATCH_STATUSES
 
+if TYPE_CHECKING:
+    from scrapyd.website import Root
+    from twisted.web.resource import Resource
+    from twisted.web.server import Request
+
 logger = logging.getLogger(__name__)
 
 BATCH_STATUSES = ("pending", "running", *FINAL_BATCH_STATUSES)
@@ -55,20 +60,21 @@ MAX_OWNER = 200
 class Batches(ApiResource):
     """``/batches``: submit (POST) and list (GET); ``/batches/{id}...`` below it."""
 
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Root) -> None:
         super().__init__(BatchApi.of(root))
         self.api.register(self)
 
-    def getChild(self, path: bytes, request: Any) -> Any:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
             return self
         return BatchResource(self.api, path.decode("utf-8", "replace"))
 
-    async def handle_POST(self, request: Any) -> JsonResponse:
+    async def handle_POST(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         config = self.api.config
         check_body_headers(request, config.max_body_bytes)
-        body = await deferToThread(read_json_body, request.content, config.max_body_bytes)
+        content = cast("IO[bytes]", request.content)  # set before a resource renders
+        body = await deferToThread(read_json_body, content, config.max_body_bytes)
         submission = read_submission(body)
         key = check_idempotency_key(request.getHeader(b"idempotency-key"))
         wait = query_int(request, "wait", 0, 0, config.sync_max_wait)
@@ -102,7 +108,7 @@ class Batches(ApiResource):
         return JsonResponse(answer, 202, {"Location": location})
 
     async def _results_within(
-        self, batch_id: str, seconds: float, request: Any
+        self, batch_id: str, seconds: float, request: Request
     ) -> dict[str, Any] | None:
         """The batch's state and every record in input order (``results``), if it ends
         within ``seconds``; None when it is still running then (it keeps running)."""
@@ -122,7 +128,7 @@ class Batches(ApiResource):
         answer["results"] = [item_record(doc) for doc in items]
         return answer
 
-    async def handle_GET(self, request: Any) -> JsonResponse:
+    async def handle_GET(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         config = self.api.config
         page = query_int(request, "page", 1, 1, 10**9)
@@ -153,7 +159,7 @@ class BatchPart(ApiResource):
 class BatchResource(BatchPart):
     """``/batches/{id}``: status with a page of items (GET), cancel (DELETE)."""
 
-    def getChild(self, path: bytes, request: Any) -> Any:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"items":
             return Items(self.api, self.batch_id)
         if path == b"retry":
@@ -164,7 +170,7 @@ class BatchResource(BatchPart):
             return MoreUrls(self.api, self.batch_id)
         return super().getChild(path, request)
 
-    async def handle_GET(self, request: Any) -> JsonResponse:
+    async def handle_GET(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         config = self.api.config
         page = query_int(request, "page", 1, 1, 10**9)
@@ -192,7 +198,7 @@ class BatchResource(BatchPart):
         answer["as_of"] = as_of
         return JsonResponse(answer)
 
-    async def handle_DELETE(self, request: Any) -> JsonResponse:
+    async def handle_DELETE(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         batch = await deferToThread(self.api.service.cancel, caller, self.batch_id)
         stopped = self.api.jobs.cancel([job["id"] for job in batch.get("jobs", [])])
@@ -204,12 +210,12 @@ class BatchResource(BatchPart):
 class Items(BatchPart):
     """``/batches/{id}/items``: every record in input order, paged or as NDJSON."""
 
-    def getChild(self, path: bytes, request: Any) -> Any:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         if path:
             return ItemScreenshot(self.api, self.batch_id, path.decode("utf-8", "replace"))
         return self
 
-    async def handle_GET(self, request: Any) -> JsonResponse | None:
+    async def handle_GET(self, request: Request) -> JsonResponse | None:
         caller = self.caller(request)
         config = self.api.config
         as_of = self.api.changes_cursor()
@@ -237,7 +243,7 @@ class Items(BatchPart):
             }
         )
 
-    async def _stream(self, request: Any, batch: dict[str, Any], query: ItemQuery) -> None:
+    async def _stream(self, request: Request, batch: dict[str, Any], query: ItemQuery) -> None:
         """One JSON record per line, read chunk by chunk, paced by the client."""
         chunks = self.api.service.iter_items(batch, query)
 
@@ -256,11 +262,12 @@ class Items(BatchPart):
 class Retry(BatchPart):
     """``/batches/{id}/retry``: failed items back to pending, in a new job."""
 
-    async def handle_POST(self, request: Any) -> JsonResponse:
+    async def handle_POST(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         max_bytes = self.api.config.max_body_bytes
         check_body_headers(request, max_bytes)
-        body = await deferToThread(read_json_body, request.content, max_bytes, allow_empty=True)
+        content = cast("IO[bytes]", request.content)  # set before a resource renders
+        body = await deferToThread(read_json_body, content, max_bytes, allow_empty=True)
         only_retryable = _retry_options(body)
         self.api.jobs.check_available()
         batch, moved = await deferToThread(
@@ -277,11 +284,12 @@ class Retry(BatchPart):
 class MoreUrls(BatchPart):
     """``/batches/{id}/urls``: URLs appended to the batch (reopened if it ended), in a new job."""
 
-    async def handle_POST(self, request: Any) -> JsonResponse:
+    async def handle_POST(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         max_bytes = self.api.config.max_body_bytes
         check_body_headers(request, max_bytes)
-        body = await deferToThread(read_json_body, request.content, max_bytes)
+        content = cast("IO[bytes]", request.content)  # set before a resource renders
+        body = await deferToThread(read_json_body, content, max_bytes)
         if not isinstance(body, dict) or set(body) != {"urls"}:
             raise BatchInputError('body: {"urls": [...]} (strings or URL objects)')
         key = check_idempotency_key(request.getHeader(b"idempotency-key"))
@@ -306,11 +314,11 @@ class OpenApi(ApiResource):
 
     key_required = False
 
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Root) -> None:
         super().__init__(BatchApi.of(root))
         self.api.register(self)
 
-    async def handle_GET(self, request: Any) -> JsonResponse:
+    async def handle_GET(self, request: Request) -> JsonResponse:
         return JsonResponse(openapi_document(self.api.keys.enabled))
 
 

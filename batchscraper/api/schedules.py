@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from twisted.internet import threads
 from twisted.internet.threads import deferToThread
@@ -33,12 +33,17 @@ from batchscraper.schedules.scheduler import ScheduleConfig, Scheduler
 from batchscraper.schedules.service import ScheduleService
 from batchscraper.schedules.store import ScheduleStore
 
+if TYPE_CHECKING:
+    from scrapyd.website import Root
+    from twisted.web.resource import Resource
+    from twisted.web.server import Request
+
 logger = logging.getLogger(__name__)
 
 _SCHEDULES: weakref.WeakKeyDictionary[BatchApi, ScheduleService] = weakref.WeakKeyDictionary()
 
 
-def schedule_service(api: BatchApi, root: Any) -> ScheduleService:
+def schedule_service(api: BatchApi, root: Root) -> ScheduleService:
     """The application's schedules, and its scheduler loop, built once."""
     if api not in _SCHEDULES:
         config = ScheduleConfig.from_settings(api_settings(root.scheduler.config))
@@ -78,17 +83,17 @@ class SchedulerLoop(PeriodicService):
 class Schedules(ApiResource):
     """``/schedules``: create (POST) and list (GET); ``/schedules/{id}...`` below it."""
 
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Root) -> None:
         super().__init__(BatchApi.of(root))
         self.api.register(self)
         self.schedules = schedule_service(self.api, root)
 
-    def getChild(self, path: bytes, request: Any) -> Any:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
             return self
         return ScheduleResource(self.api, self.schedules, path.decode("utf-8", "replace"))
 
-    async def handle_POST(self, request: Any) -> JsonResponse:
+    async def handle_POST(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         body = await _body(self.api, request)
         doc, secret = await deferToThread(self.schedules.create, caller, body)
@@ -98,7 +103,7 @@ class Schedules(ApiResource):
             answer["batch"]["webhook"]["secret"] = secret  # shown once, like POST /batches
         return JsonResponse(answer, 201, {"Location": answer["links"]["self"]})
 
-    async def handle_GET(self, request: Any) -> JsonResponse:
+    async def handle_GET(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         config = self.api.config
         page = query_int(request, "page", 1, 1, 10**9)
@@ -128,14 +133,14 @@ class SchedulePart(ApiResource):
 class ScheduleResource(SchedulePart):
     """``/schedules/{id}``: read (GET), change (PATCH), delete (DELETE)."""
 
-    def getChild(self, path: bytes, request: Any) -> Any:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"run":
             return ScheduleRun(self.api, self.schedules, self.schedule_id)
         if path == b"runs":
             return ScheduleRuns(self.api, self.schedules, self.schedule_id)
         return super().getChild(path, request)
 
-    async def handle_GET(self, request: Any) -> JsonResponse:
+    async def handle_GET(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
 
         def read() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -145,7 +150,7 @@ class ScheduleResource(SchedulePart):
         doc, states = await deferToThread(read)
         return JsonResponse(schedule_view(doc, states, self.base(request)))
 
-    async def handle_PATCH(self, request: Any) -> JsonResponse:
+    async def handle_PATCH(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         body = await _body(self.api, request)
         doc, secret = await deferToThread(self.schedules.update, caller, self.schedule_id, body)
@@ -155,7 +160,7 @@ class ScheduleResource(SchedulePart):
             answer["batch"]["webhook"]["secret"] = secret
         return JsonResponse(answer)
 
-    async def handle_DELETE(self, request: Any) -> JsonResponse:
+    async def handle_DELETE(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         doc = await deferToThread(self.schedules.delete, caller, self.schedule_id)
         return JsonResponse({"schedule_id": doc["_id"], "deleted": True})
@@ -164,7 +169,7 @@ class ScheduleResource(SchedulePart):
 class ScheduleRun(SchedulePart):
     """``/schedules/{id}/run``: a run now (POST), outside the ticks."""
 
-    async def handle_POST(self, request: Any) -> JsonResponse:
+    async def handle_POST(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         self.api.jobs.check_available()
         batch = await deferToThread(self.schedules.run_now, caller, self.schedule_id)
@@ -178,7 +183,7 @@ class ScheduleRun(SchedulePart):
 class ScheduleRuns(SchedulePart):
     """``/schedules/{id}/runs``: the schedule's batches, newest first."""
 
-    async def handle_GET(self, request: Any) -> JsonResponse:
+    async def handle_GET(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         config = self.api.config
         page = query_int(request, "page", 1, 1, 10**9)
@@ -194,9 +199,10 @@ class ScheduleRuns(SchedulePart):
         })
 
 
-async def _body(api: BatchApi, request: Any) -> Any:
+async def _body(api: BatchApi, request: Request) -> Any:
     check_body_headers(request, api.config.max_body_bytes)
-    return await deferToThread(read_json_body, request.content, api.config.max_body_bytes)
+    content = cast("IO[bytes]", request.content)  # set before a resource renders
+    return await deferToThread(read_json_body, content, api.config.max_body_bytes)
 
 
 # -- views -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from batchscraper.events import webhook_option_problems
 from batchscraper.exceptions import (
@@ -28,6 +28,9 @@ from batchscraper.exceptions import (
 from batchscraper.inputs import check_url
 from batchscraper.inputs.labels import Labels, parse_labels
 from batchscraper.webhooks import new_secret, secret_key
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
 
 COMPARE_KEYS = ("compare_to", "ignore_fields")  # checked by batchscraper.api.compare
 
@@ -82,7 +85,7 @@ class Submission:
     synchronous: bool = False  # Runo's ``async_mode: false``: answer with the results if small
 
 
-def check_body_headers(request: Any, max_bytes: int) -> None:
+def check_body_headers(request: Request, max_bytes: int) -> None:
     """Before the body is read: 413 from its announced length, 415 unless it is JSON.
 
     A body without Content-Type is taken as JSON; one that declares another
