@@ -19,11 +19,12 @@ import binascii
 import hmac
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scrapy.settings import BaseSettings
 
 from batchscraper.exceptions import AdminRequiredError, AuthenticationError, ForbiddenError
+from batchscraper.jsontypes import Document
 
 if TYPE_CHECKING:
     from scrapyd.config import Config
@@ -53,16 +54,16 @@ class Caller:
         """An admin key, or the open API: every owner's batches."""
         return self.owner is None or self.admin
 
-    def owns(self, doc: dict[str, Any]) -> bool:
+    def owns(self, doc: Document) -> bool:
         """Whether this caller may read and change ``doc`` (a batch or a schedule)."""
         return self.sees_all or (doc.get("owner") or self.default_owner) == self.owner
 
-    def check_access(self, batch: dict[str, Any]) -> None:
+    def check_access(self, batch: Document) -> None:
         """403 unless the batch is this caller's (any batch for admins and the open API)."""
         if not self.owns(batch):
             raise ForbiddenError(f"batch {batch['_id']} belongs to another API key")
 
-    def owner_query(self, owner: str | None = None) -> dict[str, Any]:
+    def owner_query(self, owner: str | None = None) -> Document:
         """The MongoDB filter of the caller's documents (``owner``'s: an admin's choice).
 
         403 ``ADMIN_REQUIRED`` when a caller that is not an admin asks for another owner's.

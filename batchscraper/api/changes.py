@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet.threads import deferToThread
 
@@ -26,9 +26,11 @@ from batchscraper.api.http import (
     query_int,
     stream_ndjson,
 )
+from batchscraper.api.service import batch_id_of
 from batchscraper.api.views import item_record, json_default, pagination
 from batchscraper.changes import CHANGE_STATUSES
 from batchscraper.exceptions import BatchInputError
+from batchscraper.jsontypes import Document
 from batchscraper.store import BatchStore
 
 if TYPE_CHECKING:
@@ -83,21 +85,22 @@ class Changes(ApiResource):
         limit = query_int(request, "limit", config.page_size, 1, config.max_items_limit)
         store = self.api.service.store
 
-        def find() -> tuple[dict[str, Any], list[int]]:
+        def find() -> tuple[Document, list[int]]:
             batch = self.api.service.get(caller, self.batch_id)
-            return batch, changed_indexes(store, batch["_id"], statuses)
+            return batch, changed_indexes(store, batch_id_of(batch), statuses)
 
         batch, indexes = await deferToThread(find)
         if stream:
             chunk = config.stream_chunk
             chunks = (indexes[first:first + chunk] for first in range(0, len(indexes), chunk))
-            await self._stream(request, batch["_id"], chunks)
+            await self._stream(request, batch_id_of(batch), chunks)
             return None
         first = (page - 1) * limit
         docs = await deferToThread(
-            store.items_by_index, batch["_id"], indexes[first:first + limit], None, CHANGE_FIELDS
+            store.items_by_index, batch_id_of(batch), indexes[first:first + limit], None,
+            CHANGE_FIELDS,
         )
-        compare = batch.get("compare") or {}
+        compare = cast("Document", batch.get("compare") or {})
         return JsonResponse({
             "batch_id": batch["_id"],
             "compare_to": compare.get("to"),

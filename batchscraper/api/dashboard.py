@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from gridfs.errors import NoFile
 from scrapyd.exceptions import ConfigError
@@ -31,12 +31,15 @@ from twisted.web.resource import Resource
 
 from batchscraper.api.app import BatchApi
 from batchscraper.api.http import ApiResource
+from batchscraper.api.service import batch_id_of
 from batchscraper.exceptions import BatchNotFoundError
 from batchscraper.store import item_id
 
 if TYPE_CHECKING:
     from scrapyd.website import Root
     from twisted.web.server import Request
+
+    from batchscraper.api.auth import Caller
 
 UI_PACKAGE, UI_FOLDER = "batchscraper", "ui"
 # what the dashboard is made of (screenshot.png is the README's, not served)
@@ -133,11 +136,11 @@ class ItemScreenshot(ApiResource):
             request.write(png)
         request.finish()
 
-    def _read(self, caller: Any) -> bytes:
+    def _read(self, caller: Caller) -> bytes:
         service = self.api.service
         batch = service.get(caller, self.batch_id)
         doc = service.store.items.find_one(
-            {"_id": item_id(batch["_id"], int(self.index))}, {"screenshot": 1}
+            {"_id": item_id(batch_id_of(batch), int(self.index))}, {"screenshot": 1}
         )
         shot = (doc or {}).get("screenshot")
         if not shot:

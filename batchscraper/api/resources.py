@@ -43,6 +43,7 @@ from batchscraper.api.views import (
 )
 from batchscraper.exceptions import BatchInputError, JobNotScheduledError
 from batchscraper.inputs.labels import data_field_paths
+from batchscraper.jsontypes import Document
 from batchscraper.store import FINAL_BATCH_STATUSES
 
 if TYPE_CHECKING:
@@ -83,9 +84,10 @@ class Batches(ApiResource):
             self.api.service.submit, caller, submission, key,
             max_urls=config.sync_max_urls if wait else None,
         )
-        job_ids = [job["id"] for job in batch.get("jobs", [])]
+        batch_id = cast(str, batch["_id"])
+        job_ids = _job_ids(batch)
         if not replayed:  # a replayed batch's jobs were queued by the first request (or not: 503)
-            queue_jobs(self.api, batch["_id"], job_ids)
+            queue_jobs(self.api, batch_id, job_ids)
         answer = batch_summary(batch, self.base(request))
         answer["jobs"] = job_ids
         invalid = await deferToThread(self.api.service.invalid_urls, batch)
@@ -94,25 +96,26 @@ class Batches(ApiResource):
         if replayed:
             return JsonResponse(answer, 202, {"Idempotent-Replayed": "true"})
         if submission.webhook is not None:
-            answer["webhook"] = {"url": submission.webhook.url}
+            webhook = {"url": submission.webhook.url}
             if submission.webhook.generated:
-                answer["webhook"]["secret"] = submission.webhook.secret
-        location = answer["links"]["self"]
-        if submission.synchronous and not wait and batch["counters"]["total"] <= \
-                config.sync_max_urls:
+                webhook["secret"] = submission.webhook.secret
+            answer["webhook"] = webhook
+        location = cast("dict[str, str]", answer["links"])["self"]
+        if submission.synchronous and not wait and \
+                cast("dict[str, int]", batch["counters"])["total"] <= config.sync_max_urls:
             wait = config.sync_max_wait  # Runo's async_mode: false
         if wait:
-            done = await self._results_within(batch["_id"], wait, request)
+            done = await self._results_within(batch_id, wait, request)
             if done is not None:
                 return JsonResponse({**answer, **done}, 200, {"Location": location})
         return JsonResponse(answer, 202, {"Location": location})
 
     async def _results_within(
         self, batch_id: str, seconds: float, request: Request
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, object] | None:
         """The batch's state and every record in input order (``results``), if it ends
         within ``seconds``; None when it is still running then (it keeps running)."""
-        clock: Any = reactor
+        clock: Any = reactor  # mypy reads IReactorTime's zope methods as taking no self
         deadline = clock.seconds() + seconds
         while True:
             batch = await deferToThread(self.api.service.store.get_batch, batch_id)
@@ -177,7 +180,7 @@ class BatchResource(BatchPart):
         # limit=0: the batch's state only (what a poll needs), no items and no inputs
         limit = query_int(request, "limit", config.page_size, 0, config.max_items_limit)
 
-        def read() -> tuple[dict[str, Any], ItemQuery, list[dict[str, Any]], int, str]:
+        def read() -> tuple[Document, ItemQuery, list[Document], int, str]:
             as_of = self.api.changes_cursor()
             batch = self.api.service.get(caller, self.batch_id)
             query = read_item_query(request, data_field_paths(batch.get("schema")))
@@ -187,7 +190,7 @@ class BatchResource(BatchPart):
             return batch, query, items, total, as_of
 
         batch, query, items, total, as_of = await deferToThread(read)
-        job_ids = [job["id"] for job in batch.get("jobs", [])]
+        job_ids = _job_ids(batch)
         active = self.api.jobs.active(job_ids)
         base = self.base(request)
         if limit == 0:
@@ -201,7 +204,7 @@ class BatchResource(BatchPart):
     async def handle_DELETE(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         batch = await deferToThread(self.api.service.cancel, caller, self.batch_id)
-        stopped = self.api.jobs.cancel([job["id"] for job in batch.get("jobs", [])])
+        stopped = self.api.jobs.cancel(_job_ids(batch))
         answer = batch_summary(batch, self.base(request))
         answer["jobs"] = {"unqueued": stopped.unqueued, "signalled": stopped.signalled}
         return JsonResponse(answer)
@@ -243,7 +246,7 @@ class Items(BatchPart):
             }
         )
 
-    async def _stream(self, request: Request, batch: dict[str, Any], query: ItemQuery) -> None:
+    async def _stream(self, request: Request, batch: Document, query: ItemQuery) -> None:
         """One JSON record per line, read chunk by chunk, paced by the client."""
         chunks = self.api.service.iter_items(batch, query)
 
@@ -256,7 +259,7 @@ class Items(BatchPart):
                 for doc in docs
             )
 
-        await stream_ndjson(request, next_lines, batch["_id"])
+        await stream_ndjson(request, next_lines, cast(str, batch["_id"]))
 
 
 class Retry(BatchPart):
@@ -273,9 +276,10 @@ class Retry(BatchPart):
         batch, moved = await deferToThread(
             self.api.service.retry, caller, self.batch_id, only_retryable
         )
-        job_ids = new_job_ids(batch["options"]["parallel_jobs"])
-        await deferToThread(self.api.service.record_jobs, batch["_id"], job_ids, "retry")
-        queue_jobs(self.api, batch["_id"], job_ids)
+        batch_id = cast(str, batch["_id"])
+        job_ids = new_job_ids(parallel_jobs(batch))
+        await deferToThread(self.api.service.record_jobs, batch_id, job_ids, "retry")
+        queue_jobs(self.api, batch_id, job_ids)
         answer = batch_summary(batch, self.base(request))
         answer.update(retried=moved, jobs=job_ids)
         return JsonResponse(answer, 202)
@@ -300,9 +304,10 @@ class MoreUrls(BatchPart):
         )
         job_ids: list[str] = []
         if not replayed:
-            job_ids = new_job_ids(batch["options"]["parallel_jobs"])
-            await deferToThread(self.api.service.record_jobs, batch["_id"], job_ids, "append")
-            queue_jobs(self.api, batch["_id"], job_ids)
+            batch_id = cast(str, batch["_id"])
+            job_ids = new_job_ids(parallel_jobs(batch))
+            await deferToThread(self.api.service.record_jobs, batch_id, job_ids, "append")
+            queue_jobs(self.api, batch_id, job_ids)
         answer = batch_summary(batch, self.base(request))
         answer.update(appended=appended, jobs=job_ids)
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
@@ -343,7 +348,7 @@ def queue_jobs(api: BatchApi, batch_id: str, job_ids: list[str]) -> None:
         ) from None
 
 
-def _retry_options(body: Any) -> bool:
+def _retry_options(body: object) -> bool:
     """``{"only_retryable": bool}``; an empty body means retry every failed item."""
     if body is None:
         return False
@@ -353,3 +358,12 @@ def _retry_options(body: Any) -> bool:
     if not isinstance(value, bool):
         raise BatchInputError("only_retryable: must be true or false")
     return value
+
+
+def parallel_jobs(batch: Document) -> int:
+    """How many crawl jobs a batch runs in (its ``options.parallel_jobs``)."""
+    return cast(int, cast("Document", batch["options"])["parallel_jobs"])
+
+
+def _job_ids(batch: Document) -> list[str]:
+    return [cast(str, job["id"]) for job in cast("list[Document]", batch.get("jobs", []))]

@@ -12,13 +12,14 @@ them and deletes them, through :class:`~batchscraper.templates.service.TemplateS
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet.threads import deferToThread
 
 from batchscraper.api.app import BatchApi
 from batchscraper.api.http import ApiResource, JsonResponse, query_choice, query_int, query_text
 from batchscraper.api.views import pagination
+from batchscraper.jsontypes import Document
 from batchscraper.templates.service import TemplateFilter, TemplateService
 from batchscraper.templates.store import STATUSES, TemplateStore
 
@@ -95,10 +96,10 @@ class TemplateResource(ApiResource):
 # -- views -------------------------------------------------------------------------------
 
 
-def template_summary(doc: dict[str, Any], base: str = "") -> dict[str, Any]:
+def template_summary(doc: Document, base: str = "") -> dict[str, object]:
     """A template in lists: its key, status, the fields it extracts, how it has done."""
-    hits, misses = doc.get("hits", 0), doc.get("misses", 0)
-    audits, disagreements = doc.get("audits", 0), doc.get("disagreements", 0)
+    hits, misses = cast(int, doc.get("hits", 0)), cast(int, doc.get("misses", 0))
+    audits, disagreements = cast(int, doc.get("audits", 0)), cast(int, doc.get("disagreements", 0))
     return {
         "template_id": doc["_id"],
         "host": doc["host"],
@@ -106,8 +107,8 @@ def template_summary(doc: dict[str, Any], base: str = "") -> dict[str, Any]:
         "version": doc.get("version", 1),
         "status": doc["status"],
         "reason": doc.get("reason"),
-        "fields": sorted(doc.get("rules") or {}),
-        "samples_kept": len(doc.get("samples") or []),
+        "fields": sorted(cast("dict[str, object]", doc.get("rules") or {})),
+        "samples_kept": len(cast("list[Document]", doc.get("samples") or [])),
         "attempts": doc.get("attempts", 0),
         "hits": hits,
         "misses": misses,
@@ -124,14 +125,15 @@ def template_summary(doc: dict[str, Any], base: str = "") -> dict[str, Any]:
     }
 
 
-def template_detail(doc: dict[str, Any], base: str = "") -> dict[str, Any]:
+def template_detail(doc: Document, base: str = "") -> dict[str, object]:
     """A template with its selectors (``rules``), its samples' URLs and LLM answers, and its
     recent misses and audits (what retires it)."""
-    recent = doc.get("window") or []
+    recent = cast("list[int]", doc.get("window") or [])  # 1 for each bad outcome
+    samples = cast("list[Document]", doc.get("samples") or [])
     return {
         **template_summary(doc, base),
         "rules": doc.get("rules") or {},
         "samples": [{"url": s.get("url"), "answer": s.get("answer")}
-                    for s in doc.get("samples") or []],
+                    for s in samples],
         "recent": {"outcomes": len(recent), "bad": sum(recent)},
     }
