@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from scrapy.settings import BaseSettings
 
 from batchscraper.exceptions import AdminRequiredError, AuthenticationError, ForbiddenError
-from batchscraper.jsontypes import Document
+from batchscraper.jsontypes import Document, Query
 
 if TYPE_CHECKING:
     from scrapyd.config import Config
@@ -63,7 +63,7 @@ class Caller:
         if not self.owns(batch):
             raise ForbiddenError(f"batch {batch['_id']} belongs to another API key")
 
-    def owner_query(self, owner: str | None = None) -> Document:
+    def owner_query(self, owner: str | None = None) -> Query:
         """The MongoDB filter of the caller's documents (``owner``'s: an admin's choice).
 
         403 ``ADMIN_REQUIRED`` when a caller that is not an admin asks for another owner's.

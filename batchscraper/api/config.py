@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from scrapy.settings import Settings
 from scrapyd.exceptions import ConfigError
@@ -94,12 +95,13 @@ def crawl_settings(settings: Settings) -> Settings:
     return crawl
 
 
-def node_list(value: Any) -> list[str]:
+def node_list(value: object) -> list[str]:
     """``BATCH_API_NODES`` from settings.py (a list) or scrapyd.conf (JSON, or commas)."""
     if isinstance(value, str):
         text = value.strip()
         value = json.loads(text) if text.startswith("[") else text.split(",")
-    return [str(entry).strip() for entry in value or [] if str(entry).strip()]
+    entries = cast("Iterable[object]", value or [])  # a list, as settings.py gives it
+    return [str(entry).strip() for entry in entries if str(entry).strip()]
 
 
 def check_exposure(scrapyd_config: Config, keys_configured: bool) -> None:
