@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import cast
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
@@ -32,7 +32,7 @@ from batchscraper.exceptions import (
 )
 from batchscraper.inputs import BatchSpec, parse_batch, parse_more_urls
 from batchscraper.inputs.labels import data_field_paths
-from batchscraper.jsontypes import Document
+from batchscraper.jsontypes import Document, JSONValue
 from batchscraper.monitors import read_monitors
 from batchscraper.store import BatchStore, utcnow
 from batchscraper.webhooks import check_webhook_target
@@ -151,9 +151,10 @@ class BatchService:
         if submission.rerun_of is not None:
             source = self.get(caller, submission.rerun_of)
             urls = list(self._input_urls(source))
-            schema = source["schema"] if schema is None else schema
-            prompt = source.get("prompt") if prompt is None else prompt
-            options = source["options"] if options is None else options
+            # (stored as the request gave them: JSON)
+            schema = cast("JSONValue", source["schema"]) if schema is None else schema
+            prompt = cast("JSONValue", source.get("prompt")) if prompt is None else prompt
+            options = cast("JSONValue", source["options"]) if options is None else options
         errors: list[BatchInputError] = []  # every refusal of the request, in one answer
         if submission.webhook_error is not None:
             errors.append(submission.webhook_error)
@@ -180,7 +181,7 @@ class BatchService:
         return compare_spec(self.store, caller, submission.compare_to, submission.ignore_fields,
                             spec.schema)
 
-    def _input_urls(self, batch: Document) -> Iterator[str | Document]:
+    def _input_urls(self, batch: Document) -> Iterator[JSONValue]:
         """A stored batch's URL list, as it was given (per-URL overrides included)."""
         for item in self.store.iter_items(batch_id_of(batch), page=self.config.stream_chunk):
             overrides = item.get("request")  # what the URL's object gave besides "url"
@@ -313,7 +314,7 @@ class BatchService:
         return self.store.cancel_batch(batch_id, "batch cancelled through the API")
 
     def append(
-        self, caller: Caller, batch_id: str, urls: Any, key: str | None, fingerprint: str
+        self, caller: Caller, batch_id: str, urls: JSONValue, key: str | None, fingerprint: str
     ) -> tuple[Document, dict[str, int], bool]:
         """Add ``urls`` to the caller's batch: (the batch, ``{first_index, count}``, replayed).
 
