@@ -277,7 +277,7 @@ class Retry(BatchPart):
             self.api.service.retry, caller, self.batch_id, only_retryable
         )
         batch_id = cast(str, batch["_id"])
-        job_ids = new_job_ids(parallel_jobs(batch))
+        job_ids = new_job_ids(_parallel_jobs(batch))
         await deferToThread(self.api.service.record_jobs, batch_id, job_ids, "retry")
         queue_jobs(self.api, batch_id, job_ids)
         answer = batch_summary(batch, self.base(request))
@@ -305,7 +305,7 @@ class MoreUrls(BatchPart):
         job_ids: list[str] = []
         if not replayed:
             batch_id = cast(str, batch["_id"])
-            job_ids = new_job_ids(parallel_jobs(batch))
+            job_ids = new_job_ids(_parallel_jobs(batch))
             await deferToThread(self.api.service.record_jobs, batch_id, job_ids, "append")
             queue_jobs(self.api, batch_id, job_ids)
         answer = batch_summary(batch, self.base(request))
@@ -360,7 +360,7 @@ def _retry_options(body: object) -> bool:
     return value
 
 
-def parallel_jobs(batch: Document) -> int:
+def _parallel_jobs(batch: Document) -> int:
     """How many crawl jobs a batch runs in (its ``options.parallel_jobs``)."""
     return cast(int, cast("Document", batch["options"])["parallel_jobs"])
 

@@ -176,7 +176,7 @@ class ScheduleRun(SchedulePart):
         self.api.jobs.check_available()
         batch = await deferToThread(self.schedules.run_now, caller, self.schedule_id)
         job_ids = [cast(str, job["id"]) for job in cast("list[Document]", batch.get("jobs", []))]
-        queue_jobs(self.api, doc_id(batch), job_ids)
+        queue_jobs(self.api, _doc_id(batch), job_ids)
         answer = {**batch_summary(batch, self.base(request)), "jobs": job_ids,
                   "schedule": schedule_of_run(batch)}
         return JsonResponse(answer, 202, {"Location": _self_link(answer)})
@@ -245,7 +245,7 @@ def schedule_view(
         "batch": template,
         "created_at": doc["created_at"],
         "updated_at": doc["updated_at"],
-        "links": schedule_links(doc_id(doc), base),
+        "links": schedule_links(_doc_id(doc), base),
     }
 
 
@@ -261,7 +261,7 @@ def run_entry(batch: Document, base: str = "") -> dict[str, object]:
     }
 
 
-def doc_id(doc: Document) -> str:
+def _doc_id(doc: Document) -> str:
     """A schedule's or batch's id (its ``_id``)."""
     return cast(str, doc["_id"])
 
