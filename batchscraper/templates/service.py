@@ -10,7 +10,7 @@ Deleting one removes that version: the next page of its shape starts learning it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from batchscraper.api.auth import Caller
 from batchscraper.api.service import BatchService
@@ -45,7 +45,7 @@ class TemplateService:
             query["status"] = found.status
         if found.batch_id is not None:
             batch = self.batches.get(caller, found.batch_id)
-            query["_id"] = {"$in": sorted(batch.get("templates") or {})}
+            query["_id"] = {"$in": sorted(cast("dict[str, object]", batch.get("templates") or {}))}
         return self.store.page(query, page, limit)
 
     def get(self, caller: Caller, template_id: str) -> dict[str, Any]:
