@@ -32,9 +32,10 @@ from batchscraper.exceptions import (
 )
 from batchscraper.inputs import BatchSpec, parse_batch, parse_more_urls
 from batchscraper.inputs.labels import data_field_paths
-from batchscraper.jsontypes import Document, JSONValue
+from batchscraper.jsontypes import Document, JSONObject, JSONValue
 from batchscraper.monitors import read_monitors
 from batchscraper.store import BatchStore, utcnow
+from batchscraper.store.base import record_index
 from batchscraper.webhooks import check_webhook_target
 
 BATCH_ID = re.compile(r"b_[0-9a-f]{32}")
@@ -184,9 +185,11 @@ class BatchService:
     def _input_urls(self, batch: Document) -> Iterator[JSONValue]:
         """A stored batch's URL list, as it was given (per-URL overrides included)."""
         for item in self.store.iter_items(batch_id_of(batch), page=self.config.stream_chunk):
-            overrides = item.get("request")  # what the URL's object gave besides "url"
-            yield ({"url": item["url"], **overrides} if overrides and isinstance(overrides, dict)
-                   else item["url"])
+            url, overrides = str(item["url"]), item.get("request")  # the rest of URL's object
+            if overrides and isinstance(overrides, dict):
+                yield {"url": url, **cast(JSONObject, overrides)}  # as its input gave them
+            else:
+                yield url
 
     def invalid_urls(self, batch: Document) -> list[Document]:
         """The entries kept as failed items by ``ignore_invalid_urls``: index, url, reason."""
@@ -282,7 +285,7 @@ class BatchService:
         if query.sort is None and not query.descending:
             return docs  # already in input order
         position = {index: n for n, index in enumerate(indexes)}
-        return sorted(docs, key=lambda doc: position[doc["index"]])
+        return sorted(docs, key=lambda doc: position[record_index(doc)])
 
     def _indexes(self, batch: Document, query: ItemQuery) -> Sequence[int]:
         """The input positions of the items that match, in the query's order."""
