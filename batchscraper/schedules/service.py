@@ -22,7 +22,7 @@ from batchscraper.exceptions import (
     ForbiddenError,
     InvalidWebhookError,
 )
-from batchscraper.jsontypes import Document, JSONObject, JSONValue
+from batchscraper.jsontypes import Document, JSONObject
 from batchscraper.schedules.scheduler import Scheduler, timing_of
 from batchscraper.schedules.spec import (
     Problem,
@@ -50,7 +50,7 @@ class ScheduleService:
     def seconds_field(self) -> bool:
         return self.scheduler.config.seconds_field
 
-    def create(self, caller: Caller, body: JSONValue) -> tuple[ScheduleDocument, str | None]:
+    def create(self, caller: Caller, body: object) -> tuple[ScheduleDocument, str | None]:
         """Store a schedule; (its document, the webhook secret if one was generated)."""
         given = read_schedule(body, seconds_field=self.seconds_field)
         template, secret = self._checked_template(caller, given)
@@ -82,7 +82,7 @@ class ScheduleService:
     def page(self, caller: Caller, page: int, limit: int) -> tuple[list[ScheduleDocument], int]:
         return self.store.page(caller.owner_query(), page, limit)
 
-    def update(self, caller: Caller, schedule_id: str, body: JSONValue
+    def update(self, caller: Caller, schedule_id: str, body: object
                ) -> tuple[ScheduleDocument, str | None]:
         """Change some fields; a new cron line, zone or resume counts ticks from now."""
         current = self.get(caller, schedule_id)
@@ -148,7 +148,8 @@ class ScheduleService:
         webhook = given.submission.webhook
         if webhook is None:
             return template, None
-        template["webhook"] = {"url": webhook.url, "secret": webhook.secret, **webhook.options()}
+        options = cast(JSONObject, webhook.options())  # events, metadata: JSON as given
+        template["webhook"] = {"url": webhook.url, "secret": webhook.secret, **options}
         return template, webhook.secret if webhook.generated else None
 
     def _template_problems(self, caller: Caller, submission: Submission) -> list[Problem]:

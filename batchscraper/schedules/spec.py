@@ -61,7 +61,7 @@ class ScheduleInput:
     problems: list[Problem]  # what is wrong so far (the template's inputs: not checked)
 
 
-def read_schedule(body: JSONValue, *, seconds_field: bool, partial: bool = False) -> ScheduleInput:
+def read_schedule(body: object, *, seconds_field: bool, partial: bool = False) -> ScheduleInput:
     """Check a schedule body; ``partial``: a PATCH (nothing required, defaults not applied).
 
     400 for a body of the wrong shape; the problems of its fields are returned, to be

@@ -29,8 +29,7 @@ from typing import TypedDict, cast
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 
-from batchscraper.jsontypes import Document, JSONObject, Query
-
+from batchscraper.jsontypes import Document, JSONObject
 from batchscraper.templates.selectors import Rule
 from batchscraper.templates.signature import similarity
 
@@ -65,6 +64,14 @@ class TemplateSample(TypedDict, total=False):
     answer: JSONObject
 
 
+class AnswerClaim(TypedDict):
+    """A page's claim on one of the LLM answers a template's learning needs."""
+
+    token: str
+    worker: str
+    until: float  # time.time() when it lapses
+
+
 class TemplateDocument(TemplateKey, total=False):
     """One template as stored (a read with a projection has only some of the fields)."""
 
@@ -78,7 +85,7 @@ class TemplateDocument(TemplateKey, total=False):
     attempts: int
     checked: int  # held-out pages that agreed with the current candidate
     rev: int  # bumped by every change pages wait for
-    asking: list[Document]  # pages whose LLM answers it waits for (claims)
+    asking: list[AnswerClaim]  # pages whose LLM answers it waits for
     lease: Document | None  # the worker learning it
     hits: int
     misses: int
@@ -92,6 +99,14 @@ class TemplateDocument(TemplateKey, total=False):
     updated_at: dt.datetime
     activated_at: dt.datetime
     retired_at: dt.datetime
+
+
+Templates = list[TemplateDocument]  # (a method of TemplateStore is named ``list``)
+
+
+def _template(doc: Mapping[str, object] | None) -> TemplateDocument | None:
+    """A ``templates`` document as read back: as this module wrote it (a projection of it)."""
+    return cast("TemplateDocument | None", doc)
 
 
 def new_template_id() -> str:
@@ -156,17 +171,22 @@ class TemplateStore:
     def add_sample(self, template_id: str, sample: TemplateSample, keep: int,
                    claim: str | None = None) -> int:
         """Keep one LLM-answered page (the last ``keep``); returns how many are kept."""
-        doc = self.templates.find_one_and_update(
+        doc = _template(self.templates.find_one_and_update(
             {"_id": template_id},
             {"$push": {"samples": {"$each": [sample], "$slice": -keep}},
              "$pull": {"asking": {"token": claim}},
              "$inc": {"rev": 1}, "$set": {"updated_at": utcnow()}},
-            projection={"samples.url": 1}, return_document=ReturnDocument.AFTER)
+            projection={"samples.url": 1}, return_document=ReturnDocument.AFTER))
         return len(doc["samples"]) if doc else 0
 
     def samples(self, template_id: str) -> list[TemplateSample]:
-        doc = self.templates.find_one({"_id": template_id}, {"samples": 1})
-        return list(cast(TemplateDocument, doc)["samples"]) if doc else []
+        doc = _template(self.templates.find_one({"_id": template_id}, {"samples": 1}))
+        return list(doc["samples"]) if doc else []
+
+    def learning_state(self, template_id: str) -> TemplateDocument | None:
+        """The template's status, attempts and samples (what learning starts from)."""
+        return _template(self.templates.find_one({"_id": template_id},
+                                                 {"attempts": 1, "status": 1, "samples": 1}))
 
     def claim(self, doc: TemplateDocument, needed: int, worker: str, seconds: float) -> str | None:
         """One of the ``needed`` LLM answers of the template's current phase, for one page.
@@ -187,7 +207,7 @@ class TemplateStore:
                                                "until": now + seconds}]}})
             if claimed.modified_count == 1:
                 return token
-            found = self.templates.find_one({"_id": doc["_id"]}, MATCH_FIELDS)
+            found = _template(self.templates.find_one({"_id": doc["_id"]}, MATCH_FIELDS))
             if found is None:
                 return None
             doc = found
@@ -200,7 +220,7 @@ class TemplateStore:
 
     def revision(self, template_id: str) -> int | None:
         """The template's ``rev`` (None once it is gone)."""
-        doc = self.templates.find_one({"_id": template_id}, {"rev": 1})
+        doc = _template(self.templates.find_one({"_id": template_id}, {"rev": 1}))
         return None if doc is None else int(doc.get("rev", 0))
 
     def lease(self, template_id: str, worker: str, seconds: float) -> bool:
@@ -240,11 +260,11 @@ class TemplateStore:
     def verified(self, template_id: str, attempt: int, needed: int,
                  claim: str | None = None) -> bool:
         """A held-out page agreed with candidate ``attempt``; True when it made it active."""
-        doc = self.templates.find_one_and_update(
+        doc = _template(self.templates.find_one_and_update(
             {"_id": template_id, "status": "verifying", "attempts": attempt},
             {"$inc": {"checked": 1, "rev": 1}, "$pull": {"asking": {"token": claim}},
              "$set": {"updated_at": utcnow()}},
-            projection={"checked": 1}, return_document=ReturnDocument.AFTER)
+            projection={"checked": 1}, return_document=ReturnDocument.AFTER))
         if doc is None or doc["checked"] < needed:
             return False
         now = utcnow()
@@ -281,9 +301,9 @@ class TemplateStore:
             "$inc": {**counts, **({} if bad else {"streak": 1})},
             "$push": {"window": {"$each": [int(bad)], "$slice": -window}},
             "$set": {"updated_at": utcnow(), **({"streak": 0} if bad else {})}}
-        doc = self.templates.find_one_and_update(
+        doc = _template(self.templates.find_one_and_update(
             {"_id": template_id}, update,
-            projection={"window": 1, "status": 1}, return_document=ReturnDocument.AFTER)
+            projection={"window": 1, "status": 1}, return_document=ReturnDocument.AFTER))
         if doc is None or doc["status"] != "active":
             return False
         recent = doc["window"]
@@ -303,7 +323,7 @@ class TemplateStore:
         return [cast(TemplateDocument, doc) for doc in found.sort("created_at", -1)]
 
     def page(self, query: Mapping[str, object], page: int, limit: int
-             ) -> tuple[list[TemplateDocument], int]:
+             ) -> tuple[Templates, int]:
         """One page of the templates ``query`` matches, newest first, and how many match;
         without samples' pages and answers (their URLs stay)."""
         total = self.templates.count_documents(query)
