@@ -12,7 +12,6 @@ from collections.abc import Iterator, Sequence
 from typing import cast
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import DuplicateKeyError
 
 from batchscraper.api.auth import Caller
 from batchscraper.api.compare import compare_spec
@@ -24,7 +23,6 @@ from batchscraper.changes import CHANGE_STATUSES, CompareSpec
 from batchscraper.exceptions import (
     BatchInputError,
     BatchNotFoundError,
-    IdempotencyConflictError,
     IdempotencyInProgressError,
     InvalidURLsError,
     TooLargeError,
@@ -36,6 +34,7 @@ from batchscraper.jsontypes import Document, JSONObject, JSONValue
 from batchscraper.monitors import read_monitors
 from batchscraper.store import BatchStore, utcnow
 from batchscraper.store.base import record_index
+from batchscraper.store.idempotency import IdempotencyKeys
 from batchscraper.webhooks import check_webhook_target
 
 BATCH_ID = re.compile(r"b_[0-9a-f]{32}")
@@ -50,11 +49,11 @@ class BatchService:
     def __init__(self, store: BatchStore, config: ApiConfig) -> None:
         self.store = store
         self.config = config
-        self.idempotency = store.db["idempotency"]
+        self.idempotency = IdempotencyKeys(store.db)
 
     def ensure_indexes(self) -> None:
         """Idempotency keys expire; batch lists filter by owner and status, newest first."""
-        self.idempotency.create_index("created_at", expireAfterSeconds=self.config.idempotency_ttl)
+        self.idempotency.ensure_indexes(self.config.idempotency_ttl)
         self.store.batches.create_index(
             [("owner", ASCENDING), ("status", ASCENDING), ("created_at", DESCENDING)]
         )
@@ -78,8 +77,9 @@ class BatchService:
         whose jobs never got queued (Scrapyd refused, or died first) has none of
         them running, which is what the reconciler looks for.
         """
-        if key is not None:
-            replayed = self._replay(caller, key, submission.fingerprint)
+        key_id = _key_id(caller, key) if key is not None else None
+        if key_id is not None:
+            replayed = self._replay(key_id, submission.fingerprint)
             if replayed is not None:
                 return replayed, True
         spec = self._spec(caller, submission)  # everything is validated before any write
@@ -90,20 +90,12 @@ class BatchService:
             )
         if submission.webhook is not None:
             check_webhook_target(submission.webhook.url, self.config.webhook_policy)
-        if key is not None:
-            try:
-                self.idempotency.insert_one(
-                    {
-                        "_id": _key_id(caller, key),
-                        "fingerprint": submission.fingerprint,
-                        "batch_id": None,
-                        "created_at": utcnow(),
-                    }
-                )
-            except DuplicateKeyError:  # a concurrent request with the same key won
-                replayed = self._replay(caller, key, submission.fingerprint)
-                assert replayed is not None
-                return replayed, True
+        if key_id is not None and not self.idempotency.reserve(
+                key_id, submission.fingerprint, batch_id=None):
+            # a concurrent request with the same key won
+            replayed = self._replay(key_id, submission.fingerprint)
+            assert replayed is not None
+            return replayed, True
         jobs = job_records(new_job_ids(spec.options.parallel_jobs), "submit")
         extra = {
             "jobs": jobs, "idempotency_key": key, "source": "api", **submission.labels.stored(),
@@ -122,23 +114,17 @@ class BatchService:
         try:
             batch = self.store.create_batch(spec, owner=caller.owner, extra=extra)
         except Exception:
-            if key is not None:
-                self.idempotency.delete_one({"_id": _key_id(caller, key)})
+            if key_id is not None:
+                self.idempotency.forget(key_id)
             raise
-        if key is not None:
-            self.idempotency.update_one(
-                {"_id": _key_id(caller, key)}, {"$set": {"batch_id": batch["_id"]}}
-            )
+        if key_id is not None:
+            self.idempotency.answer(key_id, batch_id=batch["_id"])
         return batch, False
 
-    def _replay(self, caller: Caller, key: str, fingerprint: str) -> Document | None:
-        doc = self.idempotency.find_one({"_id": _key_id(caller, key)})
+    def _replay(self, key_id: str, fingerprint: str) -> Document | None:
+        doc = self.idempotency.find(key_id, fingerprint)
         if doc is None:
             return None
-        if doc["fingerprint"] != fingerprint:
-            raise IdempotencyConflictError(
-                "Idempotency-Key was already used with a different request body"
-            )
         if doc["batch_id"] is None:
             raise IdempotencyInProgressError(
                 "a request with this Idempotency-Key is still being processed"
@@ -331,37 +317,32 @@ class BatchService:
             if done is not None:
                 return batch, done, True
         specs = parse_more_urls(urls, batch, self.config.limits)
-        if key_id is not None:
-            try:
-                self.idempotency.insert_one({"_id": key_id, "fingerprint": fingerprint,
-                                             "batch_id": batch_id, "appended": None,
-                                             "created_at": utcnow()})
-            except DuplicateKeyError:  # a concurrent request with the same key won
-                done = self._appended(key_id, fingerprint)
-                assert done is not None
-                return batch, done, True
+        if key_id is not None and not self.idempotency.reserve(
+                key_id, fingerprint, batch_id=batch_id, appended=None):
+            # a concurrent request with the same key won
+            done = self._appended(key_id, fingerprint)
+            assert done is not None
+            return batch, done, True
         try:
             first = self.store.append_urls(batch_id, specs, self.config.limits.max_urls)
         except Exception:
             if key_id is not None:
-                self.idempotency.delete_one({"_id": key_id})
+                self.idempotency.forget(key_id)
             raise
         appended = {"first_index": first, "count": len(specs)}
         if key_id is not None:
-            self.idempotency.update_one({"_id": key_id}, {"$set": {"appended": appended}})
+            self.idempotency.answer(key_id, appended=appended)
         return self.store.get_batch(batch_id), appended, False
 
     def _appended(self, key_id: str, fingerprint: str) -> dict[str, int] | None:
-        doc = self.idempotency.find_one({"_id": key_id})
+        doc = self.idempotency.find(key_id, fingerprint)
         if doc is None:
             return None
-        if doc["fingerprint"] != fingerprint:
-            raise IdempotencyConflictError(
-                "Idempotency-Key was already used with a different request body")
-        if doc.get("appended") is None:
+        appended = doc.get("appended")
+        if appended is None:
             raise IdempotencyInProgressError(
                 "a request with this Idempotency-Key is still being processed")
-        return dict(doc["appended"])
+        return dict(appended)
 
     def retry(
         self, caller: Caller, batch_id: str, only_retryable: bool
