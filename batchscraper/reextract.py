@@ -16,7 +16,7 @@ from batchscraper.exceptions import BatchStateError, NoStoredContentError
 from batchscraper.inputs import BatchOptions, BatchSpec, Limits, parse_batch
 from batchscraper.items import PageItem
 from batchscraper.jsontypes import Document
-from batchscraper.store import BatchStore, item_id
+from batchscraper.store import BatchStore
 from batchscraper.store.base import record_index
 
 CONTENT_FORMATS = ("html", "markdown", "text")
@@ -70,10 +70,8 @@ def stored_page_item(
     """
     index = record_index(doc)
     attempts = doc.get("attempts", 1)
-    source = store.items.find_one(
-        {"_id": item_id(source_batch_id, index)},
-        {"content": 1, "final_url": 1, "http_status": 1, "render_mode": 1, "error": 1},
-    ) or {}
+    source = store.item(source_batch_id, index,
+                        ("content", "final_url", "http_status", "render_mode", "error")) or {}
     item = PageItem(
         batch_id=batch_id, index=index, url=str(doc["url"]),
         attempts=attempts if isinstance(attempts, int) else 1, final_url=source.get("final_url"),

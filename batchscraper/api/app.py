@@ -49,7 +49,8 @@ from batchscraper.api.reconcile import BatchReconciler, ReconcileConfig, Reconci
 from batchscraper.api.retention import RetentionService
 from batchscraper.api.service import BatchService
 from batchscraper.store import store_for, utcnow
-from batchscraper.webhooks import WebhookConfig, WebhookOutbox
+from batchscraper.store.outbox import WebhookOutbox
+from batchscraper.webhooks import WebhookConfig
 
 if TYPE_CHECKING:  # importing scrapyd.website builds resources (deprecated ones, too)
     from scrapyd.config import Config

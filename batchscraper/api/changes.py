@@ -47,7 +47,7 @@ CHANGE_FIELDS = {"batch_id": 1, "index": 1, "url": 1, "status": 1, "change": 1, 
 def changed_indexes(store: BatchStore, batch_id: str, statuses: tuple[str, ...]) -> list[int]:
     """The input positions of the batch's items whose change is among ``statuses``."""
     # one indexed condition (batch_id): the change status is checked here, as item filters are
-    docs = store.items.find({"batch_id": batch_id}, {"index": 1, "change.status": 1})
+    docs = store.item_fields(batch_id, ("index", "change.status"))
     wanted = set(statuses)
     return sorted(doc["index"] for doc in docs
                   if (doc.get("change") or {}).get("status") in wanted)

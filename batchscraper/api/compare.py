@@ -43,7 +43,7 @@ def _check_source(
         problems.append(_problem("compare_to", InvalidCompareError.code,
                                  "a batch id (b_ and 32 hex digits)"))
         return
-    source = store.batches.find_one({"_id": compare_to}, {"owner": 1, "schema": 1})
+    source = store.batch_fields(compare_to, ("owner", "schema"))
     if source is None:
         problems.append(_problem("compare_to", BatchNotFoundError.code,
                                  f"no batch {compare_to}"))

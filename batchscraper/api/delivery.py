@@ -34,7 +34,8 @@ from batchscraper.downloadermiddlewares.ssrf import (
     IPAddress,
 )
 from batchscraper.jsontypes import Document
-from batchscraper.webhooks import WebhookOutbox, signed_headers, webhook_address
+from batchscraper.store.outbox import WebhookOutbox
+from batchscraper.webhooks import signed_headers, webhook_address
 
 logger = logging.getLogger(__name__)
 

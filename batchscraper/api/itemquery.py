@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -65,7 +65,7 @@ class ItemQuery:
         return None if self.include_content else {"content": 0}
 
 
-def matches(doc: Document, query: ItemQuery) -> bool:
+def matches(doc: Mapping[str, object], query: ItemQuery) -> bool:
     """Whether an item (read with its status, error code and the matched field) matches."""
     if query.status is not None and doc.get("status") != query.status:
         return False
@@ -89,11 +89,12 @@ def field_value(data: object, path: str) -> object:
     return value
 
 
-def sorted_by_field(docs: list[Document], path: str, descending: bool) -> list[int]:
+def sorted_by_field(docs: Sequence[Mapping[str, object]], path: str, descending: bool
+                    ) -> list[int]:
     """The docs' indexes ordered by a data field: numbers, then text, then the rest;
     items without the field last in either direction, input order among equals."""
 
-    def key(doc: Document) -> tuple[int, float | str]:
+    def key(doc: Mapping[str, object]) -> tuple[int, float | str]:
         value = field_value(doc.get("data"), path)
         if isinstance(value, bool | int | float):
             return (0, float(value))
@@ -108,7 +109,7 @@ def sorted_by_field(docs: list[Document], path: str, descending: bool) -> list[i
     return [_index(doc) for doc in ordered] + sorted(missing)
 
 
-def _index(doc: Document) -> int:
+def _index(doc: Mapping[str, object]) -> int:
     return cast(int, doc["index"])
 
 

@@ -24,7 +24,6 @@ Several Scrapyd nodes may each run one: a duplicate resume job is harmless
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -74,20 +73,10 @@ class BatchReconciler:
     def leaseless(self) -> list[Document]:
         """The API's unfinished batches none of whose items holds a live lease."""
         now = utcnow()
-        batches = self.store.batches.find(
-            {"status": {"$in": list(UNFINISHED_BATCH)}, "source": "api"},
-            {"_id": 1, "status": 1, "jobs": 1, "counters": 1},
-        )
-        return [batch for batch in batches if not self._leased(batch["_id"], now)]
-
-    def _leased(self, batch_id: str, now: dt.datetime) -> bool:
-        return any(
-            self.store.items.find_one(
-                {"batch_id": batch_id, "status": status, "lease.until": {"$gt": now}}, {"_id": 1}
-            )
-            is not None
-            for status in ("leased", "running")
-        )
+        batches = self.store.unfinished_api_batches(UNFINISHED_BATCH,
+                                                    ("_id", "status", "jobs", "counters"))
+        return [batch for batch in batches
+                if not self.store.holds_live_lease(str(batch["_id"]), now)]
 
     def give_up(self, batch_id: str, resumes: int) -> str | None:
         """Fail every unfinished item with ``WORKER_LOST``; finalize the batch."""

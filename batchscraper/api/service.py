@@ -11,8 +11,6 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import cast
 
-from pymongo import ASCENDING, DESCENDING
-
 from batchscraper.api.auth import Caller
 from batchscraper.api.compare import compare_spec
 from batchscraper.api.config import ApiConfig
@@ -54,9 +52,7 @@ class BatchService:
     def ensure_indexes(self) -> None:
         """Idempotency keys expire; batch lists filter by owner and status, newest first."""
         self.idempotency.ensure_indexes(self.config.idempotency_ttl)
-        self.store.batches.create_index(
-            [("owner", ASCENDING), ("status", ASCENDING), ("created_at", DESCENDING)]
-        )
+        self.store.ensure_list_index()
 
     # -- submit ----------------------------------------------------------------
 
@@ -181,18 +177,15 @@ class BatchService:
         """The entries kept as failed items by ``ignore_invalid_urls``: index, url, reason."""
         if not cast("dict[str, int]", batch.get("failures") or {}).get(InvalidURLsError.code):
             return []
-        docs = self.store.items.find(
-            {"batch_id": batch["_id"], "status": "failed"}, {"index": 1, "url": 1, "error": 1}
-        )
-        return sorted(
-            ({"index": doc["index"], "url": doc["url"], "reason": doc["error"]["message"]}
-             for doc in docs if (doc.get("error") or {}).get("code") == InvalidURLsError.code),
-            key=lambda entry: entry["index"],
-        )
+        docs = self.store.item_fields(batch_id_of(batch), ("index", "url", "error"),
+                                      status="failed")
+        return [{"index": doc["index"], "url": doc["url"], "reason": error["message"]}
+                for doc in sorted(docs, key=lambda doc: doc["index"])
+                if (error := doc.get("error")) and error["code"] == InvalidURLsError.code]
 
     def record_jobs(self, batch_id: str, job_ids: list[str], kind: str) -> None:
         jobs = job_records(job_ids, kind)
-        self.store.batches.update_one({"_id": batch_id}, {"$push": {"jobs": {"$each": jobs}}})
+        self.store.add_jobs(batch_id, jobs)
 
     # -- reads -----------------------------------------------------------------
 
@@ -218,14 +211,7 @@ class BatchService:
             query["status"] = status
         if search.strip():
             return self._search(query, search, page, limit)
-        total = self.store.batches.count_documents(query)
-        cursor = (
-            self.store.batches.find(query, LIST_FIELDS)
-            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
-            .skip((page - 1) * limit)
-            .limit(limit)
-        )
-        return list(cursor), total
+        return self.store.batch_page(query, LIST_FIELDS, page, limit)
 
     def _search(
         self, query: Document, search: str, page: int, limit: int
@@ -233,16 +219,10 @@ class BatchService:
         # the labels are checked here, on the few fields they are in: a regex over several
         # fields is a collection scan on the embedded server anyway
         words = search.casefold().split()
-        found = [
-            doc["_id"]
-            for doc in self.store.batches.find(query, SEARCH_FIELDS).sort(
-                [("created_at", DESCENDING), ("_id", DESCENDING)]
-            )
-            if all(word in searchable_text(doc) for word in words)
-        ]
+        found = [batch_id_of(doc) for doc in self.store.newest_batches(query, SEARCH_FIELDS)
+                 if all(word in searchable_text(doc) for word in words)]
         wanted = found[(page - 1) * limit : page * limit]
-        docs = {doc["_id"]: doc for doc in self.store.batches.find({"_id": {"$in": wanted}},
-                                                                   LIST_FIELDS)}
+        docs = self.store.batches_by_id(wanted, LIST_FIELDS)
         return [docs[batch_id] for batch_id in wanted if batch_id in docs], len(found)
 
     def items_page(
@@ -284,15 +264,11 @@ class BatchService:
         # one indexed condition per read (batch_id with status or with an updated_at range):
         # the embedded server scans the whole collection for a query beyond its index, so
         # the other conditions are checked here
-        find: Document = {"batch_id": batch_id}
-        if query.updated_after is not None:
-            find["updated_at"] = {"$gt": query.updated_after}
-        elif query.status is not None:
-            find["status"] = query.status
-        projection = {"index": 1, "status": 1, "error.code": 1}
-        for path in {query.sort, query.match_field} - {None}:
-            projection[f"data.{path}"] = 1
-        docs = [doc for doc in self.store.items.find(find, projection) if matches(doc, query)]
+        fields = ["index", "status", "error.code"]
+        fields += [f"data.{path}" for path in {query.sort, query.match_field} - {None}]
+        docs = [doc for doc in self.store.item_fields(
+                    batch_id, fields, status=query.status, updated_after=query.updated_after)
+                if matches(doc, query)]
         if query.sort is None:
             return sorted((doc["index"] for doc in docs), reverse=query.descending)
         return sorted_by_field(docs, query.sort, query.descending)

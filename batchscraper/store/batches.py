@@ -24,8 +24,9 @@ from batchscraper.store.base import (
     item_id,
     utcnow,
 )
+from batchscraper.store.outbox import OUTBOX
 from batchscraper.store.transitions import ItemTransitions, initial_counters
-from batchscraper.webhooks import OUTBOX, OutboxEvent, batch_completed_event
+from batchscraper.webhooks import OutboxEvent, batch_completed_event
 
 INSERT_CHUNK = 1_000
 EXPIRING = "expiring"  # {_id: batch id, expires_at}: what the retention sweep will remove
@@ -242,6 +243,10 @@ class BatchLifecycle(ItemTransitions):
 
     def set_batch_error(self, batch_id: str, error: ErrorInfo) -> None:
         self.batches.update_one({"_id": batch_id}, {"$set": {"error": error}})
+
+    def add_jobs(self, batch_id: str, jobs: list[Document]) -> None:
+        """Note Scrapyd jobs queued for the batch (submit, retry, reconcile)."""
+        self.batches.update_one({"_id": batch_id}, {"$push": {"jobs": {"$each": jobs}}})
 
 
 def invalid_count(spec: BatchSpec) -> int:

@@ -15,7 +15,7 @@ from pymongo.client_session import ClientSession
 from batchscraper.events import ITEM_EVENTS, item_events
 from batchscraper.jsontypes import Document
 from batchscraper.store.changes import PreviousRecords
-from batchscraper.webhooks import OUTBOX
+from batchscraper.store.outbox import OUTBOX
 
 
 class FinishEvents(PreviousRecords):

@@ -19,10 +19,10 @@ from collections.abc import Mapping
 import gridfs
 from bson import ObjectId
 
-from batchscraper.llm.ledger import CACHE_COLLECTION
 from batchscraper.store.base import StoreBase, utcnow
 from batchscraper.store.batches import EXPIRING
-from batchscraper.webhooks import OUTBOX
+from batchscraper.store.ledger import CACHE_COLLECTION
+from batchscraper.store.outbox import OUTBOX
 
 SCREENSHOTS = "screenshots"
 
