@@ -12,10 +12,10 @@ import csv
 import datetime as dt
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from scrapy.settings import BaseSettings
@@ -63,6 +63,8 @@ MAX_PROMPT_CHARS = 4000
 MAX_REPORTED_URL_ERRORS = 50  # in details
 MAX_LISTED_URL_ERRORS = 10  # in the message
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -102,10 +104,10 @@ class UrlSpec:
     wait_for: str | None = None
     headers: dict[str, str] | None = None
     timeout: float | None = None
-    browser: dict[str, Any] | None = None  # actions, screenshot, cookies, user_agent, viewport
+    browser: dict[str, object] | None = None  # actions, screenshot, cookies, user_agent, viewport
     proxy: tuple[ProxyEndpoint, ...] | None = None
     # formats, extraction_schema, extraction_prompt, cache, cost_controls (inputs.extraction)
-    extraction: dict[str, Any] | None = None
+    extraction: dict[str, object] | None = None
     # why the entry is not a usable URL (``ignore_invalid_urls``: stored as a failed item)
     invalid: str | None = None
 
@@ -118,7 +120,7 @@ class UrlSpec:
             sort_keys=True,
         )
 
-    def request(self) -> dict[str, Any]:
+    def request(self) -> dict[str, object]:
         """What the URL's object gave besides ``url``, as stored on its item."""
         given = {
             "render_js": self.render_js, "wait_for": self.wait_for, "headers": self.headers,
@@ -136,7 +138,7 @@ class DateFilter:
     start: dt.date | None = None
     end: dt.date | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, str | None]:
         return {
             "field": self.field,
             "from": self.start.isoformat() if self.start else None,
@@ -170,7 +172,7 @@ class BatchOptions:
     max_age: int = 0
     templates: str = "auto"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The stored and shown form: proxies redacted (their credentials are kept apart)."""
         out = asdict(self)
         out["proxy"] = redacted(self.proxy)
@@ -211,12 +213,12 @@ class BatchSpec:
 
 
 def parse_batch(
-    urls: Any,
-    schema: Any,
-    prompt: Any = None,
-    options: Any = None,
+    urls: object,
+    schema: object,
+    prompt: object = None,
+    options: object = None,
     limits: Limits = Limits(),
-    **option_args: Any,
+    **option_args: object,
 ) -> BatchSpec:
     """Validate every input and return a :class:`BatchSpec`.
 
@@ -228,7 +230,8 @@ def parse_batch(
     """
     problems: list[tuple[str, BatchInputError]] = []
 
-    def checked(name: str, parse: Any, *args: Any, **kwargs: Any) -> Any:
+    def checked(name: str, parse: Callable[..., T], *args: object, **kwargs: object
+                ) -> T | None:
         try:
             return parse(*args, **kwargs)
         except BatchInputError as exc:
@@ -258,12 +261,12 @@ def parse_batch(
             checked("urls", check_llm_for_url_prompts, url_specs, schema_doc)
     if problems:
         raise input_problems(problems)
-    assert batch_options is not None
+    assert batch_options is not None and url_specs is not None  # else a problem was raised
     return BatchSpec(urls=url_specs, schema=schema_doc, prompt=prompt_text, options=batch_options)
 
 
 def parse_more_urls(
-    urls: Any, batch: Mapping[str, Any], limits: Limits = Limits()
+    urls: object, batch: Mapping[str, Any], limits: Limits = Limits()
 ) -> list[UrlSpec]:
     """URLs to append to the stored ``batch``, checked as its own URLs were (its
     ``ignore_invalid_urls``; a URL prompt without a schema needs an LLM)."""
@@ -278,13 +281,13 @@ def parse_more_urls(
     return specs
 
 
-def _required_urls(urls: Any, limits: Limits, ignore_invalid: bool) -> list[UrlSpec]:
+def _required_urls(urls: object, limits: Limits, ignore_invalid: bool) -> list[UrlSpec]:
     if urls is None or urls == "":
         raise BatchInputError("urls: missing; give a list, a comma-separated string or @file")
     return parse_urls(urls, limits, ignore_invalid=ignore_invalid)
 
 
-def _optional_schema(schema: Any, limits: Limits) -> dict[str, Any] | None:
+def _optional_schema(schema: object, limits: Limits) -> dict[str, Any] | None:
     """The batch's schema; None when there is none (prompt-only or content-only)."""
     if schema is None or schema == "":
         return None
@@ -348,7 +351,7 @@ def input_problems(problems: list[tuple[str, BatchInputError]]) -> BatchInputErr
     naming each problem, and ``details`` listing each (tagged with its ``field`` and
     ``code``: a URL by ``index``, a schema problem by ``path``, an option by ``option``)."""
     first = problems[0][1]
-    details: list[dict[str, Any]] = []
+    details: list[object] = []
     for name, exc in problems:
         entries = exc.details if isinstance(exc.details, list) else [{"message": exc.message}]
         details += [{"field": name, "code": exc.code, **entry} for entry in entries]
@@ -359,7 +362,7 @@ def input_problems(problems: list[tuple[str, BatchInputError]]) -> BatchInputErr
     return error
 
 
-def parse_prompt(prompt: Any) -> str | None:
+def parse_prompt(prompt: object) -> str | None:
     """Return the extraction instructions, or None."""
     if prompt is None or prompt == "":
         return None
@@ -374,7 +377,7 @@ def parse_prompt(prompt: Any) -> str | None:
 
 
 def parse_urls(
-    raw: Any, limits: Limits = Limits(), *, ignore_invalid: bool = False
+    raw: object, limits: Limits = Limits(), *, ignore_invalid: bool = False
 ) -> list[UrlSpec]:
     """Parse URLs from a list, JSON text, a separated string, or ``@file``.
 
@@ -389,7 +392,7 @@ def parse_urls(
             f"urls: {len(entries)} URLs; the limit is {limits.max_urls} (BATCH_MAX_URLS)"
         )
     specs: list[UrlSpec] = []
-    problems: list[dict[str, Any]] = []
+    problems: list[dict[str, object]] = []
     for index, entry in enumerate(entries):
         try:
             specs.append(_url_spec(entry, limits))
@@ -408,7 +411,7 @@ def parse_urls(
     return specs
 
 
-def _url_entries(raw: Any, limits: Limits) -> list[Any]:
+def _url_entries(raw: object, limits: Limits) -> list[object]:
     if isinstance(raw, list):
         return raw
     if not isinstance(raw, str):
@@ -423,12 +426,12 @@ def _url_entries(raw: Any, limits: Limits) -> list[Any]:
             raise BatchInputError(f"urls: not valid JSON: {exc.msg} at char {exc.pos}") from None
         if not isinstance(decoded, list):
             raise InvalidURLsError("urls: JSON must be an array")
-        return decoded
+        return cast(list[object], decoded)
     separator = "\n" if "\n" in text else ","
     return [part.strip() for part in text.split(separator) if part.strip()]
 
 
-def _url_entries_from_file(path: Path) -> list[Any]:
+def _url_entries_from_file(path: Path) -> list[object]:
     text = _read_file(path, "urls")
     suffix = path.suffix.lower()
     if suffix == ".json":
@@ -438,9 +441,9 @@ def _url_entries_from_file(path: Path) -> list[Any]:
             raise BatchInputError(f"urls: {path} is not valid JSON: {exc.msg}") from None
         if not isinstance(decoded, list):
             raise InvalidURLsError(f"urls: {path} must hold a JSON array")
-        return decoded
+        return cast(list[object], decoded)
     if suffix == ".jsonl":
-        entries = []
+        entries: list[object] = []
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
@@ -456,7 +459,7 @@ def _url_entries_from_file(path: Path) -> list[Any]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def _url_spec(entry: Any, limits: Limits) -> UrlSpec:
+def _url_spec(entry: object, limits: Limits) -> UrlSpec:
     if isinstance(entry, str):
         return UrlSpec(url=check_url(entry))
     if not isinstance(entry, dict):
@@ -499,7 +502,7 @@ def _url_spec(entry: Any, limits: Limits) -> UrlSpec:
     )
 
 
-def check_url(url: Any) -> str:
+def check_url(url: object) -> str:
     """Return ``url`` if it is an absolute http(s) URL we will fetch, else raise ValueError."""
     if not isinstance(url, str) or not url.strip():
         raise ValueError("empty URL")
@@ -526,7 +529,7 @@ def check_url(url: Any) -> str:
     return url
 
 
-def _shown(entry: Any) -> str:
+def _shown(entry: object) -> str:
     text = entry.get("url") if isinstance(entry, dict) else entry
     return str(text)[:200]
 
@@ -534,14 +537,15 @@ def _shown(entry: Any) -> str:
 # -- options -----------------------------------------------------------------
 
 
-def run_time_options(options: BatchOptions, **option_args: Any) -> BatchOptions:
+def run_time_options(options: BatchOptions, **option_args: object) -> BatchOptions:
     """``options`` with the run-time options given for this run (checked like any option)."""
     given = {k: v for k, v in option_args.items() if k in RUN_TIME_OPTIONS and v is not None}
     parsed = parse_options(given)
     return replace(options, **{name: getattr(parsed, name) for name in given})
 
 
-def parse_options(raw: Any = None, limits: Limits = Limits(), **option_args: Any) -> BatchOptions:
+def parse_options(raw: object = None, limits: Limits = Limits(), **option_args: object
+                  ) -> BatchOptions:
     """Parse options from JSON text, ``@file``, a dict, and/or single arguments."""
     raw = _read_at_file(raw, "options", limits) if raw not in (None, "") else {}
     if isinstance(raw, str):
@@ -573,7 +577,7 @@ def parse_options(raw: Any = None, limits: Limits = Limits(), **option_args: Any
     return replace(defaults, **values)
 
 
-def _option_value(name: str, value: Any, limits: Limits) -> Any:
+def _option_value(name: str, value: object, limits: Limits) -> object:
     if name in NULLABLE_OPTIONS and value in (None, "", "none", "null"):
         return None
     if name in OPTION_RANGES:
@@ -611,10 +615,10 @@ def _option_value(name: str, value: Any, limits: Limits) -> Any:
 
 
 def _in_range(
-    name: str, value: Any, kind: str, low: float, high: float, error: type[Exception]
-) -> Any:
+    name: str, value: object, kind: str, low: float, high: float, error: type[Exception]
+) -> float:
     try:
-        number = float(value) if kind == "float" else int(str(value), 10)
+        number = float(str(value)) if kind == "float" else int(str(value), 10)
     except (TypeError, ValueError):
         raise error(f"{name}: must be {'a number' if kind == 'float' else 'an integer'}") from None
     if isinstance(value, bool) or not low <= number <= high:
@@ -622,7 +626,7 @@ def _in_range(
     return number
 
 
-def _boolean(name: str, value: Any) -> bool:
+def _boolean(name: str, value: object) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -633,7 +637,7 @@ def _boolean(name: str, value: Any) -> bool:
     raise InvalidOptionError(f"{name}: must be true or false")
 
 
-def _date_filter(value: Any) -> DateFilter | None:
+def _date_filter(value: object) -> DateFilter | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -661,7 +665,7 @@ def _date_filter(value: Any) -> DateFilter | None:
 # -- files -------------------------------------------------------------------
 
 
-def _read_at_file(value: Any, argument: str, limits: Limits) -> Any:
+def _read_at_file(value: object, argument: str, limits: Limits) -> object:
     if isinstance(value, str) and value.strip().startswith("@"):
         return _read_file(_file_path(value.strip(), argument, limits), argument)
     return value
