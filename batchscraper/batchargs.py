@@ -17,12 +17,13 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, cast
 
 from batchscraper.events import EVENT_TYPES
 from batchscraper.exceptions import BatchInputError
 from batchscraper.inputs import Limits, parse_urls
 from batchscraper.inputs.profiles import PROFILE_PREFIX
+from batchscraper.jsontypes import JSONObject, JSONValue
 from batchscraper.monitors import RULES
 
 WEBHOOK_OPTIONS = ("webhook_secret", "webhook_event", "webhook_metadata")
@@ -52,7 +53,20 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ignore-field", action="append", help="left out of the comparison")
 
 
-def batch_body(args: argparse.Namespace) -> dict[str, Any]:
+class BatchBody(TypedDict, total=False):
+    """A ``POST /batches`` body's inputs, as :meth:`BatchClient.submit` takes them."""
+
+    urls: list[JSONValue]
+    schema: JSONValue
+    prompt: str
+    options: JSONObject
+    webhook: JSONObject
+    monitors: JSONObject
+    compare_to: str
+    ignore_fields: list[str]
+
+
+def batch_body(args: argparse.Namespace) -> BatchBody:
     """The batch body the arguments give: only what was given, with ``POST /batches`` keys.
 
     Raises one :class:`BatchInputError` naming every problem found on this side (with their
@@ -60,14 +74,14 @@ def batch_body(args: argparse.Namespace) -> dict[str, Any]:
     """
     problems: list[BatchInputError] = []
 
-    def read(value: str | None, name: str) -> Any:
+    def read(value: str | None, name: str) -> JSONValue:
         try:
             return json_arg(value, name)
         except BatchInputError as exc:
             problems.append(exc)
             return None
 
-    body: dict[str, Any] = {}
+    body: JSONObject = {}  # every key of BatchBody, None where not given
     if args.urls:
         try:
             body["urls"] = url_entries(args.urls)
@@ -88,7 +102,7 @@ def batch_body(args: argparse.Namespace) -> dict[str, Any]:
             problems.append(BatchInputError(f"{', '.join(given)}: need --webhook-url"))
     if problems:
         raise one_error(problems)
-    return {key: value for key, value in body.items() if value is not None}
+    return cast(BatchBody, {key: value for key, value in body.items() if value is not None})
 
 
 def one_error(problems: list[BatchInputError]) -> BatchInputError:
@@ -99,7 +113,7 @@ def one_error(problems: list[BatchInputError]) -> BatchInputError:
     return BatchInputError("; ".join(str(problem) for problem in problems))
 
 
-def json_arg(value: str | None, name: str) -> Any:
+def json_arg(value: str | None, name: str) -> JSONValue:
     """A JSON argument given inline or as ``@file``."""
     if value is None:
         return None
@@ -112,14 +126,15 @@ def json_arg(value: str | None, name: str) -> Any:
         except OSError as exc:
             raise BatchInputError(f"{name}: cannot read {value[1:]}: {exc.strerror}") from None
     try:
-        return json.loads(text)
+        value_read: JSONValue = json.loads(text)
+        return value_read
     except json.JSONDecodeError as exc:
         raise BatchInputError(f"{name}: not valid JSON: {exc.msg}") from None
 
 
-def url_entries(raw: str) -> list[Any]:
+def url_entries(raw: str) -> list[JSONValue]:
     """URLs as ``-a urls=`` takes them, parsed by the shared parser, as JSON entries."""
-    entries: list[Any] = []
+    entries: list[JSONValue] = []
     for spec in parse_urls(raw, Limits(max_urls=sys.maxsize, read_files=True)):
         entry = {key: value for key, value in asdict(spec).items() if value is not None}
         entry.update(entry.pop("browser", None) or {})

@@ -10,10 +10,9 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import urlsplit
 
-from playwright.async_api import Page
+from playwright.async_api import Page, WebSocket, Worker
 from playwright.async_api import Request as PlaywrightRequest
 from scrapy import Request, Spider
 from scrapy.crawler import Crawler
@@ -54,7 +53,7 @@ class PageWatch:
         self.targets: dict[tuple[str, int], str] = {}  # (host, port) -> first URL asking for it
         self.on_popup = on_popup
 
-    def handlers(self) -> dict[str, Callable[[Any], None]]:
+    def handlers(self) -> dict[str, Callable[..., None]]:
         return {
             "request": self.saw_request,
             "websocket": self.saw_request,
@@ -69,7 +68,7 @@ class PageWatch:
                 with contextlib.suppress(Exception):
                     page.remove_listener(event, handler)
 
-    def saw_request(self, request: Any) -> None:
+    def saw_request(self, request: PlaywrightRequest | WebSocket | Worker | Page) -> None:
         """A request, WebSocket or worker (anything with a ``url``)."""
         parts = urlsplit(request.url)
         if parts.scheme in DEFAULT_PORTS and parts.hostname:
@@ -314,7 +313,7 @@ class BoundedPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
         self.stats.inc_value("batch/render/browser_restarts")
 
 
-async def responds(work: Awaitable[Any]) -> bool:
+async def responds(work: Awaitable[object]) -> bool:
     """Await browser ``work`` for at most ``DEADLINE_MARGIN_SECONDS``; False if it failed or hung.
 
     A killed or stuck browser can leave a close, navigation or CDP call waiting forever.

@@ -33,13 +33,23 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
+
+from batchscraper.jsontypes import Document
 
 CHANGE_STATUSES = ("new", "changed", "unchanged", "gone", "failed_now", "recovered")
 GONE_HTTP_STATUSES = frozenset({404, 410})
 LIST_FIELD = "data"  # the name a list page's records compare under
 MAX_CHANGE_VALUE_BYTES = 256 * 1024  # old and new values kept on one change, JSON bytes in all
+
+
+class StoredCompare(TypedDict):
+    """A batch document's ``compare``."""
+
+    to: str
+    ignore_fields: list[str]
 
 
 @dataclass(frozen=True)
@@ -49,21 +59,23 @@ class CompareSpec:
     to: str
     ignore_fields: tuple[str, ...] = ()
 
-    def stored(self) -> dict[str, Any]:
+    def stored(self) -> StoredCompare:
         return {"to": self.to, "ignore_fields": list(self.ignore_fields)}
 
     @classmethod
-    def of_batch(cls, batch: dict[str, Any] | None) -> CompareSpec | None:
+    def of_batch(cls, batch: Mapping[str, object] | None) -> CompareSpec | None:
         """The batch document's ``compare`` setting, or None when it compares nothing."""
         compare = (batch or {}).get("compare")
-        if not compare:
+        if not compare or not isinstance(compare, Mapping):  # a StoredCompare, or none
             return None
         return cls(str(compare["to"]), tuple(compare.get("ignore_fields") or ()))
 
 
 def item_change(
-    previous: dict[str, Any] | None, record: dict[str, Any], ignore_fields: tuple[str, ...] = ()
-) -> dict[str, Any] | None:
+    previous: Mapping[str, object] | None,
+    record: Mapping[str, object],
+    ignore_fields: tuple[str, ...] = (),
+) -> Document | None:
     """The ``change`` of a finished record against the same URL's ``previous`` one (or None).
 
     A previous record that never finished (pending, running or cancelled) counts as none.
@@ -86,14 +98,16 @@ def item_change(
     return None
 
 
-def field_changes(old: Any, new: Any, ignore_fields: tuple[str, ...] = ()) -> dict[str, Any]:
+def field_changes(
+    old: object, new: object, ignore_fields: tuple[str, ...] = ()
+) -> dict[str, Document]:
     """``{field: {"old", "new"}}`` for each top-level field whose normalised value differs."""
     if not isinstance(old, dict) or not isinstance(new, dict):
         if normalised(old, ignore_fields) == normalised(new, ignore_fields):
             return {}
         return {LIST_FIELD: {"old": old, "new": new}}
     ignored = {path for path in ignore_fields if "." not in path}
-    changes = {}
+    changes: dict[str, Document] = {}
     for name in [*old, *(key for key in new if key not in old)]:
         if name in ignored:
             continue
@@ -105,7 +119,7 @@ def field_changes(old: Any, new: Any, ignore_fields: tuple[str, ...] = ()) -> di
     return changes
 
 
-def bounded_values(fields: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+def bounded_values(fields: Mapping[str, Document], max_bytes: int) -> dict[str, Document]:
     """``fields`` with the old and new values of the largest left out (their sizes kept) until
     the values kept weigh at most ``max_bytes`` of JSON."""
     sizes = {name: (json_size(pair["old"]), json_size(pair["new"]))
@@ -121,12 +135,12 @@ def bounded_values(fields: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     return bounded
 
 
-def json_size(value: Any) -> int:
+def json_size(value: object) -> int:
     """Bytes of ``value`` as compact JSON (UTF-8)."""
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
 
 
-def normalised(value: Any, ignore_fields: tuple[str, ...] = ()) -> Any:
+def normalised(value: object, ignore_fields: tuple[str, ...] = ()) -> object:
     """``value`` as the comparison sees it (whitespace collapsed, numbers as floats), without
     the ``ignore_fields`` paths of its objects (and of each record of a list)."""
     if isinstance(value, str):
@@ -143,13 +157,13 @@ def normalised(value: Any, ignore_fields: tuple[str, ...] = ()) -> Any:
     return value
 
 
-def _without(value: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+def _without(value: dict[str, object], paths: tuple[str, ...]) -> dict[str, object]:
     if not paths:
         return value
     kept = copy.deepcopy(value)
     for path in paths:
         *parents, leaf = path.split(".")
-        holder: Any = kept
+        holder: object = kept
         for part in parents:
             holder = holder.get(part) if isinstance(holder, dict) else None
         if isinstance(holder, dict):
@@ -157,7 +171,8 @@ def _without(value: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
     return kept
 
 
-def change_increments(record: dict[str, Any], copies: int) -> dict[str, int]:
+def change_increments(record: Mapping[str, object], copies: int) -> dict[str, int]:
     """The batch's ``changes.<status>`` increment for one finished record and its ``copies``."""
-    status = (record.get("change") or {}).get("status")
+    change = record.get("change")  # None: nothing compared
+    status = change.get("status") if isinstance(change, Mapping) else None
     return {f"changes.{status}": 1 + copies} if status in CHANGE_STATUSES else {}

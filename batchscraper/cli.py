@@ -18,12 +18,19 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from scrapy.utils.conf import closest_scrapy_cfg
 
 from batchscraper.batchargs import add_batch_arguments, batch_body
-from batchscraper.client import BatchApiError, BatchClient
+from batchscraper.client import (
+    BatchApiError,
+    BatchClient,
+    BatchStatus,
+    Change,
+    FieldChange,
+    ItemRecord,
+    MonitorOutcome,
+)
 from batchscraper.demo.site import ExampleSite
 from batchscraper.exceptions import BatchError
 from batchscraper.schedules.cli import add_schedule_parser, schedule_command
@@ -160,13 +167,13 @@ def _flush() -> None:
         raise OutputClosed from None
 
 
-def _progress(batch: dict[str, Any]) -> None:
+def _progress(batch: BatchStatus) -> None:
     """``--wait`` progress goes to stderr, so stdout holds only the command's answer."""
     sys.stderr.write(_status_line(batch) + "\n")
     sys.stderr.flush()
 
 
-def _status_line(batch: dict[str, Any]) -> str:
+def _status_line(batch: BatchStatus) -> str:
     """A batch's id, status, progress and counters; its monitors' results once it ended."""
     counters = batch["counters"]
     line = (f"{batch['batch_id']}  {batch['status']:<9} {batch['progress']['percent']:5.1f}%  "
@@ -178,7 +185,7 @@ def _status_line(batch: dict[str, Any]) -> str:
     return f"{line}  monitors: {monitors_text(results)}" if results else line
 
 
-def monitors_text(results: list[dict[str, Any]]) -> str:
+def monitors_text(results: list[MonitorOutcome]) -> str:
     """Each monitor's result: ``name=value ok|FAILED (min|max threshold)``, comma-separated."""
     return ", ".join(
         f"{result['name']}={result['value']:g} {'ok' if result['ok'] else 'FAILED'} "
@@ -192,23 +199,23 @@ def error_line(command: str, exc: Exception) -> str:
     return " ".join(f"batchscraper {command}: error: {exc}".splitlines())
 
 
-def change_line(record: dict[str, Any]) -> str:
+def change_line(record: ItemRecord) -> str:
     """One changed item: index, change, URL, then each changed field as old -> new."""
-    change = record.get("change") or {}
+    change: Change = record.get("change") or {}
     fields = "  ".join(f"{name}: {_old_to_new(values)}"
                        for name, values in (change.get("fields") or {}).items())
     line = f"{record['index']:>6}  {change.get('status', '-'):<10} {record['url']}  {fields}"
     return line.rstrip()
 
 
-def _old_to_new(values: dict[str, Any]) -> str:
+def _old_to_new(values: FieldChange) -> str:
     if values.get("values_omitted"):  # too large to keep on the change: their sizes
         return f"({values['old_bytes']} -> {values['new_bytes']} bytes, values omitted)"
     return (f"{json.dumps(values.get('old'), ensure_ascii=False)} -> "
             f"{json.dumps(values.get('new'), ensure_ascii=False)}")
 
 
-def wait_exit_code(final: dict[str, Any]) -> int:
+def wait_exit_code(final: BatchStatus) -> int:
     """``--wait``: 0 when every item completed, 1 when the batch ended otherwise."""
     return 0 if final["status"] == "completed" else EXIT_NOT_COMPLETED
 
@@ -243,10 +250,10 @@ def api_command(args: argparse.Namespace) -> int:
             _out("no batches")
     elif args.command in ("cancel", "retry"):
         if args.command == "cancel":
-            answer = client.cancel(args.batch_id)
+            cancelled = client.cancel(args.batch_id)
         else:
-            answer = client.retry(args.batch_id, only_retryable=args.only_retryable)
-        _out(json.dumps(answer, indent=2))
+            cancelled = client.retry(args.batch_id, only_retryable=args.only_retryable)
+        _out(json.dumps(cancelled, indent=2))
     elif args.command == "changes":
         for record in client.iter_changes(args.batch_id, change=args.change):
             _out(json.dumps(record, ensure_ascii=False) if args.json else change_line(record),
@@ -265,7 +272,7 @@ def api_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_api_commands(commands: Any) -> None:
+def _add_api_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve_parser = commands.add_parser("serve", help="start Scrapyd with the batch API")
     serve_parser.add_argument("--port", type=int, help="HTTP port (default: scrapyd.conf, 6800)")
     serve_parser.add_argument("--bind", help="address (default 127.0.0.1; others need API keys)")

@@ -12,6 +12,7 @@ Webhook receivers check what they get with :func:`verify_webhook`.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
@@ -19,18 +20,138 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import NotRequired, TypedDict, cast
 
+from batchscraper.jsontypes import JSONObject, JSONValue
 from batchscraper.webhooks import DEFAULT_TOLERANCE, verify
 
 DEFAULT_URL = "http://127.0.0.1:6800"
 FINAL_STATUSES = ("completed", "partial", "failed", "cancelled")
 
 
+# The parts of the API's answers that callers read most, typed; each answer holds more (see
+# the OpenAPI document at /openapi.json), and those keys are there at run time too.
+
+
+class Pagination(TypedDict):
+    page: int
+    limit: int
+    total: int
+    total_pages: int
+
+
+class Progress(TypedDict):
+    percent: float
+
+
+class MonitorOutcome(TypedDict):
+    """One monitor's result once a batch ended (``min_records``, ``min_field_coverage.price``)."""
+
+    name: str
+    value: float
+    threshold: float
+    ok: bool
+
+
+class BatchStatus(TypedDict):
+    """``GET /batches/{id}`` (and each entry of ``GET /batches``, and the submit answer)."""
+
+    batch_id: str
+    status: str  # pending, running, completed, partial, failed, cancelled
+    counters: dict[str, int]
+    progress: Progress
+    monitors: NotRequired[list[MonitorOutcome] | None]
+
+
+class BatchPage(TypedDict):
+    batches: list[BatchStatus]
+    pagination: Pagination
+
+
+class FieldChange(TypedDict, total=False):
+    old: JSONValue
+    new: JSONValue
+    values_omitted: bool  # too large to keep on the change: their sizes instead
+    old_bytes: int
+    new_bytes: int
+
+
+class Change(TypedDict, total=False):
+    status: str  # new, changed, unchanged, gone
+    fields: dict[str, FieldChange]
+
+
+class ItemRecord(TypedDict):
+    """One item's record (``GET /batches/{id}/items``, ``.../changes``)."""
+
+    index: int
+    url: str
+    status: str
+    data: JSONValue
+    change: NotRequired[Change]
+
+
+class LastRun(TypedDict, total=False):
+    batch_id: str
+    status: str
+    monitors: list[MonitorOutcome]
+
+
+class Schedule(TypedDict):
+    schedule_id: str
+    name: NotRequired[str | None]
+    cron: str
+    timezone: str
+    enabled: bool
+    next_run_at: str | None
+    last_run: LastRun | None
+    counters: dict[str, int]
+
+
+class SchedulePage(TypedDict):
+    schedules: list[Schedule]
+    pagination: Pagination
+
+
+class RunOf(TypedDict):
+    trigger: str  # tick, manual
+    tick: str | None
+
+
+class ScheduleRun(TypedDict):
+    batch_id: str
+    status: str
+    schedule: RunOf
+    created_at: str
+
+
+class ScheduleRuns(TypedDict):
+    runs: list[ScheduleRun]
+    pagination: Pagination
+
+
+class Template(TypedDict):
+    template_id: str
+    status: str
+    host: str
+    version: int
+    hits: int
+    misses: int
+    hit_rate: float | None
+    audits: int
+    accuracy: float | None
+    fields: list[str]
+
+
+class TemplatePage(TypedDict):
+    templates: list[Template]
+    pagination: Pagination
+
+
 class BatchApiError(Exception):
     """An error answer: HTTP ``status`` and the body's ``code``, ``message``, ``details``."""
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+    def __init__(self, status: int, code: str, message: str, details: JSONValue = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
@@ -44,7 +165,7 @@ def verify_webhook(
     body: bytes | str,
     *,
     tolerance: int = DEFAULT_TOLERANCE,
-) -> dict[str, Any]:
+) -> JSONObject:
     """Check a received webhook's Standard Webhooks signature and return its payload.
 
     Pass the raw request body (bytes, or its text, before any JSON parsing) and its headers.
@@ -68,21 +189,21 @@ class BatchClient:
 
     def submit(
         self,
-        urls: list[Any] | None = None,
-        schema: Any = None,
+        urls: list[JSONValue] | None = None,  # URL strings or {"url", per-URL options} objects
+        schema: JSONValue = None,  # a JSON Schema, a field list or a built-in profile name
         *,
         prompt: str | None = None,
-        options: dict[str, Any] | None = None,
-        webhook: dict[str, Any] | None = None,
+        options: JSONObject | None = None,
+        webhook: JSONObject | None = None,
         rerun_of: str | None = None,
         idempotency_key: str | None = None,
         name: str | None = None,
         tags: list[str] | None = None,
         compare_to: str | None = None,
         ignore_fields: list[str] | None = None,
-        monitors: dict[str, Any] | None = None,
+        monitors: JSONObject | None = None,
         wait: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> BatchStatus:
         """``POST /batches``; returns the 202 body (``batch_id``, ``status``, ``total``, ...).
 
         ``webhook``: ``{"url", "secret", "events": [...], "metadata": {...}}`` (or only a
@@ -103,11 +224,11 @@ class BatchClient:
             if value is not None
         }
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self._json("POST", f"/batches{_query(wait=wait)}", body, headers)
+        return cast(BatchStatus, self._json("POST", f"/batches{_query(wait=wait)}", body, headers))
 
     def append(
-        self, batch_id: str, urls: list[Any], *, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
+        self, batch_id: str, urls: list[JSONValue], *, idempotency_key: str | None = None
+    ) -> JSONObject:
         """``POST /batches/{id}/urls``: URLs added to the batch (reopened if it ended);
         the 202 body says where they went (``appended: {first_index, count}``)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -115,30 +236,30 @@ class BatchClient:
 
     def get(
         self, batch_id: str, *, page: int = 1, limit: int | None = None, status: str | None = None
-    ) -> dict[str, Any]:
+    ) -> BatchStatus:
         """``GET /batches/{id}``: status, counters, progress and one page of items."""
         query = _query(page=page, limit=limit, status=status)
-        return self._json("GET", f"/batches/{_quote(batch_id)}{query}")
+        return cast(BatchStatus, self._json("GET", f"/batches/{_quote(batch_id)}{query}"))
 
     def list(
         self, *, page: int = 1, limit: int | None = None, status: str | None = None,
         search: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> BatchPage:
         """``GET /batches``: the caller's batches, newest first, with ``pagination``;
         ``search``: words each in the id, name, tags, domains or field names."""
         query = _query(page=page, limit=limit, status=status, q=search)
-        return self._json("GET", f"/batches{query}")
+        return cast(BatchPage, self._json("GET", f"/batches{query}"))
 
-    def cancel(self, batch_id: str) -> dict[str, Any]:
+    def cancel(self, batch_id: str) -> JSONObject:
         """``DELETE /batches/{id}``."""
         return self._json("DELETE", f"/batches/{_quote(batch_id)}")
 
-    def retry(self, batch_id: str, *, only_retryable: bool = False) -> dict[str, Any]:
+    def retry(self, batch_id: str, *, only_retryable: bool = False) -> JSONObject:
         """``POST /batches/{id}/retry``: failed (or only retryable) items run again."""
         body = {"only_retryable": only_retryable}
         return self._json("POST", f"/batches/{_quote(batch_id)}/retry", body)
 
-    def iter_items(self, batch_id: str, *, status: str | None = None) -> Iterator[dict[str, Any]]:
+    def iter_items(self, batch_id: str, *, status: str | None = None) -> Iterator[ItemRecord]:
         """Every item record in input order, streamed as NDJSON."""
         path = f"/batches/{_quote(batch_id)}/items{_query(status=status)}"
         request = self._request("GET", path, None, {"Accept": "application/x-ndjson"})
@@ -147,8 +268,8 @@ class BatchClient:
                 if line.strip():
                     yield json.loads(line)
 
-    def iter_changes(self, batch_id: str, *, change: str | None = None) -> Iterator[dict[str,
-                                                                                     Any]]:
+    def iter_changes(self, batch_id: str, *, change: str | None = None
+                     ) -> Iterator[ItemRecord]:
         """The items that changed against the batch compared with (``change``: statuses,
         comma-separated), in input order, streamed as NDJSON."""
         path = f"/batches/{_quote(batch_id)}/changes{_query(change=change)}"
@@ -164,8 +285,8 @@ class BatchClient:
         *,
         interval: float = 2.0,
         timeout: float | None = None,
-        progress: Callable[[dict[str, Any]], None] | None = None,
-    ) -> dict[str, Any]:
+        progress: Callable[[BatchStatus], None] | None = None,
+    ) -> BatchStatus:
         """Poll until the batch reaches a final status; ``progress`` sees every poll."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -183,14 +304,14 @@ class BatchClient:
     def create_schedule(
         self,
         cron: str,
-        batch: dict[str, Any],
+        batch: JSONObject,
         *,
         name: str | None = None,
         timezone: str | None = None,
         catch_up: str | None = None,
         overlap: str | None = None,
         enabled: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         """``POST /schedules``: ``batch`` is a ``POST /batches`` body (or ``{"rerun_of": id}``)."""
         body = {
             key: value
@@ -202,61 +323,63 @@ class BatchClient:
         }
         return self._json("POST", "/schedules", body)
 
-    def list_schedules(self, *, page: int = 1, limit: int | None = None) -> dict[str, Any]:
+    def list_schedules(self, *, page: int = 1, limit: int | None = None) -> SchedulePage:
         """``GET /schedules``: the caller's schedules, newest first."""
-        return self._json("GET", f"/schedules{_query(page=page, limit=limit)}")
+        return cast(SchedulePage, self._json("GET", f"/schedules{_query(page=page, limit=limit)}"))
 
-    def get_schedule(self, schedule_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/schedules/{_quote(schedule_id)}")
+    def get_schedule(self, schedule_id: str) -> Schedule:
+        return cast(Schedule, self._json("GET", f"/schedules/{_quote(schedule_id)}"))
 
-    def update_schedule(self, schedule_id: str, **fields: Any) -> dict[str, Any]:
+    def update_schedule(self, schedule_id: str, **fields: JSONValue) -> Schedule:
         """``PATCH /schedules/{id}``, e.g. ``enabled=False`` to pause."""
-        return self._json("PATCH", f"/schedules/{_quote(schedule_id)}", fields)
+        return cast(Schedule, self._json("PATCH", f"/schedules/{_quote(schedule_id)}", fields))
 
-    def delete_schedule(self, schedule_id: str) -> dict[str, Any]:
+    def delete_schedule(self, schedule_id: str) -> JSONObject:
         return self._json("DELETE", f"/schedules/{_quote(schedule_id)}")
 
-    def run_schedule(self, schedule_id: str) -> dict[str, Any]:
+    def run_schedule(self, schedule_id: str) -> JSONObject:
         """``POST /schedules/{id}/run``: a batch from the schedule now (202)."""
         return self._json("POST", f"/schedules/{_quote(schedule_id)}/run")
 
     def schedule_runs(
         self, schedule_id: str, *, page: int = 1, limit: int | None = None
-    ) -> dict[str, Any]:
+    ) -> ScheduleRuns:
         """``GET /schedules/{id}/runs``: the schedule's batches, newest first."""
         query = _query(page=page, limit=limit)
-        return self._json("GET", f"/schedules/{_quote(schedule_id)}/runs{query}")
+        path = f"/schedules/{_quote(schedule_id)}/runs{query}"
+        return cast(ScheduleRuns, self._json("GET", path))
 
     # -- learned templates ----------------------------------------------------------
 
     def list_templates(
         self, *, page: int = 1, limit: int | None = None, status: str | None = None,
         host: str | None = None, batch_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> TemplatePage:
         """``GET /templates``: the caller's templates, newest first (``batch_id``: the ones
         that batch used or learned)."""
         query = _query(page=page, limit=limit, status=status, host=host, batch_id=batch_id)
-        return self._json("GET", f"/templates{query}")
+        return cast(TemplatePage, self._json("GET", f"/templates{query}"))
 
-    def get_template(self, template_id: str) -> dict[str, Any]:
+    def get_template(self, template_id: str) -> JSONObject:
         """``GET /templates/{id}``: with its selectors (``rules``) and samples."""
         return self._json("GET", f"/templates/{_quote(template_id)}")
 
-    def delete_template(self, template_id: str) -> dict[str, Any]:
+    def delete_template(self, template_id: str) -> JSONObject:
         return self._json("DELETE", f"/templates/{_quote(template_id)}")
 
     # -- transport ---------------------------------------------------------------
 
     def _json(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-    ) -> dict[str, Any]:
+        self, method: str, path: str, body: object = None,  # sent as JSON
+        headers: dict[str, str] | None = None,
+    ) -> JSONObject:
         request = self._request(method, path, body, headers or {})
         with self._open(request) as response:
-            answer: dict[str, Any] = json.loads(response.read())
+            answer: JSONObject = json.loads(response.read())  # every endpoint answers an object
             return answer
 
     def _request(
-        self, method: str, path: str, body: Any, headers: dict[str, str]
+        self, method: str, path: str, body: object, headers: dict[str, str]
     ) -> urllib.request.Request:
         data = None if body is None else json.dumps(body).encode()
         all_headers = {"Accept": "application/json", **headers}
@@ -268,7 +391,7 @@ class BatchClient:
             self.base_url + path, data=data, headers=all_headers, method=method
         )
 
-    def _open(self, request: urllib.request.Request) -> Any:
+    def _open(self, request: urllib.request.Request) -> http.client.HTTPResponse:
         try:
             return urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
@@ -288,6 +411,6 @@ def _quote(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
-def _query(**params: Any) -> str:
+def _query(**params: str | float | None) -> str:
     given = {key: value for key, value in params.items() if value is not None}
     return "?" + urllib.parse.urlencode(given) if given else ""

@@ -40,7 +40,6 @@ import time
 import weakref
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from scrapy import signals
 from scrapy.crawler import Crawler
@@ -377,7 +376,7 @@ def crawl_guard(crawler: Crawler) -> EgressGuard:
     return guard
 
 
-def _stopper(guard: EgressGuard) -> Callable[[], Coroutine[Any, Any, None]]:
+def _stopper(guard: EgressGuard) -> Callable[[], Coroutine[object, object, None]]:
     async def stop() -> None:
         await asyncio.to_thread(guard.stop)
 

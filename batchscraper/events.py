@@ -19,9 +19,10 @@ a receiver de-duplicates on ``webhook-id``:
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Container, Mapping
+from typing import TypeGuard
 
-from batchscraper.webhooks import BATCH_COMPLETED, batch_links, outbox_event
+from batchscraper.webhooks import BATCH_COMPLETED, OutboxEvent, batch_links, outbox_event
 
 BATCH_STARTED = "batch.started"
 ITEM_COMPLETED = "item.completed"
@@ -35,7 +36,7 @@ ITEM_EVENTS = frozenset({ITEM_COMPLETED, ITEM_FAILED, ITEM_CHANGED})
 MAX_METADATA_BYTES = 4096
 
 
-def webhook_option_problems(value: dict[str, Any]) -> list[dict[str, str]]:
+def webhook_option_problems(value: Mapping[str, object]) -> list[dict[str, str]]:
     """What is wrong with a webhook body's ``events`` and ``metadata`` (each problem once)."""
     problems = []
     events = value.get("events")
@@ -55,23 +56,26 @@ def webhook_option_problems(value: dict[str, Any]) -> list[dict[str, str]]:
             for field, message in problems]
 
 
-def wants(webhook: dict[str, Any] | None, event: str) -> bool:
-    """Whether the batch's webhook asked for ``event``."""
-    if not webhook or not webhook.get("url"):
+def wants(webhook: object, event: str) -> TypeGuard[Mapping[str, object]]:
+    """Whether the batch's webhook (its stored setting, or None) asked for ``event``."""
+    if not webhook or not isinstance(webhook, Mapping) or not webhook.get("url"):
         return False
-    return event in (webhook.get("events") or DEFAULT_EVENTS)
+    events = webhook.get("events") or DEFAULT_EVENTS
+    return isinstance(events, Container) and event in events
 
 
-def item_events(record: dict[str, Any], webhook: dict[str, Any] | None) -> list[dict[str, Any]]:
+def item_events(
+    record: Mapping[str, object], webhook: Mapping[str, object] | None
+) -> list[OutboxEvent]:
     """The outbox documents of one applied item finish that its batch's webhook asked for."""
     if not webhook:
         return []
     status = record.get("status")
     change = record.get("change") or {}
     types = [ITEM_COMPLETED if status == "completed" else ITEM_FAILED]
-    if change.get("status") not in (None, "unchanged"):
+    if isinstance(change, Mapping) and change.get("status") not in (None, "unchanged"):
         types.append(ITEM_CHANGED)
-    batch_id, index = record["batch_id"], record["index"]
+    batch_id, index = str(record["batch_id"]), record["index"]
     data = {"batch_id": batch_id, "index": index, "url": record.get("url"), "status": status,
             "data": record.get("data"), "error": record.get("error"), "change": change or None,
             "links": batch_links(batch_id)}
@@ -82,14 +86,13 @@ def item_events(record: dict[str, Any], webhook: dict[str, Any] | None) -> list[
     ]
 
 
-def batch_started_event(batch: dict[str, Any]) -> dict[str, Any] | None:
+def batch_started_event(batch: Mapping[str, object]) -> OutboxEvent | None:
     """The ``batch.started`` outbox document of the batch's current run, if asked for."""
     webhook = batch.get("webhook")
     if not wants(webhook, BATCH_STARTED):
         return None
-    assert webhook is not None
+    batch_id = str(batch["_id"])
     run = batch.get("finished_runs", 0)
     data = {"batch_id": batch["_id"], "status": "running", "counters": batch.get("counters"),
-            "started_at": batch.get("started_at"), "links": batch_links(batch["_id"])}
-    return outbox_event(f"msg_{batch['_id']}_started_{run}", BATCH_STARTED, batch["_id"],
-                        webhook, data)
+            "started_at": batch.get("started_at"), "links": batch_links(batch_id)}
+    return outbox_event(f"msg_{batch_id}_started_{run}", BATCH_STARTED, batch_id, webhook, data)

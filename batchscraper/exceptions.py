@@ -8,9 +8,17 @@ the HTTP status the API answers with.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict, Unpack
 
 from scrapy.exceptions import IgnoreRequest
+
+
+class ErrorInfo(TypedDict):
+    """The ``error`` object of an item record or a batch: what :meth:`BatchError.to_dict` gives."""
+
+    code: str
+    message: str
+    retryable: bool
 
 
 class BatchError(Exception):
@@ -20,14 +28,14 @@ class BatchError(Exception):
     retryable = False
     http_status = 500
 
-    def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
+    def __init__(self, message: str, *, details: object = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
         if code is not None:
             self.code = code
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ErrorInfo:
         """The ``error`` object stored on an item record."""
         return {"code": self.code, "message": self.message, "retryable": self.retryable}
 
@@ -50,7 +58,7 @@ def every_problem(errors: list[BatchInputError]) -> BatchInputError:
     message, and ``details`` listing every problem (each with its own code)."""
     if len(errors) == 1:
         return errors[0]
-    details: list[Any] = []
+    details: list[object] = []
     for error in errors:
         if isinstance(error.details, list):
             details += error.details
@@ -321,6 +329,16 @@ class BudgetExceededError(ItemError):
     code = "BUDGET_EXCEEDED"
 
 
+class LLMErrorOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`LLMError` (its subclasses pass them on)."""
+
+    code: str | None
+    retryable: bool
+    retry_after: float | None
+    spent: bool
+    saturated: bool
+
+
 class LLMError(ItemError):
     """The LLM endpoint failed; ``code`` says how (after retries, where retrying helps).
 
@@ -348,8 +366,9 @@ class LLMRateLimitedError(LLMError):
 
     code = "LLM_RATE_LIMITED"
 
-    def __init__(self, message: str, **kwargs: Any) -> None:
-        super().__init__(message, **{"saturated": True, **kwargs})
+    def __init__(self, message: str, **kwargs: Unpack[LLMErrorOptions]) -> None:
+        options: LLMErrorOptions = {"saturated": True, **kwargs}
+        super().__init__(message, **options)
 
 
 class LLMTimeoutError(LLMError):
@@ -357,8 +376,9 @@ class LLMTimeoutError(LLMError):
 
     code = "LLM_TIMEOUT"
 
-    def __init__(self, message: str, **kwargs: Any) -> None:
-        super().__init__(message, **{"saturated": True, **kwargs})
+    def __init__(self, message: str, **kwargs: Unpack[LLMErrorOptions]) -> None:
+        options: LLMErrorOptions = {"saturated": True, **kwargs}
+        super().__init__(message, **options)
 
 
 class LLMOutputTruncatedError(LLMError):

@@ -13,12 +13,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from scrapy.settings import BaseSettings
 
+from batchscraper.jsontypes import Document
 from batchscraper.run import BatchRun
 from batchscraper.store import item_id
+from batchscraper.store.base import record_index
 
 ROOM_POLL_SECONDS = 0.05
 PEER_POLL_SECONDS = 1.0  # at the end, how often to look at items other workers still hold
@@ -53,7 +54,7 @@ class Leaser:
         self.config = config
         self.stopped = stopped
 
-    async def items(self) -> AsyncIterator[dict[str, Any]]:
+    async def items(self) -> AsyncIterator[Document]:
         """Leased item documents, chunk by chunk, until the batch has no work left."""
         run, config = self.run, self.config
         total = run.batch["counters"]["total"]
@@ -82,7 +83,7 @@ class Leaser:
                         await asyncio.sleep(min(wait, PEER_POLL_SECONDS))
                     continue
             for doc in docs:
-                run.inflight[doc["index"]] = doc
+                run.inflight[record_index(doc)] = doc
                 yield doc
             await self._wait_for_room()
 

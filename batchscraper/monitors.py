@@ -19,12 +19,12 @@ its value is not null, empty text, an empty list or an empty object.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypedDict, cast
 
 from batchscraper.events import BATCH_ALERT, outbox_event, wants
 from batchscraper.exceptions import InvalidMonitorsError
-from batchscraper.webhooks import batch_links
+from batchscraper.webhooks import OutboxEvent, batch_links
 
 RATIO_RULES = ("min_completed_ratio",)
 FIELD_RULES = ("min_field_coverage",)
@@ -35,7 +35,25 @@ ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 MAX_ENTRIES = 50
 
 
-def read_monitors(value: Any, field_paths: list[str]) -> dict[str, Any] | None:
+class MonitorRules(TypedDict, total=False):
+    """A batch's ``monitor_rules``: the checked ``monitors`` of its submission."""
+
+    min_completed_ratio: float
+    min_field_coverage: dict[str, float]  # field path -> ratio
+    max_error_ratio: dict[str, float]  # error code -> ratio
+    min_records: int
+
+
+class MonitorResult(TypedDict):
+    """One rule judged, on the batch's ``monitors``."""
+
+    name: str
+    value: float
+    threshold: float
+    ok: bool
+
+
+def read_monitors(value: object, field_paths: list[str]) -> MonitorRules | None:
     """The checked ``monitors`` rules (None when not given), or 422 listing every problem."""
     if value is None:
         return None
@@ -59,14 +77,14 @@ def read_monitors(value: Any, field_paths: list[str]) -> dict[str, Any] | None:
                    for field, message in problems]
         summary = "; ".join(f"{field}: {message}" for field, message in problems)
         raise InvalidMonitorsError(summary[:2000], details=details)
-    return dict(value)
+    return cast(MonitorRules, dict(value))  # every rule checked above
 
 
-def _ratio(value: Any) -> bool:
+def _ratio(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
 
 
-def _ratio_map(where: str, rule: Any, field_paths: list[str] | None) -> list[tuple[str, str]]:
+def _ratio_map(where: str, rule: object, field_paths: list[str] | None) -> list[tuple[str, str]]:
     if not isinstance(rule, dict) or not rule or len(rule) > MAX_ENTRIES:
         return [(where, f"an object of 1 to {MAX_ENTRIES} entries, each a number from 0 to 1")]
     problems = []
@@ -81,16 +99,17 @@ def _ratio_map(where: str, rule: Any, field_paths: list[str] | None) -> list[tup
 
 
 def monitor_results(
-    batch: dict[str, Any], records: Iterable[dict[str, Any]]
-) -> list[dict[str, Any]]:
+    batch: Mapping[str, object], records: Iterable[object]
+) -> list[MonitorResult]:
     """Each rule of the batch's ``monitor_rules`` judged: ``{name, value, threshold, ok}``.
 
     ``records``: the ``data`` of the batch's completed items (for field coverage).
     """
-    rules = batch.get("monitor_rules") or {}
-    counters = batch.get("counters") or {}
+    # stored by read_monitors, which checked every rule
+    rules = cast(MonitorRules, batch.get("monitor_rules") or {})
+    counters = _numbers(batch.get("counters"))
     total = counters.get("total") or 0
-    results = []
+    results: list[MonitorResult] = []
 
     def judge(name: str, value: float, threshold: float, minimum: bool) -> None:
         ok = value >= threshold if minimum else value <= threshold
@@ -101,7 +120,7 @@ def monitor_results(
         judge("min_completed_ratio", _share(counters.get("completed", 0), total),
               rules["min_completed_ratio"], True)
     for code, threshold in (rules.get("max_error_ratio") or {}).items():
-        failed = (batch.get("failures") or {}).get(code, 0)
+        failed = _numbers(batch.get("failures")).get(code, 0)
         judge(f"max_error_ratio.{code}", _share(failed, total), threshold, False)
     coverage = rules.get("min_field_coverage") or {}
     if coverage:
@@ -114,7 +133,7 @@ def monitor_results(
 
 
 def field_presence(
-    datas: Iterable[Any], fields: list[str]
+    datas: Iterable[object], fields: list[str]
 ) -> tuple[dict[str, int], int]:
     """How many records hold each field (a path ``a.b``), and how many records there are."""
     present = dict.fromkeys(fields, 0)
@@ -130,14 +149,19 @@ def field_presence(
     return present, seen
 
 
-def _value_at(record: dict[str, Any], path: str) -> Any:
-    value: Any = record
+def _numbers(value: object) -> Mapping[str, float]:
+    """A batch's ``counters`` or ``failures`` (numbers by name); empty when unset."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _value_at(record: Mapping[str, object], path: str) -> object:
+    value: object = record
     for key in path.split("."):
         value = value.get(key) if isinstance(value, dict) else None
     return value
 
 
-def _covered(value: Any) -> bool:
+def _covered(value: object) -> bool:
     if isinstance(value, str):
         return bool(value.strip())
     return value is not None and value != [] and value != {}
@@ -147,14 +171,16 @@ def _share(part: float, whole: float) -> float:
     return part / whole if whole else 0.0
 
 
-def alert_event(batch: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any] | None:
+def alert_event(
+    batch: Mapping[str, object], results: Sequence[MonitorResult]
+) -> OutboxEvent | None:
     """The ``batch.alert`` outbox document when a monitor failed and the webhook asked for it."""
     failed = [result for result in results if not result["ok"]]
     webhook = batch.get("webhook")
     if not failed or not wants(webhook, BATCH_ALERT):
         return None
-    assert webhook is not None
+    batch_id = str(batch["_id"])
     data = {"batch_id": batch["_id"], "status": batch["status"], "monitors": failed,
-            "counters": batch.get("counters"), "links": batch_links(batch["_id"])}
-    return outbox_event(f"msg_{batch['_id']}_alert_{batch.get('finished_runs', 1)}",
-                        BATCH_ALERT, batch["_id"], webhook, data)
+            "counters": batch.get("counters"), "links": batch_links(batch_id)}
+    return outbox_event(f"msg_{batch_id}_alert_{batch.get('finished_runs', 1)}",
+                        BATCH_ALERT, batch_id, webhook, data)

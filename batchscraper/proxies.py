@@ -14,8 +14,9 @@ proxy is :func:`via_egress_guard`'s answer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict, cast
 from urllib.parse import quote, unquote, urlsplit
 
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
@@ -82,7 +83,7 @@ def via_egress_guard(proxy: ProxyEndpoint) -> bool:
     return proxy.scheme != "http"
 
 
-def parse_proxy(text: Any) -> ProxyEndpoint:
+def parse_proxy(text: object) -> ProxyEndpoint:
     """A proxy URL (``http``, ``https``, ``socks5`` or ``socks5h``, optionally
     ``user:password@``); ValueError saying what is wrong (never repeating the credentials)."""
     if not isinstance(text, str) or not text.strip():
@@ -122,7 +123,7 @@ def _check_socks_login(where: str, username: str, password: str | None) -> None:
                              f" (this one is {size})")
 
 
-def parse_proxies(value: Any) -> tuple[ProxyEndpoint, ...]:
+def parse_proxies(value: object) -> tuple[ProxyEndpoint, ...]:
     """One proxy URL or a list of them (duplicates dropped); ValueError when one is bad."""
     entries = [value] if isinstance(value, str) else value
     if not isinstance(entries, list) or not entries:
@@ -150,7 +151,7 @@ def secrets_document(
     owner: str | None,
     batch_proxies: tuple[ProxyEndpoint, ...],
     url_proxies: dict[int, tuple[ProxyEndpoint, ...]],
-) -> dict[str, Any] | None:
+) -> ProxySecrets | None:
     """The ``proxy_secrets`` document of a batch, or None when no proxy has credentials."""
     with_credentials = [
         proxy for proxies in (batch_proxies, *url_proxies.values()) for proxy in proxies
@@ -166,26 +167,38 @@ def secrets_document(
     }
 
 
+class ProxySecrets(TypedDict):
+    """A batch's proxy URLs with their credentials (``proxy_secrets``, kept apart from the
+    batch, whose options hold them redacted): batch-wide, and per URL by input index."""
+
+    _id: str
+    owner: str | None
+    batch: list[str]
+    urls: dict[str, list[str]]
+
+
 @dataclass(frozen=True)
 class ProxySource:
     """A stored batch's proxies with their credentials (from its ``proxy_secrets`` document):
     batch-wide, or an item's own."""
 
     batch: tuple[ProxyEndpoint, ...] = ()
-    secrets: dict[str, Any] = field(default_factory=dict)
+    urls: dict[str, list[str]] = field(default_factory=dict)  # an item's own, by index
 
     @classmethod
-    def load(cls, stored: list[str] | None, secrets: dict[str, Any] | None) -> ProxySource:
-        """``stored``: the batch's redacted ``options.proxy``."""
-        secrets = secrets or {}
-        urls = secrets.get("batch") or stored or []
-        return cls(batch=tuple(_stored(url) for url in urls), secrets=secrets)
+    def load(cls, stored: list[str] | None, secrets: Mapping[str, object] | None
+             ) -> ProxySource:
+        """``stored``: the batch's redacted ``options.proxy``; ``secrets``: the batch's
+        ``proxy_secrets`` document (:class:`ProxySecrets`), if it has one."""
+        held = cast(ProxySecrets, secrets or {})
+        urls = held.get("batch") or stored or []
+        return cls(batch=tuple(_stored(url) for url in urls), urls=held.get("urls") or {})
 
     def for_item(self, index: int, stored: list[str] | None) -> tuple[ProxyEndpoint, ...]:
         """The proxies of item ``index`` (``stored``: its redacted per-URL ``proxy``)."""
         if not stored:
             return self.batch
-        urls = (self.secrets.get("urls") or {}).get(str(index)) or stored
+        urls = self.urls.get(str(index)) or stored
         return tuple(_stored(url) for url in urls)
 
 

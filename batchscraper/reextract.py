@@ -11,12 +11,13 @@ extraction is LLM-only on that text.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from batchscraper.exceptions import BatchStateError, NoStoredContentError
 from batchscraper.inputs import BatchOptions, BatchSpec, Limits, parse_batch
 from batchscraper.items import PageItem
-from batchscraper.store import BatchStore, item_id
+from batchscraper.jsontypes import Document
+from batchscraper.store import BatchStore
+from batchscraper.store.base import record_index
 
 CONTENT_FORMATS = ("html", "markdown", "text")
 DEFAULT_LIMITS = Limits()
@@ -25,12 +26,12 @@ DEFAULT_LIMITS = Limits()
 def reextract_spec(
     store: BatchStore,
     source_batch_id: str,
-    schema: Any,
-    prompt: Any = None,
-    options: Any = None,
+    schema: object,
+    prompt: object = None,
+    options: object = None,
     limits: Limits = DEFAULT_LIMITS,
     llm_configured: bool = True,
-    **option_args: Any,
+    **option_args: object,
 ) -> BatchSpec:
     """A new batch over the source batch's URLs (same order) with a new schema/prompt.
 
@@ -60,20 +61,20 @@ def reextract_spec(
 
 
 def stored_page_item(
-    store: BatchStore, source_batch_id: str, doc: dict[str, Any], batch_id: str
+    store: BatchStore, source_batch_id: str, doc: Document, batch_id: str
 ) -> PageItem:
     """The item to extract for ``doc`` (an item of the new batch) from the source's content.
 
     A source item without content (it failed to fetch) gives a failed item
     with its original error, so the new batch records why.
     """
-    source = store.items.find_one(
-        {"_id": item_id(source_batch_id, doc["index"])},
-        {"content": 1, "final_url": 1, "http_status": 1, "render_mode": 1, "error": 1},
-    ) or {}
+    index = record_index(doc)
+    attempts = doc.get("attempts", 1)
+    source = store.item(source_batch_id, index,
+                        ("content", "final_url", "http_status", "render_mode", "error")) or {}
     item = PageItem(
-        batch_id=batch_id, index=doc["index"], url=doc["url"],
-        attempts=doc.get("attempts", 1), final_url=source.get("final_url"),
+        batch_id=batch_id, index=index, url=str(doc["url"]),
+        attempts=attempts if isinstance(attempts, int) else 1, final_url=source.get("final_url"),
         http_status=source.get("http_status"), render_mode=source.get("render_mode", "fetch"),
     )
     content = source.get("content") or {}

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict, cast
 
 import lxml.html
 from lxml.etree import ParserError
@@ -93,7 +94,7 @@ class RenderConfig:
             settle_max_ms=settings.getint("BATCH_BROWSER_SETTLE_MAX_MS"),
         )
 
-    def scrapy_settings(self) -> dict[str, Any]:
+    def scrapy_settings(self) -> dict[str, object]:
         """The scrapy-playwright settings for a crawl that may render pages."""
         handler = "batchscraper.browser.BoundedPlaywrightHandler"
         return {
@@ -112,7 +113,17 @@ class RenderConfig:
         }
 
 
-def check_browser_options(entry: dict[str, Any]) -> dict[str, Any] | None:
+class BrowserAction(TypedDict, total=False):
+    """One checked ``actions`` entry: its ``type`` and the keys ACTION_KINDS names for it."""
+
+    type: str
+    selector: str
+    ms: int | float | str
+    value: str
+    key: str
+
+
+def check_browser_options(entry: Mapping[str, object]) -> dict[str, object] | None:
     """The per-URL browser options of an input entry, checked; ValueError names the problem."""
     options = {key: entry[key] for key in BROWSER_KEYS if entry.get(key) is not None}
     actions = options.get("actions", [])
@@ -180,8 +191,8 @@ def app_shell_reason(html: str, max_text: int) -> str | None:
 
 
 def browser_meta(
-    request_options: dict[str, Any], timeout: float, config: RenderConfig
-) -> dict[str, Any]:
+    request_options: Mapping[str, object], timeout: float, config: RenderConfig
+) -> dict[str, object]:
     """Request meta that sends a request through Chromium with the URL's browser options."""
     methods = []
     if config.settle_ms:
@@ -193,14 +204,15 @@ def browser_meta(
         methods.append(PageMethod("wait_for_load_state", "networkidle", timeout=timeout * 1000))
     elif wait_for:
         methods.append(PageMethod("wait_for_selector", wait_for, timeout=timeout * 1000))
-    for action in request_options.get("actions") or ():
+    # checked by check_browser_options when the batch was submitted
+    for action in cast("list[BrowserAction]", request_options.get("actions") or ()):
         methods.append(page_method_for(action, timeout))
     if request_options.get("screenshot"):
         methods.append(PageMethod("screenshot", type="png", full_page=True))
     context_kwargs = {
         key: request_options[key] for key in ("user_agent", "viewport") if request_options.get(key)
     }
-    meta: dict[str, Any] = {
+    meta: dict[str, object] = {
         "playwright": True,
         "playwright_page_goto_kwargs": {"wait_until": "load", "timeout": timeout * 1000},
         "playwright_page_methods": methods,
@@ -212,7 +224,7 @@ def browser_meta(
     return meta
 
 
-def page_method_for(action: dict[str, Any], timeout: float) -> PageMethod:
+def page_method_for(action: BrowserAction, timeout: float) -> PageMethod:
     """One documented action (click, scroll, wait, wait_for, fill, press) as a page method."""
     kind = action["type"]
     if kind == "click":
@@ -228,9 +240,9 @@ def page_method_for(action: dict[str, Any], timeout: float) -> PageMethod:
     return PageMethod("press", action["selector"], action["key"])
 
 
-def screenshot_from(meta: dict[str, Any]) -> bytes | None:
+def screenshot_from(meta: Mapping[str, object]) -> bytes | None:
     """The PNG taken by a ``screenshot`` page method, if any."""
-    for method in meta.get("playwright_page_methods") or ():
+    for method in cast("list[PageMethod]", meta.get("playwright_page_methods") or ()):
         if method.method == "screenshot" and isinstance(method.result, bytes):
             return method.result
     return None

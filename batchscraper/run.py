@@ -18,6 +18,7 @@ from scrapy.exceptions import NotConfigured
 from batchscraper.extraction.validation import RecordChecker, checker_for
 from batchscraper.inputs import BatchOptions
 from batchscraper.inputs.extraction import extraction_mode
+from batchscraper.jsontypes import Document, JSONObject
 from batchscraper.store import BatchStore
 from batchscraper.store.writes import SerialWriter
 
@@ -28,18 +29,18 @@ if TYPE_CHECKING:
 
 
 #: what a record without a schema is checked against (its size is bounded separately)
-FREE_FORM_SCHEMA: dict[str, Any] = {"type": "object"}
+FREE_FORM_SCHEMA: JSONObject = {"type": "object"}
 
 
 @dataclass(frozen=True)
 class ItemPlan:
     """How one item is extracted (see :mod:`batchscraper.inputs.extraction`)."""
 
-    schema: dict[str, Any] | None
+    schema: JSONObject | None
     prompt: str | None
     formats: tuple[str, ...]
     mode: str  # schema | prompt | content
-    own_schema: dict[str, Any] | None = None  # the URL's own extraction_schema
+    own_schema: JSONObject | None = None  # the URL's own extraction_schema
 
 
 @dataclass
@@ -52,7 +53,7 @@ class BatchRun:
     store: BatchStore
     writer: SerialWriter  # every store write of the crawl goes through it, in order
     worker_id: str
-    inflight: dict[int, dict[str, Any]]  # leased items being worked, by index
+    inflight: dict[int, Document]  # leased items being worked, by index
     # the spider's own decisions: re-render an item in the browser, and stop the crawl
     escalation_for: Callable[[PageItem], Request | None]
     stop: Callable[[str], None]
@@ -60,24 +61,28 @@ class BatchRun:
     _checker: RecordChecker | None = field(default=None, init=False, repr=False)
 
     @property
-    def schema(self) -> dict[str, Any] | None:
+    def schema(self) -> JSONObject | None:
         """The batch's schema; None for a prompt-only or content-only batch."""
         schema = self.batch.get("schema")
-        return dict(schema) if schema is not None else None
+        return dict(schema) if isinstance(schema, dict) else None
 
     @property
     def prompt(self) -> str | None:
-        return self.batch.get("prompt")
+        prompt = self.batch.get("prompt")
+        return prompt if isinstance(prompt, str) else None
 
     @property
     def reextract_from(self) -> str | None:
         """The batch whose stored pages this one extracts again (no fetching), if any."""
-        return self.batch.get("reextract_from")
+        source = self.batch.get("reextract_from")
+        return source if isinstance(source, str) else None
 
     def plan(self, index: int) -> ItemPlan:
         """How item ``index`` is extracted: its URL's own options, else the batch's."""
         doc = self.inflight.get(index) or {}
-        own = doc.get("request") or {}
+        own = doc.get("request")  # the URL's own options, if it has some
+        if not isinstance(own, dict):
+            own = {}
         schema = own.get("extraction_schema") or self.schema
         prompt = own.get("extraction_prompt") or self.prompt
         formats = tuple(own.get("formats") or self.options.formats)
@@ -85,7 +90,7 @@ class BatchRun:
                         mode=extraction_mode(schema, prompt),
                         own_schema=own.get("extraction_schema"))
 
-    def checker(self, timeout: float | None, schema: dict[str, Any] | None = None
+    def checker(self, timeout: float | None, schema: JSONObject | None = None
                 ) -> RecordChecker:
         """The compiled checker of ``schema`` (default: the batch's), built once per crawl.
 

@@ -24,12 +24,10 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
-from pymongo import ASCENDING, ReturnDocument
-from pymongo.database import Database
 from scrapy.settings import BaseSettings
 
 from batchscraper.downloadermiddlewares.ssrf import (
@@ -38,6 +36,7 @@ from batchscraper.downloadermiddlewares.ssrf import (
     IPAddress,
 )
 from batchscraper.exceptions import InvalidWebhookError, WebhookVerificationError
+from batchscraper.jsontypes import JSONObject
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +45,7 @@ SECRET_BYTES = 24
 MIN_SECRET_BYTES = 16
 SIGNATURE_VERSION = "v1"
 BATCH_COMPLETED = "batch.completed"
-OUTBOX = "webhook_outbox"
 DEFAULT_TOLERANCE = 300  # seconds a receiver accepts between webhook-timestamp and its clock
-CLAIM_LIMIT = 20  # events taken per outbox scan
 
 
 # -- signing -------------------------------------------------------------------
@@ -79,7 +76,9 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode()}"
 
 
-def signed_headers(secret: str, msg_id: str, body: bytes, timestamp: int | None = None) -> dict:
+def signed_headers(
+    secret: str, msg_id: str, body: bytes, timestamp: int | None = None
+) -> dict[str, str]:
     """The three Standard Webhooks headers for one delivery attempt."""
     stamp = int(time.time()) if timestamp is None else timestamp
     return {
@@ -96,7 +95,7 @@ def verify(
     *,
     tolerance: int = DEFAULT_TOLERANCE,
     now: float | None = None,
-) -> dict[str, Any]:
+) -> JSONObject:
     """Check a received webhook and return its decoded payload.
 
     ``body`` is the raw request body (a ``str`` is taken as its UTF-8 text);
@@ -124,7 +123,7 @@ def verify(
     if not any(hmac.compare_digest(expected, candidate) for candidate in offered):
         raise WebhookVerificationError("no signature matches")
     try:
-        payload: dict[str, Any] = json.loads(body)
+        payload: JSONObject = json.loads(body)  # signed: an outbox_event body
     except ValueError:
         raise WebhookVerificationError("body is not JSON") from None
     return payload
@@ -154,7 +153,23 @@ def webhook_address(url: str, policy: AddressPolicy) -> IPAddress:
 # -- events --------------------------------------------------------------------
 
 
-def _iso(value: Any) -> Any:
+class OutboxEvent(TypedDict):
+    """A ``webhook_outbox`` document as written: one event to deliver, and its progress."""
+
+    _id: str  # the webhook-id
+    type: str
+    batch_id: str
+    url: str
+    secret: str
+    body: str  # the JSON payload, as signed and sent
+    status: str  # pending, delivered or failed
+    attempts: int
+    created_at: dt.datetime
+    next_attempt_at: dt.datetime
+    lease_until: dt.datetime
+
+
+def _iso(value: object) -> object:
     return value.isoformat() if isinstance(value, dt.datetime) else value
 
 
@@ -164,7 +179,7 @@ def batch_links(batch_id: str, base: str = "") -> dict[str, str]:
     return {"self": own, "items": f"{own}/items", "retry": f"{own}/retry"}
 
 
-def batch_completed_event(batch: dict[str, Any]) -> dict[str, Any] | None:
+def batch_completed_event(batch: Mapping[str, object]) -> OutboxEvent | None:
     """The outbox document announcing that ``batch`` reached its final status.
 
     One per run of the batch to a final status (``finished_runs`` counts them),
@@ -172,10 +187,13 @@ def batch_completed_event(batch: dict[str, Any]) -> dict[str, Any] | None:
     None when the batch has no webhook, or its ``events`` leave this one out.
     """
     webhook = batch.get("webhook")
-    if not webhook or BATCH_COMPLETED not in (webhook.get("events") or [BATCH_COMPLETED]):
+    if not webhook or not isinstance(webhook, Mapping):
+        return None
+    events = webhook.get("events") or [BATCH_COMPLETED]
+    if not isinstance(events, Container) or BATCH_COMPLETED not in events:
         return None
     msg_id = f"msg_{batch['_id']}_{batch.get('finished_runs', 1)}"
-    return outbox_event(msg_id, BATCH_COMPLETED, batch["_id"], webhook, {
+    return outbox_event(msg_id, BATCH_COMPLETED, str(batch["_id"]), webhook, {
         "batch_id": batch["_id"],
         "status": batch["status"],
         "counters": batch["counters"],
@@ -183,13 +201,14 @@ def batch_completed_event(batch: dict[str, Any]) -> dict[str, Any] | None:
         "finished_at": _iso(batch.get("finished_at")),
         "error": batch.get("error"),
         "monitors": batch.get("monitors"),
-        "links": batch_links(batch["_id"]),
+        "links": batch_links(str(batch["_id"])),
     })
 
 
 def outbox_event(
-    msg_id: str, event: str, batch_id: str, webhook: dict[str, Any], data: dict[str, Any]
-) -> dict[str, Any]:
+    msg_id: str, event: str, batch_id: str, webhook: Mapping[str, object],
+    data: Mapping[str, object],
+) -> OutboxEvent:
     """An outbox document for ``event``, its payload with the webhook's ``metadata``."""
     now = dt.datetime.now(dt.UTC)
     payload = {"type": event, "timestamp": now.isoformat(), "metadata": webhook.get("metadata"),
@@ -198,8 +217,8 @@ def outbox_event(
         "_id": msg_id,
         "type": event,
         "batch_id": batch_id,
-        "url": webhook["url"],
-        "secret": webhook["secret"],
+        "url": str(webhook["url"]),
+        "secret": str(webhook["secret"]),
         "body": json.dumps(payload, separators=(",", ":"), default=str),
         "status": "pending",
         "attempts": 0,
@@ -239,63 +258,3 @@ class WebhookConfig:
     def delay(self, attempts: int) -> float:
         """Seconds to wait after the ``attempts``-th failed attempt."""
         return float(min(self.retry_base * 2 ** (attempts - 1), self.retry_max))
-
-
-class WebhookOutbox:
-    """The ``webhook_outbox`` collection (blocking pymongo: call it from a thread)."""
-
-    def __init__(self, db: Database, config: WebhookConfig) -> None:
-        self.events = db[OUTBOX]
-        self.batches = db["batches"]
-        self.config = config
-
-    def ensure_indexes(self) -> None:
-        self.events.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
-
-    def claim_due(self, limit: int = CLAIM_LIMIT) -> list[dict[str, Any]]:
-        """Lease the pending events that are due, so one Scrapyd sends each at a time.
-
-        The lease outlasts an attempt (twice its timeout); an event whose node died
-        mid-attempt, its attempt unrecorded, is due again once the lease ends.
-        """
-        now = dt.datetime.now(dt.UTC)
-        due = {"status": "pending", "next_attempt_at": {"$lte": now}, "lease_until": {"$lte": now}}
-        lease = now + dt.timedelta(seconds=self.config.timeout * 2)
-        claimed = []
-        for doc in self.events.find(due, {"_id": 1}).limit(limit):
-            event = self.events.find_one_and_update(
-                {"_id": doc["_id"], **due},
-                {"$set": {"lease_until": lease}},
-                return_document=ReturnDocument.AFTER,
-            )
-            if event is not None:
-                claimed.append(event)
-        return claimed
-
-    def record_attempt(self, event: dict[str, Any], attempt: dict[str, Any]) -> str:
-        """Store one attempt on the event and on its batch; returns the event's new status."""
-        attempts = event["attempts"] + 1
-        now = dt.datetime.now(dt.UTC)
-        if attempt["ok"]:
-            status, update = "delivered", {"delivered_at": now}
-        elif attempts >= self.config.max_attempts or attempt.get("retryable") is False:
-            status, update = "failed", {}
-        else:
-            status = "pending"
-            update = {"next_attempt_at": now + dt.timedelta(seconds=self.config.delay(attempts))}
-        entry = {"event_id": event["_id"], "type": event["type"], "attempt": attempts, **attempt}
-        self.events.update_one(
-            {"_id": event["_id"]},
-            {
-                "$set": {"status": status, "attempts": attempts, "lease_until": now, **update},
-                "$push": {"log": {"$each": [entry], "$slice": -self.config.history}},
-            },
-        )
-        self.batches.update_one(
-            {"_id": event["batch_id"]},
-            {
-                "$set": {"webhook.status": status, "webhook.last_event_id": event["_id"]},
-                "$push": {"webhook.deliveries": {"$each": [entry], "$slice": -self.config.history}},
-            },
-        )
-        return status

@@ -33,7 +33,8 @@ from batchscraper.changes import CHANGE_STATUSES
 from batchscraper.demo.site import ExampleSite
 from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
-from batchscraper.webhooks import OUTBOX, new_secret
+from batchscraper.store.outbox import OUTBOX
+from batchscraper.webhooks import new_secret
 from bench._common import CPU, bench_store, http_crawl_settings, mongo_server_pid, record, run_crawl
 from bench.throughput import SCHEMA, elapsed
 

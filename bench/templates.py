@@ -15,7 +15,10 @@ sometimes does. Each run is a fresh batch of a fresh owner (no template reuse be
 (d) ``templates: auto`` on a shop whose product template changes half-way (``switch_at``):
     the old template's misses retire it and a new one is learned; accuracy of both halves;
 (b') with ``--compare PATH``, (b) again (a fresh owner) crawled by the code of another
-    checkout (``--compare ../main``: before/after figures in one run).
+    checkout (``--compare ../main``: before/after figures in one run);
+(e) bare Scrapy fetching the pages of (a) at the same concurrency (``bench/bare_spider.py``:
+    no parsing, no storage): the pages/s no pipeline in one crawl process can pass on this
+    machine, printed beside the pages/s that "10x the per-page LLM" asks for.
 
 Accuracy: the schema's fields equal to the page's truth (numbers equal, strings equal after
 whitespace folding, an empty optional field equal to null) over product pages; a failed item
@@ -54,7 +57,7 @@ from bench._common import (
     record,
     run_crawl,
 )
-from bench.throughput import elapsed
+from bench.throughput import bare_scrapy, elapsed
 from tests.fakellm import FakeLLM
 
 LISTING_EVERY = 50
@@ -179,6 +182,7 @@ def main() -> None:
                 "reused": crawl(store, uri, fake, shop_urls(shop, args.pages + 1, args.pages),
                                 "auto", owner, args.concurrency),
             }
+            bare_pages_per_s = round(len(urls) / bare_scrapy(urls, args.concurrency), 1)
             if args.compare is not None:
                 runs[f"templates@{args.compare}"] = crawl(
                     store, uri, fake, urls, "auto", f"bench-{uuid.uuid4().hex[:8]}",
@@ -200,6 +204,9 @@ def main() -> None:
         "calls_ratio": ratio(used["calls_per_page"], base["calls_per_page"]),
         "accuracy_ratio": ratio(used["accuracy"], base["accuracy"]),
         "speedup": ratio(used["pages_per_s"], base["pages_per_s"]),
+        "bare_scrapy_pages_per_s": bare_pages_per_s,
+        "ten_x_pages_per_s": round(10 * base["pages_per_s"], 1),
+        "templates_vs_bare_scrapy": ratio(used["pages_per_s"], bare_pages_per_s),
         "cpu_ratio": ratio(used["cpu_ms_per_page"], base["cpu_ms_per_page"]),
         "reused_calls_per_page": figures["reused"]["calls_per_page"],
         "site_change_accuracy_halves": halves,
@@ -214,6 +221,10 @@ def main() -> None:
           f"reused: {summary['reused_calls_per_page']} calls/page; site change at page "
           f"{switch_at}: accuracy {halves[0]} -> {halves[1]} "
           f"(x{summary['site_change_second_half_ratio']}, target >= 0.95)")
+    print(f"ceiling: 10x the per-page LLM is {summary['ten_x_pages_per_s']} pages/s; bare Scrapy "
+          f"fetching the same pages (no parsing, no storage) does "
+          f"{summary['bare_scrapy_pages_per_s']} pages/s; templates reach "
+          f"x{summary['templates_vs_bare_scrapy']} of it")
     if args.compare is not None:
         other = figures[f"templates@{args.compare}"]
         print(f"the code at {args.compare} on run (b): {other['calls_per_page']} calls/page "

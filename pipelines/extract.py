@@ -69,10 +69,10 @@ from batchscraper.llm.client import load_client
 from batchscraper.llm.config import LLMConfig
 from batchscraper.llm.extractor import LLMExtractor, PageTask, Usage
 from batchscraper.llm.grounding import PageIndex, grounded, strip_invented, strip_ungrounded
-from batchscraper.llm.ledger import LLMLedger
 from batchscraper.llm.merge import is_empty, merge_record_lists, merge_values, shape_to_schema
 from batchscraper.llm.prompts import leaks_instructions
 from batchscraper.run import FREE_FORM_SCHEMA, BatchRun, ItemPlan, batch_run
+from batchscraper.store.ledger import LLMLedger
 from batchscraper.templates.learning import PageTemplate
 from batchscraper.templates.step import TemplateStep
 

@@ -24,9 +24,9 @@ from batchscraper.extraction.coerce import coerce_to_schema
 from batchscraper.extraction.validation import RecordChecker, RecordError, ValidationSettings
 from batchscraper.inputs import DateFilter
 from batchscraper.items import PageItem
-from batchscraper.llm.ledger import LLMLedger
 from batchscraper.llm.merge import is_empty
 from batchscraper.run import BatchRun, batch_run
+from batchscraper.store.ledger import LLMLedger
 
 MAX_REPORTED_ERRORS = 20
 

@@ -13,7 +13,7 @@ import pytest
 
 from batchscraper.exceptions import InvalidWebhookError
 from batchscraper.store import BatchStore
-from batchscraper.webhooks import OUTBOX
+from batchscraper.store.outbox import OUTBOX
 from tests.test_changes import FIELDS, finish, product, service_fixture, submit  # noqa: F401
 
 HOOK = "https://hooks.example/batches"

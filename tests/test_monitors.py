@@ -12,7 +12,7 @@ import pytest
 
 from batchscraper.exceptions import InvalidMonitorsError
 from batchscraper.monitors import field_presence
-from batchscraper.webhooks import OUTBOX
+from batchscraper.store.outbox import OUTBOX
 from tests.test_changes import finish, product, service_fixture, submit  # noqa: F401
 
 HOOK = "https://hooks.example/batches"

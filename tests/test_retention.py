@@ -14,9 +14,9 @@ from scrapy.settings import Settings
 
 from batchscraper.exceptions import BatchInputError
 from batchscraper.inputs import Limits, parse_batch, parse_more_urls, parse_options
-from batchscraper.llm.ledger import LLMLedger
 from batchscraper.store import BatchStore, utcnow
-from batchscraper.webhooks import OUTBOX
+from batchscraper.store.ledger import LLMLedger
+from batchscraper.store.outbox import OUTBOX
 from tests.conftest import assert_counters_match_items, batch_id_from
 from tests.fakellm import FakeLLM, fake_llm_fixture, fake_llm_server_fixture  # noqa: F401
 

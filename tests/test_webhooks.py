@@ -20,7 +20,8 @@ from batchscraper.exceptions import WebhookVerificationError
 from batchscraper.inputs import parse_batch
 from batchscraper.store import BatchStore
 from batchscraper.store.mongo import connect, database_name
-from batchscraper.webhooks import OUTBOX, new_secret, sign, verify
+from batchscraper.store.outbox import OUTBOX
+from batchscraper.webhooks import new_secret, sign, verify
 from tests.api_fixtures import (  # noqa: F401  (fixtures)
     Receiver,
     ScrapydServer,

@@ -25,14 +25,15 @@ import logging
 import re
 import sys
 import weakref
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
 
 from pymongo.errors import PyMongoError
 from scrapy.utils.misc import load_object
 from scrapyd.app import application as scrapyd_application
 from scrapyd.exceptions import ConfigError
 from twisted.application.internet import TCPServer, UNIXServer
-from twisted.application.service import IServiceCollection
+from twisted.application.service import IService, IServiceCollection
 from twisted.python.components import Componentized
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -48,7 +49,8 @@ from batchscraper.api.reconcile import BatchReconciler, ReconcileConfig, Reconci
 from batchscraper.api.retention import RetentionService
 from batchscraper.api.service import BatchService
 from batchscraper.store import store_for, utcnow
-from batchscraper.webhooks import WebhookConfig, WebhookOutbox
+from batchscraper.store.outbox import WebhookOutbox
+from batchscraper.webhooks import WebhookConfig
 
 if TYPE_CHECKING:  # importing scrapyd.website builds resources (deprecated ones, too)
     from scrapyd.config import Config
@@ -161,12 +163,12 @@ class ApiFront(Resource):
         self.scrapyd_root = scrapyd_root
         self.mounts = {**mounts, b"favicon.ico": Data(FAVICON, "image/svg+xml")}
 
-    def getChildWithDefault(self, path: bytes, request: Any) -> Any:
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
         if path in self.mounts:
             return self.mounts[path]
         return self.scrapyd_root.getChildWithDefault(path, request)
 
-    def render(self, request: Any) -> Any:
+    def render(self, request: Request) -> bytes | int:
         return self.scrapyd_root.render(request)
 
 
@@ -189,8 +191,7 @@ def application(config: Config) -> Componentized:
         api_paths=frozenset(mounts),
         keyed_paths=frozenset(k for k, r in mounts.items() if getattr(r, "key_required", False)),
     )
-    services: Any = IServiceCollection(app)
-    for service in services:
+    for service in cast("Iterable[IService]", IServiceCollection(app)):
         if isinstance(service, TCPServer | UNIXServer):
             site = service.args[1]
             site.resource = ApiFront(site.resource, mounts)

@@ -18,12 +18,18 @@ import base64
 import binascii
 import hmac
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from scrapy.settings import BaseSettings
 
 from batchscraper.exceptions import AdminRequiredError, AuthenticationError, ForbiddenError
+from batchscraper.jsontypes import Document, Query
+
+if TYPE_CHECKING:
+    from scrapyd.config import Config
+    from twisted.web.server import Request
 
 KEY_HEADER = b"x-api-key"
 BEARER = "bearer "
@@ -49,16 +55,16 @@ class Caller:
         """An admin key, or the open API: every owner's batches."""
         return self.owner is None or self.admin
 
-    def owns(self, doc: dict[str, Any]) -> bool:
+    def owns(self, doc: Mapping[str, object]) -> bool:
         """Whether this caller may read and change ``doc`` (a batch or a schedule)."""
         return self.sees_all or (doc.get("owner") or self.default_owner) == self.owner
 
-    def check_access(self, batch: dict[str, Any]) -> None:
+    def check_access(self, batch: Document) -> None:
         """403 unless the batch is this caller's (any batch for admins and the open API)."""
         if not self.owns(batch):
             raise ForbiddenError(f"batch {batch['_id']} belongs to another API key")
 
-    def owner_query(self, owner: str | None = None) -> dict[str, Any]:
+    def owner_query(self, owner: str | None = None) -> Query:
         """The MongoDB filter of the caller's documents (``owner``'s: an admin's choice).
 
         403 ``ADMIN_REQUIRED`` when a caller that is not an admin asks for another owner's.
@@ -116,7 +122,7 @@ class ApiKeys:
     def enabled(self) -> bool:
         return bool(self.keys)
 
-    def identify(self, request: Any) -> Caller:
+    def identify(self, request: Request) -> Caller:
         """The caller behind ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; else 401."""
         if not self.keys:
             return Caller(owner=None)
@@ -135,7 +141,7 @@ class ApiKeys:
                       default_owner=self.default_owner)
 
 
-def _offered_key(request: Any) -> str | None:
+def _offered_key(request: Request) -> str | None:
     header = request.getHeader(b"authorization")
     if header:
         text = header.decode("latin-1")
@@ -158,7 +164,7 @@ class ScrapydAuth:
     password: str
 
     @classmethod
-    def from_config(cls, scrapyd_config: Any) -> ScrapydAuth:
+    def from_config(cls, scrapyd_config: Config) -> ScrapydAuth:
         return cls(
             username=os.getenv("SCRAPYD_USERNAME") or scrapyd_config.get("username", ""),
             password=os.getenv("SCRAPYD_PASSWORD") or scrapyd_config.get("password", ""),
@@ -168,7 +174,7 @@ class ScrapydAuth:
     def enabled(self) -> bool:
         return bool(self.username and self.password)
 
-    def accepts(self, request: Any) -> bool:
+    def accepts(self, request: Request) -> bool:
         """Whether ``Authorization: Basic`` holds the configured credentials (constant time)."""
         header = request.getHeader(b"authorization") or b""
         if not header.lower().startswith(BASIC):

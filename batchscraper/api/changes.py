@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet.threads import deferToThread
 
@@ -26,10 +26,15 @@ from batchscraper.api.http import (
     query_int,
     stream_ndjson,
 )
+from batchscraper.api.service import batch_id_of
 from batchscraper.api.views import item_record, json_default, pagination
 from batchscraper.changes import CHANGE_STATUSES
 from batchscraper.exceptions import BatchInputError
+from batchscraper.jsontypes import Document
 from batchscraper.store import BatchStore
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +47,13 @@ CHANGE_FIELDS = {"batch_id": 1, "index": 1, "url": 1, "status": 1, "change": 1, 
 def changed_indexes(store: BatchStore, batch_id: str, statuses: tuple[str, ...]) -> list[int]:
     """The input positions of the batch's items whose change is among ``statuses``."""
     # one indexed condition (batch_id): the change status is checked here, as item filters are
-    docs = store.items.find({"batch_id": batch_id}, {"index": 1, "change.status": 1})
+    docs = store.item_fields(batch_id, ("index", "change.status"))
     wanted = set(statuses)
     return sorted(doc["index"] for doc in docs
                   if (doc.get("change") or {}).get("status") in wanted)
 
 
-def read_statuses(request: Any) -> tuple[str, ...]:
+def read_statuses(request: Request) -> tuple[str, ...]:
     """The ``change`` parameter: statuses among :data:`CHANGE_STATUSES` (400 otherwise)."""
     values = request.args.get(b"change")
     if not values:
@@ -70,7 +75,7 @@ class Changes(ApiResource):
         super().__init__(api)
         self.batch_id = batch_id
 
-    async def handle_GET(self, request: Any) -> JsonResponse | None:
+    async def handle_GET(self, request: Request) -> JsonResponse | None:
         caller = self.caller(request)
         config = self.api.config
         statuses = read_statuses(request)
@@ -80,21 +85,22 @@ class Changes(ApiResource):
         limit = query_int(request, "limit", config.page_size, 1, config.max_items_limit)
         store = self.api.service.store
 
-        def find() -> tuple[dict[str, Any], list[int]]:
+        def find() -> tuple[Document, list[int]]:
             batch = self.api.service.get(caller, self.batch_id)
-            return batch, changed_indexes(store, batch["_id"], statuses)
+            return batch, changed_indexes(store, batch_id_of(batch), statuses)
 
         batch, indexes = await deferToThread(find)
         if stream:
             chunk = config.stream_chunk
             chunks = (indexes[first:first + chunk] for first in range(0, len(indexes), chunk))
-            await self._stream(request, batch["_id"], chunks)
+            await self._stream(request, batch_id_of(batch), chunks)
             return None
         first = (page - 1) * limit
         docs = await deferToThread(
-            store.items_by_index, batch["_id"], indexes[first:first + limit], None, CHANGE_FIELDS
+            store.items_by_index, batch_id_of(batch), indexes[first:first + limit], None,
+            CHANGE_FIELDS,
         )
-        compare = batch.get("compare") or {}
+        compare = cast("Document", batch.get("compare") or {})
         return JsonResponse({
             "batch_id": batch["_id"],
             "compare_to": compare.get("to"),
@@ -104,7 +110,7 @@ class Changes(ApiResource):
             "pagination": pagination(page, limit, len(indexes)),
         })
 
-    async def _stream(self, request: Any, batch_id: str, chunks: Iterator[list[int]]) -> None:
+    async def _stream(self, request: Request, batch_id: str, chunks: Iterator[list[int]]) -> None:
         """One change record per line, read chunk by chunk, paced by the client."""
         store = self.api.service.store
 

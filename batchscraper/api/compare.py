@@ -10,7 +10,6 @@ alone is kept for a schedule, whose runs compare with the previous run.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from batchscraper.api.auth import Caller
 from batchscraper.changes import CompareSpec
@@ -23,7 +22,7 @@ MAX_IGNORE_FIELDS = 100
 
 
 def compare_spec(
-    store: BatchStore, caller: Caller, compare_to: Any, ignore_fields: Any, schema: Any
+    store: BatchStore, caller: Caller, compare_to: object, ignore_fields: object, schema: object
 ) -> CompareSpec | None:
     """The batch's compare setting (None without ``compare_to``), or 422 listing each problem."""
     problems: list[dict[str, str]] = []
@@ -37,14 +36,14 @@ def compare_spec(
 
 
 def _check_source(
-    store: BatchStore, caller: Caller, compare_to: Any, schema: Any,
+    store: BatchStore, caller: Caller, compare_to: object, schema: object,
     problems: list[dict[str, str]],
 ) -> None:
     if not isinstance(compare_to, str) or not BATCH_ID.fullmatch(compare_to):
         problems.append(_problem("compare_to", InvalidCompareError.code,
                                  "a batch id (b_ and 32 hex digits)"))
         return
-    source = store.batches.find_one({"_id": compare_to}, {"owner": 1, "schema": 1})
+    source = store.batch_fields(compare_to, ("owner", "schema"))
     if source is None:
         problems.append(_problem("compare_to", BatchNotFoundError.code,
                                  f"no batch {compare_to}"))
@@ -56,7 +55,7 @@ def _check_source(
                                  "schemas do not compare"))
 
 
-def _ignore_fields(value: Any, paths: list[str], problems: list[dict[str, str]]) -> tuple[str,
+def _ignore_fields(value: object, paths: list[str], problems: list[dict[str, str]]) -> tuple[str,
                                                                                           ...]:
     if value is None:
         return ()

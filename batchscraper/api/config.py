@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from scrapy.settings import Settings
 from scrapyd.exceptions import ConfigError
@@ -15,12 +16,15 @@ from batchscraper.api.auth import ScrapydAuth
 from batchscraper.downloadermiddlewares.ssrf import AddressPolicy, guard_policy
 from batchscraper.inputs import Limits
 
+if TYPE_CHECKING:
+    from scrapyd.config import Config
+
 SETTINGS_MODULE = "batchscraper.settings"
 OVERRIDES_SECTION = "batchscraper"
 APPLICATION = "batchscraper.api.app.application"
 
 
-def api_settings(scrapyd_config: Any) -> Settings:
+def api_settings(scrapyd_config: Config) -> Settings:
     """The project's settings, overridden by scrapyd.conf's ``[batchscraper]`` section.
 
     Read from the settings module itself (not from ``scrapy.cfg``), so the API
@@ -91,15 +95,16 @@ def crawl_settings(settings: Settings) -> Settings:
     return crawl
 
 
-def node_list(value: Any) -> list[str]:
+def node_list(value: object) -> list[str]:
     """``BATCH_API_NODES`` from settings.py (a list) or scrapyd.conf (JSON, or commas)."""
     if isinstance(value, str):
         text = value.strip()
         value = json.loads(text) if text.startswith("[") else text.split(",")
-    return [str(entry).strip() for entry in value or [] if str(entry).strip()]
+    entries = cast("Iterable[object]", value or [])  # a list, as settings.py gives it
+    return [str(entry).strip() for entry in entries if str(entry).strip()]
 
 
-def check_exposure(scrapyd_config: Any, keys_configured: bool) -> None:
+def check_exposure(scrapyd_config: Config, keys_configured: bool) -> None:
     """Refuse to start an unprotected API on a public address, or behind the wrong auth.
 
     Without API keys anyone who reaches the port can submit crawls, so Scrapyd

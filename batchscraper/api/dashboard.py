@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from gridfs.errors import NoFile
 from scrapyd.exceptions import ConfigError
@@ -31,8 +31,14 @@ from twisted.web.resource import Resource
 
 from batchscraper.api.app import BatchApi
 from batchscraper.api.http import ApiResource
+from batchscraper.api.service import batch_id_of
 from batchscraper.exceptions import BatchNotFoundError
-from batchscraper.store import item_id
+
+if TYPE_CHECKING:
+    from scrapyd.website import Root
+    from twisted.web.server import Request
+
+    from batchscraper.api.auth import Caller
 
 UI_PACKAGE, UI_FOLDER = "batchscraper", "ui"
 # what the dashboard is made of (screenshot.png is the README's, not served)
@@ -79,16 +85,16 @@ class Dashboard(Resource):
 
     isLeaf = True
 
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Root) -> None:
         super().__init__()
         self.api = BatchApi.of(root)
         self.api.register(self)
         self.files = load_ui_files()
 
-    def render_GET(self, request: Any) -> bytes:
+    def render_GET(self, request: Request) -> bytes:
         for name, value in SECURITY_HEADERS.items():
             request.setHeader(name.encode(), value.encode())
-        path = b"/".join(request.postpath).decode("utf-8", "replace")
+        path = b"/".join(cast("list[bytes]", request.postpath)).decode("utf-8", "replace")
         if not request.postpath:  # "/ui": relative module URLs need the trailing slash
             request.setResponseCode(301)
             request.setHeader(b"location", (self.api.base(request) + "/ui/").encode())
@@ -114,7 +120,7 @@ class ItemScreenshot(ApiResource):
         self.batch_id = batch_id
         self.index = index
 
-    async def handle_GET(self, request: Any) -> None:
+    async def handle_GET(self, request: Request) -> None:
         caller = self.caller(request)
         if request.postpath != [b"screenshot"] or not ITEM_INDEX.fullmatch(self.index):
             raise BatchNotFoundError("no such endpoint")
@@ -129,12 +135,10 @@ class ItemScreenshot(ApiResource):
             request.write(png)
         request.finish()
 
-    def _read(self, caller: Any) -> bytes:
+    def _read(self, caller: Caller) -> bytes:
         service = self.api.service
         batch = service.get(caller, self.batch_id)
-        doc = service.store.items.find_one(
-            {"_id": item_id(batch["_id"], int(self.index))}, {"screenshot": 1}
-        )
+        doc = service.store.item(batch_id_of(batch), int(self.index), ("screenshot",))
         shot = (doc or {}).get("screenshot")
         if not shot:
             raise BatchNotFoundError(f"item {self.index} of {batch['_id']} has no screenshot")

@@ -18,9 +18,10 @@ from typing import Any, NamedTuple, cast
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, FileBodyProducer
+from twisted.web.client import URI, Agent, BrowserLikePolicyForHTTPS, FileBodyProducer
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
@@ -32,7 +33,9 @@ from batchscraper.downloadermiddlewares.ssrf import (
     FetchBlockedError,
     IPAddress,
 )
-from batchscraper.webhooks import WebhookOutbox, signed_headers, webhook_address
+from batchscraper.jsontypes import Document
+from batchscraper.store.outbox import WebhookOutbox
+from batchscraper.webhooks import signed_headers, webhook_address
 
 logger = logging.getLogger(__name__)
 
@@ -57,15 +60,16 @@ class WebhookDelivery(PeriodicService):
         events = await threads.deferToThread(self.outbox.claim_due)
         await defer.DeferredList([defer.ensureDeferred(self.send(e)) for e in events])
 
-    async def send(self, event: dict[str, Any]) -> str:
+    async def send(self, event: Document) -> str:
         """One delivery attempt of ``event``, recorded; returns the event's new status."""
-        body = event["body"].encode()
-        headers = signed_headers(event["secret"], event["_id"], body)
+        body = cast(str, event["body"]).encode()
+        headers = signed_headers(cast(str, event["secret"]), cast(str, event["_id"]), body)
         started = time.monotonic()
-        attempt: dict[str, Any] = {"at": dt.datetime.now(dt.UTC), "status_code": None}
+        attempt: dict[str, object] = {"at": dt.datetime.now(dt.UTC), "status_code": None}
         try:
-            address = await threads.deferToThread(webhook_address, event["url"], self.policy)
-            exchange = defer.ensureDeferred(self._exchange(event["url"], address, headers, body))
+            url = cast(str, event["url"])
+            address = await threads.deferToThread(webhook_address, url, self.policy)
+            exchange = defer.ensureDeferred(self._exchange(url, address, headers, body))
             answer = await exchange.addTimeout(self.config.timeout, reactor)
             attempt.update(answer.attempt_fields())
         except FetchBlockedError as exc:  # never sent, and never retried
@@ -80,7 +84,8 @@ class WebhookDelivery(PeriodicService):
         else:
             logger.warning(
                 "Webhook %s to %s failed (attempt %d, now %s): %s",
-                event["_id"], event["url"], event["attempts"] + 1, status, attempt["error"],
+                event["_id"], event["url"], cast(int, event["attempts"]) + 1, status,
+                attempt["error"],
             )
         return status
 
@@ -109,14 +114,15 @@ class WebhookAnswer(NamedTuple):
     body: bytes
     cut: bool
 
-    def attempt_fields(self) -> dict[str, Any]:
+    def attempt_fields(self) -> dict[str, object]:
         """What the attempt record keeps: a 2xx status is a delivery, whatever the body.
 
         A refusal's ``error`` is its status; what the receiver said is kept apart,
         as ``answer`` (its first bytes), never taken for the error itself.
         """
-        fields: dict[str, Any] = {"status_code": self.code, "ok": 200 <= self.code < 300}
-        if not fields["ok"]:
+        ok = 200 <= self.code < 300
+        fields: dict[str, object] = {"status_code": self.code, "ok": ok}
+        if not ok:
             fields["error"] = f"HTTP {self.code}"
             if self.body:
                 fields["answer"] = self.body[:ERROR_TEXT_CHARS].decode("utf-8", "replace")
@@ -180,9 +186,12 @@ class PinnedEndpoints:
         self.tls = tls
         self.timeout = timeout
 
-    def endpointForURI(self, uri: Any) -> Any:
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         tcp = TCP6ClientEndpoint if self.address.version == 6 else TCP4ClientEndpoint
-        endpoint: Any = tcp(reactor, str(self.address), uri.port, timeout=self.timeout)
+        # (it provides IStreamClientEndpoint: mypy has no zope plugin to see that)
+        endpoint = cast(
+            IStreamClientEndpoint, tcp(reactor, str(self.address), uri.port, timeout=self.timeout)
+        )
         if uri.scheme == b"https":
             return wrapClientTLS(self.tls.creatorForNetloc(uri.host, uri.port), endpoint)
         return endpoint

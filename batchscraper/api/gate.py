@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from twisted.python.failure import Failure
@@ -22,6 +22,10 @@ from batchscraper.api.auth import ApiKeys, ScrapydAuth
 from batchscraper.api.http import JSON_TYPE, error_body, error_headers
 from batchscraper.api.submit import too_large
 from batchscraper.exceptions import AuthenticationError, BatchError, TooLargeError
+
+if TYPE_CHECKING:
+    from twisted.internet.base import DelayedCall
+    from twisted.web.http import HTTPChannel
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ class BodyGate:
     api_paths: frozenset[bytes]  # first path segments the API serves (`batches`, ...)
     keyed_paths: frozenset[bytes]  # those of them that need an API key; the rest take no body
 
-    def refusal(self, request: Any, segment: bytes, length: int | None) -> GateRefusal | None:
+    def refusal(self, request: Request, segment: bytes, length: int | None) -> GateRefusal | None:
         """What the request gets instead of having its body read; None: read it."""
         if segment not in self.api_paths:
             if self.scrapyd_auth.enabled and not self.scrapyd_auth.accepts(request):
@@ -105,15 +109,17 @@ class GatedRequest(Request):
     object gets it only once the whole body is in).
     """
 
-    def __init__(self, channel: Any, *args: Any, gate: BodyGate, **kwargs: Any) -> None:
+    def __init__(self, channel: HTTPChannel, *args: Any, gate: BodyGate, **kwargs: Any) -> None:
         super().__init__(channel, *args, **kwargs)
         self.gate = gate
         self.refused = False
         self.body_limit: int | None = None
         self.body_read = 0
-        self.linger: Any = None  # the delayed close of a refused request's connection
+        # the delayed close of a refused request's connection
+        self.linger: DelayedCall | None = None
 
     def gotLength(self, length: int | None) -> None:
+        # the request line is HTTPChannel's private state, which mypy infers as a Request
         channel: Any = self.channel
         if length != 0:
             segment = _first_segment(channel._path)
@@ -150,7 +156,7 @@ class GatedRequest(Request):
 
     def _refuse(self, refusal: GateRefusal) -> None:
         self.refused = True
-        channel: Any = self.channel
+        channel: Any = self.channel  # (its request line: see gotLength)
         self.method, self.uri, self.clientproto = channel._command, channel._path, channel._version
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" for a refused body
         self.setResponseCode(refusal.status)

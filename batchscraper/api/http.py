@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from pymongo.errors import ConnectionFailure
 from twisted.internet import defer
@@ -44,13 +44,31 @@ JSON_TYPE = b"application/json"
 ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
 
+class ErrorDetail(TypedDict):
+    """The ``error`` of an error answer."""
+
+    code: str
+    message: str
+    details: object  # a list of problems, each with its own code, or null
+
+
+class ErrorBody(TypedDict):
+    """An error answer: ``{"error": {code, message, details}}``."""
+
+    error: ErrorDetail
+
+
 @dataclass
 class JsonResponse:
     """A JSON answer: body, HTTP status, extra headers."""
 
-    body: Any
+    body: object
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+
+
+# a resource's ``handle_<METHOD>(request)``
+Handler = Callable[[Request], Coroutine[defer.Deferred[object], object, JsonResponse | None]]
 
 
 class ApiResource(Resource):
@@ -63,9 +81,9 @@ class ApiResource(Resource):
         super().__init__()
         self.api = api
 
-    def render(self, request: Any) -> Any:
+    def render(self, request: Request) -> int:
         method = request.method.decode("ascii", "replace").upper()
-        handler: Callable[..., Any] | None = getattr(
+        handler: Handler | None = getattr(
             self, f"handle_{'GET' if method == 'HEAD' else method}", None
         )
         if handler is None:
@@ -81,7 +99,7 @@ class ApiResource(Resource):
     def allowed_methods(self) -> list[str]:
         return sorted(name[len("handle_") :] for name in dir(self) if name.startswith("handle_"))
 
-    def getChild(self, path: bytes, request: Any) -> Any:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         """Nothing lies below this path (a trailing slash aside): a JSON 404."""
         return self if path == b"" else NotFound(self.api)
 
@@ -97,11 +115,11 @@ class ApiResource(Resource):
 class NotFound(ApiResource):
     """Any path of the API that names no endpoint."""
 
-    def render(self, request: Any) -> Any:
+    def render(self, request: Request) -> int:
         send_error(Failure(BatchNotFoundError("no such endpoint")), request)
         return NOT_DONE_YET
 
-    def getChild(self, path: bytes, request: Any) -> Any:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         return self
 
 
@@ -148,7 +166,7 @@ def query_choice(request: Request, name: str, choices: tuple[str, ...]) -> str |
 
 
 def write_json(
-    request: Request, status: int, body: Any, headers: dict[str, str] | None = None
+    request: Request, status: int, body: object, headers: dict[str, str] | None = None
 ) -> None:
     """Finish ``request`` with a JSON body (unless the client has gone)."""
     if request.finished or getattr(request, "_disconnected", False):
@@ -164,7 +182,7 @@ def write_json(
     request.finish()
 
 
-def error_body(error: BatchError) -> dict[str, Any]:
+def error_body(error: BatchError) -> ErrorBody:
     """The public error shape."""
     return {"error": {"code": error.code, "message": error.message, "details": error.details}}
 

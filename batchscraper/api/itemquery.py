@@ -11,12 +11,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from batchscraper.api.http import ERROR_CODE
 from batchscraper.exceptions import BatchInputError
+from batchscraper.jsontypes import Document
 from batchscraper.store import ITEM_STATUSES
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
 
 # the keys of an item record (see the OpenAPI ItemRecord); `fields` picks among them
 ITEM_FIELDS = (
@@ -28,6 +33,8 @@ ITEM_FIELDS = (
 INCLUDES = ("content", "timeline")  # timeline: the batch's, on GET /batches/{id}
 FIELD_PATH = re.compile(r"[^\s.:]{1,100}(\.[^\s.:]{1,100}){0,7}")
 MAX_MATCH = 200
+
+Problem = Callable[[str, str], None]  # notes a bad parameter: its name, what is wrong
 
 
 @dataclass(frozen=True)
@@ -58,11 +65,12 @@ class ItemQuery:
         return None if self.include_content else {"content": 0}
 
 
-def matches(doc: dict[str, Any], query: ItemQuery) -> bool:
+def matches(doc: Mapping[str, object], query: ItemQuery) -> bool:
     """Whether an item (read with its status, error code and the matched field) matches."""
     if query.status is not None and doc.get("status") != query.status:
         return False
-    if query.error_code is not None and (doc.get("error") or {}).get("code") != query.error_code:
+    error = cast("Document", doc.get("error") or {})
+    if query.error_code is not None and error.get("code") != query.error_code:
         return False
     if query.match_field is not None:
         value = field_value(doc.get("data"), query.match_field)
@@ -71,7 +79,7 @@ def matches(doc: dict[str, Any], query: ItemQuery) -> bool:
     return True
 
 
-def field_value(data: Any, path: str) -> Any:
+def field_value(data: object, path: str) -> object:
     """The value at ``a.b`` in a record (the first record, for a list page's records)."""
     value = data[0] if isinstance(data, list) and data else data
     for key in path.split("."):
@@ -81,11 +89,12 @@ def field_value(data: Any, path: str) -> Any:
     return value
 
 
-def sorted_by_field(docs: list[dict[str, Any]], path: str, descending: bool) -> list[int]:
+def sorted_by_field(docs: Sequence[Mapping[str, object]], path: str, descending: bool
+                    ) -> list[int]:
     """The docs' indexes ordered by a data field: numbers, then text, then the rest;
     items without the field last in either direction, input order among equals."""
 
-    def key(doc: dict[str, Any]) -> tuple[int, Any]:
+    def key(doc: Mapping[str, object]) -> tuple[int, float | str]:
         value = field_value(doc.get("data"), path)
         if isinstance(value, bool | int | float):
             return (0, float(value))
@@ -94,13 +103,17 @@ def sorted_by_field(docs: list[dict[str, Any]], path: str, descending: bool) -> 
         return (2, json.dumps(value, sort_keys=True, ensure_ascii=False))
 
     present = [doc for doc in docs if field_value(doc.get("data"), path) is not None]
-    missing = [doc["index"] for doc in docs if field_value(doc.get("data"), path) is None]
+    missing = [_index(doc) for doc in docs if field_value(doc.get("data"), path) is None]
     # (a reverse sort is stable too: input order among equals in both directions)
-    ordered = sorted(sorted(present, key=lambda doc: doc["index"]), key=key, reverse=descending)
-    return [doc["index"] for doc in ordered] + sorted(missing)
+    ordered = sorted(sorted(present, key=_index), key=key, reverse=descending)
+    return [_index(doc) for doc in ordered] + sorted(missing)
 
 
-def read_item_query(request: Any, data_fields: list[str]) -> ItemQuery:
+def _index(doc: Mapping[str, object]) -> int:
+    return cast(int, doc["index"])
+
+
+def read_item_query(request: Request, data_fields: list[str]) -> ItemQuery:
     """The item query of ``request``; ``data_fields``: the schema's field paths (``a.b``)."""
     problems: list[dict[str, str]] = []
     args = {name.decode("latin-1"): values[0].decode("utf-8", "replace")
@@ -133,7 +146,7 @@ def read_item_query(request: Any, data_fields: list[str]) -> ItemQuery:
     )
 
 
-def _timestamp(text: str | None, problem: Any) -> dt.datetime | None:
+def _timestamp(text: str | None, problem: Problem) -> dt.datetime | None:
     if not text:
         return None
     try:
@@ -147,7 +160,7 @@ def _timestamp(text: str | None, problem: Any) -> dt.datetime | None:
     return value.astimezone(dt.UTC)
 
 
-def _fields(text: str | None, problem: Any) -> tuple[str, ...] | None:
+def _fields(text: str | None, problem: Problem) -> tuple[str, ...] | None:
     if text is None:
         return None
     names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
@@ -159,7 +172,7 @@ def _fields(text: str | None, problem: Any) -> tuple[str, ...] | None:
     return names
 
 
-def _sort(text: str | None, data_fields: list[str], problem: Any) -> tuple[str | None, bool]:
+def _sort(text: str | None, data_fields: list[str], problem: Problem) -> tuple[str | None, bool]:
     if not text or text in ("index", "+index"):
         return None, False
     if text == "-index":
@@ -173,7 +186,7 @@ def _sort(text: str | None, data_fields: list[str], problem: Any) -> tuple[str |
     return path[5:], descending
 
 
-def _match(text: str | None, data_fields: list[str], problem: Any) -> tuple[str | None, str]:
+def _match(text: str | None, data_fields: list[str], problem: Problem) -> tuple[str | None, str]:
     if not text:
         return None, ""
     path, sep, needle = text.partition(":")

@@ -185,7 +185,7 @@ class CrawlShutdown(Service):
         self.root = root
         self.grace = grace
 
-    def stopService(self) -> defer.Deferred[Any]:
+    def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         processes = list(self.root.launcher.processes.values())
         if not processes:
@@ -197,11 +197,11 @@ class CrawlShutdown(Service):
         clock: Any = reactor
         kill = clock.callLater(self.grace, _kill_remaining, processes)
 
-        def all_ended(result: Any) -> None:
+        def all_ended(result: object) -> None:
             if kill.active():
                 kill.cancel()
 
-        ended: defer.Deferred[Any] = defer.DeferredList([_ended(p) for p in processes])
+        ended = defer.DeferredList([_ended(p) for p in processes])
         return ended.addBoth(all_ended)
 
 
@@ -209,7 +209,7 @@ def _ended(process: ScrapyProcessProtocol) -> defer.Deferred[None]:
     """Fires when the crawl process has ended (after Scrapyd's own bookkeeping)."""
     ended: defer.Deferred[None] = defer.Deferred()
 
-    def fire(result: Any) -> Any:
+    def fire(result: object) -> object:
         ended.callback(None)
         return result
 

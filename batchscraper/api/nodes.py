@@ -15,7 +15,7 @@ import json
 import logging
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, cast
+from typing import TypedDict, cast
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from twisted.internet import defer, reactor
@@ -24,6 +24,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 
 from batchscraper.api.periodic import PeriodicService
+from batchscraper.jsontypes import JSONObject
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,19 @@ def parse_nodes(entries: list[str]) -> list[ScrapydNode | None]:
         if entry.strip():
             nodes.append(None if entry.strip().lower() == LOCAL else ScrapydNode.parse(entry))
     return nodes or [None]
+
+
+class ListedJob(TypedDict):
+    """A job in a node's ``listjobs.json`` (only its id is read)."""
+
+    id: str
+
+
+class JobListing(TypedDict, total=False):
+    """A node's ``listjobs.json`` answer: its jobs by state (only these are read)."""
+
+    pending: list[ListedJob]
+    running: list[ListedJob]
 
 
 class RemoteJobs(PeriodicService):
@@ -118,13 +132,14 @@ class RemoteJobs(PeriodicService):
         if not self.answering[node.url]:
             logger.info("Scrapyd node %s answers again", node.url)
         self.answering[node.url] = True
+        listing = cast(JobListing, jobs)
         self.active[node.url] = {
-            job["id"] for state in ("pending", "running") for job in jobs.get(state, [])
+            job["id"] for job in [*listing.get("pending", []), *listing.get("running", [])]
         }
 
     async def _call(
         self, node: ScrapydNode, method: bytes, path: str, body: bytes | None = None
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         headers = Headers({b"user-agent": [USER_AGENT]})
         if node.authorization:
             headers.setRawHeaders(b"authorization", [node.authorization])
@@ -139,7 +154,7 @@ class RemoteJobs(PeriodicService):
         if code != 200 or answer.get("status") != "ok":
             message = answer.get("message") or raw[:200].decode("utf-8", "replace")
             raise RuntimeError(f"{node.url}/{path.split('?')[0]}: HTTP {code}: {message}")
-        return cast(dict[str, Any], answer)
+        return cast(JSONObject, answer)
 
     async def _exchange(
         self, method: bytes, url: bytes, headers: Headers, producer: IBodyProducer | None

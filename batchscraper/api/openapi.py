@@ -8,7 +8,6 @@ schemas below.
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any
 
 from batchscraper.api.openapi_changes import (
     DETAIL_PROPERTIES,
@@ -66,7 +65,7 @@ PROXY = {
 }
 FORMAT_LIST = {"type": "array", "items": {"enum": list(FORMATS)}, "minItems": 1}
 # the per-URL keys that need more than a name (the rest are described in the README)
-URL_OPTION_SCHEMAS: dict[str, Any] = {
+URL_OPTION_SCHEMAS: dict[str, object] = {
     "url": {"type": "string", "format": "uri"},
     "proxy": PROXY,
     "formats": {**FORMAT_LIST, "description": "this URL's kept content (overrides options)"},
@@ -83,7 +82,7 @@ URL_OPTION_SCHEMAS: dict[str, Any] = {
 
 
 # options whose values need more than a name (numeric ranges come from OPTION_RANGES)
-OPTION_SCHEMAS: dict[str, Any] = {
+OPTION_SCHEMAS: dict[str, object] = {
     "proxy": PROXY,
     "expires_in": {"type": ["integer", "string", "null"],
                    "description": 'seconds, or "7d", "12h", "30m", "90s" (60 s to 3650 days)'},
@@ -97,23 +96,23 @@ def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict:
-    schema: dict[str, Any] = {"type": "object", "properties": properties, **extra}
+def obj(properties: dict[str, object], required: list[str] | None = None, **extra: object) -> dict:
+    schema: dict[str, object] = {"type": "object", "properties": properties, **extra}
     if required:
         schema["required"] = required
     return schema
 
 
-def extend(base: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+def extend(base: str, properties: dict[str, object], required: list[str]) -> dict[str, object]:
     return {"allOf": [ref(base), obj(properties, required)]}
 
 
-def _option_schemas() -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _option_schemas() -> dict[str, object]:
+    out: dict[str, object] = {}
     for option in fields(BatchOptions):
         if option.name in OPTION_RANGES:
             kind, low, high = OPTION_RANGES[option.name]
-            schema: dict[str, Any] = {"type": "integer" if kind == "int" else "number"}
+            schema: dict[str, object] = {"type": "integer" if kind == "int" else "number"}
             schema["minimum"] = low
             if high:
                 schema["maximum"] = high
@@ -125,7 +124,7 @@ def _option_schemas() -> dict[str, Any]:
     return out
 
 
-def _schemas() -> dict[str, Any]:
+def _schemas() -> dict[str, object]:
     counters = {"type": "object", "additionalProperties": {"type": "number"}}
     counters["required"] = ["total", *ITEM_STATUSES]
     url_object = obj({key: {} for key in sorted(URL_KEYS)}, ["url"])
@@ -362,19 +361,19 @@ def _json(schema: str, description: str, media: str = "application/json") -> dic
     return {"description": description, "content": {media: {"schema": ref(schema)}}}
 
 
-def _operation(summary: str, ok: dict[int, dict], errors: list[int], **extra: Any) -> dict:
-    responses: dict[str, Any] = {str(code): answer for code, answer in ok.items()}
+def _operation(summary: str, ok: dict[int, dict], errors: list[int], **extra: object) -> dict:
+    responses: dict[str, object] = {str(code): answer for code, answer in ok.items()}
     for code in errors:
         responses[str(code)] = _json("Error", ERRORS[code])
     return {"summary": summary, "responses": responses, **extra}
 
 
-def _param(name: str, schema: dict[str, Any], description: str, where: str = "query") -> dict:
+def _param(name: str, schema: dict[str, object], description: str, where: str = "query") -> dict:
     return {"name": name, "in": where, "schema": schema, "description": description,
             "required": where == "path"}
 
 
-def _paths() -> dict[str, Any]:
+def _paths() -> dict[str, object]:
     page = _param("page", {"type": "integer", "minimum": 1, "default": 1}, "1-based page")
     limit = _param("limit", {"type": "integer", "minimum": 1}, "page size (BATCH_API_* bounds)")
     limit_or_zero = _param("limit", {"type": "integer", "minimum": 0},
@@ -488,7 +487,7 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def openapi_document(keys_enabled: bool) -> dict[str, Any]:
+def openapi_document(keys_enabled: bool) -> dict[str, object]:
     """The whole document; ``security`` lists the API-key schemes when keys are configured."""
     auth = "API keys are required." if keys_enabled else "No API keys are configured: open API."
     return {

@@ -5,7 +5,7 @@ webhooks (``webhook.events`` / ``webhook.metadata``, the events' payloads) and o
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from batchscraper.changes import CHANGE_STATUSES, MAX_CHANGE_VALUE_BYTES
 from batchscraper.events import EVENT_TYPES, MAX_METADATA_BYTES
@@ -56,7 +56,7 @@ STATE_PROPERTIES = {
 ITEM_PROPERTIES = {"change": {"$ref": "#/components/schemas/ItemChange"}}
 
 
-def change_schemas() -> dict[str, Any]:
+def change_schemas() -> dict[str, object]:
     return {
         "ItemChange": {
             "type": "object",
@@ -110,7 +110,11 @@ def change_schemas() -> dict[str, Any]:
     }
 
 
-def change_paths(operation: Any, json_body: Any, param: Any) -> dict[str, Any]:
+def change_paths(
+    operation: Callable[..., dict],
+    json_body: Callable[[str, str], dict],
+    param: Callable[..., dict],
+) -> dict[str, object]:
     """``/batches/{batch_id}/changes``, built with the document's own helpers."""
     ndjson = {"application/x-ndjson": {"schema": {"$ref": "#/components/schemas/ItemRecord"}}}
     page = json_body("ChangesPage", "A page of changed items")
@@ -137,7 +141,7 @@ def change_paths(operation: Any, json_body: Any, param: Any) -> dict[str, Any]:
     }
 
 
-def event_webhooks() -> dict[str, Any]:
+def event_webhooks() -> dict[str, object]:
     """The ``webhooks`` entries of the events besides ``batch.completed``."""
     return {
         event: {"post": {

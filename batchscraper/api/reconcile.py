@@ -24,18 +24,18 @@ Several Scrapyd nodes may each run one: a duplicate resume job is harmless
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 from scrapy.settings import BaseSettings
 from twisted.internet import reactor, threads
 
 from batchscraper.api.jobs import ScrapydJobs, new_job_ids
 from batchscraper.api.periodic import PeriodicService
+from batchscraper.jsontypes import Document
 from batchscraper.store import BatchStore, final_status, utcnow
 
 logger = logging.getLogger(__name__)
@@ -70,23 +70,13 @@ class BatchReconciler:
     def __init__(self, store: BatchStore) -> None:
         self.store = store
 
-    def leaseless(self) -> list[dict[str, Any]]:
+    def leaseless(self) -> list[Document]:
         """The API's unfinished batches none of whose items holds a live lease."""
         now = utcnow()
-        batches = self.store.batches.find(
-            {"status": {"$in": list(UNFINISHED_BATCH)}, "source": "api"},
-            {"_id": 1, "status": 1, "jobs": 1, "counters": 1},
-        )
-        return [batch for batch in batches if not self._leased(batch["_id"], now)]
-
-    def _leased(self, batch_id: str, now: dt.datetime) -> bool:
-        return any(
-            self.store.items.find_one(
-                {"batch_id": batch_id, "status": status, "lease.until": {"$gt": now}}, {"_id": 1}
-            )
-            is not None
-            for status in ("leased", "running")
-        )
+        batches = self.store.unfinished_api_batches(UNFINISHED_BATCH,
+                                                    ("_id", "status", "jobs", "counters"))
+        return [batch for batch in batches
+                if not self.store.holds_live_lease(str(batch["_id"]), now)]
 
     def give_up(self, batch_id: str, resumes: int) -> str | None:
         """Fail every unfinished item with ``WORKER_LOST``; finalize the batch."""
@@ -94,9 +84,10 @@ class BatchReconciler:
         return self.store.finalize_batch(batch_id)
 
 
-def resumes_of(batch: dict[str, Any]) -> int:
+def resumes_of(batch: Document) -> int:
     """How many resume jobs the reconciler already gave the batch."""
-    return sum(1 for job in batch.get("jobs") or [] if job.get("kind") == RESUME_KIND)
+    jobs = cast("list[Document]", batch.get("jobs") or [])
+    return sum(1 for job in jobs if job.get("kind") == RESUME_KIND)
 
 
 class ReconcileService(PeriodicService):
@@ -131,8 +122,10 @@ class ReconcileService(PeriodicService):
         batches = await threads.deferToThread(self.reconciler.leaseless)
         now = time.monotonic()
         abandoned = {
-            batch["_id"]: batch for batch in batches
-            if not self.jobs.active([job["id"] for job in batch.get("jobs") or []])
+            cast(str, batch["_id"]): batch for batch in batches
+            if not self.jobs.active(
+                [cast(str, job["id"]) for job in cast("list[Document]", batch.get("jobs") or [])]
+            )
         }
         self.suspects = {bid: self.suspects.get(bid, now) for bid in abandoned}
         for batch_id, since in list(self.suspects.items()):
@@ -140,10 +133,10 @@ class ReconcileService(PeriodicService):
                 del self.suspects[batch_id]
                 await self.reconcile(abandoned[batch_id])
 
-    async def reconcile(self, batch: dict[str, Any]) -> None:
+    async def reconcile(self, batch: Document) -> None:
         """Finalize, resume or give up on one abandoned batch."""
-        batch_id = batch["_id"]
-        counters = batch["counters"]
+        batch_id = cast(str, batch["_id"])
+        counters = cast("dict[str, int]", batch["counters"])
         resumes = resumes_of(batch)
         if final_status(counters) is not None:  # no item pending, leased or running
             status = await threads.deferToThread(self.reconciler.store.finalize_batch, batch_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -43,7 +43,13 @@ from batchscraper.api.views import (
 )
 from batchscraper.exceptions import BatchInputError, JobNotScheduledError
 from batchscraper.inputs.labels import data_field_paths
+from batchscraper.jsontypes import Document
 from batchscraper.store import FINAL_BATCH_STATUSES
+
+if TYPE_CHECKING:
+    from scrapyd.website import Root
+    from twisted.web.resource import Resource
+    from twisted.web.server import Request
 
 logger = logging.getLogger(__name__)
 
@@ -55,20 +61,21 @@ MAX_OWNER = 200
 class Batches(ApiResource):
     """``/batches``: submit (POST) and list (GET); ``/batches/{id}...`` below it."""
 
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Root) -> None:
         super().__init__(BatchApi.of(root))
         self.api.register(self)
 
-    def getChild(self, path: bytes, request: Any) -> Any:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
             return self
         return BatchResource(self.api, path.decode("utf-8", "replace"))
 
-    async def handle_POST(self, request: Any) -> JsonResponse:
+    async def handle_POST(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         config = self.api.config
         check_body_headers(request, config.max_body_bytes)
-        body = await deferToThread(read_json_body, request.content, config.max_body_bytes)
+        content = cast("IO[bytes]", request.content)  # set before a resource renders
+        body = await deferToThread(read_json_body, content, config.max_body_bytes)
         submission = read_submission(body)
         key = check_idempotency_key(request.getHeader(b"idempotency-key"))
         wait = query_int(request, "wait", 0, 0, config.sync_max_wait)
@@ -77,9 +84,10 @@ class Batches(ApiResource):
             self.api.service.submit, caller, submission, key,
             max_urls=config.sync_max_urls if wait else None,
         )
-        job_ids = [job["id"] for job in batch.get("jobs", [])]
+        batch_id = cast(str, batch["_id"])
+        job_ids = _job_ids(batch)
         if not replayed:  # a replayed batch's jobs were queued by the first request (or not: 503)
-            queue_jobs(self.api, batch["_id"], job_ids)
+            queue_jobs(self.api, batch_id, job_ids)
         answer = batch_summary(batch, self.base(request))
         answer["jobs"] = job_ids
         invalid = await deferToThread(self.api.service.invalid_urls, batch)
@@ -88,25 +96,26 @@ class Batches(ApiResource):
         if replayed:
             return JsonResponse(answer, 202, {"Idempotent-Replayed": "true"})
         if submission.webhook is not None:
-            answer["webhook"] = {"url": submission.webhook.url}
+            webhook = {"url": submission.webhook.url}
             if submission.webhook.generated:
-                answer["webhook"]["secret"] = submission.webhook.secret
-        location = answer["links"]["self"]
-        if submission.synchronous and not wait and batch["counters"]["total"] <= \
-                config.sync_max_urls:
+                webhook["secret"] = submission.webhook.secret
+            answer["webhook"] = webhook
+        location = cast("dict[str, str]", answer["links"])["self"]
+        if submission.synchronous and not wait and \
+                cast("dict[str, int]", batch["counters"])["total"] <= config.sync_max_urls:
             wait = config.sync_max_wait  # Runo's async_mode: false
         if wait:
-            done = await self._results_within(batch["_id"], wait, request)
+            done = await self._results_within(batch_id, wait, request)
             if done is not None:
                 return JsonResponse({**answer, **done}, 200, {"Location": location})
         return JsonResponse(answer, 202, {"Location": location})
 
     async def _results_within(
-        self, batch_id: str, seconds: float, request: Any
-    ) -> dict[str, Any] | None:
+        self, batch_id: str, seconds: float, request: Request
+    ) -> dict[str, object] | None:
         """The batch's state and every record in input order (``results``), if it ends
         within ``seconds``; None when it is still running then (it keeps running)."""
-        clock: Any = reactor
+        clock: Any = reactor  # mypy reads IReactorTime's zope methods as taking no self
         deadline = clock.seconds() + seconds
         while True:
             batch = await deferToThread(self.api.service.store.get_batch, batch_id)
@@ -122,7 +131,7 @@ class Batches(ApiResource):
         answer["results"] = [item_record(doc) for doc in items]
         return answer
 
-    async def handle_GET(self, request: Any) -> JsonResponse:
+    async def handle_GET(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         config = self.api.config
         page = query_int(request, "page", 1, 1, 10**9)
@@ -153,7 +162,7 @@ class BatchPart(ApiResource):
 class BatchResource(BatchPart):
     """``/batches/{id}``: status with a page of items (GET), cancel (DELETE)."""
 
-    def getChild(self, path: bytes, request: Any) -> Any:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"items":
             return Items(self.api, self.batch_id)
         if path == b"retry":
@@ -164,14 +173,14 @@ class BatchResource(BatchPart):
             return MoreUrls(self.api, self.batch_id)
         return super().getChild(path, request)
 
-    async def handle_GET(self, request: Any) -> JsonResponse:
+    async def handle_GET(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         config = self.api.config
         page = query_int(request, "page", 1, 1, 10**9)
         # limit=0: the batch's state only (what a poll needs), no items and no inputs
         limit = query_int(request, "limit", config.page_size, 0, config.max_items_limit)
 
-        def read() -> tuple[dict[str, Any], ItemQuery, list[dict[str, Any]], int, str]:
+        def read() -> tuple[Document, ItemQuery, list[Document], int, str]:
             as_of = self.api.changes_cursor()
             batch = self.api.service.get(caller, self.batch_id)
             query = read_item_query(request, data_field_paths(batch.get("schema")))
@@ -181,7 +190,7 @@ class BatchResource(BatchPart):
             return batch, query, items, total, as_of
 
         batch, query, items, total, as_of = await deferToThread(read)
-        job_ids = [job["id"] for job in batch.get("jobs", [])]
+        job_ids = _job_ids(batch)
         active = self.api.jobs.active(job_ids)
         base = self.base(request)
         if limit == 0:
@@ -192,10 +201,10 @@ class BatchResource(BatchPart):
         answer["as_of"] = as_of
         return JsonResponse(answer)
 
-    async def handle_DELETE(self, request: Any) -> JsonResponse:
+    async def handle_DELETE(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         batch = await deferToThread(self.api.service.cancel, caller, self.batch_id)
-        stopped = self.api.jobs.cancel([job["id"] for job in batch.get("jobs", [])])
+        stopped = self.api.jobs.cancel(_job_ids(batch))
         answer = batch_summary(batch, self.base(request))
         answer["jobs"] = {"unqueued": stopped.unqueued, "signalled": stopped.signalled}
         return JsonResponse(answer)
@@ -204,12 +213,12 @@ class BatchResource(BatchPart):
 class Items(BatchPart):
     """``/batches/{id}/items``: every record in input order, paged or as NDJSON."""
 
-    def getChild(self, path: bytes, request: Any) -> Any:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         if path:
             return ItemScreenshot(self.api, self.batch_id, path.decode("utf-8", "replace"))
         return self
 
-    async def handle_GET(self, request: Any) -> JsonResponse | None:
+    async def handle_GET(self, request: Request) -> JsonResponse | None:
         caller = self.caller(request)
         config = self.api.config
         as_of = self.api.changes_cursor()
@@ -237,7 +246,7 @@ class Items(BatchPart):
             }
         )
 
-    async def _stream(self, request: Any, batch: dict[str, Any], query: ItemQuery) -> None:
+    async def _stream(self, request: Request, batch: Document, query: ItemQuery) -> None:
         """One JSON record per line, read chunk by chunk, paced by the client."""
         chunks = self.api.service.iter_items(batch, query)
 
@@ -250,25 +259,27 @@ class Items(BatchPart):
                 for doc in docs
             )
 
-        await stream_ndjson(request, next_lines, batch["_id"])
+        await stream_ndjson(request, next_lines, cast(str, batch["_id"]))
 
 
 class Retry(BatchPart):
     """``/batches/{id}/retry``: failed items back to pending, in a new job."""
 
-    async def handle_POST(self, request: Any) -> JsonResponse:
+    async def handle_POST(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         max_bytes = self.api.config.max_body_bytes
         check_body_headers(request, max_bytes)
-        body = await deferToThread(read_json_body, request.content, max_bytes, allow_empty=True)
+        content = cast("IO[bytes]", request.content)  # set before a resource renders
+        body = await deferToThread(read_json_body, content, max_bytes, allow_empty=True)
         only_retryable = _retry_options(body)
         self.api.jobs.check_available()
         batch, moved = await deferToThread(
             self.api.service.retry, caller, self.batch_id, only_retryable
         )
-        job_ids = new_job_ids(batch["options"]["parallel_jobs"])
-        await deferToThread(self.api.service.record_jobs, batch["_id"], job_ids, "retry")
-        queue_jobs(self.api, batch["_id"], job_ids)
+        batch_id = cast(str, batch["_id"])
+        job_ids = new_job_ids(_parallel_jobs(batch))
+        await deferToThread(self.api.service.record_jobs, batch_id, job_ids, "retry")
+        queue_jobs(self.api, batch_id, job_ids)
         answer = batch_summary(batch, self.base(request))
         answer.update(retried=moved, jobs=job_ids)
         return JsonResponse(answer, 202)
@@ -277,11 +288,12 @@ class Retry(BatchPart):
 class MoreUrls(BatchPart):
     """``/batches/{id}/urls``: URLs appended to the batch (reopened if it ended), in a new job."""
 
-    async def handle_POST(self, request: Any) -> JsonResponse:
+    async def handle_POST(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         max_bytes = self.api.config.max_body_bytes
         check_body_headers(request, max_bytes)
-        body = await deferToThread(read_json_body, request.content, max_bytes)
+        content = cast("IO[bytes]", request.content)  # set before a resource renders
+        body = await deferToThread(read_json_body, content, max_bytes)
         if not isinstance(body, dict) or set(body) != {"urls"}:
             raise BatchInputError('body: {"urls": [...]} (strings or URL objects)')
         key = check_idempotency_key(request.getHeader(b"idempotency-key"))
@@ -292,9 +304,10 @@ class MoreUrls(BatchPart):
         )
         job_ids: list[str] = []
         if not replayed:
-            job_ids = new_job_ids(batch["options"]["parallel_jobs"])
-            await deferToThread(self.api.service.record_jobs, batch["_id"], job_ids, "append")
-            queue_jobs(self.api, batch["_id"], job_ids)
+            batch_id = cast(str, batch["_id"])
+            job_ids = new_job_ids(_parallel_jobs(batch))
+            await deferToThread(self.api.service.record_jobs, batch_id, job_ids, "append")
+            queue_jobs(self.api, batch_id, job_ids)
         answer = batch_summary(batch, self.base(request))
         answer.update(appended=appended, jobs=job_ids)
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
@@ -306,11 +319,11 @@ class OpenApi(ApiResource):
 
     key_required = False
 
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Root) -> None:
         super().__init__(BatchApi.of(root))
         self.api.register(self)
 
-    async def handle_GET(self, request: Any) -> JsonResponse:
+    async def handle_GET(self, request: Request) -> JsonResponse:
         return JsonResponse(openapi_document(self.api.keys.enabled))
 
 
@@ -335,7 +348,7 @@ def queue_jobs(api: BatchApi, batch_id: str, job_ids: list[str]) -> None:
         ) from None
 
 
-def _retry_options(body: Any) -> bool:
+def _retry_options(body: object) -> bool:
     """``{"only_retryable": bool}``; an empty body means retry every failed item."""
     if body is None:
         return False
@@ -345,3 +358,12 @@ def _retry_options(body: Any) -> bool:
     if not isinstance(value, bool):
         raise BatchInputError("only_retryable: must be true or false")
     return value
+
+
+def _parallel_jobs(batch: Document) -> int:
+    """How many crawl jobs a batch runs in (its ``options.parallel_jobs``)."""
+    return cast(int, cast("Document", batch["options"])["parallel_jobs"])
+
+
+def _job_ids(batch: Document) -> list[str]:
+    return [cast(str, job["id"]) for job in cast("list[Document]", batch.get("jobs", []))]

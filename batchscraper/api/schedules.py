@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any
+from collections.abc import Mapping
+from typing import IO, TYPE_CHECKING, cast
 
 from twisted.internet import threads
 from twisted.internet.threads import deferToThread
@@ -29,16 +30,22 @@ from batchscraper.api.periodic import PeriodicService
 from batchscraper.api.resources import queue_jobs
 from batchscraper.api.submit import check_body_headers, read_json_body
 from batchscraper.api.views import batch_summary, pagination, schedule_of_run
+from batchscraper.jsontypes import Document
 from batchscraper.schedules.scheduler import ScheduleConfig, Scheduler
 from batchscraper.schedules.service import ScheduleService
-from batchscraper.schedules.store import ScheduleStore
+from batchscraper.schedules.store import ScheduleDocument, ScheduleStore
+
+if TYPE_CHECKING:
+    from scrapyd.website import Root
+    from twisted.web.resource import Resource
+    from twisted.web.server import Request
 
 logger = logging.getLogger(__name__)
 
 _SCHEDULES: weakref.WeakKeyDictionary[BatchApi, ScheduleService] = weakref.WeakKeyDictionary()
 
 
-def schedule_service(api: BatchApi, root: Any) -> ScheduleService:
+def schedule_service(api: BatchApi, root: Root) -> ScheduleService:
     """The application's schedules, and its scheduler loop, built once."""
     if api not in _SCHEDULES:
         config = ScheduleConfig.from_settings(api_settings(root.scheduler.config))
@@ -78,33 +85,33 @@ class SchedulerLoop(PeriodicService):
 class Schedules(ApiResource):
     """``/schedules``: create (POST) and list (GET); ``/schedules/{id}...`` below it."""
 
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Root) -> None:
         super().__init__(BatchApi.of(root))
         self.api.register(self)
         self.schedules = schedule_service(self.api, root)
 
-    def getChild(self, path: bytes, request: Any) -> Any:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
             return self
         return ScheduleResource(self.api, self.schedules, path.decode("utf-8", "replace"))
 
-    async def handle_POST(self, request: Any) -> JsonResponse:
+    async def handle_POST(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         body = await _body(self.api, request)
         doc, secret = await deferToThread(self.schedules.create, caller, body)
         states = await deferToThread(self.schedules.last_run_states, [doc])
         answer = schedule_view(doc, states, self.base(request))
         if secret is not None:
-            answer["batch"]["webhook"]["secret"] = secret  # shown once, like POST /batches
-        return JsonResponse(answer, 201, {"Location": answer["links"]["self"]})
+            _show_secret(answer, secret)  # shown once, like POST /batches
+        return JsonResponse(answer, 201, {"Location": _self_link(answer)})
 
-    async def handle_GET(self, request: Any) -> JsonResponse:
+    async def handle_GET(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         config = self.api.config
         page = query_int(request, "page", 1, 1, 10**9)
         limit = query_int(request, "limit", config.page_size, 1, config.max_batches_limit)
 
-        def read() -> tuple[list[dict[str, Any]], int, dict[str, dict[str, Any]]]:
+        def read() -> tuple[list[ScheduleDocument], int, dict[str, Document]]:
             docs, total = self.schedules.page(caller, page, limit)
             return docs, total, self.schedules.last_run_states(docs)
 
@@ -128,34 +135,34 @@ class SchedulePart(ApiResource):
 class ScheduleResource(SchedulePart):
     """``/schedules/{id}``: read (GET), change (PATCH), delete (DELETE)."""
 
-    def getChild(self, path: bytes, request: Any) -> Any:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"run":
             return ScheduleRun(self.api, self.schedules, self.schedule_id)
         if path == b"runs":
             return ScheduleRuns(self.api, self.schedules, self.schedule_id)
         return super().getChild(path, request)
 
-    async def handle_GET(self, request: Any) -> JsonResponse:
+    async def handle_GET(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
 
-        def read() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        def read() -> tuple[ScheduleDocument, dict[str, Document]]:
             doc = self.schedules.get(caller, self.schedule_id)
             return doc, self.schedules.last_run_states([doc])
 
         doc, states = await deferToThread(read)
         return JsonResponse(schedule_view(doc, states, self.base(request)))
 
-    async def handle_PATCH(self, request: Any) -> JsonResponse:
+    async def handle_PATCH(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         body = await _body(self.api, request)
         doc, secret = await deferToThread(self.schedules.update, caller, self.schedule_id, body)
         states = await deferToThread(self.schedules.last_run_states, [doc])
         answer = schedule_view(doc, states, self.base(request))
         if secret is not None:
-            answer["batch"]["webhook"]["secret"] = secret
+            _show_secret(answer, secret)
         return JsonResponse(answer)
 
-    async def handle_DELETE(self, request: Any) -> JsonResponse:
+    async def handle_DELETE(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         doc = await deferToThread(self.schedules.delete, caller, self.schedule_id)
         return JsonResponse({"schedule_id": doc["_id"], "deleted": True})
@@ -164,21 +171,21 @@ class ScheduleResource(SchedulePart):
 class ScheduleRun(SchedulePart):
     """``/schedules/{id}/run``: a run now (POST), outside the ticks."""
 
-    async def handle_POST(self, request: Any) -> JsonResponse:
+    async def handle_POST(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         self.api.jobs.check_available()
         batch = await deferToThread(self.schedules.run_now, caller, self.schedule_id)
-        job_ids = [job["id"] for job in batch.get("jobs", [])]
-        queue_jobs(self.api, batch["_id"], job_ids)
+        job_ids = [cast(str, job["id"]) for job in cast("list[Document]", batch.get("jobs", []))]
+        queue_jobs(self.api, _doc_id(batch), job_ids)
         answer = {**batch_summary(batch, self.base(request)), "jobs": job_ids,
                   "schedule": schedule_of_run(batch)}
-        return JsonResponse(answer, 202, {"Location": answer["links"]["self"]})
+        return JsonResponse(answer, 202, {"Location": _self_link(answer)})
 
 
 class ScheduleRuns(SchedulePart):
     """``/schedules/{id}/runs``: the schedule's batches, newest first."""
 
-    async def handle_GET(self, request: Any) -> JsonResponse:
+    async def handle_GET(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         config = self.api.config
         page = query_int(request, "page", 1, 1, 10**9)
@@ -194,9 +201,10 @@ class ScheduleRuns(SchedulePart):
         })
 
 
-async def _body(api: BatchApi, request: Any) -> Any:
+async def _body(api: BatchApi, request: Request) -> object:
     check_body_headers(request, api.config.max_body_bytes)
-    return await deferToThread(read_json_body, request.content, api.config.max_body_bytes)
+    content = cast("IO[bytes]", request.content)  # set before a resource renders
+    return await deferToThread(read_json_body, content, api.config.max_body_bytes)
 
 
 # -- views -------------------------------------------------------------------------------
@@ -208,15 +216,16 @@ def schedule_links(schedule_id: str, base: str = "") -> dict[str, str]:
 
 
 def schedule_view(
-    doc: dict[str, Any], states: dict[str, dict[str, Any]], base: str = ""
-) -> dict[str, Any]:
+    doc: Mapping[str, object], states: Mapping[str, Document], base: str = ""
+) -> dict[str, object]:
     """A schedule as the API shows it: never its webhook secret; its last run's status."""
-    template = dict(doc["batch"])
-    if isinstance(template.get("webhook"), dict):
-        template["webhook"] = {k: v for k, v in template["webhook"].items() if k != "secret"}
-    last = doc.get("last_run")
+    template = dict(cast("Document", doc["batch"]))
+    webhook = template.get("webhook")
+    if isinstance(webhook, dict):
+        template["webhook"] = {k: v for k, v in webhook.items() if k != "secret"}
+    last = cast("Document | None", doc.get("last_run"))
     if last:
-        state = states.get(last["batch_id"]) or {}
+        state = states.get(cast(str, last["batch_id"])) or {}
         last = {**last, "status": state.get("status"), "counters": state.get("counters"),
                 "changes": state.get("changes"), "monitors": state.get("monitors")}
     return {
@@ -236,17 +245,30 @@ def schedule_view(
         "batch": template,
         "created_at": doc["created_at"],
         "updated_at": doc["updated_at"],
-        "links": schedule_links(doc["_id"], base),
+        "links": schedule_links(_doc_id(doc), base),
     }
 
 
-def run_entry(batch: dict[str, Any], base: str = "") -> dict[str, Any]:
+def run_entry(batch: Document, base: str = "") -> dict[str, object]:
     """One of a schedule's runs: the batch's summary, what made it, the run it compared with,
     its items per change status and its monitor results (null until there are some)."""
     return {
         **batch_summary(batch, base),
         "schedule": schedule_of_run(batch),
-        "compare_to": (batch.get("compare") or {}).get("to"),
+        "compare_to": cast("Document", batch.get("compare") or {}).get("to"),
         "changes": batch.get("changes"),
         "monitors": batch.get("monitors"),
     }
+
+
+def _doc_id(doc: Mapping[str, object]) -> str:
+    """A schedule's or batch's id (its ``_id``)."""
+    return cast(str, doc["_id"])
+
+
+def _show_secret(answer: dict[str, object], secret: str) -> None:
+    cast("Document", cast("Document", answer["batch"])["webhook"])["secret"] = secret
+
+
+def _self_link(answer: Mapping[str, object]) -> str:
+    return cast("dict[str, str]", answer["links"])["self"]

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from typing import Any
-
-from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import DuplicateKeyError
+from typing import cast
 
 from batchscraper.api.auth import Caller
 from batchscraper.api.compare import compare_spec
@@ -24,7 +21,6 @@ from batchscraper.changes import CHANGE_STATUSES, CompareSpec
 from batchscraper.exceptions import (
     BatchInputError,
     BatchNotFoundError,
-    IdempotencyConflictError,
     IdempotencyInProgressError,
     InvalidURLsError,
     TooLargeError,
@@ -32,8 +28,11 @@ from batchscraper.exceptions import (
 )
 from batchscraper.inputs import BatchSpec, parse_batch, parse_more_urls
 from batchscraper.inputs.labels import data_field_paths
+from batchscraper.jsontypes import Document, JSONObject, JSONValue
 from batchscraper.monitors import read_monitors
 from batchscraper.store import BatchStore, utcnow
+from batchscraper.store.base import record_index
+from batchscraper.store.idempotency import IdempotencyKeys
 from batchscraper.webhooks import check_webhook_target
 
 BATCH_ID = re.compile(r"b_[0-9a-f]{32}")
@@ -48,14 +47,12 @@ class BatchService:
     def __init__(self, store: BatchStore, config: ApiConfig) -> None:
         self.store = store
         self.config = config
-        self.idempotency = store.db["idempotency"]
+        self.idempotency = IdempotencyKeys(store.db)
 
     def ensure_indexes(self) -> None:
         """Idempotency keys expire; batch lists filter by owner and status, newest first."""
-        self.idempotency.create_index("created_at", expireAfterSeconds=self.config.idempotency_ttl)
-        self.store.batches.create_index(
-            [("owner", ASCENDING), ("status", ASCENDING), ("created_at", DESCENDING)]
-        )
+        self.idempotency.ensure_indexes(self.config.idempotency_ttl)
+        self.store.ensure_list_index()
 
     # -- submit ----------------------------------------------------------------
 
@@ -65,9 +62,9 @@ class BatchService:
         submission: Submission,
         key: str | None,
         *,
-        extra: dict[str, Any] | None = None,
+        extra: Document | None = None,
         max_urls: int | None = None,
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[Document, bool]:
         """Store a new batch (or find the one this Idempotency-Key made); (batch, replayed).
 
         ``extra``: more fields for the batch document (a schedule's run: its tick key).
@@ -76,8 +73,9 @@ class BatchService:
         whose jobs never got queued (Scrapyd refused, or died first) has none of
         them running, which is what the reconciler looks for.
         """
-        if key is not None:
-            replayed = self._replay(caller, key, submission.fingerprint)
+        key_id = _key_id(caller, key) if key is not None else None
+        if key_id is not None:
+            replayed = self._replay(key_id, submission.fingerprint)
             if replayed is not None:
                 return replayed, True
         spec = self._spec(caller, submission)  # everything is validated before any write
@@ -88,20 +86,12 @@ class BatchService:
             )
         if submission.webhook is not None:
             check_webhook_target(submission.webhook.url, self.config.webhook_policy)
-        if key is not None:
-            try:
-                self.idempotency.insert_one(
-                    {
-                        "_id": _key_id(caller, key),
-                        "fingerprint": submission.fingerprint,
-                        "batch_id": None,
-                        "created_at": utcnow(),
-                    }
-                )
-            except DuplicateKeyError:  # a concurrent request with the same key won
-                replayed = self._replay(caller, key, submission.fingerprint)
-                assert replayed is not None
-                return replayed, True
+        if key_id is not None and not self.idempotency.reserve(
+                key_id, submission.fingerprint, batch_id=None):
+            # a concurrent request with the same key won
+            replayed = self._replay(key_id, submission.fingerprint)
+            assert replayed is not None
+            return replayed, True
         jobs = job_records(new_job_ids(spec.options.parallel_jobs), "submit")
         extra = {
             "jobs": jobs, "idempotency_key": key, "source": "api", **submission.labels.stored(),
@@ -120,23 +110,17 @@ class BatchService:
         try:
             batch = self.store.create_batch(spec, owner=caller.owner, extra=extra)
         except Exception:
-            if key is not None:
-                self.idempotency.delete_one({"_id": _key_id(caller, key)})
+            if key_id is not None:
+                self.idempotency.forget(key_id)
             raise
-        if key is not None:
-            self.idempotency.update_one(
-                {"_id": _key_id(caller, key)}, {"$set": {"batch_id": batch["_id"]}}
-            )
+        if key_id is not None:
+            self.idempotency.answer(key_id, batch_id=batch["_id"])
         return batch, False
 
-    def _replay(self, caller: Caller, key: str, fingerprint: str) -> dict[str, Any] | None:
-        doc = self.idempotency.find_one({"_id": _key_id(caller, key)})
+    def _replay(self, key_id: str, fingerprint: str) -> Document | None:
+        doc = self.idempotency.find(key_id, fingerprint)
         if doc is None:
             return None
-        if doc["fingerprint"] != fingerprint:
-            raise IdempotencyConflictError(
-                "Idempotency-Key was already used with a different request body"
-            )
         if doc["batch_id"] is None:
             raise IdempotencyInProgressError(
                 "a request with this Idempotency-Key is still being processed"
@@ -150,9 +134,10 @@ class BatchService:
         if submission.rerun_of is not None:
             source = self.get(caller, submission.rerun_of)
             urls = list(self._input_urls(source))
-            schema = source["schema"] if schema is None else schema
-            prompt = source.get("prompt") if prompt is None else prompt
-            options = source["options"] if options is None else options
+            # (stored as the request gave them: JSON)
+            schema = cast("JSONValue", source["schema"]) if schema is None else schema
+            prompt = cast("JSONValue", source.get("prompt")) if prompt is None else prompt
+            options = cast("JSONValue", source["options"]) if options is None else options
         errors: list[BatchInputError] = []  # every refusal of the request, in one answer
         if submission.webhook_error is not None:
             errors.append(submission.webhook_error)
@@ -179,32 +164,32 @@ class BatchService:
         return compare_spec(self.store, caller, submission.compare_to, submission.ignore_fields,
                             spec.schema)
 
-    def _input_urls(self, batch: dict[str, Any]) -> Iterator[Any]:
+    def _input_urls(self, batch: Document) -> Iterator[JSONValue]:
         """A stored batch's URL list, as it was given (per-URL overrides included)."""
-        for item in self.store.iter_items(batch["_id"], page=self.config.stream_chunk):
-            overrides = item.get("request")  # what the URL's object gave besides "url"
-            yield {"url": item["url"], **overrides} if overrides else item["url"]
+        for item in self.store.iter_items(batch_id_of(batch), page=self.config.stream_chunk):
+            url, overrides = str(item["url"]), item.get("request")  # the rest of URL's object
+            if overrides and isinstance(overrides, dict):
+                yield {"url": url, **cast(JSONObject, overrides)}  # as its input gave them
+            else:
+                yield url
 
-    def invalid_urls(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+    def invalid_urls(self, batch: Document) -> list[Document]:
         """The entries kept as failed items by ``ignore_invalid_urls``: index, url, reason."""
-        if not (batch.get("failures") or {}).get(InvalidURLsError.code):
+        if not cast("dict[str, int]", batch.get("failures") or {}).get(InvalidURLsError.code):
             return []
-        docs = self.store.items.find(
-            {"batch_id": batch["_id"], "status": "failed"}, {"index": 1, "url": 1, "error": 1}
-        )
-        return sorted(
-            ({"index": doc["index"], "url": doc["url"], "reason": doc["error"]["message"]}
-             for doc in docs if (doc.get("error") or {}).get("code") == InvalidURLsError.code),
-            key=lambda entry: entry["index"],
-        )
+        docs = self.store.item_fields(batch_id_of(batch), ("index", "url", "error"),
+                                      status="failed")
+        return [{"index": doc["index"], "url": doc["url"], "reason": error["message"]}
+                for doc in sorted(docs, key=lambda doc: doc["index"])
+                if (error := doc.get("error")) and error["code"] == InvalidURLsError.code]
 
     def record_jobs(self, batch_id: str, job_ids: list[str], kind: str) -> None:
         jobs = job_records(job_ids, kind)
-        self.store.batches.update_one({"_id": batch_id}, {"$push": {"jobs": {"$each": jobs}}})
+        self.store.add_jobs(batch_id, jobs)
 
     # -- reads -----------------------------------------------------------------
 
-    def get(self, caller: Caller, batch_id: str) -> dict[str, Any]:
+    def get(self, caller: Caller, batch_id: str) -> Document:
         """The batch, if it exists (404) and is the caller's (403)."""
         if not BATCH_ID.fullmatch(batch_id):
             raise BatchNotFoundError(f"no batch {batch_id[:80]!r}")
@@ -215,7 +200,7 @@ class BatchService:
     def list_batches(
         self, caller: Caller, page: int, limit: int, status: str | None, search: str = "",
         owner: str | None = None,
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[Document], int]:
         """One page of the caller's batches, newest first, and how many there are.
 
         ``search``: words that must each appear (any case) in the batch's id, name,
@@ -226,42 +211,29 @@ class BatchService:
             query["status"] = status
         if search.strip():
             return self._search(query, search, page, limit)
-        total = self.store.batches.count_documents(query)
-        cursor = (
-            self.store.batches.find(query, LIST_FIELDS)
-            .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
-            .skip((page - 1) * limit)
-            .limit(limit)
-        )
-        return list(cursor), total
+        return self.store.batch_page(query, LIST_FIELDS, page, limit)
 
     def _search(
-        self, query: dict[str, Any], search: str, page: int, limit: int
-    ) -> tuple[list[dict[str, Any]], int]:
+        self, query: Document, search: str, page: int, limit: int
+    ) -> tuple[list[Document], int]:
         # the labels are checked here, on the few fields they are in: a regex over several
         # fields is a collection scan on the embedded server anyway
         words = search.casefold().split()
-        found = [
-            doc["_id"]
-            for doc in self.store.batches.find(query, SEARCH_FIELDS).sort(
-                [("created_at", DESCENDING), ("_id", DESCENDING)]
-            )
-            if all(word in searchable_text(doc) for word in words)
-        ]
+        found = [batch_id_of(doc) for doc in self.store.newest_batches(query, SEARCH_FIELDS)
+                 if all(word in searchable_text(doc) for word in words)]
         wanted = found[(page - 1) * limit : page * limit]
-        docs = {doc["_id"]: doc for doc in self.store.batches.find({"_id": {"$in": wanted}},
-                                                                   LIST_FIELDS)}
+        docs = self.store.batches_by_id(wanted, LIST_FIELDS)
         return [docs[batch_id] for batch_id in wanted if batch_id in docs], len(found)
 
     def items_page(
-        self, batch: dict[str, Any], page: int, limit: int, query: ItemQuery
-    ) -> tuple[list[dict[str, Any]], int]:
+        self, batch: Document, page: int, limit: int, query: ItemQuery
+    ) -> tuple[list[Document], int]:
         """One page of the batch's items that match ``query``, in its order, and how many match."""
         indexes = self._indexes(batch, query)
         first = (page - 1) * limit
         return self._read(batch, indexes[first : first + limit], query), len(indexes)
 
-    def iter_items(self, batch: dict[str, Any], query: ItemQuery) -> Iterator[list[dict]]:
+    def iter_items(self, batch: Document, query: ItemQuery) -> Iterator[list[dict]]:
         """Every matching item of the batch in the query's order, in chunks (for NDJSON)."""
         chunk = self.config.stream_chunk
         indexes = self._indexes(batch, query)
@@ -271,49 +243,45 @@ class BatchService:
                 yield docs
 
     def _read(
-        self, batch: dict[str, Any], indexes: Sequence[int], query: ItemQuery
-    ) -> list[dict[str, Any]]:
+        self, batch: Document, indexes: Sequence[int], query: ItemQuery
+    ) -> list[Document]:
         docs = self.store.items_by_index(
-            batch["_id"], indexes, query.status, query.projection()
+            batch_id_of(batch), indexes, query.status, query.projection()
         )
         if query.sort is None and not query.descending:
             return docs  # already in input order
         position = {index: n for n, index in enumerate(indexes)}
-        return sorted(docs, key=lambda doc: position[doc["index"]])
+        return sorted(docs, key=lambda doc: position[record_index(doc)])
 
-    def _indexes(self, batch: dict[str, Any], query: ItemQuery) -> Sequence[int]:
+    def _indexes(self, batch: Document, query: ItemQuery) -> Sequence[int]:
         """The input positions of the items that match, in the query's order."""
-        total = batch["counters"]["total"]
+        total = cast("dict[str, int]", batch["counters"])["total"]
         if query.by_index:
             return range(total - 1, -1, -1) if query.descending else range(total)
-        return self._matching_indexes(batch["_id"], query)
+        return self._matching_indexes(batch_id_of(batch), query)
 
     def _matching_indexes(self, batch_id: str, query: ItemQuery) -> list[int]:
         # one indexed condition per read (batch_id with status or with an updated_at range):
         # the embedded server scans the whole collection for a query beyond its index, so
         # the other conditions are checked here
-        find: dict[str, Any] = {"batch_id": batch_id}
-        if query.updated_after is not None:
-            find["updated_at"] = {"$gt": query.updated_after}
-        elif query.status is not None:
-            find["status"] = query.status
-        projection = {"index": 1, "status": 1, "error.code": 1}
-        for path in {query.sort, query.match_field} - {None}:
-            projection[f"data.{path}"] = 1
-        docs = [doc for doc in self.store.items.find(find, projection) if matches(doc, query)]
+        fields = ["index", "status", "error.code"]
+        fields += [f"data.{path}" for path in {query.sort, query.match_field} - {None}]
+        docs = [doc for doc in self.store.item_fields(
+                    batch_id, fields, status=query.status, updated_after=query.updated_after)
+                if matches(doc, query)]
         if query.sort is None:
             return sorted((doc["index"] for doc in docs), reverse=query.descending)
         return sorted_by_field(docs, query.sort, query.descending)
 
     # -- changes ---------------------------------------------------------------
 
-    def cancel(self, caller: Caller, batch_id: str) -> dict[str, Any]:
+    def cancel(self, caller: Caller, batch_id: str) -> Document:
         self.get(caller, batch_id)
         return self.store.cancel_batch(batch_id, "batch cancelled through the API")
 
     def append(
-        self, caller: Caller, batch_id: str, urls: Any, key: str | None, fingerprint: str
-    ) -> tuple[dict[str, Any], dict[str, int], bool]:
+        self, caller: Caller, batch_id: str, urls: JSONValue, key: str | None, fingerprint: str
+    ) -> tuple[Document, dict[str, int], bool]:
         """Add ``urls`` to the caller's batch: (the batch, ``{first_index, count}``, replayed).
 
         The same Idempotency-Key and body answer with the first request's range.
@@ -325,52 +293,49 @@ class BatchService:
             if done is not None:
                 return batch, done, True
         specs = parse_more_urls(urls, batch, self.config.limits)
-        if key_id is not None:
-            try:
-                self.idempotency.insert_one({"_id": key_id, "fingerprint": fingerprint,
-                                             "batch_id": batch_id, "appended": None,
-                                             "created_at": utcnow()})
-            except DuplicateKeyError:  # a concurrent request with the same key won
-                done = self._appended(key_id, fingerprint)
-                assert done is not None
-                return batch, done, True
+        if key_id is not None and not self.idempotency.reserve(
+                key_id, fingerprint, batch_id=batch_id, appended=None):
+            # a concurrent request with the same key won
+            done = self._appended(key_id, fingerprint)
+            assert done is not None
+            return batch, done, True
         try:
             first = self.store.append_urls(batch_id, specs, self.config.limits.max_urls)
         except Exception:
             if key_id is not None:
-                self.idempotency.delete_one({"_id": key_id})
+                self.idempotency.forget(key_id)
             raise
         appended = {"first_index": first, "count": len(specs)}
         if key_id is not None:
-            self.idempotency.update_one({"_id": key_id}, {"$set": {"appended": appended}})
+            self.idempotency.answer(key_id, appended=appended)
         return self.store.get_batch(batch_id), appended, False
 
     def _appended(self, key_id: str, fingerprint: str) -> dict[str, int] | None:
-        doc = self.idempotency.find_one({"_id": key_id})
+        doc = self.idempotency.find(key_id, fingerprint)
         if doc is None:
             return None
-        if doc["fingerprint"] != fingerprint:
-            raise IdempotencyConflictError(
-                "Idempotency-Key was already used with a different request body")
-        if doc.get("appended") is None:
+        appended = doc.get("appended")
+        if appended is None:
             raise IdempotencyInProgressError(
                 "a request with this Idempotency-Key is still being processed")
-        return dict(doc["appended"])
+        return dict(appended)
 
     def retry(
         self, caller: Caller, batch_id: str, only_retryable: bool
-    ) -> tuple[dict[str, Any], int]:
+    ) -> tuple[Document, int]:
         self.get(caller, batch_id)
         moved = self.store.retry_failed(batch_id, only_retryable=only_retryable)
         return self.store.get_batch(batch_id), moved
 
 
-def searchable_text(batch: dict[str, Any]) -> str:
+def searchable_text(batch: Document) -> str:
     """What a batch-list search looks in, in lower case."""
-    overview = batch.get("overview") or {}
-    parts = [batch["_id"], batch.get("name") or "", *(batch.get("tags") or []),
-             *(entry["domain"] for entry in overview.get("domains") or []),
-             *(overview.get("fields") or [])]
+    overview = cast("Document", batch.get("overview") or {})
+    tags = cast("list[str]", batch.get("tags") or [])
+    domains = cast("list[Document]", overview.get("domains") or [])
+    fields = cast("list[str]", overview.get("fields") or [])
+    parts = [batch["_id"], batch.get("name") or "", *tags,
+             *(entry["domain"] for entry in domains), *fields]
     return " ".join(str(part) for part in parts).casefold()
 
 
@@ -386,10 +351,15 @@ def check_idempotency_key(value: bytes | None) -> str | None:
     return key
 
 
-def job_records(job_ids: list[str], kind: str) -> list[dict[str, Any]]:
+def job_records(job_ids: list[str], kind: str) -> list[Document]:
     """How a batch notes its jobs (``kind``: submit, retry or reconcile)."""
     now = utcnow()
     return [{"id": job_id, "kind": kind, "scheduled_at": now} for job_id in job_ids]
+
+
+def batch_id_of(batch: Document) -> str:
+    """A stored batch's id (its ``_id``)."""
+    return cast(str, batch["_id"])
 
 
 def _key_id(caller: Caller, key: str) -> str:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, cast
 
 from batchscraper.events import webhook_option_problems
 from batchscraper.exceptions import (
@@ -27,7 +28,11 @@ from batchscraper.exceptions import (
 )
 from batchscraper.inputs import check_url
 from batchscraper.inputs.labels import Labels, parse_labels
+from batchscraper.jsontypes import Document, JSONObject, JSONValue
 from batchscraper.webhooks import new_secret, secret_key
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
 
 COMPARE_KEYS = ("compare_to", "ignore_fields")  # checked by batchscraper.api.compare
 
@@ -51,14 +56,14 @@ class Webhook:
     secret: str
     generated: bool  # the secret was made here: the 202 shows it, once
     events: list[str] | None = None  # None: batch.completed only (batchscraper.events)
-    metadata: dict[str, Any] | None = None  # echoed in every payload
+    metadata: JSONObject | None = None  # echoed in every payload
 
-    def options(self) -> dict[str, Any]:
+    def options(self) -> dict[str, object]:
         """``events`` and ``metadata``, when given."""
         given = (("events", self.events), ("metadata", self.metadata))
         return {key: value for key, value in given if value is not None}
 
-    def stored(self) -> dict[str, Any]:
+    def stored(self) -> Document:
         return {"url": self.url, "secret": self.secret, "status": None, "deliveries": [],
                 **self.options()}
 
@@ -67,22 +72,22 @@ class Webhook:
 class Submission:
     """A ``POST /batches`` body with aliases resolved; inputs not validated yet."""
 
-    urls: Any
-    schema: Any
-    prompt: Any
-    options: Any
+    urls: JSONValue
+    schema: JSONValue
+    prompt: JSONValue
+    options: JSONValue
     webhook: Webhook | None
     rerun_of: str | None
     labels: Labels
     fingerprint: str  # same body, same fingerprint: what Idempotency-Key compares
-    compare_to: Any = None
-    ignore_fields: Any = None
-    monitors: Any = None  # checked by batchscraper.monitors
+    compare_to: JSONValue = None
+    ignore_fields: JSONValue = None
+    monitors: JSONValue = None  # checked by batchscraper.monitors
     webhook_error: InvalidWebhookError | None = None  # refused with the request's other problems
     synchronous: bool = False  # Runo's ``async_mode: false``: answer with the results if small
 
 
-def check_body_headers(request: Any, max_bytes: int) -> None:
+def check_body_headers(request: Request, max_bytes: int) -> None:
     """Before the body is read: 413 from its announced length, 415 unless it is JSON.
 
     A body without Content-Type is taken as JSON; one that declares another
@@ -107,7 +112,7 @@ def check_body_headers(request: Any, max_bytes: int) -> None:
         )
 
 
-def read_json_body(content: IO[bytes], max_bytes: int, *, allow_empty: bool = False) -> Any:
+def read_json_body(content: IO[bytes], max_bytes: int, *, allow_empty: bool = False) -> JSONValue:
     """Decode the request body; 413 past ``max_bytes``, 400 unless it is UTF-8 JSON.
 
     An empty body is None when ``allow_empty``. Nesting deeper than Python's
@@ -141,7 +146,7 @@ def too_large(max_bytes: int) -> TooLargeError:
     return TooLargeError(f"request body larger than {max_bytes} bytes (BATCH_API_MAX_BODY_BYTES)")
 
 
-def read_submission(body: Any) -> Submission:
+def read_submission(body: JSONValue) -> Submission:
     """Resolve the aliases of a decoded ``POST /batches`` body (400 on a wrong shape)."""
     if not isinstance(body, dict):
         raise BatchInputError("request body must be a JSON object")
@@ -178,14 +183,14 @@ def read_submission(body: Any) -> Submission:
     )
 
 
-def request_fingerprint(body: Any) -> str:
+def request_fingerprint(body: object) -> str:
     """Same body, same fingerprint: what an Idempotency-Key's replay compares."""
     return hashlib.sha256(
         json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
 
 
-def _options(options: Any, output: Any) -> Any:
+def _options(options: JSONValue, output: JSONValue) -> JSONValue:
     """``options`` with the seed APIs' spellings resolved (checked later, like any option)."""
     if output is not None and output not in OUTPUTS:
         raise BatchInputError(f"output: one of {list(OUTPUTS)}")
@@ -206,14 +211,14 @@ def _options(options: Any, output: Any) -> Any:
     return options
 
 
-def _one_of(body: dict[str, Any], names: tuple[str, ...]) -> Any:
+def _one_of(body: Mapping[str, JSONValue], names: tuple[str, ...]) -> JSONValue:
     given = [name for name in names if body.get(name) is not None]
     if len(given) > 1:
         raise BatchInputError(f"give only one of {given}: they are aliases")
     return body[given[0]] if given else None
 
 
-def _webhook(value: Any) -> Webhook | None:
+def _webhook(value: JSONValue) -> Webhook | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -221,7 +226,7 @@ def _webhook(value: Any) -> Webhook | None:
     if not isinstance(value, dict) or set(value) - WEBHOOK_KEYS or "url" not in value:
         raise BatchInputError('webhook: must be {"url": ..., "secret": "whsec_...", "events": '
                               '[...], "metadata": {...}} or a URL')
-    problems: list[dict[str, Any]] = []
+    problems: list[dict[str, str]] = []
     url, secret = "", value.get("secret")
     try:
         url = check_url(value["url"])
@@ -230,7 +235,7 @@ def _webhook(value: Any) -> Webhook | None:
                          "message": str(exc)})
     if secret is not None:
         try:
-            secret_key(secret)
+            secret_key(cast(str, secret))  # (what is not a string fails there too)
         except ValueError as exc:
             problems.append({"field": "webhook.secret", "code": InvalidWebhookError.code,
                              "message": str(exc)})
@@ -238,6 +243,9 @@ def _webhook(value: Any) -> Webhook | None:
     if problems:
         summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         raise InvalidWebhookError(summary, details=problems)
-    events = list(dict.fromkeys(value["events"])) if value.get("events") else None
-    return Webhook(url=url, secret=secret or new_secret(), generated=secret is None,
-                   events=events, metadata=value.get("metadata"))
+    # checked above: a key, a list of event names, an object
+    given_events = cast("list[str] | None", value.get("events"))
+    events = list(dict.fromkeys(given_events)) if given_events else None
+    return Webhook(url=url, secret=cast("str | None", secret) or new_secret(),
+                   generated=secret is None, events=events,
+                   metadata=cast("JSONObject | None", value.get("metadata")))

@@ -12,7 +12,7 @@ them and deletes them, through :class:`~batchscraper.templates.service.TemplateS
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.threads import deferToThread
 
@@ -20,7 +20,12 @@ from batchscraper.api.app import BatchApi
 from batchscraper.api.http import ApiResource, JsonResponse, query_choice, query_int, query_text
 from batchscraper.api.views import pagination
 from batchscraper.templates.service import TemplateFilter, TemplateService
-from batchscraper.templates.store import STATUSES, TemplateStore
+from batchscraper.templates.store import STATUSES, TemplateDocument, TemplateStore
+
+if TYPE_CHECKING:
+    from scrapyd.website import Root
+    from twisted.web.resource import Resource
+    from twisted.web.server import Request
 
 #: a host as templates are keyed by it (name and port), and a batch id, at most
 MAX_HOST = 261
@@ -41,17 +46,17 @@ def template_service(api: BatchApi) -> TemplateService:
 class Templates(ApiResource):
     """``/templates``: the caller's templates (GET); ``/templates/{id}`` below it."""
 
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Root) -> None:
         super().__init__(BatchApi.of(root))
         self.api.register(self)
         self.templates = template_service(self.api)
 
-    def getChild(self, path: bytes, request: Any) -> Any:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
             return self
         return TemplateResource(self.api, self.templates, path.decode("utf-8", "replace"))
 
-    async def handle_GET(self, request: Any) -> JsonResponse:
+    async def handle_GET(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         config = self.api.config
         page = query_int(request, "page", 1, 1, 10**9)
@@ -76,12 +81,12 @@ class TemplateResource(ApiResource):
         self.templates = templates
         self.template_id = template_id
 
-    async def handle_GET(self, request: Any) -> JsonResponse:
+    async def handle_GET(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         doc = await deferToThread(self.templates.get, caller, self.template_id)
         return JsonResponse(template_detail(doc, self.base(request)))
 
-    async def handle_DELETE(self, request: Any) -> JsonResponse:
+    async def handle_DELETE(self, request: Request) -> JsonResponse:
         caller = self.caller(request)
         doc = await deferToThread(self.templates.delete, caller, self.template_id)
         return JsonResponse({"template_id": doc["_id"], "deleted": True})
@@ -90,7 +95,7 @@ class TemplateResource(ApiResource):
 # -- views -------------------------------------------------------------------------------
 
 
-def template_summary(doc: dict[str, Any], base: str = "") -> dict[str, Any]:
+def template_summary(doc: TemplateDocument, base: str = "") -> dict[str, object]:
     """A template in lists: its key, status, the fields it extracts, how it has done."""
     hits, misses = doc.get("hits", 0), doc.get("misses", 0)
     audits, disagreements = doc.get("audits", 0), doc.get("disagreements", 0)
@@ -119,14 +124,15 @@ def template_summary(doc: dict[str, Any], base: str = "") -> dict[str, Any]:
     }
 
 
-def template_detail(doc: dict[str, Any], base: str = "") -> dict[str, Any]:
+def template_detail(doc: TemplateDocument, base: str = "") -> dict[str, object]:
     """A template with its selectors (``rules``), its samples' URLs and LLM answers, and its
     recent misses and audits (what retires it)."""
-    recent = doc.get("window") or []
+    recent = doc.get("window") or []  # 1 for each bad outcome
+    samples = doc.get("samples") or []
     return {
         **template_summary(doc, base),
         "rules": doc.get("rules") or {},
         "samples": [{"url": s.get("url"), "answer": s.get("answer")}
-                    for s in doc.get("samples") or []],
+                    for s in samples],
         "recent": {"outcomes": len(recent), "bad": sum(recent)},
     }

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import cast
 
+from batchscraper.jsontypes import Document
 from batchscraper.store import ITEM_STATUSES
 from batchscraper.store.storable import readable_record
 from batchscraper.webhooks import batch_links
@@ -14,14 +16,14 @@ DONE_STATUSES = ("completed", "failed", "cancelled")
 HIDDEN_ITEM_FIELDS = ("_id", "lease", "duplicates")
 
 
-def json_default(value: Any) -> Any:
+def json_default(value: object) -> str:
     """JSON for what MongoDB documents hold besides plain JSON: datetimes."""
     if isinstance(value, dt.datetime):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def progress(counters: dict[str, Any]) -> dict[str, Any]:
+def progress(counters: Mapping[str, int]) -> dict[str, int | float]:
     """Finished items (completed, failed or cancelled) out of the total, and the percentage."""
     total = counters.get("total", 0)
     done = sum(counters.get(status, 0) for status in DONE_STATUSES)
@@ -33,10 +35,12 @@ def pagination(page: int, limit: int, total: int) -> dict[str, int]:
     return {"page": page, "limit": limit, "total": total, "total_pages": math.ceil(total / limit)}
 
 
-def batch_summary(batch: dict[str, Any], base: str = "") -> dict[str, Any]:
+def batch_summary(batch: Document, base: str = "") -> dict[str, object]:
     """A batch in lists and in the 202 answer: status, counters, progress, times, links."""
     # a batch stored before an item status existed has no counter for it
-    counters = {**dict.fromkeys(ITEM_STATUSES, 0), **batch["counters"]}
+    counters: dict[str, int] = {
+        **dict.fromkeys(ITEM_STATUSES, 0), **cast("dict[str, int]", batch["counters"])
+    }
     return {
         "batch_id": batch["_id"],
         "owner": batch.get("owner"),
@@ -51,13 +55,13 @@ def batch_summary(batch: dict[str, Any], base: str = "") -> dict[str, Any]:
         "started_at": batch.get("started_at"),
         "finished_at": batch.get("finished_at"),
         "expires_at": batch.get("expires_at"),
-        "links": batch_links(batch["_id"], base),
+        "links": batch_links(cast(str, batch["_id"]), base),
     }
 
 
 def batch_detail(
-    batch: dict[str, Any], active_jobs: list[str], base: str = "", timeline: bool = False
-) -> dict[str, Any]:
+    batch: Document, active_jobs: list[str], base: str = "", timeline: bool = False
+) -> dict[str, object]:
     """A batch's state with its inputs (schema, prompt, options)."""
     return {
         **batch_state(batch, active_jobs, base, timeline),
@@ -69,12 +73,14 @@ def batch_detail(
 
 
 def batch_state(
-    batch: dict[str, Any], active_jobs: list[str], base: str = "", timeline: bool = False
-) -> dict[str, Any]:
+    batch: Document, active_jobs: list[str], base: str = "", timeline: bool = False
+) -> dict[str, object]:
     """What changes while a batch runs: counters, failures, domains, jobs, error and webhook
     deliveries (never the secret). What a poll reads (``limit=0``). ``timeline``: add the
     items finished per minute (``{"<minutes since 1970>": n}``)."""
-    webhook = batch.get("webhook")
+    webhook = cast("Document | None", batch.get("webhook"))
+    failures = cast("dict[str, int]", batch.get("failures") or {})
+    jobs = cast("list[Document]", batch.get("jobs", []))
     extra = {"timeline": batch.get("timeline") or {}} if timeline else {}
     return {
         **extra,
@@ -82,15 +88,15 @@ def batch_state(
         "error": batch.get("error"),
         "rerun_of": batch.get("rerun_of"),
         "schedule": schedule_of_run(batch),
-        "compare_to": (batch.get("compare") or {}).get("to"),
+        "compare_to": cast("Document", batch.get("compare") or {}).get("to"),
         "changes": batch.get("changes"),  # items per change status, when it compares
         "monitors": batch.get("monitors"),  # each monitor's result once the batch ended
         # (> 0: a batch finished before failures were counted goes negative when retried)
-        "failures": {code: n for code, n in (batch.get("failures") or {}).items() if n > 0},
+        "failures": {code: n for code, n in failures.items() if n > 0},
         "domains": batch.get("domains", []),
         "templates": batch.get("templates") or {},  # per learned template: its pages here
         "jobs": [
-            {**job, "active": job["id"] in active_jobs} for job in batch.get("jobs", [])
+            {**job, "active": job["id"] in active_jobs} for job in jobs
         ],
         "webhook": {
             "url": webhook["url"],
@@ -104,15 +110,15 @@ def batch_state(
     }
 
 
-def item_record(doc: dict[str, Any]) -> dict[str, Any]:
+def item_record(doc: Document) -> dict[str, object]:
     """One item's record with its keys as extracted, without the store's bookkeeping fields."""
     record = readable_record(doc)
     return {key: value for key, value in record.items() if key not in HIDDEN_ITEM_FIELDS}
 
 
-def schedule_of_run(batch: dict[str, Any]) -> dict[str, Any] | None:
+def schedule_of_run(batch: Document) -> dict[str, object] | None:
     """Which schedule made the batch, for which tick and how (tick or manual)."""
-    schedule = batch.get("schedule")
+    schedule = cast("Document | None", batch.get("schedule"))
     if not schedule:
         return None
     return {"id": schedule["id"], "tick": schedule.get("tick"), "trigger": schedule["trigger"]}

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
+from scrapy import Spider
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.crawler import Crawler
 
@@ -48,7 +48,7 @@ class Command(ScrapyCrawlCommand):
                 sys.stderr.write(f"scrapy crawl batch: error: {exc}\n")
                 sys.exit(EXIT_BAD_INPUT)
 
-    def _create_crawler(self, spname: Any) -> Crawler:
+    def _create_crawler(self, spname: str | type[Spider]) -> Crawler:
         self.crawler = super()._create_crawler(spname)
         return self.crawler
 

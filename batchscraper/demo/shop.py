@@ -15,6 +15,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from batchscraper.jsontypes import JSONObject
+
 #: what a batch asks of the shop's item pages (its tests and bench/templates.py)
 PRODUCT_SCHEMA = {
     "type": "object",
@@ -33,7 +35,7 @@ WORDS = ("sturdy", "hand finished", "made to last", "easy to assemble", "water r
          "designed in Lisbon", "a quiet classic", "fits small rooms")
 
 
-def item_truth(n: int) -> dict[str, Any]:
+def item_truth(n: int) -> JSONObject:
     """What product page ``n`` says: name, price, colour, material (or None), rating."""
     return {
         "name": f"Oakline Chair {n}",

@@ -20,12 +20,12 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypedDict
 from urllib.parse import parse_qs, urlsplit
 
 from batchscraper.demo.pdf import encrypted_pdf, text_pdf
@@ -84,7 +84,24 @@ _SCRIPTS = (
 )
 
 
-def product_expected(n: int) -> dict[str, Any]:
+class Product(TypedDict):
+    """What a product's pages say (the record a batch should extract from them)."""
+
+    name: str
+    sku: str
+    brand: str
+    price: float | None
+    currency: str | None
+    in_stock: bool
+
+
+class Article(TypedDict):
+    headline: str
+    author: str
+    date_published: str  # ISO date
+
+
+def product_expected(n: int) -> Product:
     """Return the product record that the pages for product ``n`` describe."""
     return {
         "name": f"Product {n}",
@@ -96,7 +113,7 @@ def product_expected(n: int) -> dict[str, Any]:
     }
 
 
-def article_expected(n: int) -> dict[str, Any]:
+def article_expected(n: int) -> Article:
     """Return the headline, author and ISO publication date of article ``n``."""
     published = date(2020, 1, 1) + timedelta(days=n * 97 % 1800)
     return {
@@ -120,7 +137,7 @@ def _paragraphs(seed: int, target: int) -> str:
     return "".join(parts)
 
 
-def ld_script(data: dict[str, Any]) -> str:
+def ld_script(data: Mapping[str, object]) -> str:
     """Serialise ``data`` as a JSON-LD script tag, safe to embed in HTML."""
     payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
     return f'<script type="application/ld+json">{payload}</script>\n'
@@ -136,23 +153,27 @@ def _layout(title: str, main: str, head_extra: str = "") -> bytes:
     ).encode()
 
 
-def _priced(n: int, price: Price) -> dict[str, Any]:
+def _priced(n: int, price: Price) -> Product:
     """Product ``n``'s record at ``price`` (None: no price, so no currency either)."""
     record = product_expected(n)
     if price is None:
-        record.update(price=None, currency=None)
+        record["price"] = record["currency"] = None
     elif price != LISTED:
         record["price"] = price
     return record
 
 
-def _product_ld(n: int, price: Price = LISTED) -> dict[str, Any]:
+def _availability(product: Product) -> str:
+    return "https://schema.org/" + ("InStock" if product["in_stock"] else "OutOfStock")
+
+
+def _product_ld(n: int, price: Price = LISTED) -> dict[str, object]:
     """schema.org Product JSON-LD for product ``n`` (its Offer without a price when None)."""
     e = _priced(n, price)
-    offer = {"@type": "Offer"}
+    offer: dict[str, str | None] = {"@type": "Offer"}
     if e["price"] is not None:
         offer.update(price=f"{e['price']:.2f}", priceCurrency=e["currency"])
-    offer["availability"] = "https://schema.org/" + ("InStock" if e["in_stock"] else "OutOfStock")
+    offer["availability"] = _availability(e)
     return {
         "@context": "https://schema.org",
         "@type": "Product",
@@ -202,7 +223,7 @@ def product_page(n: int, variant: str = "jsonld", price: Price = LISTED) -> byte
             + (f'<span class="price" itemprop="price" content="{e["price"]:.2f}">{shown}</span>\n'
                '<meta itemprop="priceCurrency" content="USD">\n' if shown else "")
             + '<link itemprop="availability" '
-            f'href="{ld["offers"]["availability"]}"><span>{stock}</span>\n</div>\n'
+            f'href="{_availability(e)}"><span>{stock}</span>\n</div>\n'
             f'<div itemprop="description">\n{body}</div>\n</article>\n'
         )
     else:
@@ -575,7 +596,7 @@ class ExampleSite:
             self._gone[path] = status
         return path
 
-    def product(self, n: int) -> dict[str, Any]:
+    def product(self, n: int) -> Product:
         """The record product ``n``'s pages describe now (:func:`product_expected`, repriced)."""
         return _priced(n, self.price_of(n))
 

@@ -26,8 +26,9 @@ import hashlib
 import ipaddress
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import NotRequired, TypedDict, cast
 
+from bson import ObjectId
 from gridfs import GridFSBucket
 from gridfs.errors import NoFile
 from pymongo import ASCENDING
@@ -53,6 +54,21 @@ _UNREAD = object()
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
+
+
+class CacheEntry(TypedDict):
+    """One cached response (``page_cache``); its body is a GridFS file."""
+
+    _id: str  # key(): owner and request fingerprint
+    owner: str | None
+    url: str
+    status: int
+    headers: dict[str, list[str]]
+    fetched_at: dt.datetime
+    expires_at: dt.datetime
+    ip_address: str | None
+    body_id: NotRequired[ObjectId]
+    body: NotRequired[bytes]  # read back by load(), never stored in the entry
 
 class MaxAgePolicy(RFC2616Policy):
     """Fresh while younger than the request's ``max_age``; then revalidated by validators."""
@@ -107,9 +123,9 @@ class MongoCacheStorage:
         text = f"{self.owner or ''}\0{fingerprint(request).hex()}"
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def load(self, request: Request) -> dict[str, Any] | None:
+    def load(self, request: Request) -> CacheEntry | None:
         """The request's unexpired entry with its body (blocking)."""
-        entry = self.entries.find_one({"_id": self.key(request)})
+        entry = cast("CacheEntry | None", self.entries.find_one({"_id": self.key(request)}))
         if entry is None or _aware(entry["expires_at"]) <= utcnow():
             return None
         try:
@@ -117,7 +133,7 @@ class MongoCacheStorage:
                 entry["body"] = stream.read()
         except NoFile:
             return None
-        return dict(entry)
+        return entry
 
     def retrieve_response(self, spider: Spider, request: Request) -> Response | None:
         entry = request.meta.pop("_page_cache_entry", _UNREAD)
@@ -125,11 +141,12 @@ class MongoCacheStorage:
             entry = self.load(request)
         if entry is None:
             return None
-        assert isinstance(entry, dict)
+        entry = cast(CacheEntry, entry)  # load()'s, read by process_request or here
         request.meta["page_cache_fetched_at"] = _aware(entry["fetched_at"])
         headers = Headers(entry["headers"])
         cls = responsetypes.from_args(headers=headers, url=entry["url"], body=entry["body"])
-        ip = ipaddress.ip_address(entry["ip_address"]) if entry.get("ip_address") else None
+        address = entry.get("ip_address")
+        ip = ipaddress.ip_address(address) if address else None
         return cls(url=entry["url"], status=entry["status"], headers=headers,
                    body=entry["body"], ip_address=ip)
 
@@ -142,14 +159,14 @@ class MongoCacheStorage:
                       "headers": _headers(response)}
             self.writes.submit(self.entries.update_one, {"_id": key}, {"$set": update})
             return
-        entry = {
+        entry: CacheEntry = {
             "_id": key, "owner": self.owner, "url": response.url, "status": response.status,
             "headers": _headers(response), "fetched_at": now, "expires_at": now + self.ttl,
             "ip_address": str(response.ip_address) if response.ip_address else None,
         }
         self.writes.submit(self._write, entry, response.body)
 
-    def _write(self, entry: dict[str, Any], body: bytes) -> None:
+    def _write(self, entry: CacheEntry, body: bytes) -> None:
         try:
             entry["body_id"] = self.bodies.upload_from_stream(
                 entry["_id"], body, metadata={"expires_at": entry["expires_at"]}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from scrapy import signals
 from scrapy.crawler import Crawler
@@ -60,7 +59,7 @@ class DomainHealthWriter:
             lambda failure: logger.error("Domain health writes stopped: %s", failure.value)
         )
 
-    def tick(self) -> defer.Deferred[Any]:
+    def tick(self) -> defer.Deferred[None]:
         """One write, on the crawl's store-write thread; a failure is only logged."""
         entries = self._entries()
         if not entries:

@@ -64,6 +64,8 @@ MAX_PROMPT_CHARS = 4000
 MAX_REPORTED_URL_ERRORS = 50  # in details
 MAX_LISTED_URL_ERRORS = 10  # in the message
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -94,9 +96,6 @@ class Limits:
         )
 
 
-Checked = TypeVar("Checked")
-
-
 @dataclass(frozen=True)
 class UrlSpec:
     """One input URL and its per-URL overrides."""
@@ -122,7 +121,7 @@ class UrlSpec:
             sort_keys=True,
         )
 
-    def request(self) -> Document:
+    def request(self) -> dict[str, object]:
         """What the URL's object gave besides ``url``, as stored on its item."""
         given = {
             "render_js": self.render_js, "wait_for": self.wait_for, "headers": self.headers,
@@ -174,7 +173,7 @@ class BatchOptions:
     max_age: int = 0
     templates: str = "auto"
 
-    def to_dict(self) -> Document:
+    def to_dict(self) -> dict[str, object]:
         """The stored and shown form: proxies redacted (their credentials are kept apart)."""
         out = asdict(self)
         out["proxy"] = redacted(self.proxy)
@@ -232,8 +231,8 @@ def parse_batch(
     """
     problems: list[tuple[str, BatchInputError]] = []
 
-    def checked(name: str, parse: Callable[..., Checked], *args: object,
-                **kwargs: object) -> Checked | None:
+    def checked(name: str, parse: Callable[..., T], *args: object, **kwargs: object
+                ) -> T | None:
         try:
             return parse(*args, **kwargs)
         except BatchInputError as exc:
@@ -263,7 +262,7 @@ def parse_batch(
             checked("urls", check_llm_for_url_prompts, url_specs, schema_doc)
     if problems:
         raise input_problems(problems)
-    assert batch_options is not None and url_specs is not None
+    assert batch_options is not None and url_specs is not None  # else a problem was raised
     return BatchSpec(urls=url_specs, schema=schema_doc, prompt=prompt_text, options=batch_options)
 
 
@@ -354,7 +353,7 @@ def input_problems(problems: list[tuple[str, BatchInputError]]) -> BatchInputErr
     naming each problem, and ``details`` listing each (tagged with its ``field`` and
     ``code``: a URL by ``index``, a schema problem by ``path``, an option by ``option``)."""
     first = problems[0][1]
-    details: list[dict[str, object]] = []
+    details: list[object] = []
     for name, exc in problems:
         entries = exc.details if isinstance(exc.details, list) else [{"message": exc.message}]
         details += [{"field": name, "code": exc.code, **entry} for entry in entries]
@@ -429,7 +428,7 @@ def _url_entries(raw: object, limits: Limits) -> list[object]:
             raise BatchInputError(f"urls: not valid JSON: {exc.msg} at char {exc.pos}") from None
         if not isinstance(decoded, list):
             raise InvalidURLsError("urls: JSON must be an array")
-        return decoded
+        return cast(list[object], decoded)
     separator = "\n" if "\n" in text else ","
     return [part.strip() for part in text.split(separator) if part.strip()]
 
@@ -444,9 +443,9 @@ def _url_entries_from_file(path: Path) -> list[object]:
             raise BatchInputError(f"urls: {path} is not valid JSON: {exc.msg}") from None
         if not isinstance(decoded, list):
             raise InvalidURLsError(f"urls: {path} must hold a JSON array")
-        return decoded
+        return cast(list[object], decoded)
     if suffix == ".jsonl":
-        entries = []
+        entries: list[object] = []
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
@@ -547,9 +546,8 @@ def run_time_options(options: BatchOptions, **option_args: object) -> BatchOptio
     return replace(options, **{name: getattr(parsed, name) for name in given})
 
 
-def parse_options(
-    raw: object = None, limits: Limits = Limits(), **option_args: object
-) -> BatchOptions:
+def parse_options(raw: object = None, limits: Limits = Limits(), **option_args: object
+                  ) -> BatchOptions:
     """Parse options from JSON text, ``@file``, a dict, and/or single arguments."""
     raw = _read_at_file(raw, "options", limits) if raw not in (None, "") else {}
     if isinstance(raw, str):
@@ -565,7 +563,7 @@ def parse_options(
     if unknown:
         problems += [{"option": name, "message": f"{name}: unknown option"}
                      for name in sorted(unknown)]
-    values: dict[str, Any] = {}  # each checked by _option_value for its field's type
+    values: dict[str, Any] = {}
     for name in sorted(set(merged) & OPTION_NAMES, key=list(merged).index):
         try:
             values[name] = _option_value(name, merged[name], limits)
@@ -619,11 +617,10 @@ def _option_value(name: str, value: object, limits: Limits) -> object:
 
 
 def _in_range(
-    # ``value`` is what the user gave: float() and int() raise TypeError for what they cannot read
-    name: str, value: Any, kind: str, low: float, high: float, error: type[Exception]
+    name: str, value: object, kind: str, low: float, high: float, error: type[Exception]
 ) -> float:
     try:
-        number = float(value) if kind == "float" else int(str(value), 10)
+        number = float(str(value)) if kind == "float" else int(str(value), 10)
     except (TypeError, ValueError):
         raise error(f"{name}: must be {'a number' if kind == 'float' else 'an integer'}") from None
     if isinstance(value, bool) or not low <= number <= high:

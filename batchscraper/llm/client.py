@@ -166,7 +166,7 @@ class OpenAIChatClient:
         return LLMError(f"{self.endpoint} answered HTTP {status}: {detail}", retryable=False,
                         spent=False)
 
-    async def _send(self, request: ChatRequest, mode: str) -> Any:
+    async def _send(self, request: ChatRequest, mode: str) -> object:
         messages = list(request.for_mode(mode))
         kwargs: dict[str, Any] = {}
         fmt = response_format(mode, request.schema)
@@ -197,7 +197,7 @@ class OpenAIChatClient:
         return True
 
     def _result(
-        self, request: ChatRequest, response: Any, mode: str, events: list[str]
+        self, request: ChatRequest, response: object, mode: str, events: list[str]
     ) -> ChatResult:
         choices = getattr(response, "choices", None) or []
         message = choices[0].message if choices else None

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from scrapy.settings import BaseSettings
 
@@ -85,12 +84,10 @@ class LLMConfig:
         )
 
 
-def _prices(raw: Any) -> dict[str, tuple[float, float]]:
-    """``{"model": [in, out]}`` (a dict, or JSON text from ``-s``) as floats."""
-    if isinstance(raw, str):
-        raw = json.loads(raw)
+def _prices(raw: Mapping[str, Sequence[float]]) -> dict[str, tuple[float, float]]:
+    """``{"model": [in, out]}`` (``getdict`` has read JSON text from ``-s``) as floats."""
     prices = {}
-    for model, pair in dict(raw).items():
+    for model, pair in raw.items():
         price_in, price_out = pair
         prices[str(model)] = (float(price_in), float(price_out))
     return prices

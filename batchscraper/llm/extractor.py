@@ -41,7 +41,6 @@ from batchscraper.exceptions import (
 )
 from batchscraper.llm.client import ChatClient, ChatRequest, ChatResult
 from batchscraper.llm.config import LLMConfig
-from batchscraper.llm.ledger import LLMLedger
 from batchscraper.llm.merge import merge_record_lists, merge_records, shape_to_schema
 from batchscraper.llm.prompts import (
     LIST_KEY,
@@ -56,6 +55,7 @@ from batchscraper.llm.prompts import (
 )
 from batchscraper.llm.throttle import LLMThrottle
 from batchscraper.llm.tokens import chunk_text
+from batchscraper.store.ledger import LLMLedger
 
 logger = logging.getLogger(__name__)
 

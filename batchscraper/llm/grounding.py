@@ -17,7 +17,6 @@ import datetime as dt
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from batchscraper.extraction.coerce import (
     duration_unit,
@@ -26,6 +25,7 @@ from batchscraper.extraction.coerce import (
     parse_number,
 )
 from batchscraper.extraction.synonyms import DURATION_UNIT_SECONDS
+from batchscraper.jsontypes import JSONObject, JSONValue
 from batchscraper.llm.merge import is_empty, normalize_text
 from batchscraper.llm.prompts import leaks_instructions
 
@@ -73,7 +73,7 @@ class PageIndex:
                    numbers=tuple(sorted(set(numbers))), durations=tuple(sorted(durations)))
 
 
-def grounded(value: Any, page: PageIndex, name: str = "") -> bool:
+def grounded(value: object, page: PageIndex, name: str = "") -> bool:
     """Whether every leaf of ``value`` (the value of field ``name``) can be found on the page."""
     if leaks_instructions(value):
         return False
@@ -97,7 +97,7 @@ def _duration_on_page(number: float, name: str, page: PageIndex) -> bool:
                for candidate in page.durations)
 
 
-def strip_ungrounded(value: Any, page: PageIndex, name: str = "") -> Any:
+def strip_ungrounded(value: JSONValue, page: PageIndex, name: str = "") -> JSONValue:
     """``value`` with ungrounded leaves set to None (list elements removed)."""
     if isinstance(value, dict):
         return {k: strip_ungrounded(v, page, k) for k, v in value.items()}
@@ -154,7 +154,7 @@ _COPIED_FORMATS = frozenset({"date", "date-time", "time", "email", "uri", "url",
                              "uri-reference", "idn-email", "hostname", "ipv4", "ipv6"})
 
 
-def must_be_copied(name: str, schema: Any) -> bool:
+def must_be_copied(name: str, schema: object) -> bool:
     """Whether a field's value can only be copied from the page, never written.
 
     Numbers, dates, URLs, e-mail addresses and identifiers (SKU, ISBN, phone,
@@ -187,7 +187,7 @@ def _split_camel(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).replace("_", " ")
 
 
-def strip_invented(name: str, value: Any, schema: Any, page: PageIndex) -> Any:
+def strip_invented(name: str, value: JSONValue, schema: object, page: PageIndex) -> JSONValue:
     """``value`` with the leaves that must be copied but are not on the page set to None.
 
     The ``grounding: auto`` rule: see :func:`must_be_copied`. List elements
@@ -195,7 +195,9 @@ def strip_invented(name: str, value: Any, schema: Any, page: PageIndex) -> Any:
     """
     node = _object_schema(schema)
     if isinstance(value, dict):
-        properties = node.get("properties") or {}
+        properties = node.get("properties")
+        if not isinstance(properties, dict):
+            properties = {}
         return {key: strip_invented(key, sub, properties.get(key, {}), page)
                 for key, sub in value.items()}
     if isinstance(value, list):
@@ -209,7 +211,7 @@ def strip_invented(name: str, value: Any, schema: Any, page: PageIndex) -> Any:
     return value if grounded(value, page, name) else None
 
 
-def _object_schema(schema: Any) -> dict[str, Any]:
+def _object_schema(schema: object) -> JSONObject:
     """``schema``, or its first ``anyOf`` option that has properties or items."""
     if not isinstance(schema, dict):
         return {}

@@ -14,12 +14,16 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from typing import Any
+from collections.abc import Mapping
+from typing import TypeVar, overload
 
 from batchscraper.extraction.coerce import schema_types
+from batchscraper.jsontypes import JSONObject, JSONValue
+
+T = TypeVar("T")
 
 
-def is_empty(value: Any) -> bool:
+def is_empty(value: object) -> bool:
     """None, "", [], {} — and objects whose every field is empty."""
     if isinstance(value, dict):
         return all(is_empty(v) for v in value.values())
@@ -28,7 +32,7 @@ def is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def merge_values(first: Any, second: Any) -> Any:
+def merge_values(first: JSONValue, second: JSONValue) -> JSONValue:
     """``first`` completed by ``second`` (first non-empty scalar, union of arrays)."""
     if is_empty(first):
         return second if not is_empty(second) else first
@@ -44,16 +48,16 @@ def merge_values(first: Any, second: Any) -> Any:
     return first
 
 
-def merge_records(records: list[dict[str, Any]]) -> dict[str, Any]:
+def merge_records(records: list[JSONObject]) -> JSONObject:
     """One record from per-chunk records of the same page."""
-    merged: dict[str, Any] = {}
+    merged: JSONObject = {}
     for record in records:
         for key, value in record.items():
             merged[key] = merge_values(merged.get(key), value)
     return merged
 
 
-def dedupe(values: list[Any]) -> list[Any]:
+def dedupe(values: list[T]) -> list[T]:
     """``values`` in order, later duplicates (after normalization) removed."""
     seen: set[str] = set()
     out = []
@@ -65,7 +69,7 @@ def dedupe(values: list[Any]) -> list[Any]:
     return out
 
 
-def identity(value: Any) -> str:
+def identity(value: object) -> str:
     """A normalized key for comparing values (records compare by all their fields)."""
     if isinstance(value, str):
         return normalize_text(value)
@@ -77,7 +81,7 @@ def identity(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def record_key(record: dict[str, Any]) -> str:
+def record_key(record: Mapping[str, object]) -> str:
     """What identifies a record of a list page: its first non-empty string field."""
     for value in record.values():
         if isinstance(value, str) and value.strip():
@@ -85,9 +89,9 @@ def record_key(record: dict[str, Any]) -> str:
     return identity(record)
 
 
-def merge_record_lists(lists: list[list[dict[str, Any]]], limit: int) -> list[dict[str, Any]]:
+def merge_record_lists(lists: list[list[JSONObject]], limit: int) -> list[JSONObject]:
     """Records of every chunk in page order; the same record seen twice (overlap) merged."""
-    out: list[dict[str, Any]] = []
+    out: list[JSONObject] = []
     index: dict[str, int] = {}
     for records in lists:
         for record in records:
@@ -105,9 +109,15 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
+@overload
+def shape_to_schema(value: JSONObject, schema: object, trimmed: list[str] | None = None,
+                    path: str = "") -> JSONObject: ...
+@overload
+def shape_to_schema(value: JSONValue, schema: object, trimmed: list[str] | None = None,
+                    path: str = "") -> JSONValue: ...
 def shape_to_schema(
-    value: Any, schema: Any, trimmed: list[str] | None = None, path: str = ""
-) -> Any:
+    value: JSONValue, schema: object, trimmed: list[str] | None = None, path: str = ""
+) -> JSONValue:
     """``value`` without undeclared keys or nulls the schema does not allow, cut to size.
 
     Paths of values cut to ``maxLength``/``maxItems`` are appended to ``trimmed``.
@@ -119,7 +129,7 @@ def shape_to_schema(
         if not isinstance(properties, dict):
             return value
         extra = schema.get("additionalProperties")
-        out = {}
+        out: JSONObject = {}
         for key, item in value.items():
             sub = properties.get(key)
             if sub is None:
@@ -140,7 +150,8 @@ def shape_to_schema(
     return value
 
 
-def _cut(value: Any, limit: Any, trimmed: list[str] | None, path: str) -> Any:
+def _cut(value: str | list[JSONValue], limit: object, trimmed: list[str] | None, path: str
+         ) -> str | list[JSONValue]:
     if not isinstance(limit, int) or isinstance(limit, bool) or len(value) <= limit:
         return value
     if trimmed is not None:
@@ -148,7 +159,7 @@ def _cut(value: Any, limit: Any, trimmed: list[str] | None, path: str) -> Any:
     return value[:limit]
 
 
-def allows_null(schema: Any) -> bool:
+def allows_null(schema: object) -> bool:
     """Whether ``schema`` accepts null."""
     if not isinstance(schema, dict):
         return True

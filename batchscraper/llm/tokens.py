@@ -12,19 +12,28 @@ import functools
 import importlib
 import logging
 import warnings
-from typing import Any
+from collections.abc import Sequence
+from typing import Protocol, cast
 
 logger = logging.getLogger(__name__)
 
 
+class Encoding(Protocol):
+    """What is used of a bpe_openai tokenizer."""
+
+    def encode_ordinary(self, text: str) -> Sequence[int]: ...
+
+    def decode(self, tokens: Sequence[int]) -> str: ...
+
+
 @functools.lru_cache(maxsize=4)
-def encoding(name: str = "cl100k_base") -> Any:
+def encoding(name: str = "cl100k_base") -> Encoding:
     """The tokenizer ``name``, loaded once per process."""
     with warnings.catch_warnings():
         # bpe-openai 0.1.4 reads its data files with the deprecated importlib.resources API
         warnings.filterwarnings("ignore", "open_binary is deprecated", DeprecationWarning)
         bpe_openai = importlib.import_module("bpe_openai")
-    return bpe_openai.get_encoding(name)
+    return cast(Encoding, bpe_openai.get_encoding(name))
 
 
 def count_tokens(text: str, encoding_name: str = "cl100k_base") -> int:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import cast
 
 from batchscraper.batchargs import add_batch_arguments, batch_body, one_error
-from batchscraper.client import BatchClient
+from batchscraper.client import BatchClient, MonitorOutcome, Schedule
 from batchscraper.exceptions import BatchInputError
+from batchscraper.jsontypes import JSONObject
 
 ACTIONS = ("add", "list", "show", "pause", "resume", "rm", "run")
 
 
-def add_schedule_parser(commands: Any, client_options: argparse.ArgumentParser) -> None:
+def add_schedule_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+                        client_options: argparse.ArgumentParser) -> None:
     """The ``schedule`` subcommand and its actions."""
     schedule = commands.add_parser(
         "schedule", help="schedules: add, list, show, pause, resume, rm, run")
@@ -44,28 +46,28 @@ def schedule_command(
     client: BatchClient,
     args: argparse.Namespace,
     out: Callable[[str], None],
-    monitors_text: Callable[[list[dict[str, Any]]], str],
+    monitors_text: Callable[[list[MonitorOutcome]], str],
 ) -> int:
     """Run one ``schedule`` action; the helpers are the CLI's own (a line of output, a line
     of monitor results)."""
     if args.action == "add":
-        answer = client.create_schedule(
+        created = client.create_schedule(
             args.cron, _template(args), name=args.name,
             timezone=args.timezone, catch_up=args.catch_up, overlap=args.overlap,
             enabled=False if args.paused else None,
         )
-        out(json.dumps(answer, indent=2))
+        out(json.dumps(created, indent=2))
     elif args.action == "list":
-        answer = client.list_schedules(page=args.page, limit=args.limit)
-        for schedule in answer["schedules"]:
+        listing = client.list_schedules(page=args.page, limit=args.limit)
+        for schedule in listing["schedules"]:
             out(schedule_line(schedule))
-        pages = answer["pagination"]
+        pages = listing["pagination"]
         out(f"page {pages['page']}/{pages['total_pages']}, {pages['total']} schedules"
             if pages["total"] else "no schedules")
     elif args.action == "show":
-        schedule = client.get_schedule(args.schedule_id)
-        out(json.dumps(schedule, indent=2))
-        last = schedule.get("last_run") or {}
+        shown = client.get_schedule(args.schedule_id)
+        out(json.dumps(shown, indent=2))
+        last = shown.get("last_run") or {}
         for run in client.schedule_runs(args.schedule_id, limit=5)["runs"]:
             line = (f"  {run['batch_id']}  {run['status']:<9} {run['schedule']['trigger']:<6} "
                     f"tick={run['schedule']['tick'] or '-'}  created={run['created_at']}")
@@ -73,18 +75,17 @@ def schedule_command(
                 line += f"  monitors: {monitors_text(last['monitors'])}"
             out(line)
     elif args.action in ("pause", "resume"):
-        answer = client.update_schedule(args.schedule_id, enabled=args.action == "resume")
-        out(schedule_line(answer))
+        changed = client.update_schedule(args.schedule_id, enabled=args.action == "resume")
+        out(schedule_line(changed))
     elif args.action == "rm":
         client.delete_schedule(args.schedule_id)
         out(f"{args.schedule_id} deleted")
     elif args.action == "run":
-        answer = client.run_schedule(args.schedule_id)
-        out(json.dumps(answer, indent=2))
+        out(json.dumps(client.run_schedule(args.schedule_id), indent=2))
     return 0
 
 
-def schedule_line(schedule: dict[str, Any]) -> str:
+def schedule_line(schedule: Schedule) -> str:
     """One line per schedule: id, state, cron and zone, next run, last run and its status."""
     last = schedule.get("last_run") or {}
     state = "enabled" if schedule["enabled"] else "paused"
@@ -96,7 +97,7 @@ def schedule_line(schedule: dict[str, Any]) -> str:
             + (f"  name={schedule['name']!r}" if schedule.get("name") else ""))
 
 
-def _template(args: argparse.Namespace) -> dict[str, Any]:
+def _template(args: argparse.Namespace) -> JSONObject:
     """The batch each run makes: ``--from`` a batch, or URLs and a schema (as ``submit``),
     with its webhook, monitors and comparison settings."""
     problems = []
@@ -109,6 +110,7 @@ def _template(args: argparse.Namespace) -> dict[str, Any]:
         problems.append(exc)
     if problems:
         raise one_error(problems)
+    body = cast(JSONObject, template)  # a BatchBody is a JSON object
     if args.rerun_of:
-        template["rerun_of"] = args.rerun_of
-    return template
+        body["rerun_of"] = args.rerun_of
+    return body

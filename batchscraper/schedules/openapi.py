@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from batchscraper.api.openapi_changes import MONITOR_RESULT, STATE_PROPERTIES
 from batchscraper.schedules.spec import CATCH_UP, OVERLAP
@@ -18,11 +18,12 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict:
+def _obj(properties: dict[str, object], required: list[str] | None = None, **extra: object
+         ) -> dict[str, object]:
     return {"type": "object", "properties": properties, "required": required or [], **extra}
 
 
-def schedule_schemas() -> dict[str, Any]:
+def schedule_schemas() -> dict[str, object]:
     """Component schemas of the schedule endpoints."""
     fields = {
         "name": {"type": "string", "maxLength": 200},
@@ -94,13 +95,17 @@ def schedule_schemas() -> dict[str, Any]:
     }
 
 
-def schedule_paths(operation: Any, json_body: Any, param: Any) -> dict[str, Any]:
+def schedule_paths(
+    operation: Callable[..., dict],
+    json_body: Callable[[str, str], dict],
+    param: Callable[..., dict],
+) -> dict[str, object]:
     """The ``/schedules`` paths, built with the document's own helpers."""
     schedule_id = param("schedule_id", {"type": "string"}, "the schedule id", "path")
     page = param("page", {"type": "integer", "minimum": 1, "default": 1}, "1-based page")
     limit = param("limit", {"type": "integer", "minimum": 1}, "page size")
 
-    def body(name: str) -> dict[str, Any]:
+    def body(name: str) -> dict[str, object]:
         return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
 
     return {

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 from pymongo.errors import DuplicateKeyError
 from scrapy.settings import BaseSettings
@@ -35,7 +35,8 @@ from batchscraper.api.auth import Caller
 from batchscraper.api.service import BatchService
 from batchscraper.api.submit import read_submission
 from batchscraper.exceptions import BatchError, InvalidCompareError
-from batchscraper.schedules.store import ScheduleStore, tick_key
+from batchscraper.jsontypes import Document, JSONObject
+from batchscraper.schedules.store import LastRun, ScheduleDocument, ScheduleStore, tick_key
 from batchscraper.schedules.timing import Timing, parse_timezone
 from batchscraper.store import FINAL_BATCH_STATUSES, utcnow
 
@@ -72,8 +73,9 @@ class Fired:
     job_ids: list[str] = field(default_factory=list)  # to queue in Scrapyd (outcome "run")
 
 
-def timing_of(schedule: dict[str, Any]) -> Timing:
-    return Timing(schedule["cron"], parse_timezone(schedule["timezone"]))
+def timing_of(schedule: Mapping[str, object]) -> Timing:
+    """The ticks of a schedule (stored, or its fields merged with a PATCH's)."""
+    return Timing(str(schedule["cron"]), parse_timezone(schedule["timezone"]))
 
 
 class Scheduler:
@@ -98,9 +100,10 @@ class Scheduler:
         now = self.clock()
         return [self.fire_due(schedule, now) for schedule in self.store.due(now)]
 
-    def fire_due(self, schedule: dict[str, Any], now: dt.datetime) -> Fired:
+    def fire_due(self, schedule: ScheduleDocument, now: dt.datetime) -> Fired:
         """Run, skip, hold or drop the tick the schedule waits for (its ``next_run_at``)."""
         schedule_id, due = schedule["_id"], schedule["next_run_at"]
+        assert due is not None  # store.due() finds only schedules waiting for a tick
         timing = timing_of(schedule)
         held = schedule.get("held_tick") == due
         late = (now - due).total_seconds() > self.config.misfire_grace
@@ -131,8 +134,10 @@ class Scheduler:
             existing = self.store.batch_of_tick(key)
             if existing is None:
                 raise
-            self._ran(schedule, due, existing, timing, min(now, existing["created_at"]))
-            return Fired(schedule_id, due, "duplicate", existing["_id"])
+            made = existing["created_at"]
+            assert isinstance(made, dt.datetime)
+            self._ran(schedule, due, existing, timing, min(now, made))
+            return Fired(schedule_id, due, "duplicate", str(existing["_id"]))
         except BatchError as exc:  # the template makes no batch any more (source batch gone)
             error = {"code": exc.code, "message": exc.message, "tick": due, "at": now}
             self._move_on(schedule, due, timing.next_after(now), {"counters.failed": 1},
@@ -142,17 +147,17 @@ class Scheduler:
         self._ran(schedule, due, batch, timing, now)
         logger.info("Schedule %s: tick %s made batch %s", schedule_id, due.isoformat(),
                     batch["_id"])
-        return Fired(schedule_id, due, "run", batch["_id"],
-                     [job["id"] for job in batch.get("jobs", [])])
+        jobs = cast(list[Mapping[str, str]], batch.get("jobs", []))  # as submit() stored them
+        return Fired(schedule_id, due, "run", str(batch["_id"]), [job["id"] for job in jobs])
 
     def make_run(
-        self, schedule: dict[str, Any], trigger: str, tick: dt.datetime | None, key: str | None
-    ) -> dict[str, Any]:
+        self, schedule: ScheduleDocument, trigger: str, tick: dt.datetime | None, key: str | None
+    ) -> Document:
         """A batch from the schedule's template, owned by the schedule's owner."""
         template = dict(schedule["batch"])
         if template.get("name") is None and schedule.get("name"):
             template["name"] = schedule["name"]
-        extra: dict[str, Any] = {
+        extra: Document = {
             "schedule": {"id": schedule["_id"], "tick": tick, "trigger": trigger}
         }
         if key is not None:
@@ -160,7 +165,8 @@ class Scheduler:
         # a schedule stored without an owner is the default owner's, like such a batch
         caller = Caller(owner=schedule.get("owner") or self.default_owner,
                         default_owner=self.default_owner)
-        previous = (schedule.get("last_run") or {}).get("batch_id")
+        last_run = schedule.get("last_run")
+        previous = last_run["batch_id"] if last_run else None
         if previous and template.get("compare_to") is None:  # compare with the previous run
             try:
                 compared = {**template, "compare_to": previous}
@@ -171,12 +177,12 @@ class Scheduler:
         return self._submit(caller, template, extra)
 
     def _submit(
-        self, caller: Caller, template: dict[str, Any], extra: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, caller: Caller, template: JSONObject, extra: Document
+    ) -> Document:
         batch, _ = self.batches.submit(caller, read_submission(template), None, extra=extra)
         return batch
 
-    def record_manual_run(self, schedule: dict[str, Any], batch: dict[str, Any]) -> None:
+    def record_manual_run(self, schedule: ScheduleDocument, batch: Mapping[str, object]) -> None:
         self.store.change(schedule["_id"], {
             "$set": {"last_run": _last_run(batch, None, "manual")},
             "$inc": {"counters.runs": 1},
@@ -184,9 +190,9 @@ class Scheduler:
 
     def _ran(
         self,
-        schedule: dict[str, Any],
+        schedule: ScheduleDocument,
         due: dt.datetime,
-        batch: dict[str, Any],
+        batch: Mapping[str, object],
         timing: Timing,
         made: dt.datetime,
     ) -> None:
@@ -198,13 +204,13 @@ class Scheduler:
 
     def _move_on(
         self,
-        schedule: dict[str, Any],
+        schedule: ScheduleDocument,
         due: dt.datetime,
         following: dt.datetime,
         inc: dict[str, int],
-        extra: dict[str, Any] | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> bool:
-        update = {
+        update: dict[str, Document] = {
             "$set": {"next_run_at": following, **(extra or {})},
             "$inc": {key: value for key, value in inc.items() if value},
             "$unset": {"held_tick": ""},
@@ -213,17 +219,19 @@ class Scheduler:
             del update["$inc"]
         return self.store.advance(schedule["_id"], due, update)
 
-    def _unfinished_previous(self, schedule: dict[str, Any]) -> str | None:
+    def _unfinished_previous(self, schedule: ScheduleDocument) -> str | None:
         """The id of the schedule's last run if it is still pending or running."""
-        last = schedule.get("last_run") or {}
-        if not last.get("batch_id"):
+        last = schedule.get("last_run")
+        if not last or not last["batch_id"]:
             return None
         batch = self.store.batch_status(last["batch_id"])
         if batch is None or batch["status"] in FINAL_BATCH_STATUSES:
             return None
-        return str(last["batch_id"])
+        return last["batch_id"]
 
 
-def _last_run(batch: dict[str, Any], tick: dt.datetime | None, trigger: str) -> dict[str, Any]:
-    return {"batch_id": batch["_id"], "tick": tick, "trigger": trigger,
-            "created_at": batch["created_at"]}
+def _last_run(batch: Mapping[str, object], tick: dt.datetime | None, trigger: str) -> LastRun:
+    created_at = batch["created_at"]
+    assert isinstance(created_at, dt.datetime)
+    return {"batch_id": str(batch["_id"]), "tick": tick, "trigger": trigger,
+            "created_at": created_at}

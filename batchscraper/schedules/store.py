@@ -11,15 +11,48 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import NotRequired, TypedDict, cast
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 
 from batchscraper.exceptions import BatchNotFoundError
+from batchscraper.jsontypes import Document, JSONObject, Query
 
 SCHEDULES = "schedules"
 RUN_FIELDS = {"schema": 0, "prompt": 0, "options": 0, "webhook": 0, "jobs": 0, "timeline": 0}
+
+
+class LastRun(TypedDict):
+    """A schedule's latest batch."""
+
+    batch_id: str
+    tick: dt.datetime | None  # None: a manual run
+    trigger: str  # tick, manual
+    created_at: dt.datetime
+
+
+class ScheduleDocument(TypedDict):
+    """One schedule as stored."""
+
+    _id: str
+    owner: str | None
+    name: NotRequired[str | None]
+    cron: str
+    timezone: str
+    catch_up: str
+    overlap: str
+    enabled: bool
+    batch: JSONObject  # the batch template, as POST /batches takes it
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    next_run_at: dt.datetime | None  # None while paused
+    held_tick: NotRequired[dt.datetime]  # a tick waiting for the previous run (overlap queue)
+    last_run: LastRun | None
+    last_error: Document | None
+    last_skip: NotRequired[Document]
+    counters: dict[str, int]  # runs, skipped, missed, failed
 
 
 def new_schedule_id() -> str:
@@ -34,7 +67,7 @@ def tick_key(schedule_id: str, tick: dt.datetime) -> str:
 class ScheduleStore:
     """The ``schedules`` collection and the batches schedules made."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database[Document]) -> None:
         self.schedules = db[SCHEDULES]
         self.batches = db["batches"]
 
@@ -44,18 +77,18 @@ class ScheduleStore:
         self.batches.create_index("schedule_tick", unique=True, sparse=True)
         self.batches.create_index([("schedule.id", ASCENDING), ("created_at", DESCENDING)])
 
-    def insert(self, doc: dict[str, Any]) -> None:
-        self.schedules.insert_one(doc)
+    def insert(self, doc: ScheduleDocument) -> None:
+        self.schedules.insert_one(cast(Document, doc))
 
-    def get(self, schedule_id: str) -> dict[str, Any]:
+    def get(self, schedule_id: str) -> ScheduleDocument:
         doc = self.schedules.find_one({"_id": schedule_id})
         if doc is None:
             raise BatchNotFoundError(f"no schedule {schedule_id[:80]!r}")
-        return doc
+        return cast(ScheduleDocument, doc)  # written by insert() and change() only
 
     def page(
-        self, query: dict[str, Any], page: int, limit: int
-    ) -> tuple[list[dict[str, Any]], int]:
+        self, query: Query, page: int, limit: int
+    ) -> tuple[list[ScheduleDocument], int]:
         """One page of the schedules that match ``query`` (an owner's), newest first."""
         total = self.schedules.count_documents(query)
         cursor = (
@@ -64,25 +97,26 @@ class ScheduleStore:
             .skip((page - 1) * limit)
             .limit(limit)
         )
-        return list(cursor), total
+        return [cast(ScheduleDocument, doc) for doc in cursor], total
 
-    def change(self, schedule_id: str, update: dict[str, Any]) -> dict[str, Any]:
+    def change(self, schedule_id: str, update: Mapping[str, object]) -> ScheduleDocument:
         doc = self.schedules.find_one_and_update(
             {"_id": schedule_id}, update, return_document=ReturnDocument.AFTER
         )
         if doc is None:
             raise BatchNotFoundError(f"no schedule {schedule_id[:80]!r}")
-        return doc
+        return cast(ScheduleDocument, doc)
 
     def delete(self, schedule_id: str) -> bool:
         return self.schedules.delete_one({"_id": schedule_id}).deleted_count == 1
 
-    def due(self, now: dt.datetime) -> list[dict[str, Any]]:
+    def due(self, now: dt.datetime) -> list[ScheduleDocument]:
         """Enabled schedules whose next tick is not after ``now``, most overdue first."""
         query = {"enabled": True, "next_run_at": {"$lte": now}}
-        return list(self.schedules.find(query).sort("next_run_at", ASCENDING))
+        return [cast(ScheduleDocument, doc)
+                for doc in self.schedules.find(query).sort("next_run_at", ASCENDING)]
 
-    def advance(self, schedule_id: str, due: dt.datetime, update: dict[str, Any]) -> bool:
+    def advance(self, schedule_id: str, due: dt.datetime, update: Mapping[str, object]) -> bool:
         """Apply ``update`` if the schedule still waits for the tick ``due``.
 
         The tick is the precondition: of two schedulers handling it, only the
@@ -91,10 +125,10 @@ class ScheduleStore:
         result = self.schedules.update_one({"_id": schedule_id, "next_run_at": due}, update)
         return result.modified_count == 1
 
-    def batch_of_tick(self, key: str) -> dict[str, Any] | None:
+    def batch_of_tick(self, key: str) -> Document | None:
         return self.batches.find_one({"schedule_tick": key}, {"_id": 1, "created_at": 1})
 
-    def batch_status(self, batch_id: str) -> dict[str, Any] | None:
+    def batch_status(self, batch_id: str) -> Document | None:
         return self.batches.find_one(
             {"_id": batch_id}, {"status": 1, "counters": 1, "created_at": 1, "finished_at": 1,
                                 "changes": 1, "monitors": 1}
@@ -102,7 +136,7 @@ class ScheduleStore:
 
     def runs(
         self, schedule_id: str, page: int, limit: int
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[Document], int]:
         """The schedule's batches, newest first."""
         query = {"schedule.id": schedule_id}
         total = self.batches.count_documents(query)

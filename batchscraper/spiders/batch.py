@@ -15,8 +15,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, cast
 
 import scrapy
 from scrapy import signals
@@ -46,6 +46,7 @@ from batchscraper.inputs import (
     run_time_options,
 )
 from batchscraper.items import PageItem
+from batchscraper.jsontypes import Document
 from batchscraper.leasing import Leaser, WorkerConfig
 from batchscraper.proxies import ProxyEndpoint, ProxySource
 from batchscraper.reextract import stored_page_item
@@ -57,6 +58,7 @@ from batchscraper.render import (
 )
 from batchscraper.run import BatchRun
 from batchscraper.store import BatchStore, store_for
+from batchscraper.store.base import record_index
 from batchscraper.store.writes import SerialWriter
 
 logger = logging.getLogger(__name__)
@@ -93,13 +95,13 @@ class BatchSpider(scrapy.Spider):
         self,
         batch_id: str | None = None,
         spec: BatchSpec | None = None,
-        urls: Any = None,
-        schema: Any = None,
-        prompt: Any = None,
-        options: Any = None,
+        urls: object = None,  # -a arguments: text (or, from Python, a list or a dict)
+        schema: object = None,
+        prompt: object = None,
+        options: object = None,
         reextract_from: str | None = None,
         _job: str | None = None,
-        **option_args: Any,
+        **option_args: object,
     ) -> None:
         super().__init__()
         self.resume_id = batch_id  # -a batch_id=...: work a stored batch
@@ -111,7 +113,7 @@ class BatchSpider(scrapy.Spider):
         self.stop_reason: str | None = None
 
     @classmethod
-    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> BatchSpider:
+    def from_crawler(cls, crawler: Crawler, *args: object, **kwargs: object) -> BatchSpider:
         spider: BatchSpider = super().from_crawler(crawler, *args, **kwargs)
         settings = crawler.settings
         spider.config = WorkerConfig.from_settings(settings)
@@ -121,14 +123,17 @@ class BatchSpider(scrapy.Spider):
             settings.getint("BATCH_STORE_RETRIES"), settings.getfloat("BATCH_STORE_RETRY_BACKOFF"),
         )
         batch = spider._open_batch(store, settings)
-        stored = dict(batch["options"])
-        stored_proxies = stored.pop("proxy", None)  # redacted: the credentials are kept apart
-        options = parse_options(stored, Limits(max_total_items=stored["max_total_items"]))
-        spider.proxies = ProxySource.load(stored_proxies, store.proxy_secrets(batch["_id"]))
+        batch_id = str(batch["_id"])
+        stored = dict(cast(Mapping[str, object], batch["options"]))  # as parse_options made them
+        # redacted: the credentials are kept apart
+        stored_proxies = cast("list[str] | None", stored.pop("proxy", None))
+        limits = Limits(max_total_items=cast(int, stored["max_total_items"]))
+        options = parse_options(stored, limits)
+        spider.proxies = ProxySource.load(stored_proxies, store.proxy_secrets(batch_id))
         if spider.resume_id is not None:  # -a batch_id=... -a concurrency=...: this run only
             options = run_time_options(options, **spider.option_args)
         spider.run = BatchRun(
-            batch_id=batch["_id"], batch=batch, options=options, store=store, writer=writer,
+            batch_id=batch_id, batch=batch, options=options, store=store, writer=writer,
             worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
             inflight={}, escalation_for=spider.escalation_for, stop=spider.stop,
             stopped=lambda: spider.stop_reason is not None,
@@ -144,7 +149,7 @@ class BatchSpider(scrapy.Spider):
 
     # -- set-up ----------------------------------------------------------------
 
-    def _open_batch(self, store: BatchStore, settings: BaseSettings) -> dict[str, Any]:
+    def _open_batch(self, store: BatchStore, settings: BaseSettings) -> Document:
         """Load the batch named by ``batch_id``, or create it from the CLI inputs."""
         if self.resume_id:
             return store.get_batch(self.resume_id)
@@ -195,11 +200,12 @@ class BatchSpider(scrapy.Spider):
         finally:
             housekeeping.cancel()
 
-    def request_for(self, doc: dict[str, Any], escalation: str | None = None) -> scrapy.Request:
+    def request_for(self, doc: Mapping[str, object], escalation: str | None = None
+                    ) -> scrapy.Request:
         """The request for a leased item: HTTP fetch, or Chromium when it must render."""
-        overrides = doc.get("request") or {}
-        timeout = overrides.get("timeout") or self.run.options.timeout_per_url
-        meta: dict[str, Any] = {
+        overrides = request_overrides(doc)
+        timeout = cast(float, overrides.get("timeout") or self.run.options.timeout_per_url)
+        meta: dict[str, object] = {
             "batch_item": {"index": doc["index"], "url": doc["url"], "attempts": doc["attempts"]},
             "started": time.monotonic(),
             "download_timeout": timeout,
@@ -212,11 +218,11 @@ class BatchSpider(scrapy.Spider):
             meta["render_reason"] = escalation or "render_js: always"
         elif self.run.options.max_age:
             meta["max_age"] = self.run.options.max_age
-        headers = dict(overrides.get("headers") or {})
-        if overrides.get("cookies"):
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in overrides["cookies"].items())
+        headers = dict(cast(Mapping[str, str], overrides.get("headers") or {}))
+        if cookies := cast(Mapping[str, str], overrides.get("cookies")):
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
         return scrapy.Request(
-            doc["url"],
+            str(doc["url"]),
             callback=self.parse,
             errback=self.on_error,
             headers=headers or None,
@@ -224,13 +230,14 @@ class BatchSpider(scrapy.Spider):
             dont_filter=True,
         )
 
-    def proxies_for(self, doc: dict[str, Any]) -> tuple[ProxyEndpoint, ...]:
+    def proxies_for(self, doc: Mapping[str, object]) -> tuple[ProxyEndpoint, ...]:
         """The item's own proxies, else the batch's (empty: BATCH_PROXIES, or none)."""
-        return self.proxies.for_item(doc["index"], (doc.get("request") or {}).get("proxy"))
+        stored = cast("list[str] | None", request_overrides(doc).get("proxy"))
+        return self.proxies.for_item(record_index(doc), stored)
 
-    def render_policy(self, doc: dict[str, Any]) -> str:
+    def render_policy(self, doc: Mapping[str, object]) -> str:
         """``always``, ``never`` or ``auto``: the URL's own ``render_js``, else the batch's."""
-        return str((doc.get("request") or {}).get("render_js") or self.run.options.render_js)
+        return str(request_overrides(doc).get("render_js") or self.run.options.render_js)
 
     def escalation_for(self, item: PageItem) -> scrapy.Request | None:
         """In auto mode, a browser request for a fetched page whose extraction came up short."""
@@ -391,3 +398,10 @@ def _is_text(response: TextResponse) -> bool:
     if response.encoding.lower().replace("-", "").startswith(("utf16", "utf32")):
         return declared
     return declared and b"\x00" not in response.body[:BINARY_SNIFF_BYTES]
+
+
+def request_overrides(doc: Mapping[str, object]) -> Mapping[str, object]:
+    """An item document's own request options (``request``: timeout, headers, cookies,
+    render_js, proxy...; empty when the URL has none)."""
+    overrides = doc.get("request")
+    return overrides if isinstance(overrides, Mapping) else {}

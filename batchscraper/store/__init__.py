@@ -39,7 +39,7 @@ from batchscraper.store.batches import (
 )
 from batchscraper.store.leases import ItemLeases
 from batchscraper.store.mongo import connect, database_name, mongo_uri
-from batchscraper.store.reads import ItemReads
+from batchscraper.store.reads import BatchReads, ItemReads
 from batchscraper.store.results import BREAKER_SEVERITY, ItemResults, merge_domain_health
 from batchscraper.store.retention import BatchRetention
 from batchscraper.store.transitions import (
@@ -69,7 +69,8 @@ __all__ = [
 ]
 
 
-class BatchStore(BatchLifecycle, ItemLeases, ItemResults, ItemReads, BatchRetention):
+class BatchStore(BatchLifecycle, ItemLeases, ItemResults, ItemReads, BatchReads,
+                 BatchRetention):
     """Batches and items in one MongoDB database."""
 
 

@@ -8,7 +8,7 @@ change of them are in :mod:`batchscraper.store.transitions`.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, MongoClient
@@ -46,7 +46,14 @@ def item_id(batch_id: str, index: int) -> str:
     return f"{batch_id}:{index}"
 
 
-def final_status(counters: dict[str, Any]) -> str | None:
+def record_index(record: Mapping[str, object]) -> int:
+    """The input position of the item an item record (or item document) is for."""
+    index = record["index"]
+    assert isinstance(index, int)  # set from the item document's own index
+    return index
+
+
+def final_status(counters: Mapping[str, float]) -> str | None:
     """The batch status once no item is pending, leased or running, else None."""
     if counters.get("pending", 0) or counters.get("leased", 0) or counters.get("running", 0):
         return None

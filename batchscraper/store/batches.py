@@ -5,16 +5,17 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import uuid
-from typing import Any
+from collections.abc import Mapping
 
 from pymongo import ReturnDocument
 from pymongo.client_session import ClientSession
 from pymongo.errors import DuplicateKeyError
 
 from batchscraper.events import batch_started_event
-from batchscraper.exceptions import BatchStateError, InvalidURLsError
+from batchscraper.exceptions import BatchStateError, ErrorInfo, InvalidURLsError
 from batchscraper.inputs import BatchSpec, UrlSpec
 from batchscraper.inputs.labels import batch_overview
+from batchscraper.jsontypes import Document, Query
 from batchscraper.monitors import alert_event, monitor_results
 from batchscraper.proxies import SECRETS, redacted, secrets_document
 from batchscraper.store.base import (
@@ -23,8 +24,9 @@ from batchscraper.store.base import (
     item_id,
     utcnow,
 )
+from batchscraper.store.outbox import OUTBOX
 from batchscraper.store.transitions import ItemTransitions, initial_counters
-from batchscraper.webhooks import OUTBOX, batch_completed_event
+from batchscraper.webhooks import OutboxEvent, batch_completed_event
 
 INSERT_CHUNK = 1_000
 EXPIRING = "expiring"  # {_id: batch id, expires_at}: what the retention sweep will remove
@@ -38,8 +40,9 @@ class BatchLifecycle(ItemTransitions):
     """Batch documents from creation to a final status, with their items' moves."""
 
     def create_batch(
-        self, spec: BatchSpec, *, owner: str | None = None, extra: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+        self, spec: BatchSpec, *, owner: str | None = None,
+        extra: Mapping[str, object] | None = None,
+    ) -> Document:
         """Store a batch and one pending item per URL; return the batch document.
 
         Items go in first and the batch document last, so a failure half-way
@@ -50,7 +53,7 @@ class BatchLifecycle(ItemTransitions):
         total = len(spec.urls)
         expires_in = spec.options.expires_in
         expires_at = now + dt.timedelta(seconds=expires_in) if expires_in else None
-        batch = {
+        batch: Document = {
             "_id": batch_id,
             "status": "pending",
             "created_at": now,
@@ -91,7 +94,7 @@ class BatchLifecycle(ItemTransitions):
             raise
         return batch
 
-    def proxy_secrets(self, batch_id: str) -> dict[str, Any] | None:
+    def proxy_secrets(self, batch_id: str) -> Document | None:
         """The batch's proxy URLs with their credentials (never served by the API)."""
         return self.db[SECRETS].find_one({"_id": batch_id})
 
@@ -118,14 +121,14 @@ class BatchLifecycle(ItemTransitions):
         start: int,
         count: int,
         offset: int = 0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Document]:
         """The pending item documents of ``count`` URLs from ``start``; ``offset``: the batch
         index of ``spec.urls[0]`` (URLs appended to a batch)."""
         docs = []
         for position in range(start, min(start + count, len(spec.urls))):
             url = spec.urls[position]
             index = offset + position
-            doc: dict[str, Any] = {
+            doc: Document = {
                 "_id": item_id(batch_id, index),
                 "batch_id": batch_id,
                 "index": index,
@@ -152,7 +155,7 @@ class BatchLifecycle(ItemTransitions):
 
     def mark_running(self, batch_id: str, job_id: str | None = None) -> None:
         """pending (or a re-run of a finished batch) -> running; its ``batch.started`` event."""
-        update: dict[str, Any] = {"status": "running", "finished_at": None}
+        update: Query = {"status": "running", "finished_at": None}
         if job_id:
             update["job_id"] = job_id
         batch = self.batches.find_one_and_update(
@@ -176,7 +179,7 @@ class BatchLifecycle(ItemTransitions):
         self._finish(batch_id, status)
         return str(self.get_batch(batch_id)["status"])
 
-    def cancel_batch(self, batch_id: str, reason: str = "batch cancelled") -> dict[str, Any]:
+    def cancel_batch(self, batch_id: str, reason: str = "batch cancelled") -> Document:
         """Mark the batch cancelled and its unfinished items cancelled."""
         batch = self.get_batch(batch_id)
         if batch["status"] in FINAL_BATCH_STATUSES and batch["status"] != "cancelled":
@@ -216,12 +219,12 @@ class BatchLifecycle(ItemTransitions):
         return self._atomic(work)
 
     def _judge_monitors(
-        self, batch: dict[str, Any], session: ClientSession | None
-    ) -> dict[str, Any] | None:
+        self, batch: Document, session: ClientSession | None
+    ) -> OutboxEvent | None:
         """Store the results of the batch's monitors (not for a cancelled batch); its
         ``batch.alert`` event, if one failed and the webhook asked for it."""
         rules = batch.get("monitor_rules")
-        if not rules or batch["status"] == "cancelled":
+        if not rules or not isinstance(rules, Mapping) or batch["status"] == "cancelled":
             return None
         fields = {f"data.{field}": 1 for field in rules.get("min_field_coverage") or {}}
         datas = (
@@ -238,8 +241,12 @@ class BatchLifecycle(ItemTransitions):
         batch = self.batches.find_one({"_id": batch_id}, {"status": 1, "cancel_requested": 1})
         return bool(batch and (batch.get("cancel_requested") or batch["status"] == "cancelled"))
 
-    def set_batch_error(self, batch_id: str, error: dict[str, Any]) -> None:
+    def set_batch_error(self, batch_id: str, error: ErrorInfo) -> None:
         self.batches.update_one({"_id": batch_id}, {"$set": {"error": error}})
+
+    def add_jobs(self, batch_id: str, jobs: list[Document]) -> None:
+        """Note Scrapyd jobs queued for the batch (submit, retry, reconcile)."""
+        self.batches.update_one({"_id": batch_id}, {"$push": {"jobs": {"$each": jobs}}})
 
 
 def invalid_count(spec: BatchSpec) -> int:

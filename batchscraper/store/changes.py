@@ -14,10 +14,12 @@ map, read once per process and kept.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Literal, overload
 
 from batchscraper.changes import CompareSpec, item_change
-from batchscraper.store.base import StoreBase, item_id
+from batchscraper.jsontypes import Document
+from batchscraper.store.base import StoreBase, item_id, record_index
 
 PREVIOUS_FIELDS = {"url": 1, "index": 1, "status": 1, "data": 1, "http_status": 1}
 
@@ -25,29 +27,29 @@ PREVIOUS_FIELDS = {"url": 1, "index": 1, "status": 1, "data": 1, "http_status": 
 class PreviousRecords(StoreBase):
     """Changes against the previous run, attached to records about to be finished."""
 
-    def attach_changes(self, records: list[dict[str, Any]]) -> None:
+    def attach_changes(self, records: Sequence[Document]) -> None:
         """Set (or clear) each record's ``change`` for the batches that compare."""
-        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        groups: dict[str, list[Document]] = defaultdict(list)
         for record in records:
-            groups[record["batch_id"]].append(record)
+            groups[str(record["batch_id"])].append(record)
         for batch_id, group in groups.items():
             spec = self._compare_spec(batch_id)
             if spec is None:
                 continue
             previous = self.previous_records(spec.to, group)
             for record in group:
-                change = item_change(previous.get(record["url"]), record, spec.ignore_fields)
+                change = item_change(previous.get(str(record["url"])), record, spec.ignore_fields)
                 if change is None:
                     record.pop("change", None)
                 else:
                     record["change"] = change
 
     def previous_records(
-        self, batch_id: str, records: list[dict[str, Any]]
-    ) -> dict[str, dict[str, Any]]:
+        self, batch_id: str, records: Sequence[Mapping[str, object]]
+    ) -> dict[str, Document]:
         """The records of ``batch_id`` with the URLs of ``records``, by URL."""
-        wanted = {record["url"] for record in records}
-        ids = [item_id(batch_id, record["index"]) for record in records]
+        wanted = {str(record["url"]) for record in records}
+        ids = [item_id(batch_id, record_index(record)) for record in records]
         found = {doc["url"]: doc for doc in self.items.find({"_id": {"$in": ids}}, PREVIOUS_FIELDS)
                  if doc["url"] in wanted}
         missing = wanted - set(found)
@@ -62,7 +64,7 @@ class PreviousRecords(StoreBase):
     def _compare_spec(self, batch_id: str) -> CompareSpec | None:
         return CompareSpec.of_batch(self.finish_settings(batch_id))
 
-    def finish_settings(self, batch_id: str) -> dict[str, Any]:
+    def finish_settings(self, batch_id: str) -> Document:
         """The batch's ``compare`` and ``webhook`` (read once: they never change once stored)."""
         cache = self._change_cache("settings")
         if batch_id not in cache:
@@ -79,6 +81,14 @@ class PreviousRecords(StoreBase):
             cache[batch_id] = {doc["url"]: doc["index"] for doc in docs}
         return cache[batch_id]
 
-    def _change_cache(self, name: str) -> dict[str, Any]:
-        caches: dict[str, dict[str, Any]] = self.__dict__.setdefault("_change_caches", {})
+    @overload
+    def _change_cache(self, name: Literal["settings"]) -> dict[str, Document]: ...
+    @overload
+    def _change_cache(self, name: Literal["positions"]) -> dict[str, dict[str, int]]: ...
+
+    def _change_cache(self, name: str) -> dict[str, Document] | dict[str, dict[str, int]]:
+        """This store's cache ``name``, by batch id: ``settings`` (:meth:`finish_settings`),
+        ``positions`` (a batch's URL -> input position)."""
+        caches: dict[str, dict[str, Document] | dict[str, dict[str, int]]] = (
+            self.__dict__.setdefault("_change_caches", {}))
         return caches.setdefault(name, {})

@@ -17,7 +17,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import Any
+from types import FrameType
 
 from secantus.server import SecantusDBServer
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     stop = threading.Event()
 
-    def handle_signal(signum: int, frame: Any) -> None:
+    def handle_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
         server.stop()
         sys.exit(0)

@@ -8,26 +8,29 @@ and are sent by the service: they add no request to the crawl.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from pymongo.client_session import ClientSession
 
 from batchscraper.events import ITEM_EVENTS, item_events
+from batchscraper.jsontypes import Document
 from batchscraper.store.changes import PreviousRecords
-from batchscraper.webhooks import OUTBOX
+from batchscraper.store.outbox import OUTBOX
 
 
 class FinishEvents(PreviousRecords):
     """Outbox documents for applied item finishes."""
 
     def write_item_events(
-        self, records: list[dict[str, Any]], session: ClientSession | None
+        self, records: Sequence[Document], session: ClientSession | None
     ) -> None:
         """Queue the ``item.*`` events of these applied finishes (asked for by their batch)."""
         events = []
         for record in records:
-            webhook = self.finish_settings(record["batch_id"]).get("webhook")
-            if webhook and ITEM_EVENTS & set(webhook.get("events") or ()):
+            webhook = self.finish_settings(str(record["batch_id"])).get("webhook")
+            if not webhook or not isinstance(webhook, Mapping):
+                continue
+            if ITEM_EVENTS & set(webhook.get("events") or ()):
                 events += item_events(record, webhook)
         if events:
             self.db[OUTBOX].insert_many(events, ordered=False, session=session)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import cast
 
+from batchscraper.jsontypes import Document
 from batchscraper.store.base import utcnow
-from batchscraper.store.transitions import HELD, ItemTransitions
+from batchscraper.store.documents import Lease
+from batchscraper.store.transitions import HELD, HeldItem, ItemTransitions
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +24,7 @@ class ItemLeases(ItemTransitions):
 
     def reclaim_expired(
         self, batch_id: str, worker: str, limit: int, lease_seconds: float
-    ) -> list[dict[str, Any]]:
+    ) -> list[Document]:
         """Take over leased or running items whose lease expired (their worker died)."""
         now = utcnow()
         stale = [
@@ -32,7 +34,7 @@ class ItemLeases(ItemTransitions):
         ][:limit]
         taken = []
         for doc in stale:
-            lease = {
+            lease: Lease = {
                 "worker": worker,
                 "token": uuid.uuid4().hex,
                 "until": now + dt.timedelta(seconds=lease_seconds),
@@ -70,12 +72,13 @@ class ItemLeases(ItemTransitions):
             return None
         return max((min(expiries) - now).total_seconds(), 0.0)
 
-    def _held_leases(self, batch_id: str) -> Iterator[dict[str, Any]]:
+    def _held_leases(self, batch_id: str) -> Iterator[HeldItem]:
         """The leased and running items of a batch with their leases (through the status
         index: one query per status)."""
         for status in HELD:
             query = {"batch_id": batch_id, "status": status.value}
-            yield from self.items.find(query, {"lease": 1, "status": 1})
+            # their _id and status, and lease (kept on a held item)
+            yield from cast("Iterable[HeldItem]", self.items.find(query, {"lease": 1, "status": 1}))
 
     def renew_leases(self, worker: str, ids: list[str], lease_seconds: float) -> None:
         if ids:

@@ -7,7 +7,7 @@ status change: :meth:`~batchscraper.store.transitions.ItemTransitions.finish_ite
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import gridfs
 from bson import ObjectId
@@ -16,6 +16,7 @@ from batchscraper.store.base import (
     StoreBase,
     item_id,
 )
+from batchscraper.store.documents import ScreenshotRef
 
 BREAKER_SEVERITY = {"closed": 0, "slowed": 1, "open": 2}
 
@@ -39,7 +40,7 @@ class MergedDomainHealth(DomainHealthEntry, total=False):
 class ItemResults(StoreBase):
     """Screenshots and domain health."""
 
-    def save_screenshot(self, batch_id: str, index: int, png: bytes) -> dict[str, Any]:
+    def save_screenshot(self, batch_id: str, index: int, png: bytes) -> ScreenshotRef:
         """Store a page screenshot in GridFS; returns the reference kept on the item."""
         bucket = gridfs.GridFSBucket(self.db, bucket_name="screenshots")
         file_id = bucket.upload_from_stream(

@@ -14,15 +14,15 @@ where TTL is not enforced (the embedded server).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Mapping
 
 import gridfs
 from bson import ObjectId
 
-from batchscraper.llm.ledger import CACHE_COLLECTION
 from batchscraper.store.base import StoreBase, utcnow
 from batchscraper.store.batches import EXPIRING
-from batchscraper.webhooks import OUTBOX
+from batchscraper.store.ledger import CACHE_COLLECTION
+from batchscraper.store.outbox import OUTBOX
 
 SCREENSHOTS = "screenshots"
 
@@ -81,7 +81,7 @@ class BatchRetention(StoreBase):
         gone = sorted(i for i in batch_ids if i and i not in live)
         return self._delete_screenshots({"metadata.batch_id": {"$in": gone}}) if gone else 0
 
-    def _delete_screenshots(self, query: dict[str, Any]) -> int:
+    def _delete_screenshots(self, query: Mapping[str, object]) -> int:
         bucket = gridfs.GridFSBucket(self.db, bucket_name=SCREENSHOTS)
         ids = [doc["_id"] for doc in self.db[f"{SCREENSHOTS}.files"].find(query, {"_id": 1})]
         for file_id in ids:

@@ -21,11 +21,12 @@ the API serves it with its keys restored.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 import bson
 
-from batchscraper.exceptions import ContentTooLargeError
+from batchscraper.exceptions import ContentTooLargeError, ErrorInfo
+from batchscraper.jsontypes import Document
 from batchscraper.store.transitions import failed_record
 
 ESCAPES = {"%": "%25", "$": "%24", ".": "%2E", "\x00": "%00"}
@@ -58,11 +59,11 @@ def unescape_key(key: str) -> str:
     return "".join(out)
 
 
-def safe_value(value: Any) -> tuple[Any, bool]:
+def safe_value(value: object) -> tuple[object, bool]:
     """``value`` with every nested key escaped and oversized integers as text; (value, changed)."""
     if isinstance(value, dict):
         changed = False
-        out = {}
+        out: dict[str, object] = {}
         for key, sub in value.items():
             text = key if isinstance(key, str) else str(key)
             safe_key = escape_key(text)
@@ -79,7 +80,7 @@ def safe_value(value: Any) -> tuple[Any, bool]:
     return value, False
 
 
-def restored_value(value: Any) -> Any:
+def restored_value(value: object) -> object:
     """``value`` with every nested key as it was before :func:`safe_value` escaped it."""
     if isinstance(value, dict):
         return {unescape_key(key): restored_value(sub) for key, sub in value.items()}
@@ -88,7 +89,7 @@ def restored_value(value: Any) -> Any:
     return value
 
 
-def readable_record(stored: dict[str, Any]) -> dict[str, Any]:
+def readable_record(stored: Document) -> Document:
     """A stored record with its field names as extracted (what the API and exports serve)."""
     if not stored.get("keys_escaped"):
         return stored
@@ -100,8 +101,8 @@ def readable_record(stored: dict[str, Any]) -> dict[str, Any]:
 
 
 def storable_record(
-    record: dict[str, Any], max_bytes: int
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    record: Mapping[str, object], max_bytes: int
+) -> tuple[Document, ErrorInfo | None]:
     """The record as it can be stored, and the error that failed it (None if it kept its status).
 
     ``max_bytes`` bounds the BSON size of the record (keep it under MongoDB's
@@ -127,9 +128,11 @@ def storable_record(
     return failed_record(stored, error), error
 
 
-def _truncate_content(record: dict[str, Any], size: int, max_bytes: int) -> int:
+def _truncate_content(record: Document, size: int, max_bytes: int) -> int:
     """Cut ``content`` strings, largest first, until the record fits; returns the new size."""
-    content = dict(record.get("content") or {})
+    formats = record.get("content")
+    # a PageItem's content: text by format
+    content: dict[str, str | None] = dict(formats) if isinstance(formats, Mapping) else {}
     truncated: dict[str, int] = {}
     for name in sorted(content, key=lambda n: len(content[n] or ""), reverse=True):
         if size <= max_bytes:

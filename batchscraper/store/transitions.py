@@ -26,9 +26,9 @@ import datetime as dt
 import re
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import NotRequired, TypedDict, cast
 
 from pymongo import UpdateMany, UpdateOne
 from pymongo.client_session import ClientSession
@@ -38,13 +38,16 @@ from batchscraper.exceptions import (
     BatchNotFoundError,
     BatchStateError,
     CancelledError,
+    ErrorInfo,
     InvalidURLsError,
     ItemError,
     NothingToRetryError,
     TooLargeError,
     WorkerLostError,
 )
-from batchscraper.store.base import COUNTER_KEYS, item_id, utcnow
+from batchscraper.jsontypes import Document, Query
+from batchscraper.store.base import COUNTER_KEYS, item_id, record_index, utcnow
+from batchscraper.store.documents import Lease
 from batchscraper.store.events import FinishEvents
 from batchscraper.templates.store import TEMPLATE_ID
 
@@ -91,6 +94,18 @@ FAILED_RECORD_KEEPS = (
 )
 
 
+#: a batch document's ``$inc``: counters moved by one write (counts, seconds, dollars)
+Increments = dict[str, float]
+
+
+class HeldItem(TypedDict):
+    """An item a worker holds, as :meth:`ItemTransitions.reclaim` reads it."""
+
+    _id: str
+    status: str
+    lease: NotRequired[Lease]
+
+
 class TransitionError(ValueError):
     """A status move that :data:`TRANSITIONS` does not allow (a bug, never user input)."""
 
@@ -108,7 +123,14 @@ def counters_for_transition(old: ItemStatus, new: ItemStatus, count: int = 1) ->
     return {f"counters.{old}": -count, f"counters.{new}": count}
 
 
-def initial_counters(total: int, failed: dict[str, int]) -> dict[str, Any]:
+class InitialCounters(TypedDict):
+    """A new batch's ``counters`` and ``failures`` (failed items per error code)."""
+
+    counters: dict[str, int]
+    failures: dict[str, int]
+
+
+def initial_counters(total: int, failed: Mapping[str, int]) -> InitialCounters:
     """A new batch's ``counters`` and ``failures``: every item pending, except those stored
     failed from the start (``failed``: how many per error code, e.g. ``INVALID_URL``)."""
     dead = sum(failed.values())
@@ -118,15 +140,16 @@ def initial_counters(total: int, failed: dict[str, int]) -> dict[str, Any]:
                                                for code, n in failed.items() if n}}
 
 
-def failure_code(error: dict[str, Any] | None) -> str:
-    """The key under the batch's ``failures`` that counts failed items with this error."""
-    code = str((error or {}).get("code") or "UNKNOWN")
+def failure_code(error: object) -> str:
+    """The key under the batch's ``failures`` that counts failed items with this error
+    (``error``: an error object, or None)."""
+    code = str((error.get("code") if isinstance(error, Mapping) else None) or "UNKNOWN")
     return re.sub(r"[^A-Za-z0-9_]", "_", code)
 
 
-def failed_record(record: dict[str, Any], error: dict[str, Any]) -> dict[str, Any]:
+def failed_record(record: Mapping[str, object], error: ErrorInfo) -> Document:
     """The failed record that replaces ``record`` when it cannot be stored as it is."""
-    kept = {key: record[key] for key in FAILED_RECORD_KEEPS if key in record}
+    kept: Document = {key: record[key] for key in FAILED_RECORD_KEEPS if key in record}
     kept.update(status=ItemStatus.FAILED.value, error=error, data=None, content=None)
     return kept
 
@@ -137,10 +160,10 @@ class ItemTransitions(FinishEvents):
     def _move(
         self,
         batch_id: str,
-        query: dict[str, Any],
+        query: Mapping[str, object],
         old: ItemStatus,
         new: ItemStatus,
-        update: dict[str, Any] | None = None,
+        update: Mapping[str, object] | None = None,
     ) -> int:
         """Move every item matching ``query`` from ``old`` to ``new``, counters with it.
 
@@ -150,7 +173,10 @@ class ItemTransitions(FinishEvents):
         """
         check_transition(old, new)
         update = dict(update or {})
-        update["$set"] = {**update.get("$set", {}), "status": new.value, "updated_at": utcnow()}
+        # a ``$set`` given here is a document of fields (this module builds every update)
+        fields: Document = {**cast("Document", update.get("$set", {})), "status": new.value,
+                            "updated_at": utcnow()}
+        update["$set"] = fields
 
         def work(session: ClientSession | None) -> int:
             result = self.items.update_many(
@@ -158,7 +184,7 @@ class ItemTransitions(FinishEvents):
             )
             inc = counters_for_transition(old, new, result.modified_count)
             if inc and new == ItemStatus.FAILED:
-                inc["failures." + failure_code(update["$set"].get("error"))] = result.modified_count
+                inc["failures." + failure_code(fields.get("error"))] = result.modified_count
             if inc:
                 self.batches.update_one({"_id": batch_id}, {"$inc": inc}, session=session)
             return result.modified_count
@@ -167,7 +193,7 @@ class ItemTransitions(FinishEvents):
 
     def claim(
         self, batch_id: str, worker: str, indexes: range, lease_seconds: float
-    ) -> list[dict[str, Any]]:
+    ) -> list[Document]:
         """Lease the pending items among ``indexes`` to ``worker``: pending -> leased.
 
         Items are addressed by ``_id`` (``<batch>:<index>``), a point lookup on
@@ -180,7 +206,7 @@ class ItemTransitions(FinishEvents):
             return []
         token = uuid.uuid4().hex
         now = utcnow()
-        lease = {
+        lease: Lease = {
             "worker": worker,
             "token": token,
             "until": now + dt.timedelta(seconds=lease_seconds),
@@ -205,14 +231,14 @@ class ItemTransitions(FinishEvents):
         return self._move(batch_id, query, ItemStatus.LEASED, ItemStatus.RUNNING)
 
     def reclaim(
-        self, batch_id: str, doc: dict[str, Any], lease: dict[str, Any]
-    ) -> dict[str, Any] | None:
+        self, batch_id: str, doc: HeldItem, lease: Lease
+    ) -> Document | None:
         """Lease a dead worker's item (``doc``, with its expired lease) to another: -> leased.
 
         The expired lease's token is the precondition: two workers reclaiming
         the same item cannot both get it. Returns the item as leased, or None.
         """
-        query = {"_id": doc["_id"], "lease.token": doc["lease"]["token"]}
+        query: Query = {"_id": doc["_id"], "lease.token": doc["lease"]["token"]}
         update = {"$set": {"lease": lease, "started_at": utcnow()}, "$inc": {"attempts": 1}}
         if doc["status"] == ItemStatus.RUNNING:
             moved = self._move(batch_id, query, ItemStatus.RUNNING, ItemStatus.LEASED, update)
@@ -229,7 +255,7 @@ class ItemTransitions(FinishEvents):
         update = {"$unset": {"lease": ""}}
         return sum(self._move(batch_id, query, old, ItemStatus.PENDING, update) for old in HELD)
 
-    def finish_items(self, records: list[dict[str, Any]]) -> list[bool]:
+    def finish_items(self, records: Sequence[Document]) -> list[bool]:
         """leased|running -> completed|failed for each record, in one transaction; copies to
         duplicates.
 
@@ -242,9 +268,9 @@ class ItemTransitions(FinishEvents):
         and reports whether it applied.
         """
         for record in records:
-            check_transition(ItemStatus.RUNNING, record["status"])
+            check_transition(ItemStatus.RUNNING, str(record["status"]))
         self.attach_changes(records)  # read before the transaction: it changes nothing
-        ids = [item_id(record["batch_id"], record["index"]) for record in records]
+        ids = [_record_item_id(record) for record in records]
 
         def work(session: ClientSession | None) -> list[bool]:
             if session is None:
@@ -256,9 +282,9 @@ class ItemTransitions(FinishEvents):
             increments: dict[str, Counter[str]] = defaultdict(Counter)
             for record, inc in zip(records, outcomes, strict=True):
                 if inc:
-                    increments[record["batch_id"]].update(inc)
-            for batch_id, inc in increments.items():
-                changes = {key: value for key, value in inc.items() if value}
+                    increments[str(record["batch_id"])].update(inc)
+            for batch_id, batch_inc in increments.items():
+                changes = {key: value for key, value in batch_inc.items() if value}
                 if changes:
                     self.batches.update_one({"_id": batch_id}, {"$inc": changes}, session=session)
             applied = [r for r, inc in zip(records, outcomes, strict=True) if inc is not None]
@@ -268,8 +294,8 @@ class ItemTransitions(FinishEvents):
         return self._atomic(work)
 
     def _finish_in_bulk(
-        self, records: list[dict[str, Any]], ids: list[str], session: ClientSession
-    ) -> list[dict[str, Any] | None]:
+        self, records: Sequence[Document], ids: list[str], session: ClientSession
+    ) -> list[Increments | None]:
         current = {
             doc["_id"]: doc
             for doc in self.items.find(
@@ -277,7 +303,7 @@ class ItemTransitions(FinishEvents):
             )
         }
         copy_ids = {
-            _id: [item_id(record["batch_id"], i) for i in current[_id].get("duplicates") or []]
+            _id: _duplicate_ids(record, current[_id].get("duplicates"))
             for record, _id in zip(records, ids, strict=True)
             if _id in current
         }
@@ -297,7 +323,7 @@ class ItemTransitions(FinishEvents):
             else set()
         )
         writes: list[UpdateOne | UpdateMany] = []
-        outcomes: list[dict[str, Any] | None] = []
+        outcomes: list[Increments | None] = []
         for record, _id in zip(records, ids, strict=True):
             old = current.get(_id, {}).get("status")
             if old not in HELD:
@@ -320,8 +346,8 @@ class ItemTransitions(FinishEvents):
         return outcomes
 
     def _finish_one(
-        self, record: dict[str, Any], _id: str, session: ClientSession | None
-    ) -> dict[str, Any] | None:
+        self, record: Document, _id: str, session: ClientSession | None
+    ) -> Increments | None:
         """Write one item's record; return its counter increments, or None if not held."""
         fields, copy = _record_fields(record)
         written = self.items.find_one_and_update(
@@ -334,7 +360,7 @@ class ItemTransitions(FinishEvents):
             return None
         copies = 0
         if written.get("duplicates"):
-            ids = [item_id(record["batch_id"], i) for i in written["duplicates"]]
+            ids = _duplicate_ids(record, written["duplicates"])
             copies = self.items.update_many(
                 {"_id": {"$in": ids}, "status": "pending"}, {"$set": copy}, session=session
             ).modified_count
@@ -353,8 +379,8 @@ class ItemTransitions(FinishEvents):
                 " (completed, partial, failed) can be retried"
             )
         # an entry that was never a URL (ignore_invalid_urls) stays failed
-        query: dict[str, Any] = {"batch_id": batch_id, "status": "failed",
-                                 "error.code": {"$ne": InvalidURLsError.code}}
+        query: Query = {"batch_id": batch_id, "status": "failed",
+                        "error.code": {"$ne": InvalidURLsError.code}}
         if only_retryable:
             query["error.retryable"] = True
         reset = {
@@ -395,7 +421,7 @@ class ItemTransitions(FinishEvents):
         batch_id: str,
         count: int,
         failed: int,
-        item_docs: Callable[[int], list[dict[str, Any]]],
+        item_docs: Callable[[int], list[Document]],
         max_total: int,
     ) -> int:
         """New items at the end of a batch (``count``, of which ``failed`` are stored failed
@@ -426,7 +452,7 @@ class ItemTransitions(FinishEvents):
                     inc["failures." + failure_code({"code": InvalidURLsError.code})] = failed
                 reopen = {"status": "pending", "finished_at": None} if batch["status"] in (
                     "completed", "partial", "failed") else {}
-                update: dict[str, Any] = {"$inc": inc}
+                update: Query = {"$inc": inc}
                 if reopen:
                     update["$set"] = reopen
                 reserved = self.batches.update_one(
@@ -469,18 +495,28 @@ class ItemTransitions(FinishEvents):
         )
 
 
-def _record_fields(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _record_item_id(record: Mapping[str, object]) -> str:
+    """The ``_id`` of the item an item record is for."""
+    return item_id(str(record["batch_id"]), record_index(record))
+
+
+def _duplicate_ids(record: Mapping[str, object], duplicates: Iterable[int] | None) -> list[str]:
+    """The ``_id`` of each of ``duplicates`` (indexes of the record's duplicate URLs)."""
+    return [item_id(str(record["batch_id"]), index) for index in duplicates or []]
+
+
+def _record_fields(record: Mapping[str, object]) -> tuple[Document, Document]:
     """The fields written on the item, and those copied to its duplicates."""
-    fields = {k: v for k, v in record.items() if k not in ("batch_id", "index", "url")}
+    fields: Document = {k: v for k, v in record.items() if k not in ("batch_id", "index", "url")}
     fields["finished_at"] = fields["updated_at"] = utcnow()
     return fields, {k: v for k, v in fields.items() if k != "attempts"}
 
 
-def _finish_increments(record: dict[str, Any], old: ItemStatus, copies: int) -> dict[str, Any]:
+def _finish_increments(record: Mapping[str, object], old: ItemStatus, copies: int) -> Increments:
     """Counter increments for one finished item (``old``: its status before) and ``copies``
     duplicates sharing its record."""
-    status = ItemStatus(record["status"])
-    inc: dict[str, Any] = counters_for_transition(old, status)
+    status = ItemStatus(str(record["status"]))
+    inc: Increments = {**counters_for_transition(old, status)}
     for key, value in counters_for_transition(ItemStatus.PENDING, status, copies).items():
         inc[key] = inc.get(key, 0) + value
     if status == ItemStatus.COMPLETED and _record_count(record):
@@ -500,31 +536,42 @@ def timeline_key(when: dt.datetime) -> str:
     return f"timeline.{int(when.timestamp() // 60)}"
 
 
-def _cache_increments(record: dict[str, Any], copies: int) -> dict[str, int]:
+def _cache_increments(record: Mapping[str, object], copies: int) -> dict[str, int]:
     """A page served by the fetch cache counts on each item holding its record."""
     counter = {"hit": "counters.cache_hits", "revalidated": "counters.cache_revalidated"}
-    key = counter.get(record.get("cache") or "")
+    cache = record.get("cache")  # hit, revalidated, miss or None
+    key = counter.get(cache) if isinstance(cache, str) else None
     return {key: 1 + copies} if key else {}
 
 
-def _usage_increments(record: dict[str, Any]) -> dict[str, Any]:
+def _usage_increments(record: Mapping[str, object]) -> Increments:
     """Counter increments for what processing the item cost (LLM use, filtered records)."""
-    tokens = record.get("tokens") or {}
-    usage = {
-        "counters.llm_calls": record.get("llm_calls") or 0,
-        "counters.llm_seconds": round((record.get("llm_ms") or 0) / 1000, 3),
+    tokens = record.get("tokens")
+    if not isinstance(tokens, Mapping):  # None: no LLM call
+        tokens = {}
+    usage: Increments = {
+        "counters.llm_calls": _number(record, "llm_calls"),
+        "counters.llm_seconds": round(_number(record, "llm_ms") / 1000, 3),
         "counters.tokens_in": tokens.get("in", 0),
         "counters.tokens_out": tokens.get("out", 0),
-        "counters.cost_usd": record.get("cost_usd") or 0.0,
-        "counters.records_filtered": record.get("filtered_out") or 0,
+        "counters.cost_usd": _number(record, "cost_usd") or 0.0,
+        "counters.records_filtered": _number(record, "filtered_out"),
     }
     return {key: value for key, value in usage.items() if value}
 
 
-def _template_increments(record: dict[str, Any], copies: int) -> dict[str, int]:
+def _number(record: Mapping[str, object], name: str) -> float:
+    """A numeric field of the record (a count, milliseconds, dollars); 0 when unset."""
+    value = record.get(name)
+    return value if isinstance(value, int | float) else 0
+
+
+def _template_increments(record: Mapping[str, object], copies: int) -> dict[str, int]:
     """Learned templates' counters: pages they extracted, misses, learned ones, audits; each
     also per template, under ``templates.<id>`` (the batch page's templates and hit rates)."""
-    extraction = record.get("extraction") or {}
+    extraction = record.get("extraction")
+    if not isinstance(extraction, Mapping):  # None: nothing extracted
+        extraction = {}
     audit = extraction.get("template_audit") or {}
     served = extraction.get("method") == "template"
     disagreed = bool(audit) and not audit.get("agreed")
@@ -546,7 +593,7 @@ def _template_increments(record: dict[str, Any], copies: int) -> dict[str, int]:
     return inc
 
 
-def _record_count(record: dict[str, Any]) -> int:
+def _record_count(record: Mapping[str, object]) -> int:
     data = record.get("data")
     if isinstance(data, list):
         return len(data)

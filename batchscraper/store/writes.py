@@ -27,16 +27,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from batchscraper.exceptions import StoreFailedError
+from batchscraper.jsontypes import Document
 from batchscraper.store import BatchStore, failed_record
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 TRANSIENT_LABELS = ("TransientTransactionError", "RetryableWriteError")
 STORE_FAILED_MESSAGE_CHARS = 300
 
@@ -48,13 +50,13 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, PyMongoError) and any(map(exc.has_error_label, TRANSIENT_LABELS))
 
 
-def with_retries(function: Callable[..., T], retries: int, backoff: float) -> Callable[..., T]:
+def with_retries(function: Callable[P, T], retries: int, backoff: float) -> Callable[P, T]:
     """``function`` retried on transient MongoDB errors, waiting ``backoff`` s, doubled."""
 
-    def call(*args: Any) -> T:
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
         for attempt in range(retries + 1):
             try:
-                return function(*args)
+                return function(*args, **kwargs)
             except PyMongoError as exc:
                 if attempt == retries or not is_transient(exc):
                     raise
@@ -85,18 +87,18 @@ class SerialWriter:
         self.retries = retries
         self.retry_backoff = retry_backoff
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writes")
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
+        self._pending: list[tuple[Document, asyncio.Future[bool]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._writing: asyncio.Future[None] | None = None  # the group being written
         self._due = False  # the pending records' time came while a group was being written
 
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
+    async def run(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``function(*args)`` on the write thread, retried while MongoDB is unreachable."""
         loop = asyncio.get_running_loop()
         call = with_retries(function, self.retries, self.retry_backoff)
-        return await loop.run_in_executor(self._executor, partial(call, *args))
+        return await loop.run_in_executor(self._executor, partial(call, *args, **kwargs))
 
-    async def finish(self, record: dict[str, Any]) -> bool:
+    async def finish(self, record: Document) -> bool:
         """Write an item's final record (grouped with others); whether it was applied."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
@@ -130,7 +132,7 @@ class SerialWriter:
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.flush_seconds, self._flush)
 
-    async def _write(self, group: list[tuple[dict[str, Any], asyncio.Future[bool]]]) -> None:
+    async def _write(self, group: list[tuple[Document, asyncio.Future[bool]]]) -> None:
         records = [record for record, _ in group]
         try:
             applied = await self.run(self.store.finish_items, records)
@@ -145,7 +147,7 @@ class SerialWriter:
         for (_, future), ok in zip(group, applied, strict=True):
             future.set_result(ok)
 
-    async def _write_alone(self, record: dict[str, Any], future: asyncio.Future[bool]) -> None:
+    async def _write_alone(self, record: Document, future: asyncio.Future[bool]) -> None:
         """One record; if MongoDB refuses it, a failed record with ``STORE_FAILED`` instead."""
         try:
             (ok,) = await self.run(self.store.finish_items, [record])

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from typing import Any
 
-from batchscraper.client import BatchClient
+from batchscraper.client import BatchClient, Template
 from batchscraper.templates.store import STATUSES
 
 
-def add_templates_parser(commands: Any, client_options: argparse.ArgumentParser) -> None:
+def add_templates_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+                         client_options: argparse.ArgumentParser) -> None:
     """The ``templates`` subcommand and its actions."""
     templates = commands.add_parser("templates", help="learned templates: list, show, rm")
     actions = templates.add_subparsers(dest="action", required=True)
@@ -47,7 +47,7 @@ def templates_command(client: BatchClient, args: argparse.Namespace,
     return 0
 
 
-def template_line(template: dict[str, Any]) -> str:
+def template_line(template: Template) -> str:
     """One line per template: id, status, host and version, hits and hit rate, audits."""
     def share(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.1f}%"

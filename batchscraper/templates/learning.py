@@ -17,17 +17,26 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 from batchscraper.extraction.validation import RecordChecker
 from batchscraper.jsontypes import JSONObject
 from batchscraper.llm.merge import is_empty
-from batchscraper.templates.selectors import Sample, field_kind, learn_rules, same_value
+from batchscraper.templates.selectors import (
+    Rule,
+    Sample,
+    field_kind,
+    learn_rules,
+    same_value,
+)
 from batchscraper.templates.settings import TemplateSettings
 from batchscraper.templates.signature import page_tree
-from batchscraper.templates.store import TemplateStore
+from batchscraper.templates.store import TemplateDocument, TemplateSample, TemplateStore
+
+if TYPE_CHECKING:
+    from lxml.html import HtmlElement
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +51,9 @@ class PageTemplate:
     template_id: str | None = None
     html: str = ""
     url: str = ""
-    tree: Any = None
+    tree: HtmlElement | None = None
     ask: frozenset[str] = frozenset()
-    values: dict[str, Any] | None = field(default_factory=dict)  # what the template read
+    values: JSONObject | None = field(default_factory=dict)  # what the template read
     required: frozenset[str] = frozenset()  # the schema's required fields
     lacks: frozenset[str] = frozenset()  # ... the template reads absent (see :func:`lacking`)
     claim: str | None = None  # the LLM answer of the template's learning this page gives
@@ -59,10 +68,10 @@ class PageTemplate:
         return self.role == "served"
 
 
-def lacking(rules: dict[str, Any], required: frozenset[str]) -> frozenset[str]:
+def lacking(rules: Mapping[str, Rule], required: frozenset[str]) -> frozenset[str]:
     """Required fields the rules read absent: the LLM found them on none of the samples, so
     the shape's pages do not fit the schema (a listing page under a product schema)."""
-    return frozenset(name for name in required if (rules.get(name) or {}).get("absent"))
+    return frozenset(name for name in required if name in rules and rules[name].get("absent"))
 
 
 class TemplateLearner:
@@ -77,8 +86,8 @@ class TemplateLearner:
         self._learning: set[str] = set()  # templates this process is learning now
         self._lock = threading.Lock()
 
-    def answered(self, page: PageTemplate, answer: dict[str, Any],
-                 checker: RecordChecker) -> dict[str, Any]:
+    def answered(self, page: PageTemplate, answer: JSONObject,
+                 checker: RecordChecker) -> dict[str, object]:
         """Learn from, verify or audit with the LLM's grounded answer; the ``extraction``
         notes (blocking)."""
         template_id = page.template_id
@@ -108,13 +117,13 @@ class TemplateLearner:
             if claim is not None:
                 self.store.unclaim(template_id, claim)
             return {}
-        sample = {"url": page.url, "html": page.html, "answer": answer}
+        sample: TemplateSample = {"url": page.url, "html": page.html, "answer": answer}
         kept = self.store.add_sample(template_id, sample, self.config.samples_kept, claim)
         if kept >= self.config.samples:
             self.learn(template_id, checker)
         return {}
 
-    def agrees(self, page: PageTemplate, answer: dict[str, Any]) -> bool:
+    def agrees(self, page: PageTemplate, answer: JSONObject) -> bool:
         """The template reproduces every required field (filled, unless the template reads
         it absent) and most of the others."""
         values = page.values or {}
@@ -139,8 +148,7 @@ class TemplateLearner:
             worker = self.worker_id
             if not self.store.lease(template_id, worker, self.config.lease_seconds):
                 return False
-            doc = self.store.templates.find_one({"_id": template_id},
-                                                {"attempts": 1, "status": 1, "samples": 1})
+            doc = self.store.learning_state(template_id)
             if doc is None or doc["status"] != "learning" or \
                     len(doc["samples"]) < self.config.samples_needed(doc["attempts"]):
                 self.store.release(template_id, worker)
@@ -154,7 +162,8 @@ class TemplateLearner:
             with self._lock:
                 self._learning.discard(template_id)
 
-    def _propose(self, template_id: str, doc: dict[str, Any], checker: RecordChecker) -> None:
+    def _propose(self, template_id: str, doc: TemplateDocument, checker: RecordChecker
+                 ) -> None:
         """Propose the samples' rules, or try again, or give up when they cannot serve."""
         worker = self.worker_id
         samples = [Sample(tree, s["answer"]) for s in doc["samples"]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from batchscraper.templates.store import STATUSES
 
@@ -33,11 +33,12 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict:
+def _obj(properties: dict[str, object], required: list[str] | None = None, **extra: object
+         ) -> dict[str, object]:
     return {"type": "object", "properties": properties, "required": required or [], **extra}
 
 
-def template_schemas() -> dict[str, Any]:
+def template_schemas() -> dict[str, object]:
     """Component schemas of the template endpoints."""
     summary = _obj(
         {
@@ -87,7 +88,11 @@ def template_schemas() -> dict[str, Any]:
     }
 
 
-def template_paths(operation: Any, json_body: Any, param: Any) -> dict[str, Any]:
+def template_paths(
+    operation: Callable[..., dict],
+    json_body: Callable[[str, str], dict],
+    param: Callable[..., dict],
+) -> dict[str, object]:
     """The ``/templates`` paths, built with the document's own helpers."""
     template_id = param("template_id", {"type": "string"}, "the template id", "path")
     filters = [

@@ -22,15 +22,31 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from lxml import etree
 
 from batchscraper.extraction.coerce import parse_number, schema_types
 from batchscraper.extraction.heuristics.page import text_of
+from batchscraper.jsontypes import JSONObject, JSONValue
 from batchscraper.llm.merge import is_empty
 
-Rule = dict[str, Any]
+if TYPE_CHECKING:
+    from lxml.html import HtmlElement
+
+
+class Rule(TypedDict):
+    """How a template reads one field: the element ``xpath`` selects, its text or attribute
+    ``take``, an optional ``regex`` capture, coerced to ``kind``; ``absent``: the field is
+    empty on this template's pages."""
+
+    kind: str  # string, number, integer, list
+    xpath: NotRequired[str]
+    take: NotRequired[str]  # text, or an attribute name
+    regex: NotRequired[str]
+    absent: NotRequired[bool]
+
+
 #: element texts longer than this never hold one scalar value
 MAX_VALUE_TEXT = 300
 #: a label is short, digit-free text
@@ -50,8 +66,8 @@ _SAFE_TOKEN = re.compile(r"^[A-Za-z_][\w-]*$")
 class Sample:
     """One LLM-answered page: its tree and the grounded answer for some fields."""
 
-    tree: Any
-    answer: dict[str, Any]
+    tree: HtmlElement
+    answer: JSONObject
 
 
 def fold(text: str) -> str:
@@ -59,7 +75,7 @@ def fold(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def same_value(first: Any, second: Any) -> bool:
+def same_value(first: object, second: object) -> bool:
     """Numbers equal, strings equal after whitespace folding, lists element by element."""
     if is_empty(first) and is_empty(second):
         return True
@@ -75,7 +91,7 @@ def same_value(first: Any, second: Any) -> bool:
     return bool(first == second)
 
 
-def field_kind(schema: dict[str, Any]) -> str | None:
+def field_kind(schema: JSONObject) -> str | None:
     """What a rule reads for a field of this schema; None when templates cannot learn it."""
     types = set(schema_types(schema)) - {"null"}
     if types == {"array"}:
@@ -95,7 +111,7 @@ class RuleFailed(Exception):
     """A rule selected something it cannot read (its regex did not match)."""
 
 
-def apply_rule(tree: Any, rule: Rule) -> Any:
+def apply_rule(tree: HtmlElement, rule: Rule) -> JSONValue:
     """The value ``rule`` reads from ``tree``: None when its XPath selects nothing."""
     if rule.get("absent"):
         return None
@@ -111,7 +127,7 @@ def apply_rule(tree: Any, rule: Rule) -> Any:
     return _typed(texts[0], rule)
 
 
-def _read(element: Any, rule: Rule) -> str:
+def _read(element: HtmlElement, rule: Rule) -> str:
     take = rule.get("take", "text")
     text = fold(text_of(element)) if take == "text" else fold(element.get(take) or "")
     pattern = rule.get("regex")
@@ -123,7 +139,7 @@ def _read(element: Any, rule: Rule) -> str:
     return text
 
 
-def _typed(text: str, rule: Rule) -> Any:
+def _typed(text: str, rule: Rule) -> JSONValue:
     if rule["kind"] == "string":
         return text or None
     number = parse_number(text)
@@ -136,12 +152,13 @@ def _typed(text: str, rule: Rule) -> Any:
     return number
 
 
-def apply_rules(tree: Any, rules: dict[str, Rule]) -> dict[str, Any]:
+def apply_rules(tree: HtmlElement, rules: dict[str, Rule]) -> JSONObject:
     """Every field's value on this page; RuleFailed when one rule cannot read its element."""
     return {name: apply_rule(tree, rule) for name, rule in rules.items()}
 
 
-def read_values(tree: Any, rules: dict[str, Rule], ask: frozenset[str]) -> dict[str, Any] | None:
+def read_values(tree: HtmlElement, rules: dict[str, Rule], ask: frozenset[str]
+                ) -> JSONObject | None:
     """The ``ask`` fields' values the rules read on this page; None when one cannot read."""
     try:
         return apply_rules(tree, {name: rule for name, rule in rules.items() if name in ask})
@@ -152,12 +169,13 @@ def read_values(tree: Any, rules: dict[str, Rule], ask: frozenset[str]) -> dict[
 # -- learning ---------------------------------------------------------------------------
 
 
-def learn_rules(samples: list[Sample], properties: dict[str, Any]) -> dict[str, Rule]:
+def learn_rules(samples: list[Sample], properties: JSONObject) -> dict[str, Rule]:
     """A rule for each answered field that one selector reproduces on every sample."""
     rules: dict[str, Rule] = {}
     names = {name for sample in samples for name in sample.answer}
     for name in sorted(names):
-        kind = field_kind(properties.get(name) or {})
+        schema = properties.get(name)
+        kind = field_kind(schema) if isinstance(schema, dict) else None
         answered = [s for s in samples if name in s.answer]
         if kind is None or not answered:
             continue
@@ -197,16 +215,16 @@ def _learn_field(name: str, kind: str, samples: list[Sample]) -> Rule | None:
     return None
 
 
-def _reproduces(tree: Any, rule: Rule, expected: Any) -> bool:
+def _reproduces(tree: HtmlElement, rule: Rule, expected: JSONValue) -> bool:
     try:
         return same_value(apply_rule(tree, rule), expected)
     except RuleFailed:
         return False
 
 
-def _candidates(tree: Any, value: Any, kind: str) -> Iterator[Rule]:
+def _candidates(tree: HtmlElement, value: JSONValue, kind: str) -> Iterator[Rule]:
     """Rules that read ``value`` on this sample, most stable first."""
-    first = value[0] if kind == "list" else value
+    first = value[0] if kind == "list" and isinstance(value, list) else value
     for element, take, regex in _holders(tree, first, kind):
         for xpath in _xpaths(element, tree):
             rule: Rule = {"xpath": xpath, "take": take, "kind": kind}
@@ -215,7 +233,8 @@ def _candidates(tree: Any, value: Any, kind: str) -> Iterator[Rule]:
             yield rule
 
 
-def _holders(tree: Any, value: Any, kind: str) -> Iterator[tuple[Any, str, str | None]]:
+def _holders(tree: HtmlElement, value: JSONValue, kind: str
+             ) -> Iterator[tuple[HtmlElement, str, str | None]]:
     """Elements holding ``value``: exactly, in an attribute, or behind a label (a regex)."""
     wanted = fold(str(value)) if kind in ("string", "list") else None
     labelled = []
@@ -242,7 +261,7 @@ def _holders(tree: Any, value: Any, kind: str) -> Iterator[tuple[Any, str, str |
     yield from reversed(labelled)
 
 
-def _label_regex(text: str, value: Any, wanted: str | None) -> str | None:
+def _label_regex(text: str, value: JSONValue, wanted: str | None) -> str | None:
     """``^Label:\\s*(.+)$`` when ``text`` is a short label followed by the value."""
     if wanted is not None:
         at = text.find(wanted)
@@ -260,14 +279,14 @@ def _label_regex(text: str, value: Any, wanted: str | None) -> str | None:
     return rf"^{re.escape(prefix)}\s*{capture}"
 
 
-def _matches(text: str, value: Any, wanted: str | None) -> bool:
+def _matches(text: str, value: JSONValue, wanted: str | None) -> bool:
     if wanted is not None:
         return text == wanted
     number = parse_number(text)
     return number is not None and same_value(number, value)
 
 
-def _xpaths(element: Any, tree: Any) -> Iterator[str]:
+def _xpaths(element: HtmlElement, tree: HtmlElement) -> Iterator[str]:
     tag = element.tag
     for attribute in ("itemprop", "id"):
         name = element.get(attribute)
@@ -292,7 +311,7 @@ def _xpaths(element: Any, tree: Any) -> Iterator[str]:
     yield tree.getroottree().getpath(element)
 
 
-def _label_before(element: Any) -> tuple[str, str] | None:
+def _label_before(element: HtmlElement) -> tuple[str, str] | None:
     previous = element.getprevious()
     while previous is not None and not isinstance(previous.tag, str):
         previous = previous.getprevious()
@@ -304,7 +323,7 @@ def _label_before(element: Any) -> tuple[str, str] | None:
     return previous.tag, text
 
 
-def _anchor(element: Any) -> str | None:
+def _anchor(element: HtmlElement) -> str | None:
     name = element.get("id")
     if name and _stable(name):
         return f"//{element.tag}[@id='{name}']"
@@ -312,7 +331,7 @@ def _anchor(element: Any) -> str | None:
     return f"//{element.tag}[{_has_class(classes[0])}]" if classes else None
 
 
-def _classes(element: Any) -> list[str]:
+def _classes(element: HtmlElement) -> list[str]:
     return [c for c in (element.get("class") or "").split() if _stable(c)]
 
 

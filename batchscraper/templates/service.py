@@ -10,12 +10,12 @@ Deleting one removes that version: the next page of its shape starts learning it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 from batchscraper.api.auth import Caller
 from batchscraper.api.service import BatchService
 from batchscraper.exceptions import BatchNotFoundError, ForbiddenError
-from batchscraper.templates.store import TEMPLATE_ID, TemplateStore
+from batchscraper.templates.store import TEMPLATE_ID, TemplateDocument, TemplateStore
 
 
 @dataclass(frozen=True)
@@ -35,20 +35,20 @@ class TemplateService:
         self.batches = batches
 
     def page(self, caller: Caller, found: TemplateFilter, page: int,
-             limit: int) -> tuple[list[dict[str, Any]], int]:
+             limit: int) -> tuple[list[TemplateDocument], int]:
         """One page of the caller's templates, newest first; ``batch_id``: those the batch used
         or learned (the batch must be the caller's: 404, 403)."""
-        query: dict[str, Any] = caller.owner_query()  # every owner's for admins
+        query = caller.owner_query()  # every owner's for admins
         if found.host:
             query["host"] = found.host
         if found.status:
             query["status"] = found.status
         if found.batch_id is not None:
             batch = self.batches.get(caller, found.batch_id)
-            query["_id"] = {"$in": sorted(batch.get("templates") or {})}
+            query["_id"] = {"$in": sorted(cast("dict[str, object]", batch.get("templates") or {}))}
         return self.store.page(query, page, limit)
 
-    def get(self, caller: Caller, template_id: str) -> dict[str, Any]:
+    def get(self, caller: Caller, template_id: str) -> TemplateDocument:
         """The template, if it exists (404) and is the caller's (403)."""
         doc = self.store.get(template_id) if TEMPLATE_ID.fullmatch(template_id) else None
         if doc is None:
@@ -57,7 +57,7 @@ class TemplateService:
             raise ForbiddenError(f"template {template_id} belongs to another API key")
         return doc
 
-    def delete(self, caller: Caller, template_id: str) -> dict[str, Any]:
+    def delete(self, caller: Caller, template_id: str) -> TemplateDocument:
         """Remove the template (404 when another request removed it first)."""
         doc = self.get(caller, template_id)
         if not self.store.delete(template_id):

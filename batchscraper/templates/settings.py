@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from scrapy.settings import BaseSettings
 
 #: doublings of the audit gap counted at most (the gap is capped long before)
 MAX_DOUBLINGS = 32
@@ -48,7 +49,7 @@ class TemplateSettings:
         return self.samples + self.max_attempts
 
     @classmethod
-    def from_settings(cls, settings: Any) -> TemplateSettings:
+    def from_settings(cls, settings: BaseSettings) -> TemplateSettings:
         return cls(
             enabled=settings.getbool("BATCH_TEMPLATES_ENABLED"),
             samples=settings.getint("BATCH_TEMPLATE_SAMPLES"),

@@ -12,22 +12,22 @@ rules may fit it, before its own shape starts learning from samples.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from batchscraper.llm.merge import is_empty
 from batchscraper.templates.learning import PageTemplate
-from batchscraper.templates.selectors import read_values
+from batchscraper.templates.selectors import Rule, read_values
+from batchscraper.templates.store import TemplateDocument
 
-Template = dict[str, Any]
 
-
-def sibling_rules(live: list[Template], page: PageTemplate) -> dict[str, Any] | None:
+def sibling_rules(live: list[TemplateDocument], page: PageTemplate) -> dict[str, Rule] | None:
     """Rules of an active template of the key (most used first) that fill this page's
     required fields."""
     for doc in sorted(live, key=lambda other: -int(other.get("hits") or 0)):
         rules = doc.get("rules") or {}
         if doc["status"] != "active" or not page.ask <= set(rules):
             continue
+        if page.tree is None:
+            return None
         values = read_values(page.tree, rules, page.ask)
         if values is not None and all(not is_empty(values.get(name))
                                       for name in page.required & page.ask):
@@ -35,8 +35,8 @@ def sibling_rules(live: list[Template], page: PageTemplate) -> dict[str, Any] | 
     return None
 
 
-def learning_sibling(live: list[Template], waited: str | None,
-                     held_here: frozenset[str]) -> Template | None:
+def learning_sibling(live: list[TemplateDocument], waited: str | None,
+                     held_here: frozenset[str]) -> TemplateDocument | None:
     """The key's oldest template learning rules of its own from answers on their way
     (claimed, or its pages wait in this process for them: ``held_here``), which a page of
     a new shape waits for. Not one whose learning waits for pages of its shape, nor one

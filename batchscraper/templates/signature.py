@@ -15,8 +15,7 @@ import hashlib
 import json
 import re
 import zlib
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 import lxml.html
@@ -44,7 +43,7 @@ def page_shape(tree: lxml.html.HtmlElement) -> frozenset[int]:
     if body is None:
         return frozenset()
     shape: set[int] = set()
-    stack: list[tuple[Any, str, int]] = [(child, "", 1) for child in body]
+    stack: list[tuple[lxml.html.HtmlElement, str, int]] = [(child, "", 1) for child in body]
     while stack:
         element, parent, depth = stack.pop()
         tag = element.tag
@@ -57,7 +56,7 @@ def page_shape(tree: lxml.html.HtmlElement) -> frozenset[int]:
     return frozenset(shape)
 
 
-def _names(element: Any) -> str:
+def _names(element: lxml.html.HtmlElement) -> str:
     classes = sorted(c for c in (element.get("class") or "").split() if not _GENERATED.search(c))
     ident = element.get("id") or ""
     names = "".join(f".{c}" for c in classes[:3])
@@ -71,7 +70,7 @@ def similarity(first: Iterable[int], second: Iterable[int]) -> float:
     return len(a & b) / union if union else 1.0
 
 
-def schema_fingerprint(schema: dict[str, Any]) -> str:
+def schema_fingerprint(schema: Mapping[str, object]) -> str:
     """A short hash of the batch schema: templates serve batches of the same schema."""
     text = json.dumps(schema, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
                       default=str)  # a stored {"$ref", "$id"} reads back as a DBRef

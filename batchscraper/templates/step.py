@@ -50,7 +50,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem
@@ -58,6 +58,7 @@ from scrapy.exceptions import DropItem
 from batchscraper.exceptions import TemplateMissError
 from batchscraper.extraction.validation import RecordChecker
 from batchscraper.items import PageItem
+from batchscraper.jsontypes import JSONObject
 from batchscraper.llm.merge import is_empty, shape_to_schema
 from batchscraper.run import BatchRun
 from batchscraper.templates.holds import TemplateHolds
@@ -72,7 +73,10 @@ from batchscraper.templates.signature import (
     similarity,
     site_of,
 )
-from batchscraper.templates.store import TemplateStore
+from batchscraper.templates.store import TemplateDocument, TemplateKey, TemplateStore
+
+if TYPE_CHECKING:
+    from lxml.html import HtmlElement
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +87,13 @@ class PageShape:
 
     html: str
     url: str
-    tree: Any
+    tree: HtmlElement
     shape: frozenset[int]
-    key: dict[str, Any]
+    key: TemplateKey
 
 
 #: what a page is matched with: its shape, checker, asked fields, known values, ``only``
-MatchArgs = tuple[PageShape, RecordChecker, frozenset[str], dict[str, Any], bool]
+MatchArgs = tuple[PageShape, RecordChecker, frozenset[str], JSONObject, bool]
 
 
 class TemplateStep:
@@ -108,7 +112,7 @@ class TemplateStep:
         self._lock = threading.Lock()
         self._creating = threading.Lock()
         # a host's live templates as last read (an active one is trusted for poll_seconds)
-        self._live: dict[tuple[Any, ...], tuple[float, list[dict[str, Any]]]] = {}
+        self._live: dict[tuple[str | None, str, str], tuple[float, list[TemplateDocument]]] = {}
         self._since_audit: dict[str, int] = {}  # pages each served here since its last audit
         self._unsaved: dict[str, int] = {}  # ... not yet added to its stored hits
         self._saved_at = time.monotonic()
@@ -126,7 +130,7 @@ class TemplateStep:
     # -- before the LLM ----------------------------------------------------------------
 
     async def fit(self, item: PageItem, url: str, checker: RecordChecker, ask: set[str],
-                  data: dict[str, Any], evidence: dict[str, str]) -> PageTemplate | None:
+                  data: JSONObject, evidence: dict[str, str]) -> PageTemplate | None:
         """The page's template; when ``served``, ``item`` is done (extracted, or failed).
 
         A page whose template is being learned waits here for the outcome (see the
@@ -217,12 +221,13 @@ class TemplateStep:
         fingerprint = self._fingerprints.get(id(checker))
         if fingerprint is None:
             fingerprint = self._fingerprints[id(checker)] = schema_fingerprint(checker.schema)
-        key = {"owner": self.run.batch.get("owner"), "schema_fp": fingerprint,
-               "host": site_of(url)}
+        owner = self.run.batch.get("owner")
+        key: TemplateKey = {"owner": owner if isinstance(owner, str) else None,
+                            "schema_fp": fingerprint, "host": site_of(url)}
         return PageShape(html, url, tree, page_shape(tree), key)
 
     def _match(self, shaped: PageShape, checker: RecordChecker, ask: frozenset[str],
-               data: dict[str, Any], only: bool, hold: bool, waited: str | None = None
+               data: JSONObject, only: bool, hold: bool, waited: str | None = None
                ) -> PageTemplate:
         live, doc = self._best(shaped, fresh=False)
         if doc is None or doc["status"] != "active":  # learning moves on: read it now
@@ -243,7 +248,7 @@ class TemplateStep:
         return page
 
     def _new_shape(self, page: PageTemplate, shaped: PageShape, checker: RecordChecker,
-                   data: dict[str, Any], hold: bool, waited: str | None) -> None:
+                   data: JSONObject, hold: bool, waited: str | None) -> None:
         """A page no live template fits: it creates its shape's template (with an active
         sibling's rules when they fill it), or waits for a sibling's learning."""
         held_here = self.holds.holding()
@@ -263,8 +268,8 @@ class TemplateStep:
                 self._stat("seeded")
         self._dispatch(page, doc, checker, data, hold, strict=False)
 
-    def _dispatch(self, page: PageTemplate, doc: dict[str, Any], checker: RecordChecker,
-                  data: dict[str, Any], hold: bool, strict: bool) -> None:
+    def _dispatch(self, page: PageTemplate, doc: TemplateDocument, checker: RecordChecker,
+                  data: JSONObject, hold: bool, strict: bool) -> None:
         """What the page does for its template ``doc``, by the template's status."""
         page.template_id, page.rev = doc["_id"], int(doc.get("rev") or 0)
         status = doc["status"]
@@ -276,7 +281,7 @@ class TemplateStep:
             page.role = "miss"
 
     def _best(self, shaped: PageShape, fresh: bool = True
-              ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+              ) -> tuple[list[TemplateDocument], TemplateDocument | None]:
         """The key's live templates, and the one the page's shape fits best (if any);
         unless ``fresh``, as read at most ``poll_seconds`` ago."""
         key = shaped.key
@@ -289,7 +294,7 @@ class TemplateStep:
         best = max(scored, key=lambda pair: pair[0], default=(0.0, None))
         return live, best[1] if best[0] >= self.config.similarity else None
 
-    def _learning_page(self, page: PageTemplate, doc: dict[str, Any], checker: RecordChecker,
+    def _learning_page(self, page: PageTemplate, doc: TemplateDocument, checker: RecordChecker,
                        hold: bool) -> None:
         """A page of a template being learned: it gives a needed answer, or it is held."""
         attempts = int(doc.get("attempts") or 0)
@@ -310,11 +315,12 @@ class TemplateStep:
             page.role = "learn"
         else:
             page.role = "verify"
-            page.values = read_values(page.tree, doc["rules"], page.ask)
-            page.lacks = lacking(doc["rules"], page.required & page.ask)
+            rules = doc.get("rules") or {}  # a verifying template's candidate
+            page.values = read_values(page.tree, rules, page.ask)
+            page.lacks = lacking(rules, page.required & page.ask)
 
-    def _use(self, page: PageTemplate, doc: dict[str, Any], checker: RecordChecker,
-             data: dict[str, Any]) -> None:
+    def _use(self, page: PageTemplate, doc: TemplateDocument, checker: RecordChecker,
+             data: JSONObject) -> None:
         rules = doc["rules"] or {}
         values = read_values(page.tree, rules, page.ask) if page.ask <= set(rules) else None
         page.lacks = lacking(rules, page.required & page.ask)
@@ -328,8 +334,8 @@ class TemplateStep:
         page.role = "audit" if self._hit(doc) else "served"
 
     @staticmethod
-    def _fills(page: PageTemplate, values: dict[str, Any], checker: RecordChecker,
-               data: dict[str, Any]) -> bool:
+    def _fills(page: PageTemplate, values: JSONObject, checker: RecordChecker,
+               data: JSONObject) -> bool:
         """The template's values fill the page's required fields (but those it reads absent:
         the page does not fit the schema, as the LLM said of its shape) and are valid."""
         present = {k: v for k, v in values.items() if not is_empty(v)}
@@ -339,7 +345,7 @@ class TemplateStep:
         record = {**kept, **present, **dict.fromkeys(page.lacks)}
         return not checker.error_lines([record], set(present))
 
-    def _hit(self, doc: dict[str, Any]) -> bool:
+    def _hit(self, doc: TemplateDocument) -> bool:
         """Count a page the template served; True when it is due for an audit: the
         template's audit gap (:meth:`TemplateSettings.audit_gap`) of pages served in this
         process since its last audit here. The counts are saved every ``poll_seconds``."""
@@ -364,7 +370,7 @@ class TemplateStep:
             self.store.add_hits(unsaved)
 
     def _serve(self, item: PageItem, checker: RecordChecker, page: PageTemplate,
-               data: dict[str, Any], evidence: dict[str, str]) -> None:
+               data: JSONObject, evidence: dict[str, str]) -> None:
         kept = checker.valid_values(data, set(page.ask))
         filled = {k: v for k, v in (page.values or {}).items()
                   if not is_empty(v) or (v is None and k in checker.required)}
@@ -382,8 +388,8 @@ class TemplateStep:
 
     # -- after the LLM ---------------------------------------------------------------
 
-    async def answered(self, page: PageTemplate, answer: dict[str, Any],
-                       grounding: dict[str, bool], checker: RecordChecker) -> dict[str, Any]:
+    async def answered(self, page: PageTemplate, answer: JSONObject,
+                       grounding: dict[str, bool], checker: RecordChecker) -> dict[str, object]:
         """Learn from, verify or audit with the LLM's answer; the ``extraction`` notes."""
         if page.template_id is None or page.role in ("none", "served"):
             return {}

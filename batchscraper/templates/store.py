@@ -23,11 +23,14 @@ import datetime as dt
 import re
 import time
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import TypedDict, cast
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 
+from batchscraper.jsontypes import Document, JSONObject
+from batchscraper.templates.selectors import Rule
 from batchscraper.templates.signature import similarity
 
 #: a template's statuses; ``retired`` ones no longer match pages
@@ -41,9 +44,69 @@ CLAIM_TRIES = 5
 READ_FIELDS = {"samples.html": 0, "shape": 0}
 #: ... and in lists, of its samples only their URLs
 PAGE_FIELDS = {"samples.html": 0, "samples.answer": 0, "shape": 0}
-Documents = list[dict[str, Any]]
 #: a template's id (``tpl_`` and 16 hex digits)
 TEMPLATE_ID = re.compile(r"tpl_[0-9a-f]{16}")
+
+
+class TemplateKey(TypedDict):
+    """What a template is for: an owner's pages of one host, for one schema."""
+
+    owner: str | None
+    host: str
+    schema_fp: str  # schema_fingerprint()
+
+
+class TemplateSample(TypedDict, total=False):
+    """One LLM-answered page a template learns from."""
+
+    url: str
+    html: str
+    answer: JSONObject
+
+
+class AnswerClaim(TypedDict):
+    """A page's claim on one of the LLM answers a template's learning needs."""
+
+    token: str
+    worker: str
+    until: float  # time.time() when it lapses
+
+
+class TemplateDocument(TemplateKey, total=False):
+    """One template as stored (a read with a projection has only some of the fields)."""
+
+    _id: str
+    version: int
+    shape: list[int]  # page_shape() hashes
+    status: str  # STATUSES
+    rules: dict[str, Rule] | None
+    samples: list[TemplateSample]
+    seeded: bool  # its first candidate was a sibling's rules
+    attempts: int
+    checked: int  # held-out pages that agreed with the current candidate
+    rev: int  # bumped by every change pages wait for
+    asking: list[AnswerClaim]  # pages whose LLM answers it waits for
+    lease: Document | None  # the worker learning it
+    hits: int
+    misses: int
+    audits: int
+    streak: int
+    disagreements: int
+    window: list[int]  # the latest misses and audits: 1 went wrong
+    batch_id: str
+    reason: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    activated_at: dt.datetime
+    retired_at: dt.datetime
+
+
+Templates = list[TemplateDocument]  # (a method of TemplateStore is named ``list``)
+
+
+def _template(doc: Mapping[str, object] | None) -> TemplateDocument | None:
+    """A ``templates`` document as read back: as this module wrote it (a projection of it)."""
+    return cast("TemplateDocument | None", doc)
 
 
 def new_template_id() -> str:
@@ -57,7 +120,7 @@ def utcnow() -> dt.datetime:
 class TemplateStore:
     """Reads and writes of the ``templates`` collection."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database[Document]) -> None:
         self.templates = db["templates"]
 
     def ensure_indexes(self) -> None:
@@ -67,24 +130,25 @@ class TemplateStore:
 
     # -- matching -------------------------------------------------------------------
 
-    def live(self, owner: str | None, host: str, schema_fp: str) -> list[dict[str, Any]]:
+    def live(self, owner: str | None, host: str, schema_fp: str) -> list[TemplateDocument]:
         """The templates that can match pages of this key (oldest first)."""
         query = {"owner": owner, "host": host, "schema_fp": schema_fp,
                  "status": {"$in": list(LIVE_STATUSES)}}
-        return list(self.templates.find(query, MATCH_FIELDS).sort("created_at", ASCENDING))
+        found = self.templates.find(query, MATCH_FIELDS).sort("created_at", ASCENDING)
+        return [cast(TemplateDocument, doc) for doc in found]
 
-    def create(self, key: dict[str, Any], shape: frozenset[int], batch_id: str,
-               threshold: float, rules: dict[str, Any] | None = None) -> dict[str, Any]:
+    def create(self, key: TemplateKey, shape: frozenset[int], batch_id: str,
+               threshold: float, rules: dict[str, Rule] | None = None) -> TemplateDocument:
         """A new template for a page shape no live template has: ``learning``, or with
         ``rules`` (a sibling's, tried first) ``verifying`` them.
 
         Two workers may create one for the same shape at once: the older one
         wins and the other is deleted, so each shape is learned once.
         """
-        version = 1 + max((doc.get("version", 0) for doc in self.templates.find(
+        version = 1 + max((cast(int, doc.get("version", 0)) for doc in self.templates.find(
             {**key}, {"version": 1})), default=0)
         now = utcnow()
-        doc = {
+        doc: TemplateDocument = {
             "_id": new_template_id(), **key, "version": version,
             "shape": sorted(shape), "status": "verifying" if rules else "learning",
             "rules": rules or None, "samples": [], "seeded": bool(rules),
@@ -93,7 +157,7 @@ class TemplateStore:
             "disagreements": 0, "window": [], "batch_id": batch_id,
             "created_at": now, "updated_at": now,
         }
-        self.templates.insert_one(doc)
+        self.templates.insert_one(cast(Document, doc))
         rivals = [other for other in self.live(key["owner"], key["host"], key["schema_fp"])
                   if similarity(shape, other["shape"]) >= threshold]
         winner = min(rivals, key=lambda other: (other["created_at"], other["_id"]), default=doc)
@@ -104,22 +168,27 @@ class TemplateStore:
 
     # -- learning -------------------------------------------------------------------
 
-    def add_sample(self, template_id: str, sample: dict[str, Any], keep: int,
+    def add_sample(self, template_id: str, sample: TemplateSample, keep: int,
                    claim: str | None = None) -> int:
         """Keep one LLM-answered page (the last ``keep``); returns how many are kept."""
-        doc = self.templates.find_one_and_update(
+        doc = _template(self.templates.find_one_and_update(
             {"_id": template_id},
             {"$push": {"samples": {"$each": [sample], "$slice": -keep}},
              "$pull": {"asking": {"token": claim}},
              "$inc": {"rev": 1}, "$set": {"updated_at": utcnow()}},
-            projection={"samples.url": 1}, return_document=ReturnDocument.AFTER)
+            projection={"samples.url": 1}, return_document=ReturnDocument.AFTER))
         return len(doc["samples"]) if doc else 0
 
-    def samples(self, template_id: str) -> list[dict[str, Any]]:
-        doc = self.templates.find_one({"_id": template_id}, {"samples": 1})
+    def samples(self, template_id: str) -> list[TemplateSample]:
+        doc = _template(self.templates.find_one({"_id": template_id}, {"samples": 1}))
         return list(doc["samples"]) if doc else []
 
-    def claim(self, doc: dict[str, Any], needed: int, worker: str, seconds: float) -> str | None:
+    def learning_state(self, template_id: str) -> TemplateDocument | None:
+        """The template's status, attempts and samples (what learning starts from)."""
+        return _template(self.templates.find_one({"_id": template_id},
+                                                 {"attempts": 1, "status": 1, "samples": 1}))
+
+    def claim(self, doc: TemplateDocument, needed: int, worker: str, seconds: float) -> str | None:
         """One of the ``needed`` LLM answers of the template's current phase, for one page.
 
         ``doc`` is the template as a match read it; None when other pages (of any
@@ -138,7 +207,7 @@ class TemplateStore:
                                                "until": now + seconds}]}})
             if claimed.modified_count == 1:
                 return token
-            found = self.templates.find_one({"_id": doc["_id"]}, MATCH_FIELDS)
+            found = _template(self.templates.find_one({"_id": doc["_id"]}, MATCH_FIELDS))
             if found is None:
                 return None
             doc = found
@@ -151,7 +220,7 @@ class TemplateStore:
 
     def revision(self, template_id: str) -> int | None:
         """The template's ``rev`` (None once it is gone)."""
-        doc = self.templates.find_one({"_id": template_id}, {"rev": 1})
+        doc = _template(self.templates.find_one({"_id": template_id}, {"rev": 1}))
         return None if doc is None else int(doc.get("rev", 0))
 
     def lease(self, template_id: str, worker: str, seconds: float) -> bool:
@@ -164,7 +233,7 @@ class TemplateStore:
             {"_id": template_id, **free}, {"$set": {"lease": {"worker": worker, "until": until}}})
         return result.modified_count == 1
 
-    def propose(self, template_id: str, rules: dict[str, Any], worker: str,
+    def propose(self, template_id: str, rules: dict[str, Rule], worker: str,
                 reason: str | None = None) -> None:
         """A candidate from the samples: verified next on held-out pages; the lease ends.
         ``reason``: why its pages do not fit the schema (a required field it reads absent)."""
@@ -191,11 +260,11 @@ class TemplateStore:
     def verified(self, template_id: str, attempt: int, needed: int,
                  claim: str | None = None) -> bool:
         """A held-out page agreed with candidate ``attempt``; True when it made it active."""
-        doc = self.templates.find_one_and_update(
+        doc = _template(self.templates.find_one_and_update(
             {"_id": template_id, "status": "verifying", "attempts": attempt},
             {"$inc": {"checked": 1, "rev": 1}, "$pull": {"asking": {"token": claim}},
              "$set": {"updated_at": utcnow()}},
-            projection={"checked": 1}, return_document=ReturnDocument.AFTER)
+            projection={"checked": 1}, return_document=ReturnDocument.AFTER))
         if doc is None or doc["checked"] < needed:
             return False
         now = utcnow()
@@ -228,13 +297,13 @@ class TemplateStore:
         agreeing ones in a row (``streak``: they space the audits out); True when this
         retired the template (site changed)."""
         counts = {counter: 1, **({"disagreements": 1} if bad and counter == "audits" else {})}
-        update: dict[str, Any] = {
+        update: dict[str, Document] = {
             "$inc": {**counts, **({} if bad else {"streak": 1})},
             "$push": {"window": {"$each": [int(bad)], "$slice": -window}},
             "$set": {"updated_at": utcnow(), **({"streak": 0} if bad else {})}}
-        doc = self.templates.find_one_and_update(
+        doc = _template(self.templates.find_one_and_update(
             {"_id": template_id}, update,
-            projection={"window": 1, "status": 1}, return_document=ReturnDocument.AFTER)
+            projection={"window": 1, "status": 1}, return_document=ReturnDocument.AFTER))
         if doc is None or doc["status"] != "active":
             return False
         recent = doc["window"]
@@ -248,22 +317,24 @@ class TemplateStore:
 
     # -- the API's reads -------------------------------------------------------------
 
-    def list(self, owner: str | None, **query: Any) -> list[dict[str, Any]]:
+    def list(self, owner: str | None, **query: object) -> list[TemplateDocument]:
         """An owner's templates, newest first, without their samples' pages."""
         found = self.templates.find({"owner": owner, **query}, READ_FIELDS)
-        return list(found.sort("created_at", -1))
+        return [cast(TemplateDocument, doc) for doc in found.sort("created_at", -1)]
 
-    def page(self, query: dict[str, Any], page: int, limit: int) -> tuple[Documents, int]:
+    def page(self, query: Mapping[str, object], page: int, limit: int
+             ) -> tuple[Templates, int]:
         """One page of the templates ``query`` matches, newest first, and how many match;
         without samples' pages and answers (their URLs stay)."""
         total = self.templates.count_documents(query)
         cursor = (self.templates.find(query, PAGE_FIELDS)
                   .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
                   .skip((page - 1) * limit).limit(limit))
-        return list(cursor), total
+        return [cast(TemplateDocument, doc) for doc in cursor], total
 
-    def get(self, template_id: str) -> dict[str, Any] | None:
-        return self.templates.find_one({"_id": template_id}, READ_FIELDS)
+    def get(self, template_id: str) -> TemplateDocument | None:
+        return cast("TemplateDocument | None",
+                    self.templates.find_one({"_id": template_id}, READ_FIELDS))
 
     def delete(self, template_id: str) -> bool:
         return self.templates.delete_one({"_id": template_id}).deleted_count == 1

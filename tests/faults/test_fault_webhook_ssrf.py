@@ -10,7 +10,8 @@ import pytest
 
 from batchscraper.downloadermiddlewares.ssrf import AddressPolicy, FetchBlockedError
 from batchscraper.store import BatchStore
-from batchscraper.webhooks import OUTBOX, webhook_address
+from batchscraper.store.outbox import OUTBOX
+from batchscraper.webhooks import webhook_address
 from tests.api_fixtures import Receiver, free_port
 from tests.faults.conftest import PRODUCT_SCHEMA, start_fault_scrapyd, wait_until
 

@@ -18,16 +18,27 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from typing import Any
+from typing import TypedDict, cast
 
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
+
+from batchscraper.jsontypes import Query
 
 logger = logging.getLogger(__name__)
 
 CACHE_COLLECTION = "llm_cache"
 SECONDS_PER_DAY = 86_400
 QUOTA_ATTEMPTS = 20
+
+
+class CachedAnswer(TypedDict):
+    """An LLM answer kept for the same request (``llm_cache``)."""
+
+    _id: str
+    text: str
+    tokens_in: int
+    tokens_out: int
 
 
 class LLMLedger:
@@ -48,13 +59,13 @@ class LLMLedger:
 
     # -- cache -------------------------------------------------------------------
 
-    def cache_get(self, key: str, batch_id: str) -> dict[str, Any] | None:
+    def cache_get(self, key: str, batch_id: str) -> CachedAnswer | None:
         """The cached answer for ``key``: ``{text, tokens_in, tokens_out}``, or None; the
         answer notes that ``batch_id`` used it (retention removes it with its last batch)."""
-        return self.cache.find_one_and_update(
+        return cast("CachedAnswer | None", self.cache.find_one_and_update(
             {"_id": key}, {"$addToSet": {"batches": batch_id}},
             {"text": 1, "tokens_in": 1, "tokens_out": 1},
-        )
+        ))
 
     def cache_put(self, key: str, model: str, text: str, tokens_in: int, tokens_out: int,
                   batch_id: str) -> None:
@@ -71,12 +82,12 @@ class LLMLedger:
         self, batch_id: str, max_calls: int | None, max_cost: float | None
     ) -> bool:
         """Count one more LLM call against the batch's budget; False when it is spent."""
-        conditions: list[dict[str, Any]] = []
+        conditions: list[Query] = []
         if max_calls is not None:
             conditions.append(_below("llm_budget.calls", max_calls))
         if max_cost is not None:
             conditions.append(_below("llm_budget.cost_usd", max_cost))
-        query: dict[str, Any] = {"_id": batch_id}
+        query: Query = {"_id": batch_id}
         if conditions:
             query["$and"] = conditions
         result = self.batches.update_one(query, {"$inc": {"llm_budget.calls": 1}})
@@ -101,7 +112,7 @@ class LLMLedger:
             granted = max(0, min(wanted, cap - used))
             if granted == 0:
                 return 0
-            condition: dict[str, Any] = (
+            condition: Query = (
                 {"record_quota": used} if "record_quota" in doc
                 else {"record_quota": {"$exists": False}}
             )
@@ -114,5 +125,5 @@ class LLMLedger:
         return 0
 
 
-def _below(path: str, limit: float) -> dict[str, Any]:
+def _below(path: str, limit: float) -> Query:
     return {"$or": [{path: {"$exists": False}}, {path: {"$lt": limit}}]}
