@@ -219,7 +219,7 @@ class BatchSpider(scrapy.Spider):
         elif self.run.options.max_age:
             meta["max_age"] = self.run.options.max_age
         headers = dict(cast(Mapping[str, str], overrides.get("headers") or {}))
-        if cookies := cast(Mapping[str, str], overrides.get("cookies")):
+        if cookies := cast("Mapping[str, str] | None", overrides.get("cookies")):
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
         return scrapy.Request(
             str(doc["url"]),
