@@ -27,7 +27,7 @@ from w3lib.encoding import html_to_unicode  # noqa: E402
 from batchscraper.extraction.content import prepare_page  # noqa: E402
 from batchscraper.llm.prompts import SYSTEM_PROMPT, PromptParts, user_message  # noqa: E402
 from batchscraper.llm.tokens import chunk_text, count_tokens  # noqa: E402
-from pipelines.extract import wants_links  # noqa: E402
+from pipelines.structured import wants_links  # noqa: E402
 
 TARGET = 0.15
 CHUNK_TOKENS = 6000

@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from scrapy.crawler import Crawler
@@ -45,99 +45,37 @@ from batchscraper.exceptions import (
     ItemError,
     ValidationFailedError,
 )
-from batchscraper.extraction.coerce import coerce_to_schema
 from batchscraper.extraction.content import (
     PageContent,
     page_content,
     page_metadata,
     prepare_page,
-    pruned_tree,
 )
-from batchscraper.extraction.heuristics import extraction_method, fill_missing, missing_fields
-from batchscraper.extraction.listing import structured_records, visible_record_count
-from batchscraper.extraction.shaping import tokens
-from batchscraper.extraction.structured import (
-    StructuredData,
-    jsonld_from_text,
-    map_to_schema,
-    parse_structured_data,
-)
+from batchscraper.extraction.heuristics import extraction_method
 from batchscraper.extraction.validation import RecordChecker, ValidationSettings
 from batchscraper.inputs.extraction import kept_formats
 from batchscraper.items import PageItem
+from batchscraper.jsontypes import JSONValue
 from batchscraper.llm.client import load_client
 from batchscraper.llm.config import LLMConfig
 from batchscraper.llm.extractor import LLMExtractor, PageTask, Usage
-from batchscraper.llm.grounding import PageIndex, grounded, strip_invented, strip_ungrounded
-from batchscraper.llm.merge import is_empty, merge_record_lists, merge_values, shape_to_schema
+from batchscraper.llm.merge import is_empty, merge_record_lists, shape_to_schema
 from batchscraper.llm.prompts import leaks_instructions
 from batchscraper.run import FREE_FORM_SCHEMA, BatchRun, ItemPlan, batch_run
 from batchscraper.store.ledger import LLMLedger
 from batchscraper.templates.learning import PageTemplate
 from batchscraper.templates.step import TemplateStep
+from pipelines.answers import (
+    add_usage,
+    completed_objects,
+    ground_answer,
+    list_meta,
+    page_index,
+    usage_meta,
+)
+from pipelines.structured import StructuredResult, structured_step, wants_links
 
 logger = logging.getLogger(__name__)
-
-#: evidence of a record the page marked up as an entity
-MARKUP_SOURCES = frozenset({"jsonld", "microdata"})
-URL_WORDS = frozenset({"url", "link", "href", "image", "images", "logo", "thumbnail"})
-
-
-@dataclass(frozen=True)
-class StructuredResult:
-    """What the page's structured data gives (CPU work done off the reactor thread)."""
-
-    data: Any  # a record, or a list of records on list pages
-    evidence: dict[str, str]
-    visible: int = 0
-    ask: frozenset[str] = frozenset()  # a single record's fields still to ask an LLM for
-    failed: ValidationFailedError | None = None  # checking the record did (what was found stays)
-
-
-def marked_up(evidence: dict[str, str]) -> bool:
-    """Whether a record comes from the page's markup (JSON-LD, microdata): trusted as it is;
-    one guessed from the page's text is completed by the LLM when one is configured."""
-    return any(set(source.split("+")) & MARKUP_SOURCES for source in evidence.values())
-
-
-def structured_step(html: str, url: str, checker: RecordChecker, many: bool,
-                    heuristics: bool = True) -> StructuredResult:
-    """Structured data of one page: a record and the fields it still lacks, or records plus
-    the page's visible card count (one trip off the reactor thread for all of it).
-
-    Page heuristics fill what a single record still lacks, unless ``heuristics`` is off.
-    """
-    schema = checker.schema
-    jsonld = jsonld_from_text(html)
-    if not many:
-        data, evidence = map_to_schema(StructuredData(jsonld=jsonld), schema)
-        if not jsonld or any(missing_fields(schema, data)):  # else the page's tree adds nothing
-            data, evidence = map_to_schema(parse_structured_data(html, url, jsonld), schema)
-        if heuristics:
-            data, evidence = fill_missing(html, url, schema, data, evidence)
-        try:
-            ask = checker.fields_to_ask(data, not marked_up(evidence))
-        except ValidationFailedError as exc:  # VALIDATION_TIMEOUT: the item fails, data kept
-            return StructuredResult(data, evidence, failed=exc)
-        return StructuredResult(data, evidence, ask=frozenset(ask))
-    records, evidence = structured_records(parse_structured_data(html, url, jsonld), schema)
-    return StructuredResult(records, evidence, visible_record_count(pruned_tree(html, url)))
-
-
-def wants_links(schema: dict[str, Any]) -> bool:
-    """Whether the schema asks for URLs (then the markdown keeps its links)."""
-    stack = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if node.get("format") in ("uri", "url", "iri", "uri-reference"):
-                return True
-            for name, sub in (node.get("properties") or {}).items():
-                if URL_WORDS & set(tokens(name)):
-                    return True
-                stack.append(sub)
-            stack.extend(v for k, v in node.items() if k in ("items", "anyOf", "oneOf"))
-    return False
 
 
 class ExtractPipeline:
@@ -245,12 +183,12 @@ class ExtractPipeline:
             await self._llm_failed(item, exc, checker, {}, {}, usage)
             return
         finally:
-            self._usage(item, usage)
+            add_usage(item, usage)
         leaked = sorted(name for name, v in value.items() if leaks_instructions(v))
         data = {name: v for name, v in value.items() if name not in leaked}
         item.data = data or None
         item.evidence = dict.fromkeys(data, "llm") or None
-        item.extraction = {"method": "llm", "schema": None, **self._usage_meta(usage)}
+        item.extraction = {"method": "llm", "schema": None, **usage_meta(usage)}
         if leaked:
             item.extraction["leaked"] = leaked
             self._stat("llm/leaks", len(leaked))
@@ -303,15 +241,16 @@ class ExtractPipeline:
             await self._llm_failed(item, exc, checker, data, evidence, usage)
             return
         finally:
-            self._usage(item, usage)
+            add_usage(item, usage)
         await self._budget_spent_on_repair(item, usage)
         answered = {k: v for k, v in value.items() if k in ask}
-        meta = self._ground(answered, _index(page, checker.schema), checker.schema)
+        meta = ground_answer(answered, page_index(page, checker.schema), checker.schema,
+                             self.run.options.grounding, self._stat)
         # empty answers are dropped, except a null for a required field that allows it
         filled = {k: v for k, v in answered.items()
                   if not is_empty(v) or (v is None and k in checker.required)}
         filled = shape_to_schema(filled, checker.schema)
-        completed = await asyncio.to_thread(_completed, checker, partial, shape_to_schema(
+        completed = await asyncio.to_thread(completed_objects, checker, partial, shape_to_schema(
             {name: answered.get(name) for name in partial}, checker.schema))
         filled.update(completed)
         item.data = checker.with_unstated_nulls({
@@ -323,7 +262,7 @@ class ExtractPipeline:
                             for k in completed}}
         found_by = extraction_method({k: evidence[k] for k in kept if k in evidence})
         item.extraction = {"method": f"{found_by}+llm" if kept else "llm",
-                           "llm_fields": sorted(ask), **self._usage_meta(usage), **meta}
+                           "llm_fields": sorted(ask), **usage_meta(usage), **meta}
         if self.templates is not None and template is not None:
             item.extraction.update(
                 await self.templates.answered(template, filled, meta["grounded"], checker))
@@ -357,7 +296,7 @@ class ExtractPipeline:
                 self._structured_only(item, checker, {}, {})
                 return
             item.data, item.evidence = records, evidence
-            item.extraction = {"method": "structured", **_list_meta(records, found, limit)}
+            item.extraction = {"method": "structured", **list_meta(records, found, limit)}
             return
         self._stat("llm/pages")
         page = await self._page(item, url, checker.schema)
@@ -368,16 +307,17 @@ class ExtractPipeline:
         except ItemError as exc:
             await self._llm_failed(item, exc, checker, records, evidence, usage)
             assert item.extraction is not None
-            item.extraction.update(_list_meta(records, found, limit))
+            item.extraction.update(list_meta(records, found, limit))
             return
         finally:
-            self._usage(item, usage)
+            add_usage(item, usage)
         await self._budget_spent_on_repair(item, usage)
-        index = _index(page, checker.schema)
+        index = page_index(page, checker.schema)
         llm_records = []
         ungrounded = nulled = 0
         for record in value:
-            meta = self._ground(record, index, checker.schema)
+            meta = ground_answer(record, index, checker.schema, self.run.options.grounding,
+                                 self._stat)
             ungrounded += len(meta.get("ungrounded", []))
             nulled += len(meta.get("nulled", []))
             llm_records.append(shape_to_schema(
@@ -386,7 +326,7 @@ class ExtractPipeline:
         item.data = merged
         item.evidence = {**dict.fromkeys(checker.properties, "llm"), **evidence}
         item.extraction = {"method": f"{extraction_method(evidence)}+llm" if records else "llm",
-                           **self._usage_meta(usage), **_list_meta(merged, found, limit)}
+                           **usage_meta(usage), **list_meta(merged, found, limit)}
         if ungrounded:
             item.extraction["ungrounded_values"] = ungrounded
         if nulled:
@@ -394,7 +334,7 @@ class ExtractPipeline:
 
     # -- helpers -----------------------------------------------------------------------
 
-    async def _page(self, item: PageItem, url: str, schema: dict[str, Any]) -> PageContent:
+    async def _page(self, item: PageItem, url: str, schema: Mapping[str, object]) -> PageContent:
         if item.body is None:
             text = (item.content or {}).get("markdown") or (item.content or {}).get("text") or ""
             return PageContent(markdown=text, text=text)
@@ -409,45 +349,8 @@ class ExtractPipeline:
             max_cost_usd=options.max_cost_usd, cache=options.store_content, **extra,
         )
 
-    def _ground(self, values: dict[str, Any], index: PageIndex,
-                schema: dict[str, Any]) -> dict[str, Any]:
-        """Check LLM values against the page, in place; null them as the mode says."""
-        mode = self.run.options.grounding
-        properties = schema.get("properties") or {}
-        grounding = {}
-        leaked = []
-        nulled = []
-        for name, value in list(values.items()):
-            if leaks_instructions(value):
-                leaked.append(name)
-                values[name] = None
-                continue
-            if is_empty(value):
-                continue
-            grounding[name] = grounded(value, index, name)
-            if grounding[name]:
-                continue
-            if mode == "strict":
-                values[name] = strip_ungrounded(value, index, name)
-            elif mode == "auto":
-                values[name] = strip_invented(name, value, properties.get(name, {}), index)
-            if values[name] != value:
-                nulled.append(name)
-        ungrounded = sorted(name for name, ok in grounding.items() if not ok)
-        meta: dict[str, Any] = {"grounded": grounding}
-        if ungrounded:
-            meta["ungrounded"] = ungrounded
-            self._stat("llm/ungrounded", len(ungrounded))
-        if nulled:
-            meta["nulled"] = sorted(nulled)
-            self._stat("llm/nulled", len(nulled))
-        if leaked:
-            meta["leaked"] = sorted(leaked)
-            self._stat("llm/leaks", len(leaked))
-        return meta
-
     async def _llm_failed(self, item: PageItem, exc: ItemError, checker: RecordChecker,
-                          data: Any, evidence: dict[str, str], usage: Usage) -> None:
+                          data: JSONValue, evidence: dict[str, str], usage: Usage) -> None:
         """The structured record survives: complete when it is valid alone, else fail."""
         if isinstance(exc, BudgetExceededError):
             await self._budget_error(item)
@@ -456,7 +359,7 @@ class ExtractPipeline:
         item.data = data or None
         item.evidence = evidence or None
         item.extraction = {"method": extraction_method(evidence) if data else "llm",
-                           "llm_error": exc.to_dict(), **self._usage_meta(usage)}
+                           "llm_error": exc.to_dict(), **usage_meta(usage)}
         records = data if isinstance(data, list) else [data]
         if data and not await asyncio.to_thread(checker.error_lines, records):
             self._stat("llm/failed_structured_kept")
@@ -478,61 +381,8 @@ class ExtractPipeline:
             "retryable": False,
         })
 
-    @staticmethod
-    def _usage(item: PageItem, usage: Usage) -> None:
-        """Add this pass's LLM usage to the item (an earlier pass's usage may be on it)."""
-        tokens = item.tokens or {}
-        item.llm_calls += usage.calls
-        item.llm_ms = (item.llm_ms or 0) + int(usage.seconds * 1000)
-        item.tokens = {"in": tokens.get("in", 0) + usage.tokens_in,
-                       "out": tokens.get("out", 0) + usage.tokens_out}
-        item.cost_usd = round(item.cost_usd + usage.cost_usd, 8)
-
-    @staticmethod
-    def _usage_meta(usage: Usage) -> dict[str, Any]:
-        meta: dict[str, Any] = {"chunks": usage.chunks, "cache_hits": usage.cache_hits}
-        if usage.repaired:
-            meta["repaired"] = True
-        if usage.repair_skipped:
-            meta["repair_skipped"] = usage.repair_skipped
-        if usage.trimmed:
-            meta["trimmed"] = sorted(set(usage.trimmed))
-        return meta
 
     def _stat(self, key: str, value: int = 1) -> None:
         stats = self.crawler.stats
         assert stats is not None
         stats.inc_value(f"batch/{key}", value)
-
-
-def _completed(checker: RecordChecker, partial: dict[str, Any],
-               answered: dict[str, Any]) -> dict[str, Any]:
-    """Objects the page filled in part, completed by the LLM's answer: the page's values win
-    (they were read, not guessed) unless they make the object invalid where the answer is
-    not."""
-    completed = {}
-    for name, known in partial.items():
-        answer = answered.get(name)
-        merged = merge_values(known, answer if isinstance(answer, dict) else None)
-        if merged == answer:
-            continue
-        if isinstance(answer, dict) and name in checker.invalid_fields(
-                coerce_to_schema({name: merged}, checker.schema)) and name not in \
-                checker.invalid_fields(coerce_to_schema({name: answer}, checker.schema)):
-            continue
-        completed[name] = merged
-    return completed
-
-
-def _index(page: PageContent, schema: dict[str, Any]) -> PageIndex:
-    """What LLM values are grounded in: the page's text, and its links when asked for."""
-    return PageIndex.of(f"{page.text}\n{page.markdown}" if wants_links(schema) else page.text)
-
-
-def _list_meta(records: list[Any], found: StructuredResult, limit: int) -> dict[str, Any]:
-    """``records_on_page`` and whether the page visibly holds more than was extracted."""
-    meta: dict[str, Any] = {"records_on_page": found.visible}
-    if found.visible > len(records):
-        meta["more_on_page"] = True
-        meta["capped"] = len(records) >= limit
-    return meta

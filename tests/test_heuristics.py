@@ -19,7 +19,7 @@ from batchscraper.extraction.heuristics.page import PageReader
 from batchscraper.extraction.heuristics.products import gtin_valid
 from batchscraper.extraction.validation import RecordChecker
 from batchscraper.store import BatchStore
-from pipelines.extract import structured_step
+from pipelines.structured import structured_step
 from tests.conftest import assert_counters_match_items, batch_id_from
 
 URL = "https://shop.example/item/1"
