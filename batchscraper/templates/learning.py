@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from batchscraper.extraction.validation import RecordChecker
 from batchscraper.jsontypes import JSONObject
@@ -172,7 +172,7 @@ class TemplateLearner:
         answered = {name for sample in samples for name in sample.answer}
         unlearnable = sorted(
             name for name in answered - set(rules)
-            if field_kind(cast(JSONObject, checker.properties.get(name) or {})) is None)
+            if field_kind(checker.properties.get(name)) is None)
         missed = sorted(answered - set(rules))
         if not rules:
             self._give_up(template_id, "no selector reproduces the samples")

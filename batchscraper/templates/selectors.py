@@ -91,8 +91,11 @@ def same_value(first: object, second: object) -> bool:
     return bool(first == second)
 
 
-def field_kind(schema: JSONObject) -> str | None:
-    """What a rule reads for a field of this schema; None when templates cannot learn it."""
+def field_kind(schema: JSONValue | None) -> str | None:
+    """What a rule reads for a field of this schema (a property's, None when the schema has
+    no such property); None when templates cannot learn it."""
+    if not isinstance(schema, dict):
+        return None
     types = set(schema_types(schema)) - {"null"}
     if types == {"array"}:
         items = schema.get("items") or {}
@@ -174,8 +177,7 @@ def learn_rules(samples: list[Sample], properties: JSONObject) -> dict[str, Rule
     rules: dict[str, Rule] = {}
     names = {name for sample in samples for name in sample.answer}
     for name in sorted(names):
-        schema = properties.get(name)
-        kind = field_kind(schema) if isinstance(schema, dict) else None
+        kind = field_kind(properties.get(name))
         answered = [s for s in samples if name in s.answer]
         if kind is None or not answered:
             continue

@@ -22,12 +22,12 @@ from batchscraper.templates.store import TemplateDocument
 def sibling_rules(live: list[TemplateDocument], page: PageTemplate) -> dict[str, Rule] | None:
     """Rules of an active template of the key (most used first) that fill this page's
     required fields."""
+    if page.tree is None:
+        return None
     for doc in sorted(live, key=lambda other: -int(other.get("hits") or 0)):
         rules = doc.get("rules") or {}
         if doc["status"] != "active" or not page.ask <= set(rules):
             continue
-        if page.tree is None:
-            return None
         values = read_values(page.tree, rules, page.ask)
         if values is not None and all(not is_empty(values.get(name))
                                       for name in page.required & page.ask):
