@@ -110,7 +110,7 @@ def list_by_class(page: PageReader, pattern: re.Pattern[str],
     if page.body is None:
         return []
     named = [el for el in page.body.iter() if isinstance(el.tag, str)
-             and pattern.search(_names(el)) and not other.search(_names(el))]
+             and pattern.search(names := _names(el)) and not other.search(names)]
     groups: dict[tuple[str, str], list[lxml.html.HtmlElement]] = {}
     for element in named:
         block = _block_of(element)
