@@ -26,12 +26,12 @@ from batchscraper.api.http import (
     query_int,
     stream_ndjson,
 )
-from batchscraper.api.service import batch_id_of
 from batchscraper.api.views import item_record, json_default, pagination
 from batchscraper.changes import CHANGE_STATUSES
 from batchscraper.exceptions import BatchInputError
 from batchscraper.jsontypes import Document
 from batchscraper.store import BatchStore
+from batchscraper.store.base import document_id
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -87,17 +87,17 @@ class Changes(ApiResource):
 
         def find() -> tuple[Document, list[int]]:
             batch = self.api.service.get(caller, self.batch_id)
-            return batch, changed_indexes(store, batch_id_of(batch), statuses)
+            return batch, changed_indexes(store, document_id(batch), statuses)
 
         batch, indexes = await deferToThread(find)
         if stream:
             chunk = config.stream_chunk
             chunks = (indexes[first:first + chunk] for first in range(0, len(indexes), chunk))
-            await self._stream(request, batch_id_of(batch), chunks)
+            await self._stream(request, document_id(batch), chunks)
             return None
         first = (page - 1) * limit
         docs = await deferToThread(
-            store.items_by_index, batch_id_of(batch), indexes[first:first + limit], None,
+            store.items_by_index, document_id(batch), indexes[first:first + limit], None,
             CHANGE_FIELDS,
         )
         compare = cast("Document", batch.get("compare") or {})

@@ -31,8 +31,8 @@ from twisted.web.resource import Resource
 
 from batchscraper.api.app import BatchApi
 from batchscraper.api.http import ApiResource
-from batchscraper.api.service import batch_id_of
 from batchscraper.exceptions import BatchNotFoundError
+from batchscraper.store.base import document_id
 
 if TYPE_CHECKING:
     from scrapyd.website import Root
@@ -138,7 +138,7 @@ class ItemScreenshot(ApiResource):
     def _read(self, caller: Caller) -> bytes:
         service = self.api.service
         batch = service.get(caller, self.batch_id)
-        doc = service.store.item(batch_id_of(batch), int(self.index), ("screenshot",))
+        doc = service.store.item(document_id(batch), int(self.index), ("screenshot",))
         shot = (doc or {}).get("screenshot")
         if not shot:
             raise BatchNotFoundError(f"item {self.index} of {batch['_id']} has no screenshot")

@@ -34,6 +34,7 @@ from batchscraper.downloadermiddlewares.ssrf import (
     IPAddress,
 )
 from batchscraper.jsontypes import Document
+from batchscraper.store.base import document_id
 from batchscraper.store.outbox import WebhookOutbox
 from batchscraper.webhooks import signed_headers, webhook_address
 
@@ -63,7 +64,7 @@ class WebhookDelivery(PeriodicService):
     async def send(self, event: Document) -> str:
         """One delivery attempt of ``event``, recorded; returns the event's new status."""
         body = cast(str, event["body"]).encode()
-        headers = signed_headers(cast(str, event["secret"]), cast(str, event["_id"]), body)
+        headers = signed_headers(cast(str, event["secret"]), document_id(event), body)
         started = time.monotonic()
         attempt: dict[str, object] = {"at": dt.datetime.now(dt.UTC), "status_code": None}
         try:

@@ -37,6 +37,7 @@ from batchscraper.api.jobs import ScrapydJobs, new_job_ids
 from batchscraper.api.periodic import PeriodicService
 from batchscraper.jsontypes import Document
 from batchscraper.store import BatchStore, final_status, utcnow
+from batchscraper.store.base import document_id
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class BatchReconciler:
         batches = self.store.unfinished_api_batches(UNFINISHED_BATCH,
                                                     ("_id", "status", "jobs", "counters"))
         return [batch for batch in batches
-                if not self.store.holds_live_lease(str(batch["_id"]), now)]
+                if not self.store.holds_live_lease(document_id(batch), now)]
 
     def give_up(self, batch_id: str, resumes: int) -> str | None:
         """Fail every unfinished item with ``WORKER_LOST``; finalize the batch."""
@@ -122,7 +123,7 @@ class ReconcileService(PeriodicService):
         batches = await threads.deferToThread(self.reconciler.leaseless)
         now = time.monotonic()
         abandoned = {
-            cast(str, batch["_id"]): batch for batch in batches
+            document_id(batch): batch for batch in batches
             if not self.jobs.active(
                 [cast(str, job["id"]) for job in cast("list[Document]", batch.get("jobs") or [])]
             )
@@ -135,7 +136,7 @@ class ReconcileService(PeriodicService):
 
     async def reconcile(self, batch: Document) -> None:
         """Finalize, resume or give up on one abandoned batch."""
-        batch_id = cast(str, batch["_id"])
+        batch_id = document_id(batch)
         counters = cast("dict[str, int]", batch["counters"])
         resumes = resumes_of(batch)
         if final_status(counters) is not None:  # no item pending, leased or running

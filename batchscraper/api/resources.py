@@ -45,6 +45,7 @@ from batchscraper.exceptions import BatchInputError, JobNotScheduledError
 from batchscraper.inputs.labels import data_field_paths
 from batchscraper.jsontypes import Document
 from batchscraper.store import FINAL_BATCH_STATUSES
+from batchscraper.store.base import document_id
 
 if TYPE_CHECKING:
     from scrapyd.website import Root
@@ -84,7 +85,7 @@ class Batches(ApiResource):
             self.api.service.submit, caller, submission, key,
             max_urls=config.sync_max_urls if wait else None,
         )
-        batch_id = cast(str, batch["_id"])
+        batch_id = document_id(batch)
         job_ids = _job_ids(batch)
         if not replayed:  # a replayed batch's jobs were queued by the first request (or not: 503)
             queue_jobs(self.api, batch_id, job_ids)
@@ -259,7 +260,7 @@ class Items(BatchPart):
                 for doc in docs
             )
 
-        await stream_ndjson(request, next_lines, cast(str, batch["_id"]))
+        await stream_ndjson(request, next_lines, document_id(batch))
 
 
 class Retry(BatchPart):
@@ -276,7 +277,7 @@ class Retry(BatchPart):
         batch, moved = await deferToThread(
             self.api.service.retry, caller, self.batch_id, only_retryable
         )
-        batch_id = cast(str, batch["_id"])
+        batch_id = document_id(batch)
         job_ids = new_job_ids(_parallel_jobs(batch))
         await deferToThread(self.api.service.record_jobs, batch_id, job_ids, "retry")
         queue_jobs(self.api, batch_id, job_ids)
@@ -304,7 +305,7 @@ class MoreUrls(BatchPart):
         )
         job_ids: list[str] = []
         if not replayed:
-            batch_id = cast(str, batch["_id"])
+            batch_id = document_id(batch)
             job_ids = new_job_ids(_parallel_jobs(batch))
             await deferToThread(self.api.service.record_jobs, batch_id, job_ids, "append")
             queue_jobs(self.api, batch_id, job_ids)

@@ -34,6 +34,7 @@ from batchscraper.jsontypes import Document
 from batchscraper.schedules.scheduler import ScheduleConfig, Scheduler
 from batchscraper.schedules.service import ScheduleService
 from batchscraper.schedules.store import ScheduleDocument, ScheduleStore
+from batchscraper.store.base import document_id
 
 if TYPE_CHECKING:
     from scrapyd.website import Root
@@ -176,7 +177,7 @@ class ScheduleRun(SchedulePart):
         self.api.jobs.check_available()
         batch = await deferToThread(self.schedules.run_now, caller, self.schedule_id)
         job_ids = [cast(str, job["id"]) for job in cast("list[Document]", batch.get("jobs", []))]
-        queue_jobs(self.api, _doc_id(batch), job_ids)
+        queue_jobs(self.api, document_id(batch), job_ids)
         answer = {**batch_summary(batch, self.base(request)), "jobs": job_ids,
                   "schedule": schedule_of_run(batch)}
         return JsonResponse(answer, 202, {"Location": _self_link(answer)})
@@ -245,7 +246,7 @@ def schedule_view(
         "batch": template,
         "created_at": doc["created_at"],
         "updated_at": doc["updated_at"],
-        "links": schedule_links(_doc_id(doc), base),
+        "links": schedule_links(document_id(doc), base),
     }
 
 
@@ -260,10 +261,6 @@ def run_entry(batch: Document, base: str = "") -> dict[str, object]:
         "monitors": batch.get("monitors"),
     }
 
-
-def _doc_id(doc: Mapping[str, object]) -> str:
-    """A schedule's or batch's id (its ``_id``)."""
-    return cast(str, doc["_id"])
 
 
 def _show_secret(answer: dict[str, object], secret: str) -> None:

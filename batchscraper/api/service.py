@@ -31,7 +31,7 @@ from batchscraper.inputs.labels import data_field_paths
 from batchscraper.jsontypes import Document, JSONObject, JSONValue
 from batchscraper.monitors import read_monitors
 from batchscraper.store import BatchStore, utcnow
-from batchscraper.store.base import record_index
+from batchscraper.store.base import document_id, record_index
 from batchscraper.store.idempotency import IdempotencyKeys
 from batchscraper.webhooks import check_webhook_target
 
@@ -166,7 +166,7 @@ class BatchService:
 
     def _input_urls(self, batch: Document) -> Iterator[JSONValue]:
         """A stored batch's URL list, as it was given (per-URL overrides included)."""
-        for item in self.store.iter_items(batch_id_of(batch), page=self.config.stream_chunk):
+        for item in self.store.iter_items(document_id(batch), page=self.config.stream_chunk):
             url, overrides = str(item["url"]), item.get("request")  # the rest of URL's object
             if overrides and isinstance(overrides, dict):
                 yield {"url": url, **cast(JSONObject, overrides)}  # as its input gave them
@@ -177,7 +177,7 @@ class BatchService:
         """The entries kept as failed items by ``ignore_invalid_urls``: index, url, reason."""
         if not cast("dict[str, int]", batch.get("failures") or {}).get(InvalidURLsError.code):
             return []
-        docs = self.store.item_fields(batch_id_of(batch), ("index", "url", "error"),
+        docs = self.store.item_fields(document_id(batch), ("index", "url", "error"),
                                       status="failed")
         return [{"index": doc["index"], "url": doc["url"], "reason": error["message"]}
                 for doc in sorted(docs, key=lambda doc: doc["index"])
@@ -219,7 +219,7 @@ class BatchService:
         # the labels are checked here, on the few fields they are in: a regex over several
         # fields is a collection scan on the embedded server anyway
         words = search.casefold().split()
-        found = [batch_id_of(doc) for doc in self.store.newest_batches(query, SEARCH_FIELDS)
+        found = [document_id(doc) for doc in self.store.newest_batches(query, SEARCH_FIELDS)
                  if all(word in searchable_text(doc) for word in words)]
         wanted = found[(page - 1) * limit : page * limit]
         docs = self.store.batches_by_id(wanted, LIST_FIELDS)
@@ -246,7 +246,7 @@ class BatchService:
         self, batch: Document, indexes: Sequence[int], query: ItemQuery
     ) -> list[Document]:
         docs = self.store.items_by_index(
-            batch_id_of(batch), indexes, query.status, query.projection()
+            document_id(batch), indexes, query.status, query.projection()
         )
         if query.sort is None and not query.descending:
             return docs  # already in input order
@@ -258,7 +258,7 @@ class BatchService:
         total = cast("dict[str, int]", batch["counters"])["total"]
         if query.by_index:
             return range(total - 1, -1, -1) if query.descending else range(total)
-        return self._matching_indexes(batch_id_of(batch), query)
+        return self._matching_indexes(document_id(batch), query)
 
     def _matching_indexes(self, batch_id: str, query: ItemQuery) -> list[int]:
         # one indexed condition per read (batch_id with status or with an updated_at range):
@@ -357,9 +357,6 @@ def job_records(job_ids: list[str], kind: str) -> list[Document]:
     return [{"id": job_id, "kind": kind, "scheduled_at": now} for job_id in job_ids]
 
 
-def batch_id_of(batch: Document) -> str:
-    """A stored batch's id (its ``_id``)."""
-    return cast(str, batch["_id"])
 
 
 def _key_id(caller: Caller, key: str) -> str:

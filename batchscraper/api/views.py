@@ -9,6 +9,7 @@ from typing import cast
 
 from batchscraper.jsontypes import Document
 from batchscraper.store import ITEM_STATUSES
+from batchscraper.store.base import document_id
 from batchscraper.store.storable import readable_record
 from batchscraper.webhooks import batch_links
 
@@ -55,7 +56,7 @@ def batch_summary(batch: Document, base: str = "") -> dict[str, object]:
         "started_at": batch.get("started_at"),
         "finished_at": batch.get("finished_at"),
         "expires_at": batch.get("expires_at"),
-        "links": batch_links(cast(str, batch["_id"]), base),
+        "links": batch_links(document_id(batch), base),
     }
 
 

@@ -39,6 +39,7 @@ from batchscraper.jsontypes import Document, JSONObject
 from batchscraper.schedules.store import LastRun, ScheduleDocument, ScheduleStore, tick_key
 from batchscraper.schedules.timing import Timing, parse_timezone
 from batchscraper.store import FINAL_BATCH_STATUSES, utcnow
+from batchscraper.store.base import document_id
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class Scheduler:
             made = existing["created_at"]
             assert isinstance(made, dt.datetime)
             self._ran(schedule, due, existing, timing, min(now, made))
-            return Fired(schedule_id, due, "duplicate", str(existing["_id"]))
+            return Fired(schedule_id, due, "duplicate", document_id(existing))
         except BatchError as exc:  # the template makes no batch any more (source batch gone)
             error = {"code": exc.code, "message": exc.message, "tick": due, "at": now}
             self._move_on(schedule, due, timing.next_after(now), {"counters.failed": 1},
@@ -148,7 +149,7 @@ class Scheduler:
         logger.info("Schedule %s: tick %s made batch %s", schedule_id, due.isoformat(),
                     batch["_id"])
         jobs = cast(list[Mapping[str, str]], batch.get("jobs", []))  # as submit() stored them
-        return Fired(schedule_id, due, "run", str(batch["_id"]), [job["id"] for job in jobs])
+        return Fired(schedule_id, due, "run", document_id(batch), [job["id"] for job in jobs])
 
     def make_run(
         self, schedule: ScheduleDocument, trigger: str, tick: dt.datetime | None, key: str | None
@@ -233,5 +234,5 @@ class Scheduler:
 def _last_run(batch: Mapping[str, object], tick: dt.datetime | None, trigger: str) -> LastRun:
     created_at = batch["created_at"]
     assert isinstance(created_at, dt.datetime)
-    return {"batch_id": str(batch["_id"]), "tick": tick, "trigger": trigger,
+    return {"batch_id": document_id(batch), "tick": tick, "trigger": trigger,
             "created_at": created_at}

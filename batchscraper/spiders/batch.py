@@ -58,7 +58,7 @@ from batchscraper.render import (
 )
 from batchscraper.run import BatchRun
 from batchscraper.store import BatchStore, store_for
-from batchscraper.store.base import record_index
+from batchscraper.store.base import document_id, record_index
 from batchscraper.store.writes import SerialWriter
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class BatchSpider(scrapy.Spider):
             settings.getint("BATCH_STORE_RETRIES"), settings.getfloat("BATCH_STORE_RETRY_BACKOFF"),
         )
         batch = spider._open_batch(store, settings)
-        batch_id = str(batch["_id"])
+        batch_id = document_id(batch)
         stored = dict(cast(Mapping[str, object], batch["options"]))  # as parse_options made them
         # redacted: the credentials are kept apart
         stored_proxies = cast("list[str] | None", stored.pop("proxy", None))

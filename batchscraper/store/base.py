@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.client_session import ClientSession
@@ -44,6 +44,11 @@ def utcnow() -> dt.datetime:
 
 def item_id(batch_id: str, index: int) -> str:
     return f"{batch_id}:{index}"
+
+
+def document_id(doc: Mapping[str, object]) -> str:
+    """A stored document's ``_id``: a batch's, schedule's, template's or event's (strings)."""
+    return cast(str, doc["_id"])
 
 
 def record_index(record: Mapping[str, object]) -> int:
